@@ -1,0 +1,3 @@
+from ray_tpu_profile.cli import main
+
+main()

@@ -1,0 +1,124 @@
+"""`ray-tpu-profile`: the command line. Thin: flags -> RunConfig -> Run -> output."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ray_tpu_profile import __version__
+from ray_tpu_profile.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_STOPPED,
+    ConfigError,
+)
+
+EXIT_BY_STATUS = {"ok": EXIT_OK, "partial": EXIT_PARTIAL, "failed": EXIT_FAILED, "stopped": EXIT_STOPPED}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="ray-tpu-profile")
+def cli() -> None:
+    """Profile vLLM on every host of a TPU pod slice at once, orchestrated by Ray.
+
+    Run it as a Ray job (`ray job submit -- ray-tpu-profile run ...`), or with no
+    cluster at all: without --address or RAY_ADDRESS it starts a local Ray cluster of
+    simulated TPU hosts and profiles a tiny built-in model on the CPU.
+    """
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": False},
+    epilog="""\b
+Examples (the seed's two, on every host of the slice):
+  ray-tpu-profile run --model Qwen/Qwen2.5-7B-Instruct --input-len 1024 --output-len 1 \\
+      --batch-size 1 -- --max-model-len 2048 --tensor-parallel-size 1 --enforce-eager
+  ray-tpu-profile run --model meta-llama/Llama-3.1-70B-Instruct --input-len 1 --output-len 128 \\
+      --batch-size 32 --delay-ms 1000 --duration-ms 2000 -- --max-model-len 2048 \\
+      --tensor-parallel-size 8 --enforce-eager
+
+Exit codes: 0 ok, 2 bad input, 3 partial (some hosts failed), 4 failed, 5 stopped.""",
+)
+@click.option("--address", envvar="RAY_ADDRESS", default=None, metavar="ADDR",
+              help="Ray cluster to run on [env RAY_ADDRESS]. Without it: a local cluster of simulated TPU hosts.")
+@click.option("--hosts", type=int, default=None, metavar="N",
+              help="Hosts to profile. Default: every TPU host found (2 simulated hosts locally).")
+@click.option("--model", default=None, metavar="PATH|ID",
+              help="Model path or hub id. Default: a tiny random-weight Llama built locally on first use.")
+@click.option("--input-len", type=int, default=32, show_default=True, help="Prompt tokens per request.")
+@click.option("--output-len", type=int, default=128, show_default=True, help="Generated tokens per request (EOS ignored).")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Requests per generate call.")
+@click.option("--num-iters-warmup", type=int, default=5, show_default=True, help="Untraced generate calls before capture.")
+@click.option("--num-iters", type=int, default=1, show_default=True, help="Traced generate calls.")
+@click.option("--profile-result-dir", type=click.Path(path_type=Path), default=Path("profiles"), show_default=True,
+              help="Where run directories are written (on the machine that runs this command).")
+@click.option("--profiler", type=click.Choice(["torch"]), default="torch", show_default=True,
+              help="Capture backend. torch: vLLM's built-in torch profiler around the profiled iterations.")
+@click.option("--delay-ms", type=int, envvar="VLLM_TPU_PROFILE_DELAY_MS", default=0, show_default=True,
+              help="Wait after the capture instant before tracing (server backends) [env VLLM_TPU_PROFILE_DELAY_MS].")
+@click.option("--duration-ms", type=int, envvar="VLLM_TPU_PROFILE_DURATION_MS", default=3000, show_default=True,
+              help="Trace length (server backends) [env VLLM_TPU_PROFILE_DURATION_MS].")
+@click.option("--timeout-s", type=float, default=3600.0, show_default=True,
+              help="Longest one host may take for one stage (load, warmup, capture, gather) before it is marked failed.")
+@click.option("--json", "json_output", is_flag=True, help="Print the manifest as JSON on stdout instead of the table.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines (failures still print).")
+@click.option("--actor-logs", is_flag=True, help="Stream the actors' (vLLM's) logs to this console.")
+@click.argument("engine_flags", nargs=-1, type=click.UNPROCESSED, metavar="[-- VLLM ENGINE FLAGS...]")
+def run(address, hosts, model, input_len, output_len, batch_size, num_iters_warmup, num_iters,
+        profile_result_dir, profiler, delay_ms, duration_ms, timeout_s, json_output, quiet, actor_logs,
+        engine_flags) -> None:
+    """Profile the same workload on every host, captured together, gathered into one run directory.
+
+    Everything after `--` is a vLLM engine flag, parsed by vLLM's own EngineArgs
+    (e.g. `-- --tensor-parallel-size 8 --max-model-len 2048 --enforce-eager`).
+    """
+    from ray_tpu_profile.config import Capture, Placement, RunConfig, Workload
+
+    config = RunConfig(
+        workload=Workload(input_len, output_len, batch_size, num_iters_warmup, num_iters),
+        capture=Capture(profiler=profiler, delay_ms=delay_ms, duration_ms=duration_ms),
+        placement=Placement(hosts=hosts, address=address, stage_timeout_s=timeout_s),
+        model=model,
+        engine_argv=tuple(engine_flags),
+        profile_result_dir=profile_result_dir,
+    ).validate()
+
+    from ray_tpu_profile.progress import Progress
+    from ray_tpu_profile.runner import Run
+
+    manifest = Run(config, ["ray-tpu-profile", *sys.argv[1:]], Progress(quiet=quiet), actor_logs=actor_logs).execute()
+    run_dir = config.profile_result_dir / manifest["run_id"]
+    if json_output:
+        click.echo(json.dumps(manifest, indent=2))
+    else:
+        from ray_tpu_profile.report import print_summary
+
+        print_summary(manifest, run_dir)
+    sys.exit(EXIT_BY_STATUS[manifest["status"]])
+
+
+def main() -> None:
+    """Console entry point: bad input is one line on stderr and exit code 2."""
+    try:
+        code = cli.main(standalone_mode=False)
+    except ConfigError as e:
+        click.echo(f"ray-tpu-profile: error: {e}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except click.exceptions.UsageError as e:
+        # click's own multi-line usage block, reduced to the one line that matters.
+        click.echo(f"ray-tpu-profile: error: {e.format_message()}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except click.exceptions.Abort:
+        click.echo("ray-tpu-profile: aborted", err=True)
+        sys.exit(EXIT_STOPPED)
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

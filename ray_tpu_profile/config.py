@@ -1,0 +1,163 @@
+"""Frozen, validated descriptions of one run. Pure: no Ray, vLLM or profiler imports.
+
+Every check raises ConfigError naming the CLI flag and the offending value, so the
+CLI can exit 2 before anything is started or loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ray_tpu_profile.errors import ConfigError
+
+PROFILERS = ("torch",)
+DEFAULT_SIMULATED_HOSTS = 2
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The seed's workload: one batch of dummy prompts generated to completion."""
+
+    input_len: int = 32
+    """Prompt length in tokens (--input-len)."""
+    output_len: int = 128
+    """Tokens generated per prompt (--output-len); EOS is ignored."""
+    batch_size: int = 8
+    """Prompts per generate call (--batch-size)."""
+    num_iters_warmup: int = 5
+    """Untraced generate calls per host before capture (--num-iters-warmup)."""
+    num_iters: int = 1
+    """Traced generate calls per host (--num-iters)."""
+    seed: int = 0
+    """Seed of the dummy token ids; the same on every host so every host does the same work."""
+
+    @property
+    def shape(self) -> str:
+        return f"{self.batch_size}x{self.input_len}x{self.output_len}"
+
+    def validate(self) -> "Workload":
+        for flag, value in (
+            ("--input-len", self.input_len),
+            ("--output-len", self.output_len),
+            ("--batch-size", self.batch_size),
+            ("--num-iters-warmup", self.num_iters_warmup),
+            ("--num-iters", self.num_iters),
+        ):
+            if value < 1:
+                raise ConfigError(flag, value, "must be 1 or more")
+        return self
+
+    def check_fits(self, max_model_len: int | None) -> None:
+        """input + output tokens must fit the engine's max model length."""
+        if max_model_len is not None and self.input_len + self.output_len > max_model_len:
+            raise ConfigError(
+                "--input-len",
+                self.input_len,
+                f"--input-len + --output-len = {self.input_len + self.output_len} "
+                f"exceeds the max model length {max_model_len}",
+            )
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What records the trace and over which window."""
+
+    profiler: str = "torch"
+    """Capture backend (--profiler)."""
+    delay_ms: int = 0
+    """Time from the capture instant to the start of tracing (--delay-ms), server backends."""
+    duration_ms: int = 3000
+    """Length of the trace (--duration-ms), server backends."""
+
+    def validate(self) -> "Capture":
+        if self.profiler not in PROFILERS:
+            raise ConfigError("--profiler", self.profiler, f"must be one of {', '.join(PROFILERS)}")
+        if self.delay_ms < 0:
+            raise ConfigError("--delay-ms", self.delay_ms, "must be 0 or more")
+        if self.duration_ms <= 0:
+            raise ConfigError("--duration-ms", self.duration_ms, "must be more than 0")
+        return self
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the run goes."""
+
+    hosts: int | None = None
+    """Hosts to profile (--hosts); None: every host found."""
+    address: str | None = None
+    """Ray cluster address (--address / RAY_ADDRESS); None: start a local simulated cluster."""
+    stage_timeout_s: float = 3600.0
+    """Longest a host may take for one stage (--timeout-s) before it is marked failed."""
+
+    def validate(self) -> "Placement":
+        if self.hosts is not None and self.hosts < 1:
+            raise ConfigError("--hosts", self.hosts, "must be 1 or more")
+        if self.stage_timeout_s <= 0:
+            raise ConfigError("--timeout-s", self.stage_timeout_s, "must be more than 0")
+        return self
+
+    @property
+    def simulated_hosts(self) -> int:
+        """How many simulated hosts a local cluster gets when there is no address."""
+        return self.hosts or DEFAULT_SIMULATED_HOSTS
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    workload: Workload = field(default_factory=Workload)
+    capture: Capture = field(default_factory=Capture)
+    placement: Placement = field(default_factory=Placement)
+    model: str | None = None
+    """Model path or hub id (--model); None: the embedded tiny model."""
+    engine_argv: tuple[str, ...] = ()
+    """vLLM engine flags given after `--`, parsed by vLLM's own EngineArgs."""
+    profile_result_dir: Path = Path("profiles")
+    """Root of run directories (--profile-result-dir)."""
+
+    def validate(self) -> "RunConfig":
+        self.workload.validate()
+        self.capture.validate()
+        self.placement.validate()
+        check_model_path(self.model)
+        check_writable_dir(self.profile_result_dir, "--profile-result-dir")
+        return self
+
+
+def looks_like_local_path(model: str) -> bool:
+    """A hub id is `org/name` (or `name`); anything absolute, dotted or with more parts is a path."""
+    if model.startswith(("/", "./", "../", "~")) or model in (".", ".."):
+        return True
+    return model.count("/") > 1 or os.path.exists(model)
+
+
+def check_model_path(model: str | None) -> None:
+    if model is None:
+        return
+    if looks_like_local_path(model):
+        path = Path(model).expanduser()
+        if not path.is_dir():
+            raise ConfigError("--model", model, "no such model directory")
+        if not (path / "config.json").is_file():
+            raise ConfigError("--model", model, "directory has no config.json")
+
+
+def check_writable_dir(path: Path, flag: str) -> None:
+    """The directory, or its nearest existing ancestor, must be a directory we can
+    create files in. Probed by creating and removing a temp dir (os.access lies for root)."""
+    path = Path(path).expanduser()
+    probe_at = path
+    while not probe_at.exists():
+        if probe_at.parent == probe_at:
+            break
+        probe_at = probe_at.parent
+    if not probe_at.is_dir():
+        what = "is a file" if probe_at == path else f"{probe_at} is a file"
+        raise ConfigError(flag, str(path), what)
+    try:
+        tempfile.TemporaryDirectory(dir=probe_at).cleanup()
+    except OSError as e:
+        raise ConfigError(flag, str(path), f"not writable ({e.strerror})") from None

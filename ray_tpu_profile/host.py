@@ -1,0 +1,108 @@
+"""The per-host actor: owns one vLLM engine and one capture backend, in one process.
+
+Plain class; cluster.py wraps it with ray.remote. Every method returns plain data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ray_tpu_profile.config import Workload
+from ray_tpu_profile.layout import sha256_file
+from ray_tpu_profile.records import FileEntry, Phase
+
+
+
+class HostWorker:
+    def __init__(self, host_name: str, run_id: str, scratch_root: str | None = None):
+        self.host_name = host_name
+        root = Path(scratch_root or tempfile.gettempdir()) / "ray-tpu-profile" / run_id / host_name
+        root.mkdir(parents=True, exist_ok=True)
+        # Everything this host hands back lives under output_dir; nothing else is sent.
+        self.output_dir = root
+        self.engine = None
+        self.backend = None
+
+    def identity(self) -> dict[str, Any]:
+        import ray
+
+        return {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "output_dir": str(self.output_dir),
+        }
+
+    def load(self, engine_argv: list[str], workload: Workload, profiler: str, tiny_model: bool) -> Phase:
+        from ray_tpu_profile.engine import Engine, parse_engine_args
+        from ray_tpu_profile.profilers import make_backend
+
+        started = time.time()
+        engine_args = parse_engine_args(engine_argv)
+        if tiny_model:
+            from ray_tpu_profile.tiny_model import ensure_tiny_model
+
+            # Built on this host (same seed, same weights everywhere): hosts share no disk.
+            engine_args.model = str(ensure_tiny_model())
+        self.backend = make_backend(profiler, self.output_dir / profiler, self.host_name)
+        self.backend.configure(engine_args)
+        self.engine = Engine.build(engine_args, workload)
+        self.backend.attach(self.engine.llm)
+        return Phase(started_at_s=started, finished_at_s=time.time())
+
+    def _iterations(self, count: int) -> Phase:
+        started = time.time()
+        latencies = tuple(self.engine.run_once_s() for _ in range(count))
+        return Phase(started_at_s=started, finished_at_s=time.time(), latencies_s=latencies)
+
+    def warmup(self) -> Phase:
+        return self._iterations(self.engine.workload.num_iters_warmup)
+
+    def profile(self) -> Phase:
+        self.backend.start(self.engine.llm)
+        try:
+            return self._iterations(self.engine.workload.num_iters)
+        finally:
+            self.backend.stop(self.engine.llm)
+
+    def capture_info(self) -> dict[str, Any]:
+        return self.backend.describe()
+
+    def list_files(self) -> list[FileEntry]:
+        """Every regular file under output_dir with size and sha256. A symlink is an
+        error: following it could send files from outside the output directory."""
+        entries = []
+        for dirpath, dirnames, filenames in os.walk(self.output_dir):
+            for name in sorted(dirnames + filenames):
+                path = Path(dirpath) / name
+                if path.is_symlink():
+                    raise ValueError(f"host {self.host_name}: refusing symlink {path}")
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                entries.append(
+                    FileEntry(
+                        path=path.relative_to(self.output_dir).as_posix(),
+                        bytes=path.stat().st_size,
+                        sha256=sha256_file(path),
+                    )
+                )
+        return entries
+
+    def read_chunk(self, relpath: str, offset: int, size: int) -> bytes:
+        path = self.output_dir / relpath
+        if not path.resolve().is_relative_to(self.output_dir.resolve()):
+            raise ValueError(f"host {self.host_name}: path {relpath!r} is outside its output directory")
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+
+    def cleanup(self) -> None:
+        """Drop the host-side copy once the driver has verified the gathered one."""
+        shutil.rmtree(self.output_dir)
+

@@ -1,0 +1,94 @@
+"""Which Ray nodes are TPU hosts, in what order, under what names. Pure: works on the
+dicts `ray.nodes()` returns, so it is tested without a cluster."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+from ray_tpu_profile.errors import ConfigError
+
+# Node labels Ray sets on TPU hosts (ray.util.tpu, KubeRay).
+SLICE_LABEL = "ray.io/tpu-slice-name"
+WORKER_ID_LABEL = "ray.io/tpu-worker-id"
+POD_TYPE_LABEL = "ray.io/tpu-pod-type"
+ACCELERATOR_LABEL = "ray.io/accelerator-type"
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    """Stable name used for actors, trace files and the manifest."""
+    node_id: str
+    node_ip: str
+    chips: int
+    """TPU chips on this host (the node's `TPU` resource)."""
+    slice_name: str | None = None
+    worker_id: int | None = None
+    pod_type: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def hosts_from_nodes(nodes: Iterable[dict[str, Any]]) -> list[Host]:
+    """Alive nodes with a `TPU` resource, sorted by slice and worker id, then address.
+
+    Named `<slice>-w<worker id>` when Ray's TPU labels are there, else `host<i>`.
+    """
+    found = []
+    for node in nodes:
+        chips = node.get("Resources", {}).get("TPU", 0)
+        if not node.get("Alive") or chips <= 0:
+            continue
+        labels = node.get("Labels") or {}
+        worker = labels.get(WORKER_ID_LABEL)
+        found.append(
+            dict(
+                node_id=node["NodeID"],
+                node_ip=node.get("NodeManagerAddress", ""),
+                chips=int(chips),
+                slice_name=labels.get(SLICE_LABEL) or None,
+                worker_id=int(worker) if worker not in (None, "") else None,
+                pod_type=labels.get(POD_TYPE_LABEL) or None,
+            )
+        )
+    found.sort(
+        key=lambda h: (
+            h["slice_name"] or "",
+            h["worker_id"] if h["worker_id"] is not None else -1,
+            h["node_ip"],
+            h["node_id"],
+        )
+    )
+    hosts = []
+    for index, h in enumerate(found):
+        if h["slice_name"] is not None and h["worker_id"] is not None:
+            name = f"{h['slice_name']}-w{h['worker_id']}"
+        else:
+            name = f"host{index}"
+        hosts.append(Host(name=name, **h))
+    return hosts
+
+
+def select_hosts(hosts: list[Host], wanted: int | None) -> list[Host]:
+    """The first `wanted` hosts (all when None); too many is bad input."""
+    if not hosts:
+        raise ConfigError("--hosts", wanted if wanted is not None else "all", "the Ray cluster has no node with a TPU resource")
+    if wanted is None:
+        return list(hosts)
+    if wanted > len(hosts):
+        raise ConfigError("--hosts", wanted, f"the Ray cluster has only {len(hosts)} TPU host(s): {', '.join(h.name for h in hosts)}")
+    return hosts[:wanted]
+
+
+def check_tensor_parallel_fits(tensor_parallel_size: int, hosts: list[Host]) -> None:
+    """TP runs within one host: it must fit that host's chips."""
+    smallest = min(h.chips for h in hosts)
+    if tensor_parallel_size > smallest:
+        fits = [n for n in (1, 2, 4, 8, 16) if n <= smallest]
+        raise ConfigError(
+            "--tensor-parallel-size",
+            tensor_parallel_size,
+            f"larger than the {smallest} TPU chips of one host; what fits: {', '.join(map(str, fits))}",
+        )

@@ -1,0 +1,146 @@
+"""The run directory: names, safe paths, checksums, manifest. Pure apart from file I/O.
+
+    <root>/<run-id>/
+      manifest.json   latency.json
+      hosts/<host>/<backend files>
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable
+
+from ray_tpu_profile.records import HostRecord
+
+MANIFEST = "manifest.json"
+LATENCY = "latency.json"
+HOSTS_DIR = "hosts"
+STAGING_SUFFIX = ".partial"
+HASH_CHUNK_BYTES = 8 << 20
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    """Sortable by time, unique across concurrent runs."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def staging_dir(root: Path, run_id: str) -> Path:
+    """Where a run is written until it ends; renamed to `root/run_id` then."""
+    return Path(root) / f".{run_id}{STAGING_SUFFIX}"
+
+
+def safe_relpath(path: str) -> PurePosixPath:
+    """A path a host sent, checked so it cannot land outside the run directory."""
+    p = PurePosixPath(path)
+    if not path or p.is_absolute() or "\\" in path or any(part in ("..", "") for part in path.split("/")):
+        raise ValueError(f"unsafe path {path!r}")
+    return p
+
+
+def host_file_dest(host: str, relpath: str) -> PurePosixPath:
+    """Where a host's file goes, relative to the run directory."""
+    return PurePosixPath(HOSTS_DIR) / safe_relpath(host) / safe_relpath(relpath)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Readers never see half a file: write beside it, then rename over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def run_status(records: Iterable[HostRecord], stopped: bool) -> str:
+    """ok: every host delivered; partial: some did; failed: none did; stopped: interrupted."""
+    records = list(records)
+    if stopped:
+        return "stopped"
+    ok = sum(r.status == "ok" for r in records)
+    if records and ok == len(records):
+        return "ok"
+    return "partial" if ok else "failed"
+
+
+def build_manifest(
+    *,
+    run_id: str,
+    status: str,
+    stage: str,
+    error: str | None,
+    command: list[str],
+    versions: dict[str, str | None],
+    workload: dict[str, Any],
+    capture: dict[str, Any],
+    cluster: dict[str, Any],
+    engine: dict[str, Any],
+    records: Iterable[HostRecord],
+) -> dict[str, Any]:
+    """The public manifest (README "manifest.json")."""
+    return {
+        "schema_version": 1,
+        "run_id": run_id,
+        "status": status,
+        "stage": stage,
+        "error": error,
+        "command": command,
+        "versions": versions,
+        "workload": workload,
+        "capture": capture,
+        "cluster": cluster,
+        "engine": engine,
+        "hosts": [host_manifest(r) for r in records],
+    }
+
+
+def host_manifest(r: HostRecord) -> dict[str, Any]:
+    return {
+        "name": r.host.name,
+        "node_id": r.host.node_id,
+        "node_ip": r.host.node_ip,
+        "chips": r.host.chips,
+        "slice_name": r.host.slice_name,
+        "worker_id": r.host.worker_id,
+        "pid": r.pid,
+        "status": r.status,
+        "stage": r.stage,
+        "error": r.error,
+        "files": r.files,
+        "latency_s": {
+            "load": r.load.duration_s if r.load else None,
+            "warmup": list(r.warmup.latencies_s) if r.warmup else [],
+            "profiled": list(r.profiled.latencies_s) if r.profiled else [],
+        },
+        "phases": {
+            name: phase.to_json() if phase else None
+            for name, phase in (("load", r.load), ("warmup", r.warmup), ("profiled", r.profiled))
+        },
+    }
+
+
+def build_latency(shape: str, records: Iterable[HostRecord]) -> dict[str, Any]:
+    """latency.json: per shape, per host, warmup and profiled iteration latencies in seconds."""
+    return {
+        "unit": "s",
+        "shapes": {
+            shape: {
+                r.host.name: {
+                    "warmup": list(r.warmup.latencies_s) if r.warmup else [],
+                    "profiled": list(r.profiled.latencies_s) if r.profiled else [],
+                }
+                for r in records
+            }
+        },
+    }

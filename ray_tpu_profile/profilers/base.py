@@ -1,0 +1,36 @@
+"""The interface every capture backend implements, in the model's own process."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+
+class CaptureBackend(ABC):
+    """Lives in the host actor beside the LLM. Call order:
+    configure(engine_args) -> [LLM built] -> attach(llm) -> start(llm) ... stop(llm)."""
+
+    name: str = ""
+
+    def __init__(self, trace_dir: Path, host_name: str):
+        self.trace_dir = Path(trace_dir)
+        self.host_name = host_name
+
+    def configure(self, engine_args: Any) -> None:
+        """Adjust vLLM EngineArgs before the LLM is built (default: nothing)."""
+
+    def attach(self, llm: Any) -> None:
+        """Called once the LLM is ready (default: nothing)."""
+
+    @abstractmethod
+    def start(self, llm: Any) -> None:
+        """Begin recording."""
+
+    @abstractmethod
+    def stop(self, llm: Any) -> None:
+        """Finish recording; every trace file is complete under trace_dir on return."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records about this capture."""
+        return {"profiler": self.name}

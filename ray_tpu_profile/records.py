@@ -1,0 +1,61 @@
+"""Plain data the host actors return and the driver keeps per host. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ray_tpu_profile.hosts import Host
+
+STAGES = ("place", "load", "warmup", "capture", "gather")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One timed stretch of work on a host; times are wall clock (time.time()) seconds."""
+
+    started_at_s: float
+    finished_at_s: float
+    latencies_s: tuple[float, ...] = ()
+    """Per generate call, measured with perf_counter; empty for load."""
+
+    @property
+    def duration_s(self) -> float:
+        return self.finished_at_s - self.started_at_s
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "latencies_s": list(self.latencies_s)}
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file a host produced; `path` is relative to the host's output root."""
+
+    path: str
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class HostRecord:
+    """What the driver knows about one host, updated stage by stage."""
+
+    host: Host
+    status: str = "pending"
+    """pending -> ok | failed."""
+    stage: str = "place"
+    """The last stage this host entered."""
+    error: str | None = None
+    pid: int | None = None
+    load: Phase | None = None
+    warmup: Phase | None = None
+    profiled: Phase | None = None
+    files: list[dict[str, Any]] = field(default_factory=list)
+    """Gathered files: path relative to the run directory, bytes, sha256."""
+
+    @property
+    def healthy(self) -> bool:
+        return self.status != "failed"
+
+    def fail(self, stage: str, error: str) -> None:
+        self.status, self.stage, self.error = "failed", stage, error

@@ -1,0 +1,51 @@
+"""Summaries of a run for people: the end-of-run table."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _mean(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.3f}" if values else "-"
+
+
+def summary_table(manifest: dict[str, Any]) -> Table:
+    table = Table(title=f"run {manifest['run_id']}: {manifest['status']}", title_justify="left")
+    for column in ("host", "status", "load s", "warmup mean s", "profiled mean s", "files", "bytes"):
+        table.add_column(column, justify="left" if column in ("host", "status") else "right", no_wrap=True)
+    for host in manifest["hosts"]:
+        latency = host["latency_s"]
+        status = host["status"] if host["status"] == "ok" else f"{host['status']} at {host['stage']}"
+        table.add_row(
+            host["name"],
+            status,
+            f"{latency['load']:.2f}" if latency["load"] is not None else "-",
+            _mean(latency["warmup"]),
+            _mean(latency["profiled"]),
+            str(len(host["files"])),
+            f"{sum(f['bytes'] for f in host['files']):,}",
+        )
+    return table
+
+
+def print_summary(manifest: dict[str, Any], run_dir: Path, console: Console | None = None) -> None:
+    # Not a terminal (a Ray job log, a pipe): rich would assume 80 columns and wrap names.
+    console = console or Console(highlight=False, soft_wrap=True, width=None if _is_tty() else 160)
+    console.print(summary_table(manifest))
+    for host in manifest["hosts"]:
+        if host["error"]:
+            console.print(f"{host['name']}: {host['error']}")
+    if manifest.get("error"):
+        console.print(f"run: {manifest['error']}")
+    console.print(f"run directory: {run_dir}")
+
+
+def _is_tty() -> bool:
+    import sys
+
+    return sys.stdout.isatty()

@@ -1,0 +1,274 @@
+"""place -> load -> warm up (barrier) -> capture -> gather -> manifest.
+
+Each stage is called on every healthy host at once and waited for as a whole: the
+next stage starts on no host before every host finished this one (a barrier). A
+host that fails or times out is marked failed with its stage and reason; the
+others carry on, and whatever they captured is gathered and verified.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from ray_tpu_profile import cluster, engine, layout
+from ray_tpu_profile.config import RunConfig
+from ray_tpu_profile.errors import RunStopped
+from ray_tpu_profile.hosts import check_tensor_parallel_fits, select_hosts
+from ray_tpu_profile.progress import Progress
+from ray_tpu_profile.records import HostRecord
+from ray_tpu_profile.tiny_model import default_tiny_model_dir
+from ray_tpu_profile.versions import package_versions
+
+
+def describe_error(error: BaseException) -> str:
+    """One line: the root cause of a Ray task error rather than its whole traceback."""
+    import ray.exceptions as rex
+
+    if isinstance(error, rex.RayTaskError) and error.cause is not None:
+        error = error.cause
+    if isinstance(error, rex.ActorDiedError):
+        return "actor process died" + (f": {error.error_msg.splitlines()[0]}" if getattr(error, "error_msg", "") else "")
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".strip()
+
+
+class Run:
+    def __init__(self, config: RunConfig, argv: list[str], progress: Progress, actor_logs: bool = False):
+        self.config = config
+        self.actor_logs = actor_logs
+        self.argv = argv
+        self.progress = progress
+        self.run_id = layout.new_run_id()
+        self.tiny_model = config.model is None
+        model = config.model or str(default_tiny_model_dir())
+        self.engine_argv = engine.engine_argv(model, config.engine_argv, self.tiny_model)
+        self.records: list[HostRecord] = []
+        self.stage = "validate"
+        self.error: str | None = None
+        self.stopped = False
+        self.run_dir: Path | None = None
+        self.cluster_info: dict[str, Any] = {}
+        self.capture_info: dict[str, Any] = {"profiler": config.capture.profiler}
+
+    # -- validation that needs no cluster: raises ConfigError ------------------------
+    def validate_engine(self) -> None:
+        self.engine_args = engine.parse_engine_args(self.engine_argv)
+        engine.check_engine_args(self.engine_args, self.config.workload)
+
+    # -- the run --------------------------------------------------------------------
+    def execute(self) -> dict[str, Any]:
+        """Runs to the end and returns the manifest. ConfigError escapes before anything
+        is created; after that, every failure ends up in the manifest."""
+        self.validate_engine()
+        placement = self.config.placement
+        with _stop_on_sigterm(), cluster.ray_session(
+            placement.address, placement.simulated_hosts, log_to_driver=self.actor_logs
+        ) as info:
+            self.cluster_info = info
+            hosts = select_hosts(cluster.discover_hosts(), placement.hosts)
+            check_tensor_parallel_fits(self.engine_args.tensor_parallel_size, hosts)
+            self.records = [HostRecord(host=h) for h in hosts]
+            self.run_dir = layout.staging_dir(self.config.profile_result_dir, self.run_id)
+            self.run_dir.mkdir(parents=True)
+            reservation = None
+            try:
+                self._enter("place")
+                reservation = cluster.reserve_hosts(hosts, self.run_id, placement.stage_timeout_s)
+                self.actors = cluster.start_actors(reservation, hosts, self.run_id, dict(engine.ENGINE_ENV))
+                self._run_stages()
+            except (KeyboardInterrupt, RunStopped) as e:
+                self.stopped = True
+                self.error = f"stopped during {self.stage} ({'Ctrl-C' if isinstance(e, KeyboardInterrupt) else e.signal_name})"
+                self.progress.host_failed(self.stage, "all", self.error)
+            except Exception as e:  # recorded in the manifest and reflected in the exit code
+                self.error = f"{self.stage}: {describe_error(e)}"
+                for r in self.records:
+                    if r.status == "pending":
+                        r.fail(self.stage, self.error)
+                self.progress.host_failed(self.stage, "all", self.error)
+            finally:
+                if reservation is not None:
+                    reservation.release()
+                manifest = self._finish()
+        return manifest
+
+    def _run_stages(self) -> None:
+        timeout_s = self.config.placement.stage_timeout_s
+        identities = self._stage("place", lambda a: a.identity.remote(), timeout_s)
+        for r in self._healthy():
+            r.pid = identities[r.host.name]["pid"]
+        workload, profiler = self.config.workload, self.config.capture.profiler
+        self._stage(
+            "load",
+            lambda a: a.load.remote(self.engine_argv, workload, profiler, self.tiny_model),
+            timeout_s,
+            lambda r, phase: setattr(r, "load", phase) or f"{phase.duration_s:.2f} s",
+        )
+        self._stage(
+            "warmup",
+            lambda a: a.warmup.remote(),
+            timeout_s,
+            lambda r, phase: setattr(r, "warmup", phase) or _mean_text(phase.latencies_s),
+        )
+        self._stage(
+            "capture",
+            lambda a: a.profile.remote(),
+            timeout_s,
+            lambda r, phase: setattr(r, "profiled", phase) or _mean_text(phase.latencies_s),
+        )
+        if self._healthy():
+            capture_info = self._call_one(self._healthy()[0], lambda a: a.capture_info.remote(), timeout_s)
+            self.capture_info = {
+                **capture_info,
+                "delay_ms": self.config.capture.delay_ms,
+                "duration_ms": self.config.capture.duration_ms,
+            }
+        self._gather(timeout_s)
+        self.stage = "done"
+
+    def _healthy(self) -> list[HostRecord]:
+        return [r for r in self.records if r.healthy]
+
+    def _enter(self, stage: str) -> None:
+        self.stage = stage
+        for r in self._healthy():
+            r.stage = stage
+        self._write_manifest()
+
+    def _call_one(self, record: HostRecord, call: Callable, timeout_s: float) -> Any:
+        import ray
+
+        return ray.get(call(self.actors[record.host.name]), timeout=timeout_s)
+
+    def _stage(self, stage: str, call: Callable, timeout_s: float, on_result: Callable | None = None) -> dict[str, Any]:
+        """Call every healthy host, wait for all (the barrier), record failures per host."""
+        import ray
+
+        self._enter(stage)
+        healthy = self._healthy()
+        self.progress.stage(stage, [r.host.name for r in healthy])
+        by_ref = {call(self.actors[r.host.name]): r for r in healthy}
+        results: dict[str, Any] = {}
+        pending = list(by_ref)
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not done:
+                break
+            record = by_ref[done[0]]
+            try:
+                result = ray.get(done[0])
+            except Exception as e:  # one host's failure is recorded, the others go on
+                record.fail(stage, describe_error(e))
+                self.progress.host_failed(stage, record.host.name, record.error)
+                continue
+            results[record.host.name] = result
+            detail = on_result(record, result) if on_result else "ready"
+            self.progress.host_ok(stage, record.host.name, detail)
+        for ref in pending:
+            record = by_ref[ref]
+            record.fail(stage, f"timed out after {timeout_s:g} s (--timeout-s)")
+            self.progress.host_failed(stage, record.host.name, record.error)
+            ray.kill(self.actors[record.host.name], no_restart=True)
+        return results
+
+    def _gather(self, timeout_s: float) -> None:
+        from ray_tpu_profile.gather import gather_host
+
+        self._enter("gather")
+        healthy = self._healthy()
+        self.progress.stage("gather", [r.host.name for r in healthy])
+
+        def one(record: HostRecord) -> None:
+            actor = self.actors[record.host.name]
+            try:
+                record.files = gather_host(actor, record.host.name, self.run_dir, timeout_s)
+                if not record.files:
+                    raise RuntimeError("the capture wrote no file")
+                self._call_one(record, lambda a: a.cleanup.remote(), timeout_s)
+            except Exception as e:  # recorded per host; other hosts' gathers go on
+                record.fail("gather", describe_error(e))
+                self.progress.host_failed("gather", record.host.name, record.error)
+                return
+            record.status = "ok"
+            total = sum(f["bytes"] for f in record.files)
+            self.progress.host_ok("gather", record.host.name, f"{len(record.files)} file(s), {total:,} bytes, sha256 verified")
+
+        with ThreadPoolExecutor(max_workers=max(1, len(healthy))) as pool:
+            list(pool.map(one, healthy))
+
+    # -- the manifest -----------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        return layout.build_manifest(
+            run_id=self.run_id,
+            status=layout.run_status(self.records, self.stopped),
+            stage=self.stage,
+            error=self.error,
+            command=self.argv,
+            versions=package_versions(),
+            workload={"shape": self.config.workload.shape, **_asdict(self.config.workload)},
+            capture=self.capture_info,
+            cluster={**self.cluster_info, "hosts_requested": self.config.placement.hosts},
+            engine={"argv": self.engine_argv, "env": dict(engine.ENGINE_ENV), "tiny_model": self.tiny_model},
+            records=self.records,
+        )
+
+    def _write_manifest(self) -> dict[str, Any]:
+        data = self.manifest()
+        if self.run_dir is not None:
+            layout.write_json_atomic(self.run_dir / layout.MANIFEST, data)
+        return data
+
+    def _finish(self) -> dict[str, Any]:
+        """Write manifest and latency, then rename the staging directory to its final name."""
+        for r in self.records:
+            if r.status == "pending":
+                r.fail(self.stage, self.error or f"did not finish (run ended during {self.stage})")
+        data = self._write_manifest()
+        layout.write_json_atomic(self.run_dir / layout.LATENCY, layout.build_latency(self.config.workload.shape, self.records))
+        final = self.config.profile_result_dir / self.run_id
+        os.replace(self.run_dir, final)
+        self.run_dir = final
+        return data
+
+
+def _mean_text(latencies: tuple[float, ...]) -> str:
+    return f"{len(latencies)} iteration(s), mean {sum(latencies) / len(latencies):.3f} s" if latencies else "no iterations"
+
+
+def _asdict(obj: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(obj)
+
+
+class _stop_on_sigterm:
+    """SIGTERM (`ray job stop`, kill) raises RunStopped in the main thread so the run
+    is wound down like Ctrl-C: actors released, what was captured kept."""
+
+    def __enter__(self):
+        self.previous = None
+        if _in_main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise RunStopped(signal.Signals(signum).name)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
