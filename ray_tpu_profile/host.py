@@ -105,4 +105,8 @@ class HostWorker:
     def cleanup(self) -> None:
         """Drop the host-side copy once the driver has verified the gathered one."""
         shutil.rmtree(self.output_dir)
+        try:
+            self.output_dir.parent.rmdir()  # the run's folder, once its last host is done
+        except OSError:
+            pass  # another host of this run still has files there
 

@@ -114,6 +114,7 @@ def host_manifest(r: HostRecord) -> dict[str, Any]:
         "slice_name": r.host.slice_name,
         "worker_id": r.host.worker_id,
         "pid": r.pid,
+        "scratch_dir": r.scratch_dir,
         "status": r.status,
         "stage": r.stage,
         "error": r.error,

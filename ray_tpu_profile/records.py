@@ -47,6 +47,8 @@ class HostRecord:
     """The last stage this host entered."""
     error: str | None = None
     pid: int | None = None
+    scratch_dir: str | None = None
+    """Where the host wrote its files before the gather (removed once verified)."""
     load: Phase | None = None
     warmup: Phase | None = None
     profiled: Phase | None = None

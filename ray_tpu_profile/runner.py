@@ -103,6 +103,7 @@ class Run:
         identities = self._stage("place", lambda a: a.identity.remote(), timeout_s)
         for r in self._healthy():
             r.pid = identities[r.host.name]["pid"]
+            r.scratch_dir = identities[r.host.name]["output_dir"]
         workload, profiler = self.config.workload, self.config.capture.profiler
         self._stage(
             "load",

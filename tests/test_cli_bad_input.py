@@ -1,0 +1,71 @@
+"""Bad input: one line naming the flag and value, exit 2, before any model loads, and
+nothing left behind (no run directory, no actor, no placement group)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import live_run_resources, run_cli
+
+
+def bad_input(sim_cluster, tmp_path, *args, profile_dir=None):
+    profile_dir = profile_dir or tmp_path / "profiles"
+    proc = run_cli("run", "--address", sim_cluster.address, "--profile-result-dir", str(profile_dir), *args)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("ray-tpu-profile: error:")]
+    assert len(lines) == 1, proc.stderr
+    assert not (tmp_path / "profiles").exists() or not any((tmp_path / "profiles").iterdir())
+    assert live_run_resources() == ([], [])
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "flag,value",
+    [("--batch-size", "0"), ("--input-len", "0"), ("--output-len", "-1"), ("--num-iters", "0"),
+     ("--num-iters-warmup", "0"), ("--hosts", "0"), ("--duration-ms", "0"), ("--delay-ms", "-5")],
+)
+def test_non_positive_counts(sim_cluster, tmp_path, flag, value):
+    line = bad_input(sim_cluster, tmp_path, flag, value)
+    assert f"{flag} {value}:" in line
+
+
+def test_input_plus_output_over_max_model_len(sim_cluster, tmp_path):
+    line = bad_input(sim_cluster, tmp_path, "--input-len", "2000", "--output-len", "100")
+    assert "--input-len 2000" in line and "exceeds the max model length 2048" in line
+
+
+def test_more_hosts_than_the_cluster_has(sim_cluster, tmp_path):
+    line = bad_input(sim_cluster, tmp_path, "--hosts", "3")
+    assert "--hosts 3" in line and "only 2 TPU host(s)" in line
+
+
+def test_model_path_that_does_not_exist(sim_cluster, tmp_path):
+    line = bad_input(sim_cluster, tmp_path, "--model", str(tmp_path / "no-model"))
+    assert f"--model {tmp_path / 'no-model'}" in line
+
+
+def test_profile_dir_is_a_file(sim_cluster, tmp_path):
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    line = bad_input(sim_cluster, tmp_path, profile_dir=f)
+    assert f"--profile-result-dir {f}" in line and "is a file" in line
+
+
+def test_profile_dir_not_writable(sim_cluster, tmp_path):
+    line = bad_input(sim_cluster, tmp_path, profile_dir="/proc/ray-tpu-profile")
+    assert "--profile-result-dir /proc/ray-tpu-profile" in line and "not writable" in line
+
+
+def test_unknown_engine_flag(sim_cluster, tmp_path):
+    line = bad_input(sim_cluster, tmp_path, "--", "--no-such-vllm-flag", "1")
+    assert "--no-such-vllm-flag" in line and "unknown vLLM engine flag" in line
+
+
+def test_tensor_parallel_larger_than_a_host(sim_cluster, tmp_path):
+    line = bad_input(sim_cluster, tmp_path, "--", "--tensor-parallel-size", "8")
+    assert "--tensor-parallel-size 8" in line and "4 TPU chips" in line
+
+
+def test_click_type_errors_are_one_line_too(sim_cluster, tmp_path):
+    line = bad_input(sim_cluster, tmp_path, "--batch-size", "many")
+    assert "--batch-size" in line and "many" in line
