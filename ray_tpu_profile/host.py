@@ -65,11 +65,14 @@ class HostWorker:
         return self._iterations(self.engine.workload.num_iters_warmup)
 
     def profile(self) -> Phase:
+        """The profiled iterations; the phase spans profiler start to stop (trace written)."""
+        started = time.time()
         self.backend.start(self.engine.llm)
         try:
-            return self._iterations(self.engine.workload.num_iters)
+            iterations = self._iterations(self.engine.workload.num_iters)
         finally:
             self.backend.stop(self.engine.llm)
+        return Phase(started_at_s=started, finished_at_s=time.time(), latencies_s=iterations.latencies_s)
 
     def capture_info(self) -> dict[str, Any]:
         return self.backend.describe()

@@ -87,6 +87,7 @@ def build_manifest(
     cluster: dict[str, Any],
     engine: dict[str, Any],
     records: Iterable[HostRecord],
+    timings_s: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The public manifest (README "manifest.json")."""
     return {
@@ -101,6 +102,7 @@ def build_manifest(
         "capture": capture,
         "cluster": cluster,
         "engine": engine,
+        "timings_s": timings_s or {},
         "hosts": [host_manifest(r) for r in records],
     }
 

@@ -55,6 +55,10 @@ class Run:
         self.run_dir: Path | None = None
         self.cluster_info: dict[str, Any] = {}
         self.capture_info: dict[str, Any] = {"profiler": config.capture.profiler}
+        # Driver wall time per stage, for the summary and bench/overhead.py.
+        self.timings_s: dict[str, float] = {}
+        self._t0 = time.monotonic()
+        self._stage_t0: float | None = None
 
     # -- validation that needs no cluster: raises ConfigError ------------------------
     def validate_engine(self) -> None:
@@ -65,11 +69,15 @@ class Run:
     def execute(self) -> dict[str, Any]:
         """Runs to the end and returns the manifest. ConfigError escapes before anything
         is created; after that, every failure ends up in the manifest."""
+        self._t0 = time.monotonic()
         self.validate_engine()
+        self.timings_s["validate"] = self._since(self._t0)
         placement = self.config.placement
+        cluster_t0 = time.monotonic()
         with _stop_on_sigterm(), cluster.ray_session(
             placement.address, placement.simulated_hosts, log_to_driver=self.actor_logs
         ) as info:
+            self.timings_s["cluster_start"] = self._since(cluster_t0)
             self.cluster_info = info
             hosts = select_hosts(cluster.discover_hosts(), placement.hosts)
             check_tensor_parallel_fits(self.engine_args.tensor_parallel_size, hosts)
@@ -131,13 +139,25 @@ class Run:
                 "duration_ms": self.config.capture.duration_ms,
             }
         self._gather(timeout_s)
+        self._close_stage()
         self.stage = "done"
 
     def _healthy(self) -> list[HostRecord]:
         return [r for r in self.records if r.healthy]
 
+    @staticmethod
+    def _since(t0: float) -> float:
+        return round(time.monotonic() - t0, 4)
+
+    def _close_stage(self) -> None:
+        if self._stage_t0 is not None:
+            self.timings_s[self.stage] = self._since(self._stage_t0)
+            self._stage_t0 = None
+
     def _enter(self, stage: str) -> None:
+        self._close_stage()
         self.stage = stage
+        self._stage_t0 = time.monotonic()
         for r in self._healthy():
             r.stage = stage
         self._write_manifest()
@@ -217,6 +237,7 @@ class Run:
             capture=self.capture_info,
             cluster={**self.cluster_info, "hosts_requested": self.config.placement.hosts},
             engine={"argv": self.engine_argv, "env": dict(engine.ENGINE_ENV), "tiny_model": self.tiny_model},
+            timings_s=self.timings_s,
             records=self.records,
         )
 
@@ -228,6 +249,8 @@ class Run:
 
     def _finish(self) -> dict[str, Any]:
         """Write manifest and latency, then rename the staging directory to its final name."""
+        self._close_stage()
+        self.timings_s["total"] = self._since(self._t0)
         for r in self.records:
             if r.status == "pending":
                 r.fail(self.stage, self.error or f"did not finish (run ended during {self.stage})")

@@ -1,0 +1,76 @@
+"""Where the wall time of `ray-tpu-profile run` goes on the 2-host embedded default.
+
+Runs the CLI as a user would (local simulated cluster, tiny model) --repeats times and
+splits each run's driver wall time (manifest `timings_s`) into cluster start, engine-flag
+validation (vLLM import), model load, warmup, capture, gather, and the rest. Host work is
+what the slowest host spent (manifest `phases`); the rest is everything the tool itself
+adds: actor start, dispatch, barriers, manifest writes. Printed as ratios of the run
+excluding cluster start, measured in the same run.
+
+    .venv/bin/python bench/overhead.py [--repeats 3] [-- extra run flags]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+
+
+def host_max(manifest: dict, phase: str) -> float:
+    return max(
+        h["phases"][phase]["finished_at_s"] - h["phases"][phase]["started_at_s"]
+        for h in manifest["hosts"]
+        if h["phases"][phase]
+    )
+
+
+def split(manifest: dict) -> dict[str, float]:
+    t = manifest["timings_s"]
+    parts = {
+        "cluster_start": t["cluster_start"],
+        "validate": t["validate"],
+        "load": host_max(manifest, "load"),
+        "warmup": host_max(manifest, "warmup"),
+        "capture": host_max(manifest, "profiled"),
+        "gather": t["gather"],
+    }
+    parts["rest"] = t["total"] - sum(parts.values())
+    parts["total"] = t["total"]
+    return parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("run_flags", nargs="*")
+    args = parser.parse_args()
+    runs = []
+    for i in range(args.repeats):
+        with tempfile.TemporaryDirectory() as out:
+            proc = subprocess.run(
+                [sys.executable, "-m", "ray_tpu_profile", "run", "--json", "--quiet", "--profile-result-dir", out, *args.run_flags],
+                capture_output=True, text=True, check=False,
+            )
+            if proc.returncode != 0:
+                sys.exit(f"run {i} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+            runs.append(split(json.loads(proc.stdout)))
+    keys = ["cluster_start", "validate", "load", "warmup", "capture", "gather", "rest", "total"]
+    median = {k: statistics.median(r[k] for r in runs) for k in keys}
+    whole = median["total"] - median["cluster_start"]
+    print(f"runs: {args.repeats}; median seconds; ratio = share of the run excluding cluster start ({whole:.2f} s)")
+    print(f"{'part':<14}{'seconds':>9}{'ratio':>8}")
+    for k in keys:
+        ratio = "" if k in ("cluster_start", "total") else f"{median[k] / whole:8.3f}"
+        print(f"{k:<14}{median[k]:9.2f}{ratio}")
+    overhead = median["rest"] / whole
+    print(f"orchestration overhead (rest / run excl. cluster start): {overhead:.3f}  target < 0.05")
+    print(f"  with engine-flag validation counted as overhead: {(median['rest'] + median['validate']) / whole:.3f}")
+    print("per run:", json.dumps(runs))
+
+
+if __name__ == "__main__":
+    main()
