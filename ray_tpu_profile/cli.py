@@ -58,8 +58,16 @@ Exit codes: 0 ok, 2 bad input, 3 partial (some hosts failed), 4 failed, 5 stoppe
 @click.option("--num-iters", type=int, default=1, show_default=True, help="Traced generate calls.")
 @click.option("--profile-result-dir", type=click.Path(path_type=Path), default=Path("profiles"), show_default=True,
               help="Where run directories are written (on the machine that runs this command).")
-@click.option("--profiler", type=click.Choice(["torch"]), default="torch", show_default=True,
-              help="Capture backend. torch: vLLM's built-in torch profiler around the profiled iterations.")
+@click.option("--profiler", type=click.Choice(["auto", "torch", "jax", "xla"]), default="auto", show_default=True,
+              help="Capture backend. jax / xla: a profiler server in each model process, a detached trace of "
+                   "--duration-ms after --delay-ms begun at one instant on every host (XProf session). torch: vLLM's "
+                   "built-in torch profiler around the profiled iterations. auto: jax with tpu-inference, xla with "
+                   "torch_xla, else torch.")
+@click.option("--profiler-port", type=int, default=None, metavar="PORT",
+              help="jax/xla: trace the server already running on this port in the model process (tpu-inference's "
+                   "JAX_PROFILER_SERVER_PORT) instead of starting one on a free port.")
+@click.option("--server-wait-s", type=float, default=30.0, show_default=True,
+              help="jax/xla: longest wait for the profiler server to answer before the host is marked failed.")
 @click.option("--delay-ms", type=int, envvar="VLLM_TPU_PROFILE_DELAY_MS", default=0, show_default=True,
               help="Wait after the capture instant before tracing (server backends) [env VLLM_TPU_PROFILE_DELAY_MS].")
 @click.option("--duration-ms", type=int, envvar="VLLM_TPU_PROFILE_DURATION_MS", default=3000, show_default=True,
@@ -71,8 +79,8 @@ Exit codes: 0 ok, 2 bad input, 3 partial (some hosts failed), 4 failed, 5 stoppe
 @click.option("--actor-logs", is_flag=True, help="Stream the actors' (vLLM's) logs to this console.")
 @click.argument("engine_flags", nargs=-1, type=click.UNPROCESSED, metavar="[-- VLLM ENGINE FLAGS...]")
 def run(address, hosts, model, input_len, output_len, batch_size, num_iters_warmup, num_iters,
-        profile_result_dir, profiler, delay_ms, duration_ms, timeout_s, json_output, quiet, actor_logs,
-        engine_flags) -> None:
+        profile_result_dir, profiler, profiler_port, server_wait_s, delay_ms, duration_ms, timeout_s, json_output,
+        quiet, actor_logs, engine_flags) -> None:
     """Profile the same workload on every host, captured together, gathered into one run directory.
 
     Everything after `--` is a vLLM engine flag, parsed by vLLM's own EngineArgs
@@ -82,7 +90,8 @@ def run(address, hosts, model, input_len, output_len, batch_size, num_iters_warm
 
     config = RunConfig(
         workload=Workload(input_len, output_len, batch_size, num_iters_warmup, num_iters),
-        capture=Capture(profiler=profiler, delay_ms=delay_ms, duration_ms=duration_ms),
+        capture=Capture(profiler=profiler, delay_ms=delay_ms, duration_ms=duration_ms, port=profiler_port,
+                        server_wait_s=server_wait_s),
         placement=Placement(hosts=hosts, address=address, stage_timeout_s=timeout_s),
         model=model,
         engine_argv=tuple(engine_flags),

@@ -6,6 +6,7 @@ CLI can exit 2 before anything is started or loaded.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -13,7 +14,9 @@ from pathlib import Path
 
 from ray_tpu_profile.errors import ConfigError
 
-PROFILERS = ("torch",)
+PROFILERS = ("auto", "torch", "jax", "xla")
+# Python packages each backend imports, and the pip name that brings each.
+BACKEND_PACKAGES = {"torch": (), "jax": (("jax", "jax"), ("xprof", "xprof")), "xla": (("torch_xla", "torch_xla"),)}
 DEFAULT_SIMULATED_HOSTS = 2
 
 
@@ -65,12 +68,17 @@ class Workload:
 class Capture:
     """What records the trace and over which window."""
 
-    profiler: str = "torch"
-    """Capture backend (--profiler)."""
+    profiler: str = "auto"
+    """Capture backend (--profiler); resolve() turns auto into one of torch, jax, xla."""
     delay_ms: int = 0
     """Time from the capture instant to the start of tracing (--delay-ms), server backends."""
     duration_ms: int = 3000
     """Length of the trace (--duration-ms), server backends."""
+    port: int | None = None
+    """--profiler-port: use the profiler server already running on this port in the model
+    process (e.g. tpu-inference's); None: start one on a free port."""
+    server_wait_s: float = 30.0
+    """Longest wait for the profiler server to answer (--server-wait-s)."""
 
     def validate(self) -> "Capture":
         if self.profiler not in PROFILERS:
@@ -79,7 +87,34 @@ class Capture:
             raise ConfigError("--delay-ms", self.delay_ms, "must be 0 or more")
         if self.duration_ms <= 0:
             raise ConfigError("--duration-ms", self.duration_ms, "must be more than 0")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ConfigError("--profiler-port", self.port, "must be a TCP port (1-65535)")
+        if self.server_wait_s <= 0:
+            raise ConfigError("--server-wait-s", self.server_wait_s, "must be more than 0")
         return self
+
+    @property
+    def uses_server(self) -> bool:
+        return self.profiler in ("jax", "xla")
+
+    def resolve(self, find_spec=importlib.util.find_spec) -> tuple["Capture", str]:
+        """auto -> a backend, by what this Python environment runs vLLM on; then checks that
+        the backend's packages are installed. Returns the resolved capture and why."""
+        from dataclasses import replace
+
+        if self.profiler == "auto":
+            if find_spec("tpu_inference"):
+                profiler, why = "jax", "auto: tpu_inference is installed, vLLM runs the model on JAX"
+            elif find_spec("torch_xla"):
+                profiler, why = "xla", "auto: torch_xla is installed, vLLM runs the model on torch_xla"
+            else:
+                profiler, why = "torch", "auto: neither tpu_inference nor torch_xla is installed; vLLM's torch profiler"
+        else:
+            profiler, why = self.profiler, f"--profiler {self.profiler}"
+        missing = [pip for module, pip in BACKEND_PACKAGES[profiler] if find_spec(module) is None]
+        if missing:
+            raise ConfigError("--profiler", profiler, f"needs {', '.join(missing)}: pip install {' '.join(missing)}")
+        return replace(self, profiler=profiler), why
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ray_tpu_profile.config import Workload
+from ray_tpu_profile.config import Capture, Workload
 from ray_tpu_profile.layout import sha256_file
 from ray_tpu_profile.records import FileEntry, Phase
 
@@ -39,7 +39,8 @@ class HostWorker:
             "output_dir": str(self.output_dir),
         }
 
-    def load(self, engine_argv: list[str], workload: Workload, profiler: str, tiny_model: bool) -> Phase:
+    def load(self, engine_argv: list[str], workload: Workload, capture: Capture, session_id: str,
+             tiny_model: bool) -> Phase:
         from ray_tpu_profile.engine import Engine, parse_engine_args
         from ray_tpu_profile.profilers import make_backend
 
@@ -50,7 +51,7 @@ class HostWorker:
 
             # Built on this host (same seed, same weights everywhere): hosts share no disk.
             engine_args.model = str(ensure_tiny_model())
-        self.backend = make_backend(profiler, self.output_dir / profiler, self.host_name)
+        self.backend = make_backend(capture, self.output_dir, self.host_name, session_id)
         self.backend.configure(engine_args)
         self.engine = Engine.build(engine_args, workload)
         self.backend.attach(self.engine.llm)
@@ -62,20 +63,49 @@ class HostWorker:
         return Phase(started_at_s=started, finished_at_s=time.time(), latencies_s=latencies)
 
     def warmup(self) -> Phase:
-        return self._iterations(self.engine.workload.num_iters_warmup)
-
-    def profile(self) -> Phase:
-        """The profiled iterations; the phase spans profiler start to stop (trace written)."""
+        """Warmup iterations; the first also warms up the capture backend."""
         started = time.time()
-        self.backend.start(self.engine.llm)
+        latencies = []
+        self.backend.warm_up(lambda: latencies.append(self.engine.run_once_s()))
+        latencies += [self.engine.run_once_s() for _ in range(self.engine.workload.num_iters_warmup - 1)]
+        return Phase(started_at_s=started, finished_at_s=time.time(), latencies_s=tuple(latencies))
+
+    # profile() = start_capture + run_profiled + finish_capture; the parts are separate
+    # so bench/skew.py can also start captures one host after another (the naive way).
+    def start_capture(self, at_ns: int | None) -> None:
+        self.backend.start(self.engine.llm, at_ns)
+
+    def run_profiled(self, at_ns: int | None) -> Phase:
+        """The profiled iterations, begun at the run's common instant at_ns on every host."""
+        from ray_tpu_profile.profilers.server import wait_until_ns
+
+        if at_ns is not None:
+            wait_until_ns(at_ns)
+        return self._iterations(self.engine.workload.num_iters)
+
+    def finish_capture(self) -> None:
+        self.backend.stop(self.engine.llm)
+
+    def profile(self, at_ns: int) -> Phase:
+        """Capture around the profiled iterations; the phase spans profiler start to
+        stop (trace written), its latencies are the iterations'."""
+        started = time.time()
+        self.start_capture(at_ns)
         try:
-            iterations = self._iterations(self.engine.workload.num_iters)
+            iterations = self.run_profiled(at_ns)
         finally:
-            self.backend.stop(self.engine.llm)
+            self.finish_capture()
         return Phase(started_at_s=started, finished_at_s=time.time(), latencies_s=iterations.latencies_s)
 
+    def last_capture_start_ns(self, session_id: str) -> int:
+        """When this host's last xplane says tracing began (for bench/skew.py)."""
+        from ray_tpu_profile.xplane import read_xplane
+
+        path = self.output_dir / "xplane" / "plugins" / "profile" / session_id / f"{self.host_name}.xplane.pb"
+        return read_xplane(path).start_ns
+
     def capture_info(self) -> dict[str, Any]:
-        return self.backend.describe()
+        return {**self.backend.describe(), "port": getattr(self.backend, "port", None)}
 
     def list_files(self) -> list[FileEntry]:
         """Every regular file under output_dir with size and sha256. A symlink is an

@@ -43,9 +43,22 @@ def safe_relpath(path: str) -> PurePosixPath:
     return p
 
 
+XPLANE_PREFIX = "xplane/"
+"""Host files under this prefix are a TSL logdir: plugins/profile/<session>/<host>.xplane.pb."""
+
+
 def host_file_dest(host: str, relpath: str) -> PurePosixPath:
-    """Where a host's file goes, relative to the run directory."""
-    return PurePosixPath(HOSTS_DIR) / safe_relpath(host) / safe_relpath(relpath)
+    """Where a host's file goes, relative to the run directory: xplanes into the one
+    XProf session of the run (all hosts side by side), everything else under hosts/<host>/."""
+    rel = safe_relpath(relpath)
+    safe_relpath(host)
+    if relpath.startswith(XPLANE_PREFIX):
+        inner = PurePosixPath(*rel.parts[1:])
+        parts = inner.parts
+        if len(parts) != 4 or parts[:2] != ("plugins", "profile") or parts[3] != f"{host}.xplane.pb":
+            raise ValueError(f"unexpected xplane path {relpath!r} from host {host!r}")
+        return inner
+    return PurePosixPath(HOSTS_DIR) / host / rel
 
 
 def sha256_file(path: Path) -> str:
@@ -121,6 +134,7 @@ def host_manifest(r: HostRecord) -> dict[str, Any]:
         "stage": r.stage,
         "error": r.error,
         "files": r.files,
+        "capture": r.capture,
         "latency_s": {
             "load": r.load.duration_s if r.load else None,
             "warmup": list(r.warmup.latencies_s) if r.warmup else [],

@@ -7,7 +7,7 @@ from typing import Any
 
 from ray_tpu_profile.hosts import Host
 
-STAGES = ("place", "load", "warmup", "capture", "gather")
+STAGES = ("place", "load", "warmup", "capture", "gather", "verify")
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class HostRecord:
     profiled: Phase | None = None
     files: list[dict[str, Any]] = field(default_factory=list)
     """Gathered files: path relative to the run directory, bytes, sha256."""
+    capture: dict[str, Any] | None = None
+    """Read back from the host's xplane: when tracing began, offset from the plan, events."""
 
     @property
     def healthy(self) -> bool:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from ray_tpu_profile import cluster, engine, layout
+from ray_tpu_profile import cluster, engine, layout, schedule
 from ray_tpu_profile.config import RunConfig
 from ray_tpu_profile.errors import RunStopped
 from ray_tpu_profile.hosts import check_tensor_parallel_fits, select_hosts
@@ -54,6 +54,7 @@ class Run:
         self.stopped = False
         self.run_dir: Path | None = None
         self.cluster_info: dict[str, Any] = {}
+        self.capture = config.capture
         self.capture_info: dict[str, Any] = {"profiler": config.capture.profiler}
         # Driver wall time per stage, for the summary and bench/overhead.py.
         self.timings_s: dict[str, float] = {}
@@ -61,7 +62,9 @@ class Run:
         self._stage_t0: float | None = None
 
     # -- validation that needs no cluster: raises ConfigError ------------------------
-    def validate_engine(self) -> None:
+    def validate(self) -> None:
+        self.capture, why = self.config.capture.resolve()
+        self.capture_info = {"profiler": self.capture.profiler, "chosen_by": why}
         self.engine_args = engine.parse_engine_args(self.engine_argv)
         engine.check_engine_args(self.engine_args, self.config.workload)
 
@@ -70,7 +73,8 @@ class Run:
         """Runs to the end and returns the manifest. ConfigError escapes before anything
         is created; after that, every failure ends up in the manifest."""
         self._t0 = time.monotonic()
-        self.validate_engine()
+        self.validate()
+        self.progress.note(f"profiler: {self.capture_info['profiler']} ({self.capture_info['chosen_by']})")
         self.timings_s["validate"] = self._since(self._t0)
         placement = self.config.placement
         cluster_t0 = time.monotonic()
@@ -112,10 +116,10 @@ class Run:
         for r in self._healthy():
             r.pid = identities[r.host.name]["pid"]
             r.scratch_dir = identities[r.host.name]["output_dir"]
-        workload, profiler = self.config.workload, self.config.capture.profiler
+        workload, capture = self.config.workload, self.capture
         self._stage(
             "load",
-            lambda a: a.load.remote(self.engine_argv, workload, profiler, self.tiny_model),
+            lambda a: a.load.remote(self.engine_argv, workload, capture, self.run_id, self.tiny_model),
             timeout_s,
             lambda r, phase: setattr(r, "load", phase) or f"{phase.duration_s:.2f} s",
         )
@@ -125,20 +129,22 @@ class Run:
             timeout_s,
             lambda r, phase: setattr(r, "warmup", phase) or _mean_text(phase.latencies_s),
         )
+        # One instant for every host, picked once all are warm (the barrier above).
+        at_ns = schedule.capture_instant_ns(time.time_ns())
+        self.capture_info["instant_ns"] = at_ns
+        self.capture_info["trace_start_ns"] = at_ns + capture.delay_ms * schedule.NS_PER_MS
         self._stage(
             "capture",
-            lambda a: a.profile.remote(),
+            lambda a: a.profile.remote(at_ns),
             timeout_s,
             lambda r, phase: setattr(r, "profiled", phase) or _mean_text(phase.latencies_s),
         )
         if self._healthy():
             capture_info = self._call_one(self._healthy()[0], lambda a: a.capture_info.remote(), timeout_s)
-            self.capture_info = {
-                **capture_info,
-                "delay_ms": self.config.capture.delay_ms,
-                "duration_ms": self.config.capture.duration_ms,
-            }
+            self.capture_info.update(capture_info, delay_ms=capture.delay_ms, duration_ms=capture.duration_ms)
         self._gather(timeout_s)
+        if capture.uses_server:
+            self._verify_xplanes()
         self._close_stage()
         self.stage = "done"
 
@@ -223,6 +229,41 @@ class Run:
 
         with ThreadPoolExecutor(max_workers=max(1, len(healthy))) as pool:
             list(pool.map(one, healthy))
+
+    def _verify_xplanes(self) -> None:
+        """Each host must have delivered exactly its own xplane, readable by xprof. Its
+        profile_start_time is when tracing really began there: the skew comes from it."""
+        from ray_tpu_profile.xplane import XplaneError, read_xplane
+
+        self._enter("verify")
+        planned_ns = self.capture_info["trace_start_ns"]
+        starts = {}
+        for record in self._healthy():
+            expected = f"plugins/profile/{self.run_id}/{record.host.name}.xplane.pb"
+            try:
+                if expected not in {f["path"] for f in record.files}:
+                    raise XplaneError(f"the capture wrote no {expected}")
+                info = read_xplane(self.run_dir / expected)
+            except XplaneError as e:
+                record.fail("verify", str(e))
+                self.progress.host_failed("verify", record.host.name, record.error)
+                continue
+            starts[record.host.name] = info.start_ns
+            record.capture = {
+                "xplane": expected,
+                "start_ns": info.start_ns,
+                "stop_ns": info.stop_ns,
+                "start_offset_ms": (info.start_ns - planned_ns) / schedule.NS_PER_MS,
+                "events": info.events,
+            }
+            self.progress.host_ok(
+                "verify", record.host.name,
+                f"{info.events:,} events, trace began {record.capture['start_offset_ms']:+.3f} ms from the plan",
+            )
+        self.capture_info["session"] = self.run_id
+        self.capture_info["start_skew_ms"] = schedule.spread_ms(starts)
+        if starts:
+            self.progress.note(f"capture start skew across {len(starts)} host(s): {self.capture_info['start_skew_ms']:.3f} ms")
 
     # -- the manifest -----------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

@@ -83,3 +83,12 @@ def test_manifest_contract(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
     lat = build_latency("1x2x3", [a, b])
     assert lat["shapes"]["1x2x3"]["a"] == {"warmup": [0.5, 0.5], "profiled": [0.5]}
+
+
+def test_xplanes_go_to_one_session_for_all_hosts():
+    assert host_file_dest("h0", "xplane/plugins/profile/run1/h0.xplane.pb").as_posix() == "plugins/profile/run1/h0.xplane.pb"
+    assert host_file_dest("h1", "xplane/plugins/profile/run1/h1.xplane.pb").as_posix() == "plugins/profile/run1/h1.xplane.pb"
+    # A host may not write another host's xplane, nor elsewhere in the session tree.
+    for bad in ("xplane/plugins/profile/run1/h1.xplane.pb", "xplane/plugins/x/run1/h0.xplane.pb", "xplane/h0.xplane.pb"):
+        with pytest.raises(ValueError):
+            host_file_dest("h0", bad)

@@ -92,3 +92,41 @@ def test_embedded_default_runs_with_no_cluster(tmp_path):
     assert len(manifest["hosts"]) == 2
     assert f"run directory: {run_dir}" in proc.stdout
     assert "local-sim-w0" in proc.stdout and "local-sim-w1" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def jax_run(sim_cluster, tmp_path_factory):
+    out = tmp_path_factory.mktemp("profiles-jax")
+    proc = run_cli("run", "--address", sim_cluster.address, "--profile-result-dir", str(out), "--json",
+                   "--profiler", "jax", "--duration-ms", "1500", *SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = list(out.iterdir())
+    return run_dir
+
+
+def test_jax_capture_is_one_xprof_session_with_every_host(jax_run):
+    from ray_tpu_profile.xplane import event_names, read_xplane
+
+    manifest = load_manifest(jax_run)
+    sessions = list((jax_run / "plugins" / "profile").iterdir())
+    assert [s.name for s in sessions] == [manifest["run_id"]] == [manifest["capture"]["session"]]
+    assert sorted(p.name for p in sessions[0].iterdir()) == ["local-sim-w0.xplane.pb", "local-sim-w1.xplane.pb"]
+    for host in manifest["hosts"]:
+        xplane = jax_run / host["capture"]["xplane"]
+        assert host["status"] == "ok" and read_xplane(xplane).events > 0
+        names = event_names(xplane)
+        # The python tracer saw vLLM's own generate path in the model's process.
+        assert any(n.endswith(" generate") and "llm.py" in n for n in names)
+        assert any("execute_model" in n for n in names)
+        assert [f["sha256"] for f in host["files"] if f["path"] == host["capture"]["xplane"]]
+
+
+def test_jax_capture_starts_together_and_reports_skew(jax_run):
+    manifest = load_manifest(jax_run)
+    capture = manifest["capture"]
+    assert capture["profiler"] == "jax" and capture["window"] == {"kind": "time", "delay_ms": 0, "duration_ms": 1500}
+    starts = [h["capture"]["start_ns"] for h in manifest["hosts"]]
+    assert capture["start_skew_ms"] == (max(starts) - min(starts)) / 1e6
+    # Tracing began at (not before) the planned instant on every host, read from the xplanes.
+    assert all(h["capture"]["start_ns"] >= capture["trace_start_ns"] for h in manifest["hosts"])
+    assert all(h["capture"]["start_offset_ms"] >= 0 for h in manifest["hosts"])

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ray_tpu_profile.config import Capture
 from ray_tpu_profile.profilers.base import CaptureBackend
 
 
-def make_backend(name: str, trace_dir: Path, host_name: str) -> CaptureBackend:
-    """The backend called `name`, writing under trace_dir. Imports it lazily."""
-    if name == "torch":
+def make_backend(capture: Capture, trace_dir: Path, host_name: str, session_id: str) -> CaptureBackend:
+    """The backend capture.profiler names (already resolved), writing under trace_dir."""
+    if capture.profiler == "torch":
         from ray_tpu_profile.profilers.torch import VllmTorchProfiler
 
         return VllmTorchProfiler(trace_dir, host_name)
-    raise ValueError(f"unknown profiler {name!r}")
+    server_args = dict(
+        session_id=session_id, delay_ms=capture.delay_ms, duration_ms=capture.duration_ms,
+        port=capture.port, ready_timeout_s=capture.server_wait_s,
+    )
+    if capture.profiler == "jax":
+        from ray_tpu_profile.profilers.jax import JaxServerProfiler
+
+        return JaxServerProfiler(trace_dir, host_name, **server_args)
+    if capture.profiler == "xla":
+        from ray_tpu_profile.profilers.xla import XlaServerProfiler
+
+        return XlaServerProfiler(trace_dir, host_name, **server_args)
+    raise ValueError(f"unknown profiler {capture.profiler!r}")

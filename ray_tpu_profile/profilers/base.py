@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 class CaptureBackend(ABC):
     """Lives in the host actor beside the LLM. Call order:
-    configure(engine_args) -> [LLM built] -> attach(llm) -> start(llm) ... stop(llm)."""
+    configure(engine_args) -> [LLM built] -> attach(llm) -> start(llm, at_ns) ... stop(llm)."""
 
     name: str = ""
 
@@ -24,12 +24,17 @@ class CaptureBackend(ABC):
         """Called once the LLM is ready (default: nothing)."""
 
     @abstractmethod
-    def start(self, llm: Any) -> None:
-        """Begin recording."""
+    def start(self, llm: Any, at_ns: int | None = None) -> None:
+        """Begin recording; at_ns is the run's common capture instant (epoch ns), which
+        time-window backends start from (plus their delay)."""
 
     @abstractmethod
     def stop(self, llm: Any) -> None:
         """Finish recording; every trace file is complete under trace_dir on return."""
+
+    def warm_up(self, run_once: Callable[[], Any]) -> None:
+        """Called once during warmup with one iteration to wrap (default: just run it)."""
+        run_once()
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records about this capture."""

@@ -15,15 +15,16 @@ class VllmTorchProfiler(CaptureBackend):
     def configure(self, engine_args: Any) -> None:
         from vllm.config import ProfilerConfig
 
-        self.trace_dir.mkdir(parents=True, exist_ok=True)
+        torch_dir = self.trace_dir / "torch"
+        torch_dir.mkdir(parents=True, exist_ok=True)
         engine_args.profiler_config = ProfilerConfig(
             profiler="torch",
-            torch_profiler_dir=str(self.trace_dir.resolve()),
+            torch_profiler_dir=str(torch_dir.resolve()),
             # With stacks on, the CPU build intermittently fails to write its text table.
             torch_profiler_with_stack=False,
         )
 
-    def start(self, llm: Any) -> None:
+    def start(self, llm: Any, at_ns: int | None = None) -> None:
         # The prefix puts the host's name into every trace file name.
         llm.start_profile(profile_prefix=self.host_name)
 

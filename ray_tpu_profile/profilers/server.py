@@ -1,0 +1,151 @@
+"""Backends that run a TSL profiler server (torch_xla, JAX) in the model's process and
+take a detached trace of it from the same host at a given instant."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, Callable
+
+from ray_tpu_profile.profilers.base import CaptureBackend
+from ray_tpu_profile.schedule import NS_PER_MS, split_trace_delay
+
+XPLANE_DIR = "xplane"
+"""Under the host's output dir: <XPLANE_DIR>/plugins/profile/<session>/<host>.xplane.pb."""
+
+
+WARMUP_CAPTURE_MS = 50
+
+
+class ServerNotReady(RuntimeError):
+    pass
+
+
+def free_local_port() -> int:
+    """A port free right now on this host (the OS picks; never a fixed 9012)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_ns(instant_ns: int) -> None:
+    """Block until the wall clock reaches instant_ns: the scheduled start every host
+    agreed on, not a guessed delay."""
+    remaining_s = (instant_ns - time.time_ns()) / 1e9
+    if remaining_s > 0:
+        threading.Event().wait(remaining_s)
+
+
+def wait_for_server(port: int, timeout_s: float, poll_s: float = 0.05) -> float:
+    """Until the server accepts connections on localhost:port; returns seconds waited.
+    Bounded: raises ServerNotReady after timeout_s (clients' own retries last 120 s)."""
+    start = time.monotonic()
+    last_error: OSError | None = None
+    while time.monotonic() - start < timeout_s:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=poll_s * 10):
+                return time.monotonic() - start
+        except OSError as e:
+            last_error = e
+            threading.Event().wait(poll_s)  # polling a condition with a deadline
+    raise ServerNotReady(
+        f"profiler server on localhost:{port} did not answer within {timeout_s:g} s "
+        f"({last_error.strerror if last_error else 'no attempt'}); is it running in the model process?"
+    )
+
+
+class ServerBackend(CaptureBackend):
+    """Subclasses start the server and call their client's trace()."""
+
+    def __init__(self, trace_dir: Path, host_name: str, *, session_id: str, delay_ms: int, duration_ms: int,
+                 port: int | None = None, ready_timeout_s: float = 30.0):
+        super().__init__(trace_dir, host_name)
+        self.session_id = session_id
+        self.delay_ms = delay_ms
+        self.duration_ms = duration_ms
+        self.own_server = port is None
+        self.port = port or free_local_port()
+        self.ready_timeout_s = ready_timeout_s
+        self.server: Any = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.trace_called_at_ns: int | None = None
+        self.client_delay_ms: int | None = None
+
+    @abstractmethod
+    def _start_server(self, port: int) -> Any:
+        """Start the server in this process; the object returned is kept alive (a
+        collected server object yields empty traces)."""
+
+    @abstractmethod
+    def _trace(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
+        """Blocking client call that writes <logdir>/plugins/profile/<session>/<host>.xplane.pb."""
+
+    def attach(self, llm: Any) -> None:
+        if self.own_server:
+            self.server = self._start_server(self.port)
+        self.server_wait_s = wait_for_server(self.port, self.ready_timeout_s)
+
+    def warm_up(self, run_once: Callable[[], Any]) -> None:
+        """A throwaway capture around one iteration. The first capture in a process pays
+        for client and tracer set-up (seen: ~190 ms late vs ~6 ms after), so the real
+        one would start late by a different amount on every host; it also proves the
+        server captures before the real window."""
+        scratch = Path(tempfile.mkdtemp(prefix="ray-tpu-profile-warmup-"))
+        errors: list[BaseException] = []
+
+        def trace() -> None:
+            try:
+                self._trace(f"localhost:{self.port}", str(scratch), WARMUP_CAPTURE_MS, 0)
+            except BaseException as e:  # re-raised below in the caller's thread
+                errors.append(e)
+
+        thread = threading.Thread(target=trace, name=f"warmup-capture-{self.host_name}", daemon=True)
+        thread.start()
+        try:
+            run_once()
+        finally:
+            thread.join(timeout=WARMUP_CAPTURE_MS / 1000 + 60)
+            shutil.rmtree(scratch, ignore_errors=True)
+        if errors:
+            raise RuntimeError(f"warm-up capture on localhost:{self.port} failed: {errors[0]}") from errors[0]
+
+    def start(self, llm: Any, at_ns: int | None = None) -> None:
+        at_ns = at_ns or time.time_ns()
+        self.logdir = self.trace_dir / XPLANE_DIR
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self._error = None
+        self._thread = threading.Thread(target=self._capture, args=(at_ns + self.delay_ms * NS_PER_MS,),
+                                        name=f"capture-{self.host_name}", daemon=True)
+        self._thread.start()
+
+    def _capture(self, trace_start_ns: int) -> None:
+        try:
+            call_at_ns, client_delay_ms = split_trace_delay(trace_start_ns, time.time_ns())
+            wait_until_ns(call_at_ns)
+            self.trace_called_at_ns, self.client_delay_ms = time.time_ns(), client_delay_ms
+            self._trace(f"localhost:{self.port}", str(self.logdir), self.duration_ms, client_delay_ms)
+        except BaseException as e:  # handed to stop(), which raises it in the actor call
+            self._error = e
+
+    def stop(self, llm: Any) -> None:
+        """Wait for the detached capture to finish (bounded by its window) and surface its error."""
+        assert self._thread is not None, "start() was not called"
+        self._thread.join(timeout=self.delay_ms / 1000 + self.duration_ms / 1000 + 60)
+        if self._thread.is_alive():
+            raise TimeoutError(f"capture on localhost:{self.port} did not finish 60 s after its window")
+        if self._error is not None:
+            raise RuntimeError(f"capture on localhost:{self.port} failed: {self._error}") from self._error
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "profiler": self.name,
+            "window": {"kind": "time", "delay_ms": self.delay_ms, "duration_ms": self.duration_ms},
+            "session": self.session_id,
+            "server": {"host": "localhost", "started_by": "ray-tpu-profile" if self.own_server else "model process"},
+        }

