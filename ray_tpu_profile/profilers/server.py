@@ -33,6 +33,31 @@ def free_local_port() -> int:
         return s.getsockname()[1]
 
 
+def trace_with_xprof(service_addr: str, logdir: str, duration_ms: int, delay_ms: int, *, session_id: str,
+                     host_name: str) -> None:
+    """xprof's client for any TSL profiler server (JAX's and torch_xla's alike). Writes
+    <logdir>/plugins/profile/<session_id>/<host_name>.xplane.pb."""
+    from xprof.convert import _pywrap_profiler_plugin
+
+    _pywrap_profiler_plugin.trace(
+        service_addr,
+        logdir,
+        "",  # worker_list: non-empty answers UNIMPLEMENTED outside Cloud TPU
+        True,
+        duration_ms,
+        1,  # one attempt: a dead server must fail now, not after retries
+        {
+            "session_id": session_id,
+            "override_hostnames": host_name,
+            "host_tracer_level": 2,
+            "device_tracer_level": 1,
+            # Records Python calls: on CPU the only events; on TPU, vLLM's host side.
+            "python_tracer_level": 1,
+            "delay_ms": delay_ms,
+        },
+    )
+
+
 def wait_until_ns(instant_ns: int) -> None:
     """Block until the wall clock reaches instant_ns: the scheduled start every host
     agreed on, not a guessed delay."""

@@ -1,0 +1,59 @@
+"""Faults caused for real during a run: what was captured is kept, the manifest says
+which host failed where, the exit code says partial, and nothing is left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import CLI, REPO, load_manifest, wait_until_released
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for_stage(root, stage: str, deadline_s: float = 180) -> dict:
+    """Poll the staging manifest (rewritten at every stage) until the run reaches stage."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for path in root.glob(".*.partial/manifest.json"):
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue  # renamed or being replaced right now
+            if manifest["stage"] == stage:
+                return manifest
+        time.sleep(0.05)
+    raise AssertionError(f"run never reached {stage}")
+
+
+def test_host_killed_during_warmup_gives_partial_run(sim_cluster, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        [*CLI, "run", "--address", sim_cluster.address, "--profile-result-dir", str(tmp_path),
+         "--input-len", "16", "--output-len", "16", "--batch-size", "4", "--num-iters-warmup", "40"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        manifest = wait_for_stage(tmp_path, "warmup")
+        victim = manifest["hosts"][1]
+        os.kill(victim["pid"], signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, stderr[-3000:]
+    (run_dir,) = list(tmp_path.iterdir())
+    manifest = load_manifest(run_dir)
+    assert manifest["status"] == "partial"
+    dead, alive = manifest["hosts"][1], manifest["hosts"][0]
+    assert dead["name"] == victim["name"] and dead["status"] == "failed" and dead["stage"] == "warmup"
+    assert "died" in dead["error"]
+    assert alive["status"] == "ok" and alive["files"]
+    for f in alive["files"]:
+        assert (run_dir / f["path"]).stat().st_size == f["bytes"]
+    assert f"{victim['name']}" in stdout and "failed at warmup" in stdout
+    assert wait_until_released() == ([], [])
