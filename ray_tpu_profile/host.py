@@ -63,11 +63,11 @@ class HostWorker:
         return Phase(started_at_s=started, finished_at_s=time.time(), latencies_s=latencies)
 
     def warmup(self) -> Phase:
-        """Warmup iterations; the first also warms up the capture backend."""
+        """--num-iters-warmup iterations, the first ones also warming up the capture
+        backend (a server backend may need a few more than asked: they are counted)."""
         started = time.time()
-        latencies = []
-        self.backend.warm_up(lambda: latencies.append(self.engine.run_once_s()))
-        latencies += [self.engine.run_once_s() for _ in range(self.engine.workload.num_iters_warmup - 1)]
+        latencies = self.backend.warm_up(self.engine.run_once_s)
+        latencies += [self.engine.run_once_s() for _ in range(self.engine.workload.num_iters_warmup - len(latencies))]
         return Phase(started_at_s=started, finished_at_s=time.time(), latencies_s=tuple(latencies))
 
     # profile() = start_capture + run_profiled + finish_capture; the parts are separate

@@ -32,9 +32,10 @@ class CaptureBackend(ABC):
     def stop(self, llm: Any) -> None:
         """Finish recording; every trace file is complete under trace_dir on return."""
 
-    def warm_up(self, run_once: Callable[[], Any]) -> None:
-        """Called once during warmup with one iteration to wrap (default: just run it)."""
-        run_once()
+    def warm_up(self, run_once: Callable[[], float]) -> list[float]:
+        """Called at the start of warmup; runs warmup iterations (at least one) under
+        whatever the backend needs to warm up, and returns their latencies."""
+        return [run_once()]
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records about this capture."""

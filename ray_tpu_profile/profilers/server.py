@@ -116,11 +116,12 @@ class ServerBackend(CaptureBackend):
             self.server = self._start_server(self.port)
         self.server_wait_s = wait_for_server(self.port, self.ready_timeout_s)
 
-    def warm_up(self, run_once: Callable[[], Any]) -> None:
-        """A throwaway capture around one iteration. The first capture in a process pays
+    def warm_up(self, run_once: Callable[[], float]) -> list[float]:
+        """A throwaway capture over warmup iterations. The first capture in a process pays
         for client and tracer set-up (seen: ~190 ms late vs ~6 ms after), so the real
         one would start late by a different amount on every host; it also proves the
-        server captures before the real window."""
+        server captures before the real window. Iterations run until it has finished,
+        so its window always holds work (an empty capture is an error)."""
         scratch = Path(tempfile.mkdtemp(prefix="ray-tpu-profile-warmup-"))
         errors: list[BaseException] = []
 
@@ -132,13 +133,17 @@ class ServerBackend(CaptureBackend):
 
         thread = threading.Thread(target=trace, name=f"warmup-capture-{self.host_name}", daemon=True)
         thread.start()
+        latencies = []
         try:
-            run_once()
+            latencies.append(run_once())
+            while thread.is_alive():
+                latencies.append(run_once())
         finally:
             thread.join(timeout=WARMUP_CAPTURE_MS / 1000 + 60)
             shutil.rmtree(scratch, ignore_errors=True)
         if errors:
             raise RuntimeError(f"warm-up capture on localhost:{self.port} failed: {errors[0]}") from errors[0]
+        return latencies
 
     def start(self, llm: Any, at_ns: int | None = None) -> None:
         at_ns = at_ns or time.time_ns()
