@@ -9,7 +9,7 @@ import hashlib
 import os
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ray_tpu_profile.layout import host_file_dest
 
@@ -22,8 +22,10 @@ class GatherError(RuntimeError):
     pass
 
 
-def gather_host(actor: Any, host_name: str, run_dir: Path, timeout_s: float) -> list[dict[str, Any]]:
-    """Copy every file the host lists into run_dir/hosts/<host>/; returns manifest entries."""
+def gather_host(actor: Any, host_name: str, run_dir: Path, timeout_s: float,
+                check_stop: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
+    """Copy every file the host lists into the run directory; returns manifest entries.
+    check_stop is called between chunks and may raise to abandon the gather."""
     import ray
 
     entries = ray.get(actor.list_files.remote(), timeout=timeout_s)
@@ -46,6 +48,7 @@ def gather_host(actor: Any, host_name: str, run_dir: Path, timeout_s: float) -> 
                     pending.append(actor.read_chunk.remote(entry.path, offset, CHUNK_BYTES))
                 if not pending:
                     break
+                check_stop()
                 chunk = ray.get(pending.popleft(), timeout=timeout_s)
                 digest.update(chunk)
                 out.write(chunk)

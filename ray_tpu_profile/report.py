@@ -33,10 +33,28 @@ def summary_table(manifest: dict[str, Any]) -> Table:
     return table
 
 
+def slowest_host(manifest: dict[str, Any]) -> tuple[str, float, float] | None:
+    """(name, its profiled mean, the median host's) among hosts with profiled latencies."""
+    means = {
+        h["name"]: statistics.fmean(h["latency_s"]["profiled"]) for h in manifest["hosts"] if h["latency_s"]["profiled"]
+    }
+    if not means:
+        return None
+    name = max(means, key=means.get)
+    return name, means[name], statistics.median(means.values())
+
+
 def print_summary(manifest: dict[str, Any], run_dir: Path, console: Console | None = None) -> None:
     # Not a terminal (a Ray job log, a pipe): rich would assume 80 columns and wrap names.
     console = console or Console(highlight=False, soft_wrap=True, width=None if _is_tty() else 160)
     console.print(summary_table(manifest))
+    skew = manifest["capture"].get("start_skew_ms")
+    if skew is not None:
+        console.print(f"capture start skew across hosts: {skew:.3f} ms (from the xplanes)")
+    slowest = slowest_host(manifest)
+    if slowest and len(manifest["hosts"]) > 1:
+        name, mean, median = slowest
+        console.print(f"slowest host: {name}, profiled mean {mean:.3f} s, {100 * (mean / median - 1):+.1f}% vs the median host")
     for host in manifest["hosts"]:
         if host["error"]:
             console.print(f"{host['name']}: {host['error']}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +24,8 @@ from ray_tpu_profile.progress import Progress
 from ray_tpu_profile.records import HostRecord
 from ray_tpu_profile.tiny_model import default_tiny_model_dir
 from ray_tpu_profile.versions import package_versions
+
+WAIT_SLICE_S = 0.5
 
 
 def describe_error(error: BaseException) -> str:
@@ -60,6 +62,7 @@ class Run:
         self.timings_s: dict[str, float] = {}
         self._t0 = time.monotonic()
         self._stage_t0: float | None = None
+        self.stop_signals = StopSignals()
 
     # -- validation that needs no cluster: raises ConfigError ------------------------
     def validate(self) -> None:
@@ -78,9 +81,10 @@ class Run:
         self.timings_s["validate"] = self._since(self._t0)
         placement = self.config.placement
         cluster_t0 = time.monotonic()
-        with _stop_on_sigterm(), cluster.ray_session(
+        # The SIGTERM handler goes in after ray.init: Ray installs its own, which aborts.
+        with cluster.ray_session(
             placement.address, placement.simulated_hosts, log_to_driver=self.actor_logs
-        ) as info:
+        ) as info, self.stop_signals:
             self.timings_s["cluster_start"] = self._since(cluster_t0)
             self.cluster_info = info
             hosts = select_hosts(cluster.discover_hosts(), placement.hosts)
@@ -96,7 +100,7 @@ class Run:
                 self._run_stages()
             except (KeyboardInterrupt, RunStopped) as e:
                 self.stopped = True
-                self.error = f"stopped during {self.stage} ({'Ctrl-C' if isinstance(e, KeyboardInterrupt) else e.signal_name})"
+                self.error = f"stopped during {self.stage} ({'SIGINT' if isinstance(e, KeyboardInterrupt) else e.signal_name})"
                 self.progress.host_failed(self.stage, "all", self.error)
             except Exception as e:  # recorded in the manifest and reflected in the exit code
                 self.error = f"{self.stage}: {describe_error(e)}"
@@ -185,8 +189,12 @@ class Run:
         pending = list(by_ref)
         deadline = time.monotonic() + timeout_s
         while pending:
-            done, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            # Short slices so a stop signal is seen within WAIT_SLICE_S.
+            done, pending = ray.wait(pending, num_returns=1, timeout=min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic())))
+            self.stop_signals.check()
             if not done:
+                if time.monotonic() < deadline:
+                    continue
                 break
             record = by_ref[done[0]]
             try:
@@ -215,7 +223,7 @@ class Run:
         def one(record: HostRecord) -> None:
             actor = self.actors[record.host.name]
             try:
-                record.files = gather_host(actor, record.host.name, self.run_dir, timeout_s)
+                record.files = gather_host(actor, record.host.name, self.run_dir, timeout_s, self.stop_signals.check)
                 if not record.files:
                     raise RuntimeError("the capture wrote no file")
                 self._call_one(record, lambda a: a.cleanup.remote(), timeout_s)
@@ -229,6 +237,7 @@ class Run:
 
         with ThreadPoolExecutor(max_workers=max(1, len(healthy))) as pool:
             list(pool.map(one, healthy))
+        self.stop_signals.check()
 
     def _verify_xplanes(self) -> None:
         """Each host must have delivered exactly its own xplane, readable by xprof. Its
@@ -313,27 +322,33 @@ def _asdict(obj: Any) -> dict[str, Any]:
     return asdict(obj)
 
 
-class _stop_on_sigterm:
-    """SIGTERM (`ray job stop`, kill) raises RunStopped in the main thread so the run
-    is wound down like Ctrl-C: actors released, what was captured kept."""
+class StopSignals:
+    """SIGTERM (`ray job stop`, kill) and SIGINT (Ctrl-C) set a flag that the run checks
+    between waits, then winds down: actors released, what was captured kept. A flag, not
+    an exception from the handler: raised inside Ray's blocking calls it comes out as
+    SystemError."""
 
-    def __enter__(self):
-        self.previous = None
-        if _in_main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._raise)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signal_name: str | None = None
+        self.previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+        self.event.set()
+
+    def check(self) -> None:
+        if self.event.is_set():
+            raise RunStopped(self.signal_name)
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
-    @staticmethod
-    def _raise(signum, frame):
-        raise RunStopped(signal.Signals(signum).name)
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+    def __exit__(self, *exc) -> bool:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
         return False
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

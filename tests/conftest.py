@@ -27,6 +27,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The state API's address: set by sim_cluster so that checks ask this cluster, not
+# whichever Ray cluster on the machine started last.
+STATE_API: dict[str, str] = {}
+
+
 @dataclass
 class SimCluster:
     address: str
@@ -56,6 +61,7 @@ def sim_cluster(tmp_path_factory):
         tmpdirs.append(tmpdir)
         cluster.add_node(env_vars={"TMPDIR": str(tmpdir)}, **args)
     ray.init(address=cluster.address)
+    STATE_API["address"] = f"http://{LOOPBACK}:{dashboard_port}"
     yield SimCluster(cluster.address, f"http://{LOOPBACK}:{dashboard_port}", tmpdirs)
     ray.shutdown()
     cluster.shutdown()
@@ -72,9 +78,10 @@ def live_run_resources() -> tuple[list, list]:
     """This tool's actors that are not dead and placement groups not removed."""
     from ray.util.state import list_actors, list_placement_groups
 
-    actors = [a for a in list_actors(limit=10000) if (a.name or "").startswith("ray-tpu-profile-") and a.state != "DEAD"]
+    address = STATE_API["address"]
+    actors = [a for a in list_actors(address=address, limit=10000) if (a.name or "").startswith("ray-tpu-profile-") and a.state != "DEAD"]
     groups = [
-        g for g in list_placement_groups(limit=10000)
+        g for g in list_placement_groups(address=address, limit=10000)
         if (g.name or "").startswith("ray-tpu-profile-") and g.state != "REMOVED"
     ]
     return actors, groups

@@ -69,3 +69,11 @@ def test_tensor_parallel_larger_than_a_host(sim_cluster, tmp_path):
 def test_click_type_errors_are_one_line_too(sim_cluster, tmp_path):
     line = bad_input(sim_cluster, tmp_path, "--batch-size", "many")
     assert "--batch-size" in line and "many" in line
+
+
+def test_seed_env_vars_are_the_window_defaults(sim_cluster, tmp_path):
+    # VLLM_TPU_PROFILE_DURATION_MS feeds --duration-ms, so it is checked like the flag.
+    proc = run_cli("run", "--address", sim_cluster.address, "--profile-result-dir", str(tmp_path / "p"),
+                   env={"VLLM_TPU_PROFILE_DURATION_MS": "0", "VLLM_TPU_PROFILE_DELAY_MS": "0"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "ray-tpu-profile: error: --duration-ms 0: must be more than 0"

@@ -57,3 +57,28 @@ def test_host_killed_during_warmup_gives_partial_run(sim_cluster, tmp_path):
         assert (run_dir / f["path"]).stat().st_size == f["bytes"]
     assert f"{victim['name']}" in stdout and "failed at warmup" in stdout
     assert wait_until_released() == ([], [])
+
+
+def test_sigterm_during_warmup_stops_cleanly_and_keeps_the_run(sim_cluster, tmp_path):
+    """What `ray job stop` does to the driver: SIGTERM. Exit 5, manifest `stopped` with its
+    stage, actors and placement group released."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        [*CLI, "run", "--address", sim_cluster.address, "--profile-result-dir", str(tmp_path),
+         "--input-len", "16", "--output-len", "16", "--batch-size", "4", "--num-iters-warmup", "200"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for_stage(tmp_path, "warmup")
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 5, stderr[-3000:]
+    (run_dir,) = list(tmp_path.iterdir())
+    manifest = load_manifest(run_dir)
+    assert (manifest["status"], manifest["stage"]) == ("stopped", "warmup")
+    assert "SIGTERM" in manifest["error"]
+    assert all(h["status"] == "failed" and h["stage"] == "warmup" for h in manifest["hosts"])
+    assert all(h["latency_s"]["load"] > 0 for h in manifest["hosts"])  # what was done is kept
+    assert wait_until_released() == ([], [])

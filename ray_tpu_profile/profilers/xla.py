@@ -30,10 +30,10 @@ class XlaServerProfiler(ServerBackend):
         # torch_xla's client names the session by time and the file by hostname: trace
         # into a fresh directory, then move its one xplane to <session>/<host>.xplane.pb.
         scratch = Path(tempfile.mkdtemp(prefix="xla-trace-", dir=logdir))
-        # timeout_s=1: one request, not torch_xla's default of retrying for 120 s when a
-        # capture comes back empty; the server was already seen answering (attach).
+        # timeout_s=0: one request. torch_xla's client otherwise retries for 120 s, and a
+        # retry writes a second session (seen under load); attach() already saw the server.
         xp.trace(service_addr, str(scratch), duration_ms=duration_ms, num_tracing_attempts=1,
-                 host_tracer_level=2, device_tracer_level=1, delay_ms=delay_ms, timeout_s=1, interval_s=1)
+                 host_tracer_level=2, device_tracer_level=1, delay_ms=delay_ms, timeout_s=0, interval_s=1)
         written = list(scratch.glob("plugins/profile/*/*.xplane.pb"))
         if len(written) != 1:
             raise RuntimeError(f"torch_xla's trace wrote {len(written)} xplane files, expected 1: {written}")
