@@ -33,9 +33,7 @@ def cli() -> None:
     """
 
 
-@cli.command(
-    context_settings={"ignore_unknown_options": False},
-    epilog="""\b
+EPILOG = """\b
 Examples (the seed's two, on every host of the slice):
   ray-tpu-profile run --model Qwen/Qwen2.5-7B-Instruct --input-len 1024 --output-len 1 \\
       --batch-size 1 -- --max-model-len 2048 --tensor-parallel-size 1 --enforce-eager
@@ -43,73 +41,122 @@ Examples (the seed's two, on every host of the slice):
       --batch-size 32 --delay-ms 1000 --duration-ms 2000 -- --max-model-len 2048 \\
       --tensor-parallel-size 8 --enforce-eager
 
-Exit codes: 0 ok, 2 bad input, 3 partial (some hosts failed), 4 failed, 5 stopped.""",
-)
-@click.option("--address", envvar="RAY_ADDRESS", default=None, metavar="ADDR",
-              help="Ray cluster to run on [env RAY_ADDRESS]. Without it: a local cluster of simulated TPU hosts.")
-@click.option("--hosts", type=int, default=None, metavar="N",
-              help="Hosts to profile. Default: every TPU host found (2 simulated hosts locally).")
-@click.option("--model", default=None, metavar="PATH|ID",
-              help="Model path or hub id. Default: a tiny random-weight Llama built locally on first use.")
-@click.option("--input-len", type=int, default=32, show_default=True, help="Prompt tokens per request.")
-@click.option("--output-len", type=int, default=128, show_default=True, help="Generated tokens per request (EOS ignored).")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Requests per generate call.")
-@click.option("--num-iters-warmup", type=int, default=5, show_default=True, help="Untraced generate calls before capture.")
-@click.option("--num-iters", type=int, default=1, show_default=True, help="Traced generate calls.")
-@click.option("--profile-result-dir", type=click.Path(path_type=Path), default=Path("profiles"), show_default=True,
-              help="Where run directories are written (on the machine that runs this command).")
-@click.option("--profiler", type=click.Choice(["auto", "torch", "jax", "xla"]), default="auto", show_default=True,
-              help="Capture backend. jax / xla: a profiler server in each model process, a detached trace of "
-                   "--duration-ms after --delay-ms begun at one instant on every host (XProf session). torch: vLLM's "
-                   "built-in torch profiler around the profiled iterations. auto: jax with tpu-inference, xla with "
-                   "torch_xla, else torch.")
-@click.option("--profiler-port", type=int, default=None, metavar="PORT",
-              help="jax/xla: trace the server already running on this port in the model process (tpu-inference's "
-                   "JAX_PROFILER_SERVER_PORT) instead of starting one on a free port.")
-@click.option("--server-wait-s", type=float, default=30.0, show_default=True,
-              help="jax/xla: longest wait for the profiler server to answer before the host is marked failed.")
-@click.option("--delay-ms", type=int, envvar="VLLM_TPU_PROFILE_DELAY_MS", default=0, show_default=True,
-              help="Wait after the capture instant before tracing (server backends) [env VLLM_TPU_PROFILE_DELAY_MS].")
-@click.option("--duration-ms", type=int, envvar="VLLM_TPU_PROFILE_DURATION_MS", default=3000, show_default=True,
-              help="Trace length (server backends) [env VLLM_TPU_PROFILE_DURATION_MS].")
-@click.option("--timeout-s", type=float, default=3600.0, show_default=True,
-              help="Longest one host may take for one stage (load, warmup, capture, gather) before it is marked failed.")
-@click.option("--json", "json_output", is_flag=True, help="Print the manifest as JSON on stdout instead of the table.")
+Exit codes: 0 ok, 2 bad input, 3 partial (some hosts failed), 4 failed, 5 stopped."""
+
+
+def _parse_env(ctx, param, values):
+    pairs = []
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx=ctx, param=param)
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+def run_options(command):
+    """The flags `run` and `plan` share: plan shows what run would do with them."""
+    options = [
+        click.option("--address", envvar="RAY_ADDRESS", default=None, metavar="ADDR",
+                     help="Ray cluster to run on [env RAY_ADDRESS]. Without it: a local cluster of simulated TPU hosts."),
+        click.option("--slice", "slice_name", default=None, metavar="NAME",
+                     help="TPU slice to profile (ray.io/tpu-slice-name). Default: the only slice in the cluster."),
+        click.option("--hosts", type=int, default=None, metavar="N",
+                     help="Hosts to profile. Default: every host of the slice (2 simulated hosts locally)."),
+        click.option("--model", default=None, metavar="PATH|ID",
+                     help="Model path or hub id. Default: a tiny random-weight Llama built locally on first use."),
+        click.option("--input-len", type=int, default=32, show_default=True, help="Prompt tokens per request."),
+        click.option("--output-len", type=int, default=128, show_default=True,
+                     help="Generated tokens per request (EOS ignored)."),
+        click.option("--batch-size", type=int, default=8, show_default=True, help="Requests per generate call."),
+        click.option("--num-iters-warmup", type=int, default=5, show_default=True,
+                     help="Untraced generate calls before capture."),
+        click.option("--num-iters", type=int, default=1, show_default=True, help="Traced generate calls."),
+        click.option("--profile-result-dir", type=click.Path(path_type=Path), default=Path("profiles"),
+                     show_default=True, help="Where run directories are written (on the machine that runs this command)."),
+        click.option("--profiler", type=click.Choice(["auto", "torch", "jax", "xla"]), default="auto", show_default=True,
+                     help="Capture backend. jax / xla: a profiler server in each model process, a detached trace of "
+                          "--duration-ms after --delay-ms begun at one instant on every host (XProf session). torch: "
+                          "vLLM's built-in torch profiler around the profiled iterations. auto: jax with tpu-inference, "
+                          "xla with torch_xla, else torch."),
+        click.option("--profiler-port", type=int, default=None, metavar="PORT",
+                     help="jax/xla: trace the server already running on this port in the model process "
+                          "(tpu-inference's JAX_PROFILER_SERVER_PORT) instead of starting one on a free port."),
+        click.option("--server-wait-s", type=float, default=30.0, show_default=True,
+                     help="jax/xla: longest wait for the profiler server to answer before the host is marked failed."),
+        click.option("--delay-ms", type=int, envvar="VLLM_TPU_PROFILE_DELAY_MS", default=0, show_default=True,
+                     help="Wait after the capture instant before tracing (server backends) [env VLLM_TPU_PROFILE_DELAY_MS]."),
+        click.option("--duration-ms", type=int, envvar="VLLM_TPU_PROFILE_DURATION_MS", default=3000, show_default=True,
+                     help="Trace length (server backends) [env VLLM_TPU_PROFILE_DURATION_MS]."),
+        click.option("--env", "env", multiple=True, callback=_parse_env, metavar="KEY=VALUE",
+                     help="Set in every model process through Ray's runtime_env (repeatable), e.g. XLA_HLO_DEBUG=1, "
+                          "LIBTPU_INIT_ARGS=...; recorded in the manifest."),
+        click.option("--timeout-s", type=float, default=3600.0, show_default=True,
+                     help="Longest one host may take for one stage (load, warmup, capture, gather) before it is marked failed."),
+        click.option("--json", "json_output", is_flag=True, help="Print JSON on stdout instead of the table."),
+        click.argument("engine_flags", nargs=-1, type=click.UNPROCESSED, metavar="[-- VLLM ENGINE FLAGS...]"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def config_from(params: dict):
+    """RunConfig from the shared flags, validated (ConfigError names the flag)."""
+    from ray_tpu_profile.config import Capture, Placement, RunConfig, Workload
+
+    return RunConfig(
+        workload=Workload(params["input_len"], params["output_len"], params["batch_size"],
+                          params["num_iters_warmup"], params["num_iters"]),
+        capture=Capture(profiler=params["profiler"], delay_ms=params["delay_ms"], duration_ms=params["duration_ms"],
+                        port=params["profiler_port"], server_wait_s=params["server_wait_s"]),
+        placement=Placement(hosts=params["hosts"], address=params["address"], stage_timeout_s=params["timeout_s"],
+                            slice_name=params["slice_name"], env=params["env"]),
+        model=params["model"],
+        engine_argv=tuple(params["engine_flags"]),
+        profile_result_dir=params["profile_result_dir"],
+    ).validate()
+
+
+@cli.command(epilog=EPILOG)
+@run_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines (failures still print).")
 @click.option("--actor-logs", is_flag=True, help="Stream the actors' (vLLM's) logs to this console.")
-@click.argument("engine_flags", nargs=-1, type=click.UNPROCESSED, metavar="[-- VLLM ENGINE FLAGS...]")
-def run(address, hosts, model, input_len, output_len, batch_size, num_iters_warmup, num_iters,
-        profile_result_dir, profiler, profiler_port, server_wait_s, delay_ms, duration_ms, timeout_s, json_output,
-        quiet, actor_logs, engine_flags) -> None:
+def run(quiet, actor_logs, **params) -> None:
     """Profile the same workload on every host, captured together, gathered into one run directory.
 
     Everything after `--` is a vLLM engine flag, parsed by vLLM's own EngineArgs
     (e.g. `-- --tensor-parallel-size 8 --max-model-len 2048 --enforce-eager`).
     """
-    from ray_tpu_profile.config import Capture, Placement, RunConfig, Workload
-
-    config = RunConfig(
-        workload=Workload(input_len, output_len, batch_size, num_iters_warmup, num_iters),
-        capture=Capture(profiler=profiler, delay_ms=delay_ms, duration_ms=duration_ms, port=profiler_port,
-                        server_wait_s=server_wait_s),
-        placement=Placement(hosts=hosts, address=address, stage_timeout_s=timeout_s),
-        model=model,
-        engine_argv=tuple(engine_flags),
-        profile_result_dir=profile_result_dir,
-    ).validate()
-
+    config = config_from(params)
     from ray_tpu_profile.progress import Progress
     from ray_tpu_profile.runner import Run
 
     manifest = Run(config, ["ray-tpu-profile", *sys.argv[1:]], Progress(quiet=quiet), actor_logs=actor_logs).execute()
     run_dir = config.profile_result_dir / manifest["run_id"]
-    if json_output:
+    if params["json_output"]:
         click.echo(json.dumps(manifest, indent=2))
     else:
         from ray_tpu_profile.report import print_summary
 
         print_summary(manifest, run_dir)
     sys.exit(EXIT_BY_STATUS[manifest["status"]])
+
+
+@cli.command(epilog="Takes exactly the flags of `run`; use it to check a submission before spending TPU time.")
+@run_options
+def plan(**params) -> None:
+    """Show what `run` would do with these flags: slices, hosts, chips, actors, workload. Loads no model."""
+    config = config_from(params)
+    from ray_tpu_profile.progress import Progress
+    from ray_tpu_profile.report import print_plan
+    from ray_tpu_profile.runner import Run
+
+    planned = Run(config, ["ray-tpu-profile", *sys.argv[1:]], Progress(quiet=True)).plan()
+    if params["json_output"]:
+        click.echo(json.dumps(planned, indent=2))
+    else:
+        print_plan(planned)
 
 
 def main() -> None:

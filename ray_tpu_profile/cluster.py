@@ -12,29 +12,33 @@ from ray_tpu_profile.hosts import Host, hosts_from_nodes
 
 SIMULATED_SLICE = "local-sim"
 SIMULATED_CHIPS_PER_HOST = 4
+# v6e topologies by chip count, for the simulated slice's ray.io/tpu-topology label.
+V6E_TOPOLOGY_BY_CHIPS = {4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8"}
 
 
-def simulated_host_node_args(num_hosts: int, chips_per_host: int = SIMULATED_CHIPS_PER_HOST) -> list[dict[str, Any]]:
-    """Node args for simulated TPU hosts: the resources and labels Ray gives the hosts of a
-    real slice (ray.util.tpu), so placement cannot tell them apart."""
-    pod_type = f"v6e-{num_hosts * chips_per_host}"
+def simulated_host_node_args(num_hosts: int, chips_per_host: int = SIMULATED_CHIPS_PER_HOST,
+                             slice_name: str = SIMULATED_SLICE) -> list[dict[str, Any]]:
+    """Node args for the simulated hosts of one v6e slice: the resources, labels and TPU
+    env vars Ray gives the hosts of a real slice, so placement (ours and ray.util.tpu's)
+    cannot tell them apart."""
+    chips = num_hosts * chips_per_host
+    pod_type = f"v6e-{chips}"
+    topology = V6E_TOPOLOGY_BY_CHIPS.get(chips)
     args = []
     for worker_id in range(num_hosts):
-        resources = {"TPU": chips_per_host, SIMULATED_SLICE: 1}
+        resources = {"TPU": chips_per_host, slice_name: 1}
         if worker_id == 0:
             resources[f"TPU-{pod_type}-head"] = 1
-        args.append(
-            dict(
-                num_cpus=1,
-                resources=resources,
-                labels={
-                    "ray.io/tpu-slice-name": SIMULATED_SLICE,
-                    "ray.io/tpu-worker-id": str(worker_id),
-                    "ray.io/tpu-pod-type": pod_type,
-                    "ray.io/accelerator-type": "TPU-V6E",
-                },
-            )
-        )
+        labels = {
+            "ray.io/tpu-slice-name": slice_name,
+            "ray.io/tpu-worker-id": str(worker_id),
+            "ray.io/tpu-pod-type": pod_type,
+            "ray.io/accelerator-type": "TPU-V6E",
+        }
+        if topology:
+            labels["ray.io/tpu-topology"] = topology
+        env_vars = {"TPU_NAME": slice_name, "TPU_WORKER_ID": str(worker_id), "TPU_ACCELERATOR_TYPE": pod_type}
+        args.append(dict(num_cpus=1, resources=resources, labels=labels, env_vars=env_vars))
     return args
 
 
@@ -78,6 +82,12 @@ class Reservation:
 
     placement_group: Any
     actors: dict[str, Any]
+    slice_group: Any = None
+    """The ray.util.tpu.SlicePlacementGroup that made placement_group, when one did."""
+
+    @property
+    def kind(self) -> str:
+        return "ray.util.tpu.SlicePlacementGroup" if self.slice_group is not None else "placement_group"
 
     def release(self) -> None:
         """Kill the actors and remove the placement group; safe to call twice."""
@@ -87,30 +97,52 @@ class Reservation:
         for actor in self.actors.values():
             ray.kill(actor, no_restart=True)
         self.actors = {}
-        if self.placement_group is not None:
+        if self.slice_group is not None:
+            self.slice_group.shutdown()
+        elif self.placement_group is not None:
             remove_placement_group(self.placement_group)
-            self.placement_group = None
+        self.placement_group = self.slice_group = None
 
 
-def reserve_hosts(hosts: list[Host], run_id: str, timeout_s: float) -> Reservation:
-    """One bundle per host with all its chips, pinned to that host by its node-id label."""
+def reserve_hosts(hosts: list[Host], run_id: str, timeout_s: float, whole_slice: bool = False) -> Reservation:
+    """One bundle per host with all its chips (strictly spread), bundle i pinned to host i
+    by its node-id label. A whole TPU slice is reserved through Ray's own
+    SlicePlacementGroup (the path a real slice takes); any other set of hosts through a
+    plain placement group."""
     import ray
-    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.placement_group import placement_group
 
-    pg = placement_group(
-        bundles=[{"TPU": h.chips} for h in hosts],
-        strategy="STRICT_SPREAD",
-        name=f"ray-tpu-profile-{run_id}",
-        bundle_label_selector=[{"ray.io/node-id": h.node_id} for h in hosts],
-    )
+    name = f"ray-tpu-profile-{run_id}"
+    pinned = [{"ray.io/node-id": h.node_id} for h in hosts]
+    slice_group = None
+    first = hosts[0]
+    if whole_slice and first.slice_name and first.topology and first.pod_type:
+        from ray.util.tpu import SlicePlacementGroup
+
+        slice_group = SlicePlacementGroup(
+            topology=first.topology,
+            accelerator_version=first.pod_type.split("-")[0],
+            chips_per_vm=first.chips,
+            strategy="STRICT_SPREAD",
+            name=name,
+            # Naming the slice skips Ray's head reservation, which could pick another slice.
+            bundle_label_selector=[{**p, "ray.io/tpu-slice-name": first.slice_name} for p in pinned],
+        )
+        pg = slice_group.placement_group
+    else:
+        pg = placement_group(
+            bundles=[{"TPU": h.chips} for h in hosts], strategy="STRICT_SPREAD", name=name,
+            bundle_label_selector=pinned,
+        )
+    reservation = Reservation(placement_group=pg, actors={}, slice_group=slice_group)
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
     if not ready:
-        remove_placement_group(pg)
+        reservation.release()
         raise TimeoutError(
             f"could not reserve {len(hosts)} host(s) ({', '.join(h.name for h in hosts)}) within {timeout_s:.0f} s: "
             "are their TPU chips held by another job?"
         )
-    return Reservation(placement_group=pg, actors={})
+    return reservation
 
 
 def start_actors(reservation: Reservation, hosts: list[Host], run_id: str, env_vars: dict[str, str]) -> dict[str, Any]:

@@ -125,6 +125,10 @@ class Placement:
     """Hosts to profile (--hosts); None: every host found."""
     address: str | None = None
     """Ray cluster address (--address / RAY_ADDRESS); None: start a local simulated cluster."""
+    slice_name: str | None = None
+    """TPU slice to profile (--slice); None: the only slice there is."""
+    env: tuple[tuple[str, str], ...] = ()
+    """--env KEY=VALUE pairs set in every model process (through Ray's runtime_env)."""
     stage_timeout_s: float = 3600.0
     """Longest a host may take for one stage (--timeout-s) before it is marked failed."""
 
@@ -133,6 +137,9 @@ class Placement:
             raise ConfigError("--hosts", self.hosts, "must be 1 or more")
         if self.stage_timeout_s <= 0:
             raise ConfigError("--timeout-s", self.stage_timeout_s, "must be more than 0")
+        for key, _ in self.env:
+            if not key or not (key[0].isalpha() or key[0] == "_") or not all(c.isalnum() or c == "_" for c in key):
+                raise ConfigError("--env", key, "not a valid environment variable name")
         return self
 
     @property

@@ -29,7 +29,8 @@ class HostWorker:
         self.engine = None
         self.backend = None
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self, env_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Where this actor runs, and the values of env_keys as this process sees them."""
         import ray
 
         return {
@@ -37,6 +38,7 @@ class HostWorker:
             "pid": os.getpid(),
             "hostname": socket.gethostname(),
             "output_dir": str(self.output_dir),
+            "env": {key: os.environ.get(key) for key in env_keys},
         }
 
     def load(self, engine_argv: list[str], workload: Workload, capture: Capture, session_id: str,

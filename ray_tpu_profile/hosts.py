@@ -12,6 +12,7 @@ from ray_tpu_profile.errors import ConfigError
 SLICE_LABEL = "ray.io/tpu-slice-name"
 WORKER_ID_LABEL = "ray.io/tpu-worker-id"
 POD_TYPE_LABEL = "ray.io/tpu-pod-type"
+TOPOLOGY_LABEL = "ray.io/tpu-topology"
 ACCELERATOR_LABEL = "ray.io/accelerator-type"
 
 
@@ -26,6 +27,7 @@ class Host:
     slice_name: str | None = None
     worker_id: int | None = None
     pod_type: str | None = None
+    topology: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,6 +53,7 @@ def hosts_from_nodes(nodes: Iterable[dict[str, Any]]) -> list[Host]:
                 slice_name=labels.get(SLICE_LABEL) or None,
                 worker_id=int(worker) if worker not in (None, "") else None,
                 pod_type=labels.get(POD_TYPE_LABEL) or None,
+                topology=labels.get(TOPOLOGY_LABEL) or None,
             )
         )
     found.sort(
@@ -71,10 +74,34 @@ def hosts_from_nodes(nodes: Iterable[dict[str, Any]]) -> list[Host]:
     return hosts
 
 
-def select_hosts(hosts: list[Host], wanted: int | None) -> list[Host]:
-    """The first `wanted` hosts (all when None); too many is bad input."""
+def describe_slices(hosts: list[Host]) -> str:
+    """`a (2 hosts, v6e-8), b (...)` for error messages."""
+    slices: dict[str, list[Host]] = {}
+    for h in hosts:
+        if h.slice_name:
+            slices.setdefault(h.slice_name, []).append(h)
+    return ", ".join(f"{name} ({len(hs)} hosts, {hs[0].pod_type or 'unknown type'})" for name, hs in sorted(slices.items()))
+
+
+def select_slice(hosts: list[Host], slice_name: str | None) -> list[Host]:
+    """The hosts of --slice; without it, of the only slice. Hosts without slice labels
+    (not on a TPU slice Ray knows) are used as one pool when no slice is found."""
+    slices = sorted({h.slice_name for h in hosts if h.slice_name})
+    if slice_name is not None:
+        if slice_name not in slices:
+            found = describe_slices(hosts) or "no TPU slice"
+            raise ConfigError("--slice", slice_name, f"no such TPU slice; the cluster has: {found}")
+        return [h for h in hosts if h.slice_name == slice_name]
+    if len(slices) > 1:
+        raise ConfigError("--slice", "(not given)", f"the cluster has {len(slices)} TPU slices, choose one: {describe_slices(hosts)}")
+    return list(hosts)
+
+
+def select_hosts(hosts: list[Host], wanted: int | None, slice_name: str | None = None) -> list[Host]:
+    """The first `wanted` hosts (all when None) of the chosen slice; too many is bad input."""
     if not hosts:
         raise ConfigError("--hosts", wanted if wanted is not None else "all", "the Ray cluster has no node with a TPU resource")
+    hosts = select_slice(hosts, slice_name)
     if wanted is None:
         return list(hosts)
     if wanted > len(hosts):

@@ -67,3 +67,23 @@ def _is_tty() -> bool:
     import sys
 
     return sys.stdout.isatty()
+
+
+def print_plan(planned: dict[str, Any], console: Console | None = None) -> None:
+    """`ray-tpu-profile plan` for people."""
+    console = console or Console(highlight=False, soft_wrap=True, width=None if _is_tty() else 160)
+    for s in planned["slices"]:
+        console.print(f"slice {s['name']}: {s['pod_type']}, hosts {', '.join(s['hosts'])}")
+    table = Table(title=f"{len(planned['actors'])} actor(s), one per host; reserved with {planned['placement']['reservation']}",
+                  title_justify="left")
+    for column in ("host", "node", "chips", "slice", "worker"):
+        table.add_column(column, no_wrap=True)
+    for h in planned["hosts"]:
+        table.add_row(h["name"], h["node_id"][:12], str(h["chips"]), h["slice_name"] or "-",
+                      "-" if h["worker_id"] is None else str(h["worker_id"]))
+    console.print(table)
+    w, c, e = planned["workload"], planned["capture"], planned["engine"]
+    console.print(f"workload: {w['shape']} (batch x input x output), {w['num_iters_warmup']} warmup + {w['num_iters']} profiled iteration(s)")
+    console.print(f"capture: {c['profiler']} ({c['chosen_by']}), delay {c['delay_ms']} ms, duration {c['duration_ms']} ms")
+    console.print(f"engine: tensor parallel {e['tensor_parallel_size']}; flags {' '.join(e['argv'])}")
+    console.print(f"env in every model process: {', '.join(f'{k}={v}' for k, v in e['env'].items())}")

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from ray_tpu_profile import cluster, engine, layout, schedule
 from ray_tpu_profile.config import RunConfig
 from ray_tpu_profile.errors import RunStopped
-from ray_tpu_profile.hosts import check_tensor_parallel_fits, select_hosts
+from ray_tpu_profile.hosts import Host, check_tensor_parallel_fits, select_hosts, select_slice
 from ray_tpu_profile.progress import Progress
 from ray_tpu_profile.records import HostRecord
 from ray_tpu_profile.tiny_model import default_tiny_model_dir
@@ -71,6 +71,50 @@ class Run:
         self.engine_args = engine.parse_engine_args(self.engine_argv)
         engine.check_engine_args(self.engine_args, self.config.workload)
 
+    @property
+    def actor_env(self) -> dict[str, str]:
+        """Env of every model process: the tool's, then the user's --env (which wins)."""
+        return {**engine.ENGINE_ENV, **dict(self.config.placement.env)}
+
+    def choose_hosts(self) -> tuple[list[Host], bool]:
+        """The hosts to profile (ConfigError when the cluster cannot serve the request),
+        and whether they are a whole TPU slice. Needs a Ray connection."""
+        placement = self.config.placement
+        found = cluster.discover_hosts()
+        hosts = select_hosts(found, placement.hosts, placement.slice_name)
+        check_tensor_parallel_fits(self.engine_args.tensor_parallel_size, hosts)
+        whole_slice = hosts[0].slice_name is not None and len(hosts) == len(select_slice(found, hosts[0].slice_name))
+        return hosts, whole_slice
+
+    def plan(self) -> dict[str, Any]:
+        """What `run` would do, without loading a model: for `ray-tpu-profile plan`."""
+        self.validate()
+        placement = self.config.placement
+        with cluster.ray_session(placement.address, placement.simulated_hosts, log_to_driver=False) as info:
+            found = cluster.discover_hosts()
+            hosts, whole_slice = self.choose_hosts()
+        slices = sorted({h.slice_name for h in found if h.slice_name})
+        return {
+            "cluster": info,
+            "slices": [
+                {"name": s, "hosts": [h.name for h in found if h.slice_name == s],
+                 "pod_type": next(h.pod_type for h in found if h.slice_name == s)}
+                for s in slices
+            ],
+            "hosts": [h.to_json() for h in hosts],
+            "placement": {
+                "reservation": "ray.util.tpu.SlicePlacementGroup" if whole_slice and hosts[0].topology else "placement_group",
+                "bundles": [{"TPU": h.chips} for h in hosts],
+                "strategy": "STRICT_SPREAD",
+            },
+            "actors": [{"name": f"ray-tpu-profile-<run-id>-{h.name}", "host": h.name, "node_id": h.node_id,
+                        "chips": h.chips} for h in hosts],
+            "workload": {"shape": self.config.workload.shape, **_asdict(self.config.workload)},
+            "capture": {**self.capture_info, "delay_ms": self.capture.delay_ms, "duration_ms": self.capture.duration_ms},
+            "engine": {"argv": self.engine_argv, "tensor_parallel_size": self.engine_args.tensor_parallel_size,
+                       "env": self.actor_env},
+        }
+
     # -- the run --------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
         """Runs to the end and returns the manifest. ConfigError escapes before anything
@@ -87,16 +131,16 @@ class Run:
         ) as info, self.stop_signals:
             self.timings_s["cluster_start"] = self._since(cluster_t0)
             self.cluster_info = info
-            hosts = select_hosts(cluster.discover_hosts(), placement.hosts)
-            check_tensor_parallel_fits(self.engine_args.tensor_parallel_size, hosts)
+            hosts, whole_slice = self.choose_hosts()
             self.records = [HostRecord(host=h) for h in hosts]
             self.run_dir = layout.staging_dir(self.config.profile_result_dir, self.run_id)
             self.run_dir.mkdir(parents=True)
             reservation = None
             try:
                 self._enter("place")
-                reservation = cluster.reserve_hosts(hosts, self.run_id, placement.stage_timeout_s)
-                self.actors = cluster.start_actors(reservation, hosts, self.run_id, dict(engine.ENGINE_ENV))
+                reservation = cluster.reserve_hosts(hosts, self.run_id, placement.stage_timeout_s, whole_slice)
+                self.cluster_info["reservation"] = reservation.kind
+                self.actors = cluster.start_actors(reservation, hosts, self.run_id, self.actor_env)
                 self._run_stages()
             except (KeyboardInterrupt, RunStopped) as e:
                 self.stopped = True
@@ -116,10 +160,16 @@ class Run:
 
     def _run_stages(self) -> None:
         timeout_s = self.config.placement.stage_timeout_s
-        identities = self._stage("place", lambda a: a.identity.remote(), timeout_s)
+        env = self.actor_env
+        identities = self._stage("place", lambda a: a.identity.remote(tuple(env)), timeout_s)
         for r in self._healthy():
-            r.pid = identities[r.host.name]["pid"]
-            r.scratch_dir = identities[r.host.name]["output_dir"]
+            identity = identities[r.host.name]
+            r.pid, r.scratch_dir = identity["pid"], identity["output_dir"]
+            if identity["node_id"] != r.host.node_id:
+                r.fail("place", f"actor landed on node {identity['node_id']}, not {r.host.node_id}")
+            missing = sorted(k for k, v in env.items() if identity["env"].get(k) != v)
+            if missing:  # users report env vars that never reach Ray workers: check, don't assume
+                r.fail("place", f"env var(s) {', '.join(missing)} did not reach the model process")
         workload, capture = self.config.workload, self.capture
         self._stage(
             "load",
@@ -285,8 +335,9 @@ class Run:
             versions=package_versions(),
             workload={"shape": self.config.workload.shape, **_asdict(self.config.workload)},
             capture=self.capture_info,
-            cluster={**self.cluster_info, "hosts_requested": self.config.placement.hosts},
-            engine={"argv": self.engine_argv, "env": dict(engine.ENGINE_ENV), "tiny_model": self.tiny_model},
+            cluster={**self.cluster_info, "hosts_requested": self.config.placement.hosts,
+                     "slice_requested": self.config.placement.slice_name},
+            engine={"argv": self.engine_argv, "env": self.actor_env, "tiny_model": self.tiny_model},
             timings_s=self.timings_s,
             records=self.records,
         )

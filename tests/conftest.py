@@ -59,7 +59,8 @@ def sim_cluster(tmp_path_factory):
     for i, args in enumerate(simulated_host_node_args(2)):
         tmpdir = tmp_path_factory.mktemp(f"host{i}-tmp")
         tmpdirs.append(tmpdir)
-        cluster.add_node(env_vars={"TMPDIR": str(tmpdir)}, **args)
+        args["env_vars"] = {**args["env_vars"], "TMPDIR": str(tmpdir)}
+        cluster.add_node(**args)
     ray.init(address=cluster.address)
     STATE_API["address"] = f"http://{LOOPBACK}:{dashboard_port}"
     yield SimCluster(cluster.address, f"http://{LOOPBACK}:{dashboard_port}", tmpdirs)

@@ -55,3 +55,18 @@ def test_tensor_parallel_must_fit_one_host():
         check_tensor_parallel_fits(8, hosts)
     assert e.value.flag == "--tensor-parallel-size" and e.value.value == 8
     assert "4 TPU chips" in str(e.value) and "1, 2, 4" in str(e.value)
+
+
+def test_slice_choice():
+    from ray_tpu_profile.hosts import select_slice
+
+    hosts = hosts_from_nodes([node(f"{s}{w}", slice_name=s, worker=w) for s in "ab" for w in (0, 1)])
+    with pytest.raises(ConfigError) as e:
+        select_slice(hosts, None)
+    assert e.value.flag == "--slice" and "choose one: a (2 hosts" in str(e.value) and "b (2 hosts" in str(e.value)
+    assert [h.name for h in select_slice(hosts, "b")] == ["b-w0", "b-w1"]
+    with pytest.raises(ConfigError, match="no such TPU slice"):
+        select_slice(hosts, "c")
+    one = [h for h in hosts if h.slice_name == "a"]
+    assert select_slice(one, None) == one  # the only slice is picked
+    assert [h.name for h in select_hosts(hosts, 1, "b")] == ["b-w0"]
