@@ -84,6 +84,10 @@ def run_options(command):
                           "(tpu-inference's JAX_PROFILER_SERVER_PORT) instead of starting one on a free port."),
         click.option("--server-wait-s", type=float, default=30.0, show_default=True,
                      help="jax/xla: longest wait for the profiler server to answer before the host is marked failed."),
+        click.option("--phase", type=click.Choice(["all", "prefill", "decode"]), default="all", show_default=True,
+                     help="Which part of each iteration to capture. prefill / decode: the tool places the window from "
+                          "what it measured during warmup (time window for jax/xla, engine steps for torch) and checks "
+                          "the trace holds only that phase; --duration-ms then defaults to the whole phase."),
         click.option("--delay-ms", type=int, envvar="VLLM_TPU_PROFILE_DELAY_MS", default=0, show_default=True,
                      help="Wait after the capture instant before tracing (server backends) [env VLLM_TPU_PROFILE_DELAY_MS]."),
         click.option("--duration-ms", type=int, envvar="VLLM_TPU_PROFILE_DURATION_MS", default=3000, show_default=True,
@@ -101,7 +105,16 @@ def run_options(command):
     return command
 
 
-def config_from(params: dict):
+def _given(ctx, name: str) -> bool:
+    """Whether the user set a flag (command line or its env var), not its default."""
+    from click.core import ParameterSource
+
+    if ctx is None:
+        return True
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def config_from(params: dict, ctx=None):
     """RunConfig from the shared flags, validated (ConfigError names the flag)."""
     from ray_tpu_profile.config import Capture, Placement, RunConfig, Workload
 
@@ -109,7 +122,8 @@ def config_from(params: dict):
         workload=Workload(params["input_len"], params["output_len"], params["batch_size"],
                           params["num_iters_warmup"], params["num_iters"]),
         capture=Capture(profiler=params["profiler"], delay_ms=params["delay_ms"], duration_ms=params["duration_ms"],
-                        port=params["profiler_port"], server_wait_s=params["server_wait_s"]),
+                        port=params["profiler_port"], server_wait_s=params["server_wait_s"], phase=params["phase"],
+                        duration_given=_given(ctx, "duration_ms")),
         placement=Placement(hosts=params["hosts"], address=params["address"], stage_timeout_s=params["timeout_s"],
                             slice_name=params["slice_name"], env=params["env"]),
         model=params["model"],
@@ -128,7 +142,7 @@ def run(quiet, actor_logs, **params) -> None:
     Everything after `--` is a vLLM engine flag, parsed by vLLM's own EngineArgs
     (e.g. `-- --tensor-parallel-size 8 --max-model-len 2048 --enforce-eager`).
     """
-    config = config_from(params)
+    config = config_from(params, click.get_current_context())
     from ray_tpu_profile.progress import Progress
     from ray_tpu_profile.runner import Run
 
@@ -147,7 +161,7 @@ def run(quiet, actor_logs, **params) -> None:
 @run_options
 def plan(**params) -> None:
     """Show what `run` would do with these flags: slices, hosts, chips, actors, workload. Loads no model."""
-    config = config_from(params)
+    config = config_from(params, click.get_current_context())
     from ray_tpu_profile.progress import Progress
     from ray_tpu_profile.report import print_plan
     from ray_tpu_profile.runner import Run

@@ -18,6 +18,7 @@ PROFILERS = ("auto", "torch", "jax", "xla")
 # Python packages each backend imports, and the pip name that brings each.
 BACKEND_PACKAGES = {"torch": (), "jax": (("jax", "jax"), ("xprof", "xprof")), "xla": (("torch_xla", "torch_xla"),)}
 DEFAULT_SIMULATED_HOSTS = 2
+PHASES = ("all", "prefill", "decode")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,10 @@ class Capture:
     process (e.g. tpu-inference's); None: start one on a free port."""
     server_wait_s: float = 30.0
     """Longest wait for the profiler server to answer (--server-wait-s)."""
+    phase: str = "all"
+    """--phase: all (the seed's window), prefill or decode (a window placed from warmup timings)."""
+    duration_given: bool = True
+    """Whether --duration-ms was set by the user; with a phase, unset means the whole phase."""
 
     def validate(self) -> "Capture":
         if self.profiler not in PROFILERS:
@@ -91,6 +96,10 @@ class Capture:
             raise ConfigError("--profiler-port", self.port, "must be a TCP port (1-65535)")
         if self.server_wait_s <= 0:
             raise ConfigError("--server-wait-s", self.server_wait_s, "must be more than 0")
+        if self.phase not in PHASES:
+            raise ConfigError("--phase", self.phase, f"must be one of {', '.join(PHASES)}")
+        if self.phase != "all" and self.delay_ms:
+            raise ConfigError("--delay-ms", self.delay_ms, f"--phase {self.phase} places the window itself; leave --delay-ms at 0")
         return self
 
     @property
@@ -163,6 +172,8 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         self.workload.validate()
         self.capture.validate()
+        if self.capture.phase == "decode" and self.workload.output_len < 2:
+            raise ConfigError("--phase", "decode", f"--output-len {self.workload.output_len} has no decode step")
         self.placement.validate()
         check_model_path(self.model)
         check_writable_dir(self.profile_result_dir, "--profile-result-dir")

@@ -78,6 +78,22 @@ def model_max_len(engine_args: "EngineArgs") -> int | None:
     return None
 
 
+def prefill_steps(engine: "Engine") -> int:
+    """Engine steps the batch's prefill takes: its prompt tokens over the per-step token
+    budget. Refuses a batch the scheduler cannot hold at once: prefill and decode steps
+    would interleave, and no step window would hold one phase only."""
+    import math
+
+    scheduler = engine.llm.llm_engine.vllm_config.scheduler_config
+    w = engine.workload
+    if w.batch_size > scheduler.max_num_seqs:
+        raise ValueError(
+            f"--batch-size {w.batch_size} exceeds the engine's max_num_seqs {scheduler.max_num_seqs}: "
+            "prefill and decode steps interleave, so no window holds one phase"
+        )
+    return math.ceil(w.batch_size * w.input_len / scheduler.max_num_batched_tokens)
+
+
 def check_engine_args(engine_args: "EngineArgs", workload: Workload) -> None:
     """Checks that need only the parsed flags, not the cluster."""
     if engine_args.tensor_parallel_size < 1:
@@ -117,9 +133,21 @@ class Engine:
         self.sampling_params = SamplingParams(
             temperature=0.0, ignore_eos=True, max_tokens=self.workload.output_len, detokenize=False
         )
+        self.marks: list[tuple[float, float, float]] = []
+        """(wall start, prefill over after s, last token after s) per run_once_s."""
 
     def run_once_s(self) -> float:
-        """One generate of the whole batch to completion; latency in seconds."""
-        start = time.perf_counter()
-        self.llm.generate(self.prompts, sampling_params=self.sampling_params, use_tqdm=False)
-        return time.perf_counter() - start
+        """One generate of the whole batch to completion; latency in seconds. Also notes
+        (in self.marks) when prefill and decode ended, from vLLM's request metrics."""
+        wall_start, mono_start, start = time.time(), time.monotonic(), time.perf_counter()
+        outputs = self.llm.generate(self.prompts, sampling_params=self.sampling_params, use_tqdm=False)
+        latency = time.perf_counter() - start
+        # Request timestamps are time.monotonic() in the engine core, which runs in this process.
+        metrics = [o.metrics for o in outputs if getattr(o, "metrics", None) is not None]
+        if metrics:
+            self.marks.append((
+                wall_start,
+                max(m.first_token_ts for m in metrics) - mono_start,
+                max(m.last_token_ts for m in metrics) - mono_start,
+            ))
+        return latency

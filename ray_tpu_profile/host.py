@@ -59,23 +59,36 @@ class HostWorker:
         self.backend.attach(self.engine.llm)
         return Phase(started_at_s=started, finished_at_s=time.time())
 
+    def _phase(self, started: float, latencies: list[float], first_mark: int) -> Phase:
+        """A Phase of the iterations run since engine.marks[first_mark]."""
+        marks = getattr(self.engine, "marks", [])[first_mark:]
+        return Phase(
+            started_at_s=started, finished_at_s=time.time(), latencies_s=tuple(latencies),
+            iteration_starts_s=tuple(m[0] for m in marks), prefill_s=tuple(m[1] for m in marks),
+            end_s=tuple(m[2] for m in marks),
+        )
+
     def _iterations(self, count: int) -> Phase:
-        started = time.time()
-        latencies = tuple(self.engine.run_once_s() for _ in range(count))
-        return Phase(started_at_s=started, finished_at_s=time.time(), latencies_s=latencies)
+        started, first_mark = time.time(), len(getattr(self.engine, "marks", []))
+        return self._phase(started, [self.engine.run_once_s() for _ in range(count)], first_mark)
 
     def warmup(self) -> Phase:
         """--num-iters-warmup iterations, the first ones also warming up the capture
         backend (a server backend may need a few more than asked: they are counted)."""
-        started = time.time()
+        started, first_mark = time.time(), len(getattr(self.engine, "marks", []))
         latencies = self.backend.warm_up(self.engine.run_once_s)
         latencies += [self.engine.run_once_s() for _ in range(self.engine.workload.num_iters_warmup - len(latencies))]
-        return Phase(started_at_s=started, finished_at_s=time.time(), latencies_s=tuple(latencies))
+        return self._phase(started, latencies, first_mark)
 
     # profile() = start_capture + run_profiled + finish_capture; the parts are separate
     # so bench/skew.py can also start captures one host after another (the naive way).
-    def start_capture(self, at_ns: int | None) -> None:
-        self.backend.start(self.engine.llm, at_ns)
+    def start_capture(self, at_ns: int | None, window: dict | None = None) -> None:
+        self.backend.start(self.engine.llm, at_ns, window)
+
+    def prefill_steps(self) -> int:
+        from ray_tpu_profile.engine import prefill_steps
+
+        return prefill_steps(self.engine)
 
     def run_profiled(self, at_ns: int | None) -> Phase:
         """The profiled iterations, begun at the run's common instant at_ns on every host."""
@@ -88,16 +101,18 @@ class HostWorker:
     def finish_capture(self) -> None:
         self.backend.stop(self.engine.llm)
 
-    def profile(self, at_ns: int) -> Phase:
+    def profile(self, at_ns: int, window: dict | None = None) -> Phase:
         """Capture around the profiled iterations; the phase spans profiler start to
-        stop (trace written), its latencies are the iterations'."""
+        stop (trace written), its latencies and marks are the iterations'."""
+        import dataclasses
+
         started = time.time()
-        self.start_capture(at_ns)
+        self.start_capture(at_ns, window)
         try:
             iterations = self.run_profiled(at_ns)
         finally:
             self.finish_capture()
-        return Phase(started_at_s=started, finished_at_s=time.time(), latencies_s=iterations.latencies_s)
+        return dataclasses.replace(iterations, started_at_s=started, finished_at_s=time.time())
 
     def last_capture_start_ns(self, session_id: str) -> int:
         """When this host's last xplane says tracing began (for bench/skew.py)."""

@@ -18,13 +18,20 @@ class Phase:
     finished_at_s: float
     latencies_s: tuple[float, ...] = ()
     """Per generate call, measured with perf_counter; empty for load."""
+    iteration_starts_s: tuple[float, ...] = ()
+    """Wall clock at the start of each generate call."""
+    prefill_s: tuple[float, ...] = ()
+    """Per call: from its start until every request had its first token (vLLM's request
+    metrics), i.e. when prefill was over."""
+    end_s: tuple[float, ...] = ()
+    """Per call: from its start until every request had its last token."""
 
     @property
     def duration_s(self) -> float:
         return self.finished_at_s - self.started_at_s
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "latencies_s": list(self.latencies_s)}
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
 
 @dataclass(frozen=True)

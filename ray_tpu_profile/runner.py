@@ -183,22 +183,29 @@ class Run:
             timeout_s,
             lambda r, phase: setattr(r, "warmup", phase) or _mean_text(phase.latencies_s),
         )
+        window = self._phase_window(timeout_s) if capture.phase != "all" and self._healthy() else None
+        delay_ms = window["delay_ms"] if window and window["kind"] == "time" else capture.delay_ms
         # One instant for every host, picked once all are warm (the barrier above).
         at_ns = schedule.capture_instant_ns(time.time_ns())
         self.capture_info["instant_ns"] = at_ns
-        self.capture_info["trace_start_ns"] = at_ns + capture.delay_ms * schedule.NS_PER_MS
+        self.capture_info["trace_start_ns"] = at_ns + delay_ms * schedule.NS_PER_MS
         self._stage(
             "capture",
-            lambda a: a.profile.remote(at_ns),
+            lambda a: a.profile.remote(at_ns, window),
             timeout_s,
             lambda r, phase: setattr(r, "profiled", phase) or _mean_text(phase.latencies_s),
         )
         if self._healthy():
             capture_info = self._call_one(self._healthy()[0], lambda a: a.capture_info.remote(), timeout_s)
-            self.capture_info.update(capture_info, delay_ms=capture.delay_ms, duration_ms=capture.duration_ms)
+            self.capture_info.update(capture_info, delay_ms=delay_ms, phase=capture.phase)
+            self.capture_info.setdefault("duration_ms", capture.duration_ms)
+            if window is not None:
+                self.capture_info["window"] = window
         self._gather(timeout_s)
         if capture.uses_server:
-            self._verify_xplanes()
+            self._verify_xplanes(window)
+        elif window is not None:
+            self._verify_torch_steps(capture.phase)
         self._close_stage()
         self.stage = "done"
 
@@ -289,7 +296,50 @@ class Run:
             list(pool.map(one, healthy))
         self.stop_signals.check()
 
-    def _verify_xplanes(self) -> None:
+    def _phase_window(self, timeout_s: float) -> dict[str, Any]:
+        """The window that holds only --phase, from what the hosts measured in warmup
+        (WindowError, naming what would fit, when it cannot)."""
+        self._enter("window")
+        capture, healthy = self.capture, self._healthy()
+        if capture.uses_server:
+            # The latest prefill end and earliest last token seen in warmup, not medians:
+            # the window must hold the phase in the profiled iteration too, which varies.
+            # The first warmup iteration also warmed up the profiler: left out.
+            window = schedule.phase_time_window(
+                capture.phase,
+                {r.host.name: max(r.warmup.prefill_s[1:] or r.warmup.prefill_s) for r in healthy},
+                {r.host.name: min(r.warmup.end_s[1:] or r.warmup.end_s) for r in healthy},
+                capture.duration_ms if capture.duration_given else None,
+            )
+        else:
+            steps = self._call_one(healthy[0], lambda a: a.prefill_steps.remote(), timeout_s)
+            window = schedule.phase_step_window(capture.phase, steps, self.config.workload.output_len)
+        detail = (f"delay {window['delay_ms']} ms, duration {window['duration_ms']} ms" if window["kind"] == "time"
+                  else f"vLLM delay_iterations {window['delay_iterations']}, max_iterations {window['max_iterations']}")
+        self.progress.note(f"{capture.phase} window: {detail} ({window['chosen_from']})")
+        return window
+
+    def _verify_torch_steps(self, phase: str) -> None:
+        """The torch trace names every engine step by its prefill/decode work: the captured
+        steps must all be of --phase."""
+        from ray_tpu_profile.steps import check_phase, torch_trace_steps
+
+        self._enter("verify")
+        for record in self._healthy():
+            counts = {"prefill": 0, "decode": 0}
+            for f in record.files:
+                if f["path"].endswith(".pt.trace.json.gz"):
+                    for kind, n in torch_trace_steps(self.run_dir / f["path"]).items():
+                        counts[kind] += n
+            record.capture = {"steps": counts}
+            problem = check_phase(phase, counts)
+            if problem:
+                record.fail("verify", problem)
+                self.progress.host_failed("verify", record.host.name, problem)
+            else:
+                self.progress.host_ok("verify", record.host.name, f"{counts[phase]} {phase} step(s), no other")
+
+    def _verify_xplanes(self, window: dict | None = None) -> None:
         """Each host must have delivered exactly its own xplane, readable by xprof. Its
         profile_start_time is when tracing really began there: the skew comes from it."""
         from ray_tpu_profile.xplane import XplaneError, read_xplane
@@ -306,6 +356,11 @@ class Run:
             except XplaneError as e:
                 record.fail("verify", str(e))
                 self.progress.host_failed("verify", record.host.name, record.error)
+                continue
+            problem = _phase_problem(window, record.profiled, info) if window else None
+            if problem:
+                record.fail("verify", problem)
+                self.progress.host_failed("verify", record.host.name, problem)
                 continue
             starts[record.host.name] = info.start_ns
             record.capture = {
@@ -361,6 +416,23 @@ class Run:
         os.replace(self.run_dir, final)
         self.run_dir = final
         return data
+
+
+def _phase_problem(window: dict, profiled, info) -> str | None:
+    """Whether the trace [start, stop] of a host lies inside --phase of its first profiled
+    iteration, per vLLM's request metrics (prefill over at the first token of every request)."""
+    if not profiled or not profiled.prefill_s:
+        return "no request metrics from the profiled iteration to check the phase against"
+    t0_ns = profiled.iteration_starts_s[0] * 1e9
+    prefill_end_ns, end_ns = t0_ns + profiled.prefill_s[0] * 1e9, t0_ns + profiled.end_s[0] * 1e9
+    ms = lambda ns: (ns - t0_ns) / 1e6  # noqa: E731 - offsets into the iteration, for the message
+    if window["phase"] == "decode" and not (info.start_ns >= prefill_end_ns and info.stop_ns <= end_ns):
+        return (f"--phase decode: trace {ms(info.start_ns):.1f}-{ms(info.stop_ns):.1f} ms is not inside decode "
+                f"{ms(prefill_end_ns):.1f}-{ms(end_ns):.1f} ms of the profiled iteration")
+    if window["phase"] == "prefill" and not info.stop_ns <= prefill_end_ns:
+        return (f"--phase prefill: trace {ms(info.start_ns):.1f}-{ms(info.stop_ns):.1f} ms runs past prefill "
+                f"(over at {ms(prefill_end_ns):.1f} ms) of the profiled iteration")
+    return None
 
 
 def _mean_text(latencies: tuple[float, ...]) -> str:

@@ -34,3 +34,62 @@ def spread_ms(starts_ns: dict[str, int]) -> float | None:
     if not starts_ns:
         return None
     return (max(starts_ns.values()) - min(starts_ns.values())) / NS_PER_MS
+
+
+GUARD_MS = 2
+"""Kept clear at each edge of a phase window: trace start jitter (~0.4 ms seen) and a step."""
+
+
+class WindowError(ValueError):
+    """The requested window cannot hold the phase; the message says what would fit."""
+
+
+def phase_time_window(phase: str, prefill_s: dict[str, float], end_s: dict[str, float],
+                      requested_duration_ms: int | None, guard_ms: int = GUARD_MS) -> dict:
+    """Delay and duration (from the instant the iterations start) that hold only `phase` on
+    every host, from each host's warmup timings: prefill is over once every request has its
+    first token (prefill_s), decode once every request has its last (end_s)."""
+    import math
+
+    slow_prefill = max(prefill_s, key=prefill_s.get)
+    fast_prefill = min(prefill_s, key=prefill_s.get)
+    fast_end = min(end_s, key=end_s.get)
+    if phase == "decode":
+        start_ms = math.ceil(prefill_s[slow_prefill] * 1000 + guard_ms)
+        end_ms = math.floor(end_s[fast_end] * 1000 - guard_ms)
+        basis = (f"prefill over {prefill_s[slow_prefill] * 1000:.1f} ms into an iteration on the slowest host "
+                 f"({slow_prefill}), last token at {end_s[fast_end] * 1000:.1f} ms on the fastest ({fast_end})")
+    elif phase == "prefill":
+        start_ms = 0
+        end_ms = math.floor(prefill_s[fast_prefill] * 1000 - guard_ms)
+        basis = f"prefill over {prefill_s[fast_prefill] * 1000:.1f} ms into an iteration on the fastest host ({fast_prefill})"
+    else:
+        raise ValueError(f"no window for phase {phase!r}")
+    available_ms = end_ms - start_ms
+    if available_ms < 1:
+        raise WindowError(f"--phase {phase}: the phase is too short to trace ({basis}; {guard_ms} ms kept clear at each edge)")
+    duration_ms = requested_duration_ms if requested_duration_ms is not None else available_ms
+    if duration_ms > available_ms:
+        raise WindowError(
+            f"--duration-ms {duration_ms}: the {phase} phase leaves {available_ms} ms ({basis}); "
+            f"use --duration-ms {available_ms} or less, or a longer workload"
+        )
+    return {"kind": "time", "phase": phase, "delay_ms": start_ms, "duration_ms": duration_ms,
+            "chosen_from": f"warmup iterations: {basis}"}
+
+
+def phase_step_window(phase: str, prefill_steps: int, output_len: int) -> dict:
+    """vLLM engine steps (the torch backend's window): prefill takes prefill_steps steps, the
+    last of which samples the first token; then one decode step per further token."""
+    if phase == "decode":
+        if output_len < 2:
+            raise WindowError(f"--phase decode: --output-len {output_len} has no decode step")
+        # vLLM 0.32 skips delay_iterations - 1 steps (seen: delay 1 and 0 both capture the
+        # prefill step, delay 2 skips it); the trace check after capture catches any drift.
+        return {"kind": "steps", "phase": phase, "delay_iterations": prefill_steps + 1,
+                "max_iterations": output_len - 1,
+                "chosen_from": f"{prefill_steps} prefill step(s) for the batch's prompt tokens, then {output_len - 1} decode steps"}
+    if phase == "prefill":
+        return {"kind": "steps", "phase": phase, "delay_iterations": 0, "max_iterations": prefill_steps,
+                "chosen_from": f"{prefill_steps} prefill step(s) for the batch's prompt tokens"}
+    raise ValueError(f"no window for phase {phase!r}")

@@ -24,7 +24,7 @@ def check_command(command: str):
     args = tokens[tokens.index("ray-tpu-profile") + 1:]
     assert args[0] in ("run", "plan"), command
     ctx = plan.make_context("plan", args[1:])
-    config = config_from(ctx.params)
+    config = config_from(ctx.params, ctx)
     engine_args = parse_engine_args(engine_argv(config.model or "tiny", config.engine_argv, config.model is None))
     check_engine_args(engine_args, config.workload)
     return config, engine_args

@@ -130,3 +130,42 @@ def test_jax_capture_starts_together_and_reports_skew(jax_run):
     # Tracing began at (not before) the planned instant on every host, read from the xplanes.
     assert all(h["capture"]["start_ns"] >= capture["trace_start_ns"] for h in manifest["hosts"])
     assert all(h["capture"]["start_offset_ms"] >= 0 for h in manifest["hosts"])
+
+
+def test_xprof_shows_every_host_in_one_session(jax_run):
+    """What a user sees with `xprof --logdir <run-dir>`: one run, every host in it
+    (xprof's own data endpoints, over loopback)."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import free_port
+
+    port, grpc_port = free_port(), free_port()
+    xprof = Path(sys.executable).with_name("xprof")
+    server = subprocess.Popen([str(xprof), "--logdir", str(jax_run), "--port", str(port), "--grpc_port", str(grpc_port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def get(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/profile/{path}", timeout=5) as r:
+            data = r.read()
+            return json.loads(gzip.decompress(data) if r.headers.get("Content-Encoding") == "gzip" else data)
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                runs = get("runs")
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)  # polling for the server to listen, with a deadline
+        run_id = jax_run.name
+        assert runs == [run_id]
+        hosts = get(f"hosts?run={run_id}&tag=trace_viewer")
+        assert sorted(h["hostname"] for h in hosts) == ["local-sim-w0", "local-sim-w1"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -24,9 +24,10 @@ class CaptureBackend(ABC):
         """Called once the LLM is ready (default: nothing)."""
 
     @abstractmethod
-    def start(self, llm: Any, at_ns: int | None = None) -> None:
+    def start(self, llm: Any, at_ns: int | None = None, window: dict | None = None) -> None:
         """Begin recording; at_ns is the run's common capture instant (epoch ns), which
-        time-window backends start from (plus their delay)."""
+        time-window backends start from (plus their delay). window, when given, is a
+        phase window (schedule.phase_*_window) replacing the configured one."""
 
     @abstractmethod
     def stop(self, llm: Any) -> None:

@@ -145,8 +145,11 @@ class ServerBackend(CaptureBackend):
             raise RuntimeError(f"warm-up capture on localhost:{self.port} failed: {errors[0]}") from errors[0]
         return latencies
 
-    def start(self, llm: Any, at_ns: int | None = None) -> None:
+    def start(self, llm: Any, at_ns: int | None = None, window: dict | None = None) -> None:
         at_ns = at_ns or time.time_ns()
+        if window is not None:
+            assert window["kind"] == "time", window
+            self.delay_ms, self.duration_ms = window["delay_ms"], window["duration_ms"]
         self.logdir = self.trace_dir / XPLANE_DIR
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._error = None

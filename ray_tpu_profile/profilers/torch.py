@@ -24,9 +24,14 @@ class VllmTorchProfiler(CaptureBackend):
             torch_profiler_with_stack=False,
         )
 
-    def start(self, llm: Any, at_ns: int | None = None) -> None:
+    def start(self, llm: Any, at_ns: int | None = None, window: dict | None = None) -> None:
         # The prefix puts the host's name into every trace file name.
-        llm.start_profile(profile_prefix=self.host_name)
+        if window is not None:
+            assert window["kind"] == "steps", window
+            llm.start_profile(profile_prefix=self.host_name, delay_iterations=window["delay_iterations"],
+                              max_iterations=window["max_iterations"])
+        else:
+            llm.start_profile(profile_prefix=self.host_name)
 
     def stop(self, llm: Any) -> None:
         llm.stop_profile()
