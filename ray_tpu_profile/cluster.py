@@ -104,6 +104,14 @@ class Reservation:
         self.placement_group = self.slice_group = None
 
 
+def reservation_kind(hosts: list[Host], whole_slice: bool) -> str:
+    """How reserve_hosts will reserve these hosts (for plan and the manifest)."""
+    first = hosts[0]
+    if whole_slice and first.slice_name and first.topology and first.pod_type:
+        return "ray.util.tpu.SlicePlacementGroup"
+    return "placement_group"
+
+
 def reserve_hosts(hosts: list[Host], run_id: str, timeout_s: float, whole_slice: bool = False) -> Reservation:
     """One bundle per host with all its chips (strictly spread), bundle i pinned to host i
     by its node-id label. A whole TPU slice is reserved through Ray's own
@@ -116,7 +124,7 @@ def reserve_hosts(hosts: list[Host], run_id: str, timeout_s: float, whole_slice:
     pinned = [{"ray.io/node-id": h.node_id} for h in hosts]
     slice_group = None
     first = hosts[0]
-    if whole_slice and first.slice_name and first.topology and first.pod_type:
+    if reservation_kind(hosts, whole_slice) == "ray.util.tpu.SlicePlacementGroup":
         from ray.util.tpu import SlicePlacementGroup
 
         slice_group = SlicePlacementGroup(

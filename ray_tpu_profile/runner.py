@@ -76,11 +76,10 @@ class Run:
         """Env of every model process: the tool's, then the user's --env (which wins)."""
         return {**engine.ENGINE_ENV, **dict(self.config.placement.env)}
 
-    def choose_hosts(self) -> tuple[list[Host], bool]:
-        """The hosts to profile (ConfigError when the cluster cannot serve the request),
-        and whether they are a whole TPU slice. Needs a Ray connection."""
+    def choose_hosts(self, found: list[Host]) -> tuple[list[Host], bool]:
+        """The hosts to profile among those found (ConfigError when the cluster cannot
+        serve the request), and whether they are a whole TPU slice."""
         placement = self.config.placement
-        found = cluster.discover_hosts()
         hosts = select_hosts(found, placement.hosts, placement.slice_name)
         check_tensor_parallel_fits(self.engine_args.tensor_parallel_size, hosts)
         whole_slice = hosts[0].slice_name is not None and len(hosts) == len(select_slice(found, hosts[0].slice_name))
@@ -92,7 +91,7 @@ class Run:
         placement = self.config.placement
         with cluster.ray_session(placement.address, placement.simulated_hosts, log_to_driver=False) as info:
             found = cluster.discover_hosts()
-            hosts, whole_slice = self.choose_hosts()
+            hosts, whole_slice = self.choose_hosts(found)
         slices = sorted({h.slice_name for h in found if h.slice_name})
         return {
             "cluster": info,
@@ -103,7 +102,7 @@ class Run:
             ],
             "hosts": [h.to_json() for h in hosts],
             "placement": {
-                "reservation": "ray.util.tpu.SlicePlacementGroup" if whole_slice and hosts[0].topology else "placement_group",
+                "reservation": cluster.reservation_kind(hosts, whole_slice),
                 "bundles": [{"TPU": h.chips} for h in hosts],
                 "strategy": "STRICT_SPREAD",
             },
@@ -131,7 +130,7 @@ class Run:
         ) as info, self.stop_signals:
             self.timings_s["cluster_start"] = self._since(cluster_t0)
             self.cluster_info = info
-            hosts, whole_slice = self.choose_hosts()
+            hosts, whole_slice = self.choose_hosts(cluster.discover_hosts())
             self.records = [HostRecord(host=h) for h in hosts]
             self.run_dir = layout.staging_dir(self.config.profile_result_dir, self.run_id)
             self.run_dir.mkdir(parents=True)
