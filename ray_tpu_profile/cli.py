@@ -148,6 +148,9 @@ def run(quiet, actor_logs, **params) -> None:
 
     manifest = Run(config, ["ray-tpu-profile", *sys.argv[1:]], Progress(quiet=quiet), actor_logs=actor_logs).execute()
     run_dir = config.profile_result_dir / manifest["run_id"]
+    from ray_tpu_profile.report import write_report
+
+    write_report(run_dir)
     if params["json_output"]:
         click.echo(json.dumps(manifest, indent=2))
     else:
@@ -171,6 +174,54 @@ def plan(**params) -> None:
         click.echo(json.dumps(planned, indent=2))
     else:
         print_plan(planned)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "json_output", is_flag=True, help="Print report.json's content instead of the table.")
+def report(run_dir: Path, json_output: bool) -> None:
+    """Summarise a run directory: per-host latency statistics, capture skew, the slowest
+    host, top operations by self time from each host's trace, failures."""
+    from ray_tpu_profile.report import build_report, print_report
+
+    if not (run_dir / "manifest.json").is_file():
+        raise ConfigError("RUN_DIR", str(run_dir), "has no manifest.json (not a ray-tpu-profile run directory)")
+    built = build_report(run_dir)
+    if json_output:
+        click.echo(json.dumps(built, indent=2))
+    else:
+        print_report(built)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--port", type=int, default=None, metavar="PORT", help="HTTP port. Default: a free one.")
+def view(run_dir: Path, port: int | None) -> None:
+    """Open a run in XProf: starts `xprof --logdir RUN_DIR` on a free port (and a free gRPC
+    port, not xprof's fixed 50051), prints the URL, stops on Ctrl-C."""
+    import shutil
+    import signal
+    import subprocess
+
+    from ray_tpu_profile.profilers.server import free_local_port
+
+    xprof = Path(sys.executable).with_name("xprof")
+    xprof = str(xprof) if xprof.exists() else shutil.which("xprof")
+    if xprof is None:
+        raise ConfigError("view", "xprof", "XProf is not installed: pip install xprof")
+    port = port or free_local_port()
+    server = subprocess.Popen([xprof, "--logdir", str(run_dir), "--port", str(port), "--grpc_port", str(free_local_port())])
+    click.echo(f"XProf for {run_dir}: http://localhost:{port}/  (Ctrl-C to stop)", err=True)
+    # Ctrl-C and SIGTERM both end the viewer; the server gets SIGTERM and is waited for.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:
+        server.terminate()
+        code = 0 if server.wait(timeout=30) in (0, -signal.SIGTERM) else server.returncode
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    sys.exit(code)
 
 
 def main() -> None:

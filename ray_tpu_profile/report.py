@@ -87,3 +87,91 @@ def print_plan(planned: dict[str, Any], console: Console | None = None) -> None:
     console.print(f"capture: {c['profiler']} ({c['chosen_by']}), delay {c['delay_ms']} ms, duration {c['duration_ms']} ms")
     console.print(f"engine: tensor parallel {e['tensor_parallel_size']}; flags {' '.join(e['argv'])}")
     console.print(f"env in every model process: {', '.join(f'{k}={v}' for k, v in e['env'].items())}")
+
+
+def build_report(run_dir: Path, top: int = 10) -> dict[str, Any]:
+    """report.json: per host latency statistics, top operations by self time from its own
+    trace, trace bytes; capture skew; the slowest host against the median; failures."""
+    import json
+
+    from ray_tpu_profile.analysis import latency_stats, self_times, top_operations, torch_trace_intervals, xplane_intervals
+
+    manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+    hosts = []
+    for h in manifest["hosts"]:
+        traces = [f["path"] for f in h["files"] if f["path"].endswith((".xplane.pb", ".pt.trace.json.gz"))]
+        intervals = []
+        for path in traces:
+            reader = xplane_intervals if path.endswith(".xplane.pb") else torch_trace_intervals
+            intervals.extend(reader(Path(run_dir) / path))
+        hosts.append({
+            "name": h["name"],
+            "status": h["status"],
+            "stage": h["stage"],
+            "error": h["error"],
+            "warmup_s": latency_stats(h["latency_s"]["warmup"]),
+            "profiled_s": latency_stats(h["latency_s"]["profiled"]),
+            "trace_bytes": sum(f["bytes"] for f in h["files"]),
+            "traces": traces,
+            "top_operations": top_operations(self_times(intervals), top) if intervals else [],
+        })
+    slowest = slowest_host(manifest)
+    return {
+        "run_id": manifest["run_id"],
+        "status": manifest["status"],
+        "shape": manifest["workload"]["shape"],
+        "profiler": manifest["capture"].get("profiler"),
+        "capture_start_skew_ms": manifest["capture"].get("start_skew_ms"),
+        "slowest_host": None if slowest is None else {
+            "name": slowest[0], "profiled_mean_s": slowest[1], "median_host_profiled_mean_s": slowest[2],
+            "slower_than_median": slowest[1] / slowest[2] - 1 if slowest[2] else None,
+        },
+        "failed_hosts": [{"name": h["name"], "stage": h["stage"], "error": h["error"]}
+                         for h in manifest["hosts"] if h["status"] != "ok"],
+        "hosts": hosts,
+    }
+
+
+def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console(highlight=False, soft_wrap=True, width=None if _is_tty() else 160)
+    table = Table(title=f"run {report['run_id']} ({report['status']}), shape {report['shape']}, {report['profiler']}",
+                  title_justify="left")
+    for column in ("host", "status", "profiled mean", "p50", "p90", "max", "std", "warmup mean", "trace bytes", "top op (self)"):
+        table.add_column(column, justify="left" if column in ("host", "status", "top op (self)") else "right", no_wrap=True)
+
+    def fmt(stats, key):
+        return "-" if not stats else f"{stats[key]:.4f}"
+
+    for h in report["hosts"]:
+        p, w = h["profiled_s"], h["warmup_s"]
+        top = h["top_operations"][0] if h["top_operations"] else None
+        table.add_row(h["name"], h["status"], fmt(p, "mean"), fmt(p, "p50"), fmt(p, "p90"), fmt(p, "max"), fmt(p, "std"),
+                      fmt(w, "mean"), f"{h['trace_bytes']:,}",
+                      f"{top['name'][:48]} {100 * top['share']:.0f}%" if top else "-")
+    console.print(table)
+    if report["capture_start_skew_ms"] is not None:
+        console.print(f"capture start skew: {report['capture_start_skew_ms']:.3f} ms")
+    s = report["slowest_host"]
+    if s and s["slower_than_median"] is not None and len(report["hosts"]) > 1:
+        console.print(f"slowest host: {s['name']}, {100 * s['slower_than_median']:+.1f}% vs the median host")
+    for f in report["failed_hosts"]:
+        console.print(f"failed: {f['name']} at {f['stage']}: {f['error']}")
+    for h in report["hosts"]:
+        if h["top_operations"]:
+            ops = ", ".join(f"{o['name'][:40]} {100 * o['share']:.1f}%" for o in h["top_operations"][:5])
+            console.print(f"{h['name']} top self time: {ops}")
+
+
+def write_report(run_dir: Path) -> dict[str, Any]:
+    """report.json and report.txt in the run directory."""
+    import io
+    import json
+
+    from ray_tpu_profile.layout import write_json_atomic
+
+    report = build_report(run_dir)
+    write_json_atomic(Path(run_dir) / "report.json", report)
+    buffer = io.StringIO()
+    print_report(report, Console(file=buffer, width=160, highlight=False, soft_wrap=True))
+    (Path(run_dir) / "report.txt").write_text(buffer.getvalue())
+    return report

@@ -77,3 +77,11 @@ def test_seed_env_vars_are_the_window_defaults(sim_cluster, tmp_path):
                    env={"VLLM_TPU_PROFILE_DURATION_MS": "0", "VLLM_TPU_PROFILE_DELAY_MS": "0"})
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "ray-tpu-profile: error: --duration-ms 0: must be more than 0"
+
+
+def test_report_of_a_directory_that_is_not_a_run(tmp_path):
+    proc = run_cli("report", str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"ray-tpu-profile: error: RUN_DIR {tmp_path}: has no manifest.json (not a ray-tpu-profile run directory)"
+    )

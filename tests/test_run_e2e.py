@@ -132,20 +132,20 @@ def test_jax_capture_starts_together_and_reports_skew(jax_run):
     assert all(h["capture"]["start_offset_ms"] >= 0 for h in manifest["hosts"])
 
 
-def test_xprof_shows_every_host_in_one_session(jax_run):
-    """What a user sees with `xprof --logdir <run-dir>`: one run, every host in it
-    (xprof's own data endpoints, over loopback)."""
+def test_view_serves_every_host_in_one_session(jax_run):
+    """`ray-tpu-profile view`: xprof on free ports; its own data endpoints (over loopback)
+    list one run with every host; Ctrl-C stops it cleanly."""
+    import signal
     import subprocess
     import sys
     import time
     import urllib.request
 
-    from conftest import free_port
+    from conftest import CLI, free_port
 
-    port, grpc_port = free_port(), free_port()
-    xprof = Path(sys.executable).with_name("xprof")
-    server = subprocess.Popen([str(xprof), "--logdir", str(jax_run), "--port", str(port), "--grpc_port", str(grpc_port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    viewer = subprocess.Popen([*CLI, "view", str(jax_run), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def get(path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/profile/{path}", timeout=5) as r:
@@ -159,13 +159,29 @@ def test_xprof_shows_every_host_in_one_session(jax_run):
                 runs = get("runs")
                 break
             except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
+                if time.monotonic() > deadline or viewer.poll() is not None:
                     raise
                 time.sleep(0.2)  # polling for the server to listen, with a deadline
-        run_id = jax_run.name
-        assert runs == [run_id]
-        hosts = get(f"hosts?run={run_id}&tag=trace_viewer")
+        assert runs == [jax_run.name]
+        hosts = get(f"hosts?run={jax_run.name}&tag=trace_viewer")
         assert sorted(h["hostname"] for h in hosts) == ["local-sim-w0", "local-sim-w1"]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        viewer.send_signal(signal.SIGINT)
+        _, stderr = viewer.communicate(timeout=60)
+    assert viewer.returncode == 0, stderr[-2000:]
+    assert f"http://localhost:{port}/" in stderr
+
+
+def test_report_is_written_and_matches_the_manifest(jax_run):
+    report = json.loads((jax_run / "report.json").read_text())
+    manifest = load_manifest(jax_run)
+    assert (jax_run / "report.txt").read_text().startswith("run ")
+    assert report["capture_start_skew_ms"] == manifest["capture"]["start_skew_ms"]
+    for rh, mh in zip(report["hosts"], manifest["hosts"]):
+        assert rh["name"] == mh["name"]
+        assert rh["profiled_s"]["mean"] == pytest.approx(sum(mh["latency_s"]["profiled"]) / len(mh["latency_s"]["profiled"]))
+        assert rh["trace_bytes"] == sum(f["bytes"] for f in mh["files"])
+        # Top operations come from the host's own xplane: vLLM's Python shows up.
+        assert len(rh["top_operations"]) == 10 and all(op["self_ms"] >= 0 for op in rh["top_operations"])
+        names = " ".join(op["name"] for op in rh["top_operations"])
+        assert ".py:" in names
