@@ -65,6 +65,11 @@ def run_options(command):
                      help="Hosts to profile. Default: every host of the slice (2 simulated hosts locally)."),
         click.option("--model", default=None, metavar="PATH|ID",
                      help="Model path or hub id. Default: a tiny random-weight Llama built locally on first use."),
+        click.option("--shape", "shapes", multiple=True, metavar="BxIxO",
+                     help="A sweep: profile each BATCHxINPUTxOUTPUT shape in turn (repeatable, e.g. --shape 1x1024x1 "
+                          "--shape 32x1x128) on one model load per host; each shape is its own XProf session."),
+        click.option("--shapes-file", type=click.Path(path_type=Path), default=None, metavar="TOML",
+                     help='A sweep from a TOML file: shapes = ["1x1024x1", "32x1x128"].'),
         click.option("--input-len", type=int, default=32, show_default=True, help="Prompt tokens per request."),
         click.option("--output-len", type=int, default=128, show_default=True,
                      help="Generated tokens per request (EOS ignored)."),
@@ -116,11 +121,14 @@ def _given(ctx, name: str) -> bool:
 
 def config_from(params: dict, ctx=None):
     """RunConfig from the shared flags, validated (ConfigError names the flag)."""
-    from ray_tpu_profile.config import Capture, Placement, RunConfig, Workload
+    from ray_tpu_profile.config import Capture, Placement, RunConfig, Workload, parse_shape, read_shapes_file
 
+    workload = Workload(params["input_len"], params["output_len"], params["batch_size"],
+                        params["num_iters_warmup"], params["num_iters"])
+    shape_texts = list(params["shapes"]) + (read_shapes_file(params["shapes_file"]) if params["shapes_file"] else [])
     return RunConfig(
-        workload=Workload(params["input_len"], params["output_len"], params["batch_size"],
-                          params["num_iters_warmup"], params["num_iters"]),
+        workload=workload,
+        shapes=tuple(parse_shape(text, workload) for text in shape_texts),
         capture=Capture(profiler=params["profiler"], delay_ms=params["delay_ms"], duration_ms=params["duration_ms"],
                         port=params["profiler_port"], server_wait_s=params["server_wait_s"], phase=params["phase"],
                         duration_given=_given(ctx, "duration_ms")),

@@ -168,16 +168,58 @@ class RunConfig:
     """vLLM engine flags given after `--`, parsed by vLLM's own EngineArgs."""
     profile_result_dir: Path = Path("profiles")
     """Root of run directories (--profile-result-dir)."""
+    shapes: tuple[Workload, ...] = ()
+    """--shape / --shapes-file: a sweep, run in turn on one model load; empty: `workload` alone."""
+
+    @property
+    def workloads(self) -> tuple[Workload, ...]:
+        return self.shapes or (self.workload,)
+
+    @property
+    def sweep(self) -> bool:
+        return len(self.workloads) > 1
 
     def validate(self) -> "RunConfig":
         self.workload.validate()
         self.capture.validate()
-        if self.capture.phase == "decode" and self.workload.output_len < 2:
-            raise ConfigError("--phase", "decode", f"--output-len {self.workload.output_len} has no decode step")
+        shapes = [w.shape for w in self.workloads]
+        if len(set(shapes)) != len(shapes):
+            raise ConfigError("--shape", ",".join(shapes), "a shape is given twice")
+        for w in self.workloads:
+            if self.capture.phase == "decode" and w.output_len < 2:
+                flag, value = ("--shape", w.shape) if self.shapes else ("--output-len", w.output_len)
+                raise ConfigError(flag, value, "--phase decode needs at least 2 output tokens (no decode step)")
         self.placement.validate()
         check_model_path(self.model)
         check_writable_dir(self.profile_result_dir, "--profile-result-dir")
         return self
+
+
+def parse_shape(text: str, base: Workload) -> Workload:
+    """`BATCHxINPUTxOUTPUT` (e.g. 32x1x128) with base's iteration counts and seed."""
+    from dataclasses import replace
+
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise ConfigError("--shape", text, "expected BATCHxINPUTxOUTPUT, e.g. 32x1x128")
+    batch, input_len, output_len = map(int, parts)
+    if min(batch, input_len, output_len) < 1:
+        raise ConfigError("--shape", text, "batch, input and output must be 1 or more")
+    return replace(base, batch_size=batch, input_len=input_len, output_len=output_len)
+
+
+def read_shapes_file(path: Path) -> list[str]:
+    """A TOML file with `shapes = ["1x1024x1", "32x1x128"]`."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError("--shapes-file", str(path), f"cannot read it: {e}") from None
+    shapes = data.get("shapes")
+    if not isinstance(shapes, list) or not shapes or not all(isinstance(s, str) for s in shapes):
+        raise ConfigError("--shapes-file", str(path), 'needs shapes = ["BATCHxINPUTxOUTPUT", ...]')
+    return shapes
 
 
 def looks_like_local_path(model: str) -> bool:

@@ -126,15 +126,20 @@ class Engine:
         return cls(LLM.from_engine_args(engine_args), workload)
 
     def __post_init__(self) -> None:
-        from vllm import SamplingParams
-
-        vocab = self.llm.llm_engine.model_config.get_vocab_size()
-        self.prompts = dummy_prompts(self.workload, vocab)
-        self.sampling_params = SamplingParams(
-            temperature=0.0, ignore_eos=True, max_tokens=self.workload.output_len, detokenize=False
-        )
         self.marks: list[tuple[float, float, float]] = []
         """(wall start, prefill over after s, last token after s) per run_once_s."""
+        self.set_workload(self.workload)
+
+    def set_workload(self, workload: Workload) -> None:
+        """Prompts and sampling for another shape, on the same loaded model."""
+        from vllm import SamplingParams
+
+        self.workload = workload
+        vocab = self.llm.llm_engine.model_config.get_vocab_size()
+        self.prompts = dummy_prompts(workload, vocab)
+        self.sampling_params = SamplingParams(
+            temperature=0.0, ignore_eos=True, max_tokens=workload.output_len, detokenize=False
+        )
 
     def run_once_s(self) -> float:
         """One generate of the whole batch to completion; latency in seconds. Also notes

@@ -28,6 +28,8 @@ class HostWorker:
         self.output_dir = root
         self.engine = None
         self.backend = None
+        self.loads = 0
+        """Models loaded by this actor: a sweep must load once."""
 
     def identity(self, env_keys: tuple[str, ...] = ()) -> dict[str, Any]:
         """Where this actor runs, and the values of env_keys as this process sees them."""
@@ -47,6 +49,7 @@ class HostWorker:
         from ray_tpu_profile.profilers import make_backend
 
         started = time.time()
+        self.loads += 1
         engine_args = parse_engine_args(engine_argv)
         if tiny_model:
             from ray_tpu_profile.tiny_model import ensure_tiny_model
@@ -82,6 +85,12 @@ class HostWorker:
 
     # profile() = start_capture + run_profiled + finish_capture; the parts are separate
     # so bench/skew.py can also start captures one host after another (the naive way).
+    def set_shape(self, workload: Workload, shape_tag: str | None) -> int:
+        """Switch the loaded model to another shape of a sweep; returns the load count."""
+        self.engine.set_workload(workload)
+        self.backend.set_shape(shape_tag)
+        return self.loads
+
     def start_capture(self, at_ns: int | None, window: dict | None = None) -> None:
         self.backend.start(self.engine.llm, at_ns, window)
 

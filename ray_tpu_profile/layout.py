@@ -144,20 +144,29 @@ def host_manifest(r: HostRecord) -> dict[str, Any]:
             name: phase.to_json() if phase else None
             for name, phase in (("load", r.load), ("warmup", r.warmup), ("profiled", r.profiled))
         },
+        "shapes": {
+            shape: {
+                "latency_s": {key: list(done[key].latencies_s) if done.get(key) else [] for key in ("warmup", "profiled")},
+                "phases": {key: done[key].to_json() if done.get(key) else None for key in ("warmup", "profiled")},
+                "capture": done.get("capture"),
+            }
+            for shape, done in r.shapes.items()
+        },
     }
 
 
-def build_latency(shape: str, records: Iterable[HostRecord]) -> dict[str, Any]:
+def build_latency(shapes: list[str], records: Iterable[HostRecord]) -> dict[str, Any]:
     """latency.json: per shape, per host, warmup and profiled iteration latencies in seconds."""
+    records = list(records)
+
+    def latencies(r: HostRecord, shape: str, key: str) -> list[float]:
+        phase = r.shapes.get(shape, {}).get(key)
+        return list(phase.latencies_s) if phase else []
+
     return {
         "unit": "s",
         "shapes": {
-            shape: {
-                r.host.name: {
-                    "warmup": list(r.warmup.latencies_s) if r.warmup else [],
-                    "profiled": list(r.profiled.latencies_s) if r.profiled else [],
-                }
-                for r in records
-            }
+            shape: {r.host.name: {key: latencies(r, shape, key) for key in ("warmup", "profiled")} for r in records}
+            for shape in shapes
         },
     }

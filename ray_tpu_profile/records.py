@@ -63,6 +63,8 @@ class HostRecord:
     """Gathered files: path relative to the run directory, bytes, sha256."""
     capture: dict[str, Any] | None = None
     """Read back from the host's xplane: when tracing began, offset from the plan, events."""
+    shapes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per shape of the run: its warmup and profiled Phase and its capture check."""
 
     @property
     def healthy(self) -> bool:

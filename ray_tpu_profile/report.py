@@ -83,7 +83,8 @@ def print_plan(planned: dict[str, Any], console: Console | None = None) -> None:
                       "-" if h["worker_id"] is None else str(h["worker_id"]))
     console.print(table)
     w, c, e = planned["workload"], planned["capture"], planned["engine"]
-    console.print(f"workload: {w['shape']} (batch x input x output), {w['num_iters_warmup']} warmup + {w['num_iters']} profiled iteration(s)")
+    console.print(f"workload: {', '.join(w['shapes'])} (batch x input x output), {w['num_iters_warmup']} warmup + "
+                  f"{w['num_iters']} profiled iteration(s) per shape, one model load per host")
     console.print(f"capture: {c['profiler']} ({c['chosen_by']}), delay {c['delay_ms']} ms, duration {c['duration_ms']} ms")
     console.print(f"engine: tensor parallel {e['tensor_parallel_size']}; flags {' '.join(e['argv'])}")
     console.print(f"env in every model process: {', '.join(f'{k}={v}' for k, v in e['env'].items())}")
@@ -114,6 +115,11 @@ def build_report(run_dir: Path, top: int = 10) -> dict[str, Any]:
             "trace_bytes": sum(f["bytes"] for f in h["files"]),
             "traces": traces,
             "top_operations": top_operations(self_times(intervals), top) if intervals else [],
+            "shapes": {
+                shape: {"warmup_s": latency_stats(done["latency_s"]["warmup"]),
+                        "profiled_s": latency_stats(done["latency_s"]["profiled"])}
+                for shape, done in h.get("shapes", {}).items()
+            },
         })
     slowest = slowest_host(manifest)
     return {

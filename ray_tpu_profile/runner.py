@@ -63,13 +63,16 @@ class Run:
         self._t0 = time.monotonic()
         self._stage_t0: float | None = None
         self.stop_signals = StopSignals()
+        self.shape_info: dict[str, dict[str, Any]] = {}
+        """Per shape: its tag, capture instant, window, session, skew."""
 
     # -- validation that needs no cluster: raises ConfigError ------------------------
     def validate(self) -> None:
         self.capture, why = self.config.capture.resolve()
         self.capture_info = {"profiler": self.capture.profiler, "chosen_by": why}
         self.engine_args = engine.parse_engine_args(self.engine_argv)
-        engine.check_engine_args(self.engine_args, self.config.workload)
+        for workload in self.config.workloads:
+            engine.check_engine_args(self.engine_args, workload)
 
     @property
     def actor_env(self) -> dict[str, str]:
@@ -108,7 +111,8 @@ class Run:
             },
             "actors": [{"name": f"ray-tpu-profile-<run-id>-{h.name}", "host": h.name, "node_id": h.node_id,
                         "chips": h.chips} for h in hosts],
-            "workload": {"shape": self.config.workload.shape, **_asdict(self.config.workload)},
+            "workload": {"shape": self.config.workloads[0].shape, **_asdict(self.config.workloads[0]),
+                         "shapes": [w.shape for w in self.config.workloads]},
             "capture": {**self.capture_info, "delay_ms": self.capture.delay_ms, "duration_ms": self.capture.duration_ms},
             "engine": {"argv": self.engine_argv, "tensor_parallel_size": self.engine_args.tensor_parallel_size,
                        "env": self.actor_env},
@@ -169,44 +173,64 @@ class Run:
             missing = sorted(k for k, v in env.items() if identity["env"].get(k) != v)
             if missing:  # users report env vars that never reach Ray workers: check, don't assume
                 r.fail("place", f"env var(s) {', '.join(missing)} did not reach the model process")
-        workload, capture = self.config.workload, self.capture
+        capture, workloads = self.capture, self.config.workloads
         self._stage(
             "load",
-            lambda a: a.load.remote(self.engine_argv, workload, capture, self.run_id, self.tiny_model),
+            lambda a: a.load.remote(self.engine_argv, workloads[0], capture, self.run_id, self.tiny_model),
             timeout_s,
             lambda r, phase: setattr(r, "load", phase) or f"{phase.duration_s:.2f} s",
         )
-        self._stage(
-            "warmup",
-            lambda a: a.warmup.remote(),
-            timeout_s,
-            lambda r, phase: setattr(r, "warmup", phase) or _mean_text(phase.latencies_s),
-        )
-        window = self._phase_window(timeout_s) if capture.phase != "all" and self._healthy() else None
+        for workload in workloads:
+            self._run_shape(workload, timeout_s)
+        self._gather(timeout_s)
+        for workload in workloads:
+            shape = self.shape_info[workload.shape]
+            if capture.uses_server:
+                self._verify_xplanes(workload.shape, shape)
+            elif capture.phase != "all":
+                self._verify_torch_steps(workload.shape, shape)
+        # The top-level fields of host and capture describe the first shape (the only one
+        # outside a sweep); a sweep has every shape under `shapes`.
+        first = self.shape_info[workloads[0].shape]
+        self.capture_info.update({k: v for k, v in first.items() if k != "tag"})
+        for r in self.records:
+            if workloads[0].shape in r.shapes:
+                r.warmup, r.profiled = r.shapes[workloads[0].shape].get("warmup"), r.shapes[workloads[0].shape].get("profiled")
+                r.capture = r.shapes[workloads[0].shape].get("capture")
+        self._close_stage()
+        self.stage = "done"
+
+    def _run_shape(self, workload, timeout_s: float) -> None:
+        """Warm up (barrier), place the window, capture at one instant: one shape."""
+        capture, tag = self.capture, workload.shape if self.config.sweep else None
+        info: dict[str, Any] = {"tag": tag}
+        self.shape_info[workload.shape] = info
+        if self.config.sweep:
+            loads = self._stage("shape", lambda a: a.set_shape.remote(workload, tag), timeout_s,
+                                lambda r, n: f"{workload.shape} (model loads so far: {n})")
+            info["loads"] = loads
+
+        def keep(key: str):
+            def on_result(record: HostRecord, phase) -> str:
+                record.shapes.setdefault(workload.shape, {})[key] = phase
+                setattr(record, key, phase)
+                return _mean_text(phase.latencies_s)
+            return on_result
+
+        self._stage("warmup", lambda a: a.warmup.remote(), timeout_s, keep("warmup"))
+        window = self._phase_window(workload, timeout_s) if capture.phase != "all" and self._healthy() else None
         delay_ms = window["delay_ms"] if window and window["kind"] == "time" else capture.delay_ms
         # One instant for every host, picked once all are warm (the barrier above).
         at_ns = schedule.capture_instant_ns(time.time_ns())
-        self.capture_info["instant_ns"] = at_ns
-        self.capture_info["trace_start_ns"] = at_ns + delay_ms * schedule.NS_PER_MS
-        self._stage(
-            "capture",
-            lambda a: a.profile.remote(at_ns, window),
-            timeout_s,
-            lambda r, phase: setattr(r, "profiled", phase) or _mean_text(phase.latencies_s),
-        )
+        info.update(instant_ns=at_ns, trace_start_ns=at_ns + delay_ms * schedule.NS_PER_MS, delay_ms=delay_ms,
+                    phase=capture.phase)
+        self._stage("capture", lambda a: a.profile.remote(at_ns, window), timeout_s, keep("profiled"))
         if self._healthy():
-            capture_info = self._call_one(self._healthy()[0], lambda a: a.capture_info.remote(), timeout_s)
-            self.capture_info.update(capture_info, delay_ms=delay_ms, phase=capture.phase)
-            self.capture_info.setdefault("duration_ms", capture.duration_ms)
-            if window is not None:
-                self.capture_info["window"] = window
-        self._gather(timeout_s)
-        if capture.uses_server:
-            self._verify_xplanes(window)
-        elif window is not None:
-            self._verify_torch_steps(capture.phase)
-        self._close_stage()
-        self.stage = "done"
+            described = self._call_one(self._healthy()[0], lambda a: a.capture_info.remote(), timeout_s)
+            info.update({k: v for k, v in described.items() if k not in info})
+            info.setdefault("duration_ms", capture.duration_ms)
+        if window is not None:
+            info["window"] = window
 
     def _healthy(self) -> list[HostRecord]:
         return [r for r in self.records if r.healthy]
@@ -295,7 +319,7 @@ class Run:
             list(pool.map(one, healthy))
         self.stop_signals.check()
 
-    def _phase_window(self, timeout_s: float) -> dict[str, Any]:
+    def _phase_window(self, workload, timeout_s: float) -> dict[str, Any]:
         """The window that holds only --phase, from what the hosts measured in warmup
         (WindowError, naming what would fit, when it cannot)."""
         self._enter("window")
@@ -312,25 +336,27 @@ class Run:
             )
         else:
             steps = self._call_one(healthy[0], lambda a: a.prefill_steps.remote(), timeout_s)
-            window = schedule.phase_step_window(capture.phase, steps, self.config.workload.output_len)
+            window = schedule.phase_step_window(capture.phase, steps, workload.output_len)
         detail = (f"delay {window['delay_ms']} ms, duration {window['duration_ms']} ms" if window["kind"] == "time"
                   else f"vLLM delay_iterations {window['delay_iterations']}, max_iterations {window['max_iterations']}")
         self.progress.note(f"{capture.phase} window: {detail} ({window['chosen_from']})")
         return window
 
-    def _verify_torch_steps(self, phase: str) -> None:
+    def _verify_torch_steps(self, shape: str, info: dict[str, Any]) -> None:
         """The torch trace names every engine step by its prefill/decode work: the captured
         steps must all be of --phase."""
         from ray_tpu_profile.steps import check_phase, torch_trace_steps
 
         self._enter("verify")
+        phase = self.capture.phase
         for record in self._healthy():
             counts = {"prefill": 0, "decode": 0}
+            folder = f"hosts/{record.host.name}/torch/" + (f"{info['tag']}/" if info["tag"] else "")
             for f in record.files:
-                if f["path"].endswith(".pt.trace.json.gz"):
+                if f["path"].startswith(folder) and "/" not in f["path"][len(folder):] and f["path"].endswith(".pt.trace.json.gz"):
                     for kind, n in torch_trace_steps(self.run_dir / f["path"]).items():
                         counts[kind] += n
-            record.capture = {"steps": counts}
+            record.shapes.setdefault(shape, {})["capture"] = {"steps": counts}
             problem = check_phase(phase, counts)
             if problem:
                 record.fail("verify", problem)
@@ -338,45 +364,48 @@ class Run:
             else:
                 self.progress.host_ok("verify", record.host.name, f"{counts[phase]} {phase} step(s), no other")
 
-    def _verify_xplanes(self, window: dict | None = None) -> None:
+    def _verify_xplanes(self, shape: str, info: dict[str, Any]) -> None:
         """Each host must have delivered exactly its own xplane, readable by xprof. Its
         profile_start_time is when tracing really began there: the skew comes from it."""
         from ray_tpu_profile.xplane import XplaneError, read_xplane
 
         self._enter("verify")
-        planned_ns = self.capture_info["trace_start_ns"]
+        planned_ns = info["trace_start_ns"]
+        window = info["window"] if self.capture.phase != "all" else None  # else the backend's own window
+        session = f"{self.run_id}-{info['tag']}" if info["tag"] else self.run_id
         starts = {}
         for record in self._healthy():
-            expected = f"plugins/profile/{self.run_id}/{record.host.name}.xplane.pb"
+            expected = f"plugins/profile/{session}/{record.host.name}.xplane.pb"
             try:
                 if expected not in {f["path"] for f in record.files}:
                     raise XplaneError(f"the capture wrote no {expected}")
-                info = read_xplane(self.run_dir / expected)
+                xplane = read_xplane(self.run_dir / expected)
             except XplaneError as e:
                 record.fail("verify", str(e))
                 self.progress.host_failed("verify", record.host.name, record.error)
                 continue
-            problem = _phase_problem(window, record.profiled, info) if window else None
+            profiled = record.shapes.get(shape, {}).get("profiled")
+            problem = _phase_problem(window, profiled, xplane) if window else None
             if problem:
                 record.fail("verify", problem)
                 self.progress.host_failed("verify", record.host.name, problem)
                 continue
-            starts[record.host.name] = info.start_ns
-            record.capture = {
+            starts[record.host.name] = xplane.start_ns
+            checked = record.shapes.setdefault(shape, {})["capture"] = {
                 "xplane": expected,
-                "start_ns": info.start_ns,
-                "stop_ns": info.stop_ns,
-                "start_offset_ms": (info.start_ns - planned_ns) / schedule.NS_PER_MS,
-                "events": info.events,
+                "start_ns": xplane.start_ns,
+                "stop_ns": xplane.stop_ns,
+                "start_offset_ms": (xplane.start_ns - planned_ns) / schedule.NS_PER_MS,
+                "events": xplane.events,
             }
             self.progress.host_ok(
                 "verify", record.host.name,
-                f"{info.events:,} events, trace began {record.capture['start_offset_ms']:+.3f} ms from the plan",
+                f"{shape}: {xplane.events:,} events, trace began {checked['start_offset_ms']:+.3f} ms from the plan",
             )
-        self.capture_info["session"] = self.run_id
-        self.capture_info["start_skew_ms"] = schedule.spread_ms(starts)
+        info["session"] = session
+        info["start_skew_ms"] = schedule.spread_ms(starts)
         if starts:
-            self.progress.note(f"capture start skew across {len(starts)} host(s): {self.capture_info['start_skew_ms']:.3f} ms")
+            self.progress.note(f"{shape}: capture start skew across {len(starts)} host(s): {info['start_skew_ms']:.3f} ms")
 
     # -- the manifest -----------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
@@ -387,8 +416,9 @@ class Run:
             error=self.error,
             command=self.argv,
             versions=package_versions(),
-            workload={"shape": self.config.workload.shape, **_asdict(self.config.workload)},
-            capture=self.capture_info,
+            workload={"shape": self.config.workloads[0].shape, **_asdict(self.config.workloads[0]),
+                      "shapes": [w.shape for w in self.config.workloads]},
+            capture={**self.capture_info, **({"shapes": self.shape_info} if self.config.sweep else {})},
             cluster={**self.cluster_info, "hosts_requested": self.config.placement.hosts,
                      "slice_requested": self.config.placement.slice_name},
             engine={"argv": self.engine_argv, "env": self.actor_env, "tiny_model": self.tiny_model},
@@ -410,7 +440,7 @@ class Run:
             if r.status == "pending":
                 r.fail(self.stage, self.error or f"did not finish (run ended during {self.stage})")
         data = self._write_manifest()
-        layout.write_json_atomic(self.run_dir / layout.LATENCY, layout.build_latency(self.config.workload.shape, self.records))
+        layout.write_json_atomic(self.run_dir / layout.LATENCY, layout.build_latency([w.shape for w in self.config.workloads], self.records))
         final = self.config.profile_result_dir / self.run_id
         os.replace(self.run_dir, final)
         self.run_dir = final

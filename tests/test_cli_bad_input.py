@@ -85,3 +85,21 @@ def test_report_of_a_directory_that_is_not_a_run(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (
         f"ray-tpu-profile: error: RUN_DIR {tmp_path}: has no manifest.json (not a ray-tpu-profile run directory)"
     )
+
+
+@pytest.mark.parametrize("shape,reason", [("8x0x2", "batch, input and output must be 1 or more"), ("big", "expected BATCHxINPUTxOUTPUT")])
+def test_bad_sweep_shape(sim_cluster, tmp_path, shape, reason):
+    line = bad_input(sim_cluster, tmp_path, "--shape", "1x8x4", "--shape", shape)
+    assert f"--shape {shape}: {reason}" in line
+
+
+def test_sweep_shape_over_max_model_len_is_caught_before_load(sim_cluster, tmp_path):
+    line = bad_input(sim_cluster, tmp_path, "--shape", "1x8x4", "--shape", "1x2040x16")
+    assert "exceeds the max model length 2048" in line
+
+
+def test_shapes_file(sim_cluster, tmp_path):
+    bad = tmp_path / "shapes.toml"
+    bad.write_text("shapes = 3\n")
+    line = bad_input(sim_cluster, tmp_path, "--shapes-file", str(bad))
+    assert f"--shapes-file {bad}: needs shapes" in line

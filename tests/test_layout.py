@@ -81,7 +81,8 @@ def test_manifest_contract(tmp_path):
     write_json_atomic(path, m)
     assert json.loads(path.read_text()) == m
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
-    lat = build_latency("1x2x3", [a, b])
+    a.shapes["1x2x3"] = {"warmup": a.warmup, "profiled": a.profiled}
+    lat = build_latency(["1x2x3"], [a, b])
     assert lat["shapes"]["1x2x3"]["a"] == {"warmup": [0.5, 0.5], "profiled": [0.5]}
 
 

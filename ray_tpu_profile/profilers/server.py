@@ -90,6 +90,7 @@ class ServerBackend(CaptureBackend):
     def __init__(self, trace_dir: Path, host_name: str, *, session_id: str, delay_ms: int, duration_ms: int,
                  port: int | None = None, ready_timeout_s: float = 30.0):
         super().__init__(trace_dir, host_name)
+        self.run_session_id = session_id
         self.session_id = session_id
         self.delay_ms = delay_ms
         self.duration_ms = duration_ms
@@ -101,6 +102,11 @@ class ServerBackend(CaptureBackend):
         self._error: BaseException | None = None
         self.trace_called_at_ns: int | None = None
         self.client_delay_ms: int | None = None
+
+    def set_shape(self, shape_tag: str | None) -> None:
+        """Each shape of a sweep is its own XProf session: <run>-<shape>."""
+        super().set_shape(shape_tag)
+        self.session_id = f"{self.run_session_id}-{shape_tag}" if shape_tag else self.run_session_id
 
     @abstractmethod
     def _start_server(self, port: int) -> Any:

@@ -15,7 +15,7 @@ class VllmTorchProfiler(CaptureBackend):
     def configure(self, engine_args: Any) -> None:
         from vllm.config import ProfilerConfig
 
-        torch_dir = self.trace_dir / "torch"
+        torch_dir = self.torch_dir = self.trace_dir / "torch"
         torch_dir.mkdir(parents=True, exist_ok=True)
         engine_args.profiler_config = ProfilerConfig(
             profiler="torch",
@@ -24,17 +24,27 @@ class VllmTorchProfiler(CaptureBackend):
             torch_profiler_with_stack=False,
         )
 
+    @property
+    def prefix(self) -> str:
+        """In every trace file name: the host, and the shape in a sweep."""
+        return f"{self.host_name}-{self.shape_tag}" if self.shape_tag else self.host_name
+
     def start(self, llm: Any, at_ns: int | None = None, window: dict | None = None) -> None:
-        # The prefix puts the host's name into every trace file name.
         if window is not None:
             assert window["kind"] == "steps", window
-            llm.start_profile(profile_prefix=self.host_name, delay_iterations=window["delay_iterations"],
+            llm.start_profile(profile_prefix=self.prefix, delay_iterations=window["delay_iterations"],
                               max_iterations=window["max_iterations"])
         else:
-            llm.start_profile(profile_prefix=self.host_name)
+            llm.start_profile(profile_prefix=self.prefix)
 
     def stop(self, llm: Any) -> None:
         llm.stop_profile()
+        if self.shape_tag:
+            # A sweep: each shape's files in a folder of their own, found by their prefix.
+            shape_dir = self.torch_dir / self.shape_tag
+            shape_dir.mkdir(exist_ok=True)
+            for path in self.torch_dir.glob(f"{self.prefix}_*"):
+                path.rename(shape_dir / path.name)
 
     def describe(self) -> dict[str, Any]:
         return {"profiler": self.name, "window": {"kind": "iterations", "what": "every profiled iteration"}}
