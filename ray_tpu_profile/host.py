@@ -5,6 +5,7 @@ Plain class; cluster.py wraps it with ray.remote. Every method returns plain dat
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -16,7 +17,6 @@ from typing import Any
 from ray_tpu_profile.config import Capture, Workload
 from ray_tpu_profile.layout import sha256_file
 from ray_tpu_profile.records import FileEntry, Phase
-
 
 
 class HostWorker:
@@ -165,7 +165,10 @@ class HostWorker:
         """Drop the host-side copy once the driver has verified the gathered one."""
         shutil.rmtree(self.output_dir)
         try:
-            self.output_dir.parent.rmdir()  # the run's folder, once its last host is done
-        except OSError:
-            pass  # another host of this run still has files there
+            self.output_dir.parent.rmdir()  # the run's folder goes with its last host
+        except OSError as e:
+            # Simulated hosts of one run can share this folder: another host still has
+            # files there (ENOTEMPTY) or removed it first (ENOENT). Anything else is real.
+            if e.errno not in (errno.ENOTEMPTY, errno.ENOENT, errno.EEXIST):
+                raise
 
