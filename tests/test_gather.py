@@ -4,7 +4,10 @@ sends. Real Ray actors on the simulated cluster; real files."""
 from __future__ import annotations
 
 import os
+import shutil
 import threading
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -17,9 +20,16 @@ from ray_tpu_profile.layout import sha256_file
 from ray_tpu_profile.records import FileEntry
 
 
+@contextmanager
 def host_actor(cls=HostWorker, name="h0"):
-    actor = ray.remote(cls).options(num_cpus=0).remote(name, "gather-test")
-    return actor, Path(ray.get(actor.identity.remote())["output_dir"])
+    """A real host actor with a fresh output directory, removed with the actor after."""
+    actor = ray.remote(cls).options(num_cpus=0).remote(name, f"gather-test-{uuid.uuid4().hex[:8]}")
+    out = Path(ray.get(actor.identity.remote())["output_dir"])
+    try:
+        yield actor, out
+    finally:
+        ray.kill(actor)
+        shutil.rmtree(out.parent, ignore_errors=True)
 
 
 class PeakRss:
@@ -50,8 +60,7 @@ class PeakRss:
 
 @pytest.mark.slow
 def test_file_over_2_gb_streams_verified_with_bounded_driver_memory(sim_cluster, tmp_path):
-    actor, out = host_actor()
-    try:
+    with host_actor() as (actor, out):
         big = out / "xplane-like" / "big.bin"
         big.parent.mkdir(parents=True)
         with open(big, "wb") as f:  # sparse: 2.1 GB that takes no disk on the host side
@@ -68,21 +77,15 @@ def test_file_over_2_gb_streams_verified_with_bounded_driver_memory(sim_cluster,
         assert sha256_file(gathered) == by_path["hosts/h0/xplane-like/big.bin"]["sha256"] == sha256_file(big)
         assert (run_dir / "hosts/h0/small.txt").read_text() == "hello"
         assert rss.growth_bytes < 256 << 20, f"driver RSS grew {rss.growth_bytes / 2**20:.0f} MiB for a 2.1 GB file"
-    finally:
-        ray.get(actor.cleanup.remote())
-        ray.kill(actor)
 
 
 def test_symlink_on_the_host_is_refused(sim_cluster, tmp_path):
-    actor, out = host_actor()
-    try:
+    with host_actor() as (actor, out):
         (out / "link").symlink_to("/etc/passwd")
         with pytest.raises(ray.exceptions.RayTaskError) as e:
             gather_host(actor, "h0", tmp_path / "run", timeout_s=60)
         assert "host h0: refusing symlink" in str(e.value) and "link" in str(e.value)
         assert not (tmp_path / "run").exists()
-    finally:
-        ray.kill(actor)
 
 
 def host_sending(bad_path: str):
@@ -99,11 +102,8 @@ def host_sending(bad_path: str):
 
 @pytest.mark.parametrize("bad", ["/etc/cron.d/evil", "../../outside", "torch/../../../outside"])
 def test_paths_outside_the_run_directory_are_refused(sim_cluster, tmp_path, bad):
-    actor, _ = host_actor(host_sending(bad))
-    try:
+    with host_actor(host_sending(bad)) as (actor, _):
         with pytest.raises(GatherError) as e:
             gather_host(actor, "h0", tmp_path / "run", timeout_s=60)
         assert "host h0" in str(e.value) and repr(bad) in str(e.value)
         assert not list(tmp_path.rglob("outside")) and not (tmp_path / "run").exists()
-    finally:
-        ray.kill(actor)
