@@ -171,7 +171,6 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
 def write_report(run_dir: Path) -> dict[str, Any]:
     """report.json and report.txt in the run directory."""
     import io
-    import json
 
     from ray_tpu_profile.layout import write_json_atomic
 

@@ -137,7 +137,6 @@ def test_view_serves_every_host_in_one_session(jax_run):
     list one run with every host; Ctrl-C stops it cleanly."""
     import signal
     import subprocess
-    import sys
     import time
     import urllib.request
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import ray
 from ray.cluster_utils import Cluster
 
 from conftest import load_manifest, run_cli
