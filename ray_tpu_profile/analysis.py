@@ -71,12 +71,9 @@ def torch_trace_intervals(path: Path) -> Iterable[tuple[str, str, float, float]]
 
 
 def xplane_intervals(path: Path) -> Iterable[tuple[str, str, float, float]]:
-    """(track, name, start ms, duration ms) of every event in an xplane, read with xprof."""
-    from xprof.profile_data import ProfileData
+    """(track, name, start ms, duration ms) of every event in an xplane, through xprof's
+    trace converter."""
+    from ray_tpu_profile.xplane import trace_events
 
-    data = ProfileData.from_file(str(path))
-    for plane in data.planes:
-        for line in plane.lines:
-            track = f"{plane.name}/{line.name}"
-            for event in line.events:
-                yield track, event.name, event.start_ns / 1e6, event.duration_ns / 1e6
+    for track, name, start_ns, duration_ns in trace_events(path):
+        yield track, name, start_ns / 1e6, duration_ns / 1e6

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 
 class XplaneError(ValueError):
@@ -32,19 +37,33 @@ def read_xplane(path: Path) -> XplaneInfo:
         data = ProfileData.from_file(str(path))
     except Exception as e:  # xprof's own parse error, named in the host's failure reason
         raise XplaneError(f"{path.name}: xprof cannot read it ({e})") from None
-    start = stop = None
-    planes, events = [], 0
-    for plane in data.planes:
-        planes.append(plane.name)
-        stats = dict(plane.stats)
-        if "profile_start_time" in stats:
-            start, stop = int(stats["profile_start_time"]), int(stats["profile_stop_time"])
-        events += sum(len(line.events) for line in plane.lines)
+    start, stop = _capture_times(data)
+    planes = [plane.name for plane in data.planes]
+    events = sum(len(line.events) for plane in data.planes for line in plane.lines)
     if start is None:
         raise XplaneError(f"{path.name}: no profile_start_time (not a profiler capture?)")
     if events == 0:
         raise XplaneError(f"{path.name}: no trace event collected")
     return XplaneInfo(start_ns=start, stop_ns=stop, planes=tuple(planes), events=events)
+
+
+def _capture_times(data) -> tuple[int | None, int | None]:
+    """(profile_start_time, profile_stop_time) from the plane stats that carry them."""
+    for plane in data.planes:
+        stats = dict(plane.stats)
+        if "profile_start_time" in stats:
+            return int(stats["profile_start_time"]), int(stats["profile_stop_time"])
+    return None, None
+
+
+def capture_start_ns(path: Path) -> int:
+    """When tracing began (epoch ns), without reading the events (read_xplane counts them)."""
+    from xprof.profile_data import ProfileData
+
+    start, _ = _capture_times(ProfileData.from_file(str(path)))
+    if start is None:
+        raise XplaneError(f"{Path(path).name}: no profile_start_time (not a profiler capture?)")
+    return start
 
 
 def event_names(path: Path) -> set[str]:
@@ -53,3 +72,46 @@ def event_names(path: Path) -> set[str]:
 
     data = ProfileData.from_file(str(path))
     return {event.name for plane in data.planes for line in plane.lines for event in line.events}
+
+
+def trace_events(path: Path) -> Iterator[tuple[str, str, int, int]]:
+    """(track, name, start ns since `profile_start_time`, duration ns) of every event.
+
+    Through xprof's own trace-viewer converter (C++, ~1 s per million events here; walking
+    xprof's Python ProfileData takes ~8 s). The converter is the one XProf's UI uses before
+    it turns the result into JSON (xprof.convert.raw_to_tool_data); it logs at INFO to fd 2,
+    which would bury the run's own output, so that goes to a temporary file and is shown
+    only if the conversion fails.
+    """
+    from xprof.convert import _pywrap_profiler_plugin
+    from xprof.protobuf import trace_events_old_pb2
+
+    with _stderr_to_temp_file() as log:
+        raw, ok = _pywrap_profiler_plugin.xspace_to_tools_data([str(path)], "trace_viewer", {"use_saved_result": False})
+        if not ok:
+            log.seek(0)
+            log_tail = " | ".join(log.read().decode(errors="replace").strip().splitlines()[-5:])
+    if not ok:
+        detail = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        raise XplaneError(f"{Path(path).name}: xprof's trace converter failed: {detail}; its log: {log_tail}")
+    trace = trace_events_old_pb2.Trace()
+    trace.ParseFromString(raw)
+    tracks = {(device_id, resource_id): f"{device.name} {resource.name}"
+              for device_id, device in trace.devices.items() for resource_id, resource in device.resources.items()}
+    for e in trace.trace_events:
+        yield (tracks.get((e.device_id, e.resource_id), f"{e.device_id}/{e.resource_id}"), e.name,
+               e.timestamp_ps // 1000, e.duration_ps // 1000)
+
+
+@contextlib.contextmanager
+def _stderr_to_temp_file() -> Iterator[BinaryIO]:
+    """fd 2 (C++ logs bypass sys.stderr) into a temporary file for the duration."""
+    with tempfile.TemporaryFile() as log:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield log
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
