@@ -1,0 +1,152 @@
+"""The merged timeline: downsampling rule, alignment on wall clock, and reading real torch
+and JAX captures made here (no cluster)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+
+import pytest
+
+from ray_tpu_profile.timeline import (
+    TOOL_TRACK,
+    Event,
+    build_timeline,
+    keep_longest,
+    tool_events,
+    torch_trace_events,
+    write_timeline,
+    xplane_events,
+)
+
+
+def test_keep_longest_keeps_the_longest_in_time_order():
+    events = [("t", f"e{i}", 1000 * i, d) for i, d in enumerate([5, 1, 9, 3, 9, 7])]
+    kept = keep_longest(iter(events), 3)
+    assert kept.total == 6
+    # Durations 9, 9, 7 survive; in start order.
+    assert [e.name for e in kept.events] == ["e2", "e4", "e5"]
+    assert kept.shortest_kept_ns == 7
+    assert all(isinstance(e, Event) for e in kept.events)
+
+
+def test_keep_longest_ties_keep_the_earlier_event():
+    events = [("t", f"e{i}", 1000 * i, 4) for i in range(5)]
+    assert [e.name for e in keep_longest(events, 2).events] == ["e0", "e1"]
+
+
+def test_keep_longest_under_the_cap_keeps_everything():
+    kept = keep_longest([("t", "a", 5, 1), ("t", "b", 1, 2)], 10)
+    assert [e.name for e in kept.events] == ["b", "a"] and kept.total == 2
+    assert keep_longest([], 10).shortest_kept_ns is None
+
+
+def _host(name, start_ns, phases=None):
+    return {"name": name, "status": "ok", "files": [],
+            "capture": {"start_ns": start_ns, "stop_ns": start_ns + 2_000_000},
+            "phases": phases or {"warmup": None, "profiled": None}, "shapes": {}}
+
+
+def test_timeline_one_process_per_host_aligned_on_wall_clock():
+    t0 = 1_800_000_000_000_000_000
+    manifest = {"run_id": "r", "capture": {"start_skew_ms": 0.25},
+                "hosts": [_host("a", t0), _host("b", t0 + 250_000)]}
+    events = {
+        "a": (tool_events(manifest["hosts"][0]), keep_longest([("cpu", "step", t0 + 1000, 500)], 10)),
+        "b": (tool_events(manifest["hosts"][1]), keep_longest([("cpu", "step", t0 + 251_000, 500)], 10)),
+    }
+    trace = build_timeline(manifest, events, 10)
+    names = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "process_name"}
+    assert names == {1: "a", 2: "b"}
+    capture = {names[e["pid"]]: e["ts"] for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "capture"}
+    assert capture == {"a": 0.0, "b": 250.0}  # microseconds: exactly the skew
+    steps = {names[e["pid"]]: (e["ts"], e["dur"], e["tid"]) for e in trace["traceEvents"] if e["name"] == "step"}
+    assert steps == {"a": (1.0, 0.5, 1), "b": (251.0, 0.5, 1)}
+    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"}
+    assert threads == {(1, 0): TOOL_TRACK, (1, 1): "cpu", (2, 0): TOOL_TRACK, (2, 1): "cpu"}
+    meta = trace["otherData"]
+    assert meta["origin_ns"] == t0 and meta["capture_start_skew_ms"] == 0.25
+    assert "longest" in meta["downsampling"]["rule"] and meta["downsampling"]["hosts"]["a"]["kept"] == 1
+
+
+def test_tool_events_are_the_iterations_per_shape():
+    phase = {"iteration_starts_s": [10.0, 10.5], "latencies_s": [0.25, 0.5]}
+    host = _host("a", 10_000_000_000)
+    host["shapes"] = {"1x8x8": {"phases": {"warmup": phase, "profiled": None}}}
+    events = tool_events(host)
+    assert events[:2] == [Event(TOOL_TRACK, "warmup 0 1x8x8", 10_000_000_000, 250_000_000),
+                          Event(TOOL_TRACK, "warmup 1 1x8x8", 10_500_000_000, 500_000_000)]
+    assert events[2].name == "capture"
+
+
+def test_torch_trace_events_are_at_wall_clock_time(tmp_path):
+    """A real torch profiler trace: Kineto's `ts` plus baseTimeNanoseconds is wall clock."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    before_ns = time.time_ns()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        torch.ones(64, 64) @ torch.ones(64, 64)
+    after_ns = time.time_ns()
+    path = tmp_path / "t.pt.trace.json"
+    prof.export_chrome_trace(str(path))
+    events = list(torch_trace_events(path))
+    assert events and any("mm" in name for _, name, _, _ in events)
+    # Kineto's clock and time.time() may differ by its own rounding: allow 50 ms.
+    assert all(before_ns - 50_000_000 <= start <= after_ns + 50_000_000 for _, _, start, _ in events)
+
+
+def test_xplane_events_are_at_wall_clock_time(tmp_path):
+    """A real JAX capture read through xprof's trace converter."""
+    import jax
+    import jax.numpy as jnp
+
+    from ray_tpu_profile.xplane import capture_start_ns
+
+    f = jax.jit(lambda x: x @ x)
+    f(jnp.ones((64, 64))).block_until_ready()
+    before_ns = time.time_ns()
+    with jax.profiler.trace(str(tmp_path)):
+        f(jnp.ones((64, 64))).block_until_ready()
+    after_ns = time.time_ns()
+    (path,) = tmp_path.glob("plugins/profile/*/*.xplane.pb")
+    events = list(xplane_events(path))
+    assert len(events) > 0
+    start = capture_start_ns(path)
+    assert before_ns <= start <= after_ns
+    assert all(start <= s <= after_ns for _, _, s, _ in events)
+
+
+def test_write_timeline_reads_a_run_directory(tmp_path):
+    """write_timeline on a run directory whose one host delivered a real torch trace; a
+    failed host's files are not read (they were never verified)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(20):
+            torch.ones(32, 32) @ torch.ones(32, 32)
+    (tmp_path / "hosts" / "a").mkdir(parents=True)
+    prof.export_chrome_trace(str(tmp_path / "hosts" / "a" / "a.pt.trace.json"))
+    (tmp_path / "hosts" / "b").mkdir(parents=True)
+    (tmp_path / "hosts" / "b" / "b.pt.trace.json").write_text("{half a fil")
+    ok = _host("a", time.time_ns())
+    ok["files"] = [{"path": "hosts/a/a.pt.trace.json"}]
+    failed = {**_host("b", time.time_ns()), "status": "failed", "files": [{"path": "hosts/b/b.pt.trace.json"}]}
+    (tmp_path / "manifest.json").write_text(json.dumps({"run_id": "r", "capture": {}, "hosts": [ok, failed]}))
+
+    path = write_timeline(tmp_path, max_events_per_host=5)
+    trace = json.loads(gzip.decompress(path.read_bytes()))
+    hosts = trace["otherData"]["downsampling"]["hosts"]
+    assert hosts["a"]["kept"] == 5 and hosts["a"]["trace_events"] > 5
+    assert hosts["b"] == {"trace_events": 0, "kept": 0, "dropped": 0, "shortest_kept_us": None}
+    pids = {e["pid"] for e in trace["traceEvents"]}
+    assert pids == {1, 2}
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("cap", [1, 3])
+def test_cap_bounds_trace_events_per_host(cap):
+    events = [("t", "x", i, i) for i in range(100)]
+    assert len(keep_longest(events, cap).events) == cap
