@@ -1,0 +1,139 @@
+"""report.png: what a person looks at first. Per-host iteration latency distributions,
+every host's iterations and capture window on one wall-clock axis, and the capture start
+offsets at a scale where sub-millisecond skew shows. Drawn from the manifest alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+PLOT = "report.png"
+WARMUP_COLOUR = "#b0b0b0"
+CAPTURE_COLOUR = "#f28e2b"
+SHAPE_COLOURS = ("#4e79a7", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
+
+
+def _host_shapes(host: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per shape: {"warmup": phase json, "profiled": phase json}; a run of one shape
+    written before sweeps had no `shapes`."""
+    if host.get("shapes"):
+        return {shape: done["phases"] for shape, done in host["shapes"].items()}
+    phases = host.get("phases") or {}
+    return {"": phases} if phases.get("warmup") or phases.get("profiled") else {}
+
+
+def plot_data(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the figure shows, in plain numbers (tested without drawing)."""
+    hosts = [h["name"] for h in manifest["hosts"]]
+    shapes = list(dict.fromkeys(s for h in manifest["hosts"] for s in _host_shapes(h)))
+    starts = [s for h in manifest["hosts"] for phases in _host_shapes(h).values()
+              for p in phases.values() if p for s in p["iteration_starts_s"]]
+    origin_s = min(starts, default=0.0)
+    latencies_ms: dict[tuple[str, str, str], list[float]] = {}
+    bars: list[dict[str, Any]] = []
+    for row, h in enumerate(manifest["hosts"]):
+        for shape, phases in _host_shapes(h).items():
+            for kind in ("warmup", "profiled"):
+                p = phases.get(kind)
+                if not p:
+                    continue
+                latencies_ms[(h["name"], shape, kind)] = [1000 * v for v in p["latencies_s"]]
+                for start_s, latency_s in zip(p["iteration_starts_s"], p["latencies_s"]):
+                    bars.append({"row": row, "kind": kind, "shape": shape,
+                                 "start_s": start_s - origin_s, "duration_s": latency_s})
+    windows = []
+    for row, h in enumerate(manifest["hosts"]):
+        capture = h.get("capture") or {}
+        if capture.get("start_ns") is not None and capture.get("stop_ns") is not None:
+            windows.append({"row": row, "start_s": capture["start_ns"] / 1e9 - origin_s,
+                            "duration_s": (capture["stop_ns"] - capture["start_ns"]) / 1e9,
+                            "start_offset_ms": capture.get("start_offset_ms")})
+    return {"hosts": hosts, "shapes": shapes, "origin_s": origin_s, "latencies_ms": latencies_ms,
+            "bars": bars, "windows": windows}
+
+
+def write_plot(run_dir: Path, manifest: dict[str, Any]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on a Ray head node
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    data = plot_data(manifest)
+    hosts, shapes = data["hosts"], data["shapes"]
+    colour = {shape: SHAPE_COLOURS[i % len(SHAPE_COLOURS)] for i, shape in enumerate(shapes)}
+    offsets = [w for w in data["windows"] if w["start_offset_ms"] is not None]
+    panels = 3 if offsets else 2
+    height = max(2.0, 0.45 * len(hosts) + 1.2)
+    fig, axes = plt.subplots(panels, 1, figsize=(11, 3.2 + height * (panels - 1)),
+                             gridspec_kw={"height_ratios": [3.2] + [height] * (panels - 1)})
+    title = f"run {manifest['run_id']} ({manifest['status']}), profiler {manifest['capture'].get('profiler')}"
+    fig.suptitle(title, fontsize=11)
+
+    # 1. Latency distribution per host: profiled as boxes, every iteration as a point.
+    ax = axes[0]
+    width = min(0.4, 0.8 / max(1, len(shapes)))
+    for s_index, shape in enumerate(shapes):
+        positions, series = [], []
+        for h_index, host in enumerate(hosts):
+            x = h_index + (s_index - (len(shapes) - 1) / 2) * width
+            profiled = data["latencies_ms"].get((host, shape, "profiled"), [])
+            warmup = data["latencies_ms"].get((host, shape, "warmup"), [])
+            if profiled:
+                positions.append(x)
+                series.append(profiled)
+                ax.scatter([x] * len(profiled), profiled, s=14, color=colour[shape], zorder=3)
+            if warmup:
+                ax.scatter([x - width * 0.3] * len(warmup), warmup, s=10, facecolors="none",
+                           edgecolors=WARMUP_COLOUR, zorder=2)
+        if series:
+            ax.boxplot(series, positions=positions, widths=width * 0.6, showfliers=False,
+                       medianprops={"color": colour[shape]}, manage_ticks=False)
+    ax.set_xticks(range(len(hosts)), hosts, rotation=20 if len(hosts) > 6 else 0, fontsize=8)
+    ax.set_ylabel("iteration latency (ms)")
+    ax.set_title("iteration latency per host (boxes and filled dots: profiled; hollow: warmup)", fontsize=9)
+    ax.legend(handles=[Patch(color=colour[s], label=s or "profiled") for s in shapes]
+              + [Patch(color=WARMUP_COLOUR, label="warmup")], fontsize=8, loc="best")
+    ax.grid(axis="y", alpha=0.3)
+
+    # 2. Shared wall-clock axis: each host's iterations and its capture window.
+    ax = axes[1]
+    for bar in data["bars"]:
+        ax.broken_barh([(bar["start_s"], bar["duration_s"])], (bar["row"] - 0.3, 0.6),
+                       facecolors=WARMUP_COLOUR if bar["kind"] == "warmup" else colour[bar["shape"]],
+                       edgecolors="white", linewidth=0.5)
+    for w in data["windows"]:
+        ax.broken_barh([(w["start_s"], w["duration_s"])], (w["row"] - 0.45, 0.9),
+                       facecolors="none", edgecolors=CAPTURE_COLOUR, linewidth=1.5)
+    ax.set_yticks(range(len(hosts)), hosts, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"seconds since the first iteration (wall clock; origin {data['origin_s']:.3f} s epoch)")
+    ax.set_title("iterations on every host (grey: warmup, colour: profiled)"
+                 + (", capture window from each host's trace (orange outline)" if data["windows"] else
+                    "; no trace start/stop recorded for this profiler (torch: its steps are the profiled iterations)"),
+                 fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+
+    # 3. Capture start offsets from the planned instant: the skew, at a readable scale.
+    if offsets:
+        ax = axes[2]
+        ax.barh([w["row"] for w in offsets], [w["start_offset_ms"] for w in offsets], color=CAPTURE_COLOUR, height=0.5)
+        for w in offsets:
+            ax.annotate(f"{w['start_offset_ms']:.3f} ms", (w["start_offset_ms"], w["row"]), xytext=(4, 0),
+                        textcoords="offset points", va="center", fontsize=8)
+        ax.set_yticks(range(len(hosts)), hosts, fontsize=8)
+        ax.set_ylim(len(hosts) - 0.5, -0.5)
+        skew = manifest["capture"].get("start_skew_ms")
+        ax.set_title(f"capture start after the planned instant (from each host's trace); skew {skew:.3f} ms"
+                     if skew is not None else "capture start after the planned instant", fontsize=9)
+        ax.set_xlabel("ms")
+        ax.margins(x=0.25)
+        ax.grid(axis="x", alpha=0.3)
+
+    fig.tight_layout()
+    path = Path(run_dir) / PLOT
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
