@@ -53,6 +53,12 @@ def _parse_env(ctx, param, values):
     return tuple(pairs)
 
 
+TIMELINE_EVENTS_OPTION = click.option(
+    "--timeline-max-events", type=click.IntRange(min=1), default=100_000, show_default=True, metavar="N",
+    help="timeline.json.gz keeps each host's N longest trace events (all of the tool's own); "
+         "the rule and what was dropped are in the file's otherData.")
+
+
 def run_options(command):
     """The flags `run` and `plan` share: plan shows what run would do with them."""
     options = [
@@ -143,7 +149,8 @@ def config_from(params: dict, ctx=None):
 @run_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines (failures still print).")
 @click.option("--actor-logs", is_flag=True, help="Stream the actors' (vLLM's) logs to this console.")
-def run(quiet, actor_logs, **params) -> None:
+@TIMELINE_EVENTS_OPTION
+def run(quiet, actor_logs, timeline_max_events, **params) -> None:
     """Profile the same workload on every host, captured together, gathered into one run directory.
 
     Everything after `--` is a vLLM engine flag, parsed by vLLM's own EngineArgs
@@ -153,11 +160,12 @@ def run(quiet, actor_logs, **params) -> None:
     from ray_tpu_profile.progress import Progress
     from ray_tpu_profile.runner import Run
 
-    manifest = Run(config, ["ray-tpu-profile", *sys.argv[1:]], Progress(quiet=quiet), actor_logs=actor_logs).execute()
+    progress = Progress(quiet=quiet)
+    manifest = Run(config, ["ray-tpu-profile", *sys.argv[1:]], progress, actor_logs=actor_logs).execute()
     run_dir = config.profile_result_dir / manifest["run_id"]
     from ray_tpu_profile.report import write_report
 
-    write_report(run_dir)
+    write_report(run_dir, timeline_max_events, progress.note)
     if params["json_output"]:
         click.echo(json.dumps(manifest, indent=2))
     else:
@@ -186,14 +194,20 @@ def plan(**params) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "json_output", is_flag=True, help="Print report.json's content instead of the table.")
-def report(run_dir: Path, json_output: bool) -> None:
+@click.option("--write", is_flag=True,
+              help="(Re)write report.json, report.txt, timeline.json.gz and report.png in RUN_DIR (`run` writes them itself).")
+@TIMELINE_EVENTS_OPTION
+def report(run_dir: Path, json_output: bool, write: bool, timeline_max_events: int) -> None:
     """Summarise a run directory: per-host latency statistics, capture skew, the slowest
     host, top operations by self time from each host's trace, failures."""
-    from ray_tpu_profile.report import build_report, print_report
+    from ray_tpu_profile.report import build_report, print_report, write_report
 
     if not (run_dir / "manifest.json").is_file():
         raise ConfigError("RUN_DIR", str(run_dir), "has no manifest.json (not a ray-tpu-profile run directory)")
-    built = build_report(run_dir)
+    if write:
+        built = write_report(run_dir, timeline_max_events, lambda text: click.echo(text, err=True))
+    else:
+        built = build_report(run_dir)
     if json_output:
         click.echo(json.dumps(built, indent=2))
     else:
@@ -215,7 +229,7 @@ def view(run_dir: Path, port: int | None) -> None:
     xprof = Path(sys.executable).with_name("xprof")
     xprof = str(xprof) if xprof.exists() else shutil.which("xprof")
     if xprof is None:
-        raise ConfigError("view", "xprof", "XProf is not installed: pip install xprof")
+        raise ConfigError("view", str(run_dir), "needs XProf, which is not installed here: pip install xprof")
     port = port or free_local_port()
     server = subprocess.Popen([xprof, "--logdir", str(run_dir), "--port", str(port), "--grpc_port", str(free_local_port())])
     click.echo(f"XProf for {run_dir}: http://localhost:{port}/  (Ctrl-C to stop)", err=True)

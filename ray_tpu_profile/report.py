@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -100,7 +100,9 @@ def build_report(run_dir: Path, top: int = 10) -> dict[str, Any]:
     manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
     hosts = []
     for h in manifest["hosts"]:
-        traces = [f["path"] for f in h["files"] if f["path"].endswith((".xplane.pb", ".pt.trace.json.gz"))]
+        # Only a healthy host's traces were verified; a failed one's may be half written.
+        traces = [f["path"] for f in h["files"] if f["path"].endswith((".xplane.pb", ".pt.trace.json.gz"))
+                  and h["status"] == "ok"]
         intervals = []
         for path in traces:
             reader = xplane_intervals if path.endswith(".xplane.pb") else torch_trace_intervals
@@ -168,15 +170,30 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
             console.print(f"{h['name']} top self time: {ops}")
 
 
-def write_report(run_dir: Path) -> dict[str, Any]:
-    """report.json and report.txt in the run directory."""
+def write_report(run_dir: Path, max_timeline_events_per_host: int | None = None,
+                 note: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    """Everything `report` derives from a run directory, written into it: report.json and
+    report.txt, timeline.json.gz (every host's trace on one axis) and report.png."""
     import io
+    import json
+    import time
 
-    from ray_tpu_profile.layout import write_json_atomic
+    from ray_tpu_profile.layout import MANIFEST, write_json_atomic
+    from ray_tpu_profile.plot import PLOT, write_plot
+    from ray_tpu_profile.timeline import DEFAULT_MAX_EVENTS_PER_HOST, TIMELINE, write_timeline
 
+    run_dir = Path(run_dir)
+    started = time.monotonic()
     report = build_report(run_dir)
-    write_json_atomic(Path(run_dir) / "report.json", report)
+    write_json_atomic(run_dir / "report.json", report)
     buffer = io.StringIO()
     print_report(report, Console(file=buffer, width=160, highlight=False, soft_wrap=True))
-    (Path(run_dir) / "report.txt").write_text(buffer.getvalue())
+    (run_dir / "report.txt").write_text(buffer.getvalue())
+    note(f"report.json, report.txt written ({time.monotonic() - started:.1f} s)")
+    started = time.monotonic()
+    write_timeline(run_dir, max_timeline_events_per_host or DEFAULT_MAX_EVENTS_PER_HOST)
+    note(f"{TIMELINE} written ({time.monotonic() - started:.1f} s): every host's trace on one wall-clock axis, "
+         "for Perfetto (ui.perfetto.dev) or chrome://tracing")
+    write_plot(run_dir, json.loads((run_dir / MANIFEST).read_text()))
+    note(f"{PLOT} written")
     return report

@@ -184,3 +184,83 @@ def test_report_is_written_and_matches_the_manifest(jax_run):
         assert len(rh["top_operations"]) == 10 and all(op["self_ms"] >= 0 for op in rh["top_operations"])
         names = " ".join(op["name"] for op in rh["top_operations"])
         assert ".py:" in names
+
+
+def _timeline(run_dir):
+    trace = json.loads(gzip.decompress((run_dir / "timeline.json.gz").read_bytes()))
+    processes = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "process_name"}
+    return trace, processes
+
+
+def test_torch_timeline_puts_each_host_trace_in_its_profiled_window(finished_run):
+    """timeline.json.gz of a real torch run: one process per host; each host's torch events
+    sit inside that host's profiled iterations on the shared wall-clock axis."""
+    _, run_dir = finished_run
+    manifest = load_manifest(run_dir)
+    trace, processes = _timeline(run_dir)
+    assert sorted(processes.values()) == ["local-sim-w0", "local-sim-w1"]
+    origin_s = trace["otherData"]["origin_ns"] / 1e9
+    by_host = {h["name"]: h for h in manifest["hosts"]}
+    for pid, name in processes.items():
+        profiled = by_host[name]["phases"]["profiled"]
+        window = ((profiled["started_at_s"] - origin_s) * 1e6, (profiled["finished_at_s"] - origin_s) * 1e6)
+        traced = [e for e in trace["traceEvents"] if e["pid"] == pid and e["ph"] == "X" and e["tid"] != 0]
+        steps = [e for e in traced if e["name"].startswith("execute_context_")]
+        assert steps, f"no engine step of {name} in the timeline"
+        # 50 ms of slack for the profiler's own clock against time.time().
+        assert all(window[0] - 50_000 <= e["ts"] <= window[1] + 50_000 for e in steps)
+        iterations = [e for e in trace["traceEvents"] if e["pid"] == pid and e["tid"] == 0 and e["ph"] == "X"]
+        assert sorted(e["name"] for e in iterations) == ["profiled 0 4x16x8", "profiled 1 4x16x8",
+                                                          "warmup 0 4x16x8", "warmup 1 4x16x8"]
+        kept = trace["otherData"]["downsampling"]["hosts"][name]
+        assert kept["kept"] == min(kept["trace_events"], 100_000) == len(traced)
+
+
+def test_jax_timeline_starts_agree_with_the_measured_skew(jax_run):
+    manifest = load_manifest(jax_run)
+    trace, processes = _timeline(jax_run)
+    assert sorted(processes.values()) == ["local-sim-w0", "local-sim-w1"]
+    captures = {processes[e["pid"]]: e for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "capture"}
+    starts_us = [c["ts"] for c in captures.values()]
+    assert (max(starts_us) - min(starts_us)) / 1000 == pytest.approx(manifest["capture"]["start_skew_ms"], abs=1e-3)
+    for pid, name in processes.items():
+        # Every traced event of the host lies within its capture window.
+        window = captures[name]
+        traced = [e for e in trace["traceEvents"] if e["pid"] == pid and e["ph"] == "X" and e["tid"] != 0]
+        assert traced and min(e["ts"] for e in traced) >= window["ts"] - 1e-3
+        assert any("execute_model" in e["name"] for e in traced)
+    assert "longest" in trace["otherData"]["downsampling"]["rule"]
+
+
+def test_jax_report_png_is_drawn(jax_run):
+    import matplotlib.image
+
+    image = matplotlib.image.imread(jax_run / "report.png")
+    assert image.shape[0] >= 600 and image.shape[1] >= 1000
+    assert len({tuple(px) for px in image.reshape(-1, image.shape[2])[::50]}) > 20
+
+
+def test_view_without_xprof_says_what_to_install(jax_run, tmp_path):
+    """A real interpreter that has every package of this venv except xprof (its site-packages
+    seen through symlinks, xprof left out), so `view` finds no xprof for real."""
+    import os
+    import subprocess
+    import sys
+    import sysconfig
+
+    site = Path(sysconfig.get_paths()["purelib"])
+    packages = tmp_path / "site"
+    packages.mkdir()
+    for entry in site.iterdir():
+        if not entry.name.lower().startswith("xprof"):
+            (packages / entry.name).symlink_to(entry)
+    from conftest import REPO
+
+    # The interpreter this venv was made from: its bin/ has no xprof.
+    python = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO}{os.pathsep}{packages}", "HOME": os.environ.get("HOME", "/root")}
+    proc = subprocess.run([str(python), "-m", "ray_tpu_profile", "view", str(jax_run)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == \
+        [f"ray-tpu-profile: error: view {jax_run}: needs XProf, which is not installed here: pip install xprof"]
