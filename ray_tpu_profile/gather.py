@@ -23,13 +23,16 @@ class GatherError(RuntimeError):
 
 
 def gather_host(actor: Any, host_name: str, run_dir: Path, timeout_s: float,
-                check_stop: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
-    """Copy every file the host lists into the run directory; returns manifest entries.
-    check_stop is called between chunks and may raise to abandon the gather."""
+                check_stop: Callable[[], None] = lambda: None,
+                gathered: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Copy every file the host lists into the run directory; returns the manifest entries.
+    Each entry is appended to `gathered` as soon as its file is verified, so if the host
+    dies half way the files it already delivered stay listed (the one in transit is
+    removed). check_stop is called between chunks and may raise to abandon the gather."""
     import ray
 
+    gathered = [] if gathered is None else gathered
     entries = ray.get(actor.list_files.remote(), timeout=timeout_s)
-    gathered = []
     for entry in entries:
         try:
             dest_rel = host_file_dest(host_name, entry.path)
@@ -41,19 +44,23 @@ def gather_host(actor: Any, host_name: str, run_dir: Path, timeout_s: float,
         digest = hashlib.sha256()
         received = 0
         pending: deque = deque()
-        with open(part, "wb") as out:
-            offsets = iter(range(0, entry.bytes, CHUNK_BYTES))
-            while True:
-                while len(pending) < WINDOW_CHUNKS and (offset := next(offsets, None)) is not None:
-                    pending.append(actor.read_chunk.remote(entry.path, offset, CHUNK_BYTES))
-                if not pending:
-                    break
-                check_stop()
-                chunk = ray.get(pending.popleft(), timeout=timeout_s)
-                digest.update(chunk)
-                out.write(chunk)
-                received += len(chunk)
-                del chunk
+        try:
+            with open(part, "wb") as out:
+                offsets = iter(range(0, entry.bytes, CHUNK_BYTES))
+                while True:
+                    while len(pending) < WINDOW_CHUNKS and (offset := next(offsets, None)) is not None:
+                        pending.append(actor.read_chunk.remote(entry.path, offset, CHUNK_BYTES))
+                    if not pending:
+                        break
+                    check_stop()
+                    chunk = ray.get(pending.popleft(), timeout=timeout_s)
+                    digest.update(chunk)
+                    out.write(chunk)
+                    received += len(chunk)
+                    del chunk
+        except BaseException:
+            part.unlink(missing_ok=True)  # half a file is no trace; the error says what happened
+            raise
         if received != entry.bytes or digest.hexdigest() != entry.sha256:
             part.unlink()
             raise GatherError(

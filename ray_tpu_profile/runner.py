@@ -303,7 +303,7 @@ class Run:
         def one(record: HostRecord) -> None:
             actor = self.actors[record.host.name]
             try:
-                record.files = gather_host(actor, record.host.name, self.run_dir, timeout_s, self.stop_signals.check)
+                gather_host(actor, record.host.name, self.run_dir, timeout_s, self.stop_signals.check, record.files)
                 if not record.files:
                     raise RuntimeError("the capture wrote no file")
                 self._call_one(record, lambda a: a.cleanup.remote(), timeout_s)
