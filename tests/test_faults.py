@@ -3,11 +3,13 @@ which host failed where, the exit code says partial, and nothing is left running
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -87,13 +89,14 @@ def test_hung_host_times_out_and_the_rest_carry_on(sim_cluster, tmp_path):
     assert_partial(proc, stdout, stderr, tmp_path, victim, "warmup", "timed out after 45 s")
 
 
-def test_sigterm_during_warmup_stops_cleanly_and_keeps_the_run(sim_cluster, tmp_path):
-    """What `ray job stop` does to the driver: SIGTERM. Exit 5, manifest `stopped` with its
-    stage, actors and placement group released."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_during_warmup_stops_cleanly_and_keeps_the_run(sim_cluster, tmp_path, signum):
+    """SIGTERM is what `ray job stop` sends the driver, SIGINT what Ctrl-C does. Exit 5,
+    manifest `stopped` with its stage, actors and placement group released within 10 s."""
     proc = start_run(sim_cluster, tmp_path, "--num-iters-warmup", "200")
     try:
         wait_for_stage(tmp_path, "warmup")
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
@@ -101,7 +104,37 @@ def test_sigterm_during_warmup_stops_cleanly_and_keeps_the_run(sim_cluster, tmp_
     (run_dir,) = list(tmp_path.iterdir())
     manifest = load_manifest(run_dir)
     assert (manifest["status"], manifest["stage"]) == ("stopped", "warmup")
-    assert "SIGTERM" in manifest["error"]
+    assert signal.Signals(signum).name in manifest["error"]
     assert all(h["status"] == "failed" and h["stage"] == "warmup" for h in manifest["hosts"])
     assert all(h["latency_s"]["load"] > 0 for h in manifest["hosts"])  # what was done is kept
     assert wait_until_released() == ([], [])
+
+
+def test_host_killed_during_gather_keeps_what_arrived(sim_cluster, tmp_path):
+    """A host dies while its files are on the way. To have a gather long enough to kill it
+    in flight, the test adds a 2 GB file (sparse) to the victim's output directory during
+    capture, as a large XLA dump would be; the kill lands once a chunk of it has arrived."""
+    proc = start_run(sim_cluster, tmp_path)
+    try:
+        victim = wait_for_stage(tmp_path, "capture")["hosts"][1]
+        dump = Path(victim["scratch_dir"]) / "xla_dump" / "module_0001.after_optimizations.txt"
+        dump.parent.mkdir(parents=True)
+        with open(dump, "wb") as f:
+            f.truncate(2 << 30)
+        deadline = time.monotonic() + 180
+        while not list(tmp_path.glob(f".*.partial/hosts/{victim['name']}/xla_dump/*.part")):
+            assert time.monotonic() < deadline and proc.poll() is None, "the dump never started to arrive"
+            time.sleep(0.05)
+        os.kill(victim["pid"], signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert_partial(proc, stdout, stderr, tmp_path, victim, "gather", "died")
+    (run_dir,) = list(tmp_path.iterdir())
+    assert not list(run_dir.rglob("*.part"))  # the file in transit is not left half written
+    failed = [h for h in load_manifest(run_dir)["hosts"] if h["status"] == "failed"][0]
+    on_disk = {p.relative_to(run_dir).as_posix() for p in (run_dir / "hosts" / failed["name"]).rglob("*") if p.is_file()}
+    # What the victim delivered before it died is listed and verified; nothing unlisted.
+    assert on_disk == {f["path"] for f in failed["files"]}
+    for f in failed["files"]:
+        assert hashlib.sha256((run_dir / f["path"]).read_bytes()).hexdigest() == f["sha256"]
