@@ -82,8 +82,10 @@ def run_options(command):
         click.option("--num-iters-warmup", type=int, default=5, show_default=True,
                      help="Untraced generate calls before capture."),
         click.option("--num-iters", type=int, default=1, show_default=True, help="Traced generate calls."),
-        click.option("--profile-result-dir", type=click.Path(path_type=Path), default=Path("profiles"),
-                     show_default=True, help="Where run directories are written (on the machine that runs this command)."),
+        click.option("--profile-result-dir", default="profiles", show_default=True, metavar="DIR|URL",
+                     help="Where run directories are written: a directory on the machine that runs this command "
+                          "(files come through Ray), or a URL (gs://, s3://, file:// on a shared mount; needs "
+                          "fsspec and gcsfs / s3fs) that every host writes to directly."),
         click.option("--profiler", type=click.Choice(["auto", "torch", "jax", "xla"]), default="auto", show_default=True,
                      help="Capture backend. jax / xla: a profiler server in each model process, a detached trace of "
                           "--duration-ms after --delay-ms begun at one instant on every host (XProf session). torch: "
@@ -141,8 +143,14 @@ def config_from(params: dict, ctx=None):
                             slice_name=params["slice_name"], env=params["env"]),
         model=params["model"],
         engine_argv=tuple(params["engine_flags"]),
-        profile_result_dir=params["profile_result_dir"],
+        **_result_location(params["profile_result_dir"]),
     ).validate()
+
+
+def _result_location(value: str) -> dict:
+    from ray_tpu_profile.remote import is_url
+
+    return {"profile_result_url": value.rstrip("/")} if is_url(value) else {"profile_result_dir": Path(value)}
 
 
 @cli.command(epilog=EPILOG)
@@ -161,11 +169,25 @@ def run(quiet, actor_logs, timeline_max_events, **params) -> None:
     from ray_tpu_profile.runner import Run
 
     progress = Progress(quiet=quiet)
-    manifest = Run(config, ["ray-tpu-profile", *sys.argv[1:]], progress, actor_logs=actor_logs).execute()
-    run_dir = config.profile_result_dir / manifest["run_id"]
+    runner = Run(config, ["ray-tpu-profile", *sys.argv[1:]], progress, actor_logs=actor_logs)
+    manifest = runner.execute()
+    run_dir = runner.run_dir
     from ray_tpu_profile.report import write_report
 
     write_report(run_dir, timeline_max_events, progress.note)
+    if config.profile_result_url:
+        import shutil
+
+        from ray_tpu_profile.remote import publish_run
+
+        try:
+            run_dir = publish_run(run_dir, manifest["result_url"], {f["path"] for h in manifest["hosts"] for f in h["files"]})
+        except Exception as e:  # the hosts' files are there; the driver's stay here, and the user is told where
+            click.echo(f"ray-tpu-profile: could not write the manifest and reports to {manifest['result_url']} "
+                       f"({type(e).__name__}: {e}); they are in {run_dir}", err=True)
+            sys.exit(EXIT_FAILED)
+        shutil.rmtree(runner.local_root)  # the temporary local copy (Run.local_root), now uploaded
+        progress.note(f"manifest and reports written to {run_dir}")
     if params["json_output"]:
         click.echo(json.dumps(manifest, indent=2))
     else:

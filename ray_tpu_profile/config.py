@@ -167,7 +167,9 @@ class RunConfig:
     engine_argv: tuple[str, ...] = ()
     """vLLM engine flags given after `--`, parsed by vLLM's own EngineArgs."""
     profile_result_dir: Path = Path("profiles")
-    """Root of run directories (--profile-result-dir)."""
+    """Root of run directories (--profile-result-dir), on the driver's machine."""
+    profile_result_url: str | None = None
+    """--profile-result-dir given as a URL (gs://, s3://, ...): hosts write there directly."""
     shapes: tuple[Workload, ...] = ()
     """--shape / --shapes-file: a sweep, run in turn on one model load; empty: `workload` alone."""
 
@@ -191,7 +193,12 @@ class RunConfig:
                 raise ConfigError(flag, value, "--phase decode needs at least 2 output tokens (no decode step)")
         self.placement.validate()
         check_model_path(self.model)
-        check_writable_dir(self.profile_result_dir, "--profile-result-dir")
+        if self.profile_result_url:
+            from ray_tpu_profile.remote import check_writable_url
+
+            check_writable_url(self.profile_result_url, "--profile-result-dir")
+        else:
+            check_writable_dir(self.profile_result_dir, "--profile-result-dir")
         return self
 
 

@@ -70,3 +70,41 @@ def gather_host(actor: Any, host_name: str, run_dir: Path, timeout_s: float,
         os.replace(part, dest)
         gathered.append({"path": dest_rel.as_posix(), "bytes": entry.bytes, "sha256": entry.sha256})
     return gathered
+
+
+TRACE_SUFFIXES = (".xplane.pb", ".pt.trace.json.gz", ".pt.trace.json")
+"""Files the driver itself must read (verification, skew, reports)."""
+
+
+def upload_host(actor: Any, host_name: str, run_url: str, run_dir: Path, timeout_s: float,
+                check_stop: Callable[[], None] = lambda: None,
+                gathered: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The remote counterpart of gather_host: the host writes each file straight to
+    run_url (sha256 of the bytes it sent, size as the store reports it). The driver then
+    reads back the traces it needs into run_dir and checks them against the host's sha256,
+    so those are verified end to end; other files (dumps) are checked by size. Entries are
+    appended to `gathered` as each file is done, as in gather_host."""
+    import ray
+
+    from ray_tpu_profile.remote import download_file, join
+
+    gathered = [] if gathered is None else gathered
+    for relpath in ray.get(actor.list_paths.remote(), timeout=timeout_s):
+        try:
+            dest_rel = host_file_dest(host_name, relpath).as_posix()
+        except ValueError as e:
+            raise GatherError(f"host {host_name}: {e}") from None
+        check_stop()
+        sent = ray.get(actor.upload.remote(relpath, join(run_url, dest_rel)), timeout=timeout_s)
+        entry = {"path": dest_rel, "bytes": sent["bytes"], "sha256": sent["sha256"], "verified": "size"}
+        if dest_rel.endswith(TRACE_SUFFIXES):
+            local = run_dir / dest_rel
+            local.parent.mkdir(parents=True, exist_ok=True)
+            got = download_file(join(run_url, dest_rel), str(local))
+            if got != sent:
+                local.unlink()
+                raise GatherError(f"host {host_name}: {dest_rel} reads back from {run_url} as {got['bytes']} bytes "
+                                  f"sha256 {got['sha256'][:12]}, host sent {sent['bytes']} bytes sha256 {sent['sha256'][:12]}")
+            entry["verified"] = "sha256"
+        gathered.append(entry)
+    return gathered

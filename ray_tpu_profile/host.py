@@ -134,32 +134,38 @@ class HostWorker:
         return {**self.backend.describe(), "port": getattr(self.backend, "port", None)}
 
     def list_files(self) -> list[FileEntry]:
-        """Every regular file under output_dir with size and sha256. A symlink is an
-        error: following it could send files from outside the output directory."""
-        entries = []
+        """Every regular file under output_dir with size and sha256."""
+        return [FileEntry(path=rel, bytes=(self.output_dir / rel).stat().st_size, sha256=sha256_file(self.output_dir / rel))
+                for rel in self.list_paths()]
+
+    def list_paths(self) -> list[str]:
+        """Every regular file under output_dir, relative to it. A symlink is an error:
+        following it could send files from outside the output directory."""
+        paths = []
         for dirpath, dirnames, filenames in os.walk(self.output_dir):
             for name in sorted(dirnames + filenames):
                 path = Path(dirpath) / name
                 if path.is_symlink():
                     raise ValueError(f"host {self.host_name}: refusing symlink {path}")
-            for name in sorted(filenames):
-                path = Path(dirpath) / name
-                entries.append(
-                    FileEntry(
-                        path=path.relative_to(self.output_dir).as_posix(),
-                        bytes=path.stat().st_size,
-                        sha256=sha256_file(path),
-                    )
-                )
-        return entries
+            paths.extend(sorted((Path(dirpath) / name).relative_to(self.output_dir).as_posix() for name in filenames))
+        return paths
+
+    def upload(self, relpath: str, url: str) -> dict[str, Any]:
+        """Write one file straight to a remote result directory (remote.upload_file)."""
+        from ray_tpu_profile.remote import upload_file
+
+        return upload_file(str(self._own_path(relpath)), url)
 
     def read_chunk(self, relpath: str, offset: int, size: int) -> bytes:
+        with open(self._own_path(relpath), "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+
+    def _own_path(self, relpath: str) -> Path:
         path = self.output_dir / relpath
         if not path.resolve().is_relative_to(self.output_dir.resolve()):
             raise ValueError(f"host {self.host_name}: path {relpath!r} is outside its output directory")
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read(size)
+        return path
 
     def cleanup(self) -> None:
         """Drop the host-side copy once the driver has verified the gathered one."""

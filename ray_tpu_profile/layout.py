@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import secrets
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
@@ -76,6 +77,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+_SECRET_KEY = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|(^|_)KEY($|_)", re.IGNORECASE)
+
+
+def redacted_env(env: dict[str, str]) -> dict[str, str]:
+    """--env as recorded in the manifest and shown by `plan`: values of names that look like
+    credentials (HF_TOKEN, AWS_SECRET_ACCESS_KEY, FSSPEC_S3_KEY, ...) are not written down."""
+    return {k: "<redacted>" if _SECRET_KEY.search(k) else v for k, v in env.items()}
+
+
 def run_status(records: Iterable[HostRecord], stopped: bool) -> str:
     """ok: every host delivered; partial: some did; failed: none did; stopped: interrupted."""
     records = list(records)
@@ -101,6 +111,7 @@ def build_manifest(
     engine: dict[str, Any],
     records: Iterable[HostRecord],
     timings_s: dict[str, float] | None = None,
+    result_url: str | None = None,
 ) -> dict[str, Any]:
     """The public manifest (README "manifest.json")."""
     return {
@@ -109,6 +120,7 @@ def build_manifest(
         "status": status,
         "stage": stage,
         "error": error,
+        "result_url": result_url,
         "command": command,
         "versions": versions,
         "workload": workload,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +56,10 @@ class Run:
         self.error: str | None = None
         self.stopped = False
         self.run_dir: Path | None = None
+        self.local_root = config.profile_result_dir
+        """Where the run directory is built on this machine; for a remote result URL a
+        temporary one holding the driver's files and the traces it reads back."""
+        self.result_url = f"{config.profile_result_url}/{self.run_id}" if config.profile_result_url else None
         self.cluster_info: dict[str, Any] = {}
         self.capture = config.capture
         self.capture_info: dict[str, Any] = {"profiler": config.capture.profiler}
@@ -115,7 +120,7 @@ class Run:
                          "shapes": [w.shape for w in self.config.workloads]},
             "capture": {**self.capture_info, "delay_ms": self.capture.delay_ms, "duration_ms": self.capture.duration_ms},
             "engine": {"argv": self.engine_argv, "tensor_parallel_size": self.engine_args.tensor_parallel_size,
-                       "env": self.actor_env},
+                       "env": layout.redacted_env(self.actor_env)},
         }
 
     # -- the run --------------------------------------------------------------------
@@ -136,7 +141,9 @@ class Run:
             self.cluster_info = info
             hosts, whole_slice = self.choose_hosts(cluster.discover_hosts())
             self.records = [HostRecord(host=h) for h in hosts]
-            self.run_dir = layout.staging_dir(self.config.profile_result_dir, self.run_id)
+            if self.result_url:
+                self.local_root = Path(tempfile.mkdtemp(prefix="ray-tpu-profile-"))
+            self.run_dir = layout.staging_dir(self.local_root, self.run_id)
             self.run_dir.mkdir(parents=True)
             reservation = None
             try:
@@ -294,7 +301,7 @@ class Run:
         return results
 
     def _gather(self, timeout_s: float) -> None:
-        from ray_tpu_profile.gather import gather_host
+        from ray_tpu_profile.gather import gather_host, upload_host
 
         self._enter("gather")
         healthy = self._healthy()
@@ -303,7 +310,11 @@ class Run:
         def one(record: HostRecord) -> None:
             actor = self.actors[record.host.name]
             try:
-                gather_host(actor, record.host.name, self.run_dir, timeout_s, self.stop_signals.check, record.files)
+                if self.result_url:
+                    upload_host(actor, record.host.name, self.result_url, self.run_dir, timeout_s,
+                                self.stop_signals.check, record.files)
+                else:
+                    gather_host(actor, record.host.name, self.run_dir, timeout_s, self.stop_signals.check, record.files)
                 if not record.files:
                     raise RuntimeError("the capture wrote no file")
                 self._call_one(record, lambda a: a.cleanup.remote(), timeout_s)
@@ -313,7 +324,9 @@ class Run:
                 return
             record.status = "ok"
             total = sum(f["bytes"] for f in record.files)
-            self.progress.host_ok("gather", record.host.name, f"{len(record.files)} file(s), {total:,} bytes, sha256 verified")
+            where = (f"written by the host to {self.result_url}, traces read back and sha256 verified" if self.result_url
+                     else "sha256 verified")
+            self.progress.host_ok("gather", record.host.name, f"{len(record.files)} file(s), {total:,} bytes, {where}")
 
         with ThreadPoolExecutor(max_workers=max(1, len(healthy))) as pool:
             list(pool.map(one, healthy))
@@ -421,9 +434,10 @@ class Run:
             capture={**self.capture_info, **({"shapes": self.shape_info} if self.config.sweep else {})},
             cluster={**self.cluster_info, "hosts_requested": self.config.placement.hosts,
                      "slice_requested": self.config.placement.slice_name},
-            engine={"argv": self.engine_argv, "env": self.actor_env, "tiny_model": self.tiny_model},
+            engine={"argv": self.engine_argv, "env": layout.redacted_env(self.actor_env), "tiny_model": self.tiny_model},
             timings_s=self.timings_s,
             records=self.records,
+            result_url=self.result_url,
         )
 
     def _write_manifest(self) -> dict[str, Any]:
@@ -441,7 +455,7 @@ class Run:
                 r.fail(self.stage, self.error or f"did not finish (run ended during {self.stage})")
         data = self._write_manifest()
         layout.write_json_atomic(self.run_dir / layout.LATENCY, layout.build_latency([w.shape for w in self.config.workloads], self.records))
-        final = self.config.profile_result_dir / self.run_id
+        final = self.local_root / self.run_id
         os.replace(self.run_dir, final)
         self.run_dir = final
         return data

@@ -103,3 +103,19 @@ def test_shapes_file(sim_cluster, tmp_path):
     bad.write_text("shapes = 3\n")
     line = bad_input(sim_cluster, tmp_path, "--shapes-file", str(bad))
     assert f"--shapes-file {bad}: needs shapes" in line
+
+
+@pytest.mark.parametrize("url,reason", [
+    ("nosuchprotocol://bucket/profiles", "Protocol not known: nosuchprotocol"),
+    ("abfs://container/profiles", "Install adlfs"),  # the package to install, from fsspec's own message
+])
+def test_remote_result_dir_that_cannot_be_used(sim_cluster, tmp_path, url, reason):
+    line = bad_input(sim_cluster, tmp_path, profile_dir=url)
+    assert f"--profile-result-dir {url}:" in line and reason in line
+
+
+def test_remote_result_dir_that_cannot_be_written(sim_cluster, tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    url = f"file://{tmp_path}/a-file/profiles"
+    line = bad_input(sim_cluster, tmp_path, profile_dir=url)
+    assert f"--profile-result-dir {url}: cannot write there" in line

@@ -93,3 +93,13 @@ def test_xplanes_go_to_one_session_for_all_hosts():
     for bad in ("xplane/plugins/profile/run1/h1.xplane.pb", "xplane/plugins/x/run1/h0.xplane.pb", "xplane/h0.xplane.pb"):
         with pytest.raises(ValueError):
             host_file_dest("h0", bad)
+
+
+def test_credentials_in_env_are_not_written_down():
+    from ray_tpu_profile.layout import redacted_env
+
+    env = {"HF_TOKEN": "hf_x", "AWS_SECRET_ACCESS_KEY": "s", "FSSPEC_S3_KEY": "k", "XLA_HLO_DEBUG": "1",
+           "LIBTPU_INIT_ARGS": "--xla_tpu_enable=true", "KEYBOARD": "us", "VLLM_API_KEY": "v"}
+    assert redacted_env(env) == {"HF_TOKEN": "<redacted>", "AWS_SECRET_ACCESS_KEY": "<redacted>",
+                                 "FSSPEC_S3_KEY": "<redacted>", "XLA_HLO_DEBUG": "1",
+                                 "LIBTPU_INIT_ARGS": "--xla_tpu_enable=true", "KEYBOARD": "us", "VLLM_API_KEY": "<redacted>"}

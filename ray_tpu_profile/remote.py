@@ -1,0 +1,94 @@
+"""A remote `--profile-result-dir` (gs://, s3://, any fsspec URL): hosts write their files
+there directly instead of sending them through Ray. fsspec and the protocol's package
+(gcsfs, s3fs) are imported only when a URL is given."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from typing import Any
+
+from ray_tpu_profile.errors import ConfigError
+
+CHUNK_BYTES = 8 << 20
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def is_url(text: str) -> bool:
+    return bool(_URL.match(text))
+
+
+def filesystem(url: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path within it) for a URL."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, path.rstrip("/")
+
+
+def check_writable_url(url: str, flag: str) -> None:
+    """Bad input before anything starts: an unknown protocol, its package missing, or a
+    location this machine cannot write (probed by writing and removing a small object)."""
+    try:
+        fs, root = filesystem(url)
+    except ImportError as e:  # fsspec's message names the package to install
+        raise ConfigError(flag, url, f"{e}".splitlines()[0]) from None
+    except ValueError as e:  # "Protocol not known"
+        raise ConfigError(flag, url, str(e)) from None
+    probe = f"{root}/.ray-tpu-profile-probe-{secrets.token_hex(4)}"
+    try:
+        fs.makedirs(root, exist_ok=True)
+        fs.pipe_file(probe, b"probe")
+        fs.rm_file(probe)
+    except Exception as e:  # any backend's auth / permission / network error: named in the message
+        raise ConfigError(flag, url, f"cannot write there ({type(e).__name__}: {e})") from None
+
+
+def join(url: str, *parts: str) -> str:
+    return "/".join([url.rstrip("/"), *parts])
+
+
+def upload_file(local_path: str, url: str) -> dict[str, Any]:
+    """Stream a local file to url in bounded chunks; sha256 of the bytes sent, and the size
+    the store reports afterwards (must match). Object stores make the object visible only
+    once the upload completes, so a reader never sees half a file there."""
+    fs, path = filesystem(url)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    digest, sent = hashlib.sha256(), 0
+    with open(local_path, "rb") as src, fs.open(path, "wb") as dst:
+        while chunk := src.read(CHUNK_BYTES):
+            digest.update(chunk)
+            dst.write(chunk)
+            sent += len(chunk)
+    stored = fs.info(path)["size"]
+    if stored != sent:
+        raise OSError(f"{url}: stored {stored} bytes, sent {sent}")
+    return {"bytes": sent, "sha256": digest.hexdigest()}
+
+
+def download_file(url: str, local_path: str) -> dict[str, Any]:
+    """Stream url to a local file; its size and sha256 as read back from the store."""
+    fs, path = filesystem(url)
+    digest, received = hashlib.sha256(), 0
+    with fs.open(path, "rb") as src, open(local_path, "wb") as dst:
+        while chunk := src.read(CHUNK_BYTES):
+            digest.update(chunk)
+            dst.write(chunk)
+            received += len(chunk)
+    return {"bytes": received, "sha256": digest.hexdigest()}
+
+
+def publish_run(run_dir, run_url: str, uploaded_by_hosts: set[str]) -> str:
+    """After the run: the driver's own files (manifest, latency, reports) go up beside the
+    hosts' files, manifest.json last so its presence means the run is complete."""
+    from pathlib import Path
+
+    from ray_tpu_profile.layout import MANIFEST
+
+    run_dir = Path(run_dir)
+    files = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file())
+    ordered = [f for f in files if f not in uploaded_by_hosts and f != MANIFEST] + [MANIFEST]
+    for relpath in ordered:
+        upload_file(str(run_dir / relpath), join(run_url, relpath))
+    return run_url
