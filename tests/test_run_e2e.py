@@ -172,18 +172,30 @@ def test_view_serves_every_host_in_one_session(jax_run):
 
 
 def test_report_is_written_and_matches_the_manifest(jax_run):
+    import importlib.util
+
     report = json.loads((jax_run / "report.json").read_text())
     manifest = load_manifest(jax_run)
+    latency = json.loads((jax_run / "latency.json").read_text())["shapes"]["4x16x8"]
+    # File names of vLLM's own modules that no library under it shares (utils.py would).
+    def py_names(package):
+        return {p.name for p in Path(importlib.util.find_spec(package).origin).parent.rglob("*.py")}
+    vllm_only = py_names("vllm") - py_names("torch") - py_names("json").union(
+        p.name for p in Path(importlib.util.find_spec("json").origin).parent.parent.glob("*.py"))
     assert (jax_run / "report.txt").read_text().startswith("run ")
     assert report["capture_start_skew_ms"] == manifest["capture"]["start_skew_ms"]
     for rh, mh in zip(report["hosts"], manifest["hosts"]):
         assert rh["name"] == mh["name"]
         assert rh["profiled_s"]["mean"] == pytest.approx(sum(mh["latency_s"]["profiled"]) / len(mh["latency_s"]["profiled"]))
+        assert rh["shapes"]["4x16x8"]["profiled_s"]["max"] == max(latency[rh["name"]]["profiled"])
+        assert rh["shapes"]["4x16x8"]["warmup_s"]["n"] == len(latency[rh["name"]]["warmup"])
         assert rh["trace_bytes"] == sum(f["bytes"] for f in mh["files"])
         # Top operations come from the host's own xplane: vLLM's Python shows up.
         assert len(rh["top_operations"]) == 10 and all(op["self_ms"] >= 0 for op in rh["top_operations"])
-        names = " ".join(op["name"] for op in rh["top_operations"])
-        assert ".py:" in names
+        # The python tracer names events "$<file>.py:<line> <function>": a vLLM module is
+        # among the top ten by self time.
+        files = {op["name"].lstrip("$").split(":")[0] for op in rh["top_operations"]}
+        assert files & vllm_only, files
 
 
 def _timeline(run_dir):

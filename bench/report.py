@@ -1,0 +1,56 @@
+"""What the end-of-run reports cost, against reading the traces they come from.
+
+For a run directory: the baseline is reading every healthy host's traces once (xplanes
+through xprof's trace converter, torch traces through gzip + json), measured in the same
+run; then report.json (statistics and self time per operation), timeline.json.gz (merge
+and downsample) and report.png, each as a ratio of the baseline.
+
+    .venv/bin/python bench/report.py RUN_DIR [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from ray_tpu_profile.plot import write_plot
+from ray_tpu_profile.report import build_report
+from ray_tpu_profile.timeline import trace_events, write_timeline
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    manifest = json.loads((args.run_dir / "manifest.json").read_text())
+
+    def read_traces() -> int:
+        return sum(1 for h in manifest["hosts"] for _ in trace_events(args.run_dir, h))
+
+    events = read_traces()
+    parts = {
+        "read traces (baseline)": read_traces,
+        "report.json (stats, self times)": lambda: build_report(args.run_dir),
+        "timeline.json.gz": lambda: write_timeline(args.run_dir),
+        "report.png": lambda: write_plot(args.run_dir, manifest),
+    }
+    medians = {name: statistics.median(timed(fn) for _ in range(args.repeats)) for name, fn in parts.items()}
+    base = medians["read traces (baseline)"]
+    print(f"run {manifest['run_id']}: {len(manifest['hosts'])} host(s), {events:,} trace events, "
+          f"profiler {manifest['capture'].get('profiler')}; median of {args.repeats}")
+    for name, seconds in medians.items():
+        print(f"{name:<34} {seconds:7.2f} s  {seconds / base:5.2f}x baseline")
+
+
+if __name__ == "__main__":
+    main()
