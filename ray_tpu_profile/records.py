@@ -57,14 +57,27 @@ class HostRecord:
     scratch_dir: str | None = None
     """Where the host wrote its files before the gather (removed once verified)."""
     load: Phase | None = None
-    warmup: Phase | None = None
-    profiled: Phase | None = None
     files: list[dict[str, Any]] = field(default_factory=list)
     """Gathered files: path relative to the run directory, bytes, sha256."""
-    capture: dict[str, Any] | None = None
-    """Read back from the host's xplane: when tracing began, offset from the plan, events."""
     shapes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per shape of the run: its warmup and profiled Phase and its capture check."""
+    """Per shape of the run, in run order: its "warmup" and "profiled" Phase and its
+    "capture" check (read back from the host's trace)."""
+
+    # The manifest's top-level host fields describe the first shape (the only one outside a sweep).
+    @property
+    def warmup(self) -> Phase | None:
+        return self._first_shape().get("warmup")
+
+    @property
+    def profiled(self) -> Phase | None:
+        return self._first_shape().get("profiled")
+
+    @property
+    def capture(self) -> dict[str, Any] | None:
+        return self._first_shape().get("capture")
+
+    def _first_shape(self) -> dict[str, Any]:
+        return next(iter(self.shapes.values()), {})
 
     @property
     def healthy(self) -> bool:

@@ -196,14 +196,10 @@ class Run:
                 self._verify_xplanes(workload.shape, shape)
             elif capture.phase != "all":
                 self._verify_torch_steps(workload.shape, shape)
-        # The top-level fields of host and capture describe the first shape (the only one
-        # outside a sweep); a sweep has every shape under `shapes`.
+        # The top-level fields of capture describe the first shape (the only one outside a
+        # sweep), as HostRecord's do; a sweep has every shape under `shapes`.
         first = self.shape_info[workloads[0].shape]
         self.capture_info.update({k: v for k, v in first.items() if k != "tag"})
-        for r in self.records:
-            if workloads[0].shape in r.shapes:
-                r.warmup, r.profiled = r.shapes[workloads[0].shape].get("warmup"), r.shapes[workloads[0].shape].get("profiled")
-                r.capture = r.shapes[workloads[0].shape].get("capture")
         self._close_stage()
         self.stage = "done"
 
@@ -220,7 +216,6 @@ class Run:
         def keep(key: str):
             def on_result(record: HostRecord, phase) -> str:
                 record.shapes.setdefault(workload.shape, {})[key] = phase
-                setattr(record, key, phase)
                 return _mean_text(phase.latencies_s)
             return on_result
 
@@ -338,13 +333,14 @@ class Run:
         self._enter("window")
         capture, healthy = self.capture, self._healthy()
         if capture.uses_server:
+            warmups = {r.host.name: r.shapes[workload.shape]["warmup"] for r in healthy}
             # The latest prefill end and earliest last token seen in warmup, not medians:
             # the window must hold the phase in the profiled iteration too, which varies.
             # The first warmup iteration also warmed up the profiler: left out.
             window = schedule.phase_time_window(
                 capture.phase,
-                {r.host.name: max(r.warmup.prefill_s[1:] or r.warmup.prefill_s) for r in healthy},
-                {r.host.name: min(r.warmup.end_s[1:] or r.warmup.end_s) for r in healthy},
+                {name: max(w.prefill_s[1:] or w.prefill_s) for name, w in warmups.items()},
+                {name: min(w.end_s[1:] or w.end_s) for name, w in warmups.items()},
                 capture.duration_ms if capture.duration_given else None,
             )
         else:

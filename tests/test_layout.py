@@ -24,8 +24,7 @@ def record(name, status):
     r = HostRecord(host=Host(name=name, node_id=f"id-{name}", node_ip="127.0.0.1", chips=4))
     r.status = status
     r.load = Phase(10.0, 12.5)
-    r.warmup = Phase(12.6, 13.6, (0.5, 0.5))
-    r.profiled = Phase(13.7, 14.2, (0.5,))
+    r.shapes["4x8x8"] = {"warmup": Phase(12.6, 13.6, (0.5, 0.5)), "profiled": Phase(13.7, 14.2, (0.5,))}
     return r
 
 
