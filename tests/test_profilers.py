@@ -10,7 +10,13 @@ from conftest import run_cli
 from ray_tpu_profile.config import Capture
 from ray_tpu_profile.errors import ConfigError
 from ray_tpu_profile.profilers.jax import JaxServerProfiler
-from ray_tpu_profile.profilers.server import ServerNotReady, free_local_port, wait_for_server
+from ray_tpu_profile.profilers.server import (
+    NO_EVENTS,
+    WARMUP_CAPTURE_ATTEMPTS,
+    ServerNotReady,
+    free_local_port,
+    wait_for_server,
+)
 
 
 def test_wait_for_a_server_that_never_comes_up_is_bounded_and_clear():
@@ -60,3 +66,38 @@ def test_cli_refuses_xla_without_torch_xla(tmp_path):
         "ray-tpu-profile: error: --profiler xla: needs torch_xla: pip install torch_xla"
     )
     assert not (tmp_path / "p").exists()
+
+
+class _FlakyFirstCapture(JaxServerProfiler):
+    """A fault this machine cannot cause on demand: a first capture that comes back empty
+    (its tracer set-up outlasting the 50 ms window). The client call is replaced by one
+    that fails like xprof's client does, a given number of times, then succeeds."""
+
+    def __init__(self, *args, empty: int, message: str = NO_EVENTS, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.empty, self.message, self.calls = empty, message, 0
+
+    def _trace(self, service_addr, logdir, duration_ms, delay_ms):
+        self.calls += 1
+        if self.calls <= self.empty:
+            raise RuntimeError(f"{self.message} because there were no responses from clients")
+
+
+@pytest.mark.parametrize("empty,ok", [(0, True), (2, True), (3, False)])
+def test_warm_up_capture_tries_again_when_it_comes_back_empty(tmp_path, empty, ok):
+    backend = _FlakyFirstCapture(tmp_path, "h0", session_id="s", delay_ms=0, duration_ms=100, empty=empty)
+    if ok:
+        assert len(backend.warm_up(lambda: 0.001)) >= 1
+        assert backend.warmup_capture_attempts == empty + 1 and backend.warmed_up
+    else:
+        with pytest.raises(RuntimeError, match="warm-up capture .* failed: No trace event"):
+            backend.warm_up(lambda: 0.001)
+        assert backend.calls == WARMUP_CAPTURE_ATTEMPTS and not backend.warmed_up
+
+
+def test_warm_up_capture_does_not_retry_other_errors(tmp_path):
+    backend = _FlakyFirstCapture(tmp_path, "h0", session_id="s", delay_ms=0, duration_ms=100, empty=1,
+                                 message="UNAVAILABLE: connection refused")
+    with pytest.raises(RuntimeError, match="connection refused"):
+        backend.warm_up(lambda: 0.001)
+    assert backend.calls == 1

@@ -20,6 +20,11 @@ XPLANE_DIR = "xplane"
 
 
 WARMUP_CAPTURE_MS = 50
+WARMUP_CAPTURE_ATTEMPTS = 3
+"""The first capture in a process can come back empty: its tracer set-up may outlast its
+50 ms window (slower under load). That is what the warm-up is for, so it tries again."""
+NO_EVENTS = "No trace event was collected"
+"""The TSL client's message for a capture whose window held no traced work."""
 
 
 class ServerNotReady(RuntimeError):
@@ -102,6 +107,8 @@ class ServerBackend(CaptureBackend):
         self._error: BaseException | None = None
         self.trace_called_at_ns: int | None = None
         self.warmed_up = False
+        self.warmup_capture_attempts: int | None = None
+        """Throwaway captures it took to get one with events (see WARMUP_CAPTURE_ATTEMPTS)."""
         self.client_delay_ms: int | None = None
 
     def set_shape(self, shape_tag: str | None) -> None:
@@ -137,10 +144,15 @@ class ServerBackend(CaptureBackend):
         errors: list[BaseException] = []
 
         def trace() -> None:
-            try:
-                self._trace(f"localhost:{self.port}", str(scratch), WARMUP_CAPTURE_MS, 0)
-            except BaseException as e:  # re-raised below in the caller's thread
-                errors.append(e)
+            for attempt in range(1, WARMUP_CAPTURE_ATTEMPTS + 1):
+                try:
+                    self._trace(f"localhost:{self.port}", str(scratch), WARMUP_CAPTURE_MS, 0)
+                    self.warmup_capture_attempts = attempt
+                    return
+                except BaseException as e:  # re-raised below in the caller's thread
+                    if NO_EVENTS not in str(e) or attempt == WARMUP_CAPTURE_ATTEMPTS:
+                        errors.append(e)
+                        return
 
         thread = threading.Thread(target=trace, name=f"warmup-capture-{self.host_name}", daemon=True)
         thread.start()
@@ -185,7 +197,10 @@ class ServerBackend(CaptureBackend):
         if self._thread.is_alive():
             raise TimeoutError(f"capture on localhost:{self.port} did not finish 60 s after its window")
         if self._error is not None:
-            raise RuntimeError(f"capture on localhost:{self.port} failed: {self._error}") from self._error
+            hint = (" (the window held no traced work: did the profiled iterations end before tracing began? "
+                    "more --num-iters, or a window placed on them with --delay-ms / --duration-ms)"
+                    if NO_EVENTS in str(self._error) else "")
+            raise RuntimeError(f"capture on localhost:{self.port} failed: {self._error}{hint}") from self._error
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -193,4 +208,5 @@ class ServerBackend(CaptureBackend):
             "window": {"kind": "time", "delay_ms": self.delay_ms, "duration_ms": self.duration_ms},
             "session": self.session_id,
             "server": {"host": "localhost", "started_by": "ray-tpu-profile" if self.own_server else "model process"},
+            "warmup_capture_attempts": self.warmup_capture_attempts,
         }
