@@ -174,20 +174,13 @@ def run(quiet, actor_logs, timeline_max_events, **params) -> None:
     run_dir = runner.run_dir
     from ray_tpu_profile.report import write_report
 
-    write_report(run_dir, timeline_max_events, progress.note)
+    try:
+        write_report(run_dir, timeline_max_events, progress.note)
+    except Exception as e:  # the traces and manifest are in place; only what is derived from them is missing
+        click.echo(f"ray-tpu-profile: reports not written ({type(e).__name__}: {e}); "
+                   "`ray-tpu-profile report --write RUN_DIR` tries again", err=True)
     if config.profile_result_url:
-        import shutil
-
-        from ray_tpu_profile.remote import publish_run
-
-        try:
-            run_dir = publish_run(run_dir, manifest["result_url"], {f["path"] for h in manifest["hosts"] for f in h["files"]})
-        except Exception as e:  # the hosts' files are there; the driver's stay here, and the user is told where
-            click.echo(f"ray-tpu-profile: could not write the manifest and reports to {manifest['result_url']} "
-                       f"({type(e).__name__}: {e}); they are in {run_dir}", err=True)
-            sys.exit(EXIT_FAILED)
-        shutil.rmtree(runner.local_root)  # the temporary local copy (Run.local_root), now uploaded
-        progress.note(f"manifest and reports written to {run_dir}")
+        run_dir = _publish(runner, manifest, progress)
     if params["json_output"]:
         click.echo(json.dumps(manifest, indent=2))
     else:
@@ -195,6 +188,24 @@ def run(quiet, actor_logs, timeline_max_events, **params) -> None:
 
         print_summary(manifest, run_dir)
     sys.exit(EXIT_BY_STATUS[manifest["status"]])
+
+
+def _publish(runner, manifest: dict, progress) -> str:
+    """A remote result URL: the driver's files go up beside the hosts'; the temporary local
+    copy is removed once they are there, kept (and named) if they could not be."""
+    import shutil
+
+    from ray_tpu_profile.remote import publish_run
+
+    try:
+        url = publish_run(runner.run_dir, manifest["result_url"], {f["path"] for h in manifest["hosts"] for f in h["files"]})
+    except Exception as e:  # the hosts' files are there; the driver's stay here, and the user is told where
+        click.echo(f"ray-tpu-profile: could not write the manifest and reports to {manifest['result_url']} "
+                   f"({type(e).__name__}: {e}); they are in {runner.run_dir}", err=True)
+        sys.exit(EXIT_FAILED)
+    shutil.rmtree(runner.local_root)  # Run.local_root: the temporary copy, now uploaded
+    progress.note(f"manifest and reports written to {url}")
+    return url
 
 
 @cli.command(epilog="Takes exactly the flags of `run`; use it to check a submission before spending TPU time.")
