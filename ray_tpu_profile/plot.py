@@ -43,11 +43,14 @@ def plot_data(manifest: dict[str, Any]) -> dict[str, Any]:
                                  "start_s": start_s - origin_s, "duration_s": latency_s})
     windows = []
     for row, h in enumerate(manifest["hosts"]):
-        capture = h.get("capture") or {}
-        if capture.get("start_ns") is not None and capture.get("stop_ns") is not None:
-            windows.append({"row": row, "start_s": capture["start_ns"] / 1e9 - origin_s,
-                            "duration_s": (capture["stop_ns"] - capture["start_ns"]) / 1e9,
-                            "start_offset_ms": capture.get("start_offset_ms")})
+        # Every shape of a sweep has its own capture; a run of one shape may only have the top-level one.
+        captures = {shape: done.get("capture") for shape, done in (h.get("shapes") or {}).items()} or {"": h.get("capture")}
+        for shape, capture in captures.items():
+            capture = capture or {}
+            if capture.get("start_ns") is not None and capture.get("stop_ns") is not None:
+                windows.append({"row": row, "shape": shape, "start_s": capture["start_ns"] / 1e9 - origin_s,
+                                "duration_s": (capture["stop_ns"] - capture["start_ns"]) / 1e9,
+                                "start_offset_ms": capture.get("start_offset_ms")})
     return {"hosts": hosts, "shapes": shapes, "origin_s": origin_s, "latencies_ms": latencies_ms,
             "bars": bars, "windows": windows}
 
@@ -114,18 +117,26 @@ def write_plot(run_dir: Path, manifest: dict[str, Any]) -> Path:
                  fontsize=9)
     ax.grid(axis="x", alpha=0.3)
 
-    # 3. Capture start offsets from the planned instant: the skew, at a readable scale.
+    # 3. Capture start offsets from the planned instant: the skew, at a readable scale;
+    # one bar per shape of a sweep, side by side in each host's row.
     if offsets:
         ax = axes[2]
-        ax.barh([w["row"] for w in offsets], [w["start_offset_ms"] for w in offsets], color=CAPTURE_COLOUR, height=0.5)
+        offset_shapes = list(dict.fromkeys(w["shape"] for w in offsets))
+        bar_h = 0.7 / len(offset_shapes)
         for w in offsets:
-            ax.annotate(f"{w['start_offset_ms']:.3f} ms", (w["start_offset_ms"], w["row"]), xytext=(4, 0),
-                        textcoords="offset points", va="center", fontsize=8)
+            y = w["row"] + (offset_shapes.index(w["shape"]) - (len(offset_shapes) - 1) / 2) * bar_h
+            ax.barh(y, w["start_offset_ms"], height=bar_h * 0.9,
+                    color=colour[w["shape"]] if len(offset_shapes) > 1 else CAPTURE_COLOUR)
+            ax.annotate(f"{w['start_offset_ms']:.3f} ms", (w["start_offset_ms"], y), xytext=(4, 0),
+                        textcoords="offset points", va="center", fontsize=7 if len(offset_shapes) > 1 else 8)
         ax.set_yticks(range(len(hosts)), hosts, fontsize=8)
         ax.set_ylim(len(hosts) - 0.5, -0.5)
-        skew = manifest["capture"].get("start_skew_ms")
-        ax.set_title(f"capture start after the planned instant (from each host's trace); skew {skew:.3f} ms"
-                     if skew is not None else "capture start after the planned instant", fontsize=9)
+        per_shape = manifest["capture"].get("shapes") or {}
+        skews = ({s: per_shape[s].get("start_skew_ms") for s in offset_shapes if s in per_shape}
+                 or {"": manifest["capture"].get("start_skew_ms")})
+        skew_text = ", ".join(f"{s + ' ' if s else ''}{v:.3f} ms" for s, v in skews.items() if v is not None)
+        ax.set_title("capture start after the planned instant (from each host's trace)"
+                     + (f"; skew {skew_text}" if skew_text else ""), fontsize=9)
         ax.set_xlabel("ms")
         ax.margins(x=0.25)
         ax.grid(axis="x", alpha=0.3)

@@ -113,9 +113,13 @@ def tool_events(host: dict[str, Any]) -> list[Event]:
             for i, (start_s, latency_s) in enumerate(zip(phase["iteration_starts_s"], phase["latencies_s"])):
                 label = f"{kind} {i}" + (f" {shape}" if shape else "")
                 events.append(Event(TOOL_TRACK, label, round(start_s * 1e9), round(latency_s * 1e9)))
-    capture = host.get("capture") or {}
-    if capture.get("start_ns") is not None and capture.get("stop_ns") is not None:
-        events.append(Event(TOOL_TRACK, "capture", capture["start_ns"], capture["stop_ns"] - capture["start_ns"]))
+    # Each shape of a sweep has its own capture; a manifest without shapes has one, top-level.
+    captures = {shape: done.get("capture") for shape, done in host["shapes"].items()} if host.get("shapes") \
+        else {"": host.get("capture")}
+    for shape, capture in captures.items():
+        if capture and capture.get("start_ns") is not None and capture.get("stop_ns") is not None:
+            events.append(Event(TOOL_TRACK, "capture" + (f" {shape}" if shape else ""), capture["start_ns"],
+                                capture["stop_ns"] - capture["start_ns"]))
     return events
 
 

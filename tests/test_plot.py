@@ -21,11 +21,17 @@ def _manifest():
             "name": name, "status": "ok",
             "capture": {"start_ns": int((t + 1.0) * 1e9), "stop_ns": int((t + 2.0) * 1e9), "start_offset_ms": 0.1 * i},
             "phases": {}, "shapes": {
-                "1x8x8": {"phases": {"warmup": _phase(t, [0.2, 0.1]), "profiled": _phase(t + 1.0, [0.1, 0.12 + i / 10])}},
-                "4x8x8": {"phases": {"warmup": _phase(t + 3, [0.3]), "profiled": _phase(t + 4, [0.3, 0.31])}},
+                "1x8x8": {"phases": {"warmup": _phase(t, [0.2, 0.1]), "profiled": _phase(t + 1.0, [0.1, 0.12 + i / 10])},
+                          "capture": {"start_ns": int((t + 1.0) * 1e9), "stop_ns": int((t + 2.0) * 1e9),
+                                      "start_offset_ms": 0.1 * i}},
+                "4x8x8": {"phases": {"warmup": _phase(t + 3, [0.3]), "profiled": _phase(t + 4, [0.3, 0.31])},
+                          "capture": {"start_ns": int((t + 4.0) * 1e9), "stop_ns": int((t + 4.5) * 1e9),
+                                      "start_offset_ms": 0.2}},
             },
         })
-    return {"run_id": "r1", "status": "ok", "capture": {"profiler": "jax", "start_skew_ms": 0.2}, "hosts": hosts}
+    return {"run_id": "r1", "status": "ok", "hosts": hosts,
+            "capture": {"profiler": "jax", "start_skew_ms": 0.2,
+                        "shapes": {"1x8x8": {"start_skew_ms": 0.2}, "4x8x8": {"start_skew_ms": 0.0}}}}
 
 
 def test_plot_data_puts_every_host_on_one_axis():
@@ -35,7 +41,9 @@ def test_plot_data_puts_every_host_on_one_axis():
     assert data["latencies_ms"][("h2", "1x8x8", "profiled")] == [100.0, 320.0]
     first = [b for b in data["bars"] if b["row"] == 1][0]
     assert first["kind"] == "warmup" and abs(first["start_s"] - 0.01) < 1e-9
-    assert [round(w["start_s"], 6) for w in data["windows"]] == [1.0, 1.01, 1.02]
+    # Every shape's capture window, per host.
+    assert [(w["row"], w["shape"], round(w["start_s"], 6)) for w in data["windows"]] == [
+        (0, "1x8x8", 1.0), (0, "4x8x8", 4.0), (1, "1x8x8", 1.01), (1, "4x8x8", 4.01), (2, "1x8x8", 1.02), (2, "4x8x8", 4.02)]
     assert len(data["bars"]) == 3 * (2 + 2 + 1 + 2)
 
 
@@ -56,6 +64,8 @@ def test_write_plot_with_a_failed_host_and_no_capture_window(tmp_path):
     manifest["hosts"][1] = {"name": "h1", "status": "failed", "capture": None, "phases": {}, "shapes": {}}
     for h in manifest["hosts"]:
         h["capture"] = None
+        for done in h["shapes"].values():
+            done["capture"] = None
     assert write_plot(tmp_path, manifest).stat().st_size > 10_000
     data = plot_data(manifest)
     assert data["windows"] == [] and data["shapes"] == ["1x8x8", "4x8x8"]

@@ -232,7 +232,7 @@ def test_jax_timeline_starts_agree_with_the_measured_skew(jax_run):
     manifest = load_manifest(jax_run)
     trace, processes = _timeline(jax_run)
     assert sorted(processes.values()) == ["local-sim-w0", "local-sim-w1"]
-    captures = {processes[e["pid"]]: e for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "capture"}
+    captures = {processes[e["pid"]]: e for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "capture 4x16x8"}
     starts_us = [c["ts"] for c in captures.values()]
     assert (max(starts_us) - min(starts_us)) / 1000 == pytest.approx(manifest["capture"]["start_skew_ms"], abs=1e-3)
     for pid, name in processes.items():

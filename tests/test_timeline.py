@@ -73,11 +73,13 @@ def test_timeline_one_process_per_host_aligned_on_wall_clock():
 def test_tool_events_are_the_iterations_per_shape():
     phase = {"iteration_starts_s": [10.0, 10.5], "latencies_s": [0.25, 0.5]}
     host = _host("a", 10_000_000_000)
-    host["shapes"] = {"1x8x8": {"phases": {"warmup": phase, "profiled": None}}}
+    host["shapes"] = {"1x8x8": {"phases": {"warmup": phase, "profiled": None},
+                                "capture": {"start_ns": 11_000_000_000, "stop_ns": 11_100_000_000}},
+                      "2x8x8": {"phases": {"warmup": None, "profiled": None}, "capture": None}}
     events = tool_events(host)
-    assert events[:2] == [Event(TOOL_TRACK, "warmup 0 1x8x8", 10_000_000_000, 250_000_000),
-                          Event(TOOL_TRACK, "warmup 1 1x8x8", 10_500_000_000, 500_000_000)]
-    assert events[2].name == "capture"
+    assert events == [Event(TOOL_TRACK, "warmup 0 1x8x8", 10_000_000_000, 250_000_000),
+                      Event(TOOL_TRACK, "warmup 1 1x8x8", 10_500_000_000, 500_000_000),
+                      Event(TOOL_TRACK, "capture 1x8x8", 11_000_000_000, 100_000_000)]
 
 
 def test_torch_trace_events_are_at_wall_clock_time(tmp_path):
