@@ -157,6 +157,19 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
                       fmt(w, "mean"), f"{h['trace_bytes']:,}",
                       f"{top['name'][:48]} {100 * top['share']:.0f}%" if top else "-")
     console.print(table)
+    shapes = list(dict.fromkeys(s for h in report["hosts"] for s in h["shapes"]))
+    if len(shapes) > 1:  # a sweep: the table above is its first shape; every shape here
+        per_shape = Table(title="per shape (seconds)", title_justify="left")
+        for column in ("shape", "host", "profiled mean", "p50", "p90", "max", "std", "warmup mean"):
+            per_shape.add_column(column, justify="left" if column in ("shape", "host") else "right", no_wrap=True)
+        for shape in shapes:
+            for h in report["hosts"]:
+                done = h["shapes"].get(shape)
+                if done:
+                    p, w = done["profiled_s"], done["warmup_s"]
+                    per_shape.add_row(shape, h["name"], fmt(p, "mean"), fmt(p, "p50"), fmt(p, "p90"), fmt(p, "max"),
+                                      fmt(p, "std"), fmt(w, "mean"))
+        console.print(per_shape)
     if report["capture_start_skew_ms"] is not None:
         console.print(f"capture start skew: {report['capture_start_skew_ms']:.3f} ms")
     s = report["slowest_host"]
