@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ray_tpu_profile.plot import write_plot
 from ray_tpu_profile.report import build_report
-from ray_tpu_profile.timeline import trace_events, write_timeline
+from ray_tpu_profile.timeline import write_timeline
+from ray_tpu_profile.traces import host_trace_events
 
 
 def timed(fn) -> float:
@@ -35,7 +36,7 @@ def main() -> None:
     manifest = json.loads((args.run_dir / "manifest.json").read_text())
 
     def read_traces() -> int:
-        return sum(1 for h in manifest["hosts"] for _ in trace_events(args.run_dir, h))
+        return sum(1 for h in manifest["hosts"] for _ in host_trace_events(args.run_dir, h, []))
 
     events = read_traces()
     parts = {

@@ -1,14 +1,11 @@
 """What the traces and latencies say, per host: statistics and top operations by self
-time. Pure apart from reading trace files."""
+time. Pure: the events come from traces.py."""
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 import statistics
 from collections import defaultdict
-from pathlib import Path
 from typing import Iterable
 
 
@@ -59,21 +56,3 @@ def top_operations(self_time: dict[str, float], count: int = 10) -> list[dict]:
     total = sum(v for v in self_time.values() if v > 0) or 1.0
     ranked = sorted(self_time.items(), key=lambda kv: kv[1], reverse=True)[:count]
     return [{"name": name, "self_ms": value, "share": value / total} for name, value in ranked]
-
-
-def torch_trace_intervals(path: Path) -> Iterable[tuple[str, str, float, float]]:
-    """(track, name, start ms, duration ms) of a torch profiler trace's complete events."""
-    with gzip.open(path) if str(path).endswith(".gz") else open(path, "rb") as f:
-        events = json.load(f)["traceEvents"]
-    for e in events:
-        if e.get("ph") == "X" and "dur" in e:
-            yield f"{e.get('pid')}/{e.get('tid')}", e.get("name", "?"), e["ts"] / 1000, e["dur"] / 1000
-
-
-def xplane_intervals(path: Path) -> Iterable[tuple[str, str, float, float]]:
-    """(track, name, start ms, duration ms) of every event in an xplane, through xprof's
-    trace converter."""
-    from ray_tpu_profile.xplane import trace_events
-
-    for track, name, start_ns, duration_ns in trace_events(path):
-        yield track, name, start_ns / 1e6, duration_ns / 1e6

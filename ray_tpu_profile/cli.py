@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -171,26 +172,37 @@ def run(quiet, actor_logs, timeline_max_events, **params) -> None:
     progress = Progress(quiet=quiet)
     runner = Run(config, ["ray-tpu-profile", *sys.argv[1:]], progress, actor_logs=actor_logs)
     manifest = runner.execute()
-    run_dir = runner.run_dir
+    run_dir, url = runner.run_dir, manifest["result_url"]
+    code = EXIT_BY_STATUS[manifest["status"]]
     from ray_tpu_profile.report import write_report
 
+    # A stop now (Ctrl-C; SIGTERM from `ray job stop`, made the same) may cut the reports
+    # short but never the publishing of a remote run's manifest.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        write_report(run_dir, timeline_max_events, progress.note)
-    except Exception as e:  # the traces and manifest are in place; only what is derived from them is missing
-        click.echo(f"ray-tpu-profile: reports not written ({type(e).__name__}: {e}); "
-                   "`ray-tpu-profile report --write RUN_DIR` tries again", err=True)
-    if config.profile_result_url:
-        run_dir = _publish(runner, manifest, progress)
+        try:
+            write_report(run_dir, timeline_max_events, progress.note)
+        except Exception as e:  # the traces and manifest are in place; only what is derived from them is missing
+            again = f"on a copy of {url}" if url else str(run_dir)
+            click.echo(f"ray-tpu-profile: reports not written ({type(e).__name__}: {e}); "
+                       f"`ray-tpu-profile report --write` {again} tries again", err=True)
+    finally:
+        if url:
+            if _publish(runner, url, progress):
+                run_dir = url
+            else:
+                code = EXIT_FAILED
+        signal.signal(signal.SIGTERM, previous)
     if params["json_output"]:
         click.echo(json.dumps(manifest, indent=2))
     else:
         from ray_tpu_profile.report import print_summary
 
         print_summary(manifest, run_dir)
-    sys.exit(EXIT_BY_STATUS[manifest["status"]])
+    sys.exit(code)
 
 
-def _publish(runner, manifest: dict, progress) -> str:
+def _publish(runner, url: str, progress) -> bool:
     """A remote result URL: the driver's files go up beside the hosts'; the temporary local
     copy is removed once they are there, kept (and named) if they could not be."""
     import shutil
@@ -198,14 +210,14 @@ def _publish(runner, manifest: dict, progress) -> str:
     from ray_tpu_profile.remote import publish_run
 
     try:
-        url = publish_run(runner.run_dir, manifest["result_url"], {f["path"] for h in manifest["hosts"] for f in h["files"]})
+        publish_run(runner.run_dir, url)
     except Exception as e:  # the hosts' files are there; the driver's stay here, and the user is told where
-        click.echo(f"ray-tpu-profile: could not write the manifest and reports to {manifest['result_url']} "
+        click.echo(f"ray-tpu-profile: could not write the manifest and reports to {url} "
                    f"({type(e).__name__}: {e}); they are in {runner.run_dir}", err=True)
-        sys.exit(EXIT_FAILED)
+        return False
     shutil.rmtree(runner.local_root)  # Run.local_root: the temporary copy, now uploaded
     progress.note(f"manifest and reports written to {url}")
-    return url
+    return True
 
 
 @cli.command(epilog="Takes exactly the flags of `run`; use it to check a submission before spending TPU time.")
@@ -237,6 +249,9 @@ def report(run_dir: Path, json_output: bool, write: bool, timeline_max_events: i
 
     if not (run_dir / "manifest.json").is_file():
         raise ConfigError("RUN_DIR", str(run_dir), "has no manifest.json (not a ray-tpu-profile run directory)")
+    ctx = click.get_current_context()
+    if not write and ctx.get_parameter_source("timeline_max_events") != click.core.ParameterSource.DEFAULT:
+        raise ConfigError("--timeline-max-events", str(timeline_max_events), "only applies with --write")
     if write:
         built = write_report(run_dir, timeline_max_events, lambda text: click.echo(text, err=True))
     else:
@@ -254,7 +269,6 @@ def view(run_dir: Path, port: int | None) -> None:
     """Open a run in XProf: starts `xprof --logdir RUN_DIR` on a free port (and a free gRPC
     port, not xprof's fixed 50051), prints the URL, stops on Ctrl-C."""
     import shutil
-    import signal
     import subprocess
 
     from ray_tpu_profile.profilers.server import free_local_port

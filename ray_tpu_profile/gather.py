@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable
@@ -72,8 +73,22 @@ def gather_host(actor: Any, host_name: str, run_dir: Path, timeout_s: float,
     return gathered
 
 
-TRACE_SUFFIXES = (".xplane.pb", ".pt.trace.json.gz", ".pt.trace.json")
-"""Files the driver itself must read (verification, skew, reports)."""
+WAIT_SLICE_S = 0.5
+
+
+def _get_watching_stop(ref: Any, timeout_s: float, check_stop: Callable[[], None]) -> Any:
+    """ray.get in short slices: one upload can take minutes (a GB dump), and a stop signal
+    must not wait for it."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done, _ = ray.wait([ref], timeout=min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic())))
+        if done:
+            return ray.get(done[0])
+        check_stop()
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout_s:g} s (--timeout-s)")
 
 
 def upload_host(actor: Any, host_name: str, run_url: str, run_dir: Path, timeout_s: float,
@@ -87,6 +102,7 @@ def upload_host(actor: Any, host_name: str, run_url: str, run_dir: Path, timeout
     import ray
 
     from ray_tpu_profile.remote import download_file, join
+    from ray_tpu_profile.traces import TRACE_SUFFIXES
 
     gathered = [] if gathered is None else gathered
     for relpath in ray.get(actor.list_paths.remote(), timeout=timeout_s):
@@ -95,7 +111,7 @@ def upload_host(actor: Any, host_name: str, run_url: str, run_dir: Path, timeout
         except ValueError as e:
             raise GatherError(f"host {host_name}: {e}") from None
         check_stop()
-        sent = ray.get(actor.upload.remote(relpath, join(run_url, dest_rel)), timeout=timeout_s)
+        sent = _get_watching_stop(actor.upload.remote(relpath, join(run_url, dest_rel)), timeout_s, check_stop)
         entry = {"path": dest_rel, "bytes": sent["bytes"], "sha256": sent["sha256"], "verified": "size"}
         if dest_rel.endswith(TRACE_SUFFIXES):
             local = run_dir / dest_rel

@@ -143,6 +143,7 @@ class HostWorker:
         following it could send files from outside the output directory."""
         paths = []
         for dirpath, dirnames, filenames in os.walk(self.output_dir):
+            dirnames.sort()  # walk in name order: the same listing every time
             for name in sorted(dirnames + filenames):
                 path = Path(dirpath) / name
                 if path.is_symlink():

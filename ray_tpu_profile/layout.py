@@ -86,6 +86,19 @@ def redacted_env(env: dict[str, str]) -> dict[str, str]:
     return {k: "<redacted>" if _SECRET_KEY.search(k) else v for k, v in env.items()}
 
 
+def redacted_argv(argv: list[str]) -> list[str]:
+    """The command line as recorded: `--env NAME=VALUE` redacted as in redacted_env."""
+    out, after_env = [], False
+    for arg in argv:
+        prefix, body = ("--env=", arg[6:]) if arg.startswith("--env=") else ("", arg)
+        if (after_env or prefix) and "=" in body:
+            name, value = body.split("=", 1)
+            body = f"{name}={redacted_env({name: value})[name]}"
+        out.append(prefix + body)
+        after_env = arg == "--env"
+    return out
+
+
 def run_status(records: Iterable[HostRecord], stopped: bool) -> str:
     """ok: every host delivered; partial: some did; failed: none did; stopped: interrupted."""
     records = list(records)

@@ -67,9 +67,9 @@ def write_plot(run_dir: Path, manifest: dict[str, Any]) -> Path:
     colour = {shape: SHAPE_COLOURS[i % len(SHAPE_COLOURS)] for i, shape in enumerate(shapes)}
     offsets = [w for w in data["windows"] if w["start_offset_ms"] is not None]
     panels = 3 if offsets else 2
-    height = max(2.0, 0.45 * len(hosts) + 1.2)
-    fig, axes = plt.subplots(panels, 1, figsize=(11, 3.2 + height * (panels - 1)),
-                             gridspec_kw={"height_ratios": [3.2] + [height] * (panels - 1)})
+    row_panel_height_in = max(2.0, 0.45 * len(hosts) + 1.2)
+    fig, axes = plt.subplots(panels, 1, figsize=(11, 3.2 + row_panel_height_in * (panels - 1)),
+                             gridspec_kw={"height_ratios": [3.2] + [row_panel_height_in] * (panels - 1)})
     title = f"run {manifest['run_id']} ({manifest['status']}), profiler {manifest['capture'].get('profiler')}"
     fig.suptitle(title, fontsize=11)
 
@@ -144,7 +144,10 @@ def write_plot(run_dir: Path, manifest: dict[str, Any]) -> Path:
     fig.tight_layout()
     path = Path(run_dir) / PLOT
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        fig.savefig(tmp, dpi=110)
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path

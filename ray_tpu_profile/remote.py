@@ -38,7 +38,8 @@ def check_writable_url(url: str, flag: str) -> None:
         raise ConfigError(flag, url, str(e)) from None
     probe = f"{root}/.ray-tpu-profile-probe-{secrets.token_hex(4)}"
     try:
-        fs.makedirs(root, exist_ok=True)
+        if _is_local(fs):  # on an object store makedirs would create a mistyped bucket
+            fs.makedirs(root, exist_ok=True)
         fs.pipe_file(probe, b"probe")
         fs.rm_file(probe)
     except Exception as e:  # any backend's auth / permission / network error: named in the message
@@ -49,18 +50,32 @@ def join(url: str, *parts: str) -> str:
     return "/".join([url.rstrip("/"), *parts])
 
 
+def _is_local(fs: Any) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return bool({"file", "local"} & set(protocols))
+
+
 def upload_file(local_path: str, url: str) -> dict[str, Any]:
     """Stream a local file to url in bounded chunks; sha256 of the bytes sent, and the size
-    the store reports afterwards (must match). Object stores make the object visible only
-    once the upload completes, so a reader never sees half a file there."""
+    the store reports afterwards (must match). Written uncommitted and committed only once
+    complete (an object store's multipart upload, a local temporary file renamed), and
+    discarded on any error, so nobody sees half a file at url."""
     fs, path = filesystem(url)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    if _is_local(fs):  # object stores have no directories (and makedirs would create a missing bucket)
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     digest, sent = hashlib.sha256(), 0
-    with open(local_path, "rb") as src, fs.open(path, "wb") as dst:
-        while chunk := src.read(CHUNK_BYTES):
-            digest.update(chunk)
-            dst.write(chunk)
-            sent += len(chunk)
+    dst = fs.open(path, "wb", autocommit=False)
+    try:
+        with open(local_path, "rb") as src:
+            while chunk := src.read(CHUNK_BYTES):
+                digest.update(chunk)
+                dst.write(chunk)
+                sent += len(chunk)
+        dst.close()
+        dst.commit()
+    except BaseException:
+        dst.discard()
+        raise
     stored = fs.info(path)["size"]
     if stored != sent:
         raise OSError(f"{url}: stored {stored} bytes, sent {sent}")
@@ -68,27 +83,38 @@ def upload_file(local_path: str, url: str) -> dict[str, Any]:
 
 
 def download_file(url: str, local_path: str) -> dict[str, Any]:
-    """Stream url to a local file; its size and sha256 as read back from the store."""
+    """Stream url to a local file; its size and sha256 as read back from the store. Written
+    beside it and renamed when complete: a failed read leaves nothing."""
+    import os
+
     fs, path = filesystem(url)
+    part = f"{local_path}.part"
     digest, received = hashlib.sha256(), 0
-    with fs.open(path, "rb") as src, open(local_path, "wb") as dst:
-        while chunk := src.read(CHUNK_BYTES):
-            digest.update(chunk)
-            dst.write(chunk)
-            received += len(chunk)
+    try:
+        with fs.open(path, "rb") as src, open(part, "wb") as dst:
+            while chunk := src.read(CHUNK_BYTES):
+                digest.update(chunk)
+                dst.write(chunk)
+                received += len(chunk)
+    except BaseException:
+        if os.path.exists(part):
+            os.unlink(part)
+        raise
+    os.replace(part, local_path)
     return {"bytes": received, "sha256": digest.hexdigest()}
 
 
-def publish_run(run_dir, run_url: str, uploaded_by_hosts: set[str]) -> str:
+def publish_run(run_dir, run_url: str) -> str:
     """After the run: the driver's own files (manifest, latency, reports) go up beside the
-    hosts' files, manifest.json last so its presence means the run is complete."""
+    hosts' files, manifest.json last so its presence means the run is complete. The hosts'
+    files (under hosts/ and plugins/, some read back here to be checked) are already there."""
     from pathlib import Path
 
     from ray_tpu_profile.layout import MANIFEST
 
     run_dir = Path(run_dir)
-    files = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file())
-    ordered = [f for f in files if f not in uploaded_by_hosts and f != MANIFEST] + [MANIFEST]
-    for relpath in ordered:
+    # Top-level files only; a dot-name is a temporary left by a write that failed.
+    own = sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    for relpath in [p for p in own if p != MANIFEST] + [MANIFEST]:
         upload_file(str(run_dir / relpath), join(run_url, relpath))
     return run_url

@@ -90,23 +90,28 @@ def print_plan(planned: dict[str, Any], console: Console | None = None) -> None:
     console.print(f"env in every model process: {', '.join(f'{k}={v}' for k, v in e['env'].items())}")
 
 
+def skew_by_shape(manifest: dict[str, Any]) -> dict[str, float | None]:
+    """Capture start skew of each shape of a sweep (the top-level one is the first shape's)."""
+    shapes = manifest["capture"].get("shapes") or {}
+    return {shape: info.get("start_skew_ms") for shape, info in shapes.items()} or \
+        {manifest["workload"]["shape"]: manifest["capture"].get("start_skew_ms")}
+
+
 def build_report(run_dir: Path, top: int = 10) -> dict[str, Any]:
     """report.json: per host latency statistics, top operations by self time from its own
     trace, trace bytes; capture skew; the slowest host against the median; failures."""
     import json
 
-    from ray_tpu_profile.analysis import latency_stats, self_times, top_operations, torch_trace_intervals, xplane_intervals
+    from ray_tpu_profile.analysis import latency_stats, self_times, top_operations
+    from ray_tpu_profile.traces import TRACE_SUFFIXES, host_trace_events
 
     manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
     hosts = []
     for h in manifest["hosts"]:
-        # Only a healthy host's traces were verified; a failed one's may be half written.
-        traces = [f["path"] for f in h["files"] if f["path"].endswith((".xplane.pb", ".pt.trace.json.gz"))
-                  and h["status"] == "ok"]
-        intervals = []
-        for path in traces:
-            reader = xplane_intervals if path.endswith(".xplane.pb") else torch_trace_intervals
-            intervals.extend(reader(Path(run_dir) / path))
+        traces = [f["path"] for f in h["files"] if f["path"].endswith(TRACE_SUFFIXES)]
+        unreadable: list[str] = []
+        intervals = [(track, name, start_ns / 1e6, duration_ns / 1e6)  # self times in ms
+                     for track, name, start_ns, duration_ns in host_trace_events(run_dir, h, unreadable)]
         hosts.append({
             "name": h["name"],
             "status": h["status"],
@@ -116,6 +121,7 @@ def build_report(run_dir: Path, top: int = 10) -> dict[str, Any]:
             "profiled_s": latency_stats(h["latency_s"]["profiled"]),
             "trace_bytes": sum(f["bytes"] for f in h["files"]),
             "traces": traces,
+            "unreadable_traces": unreadable,
             "top_operations": top_operations(self_times(intervals), top) if intervals else [],
             "shapes": {
                 shape: {"warmup_s": latency_stats(done["latency_s"]["warmup"]),
@@ -130,6 +136,7 @@ def build_report(run_dir: Path, top: int = 10) -> dict[str, Any]:
         "shape": manifest["workload"]["shape"],
         "profiler": manifest["capture"].get("profiler"),
         "capture_start_skew_ms": manifest["capture"].get("start_skew_ms"),
+        "capture_start_skew_ms_by_shape": skew_by_shape(manifest),
         "slowest_host": None if slowest is None else {
             "name": slowest[0], "profiled_mean_s": slowest[1], "median_host_profiled_mean_s": slowest[2],
             "slower_than_median": slowest[1] / slowest[2] - 1 if slowest[2] else None,
@@ -170,7 +177,10 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
                     per_shape.add_row(shape, h["name"], fmt(p, "mean"), fmt(p, "p50"), fmt(p, "p90"), fmt(p, "max"),
                                       fmt(p, "std"), fmt(w, "mean"))
         console.print(per_shape)
-    if report["capture_start_skew_ms"] is not None:
+    by_shape = {s: v for s, v in (report.get("capture_start_skew_ms_by_shape") or {}).items() if v is not None}
+    if len(by_shape) > 1:
+        console.print("capture start skew: " + ", ".join(f"{s} {v:.3f} ms" for s, v in by_shape.items()))
+    elif report["capture_start_skew_ms"] is not None:
         console.print(f"capture start skew: {report['capture_start_skew_ms']:.3f} ms")
     s = report["slowest_host"]
     if s and s["slower_than_median"] is not None and len(report["hosts"]) > 1:
@@ -196,17 +206,36 @@ def write_report(run_dir: Path, max_timeline_events_per_host: int | None = None,
     from ray_tpu_profile.timeline import DEFAULT_MAX_EVENTS_PER_HOST, TIMELINE, write_timeline
 
     run_dir = Path(run_dir)
-    started = time.monotonic()
-    report = build_report(run_dir)
-    write_json_atomic(run_dir / "report.json", report)
-    buffer = io.StringIO()
-    print_report(report, Console(file=buffer, width=160, highlight=False, soft_wrap=True))
-    (run_dir / "report.txt").write_text(buffer.getvalue())
-    note(f"report.json, report.txt written ({time.monotonic() - started:.1f} s)")
-    started = time.monotonic()
-    write_timeline(run_dir, max_timeline_events_per_host or DEFAULT_MAX_EVENTS_PER_HOST)
-    note(f"{TIMELINE} written ({time.monotonic() - started:.1f} s): every host's trace on one wall-clock axis, "
-         "for Perfetto (ui.perfetto.dev) or chrome://tracing")
-    write_plot(run_dir, json.loads((run_dir / MANIFEST).read_text()))
-    note(f"{PLOT} written")
+    report: dict[str, Any] = {}
+
+    def text_report() -> str:
+        report.update(build_report(run_dir))
+        write_json_atomic(run_dir / "report.json", report)
+        buffer = io.StringIO()
+        print_report(report, Console(file=buffer, width=160, highlight=False, soft_wrap=True))
+        (run_dir / "report.txt").write_text(buffer.getvalue())
+        return "report.json, report.txt written"
+
+    def timeline() -> str:
+        write_timeline(run_dir, max_timeline_events_per_host or DEFAULT_MAX_EVENTS_PER_HOST)
+        return f"{TIMELINE} written: every host's trace on one wall-clock axis, for Perfetto (ui.perfetto.dev)"
+
+    def plot() -> str:
+        write_plot(run_dir, json.loads((run_dir / MANIFEST).read_text()))
+        return f"{PLOT} written"
+
+    # Each output on its own: a trace one of them cannot use must not cost the others.
+    failures = []
+    for name, write in (("report.json", text_report), (TIMELINE, timeline), (PLOT, plot)):
+        started = time.monotonic()
+        try:
+            note(f"{write()} ({time.monotonic() - started:.1f} s)")
+        except Exception as e:  # collected and raised together below
+            failures.append(f"{name}: {type(e).__name__}: {e}")
+    if failures:
+        raise ReportError("; ".join(failures))
     return report
+
+
+class ReportError(RuntimeError):
+    """Some of the derived outputs could not be written (each named)."""

@@ -423,7 +423,7 @@ class Run:
             status=layout.run_status(self.records, self.stopped),
             stage=self.stage,
             error=self.error,
-            command=self.argv,
+            command=layout.redacted_argv(self.argv),
             versions=package_versions(),
             workload={"shape": self.config.workloads[0].shape, **_asdict(self.config.workloads[0]),
                       "shapes": [w.shape for w in self.config.workloads]},

@@ -21,7 +21,7 @@ import heapq
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 TIMELINE = "timeline.json.gz"
 DEFAULT_MAX_EVENTS_PER_HOST = 100_000
@@ -61,43 +61,6 @@ def keep_longest(events: Iterable[tuple[str, str, int, int]], cap: int) -> Kept:
                 heapq.heapreplace(heap, item)
     kept = sorted((Event(*item[3]) for item in heap), key=lambda e: (e.start_ns, -e.duration_ns))
     return Kept(kept, total, min((e.duration_ns for e in kept), default=None))
-
-
-def xplane_events(path: Path) -> Iterator[tuple[str, str, int, int]]:
-    """Every event of an xplane at its wall-clock time: the converter gives times since the
-    capture's `profile_start_time`."""
-    from ray_tpu_profile.xplane import capture_start_ns, trace_events
-
-    start_ns = capture_start_ns(path)
-    for track, name, offset_ns, duration_ns in trace_events(path):
-        yield track, name, start_ns + offset_ns, duration_ns
-
-
-def torch_trace_events(path: Path) -> Iterator[tuple[str, str, int, int]]:
-    """Complete events of a torch profiler trace at their wall-clock time: Kineto writes
-    `ts` in microseconds since `baseTimeNanoseconds`."""
-    with gzip.open(path) if str(path).endswith(".gz") else open(path, "rb") as f:
-        trace = json.load(f)
-    base_ns = int(trace.get("baseTimeNanoseconds", 0))
-    threads = {(e.get("pid"), e.get("tid")): e["args"]["name"] for e in trace["traceEvents"]
-               if e.get("ph") == "M" and e.get("name") == "thread_name" and "name" in e.get("args", {})}
-    for e in trace["traceEvents"]:
-        if e.get("ph") == "X" and "dur" in e:
-            track = threads.get((e.get("pid"), e.get("tid")), f"thread {e.get('tid')}")
-            yield track, e.get("name", "?"), base_ns + round(e["ts"] * 1000), round(e["dur"] * 1000)
-
-
-def trace_events(run_dir: Path, host: dict[str, Any]) -> Iterator[tuple[str, str, int, int]]:
-    """Every event of every trace file a healthy host delivered (a failed host's files
-    were not verified and may be half written)."""
-    if host["status"] != "ok":
-        return
-    for f in host["files"]:
-        path = Path(run_dir) / f["path"]
-        if f["path"].endswith(".xplane.pb"):
-            yield from xplane_events(path)
-        elif f["path"].endswith((".pt.trace.json.gz", ".pt.trace.json")):
-            yield from torch_trace_events(path)
 
 
 def tool_events(host: dict[str, Any]) -> list[Event]:
@@ -151,7 +114,9 @@ def build_timeline(manifest: dict[str, Any], host_events: dict[str, tuple[list[E
             "hosts": names,
             "origin_ns": origin_ns,
             "clock": "each host's wall clock; ts = microseconds since origin_ns (epoch ns)",
-            "capture_start_skew_ms": manifest["capture"].get("start_skew_ms"),
+            "capture_start_skew_ms_by_shape": {
+                shape: info.get("start_skew_ms") for shape, info in (manifest["capture"].get("shapes") or {}).items()
+            } or {"": manifest["capture"].get("start_skew_ms")},
             "downsampling": {
                 "rule": f"per host, the {max_events_per_host} longest trace events are kept (ties: the earlier one), "
                         "the rest dropped; the tool's own iteration and capture events are always kept",
@@ -169,16 +134,25 @@ def build_timeline(manifest: dict[str, Any], host_events: dict[str, tuple[list[E
 def write_timeline(run_dir: Path, max_events_per_host: int = DEFAULT_MAX_EVENTS_PER_HOST) -> Path:
     """timeline.json.gz in the run directory, from its manifest and every host's traces."""
     from ray_tpu_profile.layout import MANIFEST
+    from ray_tpu_profile.traces import host_trace_events
 
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / MANIFEST).read_text())
-    host_events = {h["name"]: (tool_events(h), keep_longest(trace_events(run_dir, h), max_events_per_host))
+    errors: dict[str, list[str]] = {h["name"]: [] for h in manifest["hosts"]}
+    host_events = {h["name"]: (tool_events(h), keep_longest(host_trace_events(run_dir, h, errors[h["name"]]),
+                                                            max_events_per_host))
                    for h in manifest["hosts"]}
+    trace = build_timeline(manifest, host_events, max_events_per_host)
+    for name, problems in errors.items():
+        trace["otherData"]["downsampling"]["hosts"][name]["unreadable"] = problems
     path = run_dir / TIMELINE
     tmp = path.with_name(f".{path.name}.tmp")
-    # json.dumps, not json.dump: dump to a file takes the pure-Python encoder (~5x slower).
-    text = json.dumps(build_timeline(manifest, host_events, max_events_per_host), separators=(",", ":"))
-    with gzip.open(tmp, "wt", compresslevel=6) as f:
-        f.write(text)
-    tmp.replace(path)
+    try:
+        # json.dumps, not json.dump: dump to a file takes the pure-Python encoder (~5x slower).
+        text = json.dumps(trace, separators=(",", ":"))
+        with gzip.open(tmp, "wt", compresslevel=6) as f:
+            f.write(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

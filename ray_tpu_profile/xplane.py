@@ -60,7 +60,11 @@ def capture_start_ns(path: Path) -> int:
     """When tracing began (epoch ns), without reading the events (read_xplane counts them)."""
     from xprof.profile_data import ProfileData
 
-    start, _ = _capture_times(ProfileData.from_file(str(path)))
+    try:
+        data = ProfileData.from_file(str(path))
+    except Exception as e:  # xprof's own parse error, named in the message
+        raise XplaneError(f"{Path(path).name}: xprof cannot read it ({e})") from None
+    start, _ = _capture_times(data)
     if start is None:
         raise XplaneError(f"{Path(path).name}: no profile_start_time (not a profiler capture?)")
     return start
@@ -86,7 +90,10 @@ def trace_events(path: Path) -> Iterator[tuple[str, str, int, int]]:
     from xprof.convert import _pywrap_profiler_plugin
     from xprof.protobuf import trace_events_old_pb2
 
-    with _stderr_to_temp_file() as log:
+    # The converter keeps only the earliest 1M events unless TSL's cap (read from the
+    # environment at each call) says otherwise; a 3 s capture is already ~1M: lift it.
+    # INT32_MAX: a larger value (2**40 was tried) overflows to a cap of 0 events.
+    with _env(TRACE_VIEWER_MAX_EVENTS_ENV, str(2**31 - 1)), _stderr_to_temp_file() as log:
         raw, ok = _pywrap_profiler_plugin.xspace_to_tools_data([str(path)], "trace_viewer", {"use_saved_result": False})
         if not ok:
             log.seek(0)
@@ -101,6 +108,22 @@ def trace_events(path: Path) -> Iterator[tuple[str, str, int, int]]:
     for e in trace.trace_events:
         yield (tracks.get((e.device_id, e.resource_id), f"{e.device_id}/{e.resource_id}"), e.name,
                e.timestamp_ps // 1000, e.duration_ps // 1000)
+
+
+TRACE_VIEWER_MAX_EVENTS_ENV = "TF_PROFILER_TRACE_VIEWER_MAX_EVENTS"
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
 
 
 @contextlib.contextmanager

@@ -98,5 +98,18 @@ def wait_until_released(deadline_s: float = 10.0) -> tuple[list, list]:
         time.sleep(0.2)
 
 
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on loopback: stands in for S3 (no network here). One per session:
+    moto keeps its buckets in process memory across servers anyway."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address=LOOPBACK, port=port, verbose=False)
+    server.start()
+    yield f"http://{LOOPBACK}:{port}"
+    server.stop()
+
+
 def load_manifest(run_dir: Path) -> dict:
     return json.loads((run_dir / "manifest.json").read_text())

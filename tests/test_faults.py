@@ -134,7 +134,9 @@ def test_host_killed_during_gather_keeps_what_arrived(sim_cluster, tmp_path):
     assert not list(run_dir.rglob("*.part"))  # the file in transit is not left half written
     failed = [h for h in load_manifest(run_dir)["hosts"] if h["status"] == "failed"][0]
     on_disk = {p.relative_to(run_dir).as_posix() for p in (run_dir / "hosts" / failed["name"]).rglob("*") if p.is_file()}
-    # What the victim delivered before it died is listed and verified; nothing unlisted.
+    # What the victim delivered before it died (its torch trace: torch/ is listed before
+    # xla_dump/) is listed and verified; nothing unlisted.
+    assert any(f["path"].endswith(".pt.trace.json.gz") for f in failed["files"]), failed["files"]
     assert on_disk == {f["path"] for f in failed["files"]}
     for f in failed["files"]:
         assert hashlib.sha256((run_dir / f["path"]).read_bytes()).hexdigest() == f["sha256"]

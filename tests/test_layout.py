@@ -102,3 +102,13 @@ def test_credentials_in_env_are_not_written_down():
     assert redacted_env(env) == {"HF_TOKEN": "<redacted>", "AWS_SECRET_ACCESS_KEY": "<redacted>",
                                  "FSSPEC_S3_KEY": "<redacted>", "XLA_HLO_DEBUG": "1",
                                  "LIBTPU_INIT_ARGS": "--xla_tpu_enable=true", "KEYBOARD": "us", "VLLM_API_KEY": "<redacted>"}
+
+
+def test_credentials_on_the_command_line_are_not_written_down():
+    from ray_tpu_profile.layout import redacted_argv
+
+    argv = ["ray-tpu-profile", "run", "--env", "HF_TOKEN=hf_x", "--env=FSSPEC_S3_SECRET=s", "--env", "XLA_HLO_DEBUG=1",
+            "--model", "a=b", "--", "--max-model-len", "2048"]
+    assert redacted_argv(argv) == ["ray-tpu-profile", "run", "--env", "HF_TOKEN=<redacted>",
+                                   "--env=FSSPEC_S3_SECRET=<redacted>", "--env", "XLA_HLO_DEBUG=1",
+                                   "--model", "a=b", "--", "--max-model-len", "2048"]

@@ -240,6 +240,8 @@ def test_jax_timeline_starts_agree_with_the_measured_skew(jax_run):
         window = captures[name]
         traced = [e for e in trace["traceEvents"] if e["pid"] == pid and e["ph"] == "X" and e["tid"] != 0]
         assert traced and min(e["ts"] for e in traced) >= window["ts"] - 1e-3
+        # Calls still open at profile_stop_time end after it (seen: up to ~0.3 s): 1 s of slack.
+        assert max(e["ts"] + e["dur"] for e in traced) <= window["ts"] + window["dur"] + 1_000_000
         assert any("execute_model" in e["name"] for e in traced)
     assert "longest" in trace["otherData"]["downsampling"]["rule"]
 

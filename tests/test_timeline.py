@@ -4,21 +4,14 @@ and JAX captures made here (no cluster)."""
 from __future__ import annotations
 
 import gzip
+import os
 import json
 import time
 
 import pytest
 
-from ray_tpu_profile.timeline import (
-    TOOL_TRACK,
-    Event,
-    build_timeline,
-    keep_longest,
-    tool_events,
-    torch_trace_events,
-    write_timeline,
-    xplane_events,
-)
+from ray_tpu_profile.timeline import TOOL_TRACK, Event, build_timeline, keep_longest, tool_events, write_timeline
+from ray_tpu_profile.traces import torch_trace_events, xplane_events
 
 
 def test_keep_longest_keeps_the_longest_in_time_order():
@@ -66,7 +59,7 @@ def test_timeline_one_process_per_host_aligned_on_wall_clock():
     threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"}
     assert threads == {(1, 0): TOOL_TRACK, (1, 1): "cpu", (2, 0): TOOL_TRACK, (2, 1): "cpu"}
     meta = trace["otherData"]
-    assert meta["origin_ns"] == t0 and meta["capture_start_skew_ms"] == 0.25
+    assert meta["origin_ns"] == t0 and meta["capture_start_skew_ms_by_shape"] == {"": 0.25}
     assert "longest" in meta["downsampling"]["rule"] and meta["downsampling"]["hosts"]["a"]["kept"] == 1
 
 
@@ -122,7 +115,7 @@ def test_xplane_events_are_at_wall_clock_time(tmp_path):
 
 def test_write_timeline_reads_a_run_directory(tmp_path):
     """write_timeline on a run directory whose one host delivered a real torch trace; a
-    failed host's files are not read (they were never verified)."""
+    failed host's file that is no trace is named, not fatal."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -142,7 +135,10 @@ def test_write_timeline_reads_a_run_directory(tmp_path):
     trace = json.loads(gzip.decompress(path.read_bytes()))
     hosts = trace["otherData"]["downsampling"]["hosts"]
     assert hosts["a"]["kept"] == 5 and hosts["a"]["trace_events"] > 5
-    assert hosts["b"] == {"trace_events": 0, "kept": 0, "dropped": 0, "shortest_kept_us": None}
+    assert {k: v for k, v in hosts["b"].items() if k != "unreadable"} == \
+        {"trace_events": 0, "kept": 0, "dropped": 0, "shortest_kept_us": None}
+    assert hosts["a"]["unreadable"] == [] and len(hosts["b"]["unreadable"]) == 1
+    assert hosts["b"]["unreadable"][0].startswith("hosts/b/b.pt.trace.json: JSONDecodeError")
     pids = {e["pid"] for e in trace["traceEvents"]}
     assert pids == {1, 2}
     assert not list(tmp_path.glob(".*.tmp"))
@@ -152,3 +148,23 @@ def test_write_timeline_reads_a_run_directory(tmp_path):
 def test_cap_bounds_trace_events_per_host(cap):
     events = [("t", "x", i, i) for i in range(100)]
     assert len(keep_longest(events, cap).events) == cap
+
+
+def test_xplane_events_are_not_capped_by_the_converter(tmp_path, monkeypatch):
+    """xprof's converter keeps only the earliest N events when TSL's cap says so (1M by
+    default); the reader lifts the cap: a cap of 10 in the environment changes nothing."""
+    import jax
+    import jax.numpy as jnp
+
+    from ray_tpu_profile.xplane import TRACE_VIEWER_MAX_EVENTS_ENV, read_xplane
+
+    f = jax.jit(lambda x: (x @ x).sum())
+    with jax.profiler.trace(str(tmp_path)):
+        for _ in range(30):
+            f(jnp.ones((32, 32))).block_until_ready()
+    (path,) = tmp_path.glob("plugins/profile/*/*.xplane.pb")
+    monkeypatch.setenv(TRACE_VIEWER_MAX_EVENTS_ENV, "10")
+    events = list(xplane_events(path))
+    # Every event of the xplane (the converter adds a few derived ones of its own).
+    assert len(events) >= read_xplane(path).events > 10
+    assert os.environ[TRACE_VIEWER_MAX_EVENTS_ENV] == "10"  # restored after the call
