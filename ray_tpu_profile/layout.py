@@ -14,7 +14,7 @@ import os
 import re
 import secrets
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ray_tpu_profile.records import HostRecord
 
@@ -178,6 +178,34 @@ def host_manifest(r: HostRecord) -> dict[str, Any]:
             for shape, done in r.shapes.items()
         },
     }
+
+
+# Reading a manifest back (reports, timeline, plot) -----------------------------------
+
+def host_iterations(host: dict[str, Any]) -> Iterator[tuple[str, str, int, float, float]]:
+    """(shape, "warmup" | "profiled", index, wall-clock start s, latency s) of every
+    generate call a manifest host entry records."""
+    for shape, done in host["shapes"].items():
+        for kind in ("warmup", "profiled"):
+            phase = done["phases"].get(kind)
+            for i, (start_s, latency_s) in enumerate(zip(phase["iteration_starts_s"], phase["latencies_s"]) if phase else ()):
+                yield shape, kind, i, start_s, latency_s
+
+
+def host_captures(host: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(shape, capture check) for every shape whose trace said when tracing ran."""
+    for shape, done in host["shapes"].items():
+        capture = done.get("capture") or {}
+        if capture.get("start_ns") is not None and capture.get("stop_ns") is not None:
+            yield shape, capture
+
+
+def skew_by_shape(manifest: dict[str, Any]) -> dict[str, float | None]:
+    """Capture start skew of each shape (a sweep's are under capture.shapes; the top-level
+    one is the first shape's, the only one outside a sweep)."""
+    shapes = manifest["capture"].get("shapes") or {}
+    return {shape: info.get("start_skew_ms") for shape, info in shapes.items()} or \
+        {manifest["workload"]["shape"]: manifest["capture"].get("start_skew_ms")}
 
 
 def build_latency(shapes: list[str], records: Iterable[HostRecord]) -> dict[str, Any]:

@@ -13,44 +13,23 @@ CAPTURE_COLOUR = "#f28e2b"
 SHAPE_COLOURS = ("#4e79a7", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
 
 
-def _host_shapes(host: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per shape: {"warmup": phase json, "profiled": phase json}; a run of one shape
-    written before sweeps had no `shapes`."""
-    if host.get("shapes"):
-        return {shape: done["phases"] for shape, done in host["shapes"].items()}
-    phases = host.get("phases") or {}
-    return {"": phases} if phases.get("warmup") or phases.get("profiled") else {}
-
-
 def plot_data(manifest: dict[str, Any]) -> dict[str, Any]:
     """What the figure shows, in plain numbers (tested without drawing)."""
+    from ray_tpu_profile.layout import host_captures, host_iterations
+
     hosts = [h["name"] for h in manifest["hosts"]]
-    shapes = list(dict.fromkeys(s for h in manifest["hosts"] for s in _host_shapes(h)))
-    starts = [s for h in manifest["hosts"] for phases in _host_shapes(h).values()
-              for p in phases.values() if p for s in p["iteration_starts_s"]]
-    origin_s = min(starts, default=0.0)
+    iterations = [(row, h["name"], *it) for row, h in enumerate(manifest["hosts"]) for it in host_iterations(h)]
+    shapes = list(dict.fromkeys(shape for _, _, shape, *_ in iterations))
+    origin_s = min((start_s for *_, start_s, _ in iterations), default=0.0)
     latencies_ms: dict[tuple[str, str, str], list[float]] = {}
     bars: list[dict[str, Any]] = []
-    for row, h in enumerate(manifest["hosts"]):
-        for shape, phases in _host_shapes(h).items():
-            for kind in ("warmup", "profiled"):
-                p = phases.get(kind)
-                if not p:
-                    continue
-                latencies_ms[(h["name"], shape, kind)] = [1000 * v for v in p["latencies_s"]]
-                for start_s, latency_s in zip(p["iteration_starts_s"], p["latencies_s"]):
-                    bars.append({"row": row, "kind": kind, "shape": shape,
-                                 "start_s": start_s - origin_s, "duration_s": latency_s})
-    windows = []
-    for row, h in enumerate(manifest["hosts"]):
-        # Every shape of a sweep has its own capture; a run of one shape may only have the top-level one.
-        captures = {shape: done.get("capture") for shape, done in (h.get("shapes") or {}).items()} or {"": h.get("capture")}
-        for shape, capture in captures.items():
-            capture = capture or {}
-            if capture.get("start_ns") is not None and capture.get("stop_ns") is not None:
-                windows.append({"row": row, "shape": shape, "start_s": capture["start_ns"] / 1e9 - origin_s,
-                                "duration_s": (capture["stop_ns"] - capture["start_ns"]) / 1e9,
-                                "start_offset_ms": capture.get("start_offset_ms")})
+    for row, name, shape, kind, _, start_s, latency_s in iterations:
+        latencies_ms.setdefault((name, shape, kind), []).append(1000 * latency_s)
+        bars.append({"row": row, "kind": kind, "shape": shape, "start_s": start_s - origin_s, "duration_s": latency_s})
+    windows = [{"row": row, "shape": shape, "start_s": capture["start_ns"] / 1e9 - origin_s,
+                "duration_s": (capture["stop_ns"] - capture["start_ns"]) / 1e9,
+                "start_offset_ms": capture.get("start_offset_ms")}
+               for row, h in enumerate(manifest["hosts"]) for shape, capture in host_captures(h)]
     return {"hosts": hosts, "shapes": shapes, "origin_s": origin_s, "latencies_ms": latencies_ms,
             "bars": bars, "windows": windows}
 
@@ -61,6 +40,8 @@ def write_plot(run_dir: Path, manifest: dict[str, Any]) -> Path:
     matplotlib.use("Agg")  # files only; no display on a Ray head node
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
+
+    from ray_tpu_profile.layout import skew_by_shape
 
     data = plot_data(manifest)
     hosts, shapes = data["hosts"], data["shapes"]
@@ -131,10 +112,8 @@ def write_plot(run_dir: Path, manifest: dict[str, Any]) -> Path:
                         textcoords="offset points", va="center", fontsize=7 if len(offset_shapes) > 1 else 8)
         ax.set_yticks(range(len(hosts)), hosts, fontsize=8)
         ax.set_ylim(len(hosts) - 0.5, -0.5)
-        per_shape = manifest["capture"].get("shapes") or {}
-        skews = ({s: per_shape[s].get("start_skew_ms") for s in offset_shapes if s in per_shape}
-                 or {"": manifest["capture"].get("start_skew_ms")})
-        skew_text = ", ".join(f"{s + ' ' if s else ''}{v:.3f} ms" for s, v in skews.items() if v is not None)
+        skews = {s: v for s, v in skew_by_shape(manifest).items() if s in offset_shapes and v is not None}
+        skew_text = ", ".join(f"{s + ' ' if len(skews) > 1 else ''}{v:.3f} ms" for s, v in skews.items())
         ax.set_title("capture start after the planned instant (from each host's trace)"
                      + (f"; skew {skew_text}" if skew_text else ""), fontsize=9)
         ax.set_xlabel("ms")

@@ -90,18 +90,12 @@ def print_plan(planned: dict[str, Any], console: Console | None = None) -> None:
     console.print(f"env in every model process: {', '.join(f'{k}={v}' for k, v in e['env'].items())}")
 
 
-def skew_by_shape(manifest: dict[str, Any]) -> dict[str, float | None]:
-    """Capture start skew of each shape of a sweep (the top-level one is the first shape's)."""
-    shapes = manifest["capture"].get("shapes") or {}
-    return {shape: info.get("start_skew_ms") for shape, info in shapes.items()} or \
-        {manifest["workload"]["shape"]: manifest["capture"].get("start_skew_ms")}
-
-
 def build_report(run_dir: Path, top: int = 10) -> dict[str, Any]:
     """report.json: per host latency statistics, top operations by self time from its own
     trace, trace bytes; capture skew; the slowest host against the median; failures."""
     import json
 
+    from ray_tpu_profile import layout
     from ray_tpu_profile.analysis import latency_stats, self_times, top_operations
     from ray_tpu_profile.traces import TRACE_SUFFIXES, host_trace_events
 
@@ -136,7 +130,7 @@ def build_report(run_dir: Path, top: int = 10) -> dict[str, Any]:
         "shape": manifest["workload"]["shape"],
         "profiler": manifest["capture"].get("profiler"),
         "capture_start_skew_ms": manifest["capture"].get("start_skew_ms"),
-        "capture_start_skew_ms_by_shape": skew_by_shape(manifest),
+        "capture_start_skew_ms_by_shape": layout.skew_by_shape(manifest),
         "slowest_host": None if slowest is None else {
             "name": slowest[0], "profiled_mean_s": slowest[1], "median_host_profiled_mean_s": slowest[2],
             "slower_than_median": slowest[1] / slowest[2] - 1 if slowest[2] else None,

@@ -65,30 +65,21 @@ def keep_longest(events: Iterable[tuple[str, str, int, int]], cap: int) -> Kept:
 
 def tool_events(host: dict[str, Any]) -> list[Event]:
     """The tool's own record of a host, from the manifest: each generate call (warmup and
-    profiled, per shape) and, where an xplane says when tracing ran, the capture window."""
-    events = []
-    shapes = host.get("shapes") or {"": {"phases": host["phases"]}}
-    for shape, done in shapes.items():
-        for kind in ("warmup", "profiled"):
-            phase = done["phases"].get(kind)
-            if not phase:
-                continue
-            for i, (start_s, latency_s) in enumerate(zip(phase["iteration_starts_s"], phase["latencies_s"])):
-                label = f"{kind} {i}" + (f" {shape}" if shape else "")
-                events.append(Event(TOOL_TRACK, label, round(start_s * 1e9), round(latency_s * 1e9)))
-    # Each shape of a sweep has its own capture; a manifest without shapes has one, top-level.
-    captures = {shape: done.get("capture") for shape, done in host["shapes"].items()} if host.get("shapes") \
-        else {"": host.get("capture")}
-    for shape, capture in captures.items():
-        if capture and capture.get("start_ns") is not None and capture.get("stop_ns") is not None:
-            events.append(Event(TOOL_TRACK, "capture" + (f" {shape}" if shape else ""), capture["start_ns"],
-                                capture["stop_ns"] - capture["start_ns"]))
+    profiled, per shape) and, where its trace says when tracing ran, each capture window."""
+    from ray_tpu_profile.layout import host_captures, host_iterations
+
+    events = [Event(TOOL_TRACK, f"{kind} {i} {shape}", round(start_s * 1e9), round(latency_s * 1e9))
+              for shape, kind, i, start_s, latency_s in host_iterations(host)]
+    events += [Event(TOOL_TRACK, f"capture {shape}", capture["start_ns"], capture["stop_ns"] - capture["start_ns"])
+               for shape, capture in host_captures(host)]
     return events
 
 
 def build_timeline(manifest: dict[str, Any], host_events: dict[str, tuple[list[Event], Kept]],
                    max_events_per_host: int) -> dict[str, Any]:
     """The Chrome trace (JSON object form) from each host's own events and kept trace events."""
+    from ray_tpu_profile.layout import skew_by_shape
+
     names = [h["name"] for h in manifest["hosts"] if h["name"] in host_events]
     starts = [e.start_ns for name in names for group in (host_events[name][0], host_events[name][1].events) for e in group]
     origin_ns = min(starts, default=0)
@@ -114,9 +105,7 @@ def build_timeline(manifest: dict[str, Any], host_events: dict[str, tuple[list[E
             "hosts": names,
             "origin_ns": origin_ns,
             "clock": "each host's wall clock; ts = microseconds since origin_ns (epoch ns)",
-            "capture_start_skew_ms_by_shape": {
-                shape: info.get("start_skew_ms") for shape, info in (manifest["capture"].get("shapes") or {}).items()
-            } or {"": manifest["capture"].get("start_skew_ms")},
+            "capture_start_skew_ms_by_shape": skew_by_shape(manifest),
             "downsampling": {
                 "rule": f"per host, the {max_events_per_host} longest trace events are kept (ties: the earlier one), "
                         "the rest dropped; the tool's own iteration and capture events are always kept",

@@ -35,15 +35,16 @@ def test_keep_longest_under_the_cap_keeps_everything():
     assert keep_longest([], 10).shortest_kept_ns is None
 
 
-def _host(name, start_ns, phases=None):
+def _host(name, start_ns):
+    """A manifest host entry with one shape whose capture began at start_ns."""
     return {"name": name, "status": "ok", "files": [],
-            "capture": {"start_ns": start_ns, "stop_ns": start_ns + 2_000_000},
-            "phases": phases or {"warmup": None, "profiled": None}, "shapes": {}}
+            "shapes": {"1x8x8": {"phases": {"warmup": None, "profiled": None},
+                                 "capture": {"start_ns": start_ns, "stop_ns": start_ns + 2_000_000}}}}
 
 
 def test_timeline_one_process_per_host_aligned_on_wall_clock():
     t0 = 1_800_000_000_000_000_000
-    manifest = {"run_id": "r", "capture": {"start_skew_ms": 0.25},
+    manifest = {"run_id": "r", "capture": {"start_skew_ms": 0.25}, "workload": {"shape": "1x8x8"},
                 "hosts": [_host("a", t0), _host("b", t0 + 250_000)]}
     events = {
         "a": (tool_events(manifest["hosts"][0]), keep_longest([("cpu", "step", t0 + 1000, 500)], 10)),
@@ -52,14 +53,14 @@ def test_timeline_one_process_per_host_aligned_on_wall_clock():
     trace = build_timeline(manifest, events, 10)
     names = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "process_name"}
     assert names == {1: "a", 2: "b"}
-    capture = {names[e["pid"]]: e["ts"] for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "capture"}
+    capture = {names[e["pid"]]: e["ts"] for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "capture 1x8x8"}
     assert capture == {"a": 0.0, "b": 250.0}  # microseconds: exactly the skew
     steps = {names[e["pid"]]: (e["ts"], e["dur"], e["tid"]) for e in trace["traceEvents"] if e["name"] == "step"}
     assert steps == {"a": (1.0, 0.5, 1), "b": (251.0, 0.5, 1)}
     threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"}
     assert threads == {(1, 0): TOOL_TRACK, (1, 1): "cpu", (2, 0): TOOL_TRACK, (2, 1): "cpu"}
     meta = trace["otherData"]
-    assert meta["origin_ns"] == t0 and meta["capture_start_skew_ms_by_shape"] == {"": 0.25}
+    assert meta["origin_ns"] == t0 and meta["capture_start_skew_ms_by_shape"] == {"1x8x8": 0.25}
     assert "longest" in meta["downsampling"]["rule"] and meta["downsampling"]["hosts"]["a"]["kept"] == 1
 
 
@@ -129,7 +130,8 @@ def test_write_timeline_reads_a_run_directory(tmp_path):
     ok = _host("a", time.time_ns())
     ok["files"] = [{"path": "hosts/a/a.pt.trace.json"}]
     failed = {**_host("b", time.time_ns()), "status": "failed", "files": [{"path": "hosts/b/b.pt.trace.json"}]}
-    (tmp_path / "manifest.json").write_text(json.dumps({"run_id": "r", "capture": {}, "hosts": [ok, failed]}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"run_id": "r", "capture": {}, "workload": {"shape": "1x8x8"},
+                                                        "hosts": [ok, failed]}))
 
     path = write_timeline(tmp_path, max_events_per_host=5)
     trace = json.loads(gzip.decompress(path.read_bytes()))
