@@ -23,6 +23,15 @@ class GatherError(RuntimeError):
     pass
 
 
+def _destination(host_name: str, relpath: str):
+    """Where a host's file goes in the run directory; GatherError (naming the host) for a
+    path that would land outside it."""
+    try:
+        return host_file_dest(host_name, relpath)
+    except ValueError as e:
+        raise GatherError(f"host {host_name}: {e}") from None
+
+
 def gather_host(actor: Any, host_name: str, run_dir: Path, timeout_s: float,
                 check_stop: Callable[[], None] = lambda: None,
                 gathered: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -35,10 +44,7 @@ def gather_host(actor: Any, host_name: str, run_dir: Path, timeout_s: float,
     gathered = [] if gathered is None else gathered
     entries = ray.get(actor.list_files.remote(), timeout=timeout_s)
     for entry in entries:
-        try:
-            dest_rel = host_file_dest(host_name, entry.path)
-        except ValueError as e:
-            raise GatherError(f"host {host_name}: {e}") from None
+        dest_rel = _destination(host_name, entry.path)
         dest = run_dir / dest_rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
@@ -106,10 +112,7 @@ def upload_host(actor: Any, host_name: str, run_url: str, run_dir: Path, timeout
 
     gathered = [] if gathered is None else gathered
     for relpath in ray.get(actor.list_paths.remote(), timeout=timeout_s):
-        try:
-            dest_rel = host_file_dest(host_name, relpath).as_posix()
-        except ValueError as e:
-            raise GatherError(f"host {host_name}: {e}") from None
+        dest_rel = _destination(host_name, relpath).as_posix()
         check_stop()
         sent = _get_watching_stop(actor.upload.remote(relpath, join(run_url, dest_rel)), timeout_s, check_stop)
         entry = {"path": dest_rel, "bytes": sent["bytes"], "sha256": sent["sha256"], "verified": "size"}
