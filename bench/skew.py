@@ -4,7 +4,8 @@
 (a JAX profiler server in each model process). The model is loaded once per host; then
 --trials captures each way, alternating:
 
-  synchronised: the driver picks one instant T; every host traces from T (runner.py's way)
+  synchronised: the driver picks one instant T; every host traces from T and starts its
+                iterations just after (runner.py's way, schedule.capture_instants_ns)
   naive:        the driver starts each host's capture one after another, as a loop over
                 the seed script would (each host traces from when its call arrives)
 
@@ -33,9 +34,10 @@ def skew_ms(actors: list, session: str) -> float:
     return (max(starts) - min(starts)) / schedule.NS_PER_MS
 
 
-def synchronised(actors: list, session: str) -> float:
+def synchronised(actors: list, session: str, plans: list[int]) -> float:
     at_ns = schedule.capture_instant_ns(time.time_ns())
-    ray.get([a.profile.remote(at_ns) for a in actors])
+    ray.get([a.profile.remote(*schedule.capture_instants_ns(at_ns, 0)) for a in actors])
+    plans += [info["client_call_plans"] for info in ray.get([a.capture_info.remote() for a in actors])]
     return skew_ms(actors, session)
 
 
@@ -66,8 +68,9 @@ def main() -> None:
             ray.get([a.warmup.remote() for a in actors])
             print(f"{len(actors)} hosts loaded and warm in {time.monotonic() - t0:.1f} s")
             results: dict[str, list[float]] = {"synchronised": [], "naive": []}
+            plans: list[int] = []
             for _ in range(args.trials):
-                results["synchronised"].append(synchronised(actors, run_id))
+                results["synchronised"].append(synchronised(actors, run_id, plans))
                 results["naive"].append(naive(actors, run_id))
         finally:
             reservation.release()
@@ -79,6 +82,8 @@ def main() -> None:
     print(f"median naive / synchronised: {ratio:.1f}x  (targets: synchronised median < 1 ms, >= 10x)")
     for way, values in results.items():
         print(f"{way} per trial: {', '.join(f'{v:.3f}' for v in values)}")
+    print(f"synchronised: client calls planned again after a late wake-up: {sum(p - 1 for p in plans)} "
+          f"in {len(plans)} host captures (most for one: {max(plans) - 1})")
 
 
 if __name__ == "__main__":

@@ -91,8 +91,8 @@ class HostWorker:
         self.backend.set_shape(shape_tag)
         return self.loads
 
-    def start_capture(self, at_ns: int | None, window: dict | None = None) -> None:
-        self.backend.start(self.engine.llm, at_ns, window)
+    def start_capture(self, trace_start_ns: int | None, window: dict | None = None) -> None:
+        self.backend.start(self.engine.llm, trace_start_ns, window)
 
     def prefill_steps(self) -> int:
         from ray_tpu_profile.engine import prefill_steps
@@ -110,15 +110,16 @@ class HostWorker:
     def finish_capture(self) -> None:
         self.backend.stop(self.engine.llm)
 
-    def profile(self, at_ns: int, window: dict | None = None) -> Phase:
-        """Capture around the profiled iterations; the phase spans profiler start to
-        stop (trace written), its latencies and marks are the iterations'."""
+    def profile(self, iterations_start_ns: int, trace_start_ns: int, window: dict | None = None) -> Phase:
+        """Capture around the profiled iterations (both instants from
+        schedule.capture_instants_ns); the phase spans profiler start to stop (trace
+        written), its latencies and marks are the iterations'."""
         import dataclasses
 
         started = time.time()
-        self.start_capture(at_ns, window)
+        self.start_capture(trace_start_ns, window)
         try:
-            iterations = self.run_profiled(at_ns)
+            iterations = self.run_profiled(iterations_start_ns)
         finally:
             self.finish_capture()
         return dataclasses.replace(iterations, started_at_s=started, finished_at_s=time.time())

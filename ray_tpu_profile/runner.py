@@ -224,9 +224,10 @@ class Run:
         delay_ms = window["delay_ms"] if window and window["kind"] == "time" else capture.delay_ms
         # One instant for every host, picked once all are warm (the barrier above).
         at_ns = schedule.capture_instant_ns(time.time_ns())
-        info.update(instant_ns=at_ns, trace_start_ns=at_ns + delay_ms * schedule.NS_PER_MS, delay_ms=delay_ms,
+        iterations_ns, trace_ns = schedule.capture_instants_ns(at_ns, delay_ms)
+        info.update(instant_ns=at_ns, iterations_start_ns=iterations_ns, trace_start_ns=trace_ns, delay_ms=delay_ms,
                     phase=capture.phase)
-        self._stage("capture", lambda a: a.profile.remote(at_ns, window), timeout_s, keep("profiled"))
+        self._stage("capture", lambda a: a.profile.remote(iterations_ns, trace_ns, window), timeout_s, keep("profiled"))
         if self._healthy():
             described = self._call_one(self._healthy()[0], lambda a: a.capture_info.remote(), timeout_s)
             info.update({k: v for k, v in described.items() if k not in info})

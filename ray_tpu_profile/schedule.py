@@ -1,9 +1,10 @@
 """When each host captures. Pure: times are integers in nanoseconds since the epoch.
 
 The driver picks one instant T a short lead ahead of now, once every host is warm;
-each host starts its iterations at T and its trace at T + delay_ms. Hosts compare
-against their own wall clock, so alignment is as good as the hosts' clock sync
-(NTP/PTP on TPU VMs; one clock for simulated hosts) plus the wake-up jitter.
+each host starts its iterations at T and its trace at T + delay_ms (with no delay, the
+trace opens LEAD_IN_MS before the iterations instead). Hosts compare against their own
+wall clock, so alignment is as good as the hosts' clock sync (NTP/PTP on TPU VMs; one
+clock for simulated hosts) plus the wake-up jitter.
 """
 
 from __future__ import annotations
@@ -15,8 +16,26 @@ CLIENT_SETUP_MS = 20
 """The profiler client's own delay must exceed its channel set-up or the server starts late."""
 
 
+LEAD_IN_MS = 5
+"""With --delay-ms 0 the trace opens this long before the iterations begin, so tracing
+starts on a quiet host. A trace start that coincides with the first iteration waits for a
+core on a busy host: measured with 4 simulated hosts on 2 cores, the profiler thread woke
+0.1-5 ms late then, 0.1 ms with the lead-in. The trace also shows the iteration's start."""
+CALL_TOLERANCE_NS = 100_000
+"""A client call made later than this after its planned instant is planned again."""
+
+
 def capture_instant_ns(now_ns: int, lead_ms: int = DEFAULT_LEAD_MS) -> int:
     return now_ns + lead_ms * NS_PER_MS
+
+
+def capture_instants_ns(instant_ns: int, delay_ms: int) -> tuple[int, int]:
+    """(iterations_start_ns, trace_start_ns) of a capture planned at instant_ns: the
+    iterations at T and the trace delay_ms later; with no delay, the trace at T and the
+    iterations LEAD_IN_MS after it."""
+    if delay_ms == 0:
+        return instant_ns + LEAD_IN_MS * NS_PER_MS, instant_ns
+    return instant_ns, instant_ns + delay_ms * NS_PER_MS
 
 
 def split_trace_delay(trace_start_ns: int, now_ns: int) -> tuple[int, int]:
@@ -27,6 +46,15 @@ def split_trace_delay(trace_start_ns: int, now_ns: int) -> tuple[int, int]:
     if remaining_ms < CLIENT_SETUP_MS:
         return now_ns, 0  # too late to be exact: start as soon as possible
     return trace_start_ns - remaining_ms * NS_PER_MS, remaining_ms
+
+
+def plan_again(call_at_ns: int, called_ns: int, client_delay_ms: int) -> bool:
+    """Whether a client call about to be made at called_ns, planned for call_at_ns, should
+    wait for the next whole millisecond instead. The client counts its delay from when it
+    is called, so a late wake-up (a busy core, another thread holding the GIL: 0.1-1.8 ms
+    seen) becomes that host's skew; planning again costs at most 1 ms of the lead while
+    enough of it is left for the client's set-up."""
+    return called_ns - call_at_ns > CALL_TOLERANCE_NS and client_delay_ms > CLIENT_SETUP_MS + 1
 
 
 def spread_ms(starts_ns: dict[str, int]) -> float | None:

@@ -140,3 +140,26 @@ def test_host_killed_during_gather_keeps_what_arrived(sim_cluster, tmp_path):
     assert on_disk == {f["path"] for f in failed["files"]}
     for f in failed["files"]:
         assert hashlib.sha256((run_dir / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+
+
+def test_host_without_a_profiler_server_fails_within_the_wait_and_the_rest_deliver(sim_cluster, tmp_path):
+    """The model process of worker 1 starts no profiler server: a fake cause (see
+    tests/faults/sitecustomize.py: simulated hosts share localhost, so one cannot lack a
+    server the other has), real effect: the tool waits --server-wait-s on a port where
+    nothing listens, fails that host at load with the reason, and the other host captures."""
+    proc = start_run(sim_cluster, tmp_path, "--profiler", "jax", "--duration-ms", "500", "--server-wait-s", "3",
+                     "--env", f"PYTHONPATH={REPO / 'tests' / 'faults'}", "--env", "NO_PROFILER_SERVER_ON_WORKER=1")
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    (run_dir,) = list(tmp_path.iterdir())
+    manifest = load_manifest(run_dir)
+    victim = next(h for h in manifest["hosts"] if h["status"] == "failed")
+    assert victim["worker_id"] == 1
+    assert_partial(proc, stdout, stderr, tmp_path, victim, "load", "did not answer within 3 s")
+    assert "is it running in the model process?" in victim["error"]
+    (healthy,) = [h for h in manifest["hosts"] if h["status"] == "ok"]
+    assert healthy["capture"]["events"] > 0  # its xplane was read back with xprof
+    assert [f["path"] for f in healthy["files"] if f["path"].endswith(".xplane.pb")] == [healthy["capture"]["xplane"]]
+    assert not any(f["path"].endswith(".xplane.pb") for f in victim["files"])

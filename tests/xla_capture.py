@@ -91,10 +91,11 @@ def main(run_dir: Path) -> None:
         ray.get([a.load_xla.remote(workload, capture, run_id) for a in actors.values()])
         ray.get([a.warmup.remote() for a in actors.values()])
         at_ns = schedule.capture_instant_ns(time.time_ns())
-        ray.get([a.profile.remote(at_ns) for a in actors.values()])
+        iterations_ns, trace_ns = schedule.capture_instants_ns(at_ns, capture.delay_ms)
+        ray.get([a.profile.remote(iterations_ns, trace_ns) for a in actors.values()])
         files = {name: gather_host(actor, name, run_dir, timeout_s=120) for name, actor in actors.items()}
         print(json.dumps({
-            "run_id": run_id, "instant_ns": at_ns, "trace_start_ns": at_ns + capture.delay_ms * schedule.NS_PER_MS,
+            "run_id": run_id, "instant_ns": at_ns, "trace_start_ns": trace_ns,
             "files": files, "pids": [i["pid"] for i in identities],
             "node_ids": [i["node_id"] for i in identities],
             "ports": ray.get([a.capture_info.remote() for a in actors.values()]),

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 class CaptureBackend(ABC):
     """Lives in the host actor beside the LLM. Call order:
-    configure(engine_args) -> [LLM built] -> attach(llm) -> start(llm, at_ns) ... stop(llm)."""
+    configure(engine_args) -> [LLM built] -> attach(llm) -> start(llm, trace_start_ns) ... stop(llm)."""
 
     name: str = ""
 
@@ -29,10 +29,10 @@ class CaptureBackend(ABC):
         """Called once the LLM is ready (default: nothing)."""
 
     @abstractmethod
-    def start(self, llm: Any, at_ns: int | None = None, window: dict | None = None) -> None:
-        """Begin recording; at_ns is the run's common capture instant (epoch ns), which
-        time-window backends start from (plus their delay). window, when given, is a
-        phase window (schedule.phase_*_window) replacing the configured one."""
+    def start(self, llm: Any, trace_start_ns: int | None = None, window: dict | None = None) -> None:
+        """Begin recording; trace_start_ns is when a time-window backend's trace must begin
+        on every host (epoch ns; None: its delay from now). window, when given, is a phase
+        window (schedule.phase_*_window) replacing the configured one."""
 
     @abstractmethod
     def stop(self, llm: Any) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ray_tpu_profile.profilers.base import CaptureBackend
-from ray_tpu_profile.schedule import NS_PER_MS, split_trace_delay
+from ray_tpu_profile.schedule import NS_PER_MS, plan_again, split_trace_delay
 
 XPLANE_DIR = "xplane"
 """Under the host's output dir: <XPLANE_DIR>/plugins/profile/<session>/<host>.xplane.pb."""
@@ -110,6 +110,8 @@ class ServerBackend(CaptureBackend):
         self.warmup_capture_attempts: int | None = None
         """Throwaway captures it took to get one with events (see WARMUP_CAPTURE_ATTEMPTS)."""
         self.client_delay_ms: int | None = None
+        self.client_call_plans: int | None = None
+        """How many times the client call was planned (see schedule.plan_again)."""
 
     def set_shape(self, shape_tag: str | None) -> None:
         """Each shape of a sweep is its own XProf session: <run>-<shape>."""
@@ -169,23 +171,30 @@ class ServerBackend(CaptureBackend):
         self.warmed_up = True
         return latencies
 
-    def start(self, llm: Any, at_ns: int | None = None, window: dict | None = None) -> None:
-        at_ns = at_ns or time.time_ns()
+    def start(self, llm: Any, trace_start_ns: int | None = None, window: dict | None = None) -> None:
         if window is not None:
             assert window["kind"] == "time", window
             self.delay_ms, self.duration_ms = window["delay_ms"], window["duration_ms"]
+        if trace_start_ns is None:  # not scheduled by the driver: from now
+            trace_start_ns = time.time_ns() + self.delay_ms * NS_PER_MS
         self.logdir = self.trace_dir / XPLANE_DIR
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._error = None
-        self._thread = threading.Thread(target=self._capture, args=(at_ns + self.delay_ms * NS_PER_MS,),
+        self._thread = threading.Thread(target=self._capture, args=(trace_start_ns,),
                                         name=f"capture-{self.host_name}", daemon=True)
         self._thread.start()
 
     def _capture(self, trace_start_ns: int) -> None:
         try:
-            call_at_ns, client_delay_ms = split_trace_delay(trace_start_ns, time.time_ns())
-            wait_until_ns(call_at_ns)
-            self.trace_called_at_ns, self.client_delay_ms = time.time_ns(), client_delay_ms
+            plans = 0
+            while True:
+                plans += 1
+                call_at_ns, client_delay_ms = split_trace_delay(trace_start_ns, time.time_ns())
+                wait_until_ns(call_at_ns)
+                called_ns = time.time_ns()
+                if not plan_again(call_at_ns, called_ns, client_delay_ms):
+                    break
+            self.trace_called_at_ns, self.client_delay_ms, self.client_call_plans = called_ns, client_delay_ms, plans
             self._trace(f"localhost:{self.port}", str(self.logdir), self.duration_ms, client_delay_ms)
         except BaseException as e:  # handed to stop(), which raises it in the actor call
             self._error = e
@@ -209,4 +218,5 @@ class ServerBackend(CaptureBackend):
             "session": self.session_id,
             "server": {"host": "localhost", "started_by": "ray-tpu-profile" if self.own_server else "model process"},
             "warmup_capture_attempts": self.warmup_capture_attempts,
+            "client_call_plans": self.client_call_plans,
         }

@@ -29,7 +29,7 @@ class VllmTorchProfiler(CaptureBackend):
         """In every trace file name: the host, and the shape in a sweep."""
         return f"{self.host_name}-{self.shape_tag}" if self.shape_tag else self.host_name
 
-    def start(self, llm: Any, at_ns: int | None = None, window: dict | None = None) -> None:
+    def start(self, llm: Any, trace_start_ns: int | None = None, window: dict | None = None) -> None:
         if window is not None:
             assert window["kind"] == "steps", window
             llm.start_profile(profile_prefix=self.prefix, delay_iterations=window["delay_iterations"],
