@@ -103,7 +103,7 @@ def run_options(command):
                           "the trace holds only that phase; --duration-ms then defaults to the whole phase."),
         click.option("--delay-ms", type=int, envvar="VLLM_TPU_PROFILE_DELAY_MS", default=0, show_default=True,
                      help="Start tracing this long after the profiled iterations begin, e.g. past prefill (server "
-                          "backends). 0: the trace opens 5 ms before them [env VLLM_TPU_PROFILE_DELAY_MS]."),
+                          "backends). 0: the trace opens 5 ms before them (--phase all) [env VLLM_TPU_PROFILE_DELAY_MS]."),
         click.option("--duration-ms", type=int, envvar="VLLM_TPU_PROFILE_DURATION_MS", default=3000, show_default=True,
                      help="Trace length (server backends) [env VLLM_TPU_PROFILE_DURATION_MS]."),
         click.option("--env", "env", multiple=True, callback=_parse_env, metavar="KEY=VALUE",

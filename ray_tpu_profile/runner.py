@@ -224,7 +224,7 @@ class Run:
         delay_ms = window["delay_ms"] if window and window["kind"] == "time" else capture.delay_ms
         # One instant for every host, picked once all are warm (the barrier above).
         at_ns = schedule.capture_instant_ns(time.time_ns())
-        iterations_ns, trace_ns = schedule.capture_instants_ns(at_ns, delay_ms)
+        iterations_ns, trace_ns = schedule.capture_instants_ns(at_ns, delay_ms, lead_in=window is None)
         info.update(instant_ns=at_ns, iterations_start_ns=iterations_ns, trace_start_ns=trace_ns, delay_ms=delay_ms,
                     phase=capture.phase)
         self._stage("capture", lambda a: a.profile.remote(iterations_ns, trace_ns, window), timeout_s, keep("profiled"))
@@ -469,8 +469,8 @@ def _phase_problem(window: dict, profiled, info) -> str | None:
     if window["phase"] == "decode" and not (info.start_ns >= prefill_end_ns and info.stop_ns <= end_ns):
         return (f"--phase decode: trace {ms(info.start_ns):.1f}-{ms(info.stop_ns):.1f} ms is not inside decode "
                 f"{ms(prefill_end_ns):.1f}-{ms(end_ns):.1f} ms of the profiled iteration")
-    if window["phase"] == "prefill" and not info.stop_ns <= prefill_end_ns:
-        return (f"--phase prefill: trace {ms(info.start_ns):.1f}-{ms(info.stop_ns):.1f} ms runs past prefill "
+    if window["phase"] == "prefill" and not (info.start_ns < prefill_end_ns and info.stop_ns <= prefill_end_ns):
+        return (f"--phase prefill: trace {ms(info.start_ns):.1f}-{ms(info.stop_ns):.1f} ms is not inside prefill "
                 f"(over at {ms(prefill_end_ns):.1f} ms) of the profiled iteration")
     return None
 

@@ -29,11 +29,12 @@ def capture_instant_ns(now_ns: int, lead_ms: int = DEFAULT_LEAD_MS) -> int:
     return now_ns + lead_ms * NS_PER_MS
 
 
-def capture_instants_ns(instant_ns: int, delay_ms: int) -> tuple[int, int]:
+def capture_instants_ns(instant_ns: int, delay_ms: int, lead_in: bool = True) -> tuple[int, int]:
     """(iterations_start_ns, trace_start_ns) of a capture planned at instant_ns: the
-    iterations at T and the trace delay_ms later; with no delay, the trace at T and the
-    iterations LEAD_IN_MS after it."""
-    if delay_ms == 0:
+    iterations at T and the trace delay_ms later; with no delay (and lead_in: not for a
+    phase window, whose delay and duration are measured from the iterations' start), the
+    trace at T and the iterations LEAD_IN_MS after it."""
+    if delay_ms == 0 and lead_in:
         return instant_ns + LEAD_IN_MS * NS_PER_MS, instant_ns
     return instant_ns, instant_ns + delay_ms * NS_PER_MS
 
@@ -42,19 +43,24 @@ def split_trace_delay(trace_start_ns: int, now_ns: int) -> tuple[int, int]:
     """The profiler client takes a whole-millisecond delay counted from when it is called.
     Returns (call_at_ns, delay_ms): call the client at call_at_ns with delay_ms so that
     tracing begins at trace_start_ns to within the wake-up jitter, not to within 1 ms."""
-    remaining_ms = (trace_start_ns - now_ns) // NS_PER_MS
+    remaining_ns = trace_start_ns - now_ns
+    remaining_ms = remaining_ns // NS_PER_MS
     if remaining_ms < CLIENT_SETUP_MS:
-        return now_ns, 0  # too late to be exact: start as soon as possible
+        # Too close to be exact: call now, rounding up so tracing never begins early (a
+        # decode window begun early would hold prefill); its set-up may make it late.
+        return now_ns, max(0, -(-remaining_ns // NS_PER_MS))
     return trace_start_ns - remaining_ms * NS_PER_MS, remaining_ms
 
 
-def plan_again(call_at_ns: int, called_ns: int, client_delay_ms: int) -> bool:
+def plan_again(trace_start_ns: int, call_at_ns: int, called_ns: int) -> bool:
     """Whether a client call about to be made at called_ns, planned for call_at_ns, should
     wait for the next whole millisecond instead. The client counts its delay from when it
     is called, so a late wake-up (a busy core, another thread holding the GIL: 0.1-1.8 ms
-    seen) becomes that host's skew; planning again costs at most 1 ms of the lead while
-    enough of it is left for the client's set-up."""
-    return called_ns - call_at_ns > CALL_TOLERANCE_NS and client_delay_ms > CLIENT_SETUP_MS + 1
+    seen) becomes that host's skew. Each new plan costs at most 1 ms of the lead; once a
+    new plan would leave the client less than its set-up time, the late call goes ahead
+    as planned (late by the wake-up, never early)."""
+    late = called_ns - call_at_ns > CALL_TOLERANCE_NS
+    return late and (trace_start_ns - called_ns) // NS_PER_MS >= CLIENT_SETUP_MS
 
 
 def spread_ms(starts_ns: dict[str, int]) -> float | None:

@@ -56,6 +56,22 @@ def test_jax_decode_window_lies_inside_decode(sim_cluster, tmp_path):
         assert prefill_end_ns <= host["capture"]["start_ns"] < host["capture"]["stop_ns"] <= end_ns
 
 
+def test_jax_prefill_window_holds_prefill_from_the_iterations_start(sim_cluster, tmp_path):
+    """A prefill window is measured from the iterations' start: no lead-in before it (the
+    trace would lose the end of prefill), and the trace must hold prefill, not only end
+    before it is over."""
+    proc, manifest, _ = run(sim_cluster, tmp_path, "--profiler", "jax", "--phase", "prefill",
+                            "--input-len", "256", "--output-len", "8")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    capture = manifest["capture"]
+    assert capture["window"]["delay_ms"] == 0 and capture["window"]["duration_ms"] >= 1
+    assert capture["iterations_start_ns"] == capture["trace_start_ns"] == capture["instant_ns"]
+    for host in manifest["hosts"]:
+        profiled = host["phases"]["profiled"]
+        prefill_end_ns = (profiled["iteration_starts_s"][0] + profiled["prefill_s"][0]) * 1e9
+        assert host["capture"]["start_ns"] < host["capture"]["stop_ns"] <= prefill_end_ns
+
+
 def test_a_duration_the_phase_cannot_hold_is_an_error_saying_what_fits(sim_cluster, tmp_path):
     proc, manifest, _ = run(sim_cluster, tmp_path, "--profiler", "jax", "--phase", "decode", "--output-len", "16",
                             "--duration-ms", "60000")

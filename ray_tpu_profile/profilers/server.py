@@ -192,7 +192,7 @@ class ServerBackend(CaptureBackend):
                 call_at_ns, client_delay_ms = split_trace_delay(trace_start_ns, time.time_ns())
                 wait_until_ns(call_at_ns)
                 called_ns = time.time_ns()
-                if not plan_again(call_at_ns, called_ns, client_delay_ms):
+                if not plan_again(trace_start_ns, call_at_ns, called_ns):
                     break
             self.trace_called_at_ns, self.client_delay_ms, self.client_call_plans = called_ns, client_delay_ms, plans
             self._trace(f"localhost:{self.port}", str(self.logdir), self.duration_ms, client_delay_ms)
