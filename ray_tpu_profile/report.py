@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from rich.console import Console
 from rich.table import Table
@@ -90,39 +90,51 @@ def print_plan(planned: dict[str, Any], console: Console | None = None) -> None:
     console.print(f"env in every model process: {', '.join(f'{k}={v}' for k, v in e['env'].items())}")
 
 
-def build_report(run_dir: Path, top: int = 10) -> dict[str, Any]:
+def host_report(host: dict[str, Any], events: Iterable[tuple[str, str, int, int]], unreadable: list[str],
+                top: int = 10) -> dict[str, Any]:
+    """One host's part of report.json, from its trace events (unreadable: the trace files
+    that could not be read, filled while events are read)."""
+    from ray_tpu_profile.analysis import latency_stats, self_times, top_operations
+    from ray_tpu_profile.traces import TRACE_SUFFIXES
+
+    totals = self_times((track, name, start_ns / 1e6, duration_ns / 1e6)  # self times in ms
+                        for track, name, start_ns, duration_ns in events)
+    return {
+        "name": host["name"],
+        "status": host["status"],
+        "stage": host["stage"],
+        "error": host["error"],
+        "warmup_s": latency_stats(host["latency_s"]["warmup"]),
+        "profiled_s": latency_stats(host["latency_s"]["profiled"]),
+        "trace_bytes": sum(f["bytes"] for f in host["files"]),
+        "traces": [f["path"] for f in host["files"] if f["path"].endswith(TRACE_SUFFIXES)],
+        "unreadable_traces": unreadable,
+        "top_operations": top_operations(totals, top) if totals else [],
+        "shapes": {
+            shape: {"warmup_s": latency_stats(done["latency_s"]["warmup"]),
+                    "profiled_s": latency_stats(done["latency_s"]["profiled"])}
+            for shape, done in host.get("shapes", {}).items()
+        },
+    }
+
+
+def build_report(run_dir: Path, top: int = 10, hosts: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """report.json: per host latency statistics, top operations by self time from its own
-    trace, trace bytes; capture skew; the slowest host against the median; failures."""
+    trace, trace bytes; capture skew; the slowest host against the median; failures.
+    hosts: each host's host_report, where the caller has read the traces already."""
     import json
 
     from ray_tpu_profile import layout
-    from ray_tpu_profile.analysis import latency_stats, self_times, top_operations
-    from ray_tpu_profile.traces import TRACE_SUFFIXES, host_trace_events
+    from ray_tpu_profile.traces import host_trace_events
 
     manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
-    hosts = []
+    entries = []
     for h in manifest["hosts"]:
-        traces = [f["path"] for f in h["files"] if f["path"].endswith(TRACE_SUFFIXES)]
-        unreadable: list[str] = []
-        intervals = [(track, name, start_ns / 1e6, duration_ns / 1e6)  # self times in ms
-                     for track, name, start_ns, duration_ns in host_trace_events(run_dir, h, unreadable)]
-        hosts.append({
-            "name": h["name"],
-            "status": h["status"],
-            "stage": h["stage"],
-            "error": h["error"],
-            "warmup_s": latency_stats(h["latency_s"]["warmup"]),
-            "profiled_s": latency_stats(h["latency_s"]["profiled"]),
-            "trace_bytes": sum(f["bytes"] for f in h["files"]),
-            "traces": traces,
-            "unreadable_traces": unreadable,
-            "top_operations": top_operations(self_times(intervals), top) if intervals else [],
-            "shapes": {
-                shape: {"warmup_s": latency_stats(done["latency_s"]["warmup"]),
-                        "profiled_s": latency_stats(done["latency_s"]["profiled"])}
-                for shape, done in h.get("shapes", {}).items()
-            },
-        })
+        if hosts is not None:
+            entries.append(hosts[h["name"]])
+        else:
+            unreadable: list[str] = []
+            entries.append(host_report(h, host_trace_events(run_dir, h, unreadable), unreadable, top))
     slowest = slowest_host(manifest)
     return {
         "run_id": manifest["run_id"],
@@ -137,7 +149,7 @@ def build_report(run_dir: Path, top: int = 10) -> dict[str, Any]:
         },
         "failed_hosts": [{"name": h["name"], "stage": h["stage"], "error": h["error"]}
                          for h in manifest["hosts"] if h["status"] != "ok"],
-        "hosts": hosts,
+        "hosts": entries,
     }
 
 
@@ -190,20 +202,44 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
 def write_report(run_dir: Path, max_timeline_events_per_host: int | None = None,
                  note: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
     """Everything `report` derives from a run directory, written into it: report.json and
-    report.txt, timeline.json.gz (every host's trace on one axis) and report.png."""
+    report.txt, timeline.json.gz (every host's trace on one axis) and report.png. Each
+    host's traces are read once, for both the report and the timeline."""
     import io
     import json
     import time
 
     from ray_tpu_profile.layout import MANIFEST, write_json_atomic
     from ray_tpu_profile.plot import PLOT, write_plot
-    from ray_tpu_profile.timeline import DEFAULT_MAX_EVENTS_PER_HOST, TIMELINE, write_timeline
+    from ray_tpu_profile.timeline import DEFAULT_MAX_EVENTS_PER_HOST, TIMELINE, host_timeline, write_timeline
+    from ray_tpu_profile.traces import read_host_traces
 
     run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    max_events = max_timeline_events_per_host or DEFAULT_MAX_EVENTS_PER_HOST
     report: dict[str, Any] = {}
+    # Each output on its own: a trace one of them cannot use must not cost the others.
+    failures: dict[str, str] = {}
+    derived: dict[str, dict[str, Any]] = {"report.json": {}, TIMELINE: {}}
+    started, events = time.monotonic(), 0
+    for h in manifest["hosts"]:  # one host's events in memory at a time
+        try:
+            traces = read_host_traces(run_dir, h)
+        except Exception as e:  # both outputs that need the traces fail, named below
+            for name in derived:
+                failures.setdefault(name, f"{name}: {type(e).__name__}: {e}")
+            continue
+        events += len(traces.events)
+        for name, derive, *args in (("report.json", host_report), (TIMELINE, host_timeline, max_events)):
+            if name not in failures:
+                try:
+                    derived[name][h["name"]] = derive(h, traces.events, traces.unreadable, *args)
+                except Exception as e:  # that output fails, named below; the other goes on
+                    failures[name] = f"{name}: {type(e).__name__}: {e}"
+        del traces  # before the next host's are read
+    note(f"traces read: {events:,} events from {len(manifest['hosts'])} host(s) ({time.monotonic() - started:.1f} s)")
 
     def text_report() -> str:
-        report.update(build_report(run_dir))
+        report.update(build_report(run_dir, hosts=derived["report.json"]))
         write_json_atomic(run_dir / "report.json", report)
         buffer = io.StringIO()
         print_report(report, Console(file=buffer, width=160, highlight=False, soft_wrap=True))
@@ -211,23 +247,23 @@ def write_report(run_dir: Path, max_timeline_events_per_host: int | None = None,
         return "report.json, report.txt written"
 
     def timeline() -> str:
-        write_timeline(run_dir, max_timeline_events_per_host or DEFAULT_MAX_EVENTS_PER_HOST)
+        write_timeline(run_dir, max_events, hosts=derived[TIMELINE])
         return f"{TIMELINE} written: every host's trace on one wall-clock axis, for Perfetto (ui.perfetto.dev)"
 
     def plot() -> str:
-        write_plot(run_dir, json.loads((run_dir / MANIFEST).read_text()))
+        write_plot(run_dir, manifest)
         return f"{PLOT} written"
 
-    # Each output on its own: a trace one of them cannot use must not cost the others.
-    failures = []
     for name, write in (("report.json", text_report), (TIMELINE, timeline), (PLOT, plot)):
+        if name in failures:
+            continue
         started = time.monotonic()
         try:
             note(f"{write()} ({time.monotonic() - started:.1f} s)")
         except Exception as e:  # collected and raised together below
-            failures.append(f"{name}: {type(e).__name__}: {e}")
+            failures[name] = f"{name}: {type(e).__name__}: {e}"
     if failures:
-        raise ReportError("; ".join(failures))
+        raise ReportError("; ".join(failures.values()))
     return report
 
 

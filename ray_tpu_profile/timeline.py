@@ -120,19 +120,31 @@ def build_timeline(manifest: dict[str, Any], host_events: dict[str, tuple[list[E
     }
 
 
-def write_timeline(run_dir: Path, max_events_per_host: int = DEFAULT_MAX_EVENTS_PER_HOST) -> Path:
-    """timeline.json.gz in the run directory, from its manifest and every host's traces."""
+def host_timeline(host: dict[str, Any], events: Iterable[tuple[str, str, int, int]], unreadable: list[str],
+                  max_events_per_host: int) -> tuple[list[Event], Kept, list[str]]:
+    """One host's part of the timeline: its tool events, its kept trace events, and the
+    trace files that could not be read (filled while events are read)."""
+    return tool_events(host), keep_longest(events, max_events_per_host), unreadable
+
+
+def write_timeline(run_dir: Path, max_events_per_host: int = DEFAULT_MAX_EVENTS_PER_HOST,
+                   hosts: dict[str, tuple[list[Event], Kept, list[str]]] | None = None) -> Path:
+    """timeline.json.gz in the run directory, from its manifest and every host's traces
+    (hosts: each host's host_timeline, where the caller has read the traces already)."""
     from ray_tpu_profile.layout import MANIFEST
     from ray_tpu_profile.traces import host_trace_events
 
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / MANIFEST).read_text())
-    errors: dict[str, list[str]] = {h["name"]: [] for h in manifest["hosts"]}
-    host_events = {h["name"]: (tool_events(h), keep_longest(host_trace_events(run_dir, h, errors[h["name"]]),
-                                                            max_events_per_host))
-                   for h in manifest["hosts"]}
+    if hosts is None:
+        hosts = {}
+        for h in manifest["hosts"]:
+            unreadable: list[str] = []  # streamed: only the kept events are held
+            hosts[h["name"]] = host_timeline(h, host_trace_events(run_dir, h, unreadable), unreadable,
+                                             max_events_per_host)
+    host_events = {name: (own, kept) for name, (own, kept, _) in hosts.items()}
     trace = build_timeline(manifest, host_events, max_events_per_host)
-    for name, problems in errors.items():
+    for name, (_, _, problems) in hosts.items():
         trace["otherData"]["downsampling"]["hosts"][name]["unreadable"] = problems
     path = run_dir / TIMELINE
     tmp = path.with_name(f".{path.name}.tmp")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,3 +54,18 @@ def host_trace_events(run_dir: Path, host: dict[str, Any], errors: list[str]) ->
             yield from reader(path)
         except (XplaneError, OSError, ValueError, KeyError) as e:
             errors.append(f"{f['path']}: {type(e).__name__}: {e}")
+
+
+@dataclass
+class HostTraces:
+    """One host's trace events, read once for everything derived from them at the end of
+    a run (report and timeline each reading them again cost a second full read)."""
+
+    events: list[tuple[str, str, int, int]]
+    unreadable: list[str] = field(default_factory=list)
+
+
+def read_host_traces(run_dir: Path, host: dict[str, Any]) -> HostTraces:
+    traces = HostTraces(events=[])
+    traces.events.extend(host_trace_events(run_dir, host, traces.unreadable))
+    return traces

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import os
 import json
+from pathlib import Path
 import time
 
 import pytest
@@ -114,25 +115,33 @@ def test_xplane_events_are_at_wall_clock_time(tmp_path):
     assert all(start <= s <= after_ns for _, _, s, _ in events)
 
 
-def test_write_timeline_reads_a_run_directory(tmp_path):
-    """write_timeline on a run directory whose one host delivered a real torch trace; a
-    failed host's file that is no trace is named, not fatal."""
+def _run_dir_with_a_torch_trace_and_a_broken_one(run_dir):
+    """Host a delivered a real torch trace; failed host b a file that is no trace."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(20):
             torch.ones(32, 32) @ torch.ones(32, 32)
-    (tmp_path / "hosts" / "a").mkdir(parents=True)
-    prof.export_chrome_trace(str(tmp_path / "hosts" / "a" / "a.pt.trace.json"))
-    (tmp_path / "hosts" / "b").mkdir(parents=True)
-    (tmp_path / "hosts" / "b" / "b.pt.trace.json").write_text("{half a fil")
-    ok = _host("a", time.time_ns())
-    ok["files"] = [{"path": "hosts/a/a.pt.trace.json"}]
-    failed = {**_host("b", time.time_ns()), "status": "failed", "files": [{"path": "hosts/b/b.pt.trace.json"}]}
-    (tmp_path / "manifest.json").write_text(json.dumps({"run_id": "r", "capture": {}, "workload": {"shape": "1x8x8"},
-                                                        "hosts": [ok, failed]}))
+    (run_dir / "hosts" / "a").mkdir(parents=True)
+    prof.export_chrome_trace(str(run_dir / "hosts" / "a" / "a.pt.trace.json"))
+    (run_dir / "hosts" / "b").mkdir(parents=True)
+    (run_dir / "hosts" / "b" / "b.pt.trace.json").write_text("{half a fil")
+    latency_s = {"warmup": [0.1], "profiled": [0.2, 0.3]}
+    ok = {**_host("a", time.time_ns()), "stage": "done", "error": None, "latency_s": {"load": 1.0, **latency_s},
+          "files": [{"path": "hosts/a/a.pt.trace.json", "bytes": 1}]}
+    failed = {**_host("b", time.time_ns()), "status": "failed", "stage": "verify", "error": "not a trace",
+              "latency_s": {"load": 1.0, **latency_s}, "files": [{"path": "hosts/b/b.pt.trace.json", "bytes": 1}]}
+    for host in (ok, failed):
+        host["shapes"]["1x8x8"]["latency_s"] = latency_s
+    (run_dir / "manifest.json").write_text(json.dumps({"run_id": "r", "status": "partial", "capture": {},
+                                                       "workload": {"shape": "1x8x8"}, "hosts": [ok, failed]}))
 
+
+def test_write_timeline_reads_a_run_directory(tmp_path):
+    """write_timeline on a run directory whose one host delivered a real torch trace; a
+    failed host's file that is no trace is named, not fatal."""
+    _run_dir_with_a_torch_trace_and_a_broken_one(tmp_path)
     path = write_timeline(tmp_path, max_events_per_host=5)
     trace = json.loads(gzip.decompress(path.read_bytes()))
     hosts = trace["otherData"]["downsampling"]["hosts"]
@@ -170,3 +179,45 @@ def test_xplane_events_are_not_capped_by_the_converter(tmp_path, monkeypatch):
     # Every event of the xplane (the converter adds a few derived ones of its own).
     assert len(events) >= read_xplane(path).events > 10
     assert os.environ[TRACE_VIEWER_MAX_EVENTS_ENV] == "10"  # restored after the call
+
+
+def test_write_report_reads_each_trace_once_for_report_and_timeline(tmp_path, monkeypatch):
+    """The end of a run writes report.json and the timeline from one read of each trace
+    file (counted by wrapping the reader), with the same content as each on its own."""
+    from ray_tpu_profile import traces
+    from ray_tpu_profile.report import build_report, write_report
+
+    _run_dir_with_a_torch_trace_and_a_broken_one(tmp_path)
+    alone_report = build_report(tmp_path)
+    alone_timeline = json.loads(gzip.decompress(write_timeline(tmp_path, max_events_per_host=5).read_bytes()))
+    reads = []
+    real_reader = traces.torch_trace_events
+
+    def counting_reader(path):
+        reads.append(Path(path).relative_to(tmp_path).as_posix())
+        return real_reader(path)
+
+    monkeypatch.setattr(traces, "torch_trace_events", counting_reader)
+    notes = []
+    report = write_report(tmp_path, 5, notes.append)
+    assert json.loads((tmp_path / "report.json").read_text()) == report and (tmp_path / "report.png").stat().st_size
+    assert sorted(reads) == ["hosts/a/a.pt.trace.json", "hosts/b/b.pt.trace.json"]
+    assert report == alone_report
+    assert report["hosts"][0]["top_operations"] and report["hosts"][1]["unreadable_traces"]
+    timeline = json.loads(gzip.decompress((tmp_path / "timeline.json.gz").read_bytes()))
+    assert timeline == alone_timeline
+    assert any(n.startswith("traces read: ") for n in notes)
+
+
+def test_write_report_one_output_failing_costs_the_others_nothing(tmp_path):
+    """The timeline cannot be written (its temporary path is taken by a directory): it
+    is named in the error, and report.json, report.txt and report.png are still written."""
+    from ray_tpu_profile.report import ReportError, write_report
+
+    _run_dir_with_a_torch_trace_and_a_broken_one(tmp_path)
+    (tmp_path / ".timeline.json.gz.tmp").mkdir()
+    with pytest.raises(ReportError) as e:
+        write_report(tmp_path, 5)
+    assert str(e.value).startswith("timeline.json.gz: IsADirectoryError") and ";" not in str(e.value)
+    assert {"report.json", "report.txt", "report.png"} <= {p.name for p in tmp_path.iterdir()}
+    assert not (tmp_path / "timeline.json.gz").exists()
