@@ -30,6 +30,7 @@ class HostWorker:
         self.backend = None
         self.loads = 0
         """Models loaded by this actor: a sweep must load once."""
+        self.last_warmup: Phase | None = None
 
     def identity(self, env_keys: tuple[str, ...] = ()) -> dict[str, Any]:
         """Where this actor runs, and the values of env_keys as this process sees them."""
@@ -81,7 +82,34 @@ class HostWorker:
         started, first_mark = time.time(), len(getattr(self.engine, "marks", []))
         latencies = self.backend.warm_up(self.engine.run_once_s)
         latencies += [self.engine.run_once_s() for _ in range(self.engine.workload.num_iters_warmup - len(latencies))]
-        return self._phase(started, latencies, first_mark)
+        self.last_warmup = self._phase(started, latencies, first_mark)
+        return self.last_warmup
+
+    def traced_iteration(self) -> Phase:
+        """One more warmup iteration, inside a throwaway trace of the capture's own
+        configuration (server backends, before placing a --phase window): how long prefill
+        and decode take while traced. The trace covers prefill with room (3x its untraced
+        time + 50 ms); an end of decode seen after the trace is over can only be earlier
+        than a traced one, which keeps a window computed from it inside decode."""
+        import math
+
+        from ray_tpu_profile.schedule import NS_PER_MS
+
+        prefill_ms = max(self.last_warmup.prefill_s or (0.0,)) * 1000
+        started, first_mark = time.time(), len(self.engine.marks)
+        latency_s, trace_start_ns, trace_stop_ns = self.backend.run_traced(self.engine.run_once_s,
+                                                                            math.ceil(3 * prefill_ms) + 50)
+        phase = self._phase(started, [latency_s], first_mark)
+        if not phase.prefill_s:
+            raise RuntimeError("the traced warmup iteration gave no request metrics to place the window with")
+        begun_ns = round(phase.iteration_starts_s[0] * 1e9)
+        prefill_over_ns = begun_ns + round(phase.prefill_s[0] * 1e9)
+        if not trace_start_ns <= begun_ns < prefill_over_ns <= trace_stop_ns:
+            raise RuntimeError(
+                f"the traced warmup iteration's prefill ({(begun_ns - trace_start_ns) / NS_PER_MS:.1f}-"
+                f"{(prefill_over_ns - trace_start_ns) / NS_PER_MS:.1f} ms into its trace) was not inside the trace "
+                f"({(trace_stop_ns - trace_start_ns) / NS_PER_MS:.1f} ms)")
+        return phase
 
     # profile() = start_capture + run_profiled + finish_capture; the parts are separate
     # so bench/skew.py can also start captures one host after another (the naive way).

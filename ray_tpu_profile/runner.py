@@ -328,23 +328,35 @@ class Run:
             list(pool.map(one, healthy))
         self.stop_signals.check()
 
-    def _phase_window(self, workload, timeout_s: float) -> dict[str, Any]:
+    def _phase_window(self, workload, timeout_s: float) -> dict[str, Any] | None:
         """The window that holds only --phase, from what the hosts measured in warmup
-        (WindowError, naming what would fit, when it cannot)."""
-        self._enter("window")
+        (WindowError, naming what would fit, when it cannot; None: no host is left)."""
         capture, healthy = self.capture, self._healthy()
         if capture.uses_server:
-            warmups = {r.host.name: r.shapes[workload.shape]["warmup"] for r in healthy}
-            # The latest prefill end and earliest last token seen in warmup, not medians:
+            # The profiled iteration will be traced, and the tracer slows the host side
+            # (prefill took up to 2.3x its untraced time on CPU): each host runs one more
+            # warmup iteration under a throwaway trace to time the phases as they will be.
+            def keep(record: HostRecord, phase) -> str:
+                record.shapes.setdefault(workload.shape, {})["traced"] = phase
+                return f"traced warmup iteration: prefill over {phase.prefill_s[0] * 1000:.1f} ms"
+
+            self._stage("window", lambda a: a.traced_iteration.remote(), timeout_s, keep)
+            done = {r.host.name: r.shapes[workload.shape] for r in self._healthy()}
+            if not done:
+                return None
+            # The latest prefill end and earliest last token seen, traced or not, not medians:
             # the window must hold the phase in the profiled iteration too, which varies.
             # The first warmup iteration also warmed up the profiler: left out.
             window = schedule.phase_time_window(
                 capture.phase,
-                {name: max(w.prefill_s[1:] or w.prefill_s) for name, w in warmups.items()},
-                {name: min(w.end_s[1:] or w.end_s) for name, w in warmups.items()},
+                {name: max(d["traced"].prefill_s + (d["warmup"].prefill_s[1:] or d["warmup"].prefill_s))
+                 for name, d in done.items()},
+                {name: min(d["traced"].end_s + (d["warmup"].end_s[1:] or d["warmup"].end_s)) for name, d in done.items()},
                 capture.duration_ms if capture.duration_given else None,
+                measured_in="warmup iterations, one of them traced, per host",
             )
         else:
+            self._enter("window")
             steps = self._call_one(healthy[0], lambda a: a.prefill_steps.remote(), timeout_s)
             window = schedule.phase_step_window(capture.phase, steps, workload.output_len)
         detail = (f"delay {window['delay_ms']} ms, duration {window['duration_ms']} ms" if window["kind"] == "time"

@@ -79,10 +79,12 @@ class WindowError(ValueError):
 
 
 def phase_time_window(phase: str, prefill_s: dict[str, float], end_s: dict[str, float],
-                      requested_duration_ms: int | None, guard_ms: int = GUARD_MS) -> dict:
+                      requested_duration_ms: int | None, guard_ms: int = GUARD_MS,
+                      measured_in: str = "warmup iterations") -> dict:
     """Delay and duration (from the instant the iterations start) that hold only `phase` on
-    every host, from each host's warmup timings: prefill is over once every request has its
-    first token (prefill_s), decode once every request has its last (end_s)."""
+    every host, from each host's timings (measured_in says which): prefill is over once
+    every request has its first token (prefill_s), decode once every request has its last
+    (end_s)."""
     import math
 
     slow_prefill = max(prefill_s, key=prefill_s.get)
@@ -109,7 +111,7 @@ def phase_time_window(phase: str, prefill_s: dict[str, float], end_s: dict[str, 
             f"use --duration-ms {available_ms} or less, or a longer workload"
         )
     return {"kind": "time", "phase": phase, "delay_ms": start_ms, "duration_ms": duration_ms,
-            "chosen_from": f"warmup iterations: {basis}"}
+            "chosen_from": f"{measured_in}: {basis}"}
 
 
 def phase_step_window(phase: str, prefill_steps: int, output_len: int) -> dict:

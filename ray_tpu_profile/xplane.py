@@ -58,16 +58,21 @@ def _capture_times(data) -> tuple[int | None, int | None]:
 
 def capture_start_ns(path: Path) -> int:
     """When tracing began (epoch ns), without reading the events (read_xplane counts them)."""
+    return capture_times_ns(path)[0]
+
+
+def capture_times_ns(path: Path) -> tuple[int, int]:
+    """When tracing began and ended (epoch ns), without reading the events."""
     from xprof.profile_data import ProfileData
 
     try:
         data = ProfileData.from_file(str(path))
     except Exception as e:  # xprof's own parse error, named in the message
         raise XplaneError(f"{Path(path).name}: xprof cannot read it ({e})") from None
-    start, _ = _capture_times(data)
+    start, stop = _capture_times(data)
     if start is None:
         raise XplaneError(f"{Path(path).name}: no profile_start_time (not a profiler capture?)")
-    return start
+    return start, stop
 
 
 def event_names(path: Path) -> set[str]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +104,30 @@ def test_warm_up_capture_does_not_retry_other_errors(tmp_path):
     with pytest.raises(RuntimeError, match="connection refused"):
         backend.warm_up(lambda: 0.001)
     assert backend.calls == 1
+
+
+def test_traced_iteration_runs_inside_a_real_throwaway_trace(tmp_path):
+    """run_traced (the timing behind a --phase window) with JAX's real server in this
+    process: the iteration runs inside the trace it asked for, and the trace is removed.
+    (The server stays up for this test process's life, as it would in a model process.)"""
+    import jax
+    import jax.numpy as jnp
+
+    backend = JaxServerProfiler(tmp_path, "h0", session_id="s", delay_ms=0, duration_ms=100)
+    backend.attach(llm=None)
+    f = jax.jit(lambda x: x @ x)
+    spans = []
+
+    def run_once() -> float:
+        begun = time.time_ns()
+        for _ in range(50):
+            f(jnp.ones((128, 128))).block_until_ready()
+        spans.append((begun, time.time_ns()))
+        return (spans[-1][1] - begun) / 1e9
+
+    backend.warm_up(run_once)
+    before = set(Path(tempfile.gettempdir()).glob("ray-tpu-profile-traced-*"))
+    latency_s, start_ns, stop_ns = backend.run_traced(run_once, duration_ms=2000)
+    begun, ended = spans[-1]
+    assert start_ns <= begun and ended <= stop_ns and latency_s > 0
+    assert set(Path(tempfile.gettempdir()).glob("ray-tpu-profile-traced-*")) == before

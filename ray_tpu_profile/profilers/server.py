@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ray_tpu_profile.profilers.base import CaptureBackend
-from ray_tpu_profile.schedule import NS_PER_MS, plan_again, split_trace_delay
+from ray_tpu_profile.schedule import LEAD_IN_MS, NS_PER_MS, plan_again, split_trace_delay
 
 XPLANE_DIR = "xplane"
 """Under the host's output dir: <XPLANE_DIR>/plugins/profile/<session>/<host>.xplane.pb."""
@@ -23,6 +23,9 @@ WARMUP_CAPTURE_MS = 50
 WARMUP_CAPTURE_ATTEMPTS = 3
 """The first capture in a process can come back empty: its tracer set-up may outlast its
 50 ms window (slower under load). That is what the warm-up is for, so it tries again."""
+TRACED_LEAD_MS = 50
+"""How far ahead a traced warmup iteration's trace is planned: more than the client's
+set-up, so tracing has begun (on time, after the warm-up capture) when the iteration does."""
 NO_EVENTS = "No trace event was collected"
 """The TSL client's message for a capture whose window held no traced work."""
 
@@ -186,18 +189,57 @@ class ServerBackend(CaptureBackend):
 
     def _capture(self, trace_start_ns: int) -> None:
         try:
-            plans = 0
-            while True:
-                plans += 1
-                call_at_ns, client_delay_ms = split_trace_delay(trace_start_ns, time.time_ns())
-                wait_until_ns(call_at_ns)
-                called_ns = time.time_ns()
-                if not plan_again(trace_start_ns, call_at_ns, called_ns):
-                    break
-            self.trace_called_at_ns, self.client_delay_ms, self.client_call_plans = called_ns, client_delay_ms, plans
-            self._trace(f"localhost:{self.port}", str(self.logdir), self.duration_ms, client_delay_ms)
+            self._call_client(trace_start_ns, self.logdir, self.duration_ms)
         except BaseException as e:  # handed to stop(), which raises it in the actor call
             self._error = e
+
+    def _call_client(self, trace_start_ns: int, logdir: Path, duration_ms: int) -> None:
+        """Call the client so that tracing begins at trace_start_ns; returns when the trace
+        is written under logdir."""
+        plans = 0
+        while True:
+            plans += 1
+            call_at_ns, client_delay_ms = split_trace_delay(trace_start_ns, time.time_ns())
+            wait_until_ns(call_at_ns)
+            called_ns = time.time_ns()
+            if not plan_again(trace_start_ns, call_at_ns, called_ns):
+                break
+        self.trace_called_at_ns, self.client_delay_ms, self.client_call_plans = called_ns, client_delay_ms, plans
+        self._trace(f"localhost:{self.port}", str(logdir), duration_ms, client_delay_ms)
+
+    def run_traced(self, run_once: Callable[[], float], duration_ms: int) -> tuple[float, int, int]:
+        """One iteration inside a throwaway trace of this backend's own configuration, for
+        a --phase window, which must fit how long the phases take while traced (the python
+        tracer slows the host side: prefill took up to 2.3x its untraced time on CPU).
+        Returns (latency s, trace start ns, trace stop ns); the trace is removed."""
+        from ray_tpu_profile.xplane import capture_times_ns
+
+        scratch = Path(tempfile.mkdtemp(prefix="ray-tpu-profile-traced-"))
+        errors: list[BaseException] = []
+        trace_start_ns = time.time_ns() + TRACED_LEAD_MS * NS_PER_MS
+
+        def trace() -> None:
+            try:
+                self._call_client(trace_start_ns, scratch, duration_ms)
+            except BaseException as e:  # re-raised below in the caller's thread
+                errors.append(e)
+
+        thread = threading.Thread(target=trace, name=f"traced-iteration-{self.host_name}", daemon=True)
+        thread.start()
+        try:
+            wait_until_ns(trace_start_ns + LEAD_IN_MS * NS_PER_MS)  # as the capture does: tracing first
+            latency_s = run_once()
+            thread.join(timeout=duration_ms / 1000 + 60)
+            if errors:
+                raise RuntimeError(f"traced warmup iteration's capture on localhost:{self.port} failed: {errors[0]}") \
+                    from errors[0]
+            if thread.is_alive():
+                raise TimeoutError(f"traced warmup iteration's capture on localhost:{self.port} did not finish")
+            (path,) = scratch.glob("plugins/profile/*/*.xplane.pb")
+            start_ns, stop_ns = capture_times_ns(path)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return latency_s, start_ns, stop_ns
 
     def stop(self, llm: Any) -> None:
         """Wait for the detached capture to finish (bounded by its window) and surface its error."""
