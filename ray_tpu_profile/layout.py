@@ -172,7 +172,8 @@ def host_manifest(r: HostRecord) -> dict[str, Any]:
         "shapes": {
             shape: {
                 "latency_s": {key: list(done[key].latencies_s) if done.get(key) else [] for key in ("warmup", "profiled")},
-                "phases": {key: done[key].to_json() if done.get(key) else None for key in ("warmup", "profiled")},
+                "phases": {key: done[key].to_json() if done.get(key) else None
+                           for key in ("warmup", "traced", "profiled")},
                 "capture": done.get("capture"),
             }
             for shape, done in r.shapes.items()
@@ -183,10 +184,11 @@ def host_manifest(r: HostRecord) -> dict[str, Any]:
 # Reading a manifest back (reports, timeline, plot) -----------------------------------
 
 def host_iterations(host: dict[str, Any]) -> Iterator[tuple[str, str, int, float, float]]:
-    """(shape, "warmup" | "profiled", index, wall-clock start s, latency s) of every
-    generate call a manifest host entry records."""
+    """(shape, "warmup" | "traced" | "profiled", index, wall-clock start s, latency s) of
+    every generate call a manifest host entry records ("traced": the warmup iteration a
+    --phase decode window was timed in, under a throwaway trace)."""
     for shape, done in host["shapes"].items():
-        for kind in ("warmup", "profiled"):
+        for kind in ("warmup", "traced", "profiled"):
             phase = done["phases"].get(kind)
             for i, (start_s, latency_s) in enumerate(zip(phase["iteration_starts_s"], phase["latencies_s"]) if phase else ()):
                 yield shape, kind, i, start_s, latency_s

@@ -84,7 +84,7 @@ def write_plot(run_dir: Path, manifest: dict[str, Any]) -> Path:
     ax = axes[1]
     for bar in data["bars"]:
         ax.broken_barh([(bar["start_s"], bar["duration_s"])], (bar["row"] - 0.3, 0.6),
-                       facecolors=WARMUP_COLOUR if bar["kind"] == "warmup" else colour[bar["shape"]],
+                       facecolors=colour[bar["shape"]] if bar["kind"] == "profiled" else WARMUP_COLOUR,
                        edgecolors="white", linewidth=0.5)
     for w in data["windows"]:
         ax.broken_barh([(w["start_s"], w["duration_s"])], (w["row"] - 0.45, 0.9),

@@ -7,9 +7,6 @@ from typing import Any
 
 from ray_tpu_profile.hosts import Host
 
-STAGES = ("place", "load", "warmup", "capture", "gather", "verify")
-
-
 @dataclass(frozen=True)
 class Phase:
     """One timed stretch of work on a host; times are wall clock (time.time()) seconds."""

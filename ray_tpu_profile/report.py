@@ -121,7 +121,8 @@ def host_report(host: dict[str, Any], events: Iterable[tuple[str, str, int, int]
 def build_report(run_dir: Path, top: int = 10, hosts: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """report.json: per host latency statistics, top operations by self time from its own
     trace, trace bytes; capture skew; the slowest host against the median; failures.
-    hosts: each host's host_report, where the caller has read the traces already."""
+    hosts: each host's host_report, where the caller has read the traces already (made
+    with its own top)."""
     import json
 
     from ray_tpu_profile import layout

@@ -333,27 +333,39 @@ class Run:
         (WindowError, naming what would fit, when it cannot; None: no host is left)."""
         capture, healthy = self.capture, self._healthy()
         if capture.uses_server:
-            # The profiled iteration will be traced, and the tracer slows the host side
-            # (prefill took up to 2.3x its untraced time on CPU): each host runs one more
-            # warmup iteration under a throwaway trace to time the phases as they will be.
-            def keep(record: HostRecord, phase) -> str:
-                record.shapes.setdefault(workload.shape, {})["traced"] = phase
-                return f"traced warmup iteration: prefill over {phase.prefill_s[0] * 1000:.1f} ms"
+            if capture.phase == "decode":
+                # The profiled iteration will be traced, and the tracer slows the host side
+                # (prefill took up to 2.3x its untraced time on CPU): each host runs one more
+                # warmup iteration under a throwaway trace so decode starts after a traced
+                # prefill. (A prefill window ends at the earliest prefill end: untraced
+                # timings already keep it inside.)
+                def keep(record: HostRecord, phase) -> str:
+                    record.shapes.setdefault(workload.shape, {})["traced"] = phase
+                    return f"traced warmup iteration: prefill over {phase.prefill_s[0] * 1000:.1f} ms"
 
-            self._stage("window", lambda a: a.traced_iteration.remote(), timeout_s, keep)
+                self._stage("window", lambda a: a.traced_iteration.remote(), timeout_s, keep)
+            else:
+                self._enter("window")
             done = {r.host.name: r.shapes[workload.shape] for r in self._healthy()}
             if not done:
                 return None
-            # The latest prefill end and earliest last token seen, traced or not, not medians:
-            # the window must hold the phase in the profiled iteration too, which varies.
-            # The first warmup iteration also warmed up the profiler: left out.
+
+            def samples(d: dict, key: str) -> tuple[float, ...]:
+                # The first warmup iteration also warmed up the profiler: left out.
+                warmup = getattr(d["warmup"], key)
+                return (warmup[1:] or warmup) + (getattr(d["traced"], key) if "traced" in d else ())
+
+            # Per host the extreme the window must clear, not a median: the profiled
+            # iteration varies. Decode: the latest prefill end and earliest last token;
+            # prefill: the earliest prefill end.
+            pick = max if capture.phase == "decode" else min
             window = schedule.phase_time_window(
                 capture.phase,
-                {name: max(d["traced"].prefill_s + (d["warmup"].prefill_s[1:] or d["warmup"].prefill_s))
-                 for name, d in done.items()},
-                {name: min(d["traced"].end_s + (d["warmup"].end_s[1:] or d["warmup"].end_s)) for name, d in done.items()},
+                {name: pick(samples(d, "prefill_s")) for name, d in done.items()},
+                {name: min(samples(d, "end_s")) for name, d in done.items()},
                 capture.duration_ms if capture.duration_given else None,
-                measured_in="warmup iterations, one of them traced, per host",
+                measured_in="warmup iterations" + (", one of them traced," if capture.phase == "decode" else "")
+                + " per host",
             )
         else:
             self._enter("window")
@@ -393,7 +405,8 @@ class Run:
 
         self._enter("verify")
         planned_ns = info["trace_start_ns"]
-        window = info["window"] if self.capture.phase != "all" else None  # else the backend's own window
+        # None: the backend's own window (--phase all), or no host was left to place one
+        window = info.get("window") if self.capture.phase != "all" else None
         session = f"{self.run_id}-{info['tag']}" if info["tag"] else self.run_id
         starts = {}
         for record in self._healthy():

@@ -54,6 +54,9 @@ def test_jax_decode_window_lies_inside_decode(sim_cluster, tmp_path):
         end_ns = t0_ns + profiled["end_s"][0] * 1e9
         # The xplane's own start/stop against vLLM's request metrics of that iteration.
         assert prefill_end_ns <= host["capture"]["start_ns"] < host["capture"]["stop_ns"] <= end_ns
+        # placed after the prefill of a warmup iteration run under a throwaway trace
+        (traced,) = host["shapes"][manifest["workload"]["shape"]]["phases"]["traced"]["prefill_s"]
+        assert window["delay_ms"] >= traced * 1000
 
 
 def test_jax_prefill_window_holds_prefill_from_the_iterations_start(sim_cluster, tmp_path):
@@ -70,6 +73,8 @@ def test_jax_prefill_window_holds_prefill_from_the_iterations_start(sim_cluster,
         profiled = host["phases"]["profiled"]
         prefill_end_ns = (profiled["iteration_starts_s"][0] + profiled["prefill_s"][0]) * 1e9
         assert host["capture"]["start_ns"] < host["capture"]["stop_ns"] <= prefill_end_ns
+        # untraced timings keep a prefill window inside (tracing only makes prefill longer)
+        assert host["shapes"][manifest["workload"]["shape"]]["phases"]["traced"] is None
 
 
 def test_a_duration_the_phase_cannot_hold_is_an_error_saying_what_fits(sim_cluster, tmp_path):
@@ -103,3 +108,21 @@ def test_sweep_loads_once_and_gives_one_session_per_shape(sim_cluster, tmp_path)
     latency = json.loads((run_dir / "latency.json").read_text())
     assert list(latency["shapes"]) == shapes
     assert all(set(table) == {"local-sim-w0", "local-sim-w1"} for table in latency["shapes"].values())
+
+
+def test_jax_decode_windows_of_a_sweep_are_timed_per_shape(sim_cluster, tmp_path):
+    """Each shape gets its own traced warmup iteration and window, the second one right
+    after the first shape's capture on the same server."""
+    shapes = ["4x16x48", "2x32x32"]
+    proc, manifest, _ = run(sim_cluster, tmp_path, "--profiler", "jax", "--phase", "decode",
+                            *[arg for s in shapes for arg in ("--shape", s)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for shape in shapes:
+        window = manifest["capture"]["shapes"][shape]["window"]
+        for host in manifest["hosts"]:
+            done = host["shapes"][shape]
+            (traced,) = done["phases"]["traced"]["prefill_s"]
+            assert window["delay_ms"] >= traced * 1000
+            profiled = done["phases"]["profiled"]
+            prefill_end_ns = (profiled["iteration_starts_s"][0] + profiled["prefill_s"][0]) * 1e9
+            assert prefill_end_ns <= done["capture"]["start_ns"]

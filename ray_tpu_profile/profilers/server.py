@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ray_tpu_profile.profilers.base import CaptureBackend
-from ray_tpu_profile.schedule import LEAD_IN_MS, NS_PER_MS, plan_again, split_trace_delay
+from ray_tpu_profile.schedule import NS_PER_MS, plan_again, split_trace_delay
 
 XPLANE_DIR = "xplane"
 """Under the host's output dir: <XPLANE_DIR>/plugins/profile/<session>/<host>.xplane.pb."""
@@ -25,7 +25,10 @@ WARMUP_CAPTURE_ATTEMPTS = 3
 50 ms window (slower under load). That is what the warm-up is for, so it tries again."""
 TRACED_LEAD_MS = 50
 """How far ahead a traced warmup iteration's trace is planned: more than the client's
-set-up, so tracing has begun (on time, after the warm-up capture) when the iteration does."""
+set-up, so tracing begins on time (after the warm-up capture)."""
+TRACED_LEAD_IN_MS = 20
+"""Between that trace's start and its iteration's: the iteration must lie inside the trace,
+and a start on a loaded host was seen up to 5 ms late."""
 NO_EVENTS = "No trace event was collected"
 """The TSL client's message for a capture whose window held no traced work."""
 
@@ -207,16 +210,18 @@ class ServerBackend(CaptureBackend):
         self.trace_called_at_ns, self.client_delay_ms, self.client_call_plans = called_ns, client_delay_ms, plans
         self._trace(f"localhost:{self.port}", str(logdir), duration_ms, client_delay_ms)
 
-    def run_traced(self, run_once: Callable[[], float], duration_ms: int) -> tuple[float, int, int]:
+    def run_traced(self, run_once: Callable[[], float], covered_ms: int) -> tuple[float, int, int]:
         """One iteration inside a throwaway trace of this backend's own configuration, for
         a --phase window, which must fit how long the phases take while traced (the python
-        tracer slows the host side: prefill took up to 2.3x its untraced time on CPU).
-        Returns (latency s, trace start ns, trace stop ns); the trace is removed."""
+        tracer slows the host side: prefill took up to 2.3x its untraced time on CPU). The
+        trace covers the iteration's first covered_ms. Returns (latency s, trace start ns,
+        trace stop ns); the trace is removed."""
         from ray_tpu_profile.xplane import capture_times_ns
 
         scratch = Path(tempfile.mkdtemp(prefix="ray-tpu-profile-traced-"))
         errors: list[BaseException] = []
         trace_start_ns = time.time_ns() + TRACED_LEAD_MS * NS_PER_MS
+        duration_ms = TRACED_LEAD_IN_MS + covered_ms
 
         def trace() -> None:
             try:
@@ -227,9 +232,11 @@ class ServerBackend(CaptureBackend):
         thread = threading.Thread(target=trace, name=f"traced-iteration-{self.host_name}", daemon=True)
         thread.start()
         try:
-            wait_until_ns(trace_start_ns + LEAD_IN_MS * NS_PER_MS)  # as the capture does: tracing first
-            latency_s = run_once()
-            thread.join(timeout=duration_ms / 1000 + 60)
+            try:
+                wait_until_ns(trace_start_ns + TRACED_LEAD_IN_MS * NS_PER_MS)  # tracing first
+                latency_s = run_once()
+            finally:  # even when the iteration failed: the trace must end before its folder goes
+                thread.join(timeout=(TRACED_LEAD_MS + duration_ms) / 1000 + 60)
             if errors:
                 raise RuntimeError(f"traced warmup iteration's capture on localhost:{self.port} failed: {errors[0]}") \
                     from errors[0]
@@ -238,7 +245,8 @@ class ServerBackend(CaptureBackend):
             (path,) = scratch.glob("plugins/profile/*/*.xplane.pb")
             start_ns, stop_ns = capture_times_ns(path)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            if not thread.is_alive():  # one still tracing writes there: not removed under it
+                shutil.rmtree(scratch, ignore_errors=True)
         return latency_s, start_ns, stop_ns
 
     def stop(self, llm: Any) -> None:
