@@ -87,8 +87,8 @@ class HostWorker:
 
     def traced_iteration(self) -> Phase:
         """One more warmup iteration, inside a throwaway trace of the capture's own
-        configuration (server backends, before placing a --phase window): how long prefill
-        and decode take while traced. The trace covers prefill with room (3x its untraced
+        configuration (server backends, before placing a --phase decode window): how long
+        prefill and decode take while traced. The trace covers prefill with room (3x its untraced
         time + 50 ms); an end of decode seen after the trace is over can only be earlier
         than a traced one, which keeps a window computed from it inside decode."""
         import math

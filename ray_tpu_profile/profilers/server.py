@@ -212,7 +212,7 @@ class ServerBackend(CaptureBackend):
 
     def run_traced(self, run_once: Callable[[], float], covered_ms: int) -> tuple[float, int, int]:
         """One iteration inside a throwaway trace of this backend's own configuration, for
-        a --phase window, which must fit how long the phases take while traced (the python
+        a --phase decode window, which must fit how long the phases take while traced (the python
         tracer slows the host side: prefill took up to 2.3x its untraced time on CPU). The
         trace covers the iteration's first covered_ms. Returns (latency s, trace start ns,
         trace stop ns); the trace is removed."""
@@ -242,8 +242,10 @@ class ServerBackend(CaptureBackend):
                     from errors[0]
             if thread.is_alive():
                 raise TimeoutError(f"traced warmup iteration's capture on localhost:{self.port} did not finish")
-            (path,) = scratch.glob("plugins/profile/*/*.xplane.pb")
-            start_ns, stop_ns = capture_times_ns(path)
+            written = list(scratch.glob("plugins/profile/*/*.xplane.pb"))
+            if len(written) != 1:
+                raise RuntimeError(f"traced warmup iteration's capture wrote {len(written)} xplane files, expected 1")
+            start_ns, stop_ns = capture_times_ns(written[0])
         finally:
             if not thread.is_alive():  # one still tracing writes there: not removed under it
                 shutil.rmtree(scratch, ignore_errors=True)
