@@ -85,12 +85,13 @@ class HostWorker:
         self.last_warmup = self._phase(started, latencies, first_mark)
         return self.last_warmup
 
-    def traced_iteration(self) -> Phase:
+    def traced_iteration(self, at_ns: int) -> Phase:
         """One more warmup iteration, inside a throwaway trace of the capture's own
         configuration (server backends, before placing a --phase decode window): how long
         prefill and decode take while traced. The trace covers prefill with room (3x its untraced
         time + 50 ms); an end of decode seen after the trace is over can only be earlier
-        than a traced one, which keeps a window computed from it inside decode."""
+        than a traced one, which keeps a window computed from it inside decode. Its trace
+        begins at at_ns, one instant for every host, as the capture's will."""
         import math
 
         from ray_tpu_profile.schedule import NS_PER_MS
@@ -99,7 +100,7 @@ class HostWorker:
         prefill_ms = max(self.last_warmup.prefill_s[1:] or self.last_warmup.prefill_s or (0.0,)) * 1000
         started, first_mark = time.time(), len(self.engine.marks)
         latency_s, trace_start_ns, trace_stop_ns = self.backend.run_traced(self.engine.run_once_s,
-                                                                            math.ceil(3 * prefill_ms) + 50)
+                                                                            math.ceil(3 * prefill_ms) + 50, at_ns)
         phase = self._phase(started, [latency_s], first_mark)
         if not phase.prefill_s:
             raise RuntimeError("the traced warmup iteration gave no request metrics to place the window with")

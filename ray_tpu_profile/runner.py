@@ -343,7 +343,11 @@ class Run:
                     record.shapes.setdefault(workload.shape, {})["traced"] = phase
                     return f"traced warmup iteration: prefill over {phase.prefill_s[0] * 1000:.1f} ms"
 
-                self._stage("window", lambda a: a.traced_iteration.remote(), timeout_s, keep)
+                # At one instant on every host, as the capture will be: hosts that share cores
+                # slow each other's prefill then (2 simulated hosts on 2 cores: a prefill timed
+                # at 11 ms apart took 32 ms in the capture).
+                at_ns = schedule.capture_instant_ns(time.time_ns())
+                self._stage("window", lambda a: a.traced_iteration.remote(at_ns), timeout_s, keep)
             else:
                 self._enter("window")
             done = {r.host.name: r.shapes[workload.shape] for r in self._healthy()}

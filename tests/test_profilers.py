@@ -127,7 +127,8 @@ def test_traced_iteration_runs_inside_a_real_throwaway_trace(tmp_path):
 
     backend.warm_up(run_once)
     before = set(Path(tempfile.gettempdir()).glob("ray-tpu-profile-traced-*"))
-    latency_s, start_ns, stop_ns = backend.run_traced(run_once, covered_ms=2000)
+    at_ns = time.time_ns() + 100_000_000
+    latency_s, start_ns, stop_ns = backend.run_traced(run_once, covered_ms=2000, at_ns=at_ns)
     begun, ended = spans[-1]
-    assert start_ns <= begun and ended <= stop_ns and latency_s > 0
+    assert at_ns <= start_ns <= begun and ended <= stop_ns and latency_s > 0
     assert set(Path(tempfile.gettempdir()).glob("ray-tpu-profile-traced-*")) == before

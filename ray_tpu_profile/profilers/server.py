@@ -23,9 +23,6 @@ WARMUP_CAPTURE_MS = 50
 WARMUP_CAPTURE_ATTEMPTS = 3
 """The first capture in a process can come back empty: its tracer set-up may outlast its
 50 ms window (slower under load). That is what the warm-up is for, so it tries again."""
-TRACED_LEAD_MS = 50
-"""How far ahead a traced warmup iteration's trace is planned: more than the client's
-set-up, so tracing begins on time (after the warm-up capture)."""
 TRACED_LEAD_IN_MS = 20
 """Between that trace's start and its iteration's: the iteration must lie inside the trace,
 and a start on a loaded host was seen up to 5 ms late."""
@@ -210,17 +207,18 @@ class ServerBackend(CaptureBackend):
         self.trace_called_at_ns, self.client_delay_ms, self.client_call_plans = called_ns, client_delay_ms, plans
         self._trace(f"localhost:{self.port}", str(logdir), duration_ms, client_delay_ms)
 
-    def run_traced(self, run_once: Callable[[], float], covered_ms: int) -> tuple[float, int, int]:
+    def run_traced(self, run_once: Callable[[], float], covered_ms: int, at_ns: int) -> tuple[float, int, int]:
         """One iteration inside a throwaway trace of this backend's own configuration, for
         a --phase decode window, which must fit how long the phases take while traced (the python
         tracer slows the host side: prefill took up to 2.3x its untraced time on CPU). The
-        trace covers the iteration's first covered_ms. Returns (latency s, trace start ns,
-        trace stop ns); the trace is removed."""
+        trace begins at at_ns (the driver's instant, the same on every host: the hosts
+        compete for cores as they will in the capture) and covers the iteration's first
+        covered_ms. Returns (latency s, trace start ns, trace stop ns); the trace is removed."""
         from ray_tpu_profile.xplane import capture_times_ns
 
         scratch = Path(tempfile.mkdtemp(prefix="ray-tpu-profile-traced-"))
         errors: list[BaseException] = []
-        trace_start_ns = time.time_ns() + TRACED_LEAD_MS * NS_PER_MS
+        trace_start_ns = at_ns
         duration_ms = TRACED_LEAD_IN_MS + covered_ms
 
         def trace() -> None:
@@ -236,7 +234,7 @@ class ServerBackend(CaptureBackend):
                 wait_until_ns(trace_start_ns + TRACED_LEAD_IN_MS * NS_PER_MS)  # tracing first
                 latency_s = run_once()
             finally:  # even when the iteration failed: the trace must end before its folder goes
-                thread.join(timeout=(TRACED_LEAD_MS + duration_ms) / 1000 + 60)
+                thread.join(timeout=duration_ms / 1000 + 60)
             if errors:
                 raise RuntimeError(f"traced warmup iteration's capture on localhost:{self.port} failed: {errors[0]}") \
                     from errors[0]
