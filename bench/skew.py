@@ -72,6 +72,7 @@ def main() -> None:
             for _ in range(args.trials):
                 results["synchronised"].append(synchronised(actors, run_id, plans))
                 results["naive"].append(naive(actors, run_id))
+            ray.get([a.cleanup.remote() for a in actors])  # the hosts' trace folders
         finally:
             reservation.release()
     print(f"hosts: {args.hosts}, trials: {args.trials} each, skew = latest - earliest trace start (ms)")
