@@ -78,7 +78,8 @@ def test_jax_prefill_window_holds_prefill_from_the_iterations_start(sim_cluster,
 
 
 def test_a_duration_the_phase_cannot_hold_is_an_error_saying_what_fits(sim_cluster, tmp_path):
-    proc, manifest, _ = run(sim_cluster, tmp_path, "--profiler", "jax", "--phase", "decode", "--output-len", "16",
+    # decode long enough to place a window at all (2x the prefill end to the last token)
+    proc, manifest, _ = run(sim_cluster, tmp_path, "--profiler", "jax", "--phase", "decode", "--output-len", "64",
                             "--duration-ms", "60000")
     assert proc.returncode == 4
     assert manifest["status"] == "failed" and manifest["stage"] == "window"
