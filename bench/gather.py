@@ -5,7 +5,7 @@ driver's peak memory growth.
 (random bytes, 4 files) in its own output directory. Measured in the same run:
   baseline: `cp -r` of every host's directory (sequential), data already in page cache
   gather:   the tool's streamed gather (8 MiB chunks, sha256 on host and driver), all
-            hosts at once, as runner.py does
+            hosts at once, as the gather stage (stages.py) does
 Printed: seconds and MB/s of each, gather throughput as a ratio of cp's, and the peak
 growth of the driver's RSS during the gather.
 

@@ -1,11 +1,12 @@
 """Where the wall time of `ray-tpu-profile run` goes on the 2-host embedded default.
 
 Runs the CLI as a user would (local simulated cluster, tiny model) --repeats times and
-splits each run's driver wall time (manifest `timings_s`) into cluster start, engine-flag
-validation (vLLM import), model load, warmup, capture, gather, and the rest. Host work is
-what the slowest host spent (manifest `phases`); the rest is everything the tool itself
-adds: actor start, dispatch, barriers, manifest writes. Printed as ratios of the run
-excluding cluster start, measured in the same run.
+splits each run's driver wall time (manifest `timings_s`) into cluster start and stop,
+engine-flag validation (vLLM import), model load, warmup, capture, gather, reports, and
+the rest. Host work is what the slowest host spent (manifest `phases`); the rest is
+everything the tool itself adds: actor start, dispatch, barriers, verification, manifest
+writes. Printed as ratios of the run excluding the local cluster's start and stop,
+measured in the same run.
 
     .venv/bin/python bench/overhead.py [--repeats 3] [-- extra run flags]
 """
@@ -32,11 +33,13 @@ def split(manifest: dict) -> dict[str, float]:
     t = manifest["timings_s"]
     parts = {
         "cluster_start": t["cluster_start"],
+        "cluster_stop": t.get("cluster_stop", 0.0),
         "validate": t["validate"],
         "load": host_max(manifest, "load"),
         "warmup": host_max(manifest, "warmup"),
         "capture": host_max(manifest, "profiled"),
         "gather": t["gather"],
+        "reports": t.get("reports", 0.0),
     }
     parts["rest"] = t["total"] - sum(parts.values())
     parts["total"] = t["total"]
@@ -58,13 +61,15 @@ def main() -> None:
             if proc.returncode != 0:
                 sys.exit(f"run {i} failed ({proc.returncode}): {proc.stderr[-2000:]}")
             runs.append(split(json.loads(proc.stdout)))
-    keys = ["cluster_start", "validate", "load", "warmup", "capture", "gather", "rest", "total"]
+    keys = ["cluster_start", "cluster_stop", "validate", "load", "warmup", "capture", "gather", "reports", "rest",
+            "total"]
     median = {k: statistics.median(r[k] for r in runs) for k in keys}
-    whole = median["total"] - median["cluster_start"]
-    print(f"runs: {args.repeats}; median seconds; ratio = share of the run excluding cluster start ({whole:.2f} s)")
+    whole = median["total"] - median["cluster_start"] - median["cluster_stop"]
+    print(f"runs: {args.repeats}; median seconds; ratio = share of the run excluding the local cluster's start "
+          f"and stop ({whole:.2f} s)")
     print(f"{'part':<14}{'seconds':>9}{'ratio':>8}")
     for k in keys:
-        ratio = "" if k in ("cluster_start", "total") else f"{median[k] / whole:8.3f}"
+        ratio = "" if k in ("cluster_start", "cluster_stop", "total") else f"{median[k] / whole:8.3f}"
         print(f"{k:<14}{median[k]:9.2f}{ratio}")
     overhead = median["rest"] / whole
     print(f"orchestration overhead (rest / run excl. cluster start): {overhead:.3f}  target < 0.05")

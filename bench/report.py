@@ -13,11 +13,11 @@ report and the timeline) against the sum of the three on their own.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
+from ray_tpu_profile.layout import read_manifest
 from ray_tpu_profile.plot import write_plot
 from ray_tpu_profile.report import build_report, write_report
 from ray_tpu_profile.timeline import write_timeline
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    manifest = json.loads((args.run_dir / "manifest.json").read_text())
+    manifest = read_manifest(args.run_dir)
 
     def read_traces() -> int:
         return sum(1 for h in manifest["hosts"] for _ in host_trace_events(args.run_dir, h, []))

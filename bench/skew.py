@@ -5,7 +5,7 @@
 --trials captures each way, alternating:
 
   synchronised: the driver picks one instant T; every host traces from T and starts its
-                iterations just after (runner.py's way, schedule.capture_instants_ns)
+                iterations just after (the capture stage's way, schedule.capture_instants_ns)
   naive:        the driver starts each host's capture one after another, as a loop over
                 the seed script would (each host traces from when its call arrives)
 

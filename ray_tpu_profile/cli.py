@@ -60,57 +60,44 @@ TIMELINE_EVENTS_OPTION = click.option(
          "the rule and what was dropped are in the file's otherData.")
 
 
+def config_option(kind: type, name: str, **overrides):
+    """A click option made from a config field: flag name, default and help are the
+    field's (config.flag), written once there."""
+    from ray_tpu_profile.config import flag_fields
+
+    spec = flag_fields(kind)[name]
+    options = dict(spec.metadata)
+    flag_name, choices = options.pop("flag"), options.pop("choices", None)
+    default = str(spec.default) if isinstance(spec.default, Path) else spec.default
+    if choices:
+        options["type"] = click.Choice(choices)
+    options.setdefault("show_default", default not in (None, ()))
+    if options.get("envvar"):
+        options["help"] += f" [env {options['envvar']}]"
+    return click.option(flag_name, name, default=default, **{**options, **overrides})
+
+
 def run_options(command):
     """The flags `run` and `plan` share: plan shows what run would do with them."""
+    from ray_tpu_profile.config import Capture, Placement, RunConfig, Workload
+
     options = [
-        click.option("--address", envvar="RAY_ADDRESS", default=None, metavar="ADDR",
-                     help="Ray cluster to run on [env RAY_ADDRESS]. Without it: a local cluster of simulated TPU hosts."),
-        click.option("--slice", "slice_name", default=None, metavar="NAME",
-                     help="TPU slice to profile (ray.io/tpu-slice-name). Default: the only slice in the cluster."),
-        click.option("--hosts", type=int, default=None, metavar="N",
-                     help="Hosts to profile. Default: every host of the slice (2 simulated hosts locally)."),
-        click.option("--model", default=None, metavar="PATH|ID",
-                     help="Model path or hub id. Default: a tiny random-weight Llama built locally on first use."),
+        config_option(Placement, "address"),
+        config_option(Placement, "slice_name"),
+        config_option(Placement, "hosts"),
+        config_option(RunConfig, "model"),
         click.option("--shape", "shapes", multiple=True, metavar="BxIxO",
                      help="A sweep: profile each BATCHxINPUTxOUTPUT shape in turn (repeatable, e.g. --shape 1x1024x1 "
                           "--shape 32x1x128) on one model load per host; each shape is its own XProf session."),
         click.option("--shapes-file", type=click.Path(path_type=Path), default=None, metavar="TOML",
                      help='A sweep from a TOML file: shapes = ["1x1024x1", "32x1x128"].'),
-        click.option("--input-len", type=int, default=32, show_default=True, help="Prompt tokens per request."),
-        click.option("--output-len", type=int, default=128, show_default=True,
-                     help="Generated tokens per request (EOS ignored)."),
-        click.option("--batch-size", type=int, default=8, show_default=True, help="Requests per generate call."),
-        click.option("--num-iters-warmup", type=int, default=5, show_default=True,
-                     help="Untraced generate calls before capture."),
-        click.option("--num-iters", type=int, default=1, show_default=True, help="Traced generate calls."),
-        click.option("--profile-result-dir", default="profiles", show_default=True, metavar="DIR|URL",
-                     help="Where run directories are written: a directory on the machine that runs this command "
-                          "(files come through Ray), or a URL (gs://, s3://, file:// on a shared mount; needs "
-                          "fsspec and gcsfs / s3fs) that every host writes to directly."),
-        click.option("--profiler", type=click.Choice(["auto", "torch", "jax", "xla"]), default="auto", show_default=True,
-                     help="Capture backend. jax / xla: a profiler server in each model process, a detached trace of "
-                          "--duration-ms after --delay-ms begun at one instant on every host (XProf session). torch: "
-                          "vLLM's built-in torch profiler around the profiled iterations. auto: jax with tpu-inference, "
-                          "xla with torch_xla, else torch."),
-        click.option("--profiler-port", type=int, default=None, metavar="PORT",
-                     help="jax/xla: trace the server already running on this port in the model process "
-                          "(tpu-inference's JAX_PROFILER_SERVER_PORT) instead of starting one on a free port."),
-        click.option("--server-wait-s", type=float, default=30.0, show_default=True,
-                     help="jax/xla: longest wait for the profiler server to answer before the host is marked failed."),
-        click.option("--phase", type=click.Choice(["all", "prefill", "decode"]), default="all", show_default=True,
-                     help="Which part of each iteration to capture. prefill / decode: the tool places the window from "
-                          "what it measured during warmup (time window for jax/xla, engine steps for torch) and checks "
-                          "the trace holds only that phase; --duration-ms then defaults to the whole phase."),
-        click.option("--delay-ms", type=int, envvar="VLLM_TPU_PROFILE_DELAY_MS", default=0, show_default=True,
-                     help="Start tracing this long after the profiled iterations begin, e.g. past prefill (server "
-                          "backends). 0: the trace opens 5 ms before them (--phase all) [env VLLM_TPU_PROFILE_DELAY_MS]."),
-        click.option("--duration-ms", type=int, envvar="VLLM_TPU_PROFILE_DURATION_MS", default=3000, show_default=True,
-                     help="Trace length (server backends) [env VLLM_TPU_PROFILE_DURATION_MS]."),
-        click.option("--env", "env", multiple=True, callback=_parse_env, metavar="KEY=VALUE",
-                     help="Set in every model process through Ray's runtime_env (repeatable), e.g. XLA_HLO_DEBUG=1, "
-                          "LIBTPU_INIT_ARGS=...; recorded in the manifest."),
-        click.option("--timeout-s", type=float, default=3600.0, show_default=True,
-                     help="Longest one host may take for one stage (load, warmup, capture, gather) before it is marked failed."),
+        *(config_option(Workload, name) for name in ("input_len", "output_len", "batch_size", "num_iters_warmup",
+                                                       "num_iters")),
+        config_option(RunConfig, "profile_result_dir"),
+        *(config_option(Capture, name) for name in ("profiler", "port", "server_wait_s", "phase", "delay_ms",
+                                                      "duration_ms")),
+        config_option(Placement, "env", callback=_parse_env),
+        config_option(Placement, "stage_timeout_s"),
         click.option("--json", "json_output", is_flag=True, help="Print JSON on stdout instead of the table."),
         click.argument("engine_flags", nargs=-1, type=click.UNPROCESSED, metavar="[-- VLLM ENGINE FLAGS...]"),
     ]
@@ -123,36 +110,14 @@ def _given(ctx, name: str) -> bool:
     """Whether the user set a flag (command line or its env var), not its default."""
     from click.core import ParameterSource
 
-    if ctx is None:
-        return True
     return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
 
 def config_from(params: dict, ctx=None):
     """RunConfig from the shared flags, validated (ConfigError names the flag)."""
-    from ray_tpu_profile.config import Capture, Placement, RunConfig, Workload, parse_shape, read_shapes_file
+    from ray_tpu_profile.config import RunConfig
 
-    workload = Workload(params["input_len"], params["output_len"], params["batch_size"],
-                        params["num_iters_warmup"], params["num_iters"])
-    shape_texts = list(params["shapes"]) + (read_shapes_file(params["shapes_file"]) if params["shapes_file"] else [])
-    return RunConfig(
-        workload=workload,
-        shapes=tuple(parse_shape(text, workload) for text in shape_texts),
-        capture=Capture(profiler=params["profiler"], delay_ms=params["delay_ms"], duration_ms=params["duration_ms"],
-                        port=params["profiler_port"], server_wait_s=params["server_wait_s"], phase=params["phase"],
-                        duration_given=_given(ctx, "duration_ms")),
-        placement=Placement(hosts=params["hosts"], address=params["address"], stage_timeout_s=params["timeout_s"],
-                            slice_name=params["slice_name"], env=params["env"]),
-        model=params["model"],
-        engine_argv=tuple(params["engine_flags"]),
-        **_result_location(params["profile_result_dir"]),
-    ).validate()
-
-
-def _result_location(value: str) -> dict:
-    from ray_tpu_profile.remote import is_url
-
-    return {"profile_result_url": value.rstrip("/")} if is_url(value) else {"profile_result_dir": Path(value)}
+    return RunConfig.from_flags(params, (lambda name: _given(ctx, name)) if ctx is not None else (lambda name: True))
 
 
 @cli.command(epilog=EPILOG)
@@ -167,58 +132,18 @@ def run(quiet, actor_logs, timeline_max_events, **params) -> None:
     (e.g. `-- --tensor-parallel-size 8 --max-model-len 2048 --enforce-eager`).
     """
     config = config_from(params, click.get_current_context())
+    from ray_tpu_profile import pipeline
     from ray_tpu_profile.progress import Progress
-    from ray_tpu_profile.runner import Run
+    from ray_tpu_profile.report import print_summary
 
     progress = Progress(quiet=quiet)
-    runner = Run(config, ["ray-tpu-profile", *sys.argv[1:]], progress, actor_logs=actor_logs)
-    manifest = runner.execute()
-    run_dir, url = runner.run_dir, manifest["result_url"]
-    code = EXIT_BY_STATUS[manifest["status"]]
-    from ray_tpu_profile.report import write_report
-
-    # A stop now (Ctrl-C; SIGTERM from `ray job stop`, made the same) may cut the reports
-    # short but never the publishing of a remote run's manifest.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        try:
-            write_report(run_dir, timeline_max_events, progress.note)
-        except Exception as e:  # the traces and manifest are in place; only what is derived from them is missing
-            again = f"on a copy of {url}" if url else str(run_dir)
-            click.echo(f"ray-tpu-profile: reports not written ({type(e).__name__}: {e}); "
-                       f"`ray-tpu-profile report --write` {again} tries again", err=True)
-    finally:
-        if url:
-            if _publish(runner, url, progress):
-                run_dir = url
-            else:
-                code = EXIT_FAILED
-        signal.signal(signal.SIGTERM, previous)
+    run = pipeline.execute(config, ["ray-tpu-profile", *sys.argv[1:]], progress, actor_logs, timeline_max_events)
+    manifest = run.manifest()
     if params["json_output"]:
         click.echo(json.dumps(manifest, indent=2))
     else:
-        from ray_tpu_profile.report import print_summary
-
-        print_summary(manifest, run_dir)
-    sys.exit(code)
-
-
-def _publish(runner, url: str, progress) -> bool:
-    """A remote result URL: the driver's files go up beside the hosts'; the temporary local
-    copy is removed once they are there, kept (and named) if they could not be."""
-    import shutil
-
-    from ray_tpu_profile.remote import publish_run
-
-    try:
-        publish_run(runner.run_dir, url)
-    except Exception as e:  # the hosts' files are there; the driver's stay here, and the user is told where
-        click.echo(f"ray-tpu-profile: could not write the manifest and reports to {url} "
-                   f"({type(e).__name__}: {e}); they are in {runner.run_dir}", err=True)
-        return False
-    shutil.rmtree(runner.local_root)  # Run.local_root: the temporary copy, now uploaded
-    progress.note(f"manifest and reports written to {url}")
-    return True
+        print_summary(manifest, run.location)
+    sys.exit(EXIT_BY_STATUS[manifest["status"]])
 
 
 @cli.command(epilog="Takes exactly the flags of `run`; use it to check a submission before spending TPU time.")
@@ -226,11 +151,10 @@ def _publish(runner, url: str, progress) -> bool:
 def plan(**params) -> None:
     """Show what `run` would do with these flags: slices, hosts, chips, actors, workload. Loads no model."""
     config = config_from(params, click.get_current_context())
-    from ray_tpu_profile.progress import Progress
+    from ray_tpu_profile.pipeline import plan as plan_run
     from ray_tpu_profile.report import print_plan
-    from ray_tpu_profile.runner import Run
 
-    planned = Run(config, ["ray-tpu-profile", *sys.argv[1:]], Progress(quiet=True)).plan()
+    planned = plan_run(config, ["ray-tpu-profile", *sys.argv[1:]])
     if params["json_output"]:
         click.echo(json.dumps(planned, indent=2))
     else:
@@ -248,8 +172,10 @@ def report(run_dir: Path, json_output: bool, write: bool, timeline_max_events: i
     host, top operations by self time from each host's trace, failures."""
     from ray_tpu_profile.report import build_report, print_report, write_report
 
-    if not (run_dir / "manifest.json").is_file():
-        raise ConfigError("RUN_DIR", str(run_dir), "has no manifest.json (not a ray-tpu-profile run directory)")
+    from ray_tpu_profile.layout import MANIFEST
+
+    if not (run_dir / MANIFEST).is_file():
+        raise ConfigError("RUN_DIR", str(run_dir), f"has no {MANIFEST} (not a ray-tpu-profile run directory)")
     ctx = click.get_current_context()
     if not write and ctx.get_parameter_source("timeline_max_events") != click.core.ParameterSource.DEFAULT:
         raise ConfigError("--timeline-max-events", str(timeline_max_events), "only applies with --write")

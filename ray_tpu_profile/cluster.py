@@ -8,7 +8,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from ray_tpu_profile.hosts import Host, hosts_from_nodes
+from ray_tpu_profile.hosts import (
+    ACCELERATOR_LABEL,
+    POD_TYPE_LABEL,
+    SLICE_LABEL,
+    TOPOLOGY_LABEL,
+    WORKER_ID_LABEL,
+    Host,
+    hosts_from_nodes,
+)
 
 SIMULATED_SLICE = "local-sim"
 SIMULATED_CHIPS_PER_HOST = 4
@@ -30,13 +38,13 @@ def simulated_host_node_args(num_hosts: int, chips_per_host: int = SIMULATED_CHI
         if worker_id == 0:
             resources[f"TPU-{pod_type}-head"] = 1
         labels = {
-            "ray.io/tpu-slice-name": slice_name,
-            "ray.io/tpu-worker-id": str(worker_id),
-            "ray.io/tpu-pod-type": pod_type,
-            "ray.io/accelerator-type": "TPU-V6E",
+            SLICE_LABEL: slice_name,
+            WORKER_ID_LABEL: str(worker_id),
+            POD_TYPE_LABEL: pod_type,
+            ACCELERATOR_LABEL: "TPU-V6E",
         }
         if topology:
-            labels["ray.io/tpu-topology"] = topology
+            labels[TOPOLOGY_LABEL] = topology
         env_vars = {"TPU_NAME": slice_name, "TPU_WORKER_ID": str(worker_id), "TPU_ACCELERATOR_TYPE": pod_type}
         args.append(dict(num_cpus=1, resources=resources, labels=labels, env_vars=env_vars))
     return args
@@ -134,7 +142,7 @@ def reserve_hosts(hosts: list[Host], run_id: str, timeout_s: float, whole_slice:
             strategy="STRICT_SPREAD",
             name=name,
             # Naming the slice skips Ray's head reservation, which could pick another slice.
-            bundle_label_selector=[{**p, "ray.io/tpu-slice-name": first.slice_name} for p in pinned],
+            bundle_label_selector=[{**p, SLICE_LABEL: first.slice_name} for p in pinned],
         )
         pg = slice_group.placement_group
     else:
@@ -173,3 +181,21 @@ def start_actors(reservation: Reservation, hosts: list[Host], run_id: str, env_v
             ),
         ).remote(host.name, run_id)
     return reservation.actors
+
+
+class RayHost:
+    """A HostWorker actor as the barrier calls it: each method call returns a Future."""
+
+    def __init__(self, actor: Any):
+        self.actor = actor
+
+    def __getattr__(self, method: str):
+        if method.startswith("_"):
+            raise AttributeError(method)
+        remote_method = getattr(self.actor, method)
+        return lambda *args: remote_method.remote(*args).future()
+
+    def kill(self) -> None:
+        import ray
+
+        ray.kill(self.actor, no_restart=True)

@@ -1,7 +1,8 @@
 """Frozen, validated descriptions of one run. Pure: no Ray, vLLM or profiler imports.
 
 Every check raises ConfigError naming the CLI flag and the offending value, so the
-CLI can exit 2 before anything is started or loaded.
+CLI can exit 2 before anything is started or loaded. A field that is a CLI flag carries
+its flag name, help and default here, once (`flag()`); cli.py builds its options from them.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, Callable
 
 from ray_tpu_profile.errors import ConfigError
 
@@ -21,20 +23,26 @@ DEFAULT_SIMULATED_HOSTS = 2
 PHASES = ("all", "prefill", "decode")
 
 
+def flag(default: Any, name: str, help: str, **options: Any) -> Any:
+    """A dataclass field that is also a CLI flag: its default, flag name, help text and
+    click options (metavar, envvar, choices, type, multiple), written once."""
+    return field(default=default, metadata={"flag": name, "help": help, **options})
+
+
+def flag_fields(cls: type) -> dict[str, Any]:
+    """The fields of a config dataclass that are CLI flags, by field name."""
+    return {f.name: f for f in fields(cls) if "flag" in f.metadata}
+
+
 @dataclass(frozen=True)
 class Workload:
     """The seed's workload: one batch of dummy prompts generated to completion."""
 
-    input_len: int = 32
-    """Prompt length in tokens (--input-len)."""
-    output_len: int = 128
-    """Tokens generated per prompt (--output-len); EOS is ignored."""
-    batch_size: int = 8
-    """Prompts per generate call (--batch-size)."""
-    num_iters_warmup: int = 5
-    """Untraced generate calls per host before capture (--num-iters-warmup)."""
-    num_iters: int = 1
-    """Traced generate calls per host (--num-iters)."""
+    input_len: int = flag(32, "--input-len", "Prompt tokens per request.")
+    output_len: int = flag(128, "--output-len", "Generated tokens per request (EOS ignored).")
+    batch_size: int = flag(8, "--batch-size", "Requests per generate call.")
+    num_iters_warmup: int = flag(5, "--num-iters-warmup", "Untraced generate calls per host before capture.")
+    num_iters: int = flag(1, "--num-iters", "Traced generate calls per host.")
     seed: int = 0
     """Seed of the dummy token ids; the same on every host so every host does the same work."""
 
@@ -69,19 +77,30 @@ class Workload:
 class Capture:
     """What records the trace and over which window."""
 
-    profiler: str = "auto"
-    """Capture backend (--profiler); resolve() turns auto into one of torch, jax, xla."""
-    delay_ms: int = 0
-    """Time from the capture instant to the start of tracing (--delay-ms), server backends."""
-    duration_ms: int = 3000
-    """Length of the trace (--duration-ms), server backends."""
-    port: int | None = None
-    """--profiler-port: use the profiler server already running on this port in the model
-    process (e.g. tpu-inference's); None: start one on a free port."""
-    server_wait_s: float = 30.0
-    """Longest wait for the profiler server to answer (--server-wait-s)."""
-    phase: str = "all"
-    """--phase: all (the seed's window), prefill or decode (a window placed from warmup timings)."""
+    profiler: str = flag(
+        "auto", "--profiler", choices=PROFILERS,
+        help="Capture backend. jax / xla: a profiler server in each model process, a detached trace of "
+             "--duration-ms after --delay-ms begun at one instant on every host (XProf session). torch: "
+             "vLLM's built-in torch profiler around the profiled iterations. auto: jax with tpu-inference, "
+             "xla with torch_xla, else torch.")
+    delay_ms: int = flag(
+        0, "--delay-ms", envvar="VLLM_TPU_PROFILE_DELAY_MS",
+        help="Start tracing this long after the profiled iterations begin, e.g. past prefill (server "
+             "backends). 0: the trace opens 5 ms before them (--phase all).")
+    duration_ms: int = flag(3000, "--duration-ms", "Trace length (server backends).",
+                            envvar="VLLM_TPU_PROFILE_DURATION_MS")
+    port: int | None = flag(
+        None, "--profiler-port", metavar="PORT", type=int,
+        help="jax/xla: trace the server already running on this port in the model process "
+             "(tpu-inference's JAX_PROFILER_SERVER_PORT) instead of starting one on a free port.")
+    server_wait_s: float = flag(
+        30.0, "--server-wait-s",
+        "jax/xla: longest wait for the profiler server to answer before the host is marked failed.")
+    phase: str = flag(
+        "all", "--phase", choices=PHASES,
+        help="Which part of each iteration to capture. prefill / decode: the tool places the window from "
+             "what it measured during warmup (time window for jax/xla, engine steps for torch) and checks "
+             "the trace holds only that phase; --duration-ms then defaults to the whole phase.")
     duration_given: bool = True
     """Whether --duration-ms was set by the user; with a phase, unset means the whole phase."""
 
@@ -109,8 +128,6 @@ class Capture:
     def resolve(self, find_spec=importlib.util.find_spec) -> tuple["Capture", str]:
         """auto -> a backend, by what this Python environment runs vLLM on; then checks that
         the backend's packages are installed. Returns the resolved capture and why."""
-        from dataclasses import replace
-
         if self.profiler == "auto":
             if find_spec("tpu_inference"):
                 profiler, why = "jax", "auto: tpu_inference is installed, vLLM runs the model on JAX"
@@ -130,16 +147,22 @@ class Capture:
 class Placement:
     """Where the run goes."""
 
-    hosts: int | None = None
-    """Hosts to profile (--hosts); None: every host found."""
-    address: str | None = None
-    """Ray cluster address (--address / RAY_ADDRESS); None: start a local simulated cluster."""
-    slice_name: str | None = None
-    """TPU slice to profile (--slice); None: the only slice there is."""
-    env: tuple[tuple[str, str], ...] = ()
-    """--env KEY=VALUE pairs set in every model process (through Ray's runtime_env)."""
-    stage_timeout_s: float = 3600.0
-    """Longest a host may take for one stage (--timeout-s) before it is marked failed."""
+    hosts: int | None = flag(
+        None, "--hosts", "Hosts to profile. Default: every host of the slice (2 simulated hosts locally).",
+        metavar="N", type=int)
+    address: str | None = flag(
+        None, "--address", "Ray cluster to run on. Without it: a local cluster of simulated TPU hosts.",
+        envvar="RAY_ADDRESS", metavar="ADDR")
+    slice_name: str | None = flag(
+        None, "--slice", "TPU slice to profile (ray.io/tpu-slice-name). Default: the only slice in the cluster.",
+        metavar="NAME")
+    env: tuple[tuple[str, str], ...] = flag(
+        (), "--env", multiple=True, metavar="KEY=VALUE",
+        help="Set in every model process through Ray's runtime_env (repeatable), e.g. XLA_HLO_DEBUG=1, "
+             "LIBTPU_INIT_ARGS=...; recorded in the manifest.")
+    stage_timeout_s: float = flag(
+        3600.0, "--timeout-s",
+        "Longest one host may take for one stage (load, warmup, capture, gather) before it is marked failed.")
 
     def validate(self) -> "Placement":
         if self.hosts is not None and self.hosts < 1:
@@ -159,19 +182,56 @@ class Placement:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """Everything `run` and `plan` are asked to do, from the flags (RunConfig.from_flags)
+    or built directly (tests, bench). validate() checks it as a whole: each part, shapes
+    against --phase, the model path, and that the result location is writable.
+
+    Attributes:
+        workload: the seed's workload (--input-len ... --num-iters); a sweep's base.
+        capture: the backend and its window (--profiler, --delay-ms, --duration-ms, --phase).
+        placement: where it runs (--address, --slice, --hosts, --env, --timeout-s).
+    """
+
     workload: Workload = field(default_factory=Workload)
     capture: Capture = field(default_factory=Capture)
     placement: Placement = field(default_factory=Placement)
-    model: str | None = None
-    """Model path or hub id (--model); None: the embedded tiny model."""
+    model: str | None = flag(
+        None, "--model", "Model path or hub id. Default: a tiny random-weight Llama built locally on first use.",
+        metavar="PATH|ID")
     engine_argv: tuple[str, ...] = ()
     """vLLM engine flags given after `--`, parsed by vLLM's own EngineArgs."""
-    profile_result_dir: Path = Path("profiles")
-    """Root of run directories (--profile-result-dir), on the driver's machine."""
+    profile_result_dir: Path = flag(
+        Path("profiles"), "--profile-result-dir", type=str, metavar="DIR|URL",
+        help="Where run directories are written: a directory on the machine that runs this command "
+             "(files come through Ray), or a URL (gs://, s3://, file:// on a shared mount; needs fsspec and "
+             "gcsfs / s3fs) that every host writes to directly.")
     profile_result_url: str | None = None
     """--profile-result-dir given as a URL (gs://, s3://, ...): hosts write there directly."""
     shapes: tuple[Workload, ...] = ()
     """--shape / --shapes-file: a sweep, run in turn on one model load; empty: `workload` alone."""
+
+    @classmethod
+    def from_flags(cls, flags: dict[str, Any], given: Callable[[str], bool] = lambda name: True) -> "RunConfig":
+        """The config of `run` / `plan`, validated (ConfigError names the flag). flags are
+        keyed by field name, as cli.py declares them, plus `shapes` (BxIxO texts),
+        `shapes_file` and `engine_flags`; given(name) says whether the user set a flag."""
+        def pick(kind: type) -> Any:
+            return kind(**{name: flags[name] for name in flag_fields(kind)})
+
+        workload = pick(Workload)
+        texts = list(flags.get("shapes") or ()) + (read_shapes_file(flags["shapes_file"]) if flags.get("shapes_file") else [])
+        result = str(flags["profile_result_dir"])
+        from ray_tpu_profile.remote import is_url
+
+        return cls(
+            workload=workload,
+            shapes=tuple(parse_shape(text, workload) for text in texts),
+            capture=replace(pick(Capture), duration_given=given("duration_ms")),
+            placement=pick(Placement),
+            model=flags["model"],
+            engine_argv=tuple(flags.get("engine_flags") or ()),
+            **({"profile_result_url": result.rstrip("/")} if is_url(result) else {"profile_result_dir": Path(result)}),
+        ).validate()
 
     @property
     def workloads(self) -> tuple[Workload, ...]:
@@ -204,8 +264,6 @@ class RunConfig:
 
 def parse_shape(text: str, base: Workload) -> Workload:
     """`BATCHxINPUTxOUTPUT` (e.g. 32x1x128) with base's iteration counts and seed."""
-    from dataclasses import replace
-
     parts = text.lower().split("x")
     if len(parts) != 3 or not all(p.isdigit() for p in parts):
         raise ConfigError("--shape", text, "expected BATCHxINPUTxOUTPUT, e.g. 32x1x128")

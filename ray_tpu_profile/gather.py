@@ -5,16 +5,13 @@ Memory on either side stays at about window x chunk bytes per host, whatever the
 
 from __future__ import annotations
 
-import hashlib
-import os
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
+from ray_tpu_profile.files import CHUNK_BYTES, Digest, written_whole
 from ray_tpu_profile.layout import host_file_dest
 
-CHUNK_BYTES = 8 << 20
 WINDOW_CHUNKS = 4
 """Chunk reads in flight per host: enough to keep the pipe busy, few enough to bound memory."""
 
@@ -47,54 +44,25 @@ def gather_host(actor: Any, host_name: str, run_dir: Path, timeout_s: float,
         dest_rel = _destination(host_name, entry.path)
         dest = run_dir / dest_rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(dest.name + ".part")
-        digest = hashlib.sha256()
-        received = 0
+        digest = Digest()
         pending: deque = deque()
-        try:
-            with open(part, "wb") as out:
-                offsets = iter(range(0, entry.bytes, CHUNK_BYTES))
-                while True:
-                    while len(pending) < WINDOW_CHUNKS and (offset := next(offsets, None)) is not None:
-                        pending.append(actor.read_chunk.remote(entry.path, offset, CHUNK_BYTES))
-                    if not pending:
-                        break
-                    check_stop()
-                    chunk = ray.get(pending.popleft(), timeout=timeout_s)
-                    digest.update(chunk)
-                    out.write(chunk)
-                    received += len(chunk)
-                    del chunk
-        except BaseException:
-            part.unlink(missing_ok=True)  # half a file is no trace; the error says what happened
-            raise
-        if received != entry.bytes or digest.hexdigest() != entry.sha256:
-            part.unlink()
-            raise GatherError(
-                f"host {host_name}: {entry.path} arrived as {received} bytes sha256 {digest.hexdigest()[:12]}, "
-                f"host said {entry.bytes} bytes sha256 {entry.sha256[:12]}"
-            )
-        os.replace(part, dest)
+        # Half a file is no trace: the part file goes unless the whole file arrived intact.
+        with written_whole(dest, dest.name + ".part") as part, open(part, "wb") as out:
+            offsets = iter(range(0, entry.bytes, CHUNK_BYTES))
+            while True:
+                while len(pending) < WINDOW_CHUNKS and (offset := next(offsets, None)) is not None:
+                    pending.append(actor.read_chunk.remote(entry.path, offset, CHUNK_BYTES))
+                if not pending:
+                    break
+                check_stop()
+                out.write(digest.update(ray.get(pending.popleft(), timeout=timeout_s)))
+            if digest.bytes != entry.bytes or digest.sha256 != entry.sha256:
+                raise GatherError(
+                    f"host {host_name}: {entry.path} arrived as {digest.bytes} bytes sha256 {digest.sha256[:12]}, "
+                    f"host said {entry.bytes} bytes sha256 {entry.sha256[:12]}"
+                )
         gathered.append({"path": dest_rel.as_posix(), "bytes": entry.bytes, "sha256": entry.sha256})
     return gathered
-
-
-WAIT_SLICE_S = 0.5
-
-
-def _get_watching_stop(ref: Any, timeout_s: float, check_stop: Callable[[], None]) -> Any:
-    """ray.get in short slices: one upload can take minutes (a GB dump), and a stop signal
-    must not wait for it."""
-    import ray
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        done, _ = ray.wait([ref], timeout=min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic())))
-        if done:
-            return ray.get(done[0])
-        check_stop()
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout_s:g} s (--timeout-s)")
 
 
 def upload_host(actor: Any, host_name: str, run_url: str, run_dir: Path, timeout_s: float,
@@ -107,6 +75,7 @@ def upload_host(actor: Any, host_name: str, run_url: str, run_dir: Path, timeout
     appended to `gathered` as each file is done, as in gather_host."""
     import ray
 
+    from ray_tpu_profile.barrier import result_watching_stop
     from ray_tpu_profile.remote import download_file, join
     from ray_tpu_profile.traces import TRACE_SUFFIXES
 
@@ -114,7 +83,7 @@ def upload_host(actor: Any, host_name: str, run_url: str, run_dir: Path, timeout
     for relpath in ray.get(actor.list_paths.remote(), timeout=timeout_s):
         dest_rel = _destination(host_name, relpath).as_posix()
         check_stop()
-        sent = _get_watching_stop(actor.upload.remote(relpath, join(run_url, dest_rel)), timeout_s, check_stop)
+        sent = result_watching_stop(actor.upload.remote(relpath, join(run_url, dest_rel)).future(), timeout_s, check_stop)
         entry = {"path": dest_rel, "bytes": sent["bytes"], "sha256": sent["sha256"], "verified": "size"}
         if dest_rel.endswith(TRACE_SUFFIXES):
             local = run_dir / dest_rel

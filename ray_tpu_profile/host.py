@@ -15,11 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from ray_tpu_profile.config import Capture, Workload
-from ray_tpu_profile.layout import sha256_file
+from ray_tpu_profile.files import sha256_file
 from ray_tpu_profile.records import FileEntry, Phase
+from ray_tpu_profile.schedule import Window
 
 
 class HostWorker:
+    """One host's side of a run: its vLLM engine and capture backend in this process, and
+    the files they wrote (under output_dir) until the driver has them. Every call returns
+    plain data (records.Phase, FileEntry, dicts); an error raised here fails this host at
+    the driver's current stage and no other.
+
+    Args:
+        host_name: the host's name in the run (hosts.Host.name): trace files and sessions carry it.
+        run_id: the run's id; output_dir is <scratch_root>/ray-tpu-profile/<run_id>/<host_name>.
+        scratch_root: where the host writes before the gather (default: the system temp dir).
+    """
+
     def __init__(self, host_name: str, run_id: str, scratch_root: str | None = None):
         self.host_name = host_name
         root = Path(scratch_root or tempfile.gettempdir()) / "ray-tpu-profile" / run_id / host_name
@@ -121,7 +133,7 @@ class HostWorker:
         self.backend.set_shape(shape_tag)
         return self.loads
 
-    def start_capture(self, trace_start_ns: int | None, window: dict | None = None) -> None:
+    def start_capture(self, trace_start_ns: int | None, window: Window | None = None) -> None:
         self.backend.start(self.engine.llm, trace_start_ns, window)
 
     def prefill_steps(self) -> int:
@@ -140,7 +152,7 @@ class HostWorker:
     def finish_capture(self) -> None:
         self.backend.stop(self.engine.llm)
 
-    def profile(self, iterations_start_ns: int, trace_start_ns: int, window: dict | None = None) -> Phase:
+    def profile(self, iterations_start_ns: int, trace_start_ns: int, window: Window | None = None) -> Phase:
         """Capture around the profiled iterations (both instants from
         schedule.capture_instants_ns); the phase spans profiler start to stop (trace
         written), its latencies and marks are the iterations'."""

@@ -8,21 +8,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-import os
 import re
 import secrets
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator
 
+from ray_tpu_profile.files import write_text_whole
 from ray_tpu_profile.records import HostRecord
 
 MANIFEST = "manifest.json"
 LATENCY = "latency.json"
 HOSTS_DIR = "hosts"
 STAGING_SUFFIX = ".partial"
-HASH_CHUNK_BYTES = 8 << 20
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -62,19 +60,13 @@ def host_file_dest(host: str, relpath: str) -> PurePosixPath:
     return PurePosixPath(HOSTS_DIR) / host / rel
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / MANIFEST).read_text())
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Readers never see half a file: write beside it, then rename over it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    """Readers never see half a file: written beside it, then renamed over it."""
+    write_text_whole(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 _SECRET_KEY = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|(^|_)KEY($|_)", re.IGNORECASE)
@@ -124,7 +116,9 @@ def build_manifest(
     engine: dict[str, Any],
     records: Iterable[HostRecord],
     timings_s: dict[str, float] | None = None,
+    timings_by_shape_s: dict[str, dict[str, float]] | None = None,
     result_url: str | None = None,
+    outputs: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """The public manifest (README "manifest.json")."""
     return {
@@ -141,6 +135,8 @@ def build_manifest(
         "cluster": cluster,
         "engine": engine,
         "timings_s": timings_s or {},
+        "timings_by_shape_s": timings_by_shape_s or {},
+        "outputs": outputs or {"reports_error": None, "publish_error": None},
         "hosts": [host_manifest(r) for r in records],
     }
 

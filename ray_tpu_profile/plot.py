@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ray_tpu_profile.files import written_whole
+
 PLOT = "report.png"
 WARMUP_COLOUR = "#b0b0b0"
 CAPTURE_COLOUR = "#f28e2b"
@@ -39,23 +41,35 @@ def write_plot(run_dir: Path, manifest: dict[str, Any]) -> Path:
 
     matplotlib.use("Agg")  # files only; no display on a Ray head node
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    from ray_tpu_profile.layout import skew_by_shape
 
     data = plot_data(manifest)
-    hosts, shapes = data["hosts"], data["shapes"]
-    colour = {shape: SHAPE_COLOURS[i % len(SHAPE_COLOURS)] for i, shape in enumerate(shapes)}
+    colour = {shape: SHAPE_COLOURS[i % len(SHAPE_COLOURS)] for i, shape in enumerate(data["shapes"])}
     offsets = [w for w in data["windows"] if w["start_offset_ms"] is not None]
     panels = 3 if offsets else 2
-    row_panel_height_in = max(2.0, 0.45 * len(hosts) + 1.2)
+    row_panel_height_in = max(2.0, 0.45 * len(data["hosts"]) + 1.2)
     fig, axes = plt.subplots(panels, 1, figsize=(11, 3.2 + row_panel_height_in * (panels - 1)),
                              gridspec_kw={"height_ratios": [3.2] + [row_panel_height_in] * (panels - 1)})
     title = f"run {manifest['run_id']} ({manifest['status']}), profiler {manifest['capture'].get('profiler')}"
     fig.suptitle(title, fontsize=11)
+    _latency_panel(axes[0], data, colour)
+    _timeline_panel(axes[1], data, colour)
+    if offsets:
+        _offsets_panel(axes[2], data, offsets, colour, manifest)
+    fig.tight_layout()
+    path = Path(run_dir) / PLOT
+    try:
+        with written_whole(path, f".{path.stem}.tmp.png") as tmp:  # the name's suffix tells savefig PNG
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
+    return path
 
-    # 1. Latency distribution per host: profiled as boxes, every iteration as a point.
-    ax = axes[0]
+
+def _latency_panel(ax, data: dict[str, Any], colour: dict[str, str]) -> None:
+    """Latency distribution per host: profiled as boxes, every iteration as a point."""
+    from matplotlib.patches import Patch
+
+    hosts, shapes = data["hosts"], data["shapes"]
     width = min(0.4, 0.8 / max(1, len(shapes)))
     for s_index, shape in enumerate(shapes):
         positions, series = [], []
@@ -80,8 +94,9 @@ def write_plot(run_dir: Path, manifest: dict[str, Any]) -> Path:
               + [Patch(color=WARMUP_COLOUR, label="warmup")], fontsize=8, loc="best")
     ax.grid(axis="y", alpha=0.3)
 
-    # 2. Shared wall-clock axis: each host's iterations and its capture window.
-    ax = axes[1]
+
+def _timeline_panel(ax, data: dict[str, Any], colour: dict[str, str]) -> None:
+    """A shared wall-clock axis: each host's iterations and its capture window."""
     for bar in data["bars"]:
         ax.broken_barh([(bar["start_s"], bar["duration_s"])], (bar["row"] - 0.3, 0.6),
                        facecolors=colour[bar["shape"]] if bar["kind"] == "profiled" else WARMUP_COLOUR,
@@ -89,7 +104,7 @@ def write_plot(run_dir: Path, manifest: dict[str, Any]) -> Path:
     for w in data["windows"]:
         ax.broken_barh([(w["start_s"], w["duration_s"])], (w["row"] - 0.45, 0.9),
                        facecolors="none", edgecolors=CAPTURE_COLOUR, linewidth=1.5)
-    ax.set_yticks(range(len(hosts)), hosts, fontsize=8)
+    ax.set_yticks(range(len(data["hosts"])), data["hosts"], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"seconds since the first iteration (wall clock; origin {data['origin_s']:.3f} s epoch)")
     ax.set_title("iterations on every host (grey: warmup, colour: profiled)"
@@ -98,35 +113,28 @@ def write_plot(run_dir: Path, manifest: dict[str, Any]) -> Path:
                  fontsize=9)
     ax.grid(axis="x", alpha=0.3)
 
-    # 3. Capture start offsets from the planned instant: the skew, at a readable scale;
-    # one bar per shape of a sweep, side by side in each host's row.
-    if offsets:
-        ax = axes[2]
-        offset_shapes = list(dict.fromkeys(w["shape"] for w in offsets))
-        bar_h = 0.7 / len(offset_shapes)
-        for w in offsets:
-            y = w["row"] + (offset_shapes.index(w["shape"]) - (len(offset_shapes) - 1) / 2) * bar_h
-            ax.barh(y, w["start_offset_ms"], height=bar_h * 0.9,
-                    color=colour[w["shape"]] if len(offset_shapes) > 1 else CAPTURE_COLOUR)
-            ax.annotate(f"{w['start_offset_ms']:.3f} ms", (w["start_offset_ms"], y), xytext=(4, 0),
-                        textcoords="offset points", va="center", fontsize=7 if len(offset_shapes) > 1 else 8)
-        ax.set_yticks(range(len(hosts)), hosts, fontsize=8)
-        ax.set_ylim(len(hosts) - 0.5, -0.5)
-        skews = {s: v for s, v in skew_by_shape(manifest).items() if s in offset_shapes and v is not None}
-        skew_text = ", ".join(f"{s + ' ' if len(skews) > 1 else ''}{v:.3f} ms" for s, v in skews.items())
-        ax.set_title("capture start after the planned instant (from each host's trace)"
-                     + (f"; skew {skew_text}" if skew_text else ""), fontsize=9)
-        ax.set_xlabel("ms")
-        ax.margins(x=0.25)
-        ax.grid(axis="x", alpha=0.3)
 
-    fig.tight_layout()
-    path = Path(run_dir) / PLOT
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=110)
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+def _offsets_panel(ax, data: dict[str, Any], offsets: list[dict[str, Any]], colour: dict[str, str],
+                   manifest: dict[str, Any]) -> None:
+    """Capture start offsets from the planned instant: the skew, at a readable scale; one
+    bar per shape of a sweep, side by side in each host's row."""
+    from ray_tpu_profile.layout import skew_by_shape
+
+    hosts = data["hosts"]
+    offset_shapes = list(dict.fromkeys(w["shape"] for w in offsets))
+    bar_h = 0.7 / len(offset_shapes)
+    for w in offsets:
+        y = w["row"] + (offset_shapes.index(w["shape"]) - (len(offset_shapes) - 1) / 2) * bar_h
+        ax.barh(y, w["start_offset_ms"], height=bar_h * 0.9,
+                color=colour[w["shape"]] if len(offset_shapes) > 1 else CAPTURE_COLOUR)
+        ax.annotate(f"{w['start_offset_ms']:.3f} ms", (w["start_offset_ms"], y), xytext=(4, 0),
+                    textcoords="offset points", va="center", fontsize=7 if len(offset_shapes) > 1 else 8)
+    ax.set_yticks(range(len(hosts)), hosts, fontsize=8)
+    ax.set_ylim(len(hosts) - 0.5, -0.5)
+    skews = {s: v for s, v in skew_by_shape(manifest).items() if s in offset_shapes and v is not None}
+    skew_text = ", ".join(f"{s + ' ' if len(skews) > 1 else ''}{v:.3f} ms" for s, v in skews.items())
+    ax.set_title("capture start after the planned instant (from each host's trace)"
+                 + (f"; skew {skew_text}" if skew_text else ""), fontsize=9)
+    ax.set_xlabel("ms")
+    ax.margins(x=0.25)
+    ax.grid(axis="x", alpha=0.3)

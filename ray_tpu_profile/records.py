@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from ray_tpu_profile.hosts import Host
+
+
+class Stage(StrEnum):
+    """The stages of a run, in order (README "What a run does"); the manifest's `stage`."""
+
+    VALIDATE = "validate"
+    PLACE = "place"
+    LOAD = "load"
+    SHAPE = "shape"
+    """A sweep switching the loaded model to its next shape."""
+    WARMUP = "warmup"
+    WINDOW = "window"
+    """Placing a --phase window."""
+    CAPTURE = "capture"
+    GATHER = "gather"
+    VERIFY = "verify"
+    REPORTS = "reports"
+    PUBLISH = "publish"
+    DONE = "done"
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -47,7 +68,7 @@ class HostRecord:
     host: Host
     status: str = "pending"
     """pending -> ok | failed."""
-    stage: str = "place"
+    stage: Stage = Stage.PLACE
     """The last stage this host entered."""
     error: str | None = None
     pid: int | None = None
@@ -80,5 +101,5 @@ class HostRecord:
     def healthy(self) -> bool:
         return self.status != "failed"
 
-    def fail(self, stage: str, error: str) -> None:
+    def fail(self, stage: Stage, error: str) -> None:
         self.status, self.stage, self.error = "failed", stage, error

@@ -4,14 +4,12 @@ there directly instead of sending them through Ray. fsspec and the protocol's pa
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
-from typing import Any
+from typing import Any, Callable
 
 from ray_tpu_profile.errors import ConfigError
-
-CHUNK_BYTES = 8 << 20
+from ray_tpu_profile.files import Digest, read_chunks, written_whole
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -63,51 +61,42 @@ def upload_file(local_path: str, url: str) -> dict[str, Any]:
     fs, path = filesystem(url)
     if _is_local(fs):  # object stores have no directories (and makedirs would create a missing bucket)
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    digest, sent = hashlib.sha256(), 0
+    sent = Digest()
     dst = fs.open(path, "wb", autocommit=False)
     try:
         with open(local_path, "rb") as src:
-            while chunk := src.read(CHUNK_BYTES):
-                digest.update(chunk)
-                dst.write(chunk)
-                sent += len(chunk)
+            for chunk in read_chunks(src):
+                dst.write(sent.update(chunk))
         dst.close()
         dst.commit()
     except BaseException:
         dst.discard()
         raise
     stored = fs.info(path)["size"]
-    if stored != sent:
-        raise OSError(f"{url}: stored {stored} bytes, sent {sent}")
-    return {"bytes": sent, "sha256": digest.hexdigest()}
+    if stored != sent.bytes:
+        raise OSError(f"{url}: stored {stored} bytes, sent {sent.bytes}")
+    return sent.as_dict()
 
 
 def download_file(url: str, local_path: str) -> dict[str, Any]:
     """Stream url to a local file; its size and sha256 as read back from the store. Written
     beside it and renamed when complete: a failed read leaves nothing."""
-    import os
+    from pathlib import Path
 
     fs, path = filesystem(url)
-    part = f"{local_path}.part"
-    digest, received = hashlib.sha256(), 0
-    try:
-        with fs.open(path, "rb") as src, open(part, "wb") as dst:
-            while chunk := src.read(CHUNK_BYTES):
-                digest.update(chunk)
-                dst.write(chunk)
-                received += len(chunk)
-    except BaseException:
-        if os.path.exists(part):
-            os.unlink(part)
-        raise
-    os.replace(part, local_path)
-    return {"bytes": received, "sha256": digest.hexdigest()}
+    received = Digest()
+    with written_whole(Path(local_path), Path(local_path).name + ".part") as part, \
+            fs.open(path, "rb") as src, open(part, "wb") as dst:
+        for chunk in read_chunks(src):
+            dst.write(received.update(chunk))
+    return received.as_dict()
 
 
-def publish_run(run_dir, run_url: str) -> str:
+def publish_run(run_dir, run_url: str, final_manifest: Callable[[], Any] = lambda: None) -> str:
     """After the run: the driver's own files (manifest, latency, reports) go up beside the
-    hosts' files, manifest.json last so its presence means the run is complete. The hosts'
-    files (under hosts/ and plugins/, some read back here to be checked) are already there."""
+    hosts' files, manifest.json last so its presence means the run is complete; just
+    before it, final_manifest() writes its last version. The hosts' files (under hosts/
+    and plugins/, some read back here to be checked) are already there."""
     from pathlib import Path
 
     from ray_tpu_profile.layout import MANIFEST
@@ -115,6 +104,8 @@ def publish_run(run_dir, run_url: str) -> str:
     run_dir = Path(run_dir)
     # Top-level files only; a dot-name is a temporary left by a write that failed.
     own = sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith("."))
-    for relpath in [p for p in own if p != MANIFEST] + [MANIFEST]:
+    for relpath in [p for p in own if p != MANIFEST]:
         upload_file(str(run_dir / relpath), join(run_url, relpath))
+    final_manifest()
+    upload_file(str(run_dir / MANIFEST), join(run_url, MANIFEST))
     return run_url

@@ -123,12 +123,10 @@ def build_report(run_dir: Path, top: int = 10, hosts: dict[str, dict[str, Any]] 
     trace, trace bytes; capture skew; the slowest host against the median; failures.
     hosts: each host's host_report, where the caller has read the traces already (made
     with its own top)."""
-    import json
-
     from ray_tpu_profile import layout
     from ray_tpu_profile.traces import host_trace_events
 
-    manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+    manifest = layout.read_manifest(run_dir)
     entries = []
     for h in manifest["hosts"]:
         if hosts is not None:
@@ -206,38 +204,19 @@ def write_report(run_dir: Path, max_timeline_events_per_host: int | None = None,
     report.txt, timeline.json.gz (every host's trace on one axis) and report.png. Each
     host's traces are read once, for both the report and the timeline."""
     import io
-    import json
     import time
 
-    from ray_tpu_profile.layout import MANIFEST, write_json_atomic
+    from ray_tpu_profile.layout import read_manifest, write_json_atomic
     from ray_tpu_profile.plot import PLOT, write_plot
-    from ray_tpu_profile.timeline import DEFAULT_MAX_EVENTS_PER_HOST, TIMELINE, host_timeline, write_timeline
-    from ray_tpu_profile.traces import read_host_traces
+    from ray_tpu_profile.timeline import DEFAULT_MAX_EVENTS_PER_HOST, TIMELINE, write_timeline
 
     run_dir = Path(run_dir)
-    manifest = json.loads((run_dir / MANIFEST).read_text())
+    manifest = read_manifest(run_dir)
     max_events = max_timeline_events_per_host or DEFAULT_MAX_EVENTS_PER_HOST
     report: dict[str, Any] = {}
     # Each output on its own: a trace one of them cannot use must not cost the others.
     failures: dict[str, str] = {}
-    derived: dict[str, dict[str, Any]] = {"report.json": {}, TIMELINE: {}}
-    started, events = time.monotonic(), 0
-    for h in manifest["hosts"]:  # one host's events in memory at a time
-        try:
-            traces = read_host_traces(run_dir, h)
-        except Exception as e:  # both outputs that need the traces fail, named below
-            for name in derived:
-                failures.setdefault(name, f"{name}: {type(e).__name__}: {e}")
-            continue
-        events += len(traces.events)
-        for name, derive, *args in (("report.json", host_report), (TIMELINE, host_timeline, max_events)):
-            if name not in failures:
-                try:
-                    derived[name][h["name"]] = derive(h, traces.events, traces.unreadable, *args)
-                except Exception as e:  # that output fails, named below; the other goes on
-                    failures[name] = f"{name}: {type(e).__name__}: {e}"
-        del traces  # before the next host's are read
-    note(f"traces read: {events:,} events from {len(manifest['hosts'])} host(s) ({time.monotonic() - started:.1f} s)")
+    derived = _derive_from_traces(run_dir, manifest, max_events, failures, note)
 
     def text_report() -> str:
         report.update(build_report(run_dir, hosts=derived["report.json"]))
@@ -266,6 +245,36 @@ def write_report(run_dir: Path, max_timeline_events_per_host: int | None = None,
     if failures:
         raise ReportError("; ".join(failures.values()))
     return report
+
+
+def _derive_from_traces(run_dir: Path, manifest: dict[str, Any], max_events: int, failures: dict[str, str],
+                        note: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Each host's report entry and timeline events, from one read of its traces, one host
+    in memory at a time. An output that fails is named in failures and not derived further."""
+    import time
+
+    from ray_tpu_profile.timeline import TIMELINE, host_timeline
+    from ray_tpu_profile.traces import read_host_traces
+
+    derived: dict[str, dict[str, Any]] = {"report.json": {}, TIMELINE: {}}
+    started, events = time.monotonic(), 0
+    for h in manifest["hosts"]:
+        try:
+            traces = read_host_traces(run_dir, h)
+        except Exception as e:  # both outputs that need the traces fail, named by the caller
+            for name in derived:
+                failures.setdefault(name, f"{name}: {type(e).__name__}: {e}")
+            continue
+        events += len(traces.events)
+        for name, derive, *args in (("report.json", host_report), (TIMELINE, host_timeline, max_events)):
+            if name not in failures:
+                try:
+                    derived[name][h["name"]] = derive(h, traces.events, traces.unreadable, *args)
+                except Exception as e:  # that output fails, named by the caller; the other goes on
+                    failures[name] = f"{name}: {type(e).__name__}: {e}"
+        del traces  # before the next host's are read
+    note(f"traces read: {events:,} events from {len(manifest['hosts'])} host(s) ({time.monotonic() - started:.1f} s)")
+    return derived
 
 
 class ReportError(RuntimeError):

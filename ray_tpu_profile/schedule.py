@@ -9,6 +9,8 @@ clock for simulated hosts) plus the wake-up jitter.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 NS_PER_MS = 1_000_000
 DEFAULT_LEAD_MS = 300
 """Covers dispatching the call to every host and opening the profiler client."""
@@ -83,9 +85,47 @@ class WindowError(ValueError):
     """The requested window cannot hold the phase; the message says what would fit."""
 
 
+@dataclass(frozen=True)
+class TimeWindow:
+    """A server backend's trace window that holds one phase: delay and duration from the
+    instant the profiled iterations start."""
+
+    phase: str
+    delay_ms: int
+    duration_ms: int
+    chosen_from: str
+    """What the window was computed from, for the manifest and progress line."""
+
+    def describe(self) -> str:
+        return f"delay {self.delay_ms} ms, duration {self.duration_ms} ms"
+
+    def to_json(self) -> dict:
+        return {"kind": "time", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class StepWindow:
+    """The torch backend's window that holds one phase: vLLM engine steps to skip and to
+    trace (start_profile's delay_iterations, max_iterations)."""
+
+    phase: str
+    delay_iterations: int
+    max_iterations: int
+    chosen_from: str
+
+    def describe(self) -> str:
+        return f"vLLM delay_iterations {self.delay_iterations}, max_iterations {self.max_iterations}"
+
+    def to_json(self) -> dict:
+        return {"kind": "steps", **asdict(self)}
+
+
+Window = TimeWindow | StepWindow
+
+
 def phase_time_window(phase: str, prefill_s: dict[str, float], end_s: dict[str, float],
                       requested_duration_ms: int | None, guard_ms: int = GUARD_MS,
-                      measured_in: str = "warmup iterations") -> dict:
+                      measured_in: str = "warmup iterations") -> TimeWindow:
     """Delay and duration (from the instant the iterations start) that hold only `phase` on
     every host, from each host's timings (measured_in says which): prefill is over once
     every request has its first token (prefill_s), decode once every request has its last
@@ -116,11 +156,10 @@ def phase_time_window(phase: str, prefill_s: dict[str, float], end_s: dict[str, 
             f"--duration-ms {duration_ms}: the {phase} phase leaves {available_ms} ms ({basis}); "
             f"use --duration-ms {available_ms} or less, or a longer workload"
         )
-    return {"kind": "time", "phase": phase, "delay_ms": start_ms, "duration_ms": duration_ms,
-            "chosen_from": f"{measured_in}: {basis}"}
+    return TimeWindow(phase, start_ms, duration_ms, f"{measured_in}: {basis}")
 
 
-def phase_step_window(phase: str, prefill_steps: int, output_len: int) -> dict:
+def phase_step_window(phase: str, prefill_steps: int, output_len: int) -> StepWindow:
     """vLLM engine steps (the torch backend's window): prefill takes prefill_steps steps, the
     last of which samples the first token; then one decode step per further token."""
     if phase == "decode":
@@ -128,10 +167,8 @@ def phase_step_window(phase: str, prefill_steps: int, output_len: int) -> dict:
             raise WindowError(f"--phase decode: --output-len {output_len} has no decode step")
         # vLLM 0.32 skips delay_iterations - 1 steps (seen: delay 1 and 0 both capture the
         # prefill step, delay 2 skips it); the trace check after capture catches any drift.
-        return {"kind": "steps", "phase": phase, "delay_iterations": prefill_steps + 1,
-                "max_iterations": output_len - 1,
-                "chosen_from": f"{prefill_steps} prefill step(s) for the batch's prompt tokens, then {output_len - 1} decode steps"}
+        return StepWindow(phase, prefill_steps + 1, output_len - 1,
+                          f"{prefill_steps} prefill step(s) for the batch's prompt tokens, then {output_len - 1} decode steps")
     if phase == "prefill":
-        return {"kind": "steps", "phase": phase, "delay_iterations": 0, "max_iterations": prefill_steps,
-                "chosen_from": f"{prefill_steps} prefill step(s) for the batch's prompt tokens"}
+        return StepWindow(phase, 0, prefill_steps, f"{prefill_steps} prefill step(s) for the batch's prompt tokens")
     raise ValueError(f"no window for phase {phase!r}")

@@ -5,10 +5,11 @@ n requests in prefill (context) and m in decode (generation)."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from pathlib import Path
+from ray_tpu_profile.files import open_trace
+
 
 STEP = re.compile(r"^execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)$")
 
@@ -24,7 +25,7 @@ def count_steps(names) -> dict[str, int]:
 
 
 def torch_trace_steps(path: Path) -> dict[str, int]:
-    with gzip.open(path) if str(path).endswith(".gz") else open(path, "rb") as f:
+    with open_trace(path) as f:
         events = json.load(f)["traceEvents"]
     return count_steps(e.get("name") for e in events if e.get("ph") == "X")
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
+from ray_tpu_profile.files import written_whole
+
 TIMELINE = "timeline.json.gz"
 DEFAULT_MAX_EVENTS_PER_HOST = 100_000
 TOOL_TRACK = "ray-tpu-profile"
@@ -131,11 +133,11 @@ def write_timeline(run_dir: Path, max_events_per_host: int = DEFAULT_MAX_EVENTS_
                    hosts: dict[str, tuple[list[Event], Kept, list[str]]] | None = None) -> Path:
     """timeline.json.gz in the run directory, from its manifest and every host's traces
     (hosts: each host's host_timeline, where the caller has read the traces already)."""
-    from ray_tpu_profile.layout import MANIFEST
+    from ray_tpu_profile.layout import read_manifest
     from ray_tpu_profile.traces import host_trace_events
 
     run_dir = Path(run_dir)
-    manifest = json.loads((run_dir / MANIFEST).read_text())
+    manifest = read_manifest(run_dir)
     if hosts is None:
         hosts = {}
         for h in manifest["hosts"]:
@@ -147,13 +149,8 @@ def write_timeline(run_dir: Path, max_events_per_host: int = DEFAULT_MAX_EVENTS_
     for name, (_, _, problems) in hosts.items():
         trace["otherData"]["downsampling"]["hosts"][name]["unreadable"] = problems
     path = run_dir / TIMELINE
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        # json.dumps, not json.dump: dump to a file takes the pure-Python encoder (~5x slower).
-        text = json.dumps(trace, separators=(",", ":"))
-        with gzip.open(tmp, "wt", compresslevel=6) as f:
-            f.write(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # json.dumps, not json.dump: dump to a file takes the pure-Python encoder (~5x slower).
+    text = json.dumps(trace, separators=(",", ":"))
+    with written_whole(path) as tmp, gzip.open(tmp, "wt", compresslevel=6) as f:
+        f.write(text)
     return path

@@ -4,11 +4,12 @@ named in the caller's error list; the host's other files are still read."""
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+from ray_tpu_profile.files import open_trace
+
 
 TRACE_SUFFIXES = (".xplane.pb", ".pt.trace.json.gz", ".pt.trace.json")
 """Files the driver itself reads (verification, skew, reports)."""
@@ -27,7 +28,7 @@ def xplane_events(path: Path) -> Iterator[tuple[str, str, int, int]]:
 def torch_trace_events(path: Path) -> Iterator[tuple[str, str, int, int]]:
     """Complete events of a torch profiler trace at their wall-clock time: Kineto writes
     `ts` in microseconds since `baseTimeNanoseconds`."""
-    with gzip.open(path) if str(path).endswith(".gz") else open(path, "rb") as f:
+    with open_trace(path) as f:
         trace = json.load(f)
     base_ns = int(trace.get("baseTimeNanoseconds", 0))
     threads = {(e.get("pid"), e.get("tid")): e["args"]["name"] for e in trace["traceEvents"]

@@ -16,7 +16,7 @@ import ray
 
 from ray_tpu_profile.gather import GatherError, gather_host
 from ray_tpu_profile.host import HostWorker
-from ray_tpu_profile.layout import sha256_file
+from ray_tpu_profile.files import sha256_file
 from ray_tpu_profile.records import FileEntry
 
 

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from ray_tpu_profile.hosts import Host
+from ray_tpu_profile.files import sha256_file
 from ray_tpu_profile.layout import (
     build_latency,
     build_manifest,
@@ -13,7 +14,6 @@ from ray_tpu_profile.layout import (
     new_run_id,
     run_status,
     safe_relpath,
-    sha256_file,
     staging_dir,
     write_json_atomic,
 )

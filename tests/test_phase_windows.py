@@ -9,8 +9,8 @@ from ray_tpu_profile.steps import check_phase, count_steps
 def test_decode_window_starts_after_the_slowest_prefill_and_ends_before_the_first_finish():
     w = phase_time_window("decode", {"a": 0.010, "b": 0.020}, {"a": 0.500, "b": 0.450}, None, guard_ms=2)
     # from PREFILL_MARGIN (2x) the slowest prefill end, plus the guard
-    assert (w["delay_ms"], w["duration_ms"]) == (42, 448 - 42)
-    assert "slowest host (b;" in w["chosen_from"] and "fastest (b)" in w["chosen_from"]
+    assert (w.delay_ms, w.duration_ms) == (42, 448 - 42)
+    assert "slowest host (b;" in w.chosen_from and "fastest (b)" in w.chosen_from
 
 
 def test_decode_window_too_short_for_the_duration_says_what_fits():
@@ -21,16 +21,16 @@ def test_decode_window_too_short_for_the_duration_says_what_fits():
 
 def test_prefill_window_ends_before_the_fastest_host_leaves_prefill():
     w = phase_time_window("prefill", {"a": 0.030, "b": 0.025}, {"a": 0.5, "b": 0.5}, None, guard_ms=2)
-    assert (w["delay_ms"], w["duration_ms"]) == (0, 23)
+    assert (w.delay_ms, w.duration_ms) == (0, 23)
     with pytest.raises(WindowError, match="too short"):
         phase_time_window("prefill", {"a": 0.002}, {"a": 0.5}, None, guard_ms=2)
 
 
 def test_step_windows():
-    assert phase_step_window("decode", 2, 16) | {} == {
+    assert phase_step_window("decode", 2, 16).to_json() == {
         "kind": "steps", "phase": "decode", "delay_iterations": 3, "max_iterations": 15,
         "chosen_from": "2 prefill step(s) for the batch's prompt tokens, then 15 decode steps"}
-    assert phase_step_window("prefill", 3, 1)["max_iterations"] == 3
+    assert phase_step_window("prefill", 3, 1).max_iterations == 3
     with pytest.raises(WindowError, match="--output-len 1 has no decode step"):
         phase_step_window("decode", 1, 1)
 

@@ -9,7 +9,7 @@ import secrets
 
 import pytest
 
-from ray_tpu_profile import remote
+from ray_tpu_profile import files, remote
 from ray_tpu_profile.errors import ConfigError
 
 
@@ -31,7 +31,7 @@ def s3(s3_server, monkeypatch):
 
 def test_upload_and_read_back_on_s3_and_file(s3, tmp_path):
     _, bucket = s3
-    data = os.urandom(remote.CHUNK_BYTES + 12345)  # more than one chunk
+    data = os.urandom(files.CHUNK_BYTES + 12345)  # more than one chunk
     (tmp_path / "f").write_bytes(data)
     want = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     for url in (f"s3://{bucket}/runs/r1/f", f"file://{tmp_path}/out/r1/f"):
@@ -72,7 +72,7 @@ class _BrokenRead:
 
 
 def test_an_upload_that_fails_half_way_leaves_nothing(s3, tmp_path, monkeypatch):
-    (tmp_path / "f").write_bytes(os.urandom(remote.CHUNK_BYTES * 2))
+    (tmp_path / "f").write_bytes(os.urandom(files.CHUNK_BYTES * 2))
     monkeypatch.setattr(remote, "open", _BrokenRead, raising=False)
     fs, bucket = s3
     for url, exists in ((f"s3://{bucket}/runs/r1/f", lambda: fs.exists(f"{bucket}/runs/r1/f")),

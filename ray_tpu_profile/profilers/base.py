@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
 
+from ray_tpu_profile.schedule import Window
+
 
 class CaptureBackend(ABC):
     """Lives in the host actor beside the LLM. Call order:
@@ -29,10 +31,11 @@ class CaptureBackend(ABC):
         """Called once the LLM is ready (default: nothing)."""
 
     @abstractmethod
-    def start(self, llm: Any, trace_start_ns: int | None = None, window: dict | None = None) -> None:
+    def start(self, llm: Any, trace_start_ns: int | None = None, window: Window | None = None) -> None:
         """Begin recording; trace_start_ns is when a time-window backend's trace must begin
         on every host (epoch ns; None: its delay from now). window, when given, is a phase
-        window (schedule.phase_*_window) replacing the configured one."""
+        window (schedule.TimeWindow for server backends, StepWindow for torch) replacing the
+        configured one."""
 
     @abstractmethod
     def stop(self, llm: Any) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ray_tpu_profile.profilers.base import CaptureBackend
-from ray_tpu_profile.schedule import NS_PER_MS, plan_again, split_trace_delay
+from ray_tpu_profile.schedule import NS_PER_MS, TimeWindow, plan_again, split_trace_delay
 
 XPLANE_DIR = "xplane"
 """Under the host's output dir: <XPLANE_DIR>/plugins/profile/<session>/<host>.xplane.pb."""
@@ -174,10 +174,9 @@ class ServerBackend(CaptureBackend):
         self.warmed_up = True
         return latencies
 
-    def start(self, llm: Any, trace_start_ns: int | None = None, window: dict | None = None) -> None:
+    def start(self, llm: Any, trace_start_ns: int | None = None, window: TimeWindow | None = None) -> None:
         if window is not None:
-            assert window["kind"] == "time", window
-            self.delay_ms, self.duration_ms = window["delay_ms"], window["duration_ms"]
+            self.delay_ms, self.duration_ms = window.delay_ms, window.duration_ms
         if trace_start_ns is None:  # not scheduled by the driver: from now
             trace_start_ns = time.time_ns() + self.delay_ms * NS_PER_MS
         self.logdir = self.trace_dir / XPLANE_DIR

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray_tpu_profile.profilers.base import CaptureBackend
+from ray_tpu_profile.schedule import StepWindow
 
 
 class VllmTorchProfiler(CaptureBackend):
@@ -29,11 +30,10 @@ class VllmTorchProfiler(CaptureBackend):
         """In every trace file name: the host, and the shape in a sweep."""
         return f"{self.host_name}-{self.shape_tag}" if self.shape_tag else self.host_name
 
-    def start(self, llm: Any, trace_start_ns: int | None = None, window: dict | None = None) -> None:
+    def start(self, llm: Any, trace_start_ns: int | None = None, window: StepWindow | None = None) -> None:
         if window is not None:
-            assert window["kind"] == "steps", window
-            llm.start_profile(profile_prefix=self.prefix, delay_iterations=window["delay_iterations"],
-                              max_iterations=window["max_iterations"])
+            llm.start_profile(profile_prefix=self.prefix, delay_iterations=window.delay_iterations,
+                              max_iterations=window.max_iterations)
         else:
             llm.start_profile(profile_prefix=self.prefix)
 

@@ -1,0 +1,131 @@
+"""One stage on every healthy host at once, waited for as a whole: the next stage starts
+on no host before every host has finished this one. A host that fails or times out is
+marked failed with the stage and the reason; the others carry on.
+
+Works on futures (a Ray ObjectRef's .future(), or any concurrent.futures.Future), so the
+logic runs without a cluster in tests (tests/test_barrier.py).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from concurrent.futures import Future
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+from ray_tpu_profile.records import HostRecord, Stage
+
+WAIT_SLICE_S = 0.5
+"""Longest wait between two looks at the stop flag: Ctrl-C or `ray job stop` is seen
+within this, however long a stage takes."""
+
+
+def describe_error(error: BaseException) -> str:
+    """One line: the root cause of a Ray task error rather than its whole traceback."""
+    import ray.exceptions as rex
+
+    if isinstance(error, rex.RayTaskError) and error.cause is not None:
+        error = error.cause
+    if isinstance(error, rex.ActorDiedError):
+        return "actor process died" + (f": {error.error_msg.splitlines()[0]}" if getattr(error, "error_msg", "") else "")
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".strip()
+
+
+def completed_in_slices(futures: Iterable[Future], timeout_s: float,
+                        check_stop: Callable[[], None]) -> Iterator[Future]:
+    """Each future as it completes, until all have or timeout_s has passed (those left
+    are not yielded). check_stop is called at least every WAIT_SLICE_S and may raise."""
+    pending = set(futures)
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        slice_s = min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic()))
+        done, pending = concurrent.futures.wait(pending, timeout=slice_s, return_when=concurrent.futures.FIRST_COMPLETED)
+        check_stop()
+        yield from done
+        if not done and time.monotonic() >= deadline:
+            return
+
+
+def result_watching_stop(future: Future, timeout_s: float, check_stop: Callable[[], None]) -> Any:
+    """future.result(), waited for in short slices so that a stop signal is not held up by
+    a call that takes minutes (a GB upload)."""
+    for done in completed_in_slices([future], timeout_s, check_stop):
+        return done.result()
+    raise TimeoutError(f"timed out after {timeout_s:g} s (--timeout-s)")
+
+
+class HostHandle(Protocol):
+    """A host's actor as the driver calls it: every method call returns a Future
+    (cluster.RayHost for a real actor)."""
+
+    def kill(self) -> None: ...
+
+    def __getattr__(self, method: str) -> Callable[..., Future]: ...
+
+
+class Reporter(Protocol):
+    """What the barrier says as hosts finish (progress.Progress)."""
+
+    def stage(self, stage: str, hosts: list[str]) -> None: ...
+    def host_ok(self, stage: str, host: str, detail: str) -> None: ...
+    def host_failed(self, stage: str, host: str, error: str) -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+class Barrier:
+    """Calls every healthy host, waits for all, records each host's failure without
+    stopping the others, and kills a host that outlasts timeout_s.
+
+    Args:
+        records: one per host, updated in place (status, stage, error).
+        handles: host name -> HostHandle.
+        progress: where each host's outcome is said.
+        timeout_s: longest one host may take for one stage (--timeout-s).
+        check_stop: raises once a stop signal has come (signals.StopSignals.check).
+        on_stage: called with each stage as it begins (the run's bookkeeping).
+    """
+
+    def __init__(self, records: list[HostRecord], handles: dict[str, HostHandle], progress: Reporter,
+                 timeout_s: float, check_stop: Callable[[], None] = lambda: None,
+                 on_stage: Callable[[Stage], None] = lambda stage: None):
+        self.records = records
+        self.handles = handles
+        self.progress = progress
+        self.timeout_s = timeout_s
+        self.check_stop = check_stop
+        self.on_stage = on_stage
+
+    def healthy(self) -> list[HostRecord]:
+        return [r for r in self.records if r.healthy]
+
+    def fail(self, record: HostRecord, stage: Stage, why: str) -> None:
+        record.fail(stage, why)
+        self.progress.host_failed(stage, record.host.name, why)
+
+    def run(self, stage: Stage, call: Callable[[HostHandle], Future],
+            on_result: Callable[[HostRecord, Any], str] | None = None) -> dict[str, Any]:
+        """call(handle) on every healthy host; returns each healthy host's result by name.
+        on_result(record, result) keeps what it needs and returns the progress detail."""
+        self.on_stage(stage)
+        healthy = self.healthy()
+        self.progress.stage(stage, [r.host.name for r in healthy])
+        by_future = {call(self.handles[r.host.name]): r for r in healthy}
+        results: dict[str, Any] = {}
+        for future in completed_in_slices(by_future, self.timeout_s, self.check_stop):
+            record = by_future.pop(future)
+            try:
+                result = future.result()
+            except Exception as e:  # one host's failure is recorded, the others go on
+                self.fail(record, stage, describe_error(e))
+                continue
+            results[record.host.name] = result
+            self.progress.host_ok(stage, record.host.name, on_result(record, result) if on_result else "ready")
+        for record in by_future.values():  # still running at the deadline
+            self.fail(record, stage, f"timed out after {self.timeout_s:g} s (--timeout-s)")
+            self.handles[record.host.name].kill()
+        return results
+
+    def call_one(self, record: HostRecord, call: Callable[[HostHandle], Future]) -> Any:
+        """call(handle) on one host, its result (or its error, raised)."""
+        return result_watching_stop(call(self.handles[record.host.name]), self.timeout_s, self.check_stop)

@@ -1,0 +1,208 @@
+"""The stages of a run, each a function of the run state and the hosts' barrier, in the
+order pipeline.execute calls them. Each stage runs on every healthy host and records a
+host's failure on that host alone."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ray_tpu_profile import layout, schedule
+from ray_tpu_profile.barrier import Barrier, describe_error
+from ray_tpu_profile.capture_plans import CapturePlan
+from ray_tpu_profile.config import Workload
+from ray_tpu_profile.errors import RunStopped
+from ray_tpu_profile.progress import Progress
+from ray_tpu_profile.records import HostRecord, Phase, Stage
+from ray_tpu_profile.signals import StopSignals
+from ray_tpu_profile.state import RunState, ShapeRun
+
+
+class Session:
+    """What the stages share besides the run state: progress, the stop flag, and clean-ups
+    that run when the session ends, whatever happened (the hosts' reservation)."""
+
+    def __init__(self, progress: Progress, stop: StopSignals, cleanups: ExitStack):
+        self.progress = progress
+        self.stop = stop
+        self.cleanups = cleanups
+
+
+@contextmanager
+def open_run(run: RunState, progress: Progress, actor_logs: bool) -> Iterator[Session]:
+    """The cluster (connected or started), stop signals and the staging run directory. A
+    failure or stop inside the block is recorded in run (error, stopped, which hosts
+    failed) and ends the block; the session's clean-ups run whatever happened."""
+    from ray_tpu_profile import cluster
+
+    placement = run.config.placement
+    started = time.monotonic()
+    stop = StopSignals()
+    # The stop handler goes in after ray.init: Ray installs its own, which aborts.
+    with cluster.ray_session(placement.address, placement.simulated_hosts, log_to_driver=actor_logs) as info, \
+            stop, ExitStack() as cleanups:
+        run.timings.add("cluster_start", time.monotonic() - started)
+        run.cluster_info = info
+        chosen, run.whole_slice = choose_hosts(run, cluster.discover_hosts())  # ConfigError: nothing made yet
+        run.records = [HostRecord(host=h) for h in chosen]
+        if run.result_url:  # the driver's files are built here, then published
+            run.local_root = Path(tempfile.mkdtemp(prefix="ray-tpu-profile-"))
+        run.run_dir = layout.staging_dir(run.local_root, run.run_id)
+        run.run_dir.mkdir(parents=True)
+        try:
+            yield Session(progress, stop, cleanups)
+        except (KeyboardInterrupt, RunStopped) as e:
+            run.stopped = True
+            run.error = f"stopped during {run.stage} ({'SIGINT' if isinstance(e, KeyboardInterrupt) else e.signal_name})"
+            progress.host_failed(run.stage, "all", run.error)
+        except Exception as e:  # recorded in the manifest and reflected in the exit code
+            run.error = f"{run.stage}: {describe_error(e)}"
+            run.end_hosts()
+            progress.host_failed(run.stage, "all", run.error)
+        run.timings.close()
+        stopping = time.monotonic()
+    run.timings.add("cluster_stop", time.monotonic() - stopping)  # actors, placement group, local cluster
+
+
+def choose_hosts(run: RunState, found: list) -> tuple[list, bool]:
+    """The hosts to profile among those found (ConfigError when the cluster cannot serve
+    the request), and whether they are a whole TPU slice."""
+    from ray_tpu_profile.hosts import check_tensor_parallel_fits, select_hosts, select_slice
+
+    placement = run.config.placement
+    hosts = select_hosts(found, placement.hosts, placement.slice_name)
+    check_tensor_parallel_fits(run.tensor_parallel_size, hosts)
+    whole_slice = hosts[0].slice_name is not None and len(hosts) == len(select_slice(found, hosts[0].slice_name))
+    return hosts, whole_slice
+
+
+def place(run: RunState, session: Session) -> Barrier:
+    """Reserves the hosts (one placement-group bundle each, all its chips), starts one
+    actor per host, and returns the barrier over them. Each actor says where it runs: it
+    must be on its host, with the env it was given (users report env vars that never
+    reach Ray workers: checked, not assumed)."""
+    from ray_tpu_profile import cluster
+
+    run.enter(Stage.PLACE)
+    placement = run.config.placement
+    chosen = [r.host for r in run.records]
+    reservation = cluster.reserve_hosts(chosen, run.run_id, placement.stage_timeout_s, run.whole_slice)
+    session.cleanups.callback(reservation.release)
+    run.cluster_info["reservation"] = reservation.kind
+    env = run.actor_env
+    actors = cluster.start_actors(reservation, chosen, run.run_id, env)
+    hosts = Barrier(run.records, {name: cluster.RayHost(a) for name, a in actors.items()}, session.progress,
+                    placement.stage_timeout_s, session.stop.check, run.enter)
+    identities = hosts.run(Stage.PLACE, lambda h: h.identity(tuple(env)))
+    for r in hosts.healthy():
+        identity = identities[r.host.name]
+        r.pid, r.scratch_dir = identity["pid"], identity["output_dir"]
+        missing = sorted(k for k, v in env.items() if identity["env"].get(k) != v)
+        if identity["node_id"] != r.host.node_id:
+            hosts.fail(r, Stage.PLACE, f"actor landed on node {identity['node_id']}, not {r.host.node_id}")
+        elif missing:
+            hosts.fail(r, Stage.PLACE, f"env var(s) {', '.join(missing)} did not reach the model process")
+    return hosts
+
+
+def load(run: RunState, hosts: Barrier) -> None:
+    def keep(record: HostRecord, phase: Phase) -> str:
+        record.load = phase
+        return f"{phase.duration_s:.2f} s"
+
+    first = run.config.workloads[0]
+    hosts.run(Stage.LOAD, lambda h: h.load(run.engine_argv, first, run.capture, run.run_id, run.tiny_model), keep)
+
+
+@contextmanager
+def shape_stages(run: RunState, workload: Workload) -> Iterator[ShapeRun]:
+    """The stages of one shape (switch, warm up, window, capture), timed as that shape's."""
+    shape = run.shapes[workload.shape] = ShapeRun(workload, workload.shape if run.config.sweep else None)
+    run.shape = workload.shape
+    try:
+        yield shape
+    finally:
+        run.timings.close()
+        run.shape = None
+
+
+def switch_shape(run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
+    """A sweep: the loaded model takes the next shape (no reload: the load count says so)."""
+    if run.config.sweep:
+        shape.loads = hosts.run(Stage.SHAPE, lambda h: h.set_shape(shape.workload, shape.tag),
+                                lambda r, n: f"{shape.workload.shape} (model loads so far: {n})")
+
+
+def warm_up(run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
+    hosts.run(Stage.WARMUP, lambda h: h.warmup(), _keep(shape, "warmup"))
+
+
+def place_window(run: RunState, hosts: Barrier, shape: ShapeRun, plan: CapturePlan) -> None:
+    shape.window = plan.place_window(run, hosts, shape)
+
+
+def capture(run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
+    """One instant for every host, picked once all are warm (the barrier before)."""
+    window = shape.window
+    delay_ms = window.delay_ms if isinstance(window, schedule.TimeWindow) else run.capture.delay_ms
+    at_ns = schedule.capture_instant_ns(time.time_ns())
+    iterations_ns, trace_ns = schedule.capture_instants_ns(at_ns, delay_ms, lead_in=window is None)
+    shape.planned = dict(instant_ns=at_ns, iterations_start_ns=iterations_ns, trace_start_ns=trace_ns,
+                         delay_ms=delay_ms, phase=run.capture.phase, duration_ms=run.capture.duration_ms)
+    hosts.run(Stage.CAPTURE, lambda h: h.profile(iterations_ns, trace_ns, window), _keep(shape, "profiled"))
+    if hosts.healthy():
+        shape.backend = hosts.call_one(hosts.healthy()[0], lambda h: h.capture_info())
+
+
+def _keep(shape: ShapeRun, key: str):
+    def on_result(record: HostRecord, phase: Phase) -> str:
+        record.shapes.setdefault(shape.workload.shape, {})[key] = phase
+        latencies = phase.latencies_s
+        return (f"{len(latencies)} iteration(s), mean {sum(latencies) / len(latencies):.3f} s" if latencies
+                else "no iterations")
+    return on_result
+
+
+def gather(run: RunState, hosts: Barrier) -> None:
+    """Every healthy host's files into the run directory (or straight to the result URL),
+    each verified; hosts in parallel, a host's failure its own."""
+    from ray_tpu_profile.gather import gather_host, upload_host
+
+    run.enter(Stage.GATHER)
+    healthy = hosts.healthy()
+    hosts.progress.stage(Stage.GATHER, [r.host.name for r in healthy])
+
+    def one(record: HostRecord) -> None:
+        handle = hosts.handles[record.host.name]
+        try:
+            if run.result_url:
+                upload_host(handle.actor, record.host.name, run.result_url, run.run_dir, hosts.timeout_s,
+                            hosts.check_stop, record.files)
+            else:
+                gather_host(handle.actor, record.host.name, run.run_dir, hosts.timeout_s, hosts.check_stop, record.files)
+            if not record.files:
+                raise RuntimeError("the capture wrote no file")
+            hosts.call_one(record, lambda h: h.cleanup())
+        except Exception as e:  # recorded per host; other hosts' gathers go on
+            hosts.fail(record, Stage.GATHER, describe_error(e))
+            return
+        record.status = "ok"
+        total = sum(f["bytes"] for f in record.files)
+        where = (f"written by the host to {run.result_url}, traces read back and sha256 verified" if run.result_url
+                 else "sha256 verified")
+        hosts.progress.host_ok(Stage.GATHER, record.host.name, f"{len(record.files)} file(s), {total:,} bytes, {where}")
+
+    with ThreadPoolExecutor(max_workers=max(1, len(healthy))) as pool:
+        list(pool.map(one, healthy))
+    hosts.check_stop()
+
+
+def verify(run: RunState, hosts: Barrier, plan: CapturePlan) -> None:
+    """Every shape's traces, read back on the driver (capture_plans says what they must hold)."""
+    run.enter(Stage.VERIFY)
+    for shape in run.shapes.values():
+        plan.verify_shape(run, hosts, shape)
