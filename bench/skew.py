@@ -12,7 +12,12 @@
 Skew of a trial = latest minus earliest trace start, read from each host's xplane
 (`profile_start_time`). Printed: median and max per way, and naive / synchronised.
 
+With --tensor-parallel-size larger than --chips-per-host, engines span hosts (vLLM's Ray
+executor on the simulated TPU platform): each host traces its own worker process, and
+only each engine's owner runs iterations.
+
     .venv/bin/python bench/skew.py [--hosts 4] [--trials 10]
+    .venv/bin/python bench/skew.py --hosts 4 --chips-per-host 1 --tensor-parallel-size 2
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ import ray
 
 from ray_tpu_profile import cluster, engine, schedule
 from ray_tpu_profile.config import Capture, Workload
+from ray_tpu_profile.engines import plan_engines
 from ray_tpu_profile.layout import new_run_id
+from ray_tpu_profile.records import EngineRole
+from ray_tpu_profile.state import engine_across_hosts_env
 from ray_tpu_profile.tiny_model import default_tiny_model_dir
 
 
@@ -53,18 +61,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=4)
     parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--chips-per-host", type=int, default=4)
+    parser.add_argument("--tensor-parallel-size", type=int, default=1)
     args = parser.parse_args()
     run_id = new_run_id()
     workload = Workload(input_len=16, output_len=16, batch_size=4, num_iters_warmup=2, num_iters=1)
     capture, _ = Capture(profiler="jax", duration_ms=300).resolve()
-    argv = engine.engine_argv(str(default_tiny_model_dir()), (), tiny_model=True)
-    with cluster.ray_session(None, args.hosts, log_to_driver=False):
+    tp = ("--tensor-parallel-size", str(args.tensor_parallel_size))
+    argv = engine.engine_argv(str(default_tiny_model_dir()), tp, tiny_model=True)
+    with cluster.ray_session(None, args.hosts, log_to_driver=False, chips_per_host=args.chips_per_host):
         hosts = cluster.discover_hosts()
-        reservation = cluster.reserve_hosts(hosts, run_id, timeout_s=120)
+        engines = plan_engines(hosts, args.tensor_parallel_size)
+        spans = engines[0].spans_hosts
+        env = {**engine.ENGINE_ENV, **(engine_across_hosts_env(engines[0], True) if spans else {})}
+        reservation = (cluster.reserve_engines(engines, run_id, 120, bundle_per_chip=True) if spans
+                       else cluster.reserve_hosts(hosts, run_id, timeout_s=120))
         try:
-            actors = list(cluster.start_actors(reservation, hosts, run_id, dict(engine.ENGINE_ENV)).values())
+            actors = list(cluster.start_actors(reservation, hosts, run_id, env).values())
+            roles = [EngineRole(e.name, h == e.owner, e.spans_hosts, e.ranks(h)) for e in engines for h in e.hosts]
             t0 = time.monotonic()
-            ray.get([a.load.remote(argv, workload, capture, run_id, True) for a in actors])
+            ray.get([a.load.remote(argv, workload, capture, run_id, True, role) for a, role in zip(actors, roles)])
+            if spans:  # each host traces its own worker of its engine
+                workers = {role.engine: ray.get(a.engine_workers.remote()) for a, role in zip(actors, roles) if role.owner}
+                ray.get([a.trace_worker.remote(workers[role.engine][role.ranks[0]]) for a, role in zip(actors, roles)])
             ray.get([a.warmup.remote() for a in actors])
             print(f"{len(actors)} hosts loaded and warm in {time.monotonic() - t0:.1f} s")
             results: dict[str, list[float]] = {"synchronised": [], "naive": []}
@@ -75,7 +94,9 @@ def main() -> None:
             ray.get([a.cleanup.remote() for a in actors])  # the hosts' trace folders
         finally:
             reservation.release()
-    print(f"hosts: {args.hosts}, trials: {args.trials} each, skew = latest - earliest trace start (ms)")
+    print(f"hosts: {args.hosts} ({len(engines)} engine(s) of {len(engines[0].hosts)} host(s), TP "
+          f"{args.tensor_parallel_size}, {args.chips_per_host} chip(s) per host), trials: {args.trials} each, "
+          "skew = latest - earliest trace start (ms)")
     print(f"{'way':<14}{'median':>10}{'max':>10}")
     for way, values in results.items():
         print(f"{way:<14}{statistics.median(values):10.3f}{max(values):10.3f}")

@@ -84,24 +84,38 @@ class Barrier:
         timeout_s: longest one host may take for one stage (--timeout-s).
         check_stop: raises once a stop signal has come (signals.StopSignals.check).
         on_stage: called with each stage as it begins (the run's bookkeeping).
+        partners: host name -> the hosts that fail with it (every host of an engine that
+            spans hosts: one host's failure is its engine's).
     """
 
     def __init__(self, records: list[HostRecord], handles: dict[str, HostHandle], progress: Reporter,
                  timeout_s: float, check_stop: Callable[[], None] = lambda: None,
-                 on_stage: Callable[[Stage], None] = lambda stage: None):
+                 on_stage: Callable[[Stage], None] = lambda stage: None,
+                 partners: dict[str, list[str]] | None = None):
         self.records = records
         self.handles = handles
         self.progress = progress
         self.timeout_s = timeout_s
         self.check_stop = check_stop
         self.on_stage = on_stage
+        self.partners = partners or {}
 
     def healthy(self) -> list[HostRecord]:
         return [r for r in self.records if r.healthy]
 
     def fail(self, record: HostRecord, stage: Stage, why: str) -> None:
+        """Fails the host, and every healthy host that shares its fate (its engine). A host
+        failed already keeps its first reason."""
+        if not record.healthy:
+            return
         record.fail(stage, why)
         self.progress.host_failed(stage, record.host.name, why)
+        name = record.host.name
+        for partner in self.healthy():
+            if partner.host.name != name and partner.host.name in self.partners.get(name, ()):
+                why_partner = f"its engine failed: {name} failed at {stage}: {why}"
+                partner.fail(stage, why_partner)
+                self.progress.host_failed(stage, partner.host.name, why_partner)
 
     def run(self, stage: Stage, call: Callable[[HostHandle], Future],
             on_result: Callable[[HostRecord, Any], str] | None = None) -> dict[str, Any]:
@@ -110,22 +124,38 @@ class Barrier:
         self.on_stage(stage)
         healthy = self.healthy()
         self.progress.stage(stage, [r.host.name for r in healthy])
-        by_future = {call(self.handles[r.host.name]): r for r in healthy}
+        pending = {call(self.handles[r.host.name]): r for r in healthy}
         results: dict[str, Any] = {}
-        for future in completed_in_slices(by_future, self.timeout_s, self.check_stop):
-            record = by_future.pop(future)
-            try:
-                result = future.result()
-            except Exception as e:  # one host's failure is recorded, the others go on
-                self.fail(record, stage, describe_error(e))
-                continue
-            results[record.host.name] = result
-            self.progress.host_ok(stage, record.host.name, on_result(record, result) if on_result else "ready")
-        for record in by_future.values():  # still running at the deadline
+        deadline = time.monotonic() + self.timeout_s
+        while pending:
+            slice_s = min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic()))
+            done, _ = concurrent.futures.wait(pending, timeout=slice_s, return_when=concurrent.futures.FIRST_COMPLETED)
+            self.check_stop()
+            for future in done:
+                record = pending.pop(future)
+                if record.healthy:
+                    self._keep(stage, record, future, results, on_result)
+            for future, record in list(pending.items()):
+                if not record.healthy:  # failed with its engine: not waited for
+                    del pending[future]
+                    self.handles[record.host.name].kill()
+            if not done and time.monotonic() >= deadline:
+                break
+        for record in pending.values():  # still running at the deadline
             self.fail(record, stage, f"timed out after {self.timeout_s:g} s (--timeout-s)")
             self.handles[record.host.name].kill()
         return results
 
-    def call_one(self, record: HostRecord, call: Callable[[HostHandle], Future]) -> Any:
+    def _keep(self, stage: Stage, record: HostRecord, future: Future, results: dict[str, Any],
+              on_result: Callable[[HostRecord, Any], str] | None) -> None:
+        try:
+            result = future.result()
+        except Exception as e:  # one host's failure is recorded, the others go on
+            self.fail(record, stage, describe_error(e))
+            return
+        results[record.host.name] = result
+        self.progress.host_ok(stage, record.host.name, on_result(record, result) if on_result else "ready")
+
+    def call_one(self, record: HostRecord, call: Callable[[HostHandle], Future], timeout_s: float | None = None) -> Any:
         """call(handle) on one host, its result (or its error, raised)."""
-        return result_watching_stop(call(self.handles[record.host.name]), self.timeout_s, self.check_stop)
+        return result_watching_stop(call(self.handles[record.host.name]), timeout_s or self.timeout_s, self.check_stop)

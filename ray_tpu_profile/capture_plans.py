@@ -35,6 +35,9 @@ class CapturePlan(ABC):
     @abstractmethod
     def _phase_window(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> Window | None: ...
 
+    def after_capture(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
+        """Once every host has captured this shape (default: nothing)."""
+
     @abstractmethod
     def verify_shape(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
         """Checks every healthy host's gathered trace of this shape; fails those that do not
@@ -53,7 +56,9 @@ class ServerPlan(CapturePlan):
             self._traced_iteration(run, hosts, shape)
         else:
             run.enter(Stage.WINDOW)
-        done = {r.host.name: r.shapes[shape.workload.shape] for r in hosts.healthy()}
+        # Hosts that ran iterations: a host of an engine across hosts has its owner's.
+        done = {r.host.name: r.shapes[shape.workload.shape] for r in hosts.healthy()
+                if r.shapes.get(shape.workload.shape, {}).get("warmup") and r.shapes[shape.workload.shape]["warmup"].prefill_s}
         if not done:
             return None
 
@@ -82,14 +87,20 @@ class ServerPlan(CapturePlan):
         iteration under a throwaway trace so decode starts after a traced prefill. (A
         prefill window ends at the earliest prefill end: untraced timings keep it inside.)"""
         def keep(record: HostRecord, phase: Phase) -> str:
+            if not phase.prefill_s:  # a host of an engine across hosts traced its worker only
+                return "traced its worker through its owner's iteration"
             record.shapes.setdefault(shape.workload.shape, {})["traced"] = phase
             return f"traced warmup iteration: prefill over {phase.prefill_s[0] * 1000:.1f} ms"
+
+        # Every host traces as long as its engine's owner needs to cover prefill.
+        covered_ms = {r.host.name: schedule.traced_cover_ms(run.owner_record(r).shapes[shape.workload.shape]["warmup"].prefill_s)
+                      for r in hosts.healthy()}
 
         # At one instant on every host, as the capture will be: hosts that share cores slow
         # each other's prefill then (2 simulated hosts on 2 cores: a prefill timed at 11 ms
         # apart took 32 ms in the capture).
         at_ns = schedule.capture_instant_ns(time.time_ns())
-        hosts.run(Stage.WINDOW, lambda h: h.traced_iteration(at_ns), keep)
+        hosts.run(Stage.WINDOW, lambda h: h.traced_iteration(at_ns, covered_ms[h.name]), keep)
 
     def verify_shape(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
         """Each host must have delivered exactly its own xplane, readable by xprof. Its
@@ -108,7 +119,9 @@ class ServerPlan(CapturePlan):
             except XplaneError as e:
                 hosts.fail(record, Stage.VERIFY, str(e))
                 continue
-            problem = phase_problem(shape.window, record.shapes.get(name, {}).get("profiled"), xplane)
+            owner = run.owner_record(record)  # its iterations, for a host of an engine across hosts
+            problem = (phase_problem(shape.window, owner.shapes.get(name, {}).get("profiled"), xplane)
+                       or worker_problem(record, {xplane.process_id} - {None}))
             if problem:
                 hosts.fail(record, Stage.VERIFY, problem)
                 continue
@@ -123,6 +136,17 @@ class ServerPlan(CapturePlan):
         if starts:
             hosts.progress.note(f"{name}: capture start skew across {len(starts)} host(s): "
                                 f"{shape.checked['start_skew_ms']:.3f} ms")
+
+
+def worker_problem(record: HostRecord, traced_pids: set[int]) -> str | None:
+    """For a host of an engine across hosts: whether its trace came from its own worker
+    process (the pid the worker reported on this host), not from another host's."""
+    if not record.worker or not traced_pids:
+        return None
+    if record.worker["pid"] not in traced_pids:
+        return (f"the trace came from pid {', '.join(map(str, sorted(traced_pids)))}, not from this host's worker "
+                f"(rank {record.worker['rank']}, pid {record.worker['pid']})")
+    return None
 
 
 def phase_problem(window: TimeWindow | None, profiled: Phase | None, trace: Any) -> str | None:
@@ -151,27 +175,39 @@ class TorchPlan(CapturePlan):
 
     def _phase_window(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> StepWindow:
         run.enter(Stage.WINDOW)
-        steps = hosts.call_one(hosts.healthy()[0], lambda h: h.prefill_steps())
+        owner = next(r for r in hosts.healthy() if run.owner_record(r) is r)
+        steps = hosts.call_one(owner, lambda h: h.prefill_steps())
         return schedule.phase_step_window(self.capture.phase, steps, shape.workload.output_len)
 
+    def after_capture(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
+        """An engine across hosts: each host takes its own ranks' trace files, written on it
+        by its worker, once the owner has stopped the profiler on every worker."""
+        if run.engines_span_hosts:
+            hosts.run(Stage.CAPTURE, lambda h: h.collect_traces(), lambda r, files: f"{len(files)} trace file(s) of "
+                      f"rank(s) {', '.join(map(str, r.ranks))}")
+
     def verify_shape(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
-        """With --phase, the captured steps must all be of that phase."""
-        from ray_tpu_profile.steps import check_phase, torch_trace_steps
+        """With --phase, the captured steps must all be of that phase; a host of an engine
+        across hosts must hold its own worker's trace."""
+        from ray_tpu_profile.steps import check_phase, torch_trace_pids, torch_trace_steps
 
         phase = self.capture.phase
-        if phase == "all":
+        if phase == "all" and not run.engines_span_hosts:
             return
         for record in hosts.healthy():
-            counts = {"prefill": 0, "decode": 0}
+            counts, pids = {"prefill": 0, "decode": 0}, set()
             folder = f"hosts/{record.host.name}/torch/" + (f"{shape.tag}/" if shape.tag else "")
             for f in record.files:
                 rest = f["path"][len(folder):]
                 if f["path"].startswith(folder) and "/" not in rest and rest.endswith(".pt.trace.json.gz"):
                     for kind, n in torch_trace_steps(run.run_dir / f["path"]).items():
                         counts[kind] += n
+                    pids |= torch_trace_pids(run.run_dir / f["path"]) if record.worker else set()
             record.shapes.setdefault(shape.workload.shape, {})["capture"] = {"steps": counts}
-            problem = check_phase(phase, counts)
+            problem = (check_phase(phase, counts) if phase != "all" else None) or worker_problem(record, pids)
             if problem:
                 hosts.fail(record, Stage.VERIFY, problem)
             else:
-                hosts.progress.host_ok(Stage.VERIFY, record.host.name, f"{counts[phase]} {phase} step(s), no other")
+                hosts.progress.host_ok(Stage.VERIFY, record.host.name, f"{counts['prefill']} prefill and "
+                                       f"{counts['decode']} decode step(s)" + (f", from pid {record.worker['pid']}"
+                                                                               if record.worker else ""))

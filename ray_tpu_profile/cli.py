@@ -98,6 +98,7 @@ def run_options(command):
                                                       "duration_ms")),
         config_option(Placement, "env", callback=_parse_env),
         config_option(Placement, "stage_timeout_s"),
+        config_option(Placement, "chips_per_host"),
         click.option("--json", "json_output", is_flag=True, help="Print JSON on stdout instead of the table."),
         click.argument("engine_flags", nargs=-1, type=click.UNPROCESSED, metavar="[-- VLLM ENGINE FLAGS...]"),
     ]

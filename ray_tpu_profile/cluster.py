@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from ray_tpu_profile.engines import EnginePlan
 from ray_tpu_profile.hosts import (
     ACCELERATOR_LABEL,
+    NODE_ID_LABEL,
     POD_TYPE_LABEL,
     SLICE_LABEL,
     TOPOLOGY_LABEL,
@@ -17,6 +19,7 @@ from ray_tpu_profile.hosts import (
     Host,
     hosts_from_nodes,
 )
+from ray_tpu_profile.sim_platform import SIMULATED_TPU_ENV
 
 SIMULATED_SLICE = "local-sim"
 SIMULATED_CHIPS_PER_HOST = 4
@@ -45,13 +48,16 @@ def simulated_host_node_args(num_hosts: int, chips_per_host: int = SIMULATED_CHI
         }
         if topology:
             labels[TOPOLOGY_LABEL] = topology
-        env_vars = {"TPU_NAME": slice_name, "TPU_WORKER_ID": str(worker_id), "TPU_ACCELERATOR_TYPE": pod_type}
+        env_vars = {"TPU_NAME": slice_name, "TPU_WORKER_ID": str(worker_id), "TPU_ACCELERATOR_TYPE": pod_type,
+                    # vLLM's Ray executor runs here through the simulated TPU platform (sim_platform).
+                    SIMULATED_TPU_ENV: "1"}
         args.append(dict(num_cpus=1, resources=resources, labels=labels, env_vars=env_vars))
     return args
 
 
 @contextmanager
-def ray_session(address: str | None, simulated_hosts: int, log_to_driver: bool) -> Iterator[dict[str, Any]]:
+def ray_session(address: str | None, simulated_hosts: int, log_to_driver: bool,
+                chips_per_host: int = SIMULATED_CHIPS_PER_HOST) -> Iterator[dict[str, Any]]:
     """Connected to `address`, or to a local cluster of simulated TPU hosts started here
     and torn down on exit. Yields a description for the manifest."""
     import ray
@@ -66,10 +72,11 @@ def ray_session(address: str | None, simulated_hosts: int, log_to_driver: bool) 
 
             # The head holds no TPU so actors land only on the simulated hosts.
             cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-            for node_args in simulated_host_node_args(simulated_hosts):
+            for node_args in simulated_host_node_args(simulated_hosts, chips_per_host):
                 cluster.add_node(**node_args)
             ray.init(address=cluster.address, log_to_driver=log_to_driver, logging_level=logging.WARNING)
-            info = {"kind": "local-simulated", "address": cluster.address, "simulated_hosts": simulated_hosts}
+            info = {"kind": "local-simulated", "address": cluster.address, "simulated_hosts": simulated_hosts,
+                    "chips_per_host": chips_per_host}
         yield info
     finally:
         if ray.is_initialized():
@@ -86,19 +93,21 @@ def discover_hosts() -> list[Host]:
 
 @dataclass
 class Reservation:
-    """The placement group holding every selected host's chips, and its actors."""
+    """The placement groups holding every selected host's chips, where each host's actor
+    goes in them, and the actors."""
 
-    placement_group: Any
-    actors: dict[str, Any]
+    placement_groups: list[Any]
+    slots: dict[str, tuple[Any, int, bool]]
+    """Host name -> (placement group, bundle index, whether its actor holds the host's
+    chips). An engine that spans hosts leaves the chips to vLLM's own workers."""
+    actors: dict[str, Any] = field(default_factory=dict)
     slice_group: Any = None
-    """The ray.util.tpu.SlicePlacementGroup that made placement_group, when one did."""
-
-    @property
-    def kind(self) -> str:
-        return "ray.util.tpu.SlicePlacementGroup" if self.slice_group is not None else "placement_group"
+    """The ray.util.tpu.SlicePlacementGroup that made the placement group, when one did."""
+    kind: str = "placement_group"
 
     def release(self) -> None:
-        """Kill the actors and remove the placement group; safe to call twice."""
+        """Kill the actors (an engine's owner takes vLLM's workers with it) and remove the
+        placement groups; safe to call twice."""
         import ray
         from ray.util.placement_group import remove_placement_group
 
@@ -107,17 +116,34 @@ class Reservation:
         self.actors = {}
         if self.slice_group is not None:
             self.slice_group.shutdown()
-        elif self.placement_group is not None:
-            remove_placement_group(self.placement_group)
-        self.placement_group = self.slice_group = None
+        else:
+            for pg in self.placement_groups:
+                remove_placement_group(pg)
+        self.placement_groups, self.slice_group = [], None
 
 
-def reservation_kind(hosts: list[Host], whole_slice: bool) -> str:
-    """How reserve_hosts will reserve these hosts (for plan and the manifest)."""
+def reservation_kind(hosts: list[Host], whole_slice: bool, engines_span_hosts: bool = False) -> str:
+    """How the hosts will be reserved (for plan and the manifest)."""
     first = hosts[0]
+    if engines_span_hosts:
+        return "placement_group per engine"
     if whole_slice and first.slice_name and first.topology and first.pod_type:
         return "ray.util.tpu.SlicePlacementGroup"
     return "placement_group"
+
+
+def _wait_ready(reservation: Reservation, hosts: list[Host], timeout_s: float) -> Reservation:
+    import ray
+
+    ready, _ = ray.wait([pg.ready() for pg in reservation.placement_groups],
+                        num_returns=len(reservation.placement_groups), timeout=timeout_s)
+    if len(ready) < len(reservation.placement_groups):
+        reservation.release()
+        raise TimeoutError(
+            f"could not reserve {len(hosts)} host(s) ({', '.join(h.name for h in hosts)}) within {timeout_s:.0f} s: "
+            "are their TPU chips held by another job?"
+        )
+    return reservation
 
 
 def reserve_hosts(hosts: list[Host], run_id: str, timeout_s: float, whole_slice: bool = False) -> Reservation:
@@ -125,14 +151,14 @@ def reserve_hosts(hosts: list[Host], run_id: str, timeout_s: float, whole_slice:
     by its node-id label. A whole TPU slice is reserved through Ray's own
     SlicePlacementGroup (the path a real slice takes); any other set of hosts through a
     plain placement group."""
-    import ray
     from ray.util.placement_group import placement_group
 
     name = f"ray-tpu-profile-{run_id}"
-    pinned = [{"ray.io/node-id": h.node_id} for h in hosts]
+    pinned = [{NODE_ID_LABEL: h.node_id} for h in hosts]
     slice_group = None
     first = hosts[0]
-    if reservation_kind(hosts, whole_slice) == "ray.util.tpu.SlicePlacementGroup":
+    kind = reservation_kind(hosts, whole_slice)
+    if kind == "ray.util.tpu.SlicePlacementGroup":
         from ray.util.tpu import SlicePlacementGroup
 
         slice_group = SlicePlacementGroup(
@@ -150,35 +176,53 @@ def reserve_hosts(hosts: list[Host], run_id: str, timeout_s: float, whole_slice:
             bundles=[{"TPU": h.chips} for h in hosts], strategy="STRICT_SPREAD", name=name,
             bundle_label_selector=pinned,
         )
-    reservation = Reservation(placement_group=pg, actors={}, slice_group=slice_group)
-    ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
-    if not ready:
-        reservation.release()
-        raise TimeoutError(
-            f"could not reserve {len(hosts)} host(s) ({', '.join(h.name for h in hosts)}) within {timeout_s:.0f} s: "
-            "are their TPU chips held by another job?"
-        )
-    return reservation
+    slots = {h.name: (pg, index, True) for index, h in enumerate(hosts)}
+    return _wait_ready(Reservation([pg], slots, slice_group=slice_group, kind=kind), hosts, timeout_s)
+
+
+def reserve_engines(engines: list[EnginePlan], run_id: str, timeout_s: float, bundle_per_chip: bool) -> Reservation:
+    """A placement group per engine that spans hosts, each of its bundles pinned to its
+    host: one bundle per chip for vLLM's Ray executor (it refuses a bundle of several
+    devices), or one per host with all its chips for tpu-inference's (bundle_per_chip
+    False). The engine's owner runs in it, so vLLM's executor takes it for its own
+    (ray.util.get_current_placement_group()); the hosts' actors hold no chips."""
+    from ray.util.placement_group import placement_group
+
+    groups, slots, hosts = [], {}, []
+    for engine in engines:
+        bundles, selectors = [], []
+        for host in engine.hosts:
+            slots[host.name] = (None, len(bundles), False)
+            per_host = [{"TPU": 1}] * host.chips if bundle_per_chip else [{"TPU": host.chips}]
+            bundles += per_host
+            selectors += [{NODE_ID_LABEL: host.node_id}] * len(per_host)
+        pg = placement_group(bundles=bundles, strategy="PACK", name=f"ray-tpu-profile-{run_id}-{engine.name}",
+                             bundle_label_selector=selectors)
+        groups.append(pg)
+        for host in engine.hosts:
+            slots[host.name] = (pg, slots[host.name][1], False)
+        hosts += engine.hosts
+    return _wait_ready(Reservation(groups, slots, kind="placement_group per engine"), hosts, timeout_s)
 
 
 def start_actors(reservation: Reservation, hosts: list[Host], run_id: str, env_vars: dict[str, str]) -> dict[str, Any]:
-    """One HostWorker per host, in bundle i of the placement group, holding all chips."""
+    """One HostWorker per host, in its slot of the reservation (holding all the host's
+    chips, unless an engine's workers hold them)."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     from ray_tpu_profile.host import HostWorker
 
     remote_cls = ray.remote(HostWorker)
-    for index, host in enumerate(hosts):
+    for host in hosts:
+        pg, index, holds_chips = reservation.slots[host.name]
         reservation.actors[host.name] = remote_cls.options(
             name=f"ray-tpu-profile-{run_id}-{host.name}",
             num_cpus=0,
-            resources={"TPU": host.chips},
+            resources={"TPU": host.chips} if holds_chips else {},
             max_restarts=0,
             runtime_env={"env_vars": env_vars},
-            scheduling_strategy=PlacementGroupSchedulingStrategy(
-                placement_group=reservation.placement_group, placement_group_bundle_index=index
-            ),
+            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=index),
         ).remote(host.name, run_id)
     return reservation.actors
 
@@ -186,8 +230,9 @@ def start_actors(reservation: Reservation, hosts: list[Host], run_id: str, env_v
 class RayHost:
     """A HostWorker actor as the barrier calls it: each method call returns a Future."""
 
-    def __init__(self, actor: Any):
+    def __init__(self, actor: Any, name: str):
         self.actor = actor
+        self.name = name
 
     def __getattr__(self, method: str):
         if method.startswith("_"):

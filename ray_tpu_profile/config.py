@@ -20,6 +20,7 @@ PROFILERS = ("auto", "torch", "jax", "xla")
 # Python packages each backend imports, and the pip name that brings each.
 BACKEND_PACKAGES = {"torch": (), "jax": (("jax", "jax"), ("xprof", "xprof")), "xla": (("torch_xla", "torch_xla"),)}
 DEFAULT_SIMULATED_HOSTS = 2
+DEFAULT_SIMULATED_CHIPS = 4
 PHASES = ("all", "prefill", "decode")
 
 
@@ -163,12 +164,23 @@ class Placement:
     stage_timeout_s: float = flag(
         3600.0, "--timeout-s",
         "Longest one host may take for one stage (load, warmup, capture, gather) before it is marked failed.")
+    chips_per_host: int | None = flag(
+        None, "--chips-per-host", metavar="N", type=int,
+        help=f"The local simulated cluster only: TPU chips per simulated host (default {DEFAULT_SIMULATED_CHIPS}); "
+             "an engine whose TP x PP is larger spans hosts. With --address the hosts' chips are Ray's TPU resources.")
 
     def validate(self) -> "Placement":
         if self.hosts is not None and self.hosts < 1:
             raise ConfigError("--hosts", self.hosts, "must be 1 or more")
         if self.stage_timeout_s <= 0:
             raise ConfigError("--timeout-s", self.stage_timeout_s, "must be more than 0")
+        if self.chips_per_host is not None:
+            if self.address:
+                raise ConfigError("--chips-per-host", self.chips_per_host,
+                                  f"only for the local simulated cluster; with --address {self.address} each host's "
+                                  "chips are its TPU resource in Ray")
+            if self.chips_per_host not in (1, 2, 4, 8):
+                raise ConfigError("--chips-per-host", self.chips_per_host, "must be 1, 2, 4 or 8 (what Ray accepts as TPU chips)")
         for key, _ in self.env:
             if not key or not (key[0].isalpha() or key[0] == "_") or not all(c.isalnum() or c == "_" for c in key):
                 raise ConfigError("--env", key, "not a valid environment variable name")
@@ -178,6 +190,11 @@ class Placement:
     def simulated_hosts(self) -> int:
         """How many simulated hosts a local cluster gets when there is no address."""
         return self.hosts or DEFAULT_SIMULATED_HOSTS
+
+    @property
+    def simulated_chips(self) -> int:
+        """TPU chips of each simulated host of a local cluster."""
+        return self.chips_per_host or DEFAULT_SIMULATED_CHIPS
 
 
 @dataclass(frozen=True)

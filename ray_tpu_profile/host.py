@@ -16,7 +16,7 @@ from typing import Any
 
 from ray_tpu_profile.config import Capture, Workload
 from ray_tpu_profile.files import sha256_file
-from ray_tpu_profile.records import FileEntry, Phase
+from ray_tpu_profile.records import EngineRole, FileEntry, Phase
 from ray_tpu_profile.schedule import Window
 
 
@@ -57,11 +57,19 @@ class HostWorker:
         }
 
     def load(self, engine_argv: list[str], workload: Workload, capture: Capture, session_id: str,
-             tiny_model: bool) -> Phase:
+             tiny_model: bool, role: EngineRole | None = None) -> Phase:
+        """The capture backend, and the engine where it runs here: in this process for an
+        engine within one host (its profiler server too); for an engine across hosts, on
+        its owner, with vLLM's Ray executor placing a worker per chip on every host of it.
+        Any other host of such an engine loads nothing: its worker belongs to the owner."""
         from ray_tpu_profile.engine import Engine, parse_engine_args
         from ray_tpu_profile.profilers import make_backend
 
         started = time.time()
+        self.role = role or EngineRole(self.host_name, owner=True, spans_hosts=False, ranks=())
+        self.backend = make_backend(capture, self.output_dir, self.host_name, session_id)
+        if not self.role.owner:
+            return Phase(started_at_s=started, finished_at_s=time.time())
         self.loads += 1
         engine_args = parse_engine_args(engine_argv)
         if tiny_model:
@@ -69,11 +77,49 @@ class HostWorker:
 
             # Built on this host (same seed, same weights everywhere): hosts share no disk.
             engine_args.model = str(ensure_tiny_model())
-        self.backend = make_backend(capture, self.output_dir, self.host_name, session_id)
-        self.backend.configure(engine_args)
+        if self.role.spans_hosts:
+            engine_args.distributed_executor_backend = "ray"
+        self.backend.configure(engine_args, self.role.engine if self.role.spans_hosts else None)
         self.engine = Engine.build(engine_args, workload)
-        self.backend.attach(self.engine.llm)
+        if not self.role.spans_hosts:
+            self.backend.attach(self.engine.llm)
         return Phase(started_at_s=started, finished_at_s=time.time())
+
+    def engine_workers(self) -> list[dict[str, Any]] | None:
+        """The owner of an engine across hosts: every worker's rank, pid and node, with a
+        profiler server started in each for a server backend (engine_workers.py), and the
+        directory its torch traces go to on each host. None on any other host."""
+        from ray_tpu_profile import engine_workers
+
+        if not (self.role.spans_hosts and self.role.owner):
+            return None
+        llm = self.engine.llm
+        if getattr(self.backend, "uses_server", False):
+            workers = llm.collective_rpc(engine_workers.start_profiler_server, args=(self.backend.name,))
+        else:
+            workers = llm.collective_rpc(engine_workers.identify)
+        trace_dir = getattr(self.backend, "engine_dir", None)
+        return [{**w, "trace_dir": str(trace_dir(self.role.engine).resolve())} if trace_dir else w for w in workers]
+
+    def trace_worker(self, worker: dict[str, Any]) -> float:
+        """This host traces that worker of its engine (on this host); returns how long its
+        profiler server took to answer (0 for torch)."""
+        self.worker = worker
+        self.backend.trace_worker(worker)
+        return getattr(self.backend, "server_wait_s", 0.0)
+
+    def worker_alive(self) -> bool:
+        """Whether the worker process this host traces still runs (it is on this host)."""
+        try:
+            os.kill(self.worker["pid"], 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def collect_traces(self) -> list[str]:
+        """An engine across hosts, after a capture: this host's ranks' trace files, moved
+        into its output directory."""
+        return self.backend.collect(self.role.ranks, self.role.engine)
 
     def _phase(self, started: float, latencies: list[float], first_mark: int) -> Phase:
         """A Phase of the iterations run since engine.marks[first_mark]."""
@@ -90,29 +136,33 @@ class HostWorker:
 
     def warmup(self) -> Phase:
         """--num-iters-warmup iterations, the first ones also warming up the capture
-        backend (a server backend may need a few more than asked: they are counted)."""
+        backend (a server backend may need a few more than asked: they are counted). A host
+        without the engine (across hosts) only warms up its capture."""
         started, first_mark = time.time(), len(getattr(self.engine, "marks", []))
-        latencies = self.backend.warm_up(self.engine.run_once_s)
-        latencies += [self.engine.run_once_s() for _ in range(self.engine.workload.num_iters_warmup - len(latencies))]
+        latencies = self.backend.warm_up(self.engine.run_once_s if self.engine else None)
+        if self.engine:
+            latencies += [self.engine.run_once_s() for _ in range(self.engine.workload.num_iters_warmup - len(latencies))]
         self.last_warmup = self._phase(started, latencies, first_mark)
         return self.last_warmup
 
-    def traced_iteration(self, at_ns: int) -> Phase:
+    def traced_iteration(self, at_ns: int, covered_ms: int | None = None) -> Phase:
         """One more warmup iteration, inside a throwaway trace of the capture's own
         configuration (server backends, before placing a --phase decode window): how long
         prefill and decode take while traced. The trace covers prefill with room (3x its untraced
         time + 50 ms); an end of decode seen after the trace is over can only be earlier
         than a traced one, which keeps a window computed from it inside decode. Its trace
-        begins at at_ns, one instant for every host, as the capture's will."""
-        import math
+        begins at at_ns, one instant for every host, as the capture's will. A host without
+        the engine (across hosts) traces its worker for covered_ms (from its owner's warmup)
+        while the owner runs the iteration."""
+        from ray_tpu_profile.schedule import NS_PER_MS, traced_cover_ms
 
-        from ray_tpu_profile.schedule import NS_PER_MS
-
-        # The first warmup iteration also warmed up the profiler (and may have compiled).
-        prefill_ms = max(self.last_warmup.prefill_s[1:] or self.last_warmup.prefill_s or (0.0,)) * 1000
-        started, first_mark = time.time(), len(self.engine.marks)
-        latency_s, trace_start_ns, trace_stop_ns = self.backend.run_traced(self.engine.run_once_s,
-                                                                            math.ceil(3 * prefill_ms) + 50, at_ns)
+        started = time.time()
+        if self.engine is None:
+            self.backend.run_traced(None, covered_ms, at_ns)
+            return Phase(started_at_s=started, finished_at_s=time.time())
+        first_mark = len(self.engine.marks)
+        covered_ms = covered_ms or traced_cover_ms(self.last_warmup.prefill_s)
+        latency_s, trace_start_ns, trace_stop_ns = self.backend.run_traced(self.engine.run_once_s, covered_ms, at_ns)
         phase = self._phase(started, [latency_s], first_mark)
         if not phase.prefill_s:
             raise RuntimeError("the traced warmup iteration gave no request metrics to place the window with")
@@ -134,7 +184,7 @@ class HostWorker:
         return self.loads
 
     def start_capture(self, trace_start_ns: int | None, window: Window | None = None) -> None:
-        self.backend.start(self.engine.llm, trace_start_ns, window)
+        self.backend.start(self.engine.llm if self.engine else None, trace_start_ns, window)
 
     def prefill_steps(self) -> int:
         from ray_tpu_profile.engine import prefill_steps
@@ -145,12 +195,14 @@ class HostWorker:
         """The profiled iterations, begun at the run's common instant at_ns on every host."""
         from ray_tpu_profile.profilers.server import wait_until_ns
 
+        if self.engine is None:  # its engine's owner runs them
+            return Phase(started_at_s=time.time(), finished_at_s=time.time())
         if at_ns is not None:
             wait_until_ns(at_ns)
         return self._iterations(self.engine.workload.num_iters)
 
     def finish_capture(self) -> None:
-        self.backend.stop(self.engine.llm)
+        self.backend.stop(self.engine.llm if self.engine else None)
 
     def profile(self, iterations_start_ns: int, trace_start_ns: int, window: Window | None = None) -> Phase:
         """Capture around the profiled iterations (both instants from

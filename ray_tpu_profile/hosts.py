@@ -14,6 +14,8 @@ WORKER_ID_LABEL = "ray.io/tpu-worker-id"
 POD_TYPE_LABEL = "ray.io/tpu-pod-type"
 TOPOLOGY_LABEL = "ray.io/tpu-topology"
 ACCELERATOR_LABEL = "ray.io/accelerator-type"
+NODE_ID_LABEL = "ray.io/node-id"
+"""Ray's own label on every node: pins a placement-group bundle to one host."""
 
 
 @dataclass(frozen=True)
@@ -107,15 +109,3 @@ def select_hosts(hosts: list[Host], wanted: int | None, slice_name: str | None =
     if wanted > len(hosts):
         raise ConfigError("--hosts", wanted, f"the Ray cluster has only {len(hosts)} TPU host(s): {', '.join(h.name for h in hosts)}")
     return hosts[:wanted]
-
-
-def check_tensor_parallel_fits(tensor_parallel_size: int, hosts: list[Host]) -> None:
-    """TP runs within one host: it must fit that host's chips."""
-    smallest = min(h.chips for h in hosts)
-    if tensor_parallel_size > smallest:
-        fits = [n for n in (1, 2, 4, 8, 16) if n <= smallest]
-        raise ConfigError(
-            "--tensor-parallel-size",
-            tensor_parallel_size,
-            f"larger than the {smallest} TPU chips of one host; what fits: {', '.join(map(str, fits))}",
-        )

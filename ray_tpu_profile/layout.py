@@ -117,6 +117,7 @@ def build_manifest(
     records: Iterable[HostRecord],
     timings_s: dict[str, float] | None = None,
     timings_by_shape_s: dict[str, dict[str, float]] | None = None,
+    engines: list[dict[str, Any]] | None = None,
     result_url: str | None = None,
     outputs: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
@@ -136,6 +137,7 @@ def build_manifest(
         "engine": engine,
         "timings_s": timings_s or {},
         "timings_by_shape_s": timings_by_shape_s or {},
+        "engines": engines or [],
         "outputs": outputs or {"reports_error": None, "publish_error": None},
         "hosts": [host_manifest(r) for r in records],
     }
@@ -150,6 +152,9 @@ def host_manifest(r: HostRecord) -> dict[str, Any]:
         "slice_name": r.host.slice_name,
         "worker_id": r.host.worker_id,
         "pid": r.pid,
+        "engine": r.engine,
+        "ranks": list(r.ranks),
+        "worker": r.worker,
         "scratch_dir": r.scratch_dir,
         "status": r.status,
         "stage": r.stage,
@@ -188,6 +193,14 @@ def host_iterations(host: dict[str, Any]) -> Iterator[tuple[str, str, int, float
             phase = done["phases"].get(kind)
             for i, (start_s, latency_s) in enumerate(zip(phase["iteration_starts_s"], phase["latencies_s"]) if phase else ()):
                 yield shape, kind, i, start_s, latency_s
+
+
+def host_label(host: dict[str, Any]) -> str:
+    """A host as reports, timeline and plot name it: with its engine and ranks when its
+    engine spans hosts (hosts are listed engine by engine, so they group)."""
+    if not host.get("worker"):
+        return host["name"]
+    return f"{host['name']} ({host['engine']}, rank {', '.join(map(str, host['ranks']))})"
 
 
 def host_captures(host: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:

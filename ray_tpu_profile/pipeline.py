@@ -38,12 +38,13 @@ def execute(config: RunConfig, argv: list[str], progress: Progress, actor_logs: 
     with stages.open_run(run, progress, actor_logs) as session:
         hosts = stages.place(run, session)
         stages.load(run, hosts)
+        stages.find_workers(run, hosts)
         for workload in config.workloads:
             with stages.shape_stages(run, workload) as shape:
                 stages.switch_shape(run, hosts, shape)
                 stages.warm_up(run, hosts, shape)
                 stages.place_window(run, hosts, shape, plan)
-                stages.capture(run, hosts, shape)
+                stages.capture(run, hosts, shape, plan)
         stages.gather(run, hosts)
         stages.verify(run, hosts, plan)
     finish.record_outcome(run)
@@ -55,6 +56,7 @@ def execute(config: RunConfig, argv: list[str], progress: Progress, actor_logs: 
 def validate(config: RunConfig, argv: list[str]) -> RunState:
     """What needs no cluster: the backend resolved, the engine flags parsed by vLLM and
     checked against every shape. Raises ConfigError; returns the run's initial state."""
+    import importlib.util
     import time
 
     from ray_tpu_profile import engine, layout
@@ -69,8 +71,10 @@ def validate(config: RunConfig, argv: list[str]) -> RunState:
         engine.check_engine_args(engine_args, workload)
     run_id = layout.new_run_id()
     run = RunState(config=config, argv=argv, run_id=run_id, capture=capture, chosen_by=chosen_by,
-                   engine_argv=engine_argv, tensor_parallel_size=engine_args.tensor_parallel_size, tiny_model=tiny_model, local_root=config.profile_result_dir,
+                   engine_argv=engine_argv, tensor_parallel_size=engine_args.tensor_parallel_size,
+                   pipeline_parallel_size=engine_args.pipeline_parallel_size, tiny_model=tiny_model, local_root=config.profile_result_dir,
                    result_url=f"{config.profile_result_url}/{run_id}" if config.profile_result_url else None)
+    run.bundle_per_chip = importlib.util.find_spec("tpu_inference") is None
     run.timings.add("validate", time.monotonic() - started)
     return run
 
@@ -83,24 +87,28 @@ def plan(config: RunConfig, argv: list[str]) -> dict[str, Any]:
 
     run = validate(config, argv)
     placement = config.placement
-    with cluster.ray_session(placement.address, placement.simulated_hosts, log_to_driver=False) as info:
+    with cluster.ray_session(placement.address, placement.simulated_hosts, log_to_driver=False,
+                             chips_per_host=placement.simulated_chips) as info:
         found = cluster.discover_hosts()
-        hosts, whole_slice = stages.choose_hosts(run, found)
+        hosts, whole_slice, run.engines = stages.choose_hosts(run, found)
     slices = sorted({h.slice_name for h in found if h.slice_name})
     first = config.workloads[0]
+    spans = run.engines_span_hosts
     return {
         "cluster": info,
         "slices": [{"name": s, "hosts": [h.name for h in found if h.slice_name == s],
                     "pod_type": next(h.pod_type for h in found if h.slice_name == s)} for s in slices],
         "hosts": [h.to_json() for h in hosts],
-        "placement": {"reservation": cluster.reservation_kind(hosts, whole_slice),
-                      "bundles": [{"TPU": h.chips} for h in hosts], "strategy": "STRICT_SPREAD"},
+        "engines": [e.to_json() for e in run.engines],
+        "placement": {"reservation": cluster.reservation_kind(hosts, whole_slice, spans),
+                      "bundles": [{"TPU": 1} if spans and run.bundle_per_chip else {"TPU": h.chips}
+                                  for h in hosts for _ in range(h.chips if spans and run.bundle_per_chip else 1)],
+                      "strategy": "PACK, each bundle pinned to its host" if spans else "STRICT_SPREAD"},
         "actors": [{"name": f"ray-tpu-profile-<run-id>-{h.name}", "host": h.name, "node_id": h.node_id,
-                    "chips": h.chips} for h in hosts],
+                    "chips": 0 if spans else h.chips} for h in hosts],
         "workload": {"shape": first.shape, **asdict(first), "shapes": [w.shape for w in config.workloads]},
         "capture": {"profiler": run.capture.profiler, "chosen_by": run.chosen_by,
                     "delay_ms": run.capture.delay_ms, "duration_ms": run.capture.duration_ms},
         "engine": {"argv": run.engine_argv, "tensor_parallel_size": run.tensor_parallel_size,
-                   "env": layout.redacted_env(run.actor_env)},
+                   "pipeline_parallel_size": run.pipeline_parallel_size, "env": layout.redacted_env(run.actor_env)},
     }
-

@@ -17,10 +17,10 @@ SHAPE_COLOURS = ("#4e79a7", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1
 
 def plot_data(manifest: dict[str, Any]) -> dict[str, Any]:
     """What the figure shows, in plain numbers (tested without drawing)."""
-    from ray_tpu_profile.layout import host_captures, host_iterations
+    from ray_tpu_profile.layout import host_captures, host_iterations, host_label
 
-    hosts = [h["name"] for h in manifest["hosts"]]
-    iterations = [(row, h["name"], *it) for row, h in enumerate(manifest["hosts"]) for it in host_iterations(h)]
+    hosts = [host_label(h) for h in manifest["hosts"]]
+    iterations = [(row, host_label(h), *it) for row, h in enumerate(manifest["hosts"]) for it in host_iterations(h)]
     shapes = list(dict.fromkeys(shape for _, _, shape, *_ in iterations))
     origin_s = min((start_s for *_, start_s, _ in iterations), default=0.0)
     latencies_ms: dict[tuple[str, str, str], list[float]] = {}

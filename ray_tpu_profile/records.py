@@ -9,12 +9,25 @@ from typing import Any
 from ray_tpu_profile.hosts import Host
 
 
+@dataclass(frozen=True)
+class EngineRole:
+    """What a host does for its engine (what HostWorker.load needs to know)."""
+
+    engine: str
+    owner: bool
+    """Whether the engine core runs here (always, for an engine within one host)."""
+    spans_hosts: bool
+    ranks: tuple[int, ...]
+
+
 class Stage(StrEnum):
     """The stages of a run, in order (README "What a run does"); the manifest's `stage`."""
 
     VALIDATE = "validate"
     PLACE = "place"
     LOAD = "load"
+    WORKERS = "workers"
+    """An engine across hosts: finding each host's worker process and its profiler server."""
     SHAPE = "shape"
     """A sweep switching the loaded model to its next shape."""
     WARMUP = "warmup"
@@ -80,6 +93,13 @@ class HostRecord:
     shapes: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per shape of the run, in run order: its "warmup" and "profiled" Phase and its
     "capture" check (read back from the host's trace)."""
+    engine: str | None = None
+    """The engine this host runs (engines.EnginePlan.name)."""
+    ranks: tuple[int, ...] = ()
+    """The engine's ranks on this host."""
+    worker: dict[str, Any] | None = None
+    """The engine worker process traced on this host: rank, pid, node_id (and port for a
+    profiler server). For an engine within one host, the actor's own process."""
 
     # The manifest's top-level host fields describe the first shape (the only one outside a sweep).
     @property

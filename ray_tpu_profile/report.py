@@ -15,6 +15,8 @@ def _mean(values: list[float]) -> str:
 
 
 def summary_table(manifest: dict[str, Any]) -> Table:
+    from ray_tpu_profile import layout
+
     table = Table(title=f"run {manifest['run_id']}: {manifest['status']}", title_justify="left")
     for column in ("host", "status", "load s", "warmup mean s", "profiled mean s", "files", "bytes"):
         table.add_column(column, justify="left" if column in ("host", "status") else "right", no_wrap=True)
@@ -22,7 +24,7 @@ def summary_table(manifest: dict[str, Any]) -> Table:
         latency = host["latency_s"]
         status = host["status"] if host["status"] == "ok" else f"{host['status']} at {host['stage']}"
         table.add_row(
-            host["name"],
+            layout.host_label(host),
             status,
             f"{latency['load']:.2f}" if latency["load"] is not None else "-",
             _mean(latency["warmup"]),
@@ -82,11 +84,19 @@ def print_plan(planned: dict[str, Any], console: Console | None = None) -> None:
         table.add_row(h["name"], h["node_id"][:12], str(h["chips"]), h["slice_name"] or "-",
                       "-" if h["worker_id"] is None else str(h["worker_id"]))
     console.print(table)
+    for engine in planned.get("engines", []):
+        if len(engine["hosts"]) > 1:
+            ranks = ", ".join(f"{h} (ranks {', '.join(map(str, r))})" for h, r in engine["ranks"].items())
+            console.print(f"{engine['name']}: TP {engine['tensor_parallel_size']} x PP {engine['pipeline_parallel_size']} "
+                          f"across {ranks}; owner {engine['owner']}")
+    if len(planned.get("engines", [])) > 1:
+        console.print(f"{len(planned['engines'])} engines (data-parallel replicas), profiled together")
     w, c, e = planned["workload"], planned["capture"], planned["engine"]
     console.print(f"workload: {', '.join(w['shapes'])} (batch x input x output), {w['num_iters_warmup']} warmup + "
                   f"{w['num_iters']} profiled iteration(s) per shape, one model load per host")
     console.print(f"capture: {c['profiler']} ({c['chosen_by']}), delay {c['delay_ms']} ms, duration {c['duration_ms']} ms")
-    console.print(f"engine: tensor parallel {e['tensor_parallel_size']}; flags {' '.join(e['argv'])}")
+    console.print(f"engine: tensor parallel {e['tensor_parallel_size']}, pipeline parallel "
+                  f"{e.get('pipeline_parallel_size', 1)}; flags {' '.join(e['argv'])}")
     console.print(f"env in every model process: {', '.join(f'{k}={v}' for k, v in e['env'].items())}")
 
 
@@ -101,6 +111,8 @@ def host_report(host: dict[str, Any], events: Iterable[tuple[str, str, int, int]
                         for track, name, start_ns, duration_ns in events)
     return {
         "name": host["name"],
+        "engine": host.get("engine"),
+        "ranks": host.get("ranks", []),
         "status": host["status"],
         "stage": host["stage"],
         "error": host["error"],

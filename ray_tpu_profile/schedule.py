@@ -81,6 +81,16 @@ iteration's prefill ran up to 1.8x that of a traced warmup iteration at the same
 slows the rest of it. Costs one more prefill's length of decode."""
 
 
+def traced_cover_ms(prefill_s: tuple[float, ...]) -> int:
+    """How long the throwaway trace of a traced warmup iteration lasts: 3x the untraced
+    prefill (tracing slowed it up to 2.3x on CPU) + 50 ms. The first warmup iteration
+    also warmed up the profiler (and may have compiled): left out."""
+    import math
+
+    prefill_ms = max(prefill_s[1:] or prefill_s or (0.0,)) * 1000
+    return math.ceil(3 * prefill_ms) + 50
+
+
 class WindowError(ValueError):
     """The requested window cannot hold the phase; the message says what would fit."""
 

@@ -43,12 +43,12 @@ def open_run(run: RunState, progress: Progress, actor_logs: bool) -> Iterator[Se
     started = time.monotonic()
     stop = StopSignals()
     # The stop handler goes in after ray.init: Ray installs its own, which aborts.
-    with cluster.ray_session(placement.address, placement.simulated_hosts, log_to_driver=actor_logs) as info, \
-            stop, ExitStack() as cleanups:
+    with cluster.ray_session(placement.address, placement.simulated_hosts, log_to_driver=actor_logs,
+                             chips_per_host=placement.simulated_chips) as info, stop, ExitStack() as cleanups:
         run.timings.add("cluster_start", time.monotonic() - started)
         run.cluster_info = info
-        chosen, run.whole_slice = choose_hosts(run, cluster.discover_hosts())  # ConfigError: nothing made yet
-        run.records = [HostRecord(host=h) for h in chosen]
+        chosen, run.whole_slice, run.engines = choose_hosts(run, cluster.discover_hosts())  # ConfigError: nothing made
+        run.records = [HostRecord(host=h, engine=e.name, ranks=e.ranks(h)) for e in run.engines for h in e.hosts]
         if run.result_url:  # the driver's files are built here, then published
             run.local_root = Path(tempfile.mkdtemp(prefix="ray-tpu-profile-"))
         run.run_dir = layout.staging_dir(run.local_root, run.run_id)
@@ -68,35 +68,40 @@ def open_run(run: RunState, progress: Progress, actor_logs: bool) -> Iterator[Se
     run.timings.add("cluster_stop", time.monotonic() - stopping)  # actors, placement group, local cluster
 
 
-def choose_hosts(run: RunState, found: list) -> tuple[list, bool]:
-    """The hosts to profile among those found (ConfigError when the cluster cannot serve
-    the request), and whether they are a whole TPU slice."""
-    from ray_tpu_profile.hosts import check_tensor_parallel_fits, select_hosts, select_slice
+def choose_hosts(run: RunState, found: list) -> tuple[list, bool, list]:
+    """The hosts to profile among those found, whether they are a whole TPU slice, and the
+    engines they make (ConfigError when the cluster cannot serve the request)."""
+    from ray_tpu_profile.engines import plan_engines
+    from ray_tpu_profile.hosts import select_hosts, select_slice
 
     placement = run.config.placement
     hosts = select_hosts(found, placement.hosts, placement.slice_name)
-    check_tensor_parallel_fits(run.tensor_parallel_size, hosts)
-    whole_slice = hosts[0].slice_name is not None and len(hosts) == len(select_slice(found, hosts[0].slice_name))
-    return hosts, whole_slice
+    in_slice = select_slice(found, hosts[0].slice_name) if hosts[0].slice_name else hosts
+    engines = plan_engines(hosts, run.tensor_parallel_size, run.pipeline_parallel_size, slice_hosts=len(in_slice))
+    return hosts, hosts[0].slice_name is not None and len(hosts) == len(in_slice), engines
 
 
 def place(run: RunState, session: Session) -> Barrier:
-    """Reserves the hosts (one placement-group bundle each, all its chips), starts one
-    actor per host, and returns the barrier over them. Each actor says where it runs: it
-    must be on its host, with the env it was given (users report env vars that never
-    reach Ray workers: checked, not assumed)."""
+    """Reserves the hosts (one placement-group bundle each, all its chips; or per engine
+    that spans hosts, the bundles its executor wants), starts one actor per host, and
+    returns the barrier over them. Each actor says where it runs: it must be on its host,
+    with the env it was given (users report env vars that never reach Ray workers:
+    checked, not assumed)."""
     from ray_tpu_profile import cluster
 
     run.enter(Stage.PLACE)
     placement = run.config.placement
     chosen = [r.host for r in run.records]
-    reservation = cluster.reserve_hosts(chosen, run.run_id, placement.stage_timeout_s, run.whole_slice)
+    if run.engines_span_hosts:
+        reservation = cluster.reserve_engines(run.engines, run.run_id, placement.stage_timeout_s, run.bundle_per_chip)
+    else:
+        reservation = cluster.reserve_hosts(chosen, run.run_id, placement.stage_timeout_s, run.whole_slice)
     session.cleanups.callback(reservation.release)
     run.cluster_info["reservation"] = reservation.kind
     env = run.actor_env
     actors = cluster.start_actors(reservation, chosen, run.run_id, env)
-    hosts = Barrier(run.records, {name: cluster.RayHost(a) for name, a in actors.items()}, session.progress,
-                    placement.stage_timeout_s, session.stop.check, run.enter)
+    hosts = Barrier(run.records, {name: cluster.RayHost(a, name) for name, a in actors.items()}, session.progress,
+                    placement.stage_timeout_s, session.stop.check, run.enter, partners=run.engine_hosts())
     identities = hosts.run(Stage.PLACE, lambda h: h.identity(tuple(env)))
     for r in hosts.healthy():
         identity = identities[r.host.name]
@@ -114,8 +119,38 @@ def load(run: RunState, hosts: Barrier) -> None:
         record.load = phase
         return f"{phase.duration_s:.2f} s"
 
-    first = run.config.workloads[0]
-    hosts.run(Stage.LOAD, lambda h: h.load(run.engine_argv, first, run.capture, run.run_id, run.tiny_model), keep)
+    first, roles = run.config.workloads[0], run.engine_roles()
+    hosts.run(Stage.LOAD, lambda h: h.load(run.engine_argv, first, run.capture, run.run_id, run.tiny_model,
+                                           roles[h.name]), keep)
+
+
+def find_workers(run: RunState, hosts: Barrier) -> None:
+    """Each host's worker process, for engines that span hosts: every engine's owner asks
+    its workers (with a profiler server started in each, for jax / xla) where they run;
+    each host then traces the worker of its first rank there, which must be on this host."""
+    if not run.engines_span_hosts:
+        return
+    found = hosts.run(Stage.WORKERS, lambda h: h.engine_workers(),
+                      lambda r, workers: f"{len(workers)} worker(s)" if workers else "not the owner")
+    by_rank = {r.host.name: {w["rank"]: w for w in found.get(run.owner_record(r).host.name) or ()}
+               for r in hosts.healthy()}
+    for record in hosts.healthy():
+        if not record.healthy:  # failed with its engine, earlier in this loop
+            continue
+        worker = by_rank[record.host.name].get(record.ranks[0])
+        if worker is None:
+            hosts.fail(record, Stage.WORKERS, f"its engine has no rank {record.ranks[0]}")
+        elif worker["node_id"] != record.host.node_id:
+            hosts.fail(record, Stage.WORKERS, f"rank {worker['rank']} runs on node {worker['node_id']}, "
+                                              f"not on this host ({record.host.node_id})")
+        else:
+            record.worker = worker
+    hosts.run(Stage.WORKERS, lambda h: h.trace_worker(by_rank[h.name][run_record(run, h.name).ranks[0]]),
+              lambda r, waited_s: f"tracing rank {r.worker['rank']}, pid {r.worker['pid']}")
+
+
+def run_record(run: RunState, name: str) -> HostRecord:
+    return next(r for r in run.records if r.host.name == name)
 
 
 @contextmanager
@@ -139,13 +174,37 @@ def switch_shape(run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
 
 def warm_up(run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
     hosts.run(Stage.WARMUP, lambda h: h.warmup(), _keep(shape, "warmup"))
+    name_dead_workers(run, hosts, Stage.WARMUP)
+
+
+WORKER_CHECK_TIMEOUT_S = 30.0
+
+
+def name_dead_workers(run: RunState, hosts: Barrier, stage: Stage) -> None:
+    """An engine across hosts that failed in this stage: each of its hosts says whether
+    the worker it traces is still alive, and every host's reason names the ones gone (the
+    engine's owner only sees that its engine stopped)."""
+    failed = {r.engine for r in run.records if not r.healthy and r.stage == stage and r.worker}
+    for engine in sorted(failed):
+        members = [r for r in run.records if r.engine == engine]
+        gone = []
+        for r in members:
+            try:
+                alive = hosts.call_one(r, lambda h: h.worker_alive(), WORKER_CHECK_TIMEOUT_S)
+            except Exception:  # its actor is gone too (killed with its engine): nothing to ask
+                continue
+            if not alive:
+                gone.append(f"the worker of rank {r.worker['rank']} on {r.host.name} (pid {r.worker['pid']}) is gone")
+        if gone:
+            for r in members:
+                r.error = f"{r.error} [{'; '.join(gone)}]"
 
 
 def place_window(run: RunState, hosts: Barrier, shape: ShapeRun, plan: CapturePlan) -> None:
     shape.window = plan.place_window(run, hosts, shape)
 
 
-def capture(run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
+def capture(run: RunState, hosts: Barrier, shape: ShapeRun, plan: CapturePlan) -> None:
     """One instant for every host, picked once all are warm (the barrier before)."""
     window = shape.window
     delay_ms = window.delay_ms if isinstance(window, schedule.TimeWindow) else run.capture.delay_ms
@@ -154,6 +213,8 @@ def capture(run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
     shape.planned = dict(instant_ns=at_ns, iterations_start_ns=iterations_ns, trace_start_ns=trace_ns,
                          delay_ms=delay_ms, phase=run.capture.phase, duration_ms=run.capture.duration_ms)
     hosts.run(Stage.CAPTURE, lambda h: h.profile(iterations_ns, trace_ns, window), _keep(shape, "profiled"))
+    name_dead_workers(run, hosts, Stage.CAPTURE)
+    plan.after_capture(run, hosts, shape)
     if hosts.healthy():
         shape.backend = hosts.call_one(hosts.healthy()[0], lambda h: h.capture_info())
 

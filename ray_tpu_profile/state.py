@@ -10,9 +10,20 @@ from typing import Any
 
 from ray_tpu_profile import layout
 from ray_tpu_profile.config import Capture, RunConfig, Workload
-from ray_tpu_profile.records import HostRecord, Stage
+from ray_tpu_profile.engines import EnginePlan
+from ray_tpu_profile.records import EngineRole, HostRecord, Stage
 from ray_tpu_profile.schedule import Window
 from ray_tpu_profile.versions import package_versions
+
+def engine_across_hosts_env(engine: EnginePlan, bundle_per_chip: bool) -> dict[str, str]:
+    """Env of the actors of an engine that spans hosts. vLLM's Ray executor takes ranks
+    in the order of VLLM_RAY_BUNDLE_INDICES (else bundles on the owner's node, then by
+    node id): the engine's bundles in host order make rank r that of chip r. tpu-inference
+    runs its multi-host engine on Ray with TPU_MULTIHOST_BACKEND=ray."""
+    if bundle_per_chip:
+        return {"VLLM_RAY_BUNDLE_INDICES": ",".join(map(str, range(engine.devices)))}
+    return {"TPU_MULTIHOST_BACKEND": "ray"}
+
 
 SHAPE_STAGES = (Stage.SHAPE, Stage.WARMUP, Stage.WINDOW, Stage.CAPTURE)
 """Stages run once per shape of a sweep: timed per shape as well as in total."""
@@ -104,12 +115,18 @@ class RunState:
     engine_argv: list[str]
     """The engine flags as vLLM parses them (the tiny model's defaults first)."""
     tensor_parallel_size: int
+    pipeline_parallel_size: int
     tiny_model: bool
     local_root: Path
     result_url: str | None = None
     records: list[HostRecord] = field(default_factory=list)
     whole_slice: bool = False
     """Whether the chosen hosts are a whole TPU slice (reserved through ray.util.tpu)."""
+    engines: list[EnginePlan] = field(default_factory=list)
+    """The vLLM engines the hosts run (engines.plan_engines)."""
+    bundle_per_chip: bool = True
+    """An engine across hosts: vLLM's Ray executor takes one placement-group bundle per
+    chip; tpu-inference's (where it is installed) one per host with all its chips."""
     shapes: dict[str, ShapeRun] = field(default_factory=dict)
     shape: str | None = None
     """The shape whose stages run now, for per-shape timings."""
@@ -129,10 +146,29 @@ class RunState:
         """Env of every model process: the tool's, then the user's --env (which wins)."""
         from ray_tpu_profile.engine import ENGINE_ENV
 
-        return {**ENGINE_ENV, **dict(self.config.placement.env)}
+        env = dict(ENGINE_ENV)
+        if self.engines_span_hosts:
+            env.update(engine_across_hosts_env(self.engines[0], self.bundle_per_chip))
+        return {**env, **dict(self.config.placement.env)}
 
     def healthy(self) -> list[HostRecord]:
         return [r for r in self.records if r.healthy]
+
+    @property
+    def engines_span_hosts(self) -> bool:
+        return any(e.spans_hosts for e in self.engines)
+
+    def engine_hosts(self) -> dict[str, list[str]]:
+        """Host name -> every host of its engine (they fail together)."""
+        return {h.name: [m.name for m in e.hosts] for e in self.engines for h in e.hosts}
+
+    def engine_roles(self) -> dict[str, EngineRole]:
+        return {h.name: EngineRole(e.name, h == e.owner, e.spans_hosts, e.ranks(h)) for e in self.engines for h in e.hosts}
+
+    def owner_record(self, record: HostRecord) -> HostRecord:
+        """The record of the host that owns record's engine (where its iterations run)."""
+        owner = next((e.owner.name for e in self.engines if record.host in e.hosts), record.host.name)
+        return next(r for r in self.records if r.host.name == owner)
 
     def enter(self, stage: Stage) -> None:
         """Begins a stage: timed, every healthy host is in it, and the manifest on disk says
@@ -182,6 +218,7 @@ class RunState:
             engine={"argv": self.engine_argv, "env": layout.redacted_env(self.actor_env), "tiny_model": self.tiny_model},
             timings_s=self.timings.to_json(),
             timings_by_shape_s=self.timings.by_shape_s,
+            engines=[e.to_json() for e in self.engines],
             records=self.records,
             result_url=self.result_url,
             outputs={"reports_error": self.reports_error, "publish_error": self.publish_error},

@@ -24,10 +24,19 @@ def count_steps(names) -> dict[str, int]:
     return counts
 
 
-def torch_trace_steps(path: Path) -> dict[str, int]:
+def _events(path: Path) -> list[dict]:
     with open_trace(path) as f:
-        events = json.load(f)["traceEvents"]
-    return count_steps(e.get("name") for e in events if e.get("ph") == "X")
+        return json.load(f)["traceEvents"]
+
+
+def torch_trace_steps(path: Path) -> dict[str, int]:
+    return count_steps(e.get("name") for e in _events(path) if e.get("ph") == "X")
+
+
+def torch_trace_pids(path: Path) -> set[int]:
+    """The processes whose engine steps the trace holds (the model ran there)."""
+    return {e["pid"] for e in _events(path) if e.get("ph") == "X" and STEP.match(e.get("name") or "")
+            and isinstance(e.get("pid"), int)}
 
 
 def check_phase(phase: str, counts: dict[str, int]) -> str | None:

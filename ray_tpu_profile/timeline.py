@@ -80,7 +80,7 @@ def tool_events(host: dict[str, Any]) -> list[Event]:
 def build_timeline(manifest: dict[str, Any], host_events: dict[str, tuple[list[Event], Kept]],
                    max_events_per_host: int) -> dict[str, Any]:
     """The Chrome trace (JSON object form) from each host's own events and kept trace events."""
-    from ray_tpu_profile.layout import skew_by_shape
+    from ray_tpu_profile.layout import host_label, skew_by_shape
 
     names = [h["name"] for h in manifest["hosts"] if h["name"] in host_events]
     starts = [e.start_ns for name in names for group in (host_events[name][0], host_events[name][1].events) for e in group]
@@ -88,7 +88,8 @@ def build_timeline(manifest: dict[str, Any], host_events: dict[str, tuple[list[E
     trace: list[dict[str, Any]] = []
     for pid, name in enumerate(names, start=1):
         own, kept = host_events[name]
-        trace.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": name}})
+        label = host_label(next(h for h in manifest["hosts"] if h["name"] == name))
+        trace.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": label}})
         trace.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": pid}})
         tids: dict[str, int] = {TOOL_TRACK: 0}
         for event in [*own, *kept.events]:

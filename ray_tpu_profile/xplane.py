@@ -22,6 +22,8 @@ class XplaneInfo:
     stop_ns: int
     planes: tuple[str, ...]
     events: int
+    process_id: int | None = None
+    """The traced process's pid, from the host planes' `process_id` stat (None: not recorded)."""
 
 
 def read_xplane(path: Path) -> XplaneInfo:
@@ -44,7 +46,9 @@ def read_xplane(path: Path) -> XplaneInfo:
         raise XplaneError(f"{path.name}: no profile_start_time (not a profiler capture?)")
     if events == 0:
         raise XplaneError(f"{path.name}: no trace event collected")
-    return XplaneInfo(start_ns=start, stop_ns=stop, planes=tuple(planes), events=events)
+    pids = {dict(plane.stats).get("process_id") for plane in data.planes} - {None}
+    return XplaneInfo(start_ns=start, stop_ns=stop, planes=tuple(planes), events=events,
+                      process_id=int(pids.pop()) if len(pids) == 1 else None)
 
 
 def _capture_times(data) -> tuple[int | None, int | None]:

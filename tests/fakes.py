@@ -28,9 +28,11 @@ class FakeHost:
         self.behaviours = behaviours
         self.killed = threading.Event()
         self.calls: list[tuple[str, tuple]] = []
+        self.name = "host"
+        """Set to the host's name by named() (a RayHost knows its host's name)."""
 
     def __getattr__(self, method: str) -> Callable[..., Future]:
-        if method.startswith("_") or method in ("pool", "behaviours", "killed", "calls"):
+        if method.startswith("_") or method in ("pool", "behaviours", "killed", "calls", "name"):
             raise AttributeError(method)
         behaviour = self.behaviours.get(method, lambda *args: "ok")
 
@@ -47,6 +49,12 @@ class FakeHost:
 
     def kill(self) -> None:
         self.killed.set()
+
+
+def named(handles: dict[str, FakeHost]) -> dict[str, FakeHost]:
+    for name, handle in handles.items():
+        handle.name = name
+    return handles
 
 
 class Said:
@@ -69,7 +77,7 @@ class Said:
 
 
 def run_state(tmp_path, names=("h0", "h1"), shapes: tuple[str, ...] = (), result_url: str | None = None,
-              **capture: Any) -> RunState:
+              chips: int = 4, **capture: Any) -> RunState:
     """A RunState with one record per host name and a staging run directory."""
     from ray_tpu_profile import layout
     from ray_tpu_profile.config import parse_shape
@@ -78,9 +86,9 @@ def run_state(tmp_path, names=("h0", "h1"), shapes: tuple[str, ...] = (), result
     config = RunConfig(workload=workload, shapes=tuple(parse_shape(s, workload) for s in shapes),
                        capture=Capture(**capture), profile_result_dir=tmp_path)
     run = RunState(config=config, argv=["ray-tpu-profile", "run"], run_id="20261127-000000-abcdef",
-                   capture=config.capture, chosen_by="test", engine_argv=["--model", "m"], tensor_parallel_size=1,
+                   capture=config.capture, chosen_by="test", engine_argv=["--model", "m"], tensor_parallel_size=1, pipeline_parallel_size=1,
                    tiny_model=True, local_root=tmp_path, result_url=result_url)
-    run.records = [HostRecord(host=Host(name=n, node_id=f"node-{n}", node_ip="127.0.0.1", chips=4)) for n in names]
+    run.records = [HostRecord(host=Host(name=n, node_id=f"node-{n}", node_ip="127.0.0.1", chips=chips)) for n in names]
     run.run_dir = layout.staging_dir(tmp_path, run.run_id)
     run.run_dir.mkdir(parents=True)
     return run

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import ray.exceptions
 
-from fakes import HANG, FakeHost, Said
+from fakes import HANG, FakeHost, Said, named
 from ray_tpu_profile.barrier import Barrier, completed_in_slices, result_watching_stop
 from ray_tpu_profile.errors import RunStopped
 from ray_tpu_profile.hosts import Host
@@ -23,7 +23,7 @@ def pool():
 
 def barrier(handles: dict, timeout_s: float = 30.0, check_stop=lambda: None, entered=None) -> Barrier:
     records = [HostRecord(host=Host(name=n, node_id=f"node-{n}", node_ip="127.0.0.1", chips=4)) for n in handles]
-    return Barrier(records, handles, Said(), timeout_s, check_stop,
+    return Barrier(records, named(handles), Said(), timeout_s, check_stop,
                    on_stage=(entered.append if entered is not None else lambda stage: None))
 
 

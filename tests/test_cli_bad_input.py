@@ -61,9 +61,11 @@ def test_unknown_engine_flag(sim_cluster, tmp_path):
     assert "--no-such-vllm-flag" in line and "unknown vLLM engine flag" in line
 
 
-def test_tensor_parallel_larger_than_a_host(sim_cluster, tmp_path):
-    line = bad_input(sim_cluster, tmp_path, "--", "--tensor-parallel-size", "8")
-    assert "--tensor-parallel-size 8" in line and "4 TPU chips" in line
+def test_tensor_parallel_larger_than_the_slice(sim_cluster, tmp_path):
+    # TP 8 on two 4-chip hosts is one engine across both; TP 16 needs four.
+    line = bad_input(sim_cluster, tmp_path, "--", "--tensor-parallel-size", "16")
+    assert "--tensor-parallel-size 16" in line and "needs 4 hosts of 4 chips, the slice has 2" in line
+    assert "what fits: 1, 2, 4, 8" in line
 
 
 def test_click_type_errors_are_one_line_too(sim_cluster, tmp_path):

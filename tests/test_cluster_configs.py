@@ -51,6 +51,7 @@ def test_every_config_is_valid_yaml_of_a_known_kind():
         "ray-up-tpu-v6e-16.yaml": "ray up",
         "raycluster-v6e-16.yaml": "RayCluster",
         "rayjob-v6e-16.yaml": "RayJob",
+        "rayjob-v6e-16-70b-decode.yaml": "RayJob",
         "rayjob-v6e-8-decode.yaml": "RayJob",
     }
 
@@ -58,16 +59,34 @@ def test_every_config_is_valid_yaml_of_a_known_kind():
 @pytest.mark.parametrize("name,job", list(rayjobs()))
 def test_rayjob_entrypoints_parse_and_fit_their_hosts(name, job):
     config, engine_args = check_command(job["spec"]["entrypoint"])
-    chips = None
+    engines = engines_on_its_cluster(job, config, engine_args)
+    assert engines, name
+
+
+def engines_on_its_cluster(job, config, engine_args):
+    """The engines the job's entrypoint makes on the hosts of its cluster (ConfigError if
+    its TP x PP cannot be placed there)."""
+    from ray_tpu_profile.engines import plan_engines
+    from ray_tpu_profile.hosts import Host
+
     if "rayClusterSpec" in job["spec"]:
         (group,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-        chips = int(group["template"]["spec"]["containers"][0]["resources"]["limits"]["google.com/tpu"])
     else:  # runs on raycluster-v6e-16.yaml
         (cluster_doc,) = yaml.safe_load_all((CLUSTER / "raycluster-v6e-16.yaml").read_text())
         assert job["spec"]["clusterSelector"]["ray.io/cluster"] == cluster_doc["metadata"]["name"]
         (group,) = cluster_doc["spec"]["workerGroupSpecs"]
-        chips = int(group["template"]["spec"]["containers"][0]["resources"]["limits"]["google.com/tpu"])
-    assert engine_args.tensor_parallel_size <= chips, f"{name}: TP {engine_args.tensor_parallel_size} > {chips} chips"
+    chips = int(group["template"]["spec"]["containers"][0]["resources"]["limits"]["google.com/tpu"])
+    hosts = [Host(name=f"w{i}", node_id=str(i), node_ip="", chips=chips, slice_name="s", worker_id=i)
+             for i in range(int(group.get("numOfHosts", 1)))][:config.placement.hosts]
+    return plan_engines(hosts, engine_args.tensor_parallel_size, engine_args.pipeline_parallel_size)
+
+
+def test_the_70b_decode_job_runs_two_engines_of_two_hosts_each():
+    (job,) = [j for n, j in rayjobs() if n == "rayjob-v6e-16-70b-decode.yaml"]
+    config, engine_args = check_command(job["spec"]["entrypoint"])
+    engines = engines_on_its_cluster(job, config, engine_args)
+    assert engine_args.tensor_parallel_size == 8 and config.capture.phase == "decode"
+    assert [[h.name for h in e.hosts] for e in engines] == [["w0", "w1"], ["w2", "w3"]]
 
 
 def test_seed_decode_example_is_the_single_host_job():

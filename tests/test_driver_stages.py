@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fakes import FakeHost, Said, run_state
+from fakes import HANG, FakeHost, Said, named, run_state
 from ray_tpu_profile import finish, stages
 from ray_tpu_profile.barrier import Barrier
 from ray_tpu_profile.capture_plans import ServerPlan, TorchPlan, make_plan
@@ -26,7 +26,8 @@ def pool():
 
 
 def barrier_over(run, handles: dict) -> Barrier:
-    return Barrier(run.records, handles, Said(), 30.0, on_stage=run.enter)
+    return Barrier(run.records, named(handles), Said(), 30.0, on_stage=run.enter,
+                   partners=run.engine_hosts())
 
 
 def iterations(start_s: float, prefill_s: float, end_s: float, count: int = 3) -> Phase:
@@ -47,7 +48,7 @@ def test_a_sweep_keeps_every_shapes_timings_and_capture_plan(tmp_path, pool):
             stages.switch_shape(run, hosts, shape)
             stages.warm_up(run, hosts, shape)
             stages.place_window(run, hosts, shape, plan)
-            stages.capture(run, hosts, shape)
+            stages.capture(run, hosts, shape, make_plan(run.capture))
     by_shape = run.timings.by_shape_s
     assert set(by_shape) == {"2x8x8", "4x8x8"}  # the first shape's are not overwritten
     assert all(set(t) == {"shape", "warmup", "capture"} for t in by_shape.values())
@@ -67,7 +68,7 @@ def test_a_decode_window_clears_the_slowest_traced_prefill_on_any_host(tmp_path,
     run = run_state(tmp_path, profiler="jax", phase="decode", duration_given=False)
     traced = {"h0": iterations(5.0, 0.012, 0.300, 1), "h1": iterations(5.0, 0.020, 0.280, 1)}
     fakes = {n: FakeHost(pool, warmup=lambda: iterations(1.0, 0.005, 0.290),
-                         traced_iteration=lambda at_ns, n=n: traced[n]) for n in traced}
+                         traced_iteration=lambda at_ns, covered_ms, n=n: traced[n]) for n in traced}
     hosts = barrier_over(run, fakes)
     with stages.shape_stages(run, run.config.workload) as shape:
         stages.warm_up(run, hosts, shape)
@@ -83,13 +84,13 @@ def test_a_decode_window_clears_the_slowest_traced_prefill_on_any_host(tmp_path,
 
 
 def test_a_host_that_fails_its_traced_iteration_leaves_the_window_to_the_others(tmp_path, pool):
-    def fails(at_ns):
+    def fails(at_ns, covered_ms):
         raise RuntimeError("capture failed")
 
     run = run_state(tmp_path, profiler="jax", phase="decode", duration_given=False)
     fakes = {"h0": FakeHost(pool, warmup=lambda: iterations(1.0, 0.005, 0.29), traced_iteration=fails),
              "h1": FakeHost(pool, warmup=lambda: iterations(1.0, 0.005, 0.29),
-                            traced_iteration=lambda at_ns: iterations(5.0, 0.010, 0.29, 1))}
+                            traced_iteration=lambda at_ns, covered_ms: iterations(5.0, 0.010, 0.29, 1))}
     hosts = barrier_over(run, fakes)
     with stages.shape_stages(run, run.config.workload) as shape:
         stages.warm_up(run, hosts, shape)
@@ -107,7 +108,7 @@ def test_a_torch_phase_window_is_in_engine_steps_and_the_capture_gets_it(tmp_pat
     with stages.shape_stages(run, run.config.workload) as shape:
         stages.warm_up(run, hosts, shape)
         stages.place_window(run, hosts, shape, make_plan(run.capture))
-        stages.capture(run, hosts, shape)
+        stages.capture(run, hosts, shape, make_plan(run.capture))
     assert shape.window == StepWindow("decode", 2, 7, shape.window.chosen_from)
     assert [args[2] for f in fakes.values() for m, args in f.calls if m == "profile"] == [shape.window] * 2
     assert sum(m == "prefill_steps" for f in fakes.values() for m, _ in f.calls) == 1  # asked of one host
@@ -191,3 +192,58 @@ def test_hosts_still_pending_when_a_run_stops_fail_at_its_stage(tmp_path):
     manifest = read_manifest(run.run_dir)
     assert manifest["status"] == "stopped" and manifest["stage"] == "gather"
     assert manifest["hosts"][1]["status"] == "failed" and manifest["hosts"][1]["error"] == run.error
+
+
+def engines_of_two(run):
+    """4 one-chip hosts at TP 2: two engines of two hosts each."""
+    from ray_tpu_profile.engines import plan_engines
+
+    run.engines = plan_engines([r.host for r in run.records], 2)
+    for engine in run.engines:
+        for host in engine.hosts:
+            record = next(r for r in run.records if r.host == host)
+            record.engine, record.ranks = engine.name, engine.ranks(host)
+    return run
+
+
+def test_each_host_of_an_engine_traces_its_own_worker(tmp_path, pool):
+    run = engines_of_two(run_state(tmp_path, names=("h0", "h1", "h2", "h3"), chips=1, profiler="jax"))
+
+    def workers_of(first: str, second: str, swap: bool = False):
+        nodes = [f"node-{first}", f"node-{second}"][::-1 if swap else 1]
+        return lambda: [{"rank": i, "pid": 100 + i, "node_id": nodes[i], "port": 9000 + i} for i in range(2)]
+
+    fakes = {"h0": FakeHost(pool, engine_workers=workers_of("h0", "h1")), "h1": FakeHost(pool, engine_workers=lambda: None),
+             "h2": FakeHost(pool, engine_workers=workers_of("h2", "h3", swap=True)),
+             "h3": FakeHost(pool, engine_workers=lambda: None)}
+    for f in fakes.values():
+        f.behaviours["trace_worker"] = lambda worker: 0.01
+    hosts = barrier_over(run, fakes)
+    stages.find_workers(run, hosts)
+    h0, h1, h2, h3 = run.records
+    assert [args for m, args in fakes["h1"].calls if m == "trace_worker"] == [
+        ({"rank": 1, "pid": 101, "node_id": "node-h1", "port": 9001},)]
+    assert h0.worker["pid"] == 100 and h1.worker["rank"] == 1 and h0.healthy and h1.healthy
+    # engine1's ranks run on each other's hosts: both its hosts fail, engine0 is untouched
+    assert h2.error == "rank 0 runs on node node-h3, not on this host (node-h2)"
+    assert h3.error.startswith("its engine failed: h2 failed at workers: rank 0 runs on node node-h3")
+    assert not [m for m, _ in fakes["h3"].calls if m == "trace_worker"]
+
+
+def test_a_host_that_fails_fails_its_engine_and_no_other(tmp_path, pool):
+    run = engines_of_two(run_state(tmp_path, names=("h0", "h1", "h2", "h3"), chips=1, profiler="jax"))
+    assert [e.name for e in run.engines] == ["engine0", "engine1"]
+
+    def died():
+        raise RuntimeError("Worker proc died (rank 1)")
+
+    owner_waits = FakeHost(pool, warmup=HANG)  # its engine is gone: it would wait for ever
+    fakes = {"h0": owner_waits, "h1": FakeHost(pool, warmup=died), "h2": FakeHost(pool, warmup=lambda: "warm"),
+             "h3": FakeHost(pool, warmup=lambda: "warm")}
+    hosts = barrier_over(run, fakes)
+    assert hosts.run(Stage.WARMUP, lambda h: h.warmup()) == {"h2": "warm", "h3": "warm"}
+    h0, h1, h2, h3 = run.records
+    assert h1.error == "RuntimeError: Worker proc died (rank 1)"
+    assert h0.error == "its engine failed: h1 failed at warmup: RuntimeError: Worker proc died (rank 1)"
+    assert owner_waits.killed.is_set()  # not waited for until --timeout-s
+    assert h2.healthy and h3.healthy

@@ -3,7 +3,7 @@
 import pytest
 
 from ray_tpu_profile.errors import ConfigError
-from ray_tpu_profile.hosts import check_tensor_parallel_fits, hosts_from_nodes, select_hosts
+from ray_tpu_profile.hosts import hosts_from_nodes, select_hosts
 
 
 def node(node_id, tpu=4, alive=True, ip="10.0.0.1", slice_name=None, worker=None):
@@ -46,15 +46,6 @@ def test_select_hosts():
     assert e.value.flag == "--hosts" and e.value.value == 4 and "only 3" in str(e.value)
     with pytest.raises(ConfigError, match="no node with a TPU"):
         select_hosts([], None)
-
-
-def test_tensor_parallel_must_fit_one_host():
-    hosts = hosts_from_nodes([node("n0", tpu=4)])
-    check_tensor_parallel_fits(4, hosts)
-    with pytest.raises(ConfigError) as e:
-        check_tensor_parallel_fits(8, hosts)
-    assert e.value.flag == "--tensor-parallel-size" and e.value.value == 8
-    assert "4 TPU chips" in str(e.value) and "1, 2, 4" in str(e.value)
 
 
 def test_slice_choice():

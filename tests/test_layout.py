@@ -112,3 +112,11 @@ def test_credentials_on_the_command_line_are_not_written_down():
     assert redacted_argv(argv) == ["ray-tpu-profile", "run", "--env", "HF_TOKEN=<redacted>",
                                    "--env=FSSPEC_S3_SECRET=<redacted>", "--env", "XLA_HLO_DEBUG=1",
                                    "--model", "a=b", "--", "--max-model-len", "2048"]
+
+
+def test_host_labels_name_the_engine_only_when_it_spans_hosts():
+    from ray_tpu_profile.layout import host_label
+
+    assert host_label({"name": "w0", "engine": "engine0", "ranks": [0, 1, 2, 3], "worker": None}) == "w0"
+    assert host_label({"name": "w1", "engine": "engine0", "ranks": [4, 5, 6, 7], "worker": {"rank": 4}}) == \
+        "w1 (engine0, rank 4, 5, 6, 7)"

@@ -82,7 +82,7 @@ def main(run_dir: Path) -> None:
                 num_cpus=0, resources={"TPU": host.chips},
                 runtime_env={"env_vars": {"PJRT_DEVICE": "CPU"}},
                 scheduling_strategy=ray.util.scheduling_strategies.PlacementGroupSchedulingStrategy(
-                    placement_group=reservation.placement_group, placement_group_bundle_index=i),
+                    placement_group=reservation.placement_groups[0], placement_group_bundle_index=i),
             ).remote(host.name, run_id)
         reservation.actors = actors
         capture = Capture(profiler="xla", delay_ms=100, duration_ms=800)

@@ -24,8 +24,9 @@ class CaptureBackend(ABC):
         """The next captures belong to this shape of a sweep (None: not a sweep)."""
         self.shape_tag = shape_tag
 
-    def configure(self, engine_args: Any) -> None:
-        """Adjust vLLM EngineArgs before the LLM is built (default: nothing)."""
+    def configure(self, engine_args: Any, engine: str | None = None) -> None:
+        """Adjust vLLM EngineArgs before the LLM is built (default: nothing); engine names
+        an engine that spans hosts."""
 
     def attach(self, llm: Any) -> None:
         """Called once the LLM is ready (default: nothing)."""
@@ -41,10 +42,18 @@ class CaptureBackend(ABC):
     def stop(self, llm: Any) -> None:
         """Finish recording; every trace file is complete under trace_dir on return."""
 
-    def warm_up(self, run_once: Callable[[], float]) -> list[float]:
+    def warm_up(self, run_once: Callable[[], float] | None) -> list[float]:
         """Called at the start of warmup; runs warmup iterations (at least one) under
-        whatever the backend needs to warm up, and returns their latencies."""
-        return [run_once()]
+        whatever the backend needs to warm up, and returns their latencies. run_once None:
+        a host of an engine across hosts, whose iterations its engine's owner runs."""
+        return [run_once()] if run_once else []
+
+    def trace_worker(self, worker: dict[str, Any]) -> None:
+        """An engine across hosts: trace this host's worker process (engine_workers)."""
+
+    def collect(self, ranks: tuple[int, ...], engine: str | None = None) -> list[str]:
+        """An engine across hosts: take this host's ranks' files after a capture."""
+        return []
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records about this capture."""

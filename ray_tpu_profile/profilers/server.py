@@ -95,6 +95,8 @@ def wait_for_server(port: int, timeout_s: float, poll_s: float = 0.05) -> float:
 class ServerBackend(CaptureBackend):
     """Subclasses start the server and call their client's trace()."""
 
+    uses_server = True
+
     def __init__(self, trace_dir: Path, host_name: str, *, session_id: str, delay_ms: int, duration_ms: int,
                  port: int | None = None, ready_timeout_s: float = 30.0):
         super().__init__(trace_dir, host_name)
@@ -135,7 +137,12 @@ class ServerBackend(CaptureBackend):
             self.server = self._start_server(self.port)
         self.server_wait_s = wait_for_server(self.port, self.ready_timeout_s)
 
-    def warm_up(self, run_once: Callable[[], float]) -> list[float]:
+    def trace_worker(self, worker: dict[str, Any]) -> None:
+        """An engine across hosts: trace the server its owner started in this host's worker."""
+        self.port, self.own_server = int(worker["port"]), False
+        self.server_wait_s = wait_for_server(self.port, self.ready_timeout_s)
+
+    def warm_up(self, run_once: Callable[[], float] | None) -> list[float]:
         """A throwaway capture over warmup iterations. The first capture in a process pays
         for client and tracer set-up (seen: ~190 ms late vs ~6 ms after), so the real
         one would start late by a different amount on every host; it also proves the
@@ -144,7 +151,7 @@ class ServerBackend(CaptureBackend):
         later warmups (the next shapes of a sweep) only run iterations; a throwaway
         capture right after the last shape's capture was seen to find the server busy."""
         if self.warmed_up:
-            return [run_once()]
+            return [run_once()] if run_once else []
         scratch = Path(tempfile.mkdtemp(prefix="ray-tpu-profile-warmup-"))
         errors: list[BaseException] = []
 
@@ -163,8 +170,9 @@ class ServerBackend(CaptureBackend):
         thread.start()
         latencies = []
         try:
-            latencies.append(run_once())
-            while thread.is_alive():
+            # Without iterations of its own (a host of an engine across hosts) the worker
+            # traced here runs its owner's.
+            while run_once and (not latencies or thread.is_alive()):
                 latencies.append(run_once())
         finally:
             thread.join(timeout=WARMUP_CAPTURE_MS / 1000 + 60)
@@ -206,7 +214,8 @@ class ServerBackend(CaptureBackend):
         self.trace_called_at_ns, self.client_delay_ms, self.client_call_plans = called_ns, client_delay_ms, plans
         self._trace(f"localhost:{self.port}", str(logdir), duration_ms, client_delay_ms)
 
-    def run_traced(self, run_once: Callable[[], float], covered_ms: int, at_ns: int) -> tuple[float, int, int]:
+    def run_traced(self, run_once: Callable[[], float] | None, covered_ms: int,
+                   at_ns: int) -> tuple[float | None, int, int]:
         """One iteration inside a throwaway trace of this backend's own configuration, for
         a --phase decode window, which must fit how long the phases take while traced (the python
         tracer slows the host side: prefill took up to 2.3x its untraced time on CPU). The
@@ -231,7 +240,7 @@ class ServerBackend(CaptureBackend):
         try:
             try:
                 wait_until_ns(trace_start_ns + TRACED_LEAD_IN_MS * NS_PER_MS)  # tracing first
-                latency_s = run_once()
+                latency_s = run_once() if run_once else None
             finally:  # even when the iteration failed: the trace must end before its folder goes
                 thread.join(timeout=duration_ms / 1000 + 60)
             if errors:
