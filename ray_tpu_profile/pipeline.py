@@ -14,7 +14,7 @@ from ray_tpu_profile import finish, stages
 from ray_tpu_profile.capture_plans import make_plan
 from ray_tpu_profile.config import RunConfig
 from ray_tpu_profile.progress import Progress
-from ray_tpu_profile.state import RunState
+from ray_tpu_profile.state import RunState, StageTimings
 
 
 def execute(config: RunConfig, argv: list[str], progress: Progress, actor_logs: bool = False,
@@ -73,7 +73,8 @@ def validate(config: RunConfig, argv: list[str]) -> RunState:
     run = RunState(config=config, argv=argv, run_id=run_id, capture=capture, chosen_by=chosen_by,
                    engine_argv=engine_argv, tensor_parallel_size=engine_args.tensor_parallel_size,
                    pipeline_parallel_size=engine_args.pipeline_parallel_size, tiny_model=tiny_model, local_root=config.profile_result_dir,
-                   result_url=f"{config.profile_result_url}/{run_id}" if config.profile_result_url else None)
+                   result_url=f"{config.profile_result_url}/{run_id}" if config.profile_result_url else None,
+                   timings=StageTimings(started=started))  # the run's total counts validation too
     run.bundle_per_chip = importlib.util.find_spec("tpu_inference") is None
     run.timings.add("validate", time.monotonic() - started)
     return run

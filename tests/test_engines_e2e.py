@@ -55,12 +55,14 @@ def only_run_dir(root):
     return run_dir
 
 
-def test_one_engine_across_two_hosts_traced_on_both_at_one_instant(one_chip_hosts, tmp_path):
+def test_one_engine_across_two_hosts_decode_traced_on_both_at_one_instant(one_chip_hosts, tmp_path):
     from ray_tpu_profile.xplane import event_names, read_xplane
 
-    proc = run_cli("run", "--address", one_chip_hosts.address, "--hosts", "2", "--profiler", "jax",
-                   "--duration-ms", "1500", "--num-iters", "4", "--profile-result-dir", str(tmp_path), "--json", *SMALL,
-                   "--", "--tensor-parallel-size", "2")
+    # --phase decode, the users' headline job: the window is placed from the owner's traced
+    # warmup iteration and every host's trace is checked to lie inside its decode.
+    proc = run_cli("run", "--address", one_chip_hosts.address, "--hosts", "2", "--profiler", "jax", "--phase", "decode",
+                   "--profile-result-dir", str(tmp_path), "--json", "--input-len", "16", "--output-len", "64",
+                   "--batch-size", "4", "--num-iters-warmup", "3", "--", "--tensor-parallel-size", "2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     run_dir = only_run_dir(tmp_path)
     manifest = load_manifest(run_dir)
@@ -81,7 +83,10 @@ def test_one_engine_across_two_hosts_traced_on_both_at_one_instant(one_chip_host
     assert len(pids) == 2
     assert manifest["capture"]["start_skew_ms"] is not None and manifest["capture"]["start_skew_ms"] < 50
     owner, other = manifest["hosts"]
-    assert len(owner["latency_s"]["profiled"]) == 4 and other["latency_s"]["profiled"] == []  # the owner iterates
+    assert len(owner["latency_s"]["profiled"]) == 1 and other["latency_s"]["profiled"] == []  # the owner iterates
+    window = manifest["capture"]["window"]
+    assert window["kind"] == "time" and window["phase"] == "decode"
+    assert owner["shapes"]["4x16x64"]["phases"]["traced"]["prefill_s"]  # the owner's traced warmup iteration
     # reports group hosts by engine
     report = json.loads((run_dir / "report.json").read_text())
     assert [(h["name"], h["engine"], h["ranks"]) for h in report["hosts"]] == [
