@@ -182,7 +182,7 @@ class TorchPlan(CapturePlan):
     def after_capture(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
         """An engine across hosts: each host takes its own ranks' trace files, written on it
         by its worker, once the owner has stopped the profiler on every worker."""
-        if run.engines_span_hosts:
+        if run.engines_span_hosts and hosts.healthy():
             hosts.run(Stage.CAPTURE, lambda h: h.collect_traces(), lambda r, files: f"{len(files)} trace file(s) of "
                       f"rank(s) {', '.join(map(str, r.ranks))}")
 
