@@ -5,9 +5,7 @@ Plain class; cluster.py wraps it with ray.remote. Every method returns plain dat
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 import socket
 import tempfile
 import time
@@ -15,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from ray_tpu_profile.config import Capture, Workload
-from ray_tpu_profile.files import sha256_file
-from ray_tpu_profile.records import EngineRole, FileEntry, Phase
+from ray_tpu_profile.host_files import HostFiles
+from ray_tpu_profile.records import EngineRole, Phase
 from ray_tpu_profile.schedule import Window
 
 
-class HostWorker:
+class HostWorker(HostFiles):
     """One host's side of a run: its vLLM engine and capture backend in this process, and
     the files they wrote (under output_dir) until the driver has them. Every call returns
     plain data (records.Phase, FileEntry, dicts); an error raised here fails this host at
@@ -227,50 +225,3 @@ class HostWorker:
 
     def capture_info(self) -> dict[str, Any]:
         return {**self.backend.describe(), "port": getattr(self.backend, "port", None)}
-
-    def list_files(self) -> list[FileEntry]:
-        """Every regular file under output_dir with size and sha256."""
-        return [FileEntry(path=rel, bytes=(self.output_dir / rel).stat().st_size, sha256=sha256_file(self.output_dir / rel))
-                for rel in self.list_paths()]
-
-    def list_paths(self) -> list[str]:
-        """Every regular file under output_dir, relative to it. A symlink is an error:
-        following it could send files from outside the output directory."""
-        paths = []
-        for dirpath, dirnames, filenames in os.walk(self.output_dir):
-            dirnames.sort()  # walk in name order: the same listing every time
-            for name in sorted(dirnames + filenames):
-                path = Path(dirpath) / name
-                if path.is_symlink():
-                    raise ValueError(f"host {self.host_name}: refusing symlink {path}")
-            paths.extend(sorted((Path(dirpath) / name).relative_to(self.output_dir).as_posix() for name in filenames))
-        return paths
-
-    def upload(self, relpath: str, url: str) -> dict[str, Any]:
-        """Write one file straight to a remote result directory (remote.upload_file)."""
-        from ray_tpu_profile.remote import upload_file
-
-        return upload_file(str(self._own_path(relpath)), url)
-
-    def read_chunk(self, relpath: str, offset: int, size: int) -> bytes:
-        with open(self._own_path(relpath), "rb") as f:
-            f.seek(offset)
-            return f.read(size)
-
-    def _own_path(self, relpath: str) -> Path:
-        path = self.output_dir / relpath
-        if not path.resolve().is_relative_to(self.output_dir.resolve()):
-            raise ValueError(f"host {self.host_name}: path {relpath!r} is outside its output directory")
-        return path
-
-    def cleanup(self) -> None:
-        """Drop the host-side copy once the driver has verified the gathered one."""
-        shutil.rmtree(self.output_dir)
-        try:
-            self.output_dir.parent.rmdir()  # the run's folder goes with its last host
-        except OSError as e:
-            # Simulated hosts of one run can share this folder: another host still has
-            # files there (ENOTEMPTY) or removed it first (ENOENT). Anything else is real.
-            if e.errno not in (errno.ENOTEMPTY, errno.ENOENT, errno.EEXIST):
-                raise
-

@@ -113,3 +113,18 @@ def s3_server():
 
 def load_manifest(run_dir: Path) -> dict:
     return json.loads((run_dir / "manifest.json").read_text())
+
+
+def wait_for_stage(root: Path, stage: str, deadline_s: float = 240) -> dict:
+    """Poll a run's staging manifest (rewritten at every stage) until the run reaches stage."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for path in root.glob(".*.partial/manifest.json"):
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue  # renamed or being replaced right now
+            if manifest["stage"] == stage:
+                return manifest
+        time.sleep(0.05)
+    raise AssertionError(f"run never reached {stage}")

@@ -10,11 +10,11 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
-from conftest import CLI, LOOPBACK, REPO, STATE_API, free_port, load_manifest, run_cli, wait_until_released
+from conftest import (CLI, LOOPBACK, REPO, STATE_API, free_port, load_manifest, run_cli, wait_for_stage,
+                      wait_until_released)
 
 pytestmark = pytest.mark.slow
 
@@ -142,20 +142,6 @@ def test_a_worker_killed_during_warmup_fails_its_engine_and_the_other_delivers(o
     for name in ("local-sim-w0", "local-sim-w1"):
         assert by_name[name]["status"] == "ok" and by_name[name]["capture"]["events"] > 0
     assert not vllm_workers_alive() and wait_until_released() == ([], [])
-
-
-def wait_for_stage(root, stage: str, deadline_s: float = 240) -> dict:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        for path in root.glob(".*.partial/manifest.json"):
-            try:
-                manifest = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if manifest["stage"] == stage:
-                return manifest
-        time.sleep(0.05)
-    raise AssertionError(f"run never reached {stage}")
 
 
 def test_plan_shows_engines_and_bad_input_names_what_fits(one_chip_hosts, tmp_path):

@@ -4,7 +4,6 @@ which host failed where, the exit code says partial, and nothing is left running
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -13,24 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLI, REPO, load_manifest, wait_until_released
+from conftest import CLI, REPO, load_manifest, wait_for_stage, wait_until_released
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for_stage(root, stage: str, deadline_s: float = 180) -> dict:
-    """Poll the staging manifest (rewritten at every stage) until the run reaches stage."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        for path in root.glob(".*.partial/manifest.json"):
-            try:
-                manifest = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue  # renamed or being replaced right now
-            if manifest["stage"] == stage:
-                return manifest
-        time.sleep(0.05)
-    raise AssertionError(f"run never reached {stage}")
 
 
 def start_run(sim_cluster, tmp_path, *flags: str) -> subprocess.Popen:

@@ -1,0 +1,68 @@
+"""What a host hands back: the files under its output directory, listed with sha256, read
+in chunks for the gather or uploaded to a result URL, and removed once verified."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ray_tpu_profile.files import sha256_file
+from ray_tpu_profile.records import FileEntry
+
+
+class HostFiles:
+    """Mixed into the host actor (host.HostWorker), which sets host_name and output_dir.
+    Nothing outside output_dir is ever sent."""
+
+    host_name: str
+    output_dir: Path
+
+    def list_files(self) -> list[FileEntry]:
+        """Every regular file under output_dir with size and sha256."""
+        return [FileEntry(path=rel, bytes=(self.output_dir / rel).stat().st_size, sha256=sha256_file(self.output_dir / rel))
+                for rel in self.list_paths()]
+
+    def list_paths(self) -> list[str]:
+        """Every regular file under output_dir, relative to it. A symlink is an error:
+        following it could send files from outside the output directory."""
+        paths = []
+        for dirpath, dirnames, filenames in os.walk(self.output_dir):
+            dirnames.sort()  # walk in name order: the same listing every time
+            for name in sorted(dirnames + filenames):
+                path = Path(dirpath) / name
+                if path.is_symlink():
+                    raise ValueError(f"host {self.host_name}: refusing symlink {path}")
+            paths.extend(sorted((Path(dirpath) / name).relative_to(self.output_dir).as_posix() for name in filenames))
+        return paths
+
+    def upload(self, relpath: str, url: str) -> dict[str, Any]:
+        """Write one file straight to a remote result directory (remote.upload_file)."""
+        from ray_tpu_profile.remote import upload_file
+
+        return upload_file(str(self._own_path(relpath)), url)
+
+    def read_chunk(self, relpath: str, offset: int, size: int) -> bytes:
+        with open(self._own_path(relpath), "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+
+    def _own_path(self, relpath: str) -> Path:
+        path = self.output_dir / relpath
+        if not path.resolve().is_relative_to(self.output_dir.resolve()):
+            raise ValueError(f"host {self.host_name}: path {relpath!r} is outside its output directory")
+        return path
+
+    def cleanup(self) -> None:
+        """Drop the host-side copy once the driver has verified the gathered one."""
+        shutil.rmtree(self.output_dir)
+        try:
+            self.output_dir.parent.rmdir()  # the run's folder goes with its last host
+        except OSError as e:
+            # Simulated hosts of one run can share this folder: another host still has
+            # files there (ENOTEMPTY) or removed it first (ENOENT). Anything else is real.
+            if e.errno not in (errno.ENOTEMPTY, errno.ENOENT, errno.EEXIST):
+                raise
+
