@@ -56,9 +56,9 @@ class ServerPlan(CapturePlan):
             self._traced_iteration(run, hosts, shape)
         else:
             run.enter(Stage.WINDOW)
-        # Hosts that ran iterations: a host of an engine across hosts has its owner's.
-        done = {r.host.name: r.shapes[shape.workload.shape] for r in hosts.healthy()
-                if r.shapes.get(shape.workload.shape, {}).get("warmup") and r.shapes[shape.workload.shape]["warmup"].prefill_s}
+        # The hosts that ran iterations: engine owners (another host of an engine across
+        # hosts runs its owner's).
+        done = {r.host.name: r.shapes[shape.workload.shape] for r in hosts.healthy() if run.owner_record(r) is r}
         if not done:
             return None
 
@@ -93,8 +93,8 @@ class ServerPlan(CapturePlan):
             return f"traced warmup iteration: prefill over {phase.prefill_s[0] * 1000:.1f} ms"
 
         # Every host traces as long as its engine's owner needs to cover prefill.
-        covered_ms = {r.host.name: schedule.traced_cover_ms(run.owner_record(r).shapes[shape.workload.shape]["warmup"].prefill_s)
-                      for r in hosts.healthy()}
+        owners_warmup = {r.host.name: run.owner_record(r).shapes[shape.workload.shape]["warmup"] for r in hosts.healthy()}
+        covered_ms = {name: schedule.traced_cover_ms(warmup.prefill_s) for name, warmup in owners_warmup.items()}
 
         # At one instant on every host, as the capture will be: hosts that share cores slow
         # each other's prefill then (2 simulated hosts on 2 cores: a prefill timed at 11 ms

@@ -145,12 +145,9 @@ def find_workers(run: RunState, hosts: Barrier) -> None:
                                               f"not on this host ({record.host.node_id})")
         else:
             record.worker = worker
-    hosts.run(Stage.WORKERS, lambda h: h.trace_worker(by_rank[h.name][run_record(run, h.name).ranks[0]]),
+    workers = {r.host.name: r.worker for r in hosts.healthy()}
+    hosts.run(Stage.WORKERS, lambda h: h.trace_worker(workers[h.name]),
               lambda r, waited_s: f"tracing rank {r.worker['rank']}, pid {r.worker['pid']}")
-
-
-def run_record(run: RunState, name: str) -> HostRecord:
-    return next(r for r in run.records if r.host.name == name)
 
 
 @contextmanager
