@@ -57,10 +57,15 @@ def test_plan_places_one_actor_per_host_of_the_slice(two_slices):
     assert {s["name"] for s in planned["slices"]} == {"slice-a", "slice-b"}
 
 
-def test_tensor_parallel_that_does_not_fit_says_what_would(two_slices):
-    proc = plan(two_slices[0], "--slice", "slice-a", "--", "--tensor-parallel-size", "8")
+def test_an_engine_larger_than_its_slice_says_what_would_fit(two_slices):
+    # TP 8 on slice-a (2 hosts x 4 chips) is one engine across both of its hosts ...
+    planned = json.loads(plan(two_slices[0], "--slice", "slice-a", "--", "--tensor-parallel-size", "8").stdout)
+    assert [e["hosts"] for e in planned["engines"]] == [["slice-a-w0", "slice-a-w1"]]
+    # ... TP 16 would need 4 hosts: the cluster has 4, but an engine never crosses slices.
+    proc = plan(two_slices[0], "--slice", "slice-a", "--", "--tensor-parallel-size", "16")
     assert proc.returncode == 2
-    assert "--tensor-parallel-size 8: larger than the 4 TPU chips of one host; what fits: 1, 2, 4" in proc.stderr
+    assert ("--tensor-parallel-size 16: an engine of TP x PP = 16 needs 4 hosts of 4 chips, the slice has 2; "
+            "what fits: 1, 2, 4, 8") in proc.stderr
 
 
 def test_run_uses_the_placement_plan_showed(two_slices, tmp_path):
