@@ -73,10 +73,11 @@ def test_hung_host_times_out_and_the_rest_carry_on(sim_cluster, tmp_path):
     assert_partial(proc, stdout, stderr, tmp_path, victim, "warmup", "timed out after 45 s")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_during_warmup_stops_cleanly_and_keeps_the_run(sim_cluster, tmp_path, signum):
-    """SIGTERM is what `ray job stop` sends the driver, SIGINT what Ctrl-C does. Exit 5,
-    manifest `stopped` with its stage, actors and placement group released within 10 s."""
+def test_ctrl_c_during_warmup_stops_cleanly_and_keeps_the_run(sim_cluster, tmp_path):
+    """SIGINT, what Ctrl-C sends. Exit 5, manifest `stopped` with its stage, actors and
+    placement group released. (SIGTERM, what `ray job stop` sends the driver, is tested
+    through `ray job stop` itself in test_job_submit.py.)"""
+    signum = signal.SIGINT
     proc = start_run(sim_cluster, tmp_path, "--num-iters-warmup", "200")
     try:
         wait_for_stage(tmp_path, "warmup")
