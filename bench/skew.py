@@ -4,13 +4,18 @@
 (a JAX profiler server in each model process). The model is loaded once per host; then
 --trials captures each way, alternating:
 
-  synchronised: the driver picks one instant T; every host traces from T and starts its
-                iterations just after (the capture stage's way, schedule.capture_instants_ns)
+  synchronised: the driver measures every host's clock offset (clock_sync: the shortest of
+                8 actor-call round trips), picks one instant T, and every host traces from
+                T on its own clock (T + its offset) and starts its iterations just after
+                (the clocks and capture stages' way)
   naive:        the driver starts each host's capture one after another, as a loop over
                 the seed script would (each host traces from when its call arrives)
 
 Skew of a trial = latest minus earliest trace start, read from each host's xplane
-(`profile_start_time`). Printed: median and max per way, and naive / synchronised.
+(`profile_start_time`). Printed: median and max per way, and naive / synchronised. Also
+the clock offset uncertainty per host (half the shortest round trip): on real hosts with
+their own clocks, what bounds any claim about cross-host alignment. Simulated hosts share
+one clock, so here every offset is within its uncertainty of 0 and the skew is real.
 
 With --tensor-parallel-size larger than --chips-per-host, engines span hosts (vLLM's Ray
 executor on the simulated TPU platform): each host traces its own worker process, and
@@ -28,7 +33,7 @@ import time
 
 import ray
 
-from ray_tpu_profile import cluster, engine, schedule
+from ray_tpu_profile import clock_sync, cluster, engine, schedule
 from ray_tpu_profile.config import Capture, Workload
 from ray_tpu_profile.engines import plan_engines
 from ray_tpu_profile.layout import new_run_id
@@ -42,9 +47,13 @@ def skew_ms(actors: list, session: str) -> float:
     return (max(starts) - min(starts)) / schedule.NS_PER_MS
 
 
-def synchronised(actors: list, session: str, plans: list[int]) -> float:
+def synchronised(actors: list, session: str, plans: list[int], clocks: list) -> float:
+    found = clock_sync.measure_offsets({i: (lambda a=a: a.clock_ns.remote().future()) for i, a in enumerate(actors)})
+    offsets = [found[i] for i in range(len(actors))]
+    clocks += offsets
     at_ns = schedule.capture_instant_ns(time.time_ns())
-    ray.get([a.profile.remote(*schedule.capture_instants_ns(at_ns, 0)) for a in actors])
+    ray.get([a.profile.remote(*(o.to_host_ns(t) for t in schedule.capture_instants_ns(at_ns, 0)))
+             for a, o in zip(actors, offsets)])
     plans += [info["client_call_plans"] for info in ray.get([a.capture_info.remote() for a in actors])]
     return skew_ms(actors, session)
 
@@ -88,8 +97,9 @@ def main() -> None:
             print(f"{len(actors)} hosts loaded and warm in {time.monotonic() - t0:.1f} s")
             results: dict[str, list[float]] = {"synchronised": [], "naive": []}
             plans: list[int] = []
+            clocks: list = []
             for _ in range(args.trials):
-                results["synchronised"].append(synchronised(actors, run_id, plans))
+                results["synchronised"].append(synchronised(actors, run_id, plans, clocks))
                 results["naive"].append(naive(actors, run_id))
             ray.get([a.cleanup.remote() for a in actors])  # the hosts' trace folders
         finally:
@@ -104,6 +114,13 @@ def main() -> None:
     print(f"median naive / synchronised: {ratio:.1f}x  (targets: synchronised median < 1 ms, >= 10x)")
     for way, values in results.items():
         print(f"{way} per trial: {', '.join(f'{v:.3f}' for v in values)}")
+    uncertainty_ms = [o.uncertainty_ns / schedule.NS_PER_MS for o in clocks]
+    round_trips_ms = [rt / schedule.NS_PER_MS for o in clocks for rt in o.round_trips_ns]
+    print(f"clock offset uncertainty per host and trial (half the shortest of {clock_sync.ROUND_TRIPS} round trips): "
+          f"median {statistics.median(uncertainty_ms):.3f} ms, max {max(uncertainty_ms):.3f} ms; "
+          f"actor-call round trip: floor {min(round_trips_ms):.3f} ms, median {statistics.median(round_trips_ms):.3f} ms; "
+          f"offsets within their uncertainty of 0 (one clock): "
+          f"{sum(abs(o.offset_ns) <= o.uncertainty_ns for o in clocks)} of {len(clocks)}")
     print(f"synchronised: client calls planned again after a late wake-up: {sum(p - 1 for p in plans)} "
           f"in {len(plans)} host captures (most for one: {max(plans) - 1})")
 

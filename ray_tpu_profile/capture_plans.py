@@ -9,7 +9,7 @@ import time
 from abc import ABC, abstractmethod
 from typing import Any
 
-from ray_tpu_profile import schedule
+from ray_tpu_profile import clocks, schedule
 from ray_tpu_profile.barrier import Barrier
 from ray_tpu_profile.config import Capture
 from ray_tpu_profile.records import HostRecord, Phase, Stage
@@ -100,7 +100,8 @@ class ServerPlan(CapturePlan):
         # each other's prefill then (2 simulated hosts on 2 cores: a prefill timed at 11 ms
         # apart took 32 ms in the capture).
         at_ns = schedule.capture_instant_ns(time.time_ns())
-        hosts.run(Stage.WINDOW, lambda h: h.traced_iteration(at_ns, covered_ms[h.name]), keep)
+        hosts.run(Stage.WINDOW, lambda h: h.traced_iteration(run.host_instant_ns(shape, h.name, at_ns),
+                                                             covered_ms[h.name]), keep)
 
     def verify_shape(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
         """Each host must have delivered exactly its own xplane, readable by xprof. Its
@@ -126,16 +127,20 @@ class ServerPlan(CapturePlan):
                 hosts.fail(record, Stage.VERIFY, problem)
                 continue
             starts[record.host.name] = xplane.start_ns
+            # The trace is stamped by the host's clock; the plan is on the driver's.
+            offset = shape.clock_offsets.get(record.host.name)
+            start_on_driver_ns = offset.to_driver_ns(xplane.start_ns) if offset else xplane.start_ns
             checked = record.shapes.setdefault(name, {})["capture"] = {
                 "xplane": expected, "start_ns": xplane.start_ns, "stop_ns": xplane.stop_ns,
-                "start_offset_ms": (xplane.start_ns - planned_ns) / schedule.NS_PER_MS, "events": xplane.events,
+                "start_offset_ms": (start_on_driver_ns - planned_ns) / schedule.NS_PER_MS, "events": xplane.events,
             }
             hosts.progress.host_ok(Stage.VERIFY, record.host.name, f"{name}: {xplane.events:,} events, trace began "
                                    f"{checked['start_offset_ms']:+.3f} ms from the plan")
-        shape.checked = {"session": session, "start_skew_ms": schedule.spread_ms(starts)}
+        skew = clocks.skew(starts, shape.clock_offsets)
+        shape.checked = {"session": session, "start_skew_ms": skew.skew_ms,
+                         "start_skew_uncertainty_ms": skew.uncertainty_ms, "start_skew_raw_ms": skew.raw_ms}
         if starts:
-            hosts.progress.note(f"{name}: capture start skew across {len(starts)} host(s): "
-                                f"{shape.checked['start_skew_ms']:.3f} ms")
+            hosts.progress.note(f"{name}: capture start skew across {len(starts)} host(s): {skew.describe()}")
 
 
 def worker_problem(record: HostRecord, traced_pids: set[int]) -> str | None:

@@ -95,7 +95,7 @@ def run_options(command):
                                                        "num_iters")),
         config_option(RunConfig, "profile_result_dir"),
         *(config_option(Capture, name) for name in ("profiler", "port", "server_wait_s", "phase", "delay_ms",
-                                                      "duration_ms")),
+                                                      "duration_ms", "clock_correction", "max_clock_uncertainty_ms")),
         config_option(Placement, "env", callback=_parse_env),
         config_option(Placement, "stage_timeout_s"),
         config_option(Placement, "chips_per_host"),

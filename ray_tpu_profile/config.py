@@ -102,6 +102,16 @@ class Capture:
         help="Which part of each iteration to capture. prefill / decode: the tool places the window from "
              "what it measured during warmup (time window for jax/xla, engine steps for torch) and checks "
              "the trace holds only that phase; --duration-ms then defaults to the whole phase.")
+    clock_correction: bool = flag(
+        True, "--clock-correction/--no-clock-correction",
+        help="Each host waits for the capture instant on its own clock, shifted by that clock's offset from "
+             "the driver's (measured NTP-style before each capture: the shortest of 8 actor-call round trips; "
+             "the offset is known to half that round trip). Off: every host waits until its own clock reads "
+             "the driver's instant, as if the clocks agreed; offsets are still measured and reported.")
+    max_clock_uncertainty_ms: float = flag(
+        1.0, "--max-clock-uncertainty-ms",
+        "Warn about a host whose clock offset is known less precisely than this (or whose kernel says its "
+        "clock is unsynchronised): its alignment with the others cannot be trusted below it.")
     duration_given: bool = True
     """Whether --duration-ms was set by the user; with a phase, unset means the whole phase."""
 
@@ -116,6 +126,8 @@ class Capture:
             raise ConfigError("--profiler-port", self.port, "must be a TCP port (1-65535)")
         if self.server_wait_s <= 0:
             raise ConfigError("--server-wait-s", self.server_wait_s, "must be more than 0")
+        if self.max_clock_uncertainty_ms <= 0:
+            raise ConfigError("--max-clock-uncertainty-ms", self.max_clock_uncertainty_ms, "must be more than 0")
         if self.phase not in PHASES:
             raise ConfigError("--phase", self.phase, f"must be one of {', '.join(PHASES)}")
         if self.phase != "all" and self.delay_ms:

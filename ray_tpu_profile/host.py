@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ray_tpu_profile import host_clock
 from ray_tpu_profile.config import Capture, Workload
 from ray_tpu_profile.host_files import HostFiles
 from ray_tpu_profile.records import EngineRole, Phase
@@ -53,6 +54,19 @@ class HostWorker(HostFiles):
             "output_dir": str(self.output_dir),
             "env": {key: os.environ.get(key) for key in env_keys},
         }
+
+    def clock_ns(self) -> int:
+        """This host's clock, for the driver's offset exchange (clock_sync.py): nothing else
+        happens in the call, so its round trip is as short as an actor call gets."""
+        return host_clock.now_ns()
+
+    def clock_state(self) -> dict[str, Any]:
+        """What the kernel says of this host's clock discipline, and whether the host is
+        simulated (then it shares the machine's one clock with the other simulated hosts)."""
+        from ray_tpu_profile.sim_platform import SIMULATED_TPU_ENV
+
+        ntp = host_clock.ntp_state()
+        return {"ntp": ntp.to_json() if ntp else None, "simulated": os.environ.get(SIMULATED_TPU_ENV) == "1"}
 
     def load(self, engine_argv: list[str], workload: Workload, capture: Capture, session_id: str,
              tiny_model: bool, role: EngineRole | None = None) -> Phase:

@@ -155,6 +155,7 @@ def host_manifest(r: HostRecord) -> dict[str, Any]:
         "engine": r.engine,
         "ranks": list(r.ranks),
         "worker": r.worker,
+        "clock": r.clock,
         "scratch_dir": r.scratch_dir,
         "status": r.status,
         "stage": r.stage,
@@ -176,6 +177,7 @@ def host_manifest(r: HostRecord) -> dict[str, Any]:
                 "phases": {key: done[key].to_json() if done.get(key) else None
                            for key in ("warmup", "traced", "profiled")},
                 "capture": done.get("capture"),
+                "clock": done.get("clock"),
             }
             for shape, done in r.shapes.items()
         },
@@ -209,6 +211,22 @@ def host_captures(host: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         capture = done.get("capture") or {}
         if capture.get("start_ns") is not None and capture.get("stop_ns") is not None:
             yield shape, capture
+
+
+def skew_text_by_shape(manifest: dict[str, Any]) -> dict[str, str]:
+    """Each shape's capture start skew as reports say it: on the driver's clock, with its
+    clock uncertainty and the figure on the hosts' own clocks (clocks.describe_skew)."""
+    from ray_tpu_profile.clocks import describe_skew
+
+    shapes = manifest["capture"].get("shapes") or {manifest["workload"]["shape"]: manifest["capture"]}
+    return {shape: describe_skew(info.get("start_skew_ms"), info.get("start_skew_uncertainty_ms"),
+                                 info.get("start_skew_raw_ms"))
+            for shape, info in shapes.items() if info.get("start_skew_ms") is not None}
+
+
+def clock_warnings(manifest: dict[str, Any]) -> dict[str, str]:
+    """Host name -> why its clock cannot be trusted, for the hosts that have a warning."""
+    return {h["name"]: h["clock"]["warning"] for h in manifest["hosts"] if (h.get("clock") or {}).get("warning")}
 
 
 def skew_by_shape(manifest: dict[str, Any]) -> dict[str, float | None]:

@@ -1,5 +1,5 @@
-"""A run, in order: open -> place -> load -> for each shape: warm up, place the window,
-capture -> gather -> verify -> outcome -> reports -> final run directory.
+"""A run, in order: open -> place -> clocks -> load -> for each shape: warm up, clocks,
+place the window, capture -> gather -> verify -> outcome -> reports -> final run directory.
 
 Every stage runs on all healthy hosts at once and is waited for as a whole (barrier.py);
 a host that fails is marked with its stage and reason and the others carry on; whatever
@@ -37,12 +37,14 @@ def execute(config: RunConfig, argv: list[str], progress: Progress, actor_logs: 
     plan = make_plan(run.capture)
     with stages.open_run(run, progress, actor_logs) as session:
         hosts = stages.place(run, session)
+        stages.measure_clocks(run, hosts)
         stages.load(run, hosts)
         stages.find_workers(run, hosts)
         for workload in config.workloads:
             with stages.shape_stages(run, workload) as shape:
                 stages.switch_shape(run, hosts, shape)
                 stages.warm_up(run, hosts, shape)
+                stages.measure_clocks(run, hosts, shape)       # each host's clock, right before its instants
                 stages.place_window(run, hosts, shape, plan)
                 stages.capture(run, hosts, shape, plan)
         stages.gather(run, hosts)

@@ -18,9 +18,13 @@ SHAPE_COLOURS = ("#4e79a7", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1
 def plot_data(manifest: dict[str, Any]) -> dict[str, Any]:
     """What the figure shows, in plain numbers (tested without drawing)."""
     from ray_tpu_profile.layout import host_captures, host_iterations, host_label
+    from ray_tpu_profile.timeline import clock_shift_ns
 
     hosts = [host_label(h) for h in manifest["hosts"]]
-    iterations = [(row, host_label(h), *it) for row, h in enumerate(manifest["hosts"]) for it in host_iterations(h)]
+    # On the driver's clock, as the timeline: each host's times minus its clock offset.
+    shift_s = [clock_shift_ns(h) / 1e9 for h in manifest["hosts"]]
+    iterations = [(row, host_label(h), shape, kind, i, start_s - shift_s[row], latency_s)
+                  for row, h in enumerate(manifest["hosts"]) for shape, kind, i, start_s, latency_s in host_iterations(h)]
     shapes = list(dict.fromkeys(shape for _, _, shape, *_ in iterations))
     origin_s = min((start_s for *_, start_s, _ in iterations), default=0.0)
     latencies_ms: dict[tuple[str, str, str], list[float]] = {}
@@ -28,7 +32,7 @@ def plot_data(manifest: dict[str, Any]) -> dict[str, Any]:
     for row, name, shape, kind, _, start_s, latency_s in iterations:
         latencies_ms.setdefault((name, shape, kind), []).append(1000 * latency_s)
         bars.append({"row": row, "kind": kind, "shape": shape, "start_s": start_s - origin_s, "duration_s": latency_s})
-    windows = [{"row": row, "shape": shape, "start_s": capture["start_ns"] / 1e9 - origin_s,
+    windows = [{"row": row, "shape": shape, "start_s": capture["start_ns"] / 1e9 - shift_s[row] - origin_s,
                 "duration_s": (capture["stop_ns"] - capture["start_ns"]) / 1e9,
                 "start_offset_ms": capture.get("start_offset_ms")}
                for row, h in enumerate(manifest["hosts"]) for shape, capture in host_captures(h)]
@@ -106,7 +110,7 @@ def _timeline_panel(ax, data: dict[str, Any], colour: dict[str, str]) -> None:
                        facecolors="none", edgecolors=CAPTURE_COLOUR, linewidth=1.5)
     ax.set_yticks(range(len(data["hosts"])), data["hosts"], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(f"seconds since the first iteration (wall clock; origin {data['origin_s']:.3f} s epoch)")
+    ax.set_xlabel(f"seconds since the first iteration (the driver's wall clock; origin {data['origin_s']:.3f} s epoch)")
     ax.set_title("iterations on every host (grey: warmup, colour: profiled)"
                  + (", capture window from each host's trace (orange outline)" if data["windows"] else
                     "; no trace start/stop recorded for this profiler (torch: its steps are the profiled iterations)"),
@@ -118,7 +122,7 @@ def _offsets_panel(ax, data: dict[str, Any], offsets: list[dict[str, Any]], colo
                    manifest: dict[str, Any]) -> None:
     """Capture start offsets from the planned instant: the skew, at a readable scale; one
     bar per shape of a sweep, side by side in each host's row."""
-    from ray_tpu_profile.layout import skew_by_shape
+    from ray_tpu_profile.layout import skew_text_by_shape
 
     hosts = data["hosts"]
     offset_shapes = list(dict.fromkeys(w["shape"] for w in offsets))
@@ -131,9 +135,9 @@ def _offsets_panel(ax, data: dict[str, Any], offsets: list[dict[str, Any]], colo
                     textcoords="offset points", va="center", fontsize=7 if len(offset_shapes) > 1 else 8)
     ax.set_yticks(range(len(hosts)), hosts, fontsize=8)
     ax.set_ylim(len(hosts) - 0.5, -0.5)
-    skews = {s: v for s, v in skew_by_shape(manifest).items() if s in offset_shapes and v is not None}
-    skew_text = ", ".join(f"{s + ' ' if len(skews) > 1 else ''}{v:.3f} ms" for s, v in skews.items())
-    ax.set_title("capture start after the planned instant (from each host's trace)"
+    skews = {s: text for s, text in skew_text_by_shape(manifest).items() if s in offset_shapes}
+    skew_text = ", ".join(f"{s + ' ' if len(skews) > 1 else ''}{text}" for s, text in skews.items())
+    ax.set_title("capture start after the planned instant (each host's trace, on the driver's clock)"
                  + (f"; skew {skew_text}" if skew_text else ""), fontsize=9)
     ax.set_xlabel("ms")
     ax.margins(x=0.25)

@@ -25,6 +25,8 @@ class Stage(StrEnum):
 
     VALIDATE = "validate"
     PLACE = "place"
+    CLOCKS = "clocks"
+    """Measuring each host's clock offset from the driver's (at place, and before each capture)."""
     LOAD = "load"
     WORKERS = "workers"
     """An engine across hosts: finding each host's worker process and its profiler server."""
@@ -100,6 +102,9 @@ class HostRecord:
     worker: dict[str, Any] | None = None
     """The engine worker process traced on this host: rank, pid, node_id (and port for a
     profiler server). For an engine within one host, the actor's own process."""
+    clock: dict[str, Any] | None = None
+    """This host's clock against the driver's, as last measured (stages.measure_clocks):
+    offset_ms, uncertainty_ms, round trips, NTP state, any warning, and every measurement."""
 
     # The manifest's top-level host fields describe the first shape (the only one outside a sweep).
     @property

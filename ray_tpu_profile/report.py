@@ -50,9 +50,14 @@ def print_summary(manifest: dict[str, Any], run_dir: Path, console: Console | No
     # Not a terminal (a Ray job log, a pipe): rich would assume 80 columns and wrap names.
     console = console or Console(highlight=False, soft_wrap=True, width=None if _is_tty() else 160)
     console.print(summary_table(manifest))
-    skew = manifest["capture"].get("start_skew_ms")
-    if skew is not None:
-        console.print(f"capture start skew across hosts: {skew:.3f} ms (from the xplanes)")
+    from ray_tpu_profile.layout import clock_warnings, skew_text_by_shape
+
+    skews = skew_text_by_shape(manifest)
+    for shape, text in skews.items():
+        console.print(f"capture start skew across hosts{' of ' + shape if len(skews) > 1 else ''}: {text} "
+                      "(from the xplanes)")
+    for name, warning in clock_warnings(manifest).items():
+        console.print(f"warning: {name}: {warning}")
     slowest = slowest_host(manifest)
     if slowest and len(manifest["hosts"]) > 1:
         name, mean, median = slowest
@@ -153,7 +158,12 @@ def build_report(run_dir: Path, top: int = 10, hosts: dict[str, dict[str, Any]] 
         "shape": manifest["workload"]["shape"],
         "profiler": manifest["capture"].get("profiler"),
         "capture_start_skew_ms": manifest["capture"].get("start_skew_ms"),
+        "capture_start_skew_uncertainty_ms": manifest["capture"].get("start_skew_uncertainty_ms"),
+        "capture_start_skew_raw_ms": manifest["capture"].get("start_skew_raw_ms"),
         "capture_start_skew_ms_by_shape": layout.skew_by_shape(manifest),
+        "capture_start_skew_by_shape": layout.skew_text_by_shape(manifest),
+        "clocks": {h["name"]: {k: h["clock"][k] for k in ("offset_ms", "uncertainty_ms", "warning")}
+                   for h in manifest["hosts"] if h.get("clock")},
         "slowest_host": None if slowest is None else {
             "name": slowest[0], "profiled_mean_s": slowest[1], "median_host_profiled_mean_s": slowest[2],
             "slower_than_median": slowest[1] / slowest[2] - 1 if slowest[2] else None,
@@ -194,11 +204,12 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
                     per_shape.add_row(shape, h["name"], fmt(p, "mean"), fmt(p, "p50"), fmt(p, "p90"), fmt(p, "max"),
                                       fmt(p, "std"), fmt(w, "mean"))
         console.print(per_shape)
-    by_shape = {s: v for s, v in (report.get("capture_start_skew_ms_by_shape") or {}).items() if v is not None}
-    if len(by_shape) > 1:
-        console.print("capture start skew: " + ", ".join(f"{s} {v:.3f} ms" for s, v in by_shape.items()))
-    elif report["capture_start_skew_ms"] is not None:
-        console.print(f"capture start skew: {report['capture_start_skew_ms']:.3f} ms")
+    by_shape = report.get("capture_start_skew_by_shape") or {}
+    for shape, text in by_shape.items():
+        console.print(f"capture start skew{' ' + shape if len(by_shape) > 1 else ''}: {text}")
+    for name, clock in (report.get("clocks") or {}).items():
+        if clock["warning"]:
+            console.print(f"warning: {name}: {clock['warning']}")
     s = report["slowest_host"]
     if s and s["slower_than_median"] is not None and len(report["hosts"]) > 1:
         console.print(f"slowest host: {s['name']}, {100 * s['slower_than_median']:+.1f}% vs the median host")

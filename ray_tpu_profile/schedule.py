@@ -2,9 +2,9 @@
 
 The driver picks one instant T a short lead ahead of now, once every host is warm;
 each host starts its iterations at T and its trace at T + delay_ms (with no delay, the
-trace opens LEAD_IN_MS before the iterations instead). Hosts compare against their own
-wall clock, so alignment is as good as the hosts' clock sync (NTP/PTP on TPU VMs; one
-clock for simulated hosts) plus the wake-up jitter.
+trace opens LEAD_IN_MS before the iterations instead). T is on the driver's clock; each
+host is given it on its own (T plus its measured offset, clocks.py), so alignment is as
+good as that measurement (+- half the shortest actor-call round trip) plus the wake-up jitter.
 """
 
 from __future__ import annotations

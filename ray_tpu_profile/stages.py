@@ -114,6 +114,45 @@ def place(run: RunState, session: Session) -> Barrier:
     return hosts
 
 
+def measure_clocks(run: RunState, hosts: Barrier, shape: ShapeRun | None = None) -> None:
+    """Every healthy host's clock offset from the driver's (clock_sync.py) and its NTP
+    state, kept on its record; with a shape, its window and capture are scheduled with
+    these offsets. A host whose clock cannot be trusted is warned about, in the progress
+    and in the manifest, not failed: its traces are good, their alignment is what is in doubt."""
+    from ray_tpu_profile import clock_sync
+    from ray_tpu_profile.clocks import NtpState, untrusted_reason
+
+    states = hosts.run(Stage.CLOCKS, lambda h: h.clock_state(), lambda r, state: "kernel clock " + (
+        "(simulated host: the machine's clock, shared)" if state["simulated"] else
+        "n/a" if state["ntp"] is None else "synchronised" if state["ntp"]["synchronised"] else "NOT synchronised"))
+    healthy = hosts.healthy()
+    found = clock_sync.measure_offsets({r.host.name: hosts.handles[r.host.name].clock_ns for r in healthy})
+    hosts.check_stop()
+    when = f"before the capture of {shape.workload.shape}" if shape else "at place"
+    for record in healthy:
+        offset = found[record.host.name]
+        if isinstance(offset, BaseException):
+            hosts.fail(record, Stage.CLOCKS, f"clock exchange failed: {describe_error(offset)}")
+            continue
+        state = states[record.host.name]
+        # Simulated hosts share one clock: the machine's NTP state says nothing about them.
+        ntp = NtpState(**state["ntp"]) if state["ntp"] and not state["simulated"] else None
+        warning = untrusted_reason(offset, ntp, run.capture.max_clock_uncertainty_ms)
+        measured = {"measured": when, "offset_ms": offset.offset_ns / schedule.NS_PER_MS,
+                    "uncertainty_ms": offset.uncertainty_ns / schedule.NS_PER_MS}
+        earlier = record.clock["measurements"] if record.clock else []
+        record.clock = {**offset.to_json(), "measured": when, "ntp": state["ntp"], "simulated": state["simulated"],
+                        "warning": warning, "measurements": [*earlier, measured]}
+        if shape is not None:
+            shape.clock_offsets[record.host.name] = offset
+            record.shapes.setdefault(shape.workload.shape, {})["clock"] = measured
+        hosts.progress.host_ok(Stage.CLOCKS, record.host.name, f"clock offset {measured['offset_ms']:+.3f} ms "
+                               f"+-{measured['uncertainty_ms']:.3f} ms")
+        if warning:
+            hosts.progress.note(f"warning: {record.host.name}: {warning}; its alignment with the other hosts is "
+                                "only as good as that")
+
+
 def load(run: RunState, hosts: Barrier) -> None:
     def keep(record: HostRecord, phase: Phase) -> str:
         record.load = phase
@@ -202,14 +241,17 @@ def place_window(run: RunState, hosts: Barrier, shape: ShapeRun, plan: CapturePl
 
 
 def capture(run: RunState, hosts: Barrier, shape: ShapeRun, plan: CapturePlan) -> None:
-    """One instant for every host, picked once all are warm (the barrier before)."""
+    """One instant for every host, picked once all are warm (the barrier before) on the
+    driver's clock; each host is given it on its own (measure_clocks)."""
     window = shape.window
     delay_ms = window.delay_ms if isinstance(window, schedule.TimeWindow) else run.capture.delay_ms
     at_ns = schedule.capture_instant_ns(time.time_ns())
     iterations_ns, trace_ns = schedule.capture_instants_ns(at_ns, delay_ms, lead_in=window is None)
     shape.planned = dict(instant_ns=at_ns, iterations_start_ns=iterations_ns, trace_start_ns=trace_ns,
                          delay_ms=delay_ms, phase=run.capture.phase, duration_ms=run.capture.duration_ms)
-    hosts.run(Stage.CAPTURE, lambda h: h.profile(iterations_ns, trace_ns, window), _keep(shape, "profiled"))
+    on_host = lambda name, ns: run.host_instant_ns(shape, name, ns)  # noqa: E731 - each host's clock
+    hosts.run(Stage.CAPTURE, lambda h: h.profile(on_host(h.name, iterations_ns), on_host(h.name, trace_ns), window),
+              _keep(shape, "profiled"))
     name_dead_workers(run, hosts, Stage.CAPTURE)
     plan.after_capture(run, hosts, shape)
     if hosts.healthy():

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ray_tpu_profile import layout
+from ray_tpu_profile.clocks import ClockOffset
 from ray_tpu_profile.config import Capture, RunConfig, Workload
 from ray_tpu_profile.engines import EnginePlan
 from ray_tpu_profile.records import EngineRole, HostRecord, Stage
@@ -25,7 +26,7 @@ def engine_across_hosts_env(engine: EnginePlan, bundle_per_chip: bool) -> dict[s
     return {"TPU_MULTIHOST_BACKEND": "ray"}
 
 
-SHAPE_STAGES = (Stage.SHAPE, Stage.WARMUP, Stage.WINDOW, Stage.CAPTURE)
+SHAPE_STAGES = (Stage.SHAPE, Stage.WARMUP, Stage.CLOCKS, Stage.WINDOW, Stage.CAPTURE)
 """Stages run once per shape of a sweep: timed per shape as well as in total."""
 
 
@@ -81,7 +82,10 @@ class ShapeRun:
     backend: dict[str, Any] = field(default_factory=dict)
     """What the first healthy host's capture backend says about the capture."""
     checked: dict[str, Any] = field(default_factory=dict)
-    """What verification found across hosts: session, start_skew_ms."""
+    """What verification found across hosts: session, start_skew_ms (on the driver's
+    clock), start_skew_uncertainty_ms, start_skew_raw_ms (on the hosts' own clocks)."""
+    clock_offsets: dict[str, ClockOffset] = field(default_factory=dict)
+    """Each host's clock offset, measured right before this shape's window and capture."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"tag": self.tag, **({"loads": self.loads} if self.loads is not None else {}),
@@ -153,6 +157,14 @@ class RunState:
 
     def healthy(self) -> list[HostRecord]:
         return [r for r in self.records if r.healthy]
+
+    def host_instant_ns(self, shape: ShapeRun, host_name: str, driver_ns: int) -> int:
+        """An instant the driver picked, as host_name's clock will read it (its offset
+        measured for this shape), or as is with --no-clock-correction."""
+        offset = shape.clock_offsets.get(host_name)
+        if offset is None or not self.capture.clock_correction:
+            return driver_ns
+        return offset.to_host_ns(driver_ns)
 
     @property
     def engines_span_hosts(self) -> bool:

@@ -2,9 +2,12 @@
 its own process, all on one wall-clock axis. XProf's trace viewer shows one host at a
 time; this shows them side by side.
 
-Timestamps: each host's events are placed at their wall-clock time (epoch ns, as the
-host's profiler recorded it), and `ts` is microseconds since the earliest of them. So two
-hosts' capture starts in the timeline differ by exactly the skew the manifest reports.
+Timestamps: each host's events are placed on the driver's clock: their wall-clock time
+(epoch ns, as the host's profiler recorded it on the host's clock) minus that host's
+measured clock offset (manifest hosts[].clock.offset_ms, the last measured), and `ts` is
+microseconds since the earliest of them. So two hosts' capture starts in the timeline
+differ by exactly the skew the manifest reports; the shift applied to each host is in
+`otherData.clock_shift_ms`.
 
 Size: a 3 s capture with the python tracer is ~1M events per host, more than a browser
 trace viewer can open for several hosts. The rule: per host, keep the `max_events_per_host`
@@ -77,13 +80,22 @@ def tool_events(host: dict[str, Any]) -> list[Event]:
     return events
 
 
+def clock_shift_ns(host: dict[str, Any]) -> int:
+    """What puts a host's events on the driver's clock: its last measured clock offset
+    (0 where none was measured, e.g. a run from before clocks were measured)."""
+    clock = host.get("clock") or {}
+    return round(clock["offset_ms"] * 1e6) if clock.get("offset_ms") is not None else 0
+
+
 def build_timeline(manifest: dict[str, Any], host_events: dict[str, tuple[list[Event], Kept]],
                    max_events_per_host: int) -> dict[str, Any]:
     """The Chrome trace (JSON object form) from each host's own events and kept trace events."""
     from ray_tpu_profile.layout import host_label, skew_by_shape
 
     names = [h["name"] for h in manifest["hosts"] if h["name"] in host_events]
-    starts = [e.start_ns for name in names for group in (host_events[name][0], host_events[name][1].events) for e in group]
+    shift_ns = {name: clock_shift_ns(next(h for h in manifest["hosts"] if h["name"] == name)) for name in names}
+    starts = [e.start_ns - shift_ns[name] for name in names
+              for group in (host_events[name][0], host_events[name][1].events) for e in group]
     origin_ns = min(starts, default=0)
     trace: list[dict[str, Any]] = []
     for pid, name in enumerate(names, start=1):
@@ -95,7 +107,7 @@ def build_timeline(manifest: dict[str, Any], host_events: dict[str, tuple[list[E
         for event in [*own, *kept.events]:
             tid = tids.setdefault(event.track, len(tids))
             trace.append({"ph": "X", "name": event.name, "pid": pid, "tid": tid,
-                          "ts": (event.start_ns - origin_ns) / 1000, "dur": event.duration_ns / 1000})
+                          "ts": (event.start_ns - shift_ns[name] - origin_ns) / 1000, "dur": event.duration_ns / 1000})
         for track, tid in tids.items():
             trace.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": track}})
             trace.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid, "args": {"sort_index": tid}})
@@ -107,7 +119,9 @@ def build_timeline(manifest: dict[str, Any], host_events: dict[str, tuple[list[E
             "run_id": manifest["run_id"],
             "hosts": names,
             "origin_ns": origin_ns,
-            "clock": "each host's wall clock; ts = microseconds since origin_ns (epoch ns)",
+            "clock": "the driver's wall clock: each host's events minus its measured clock offset "
+                     "(clock_shift_ms); ts = microseconds since origin_ns (epoch ns)",
+            "clock_shift_ms": {name: shift / 1e6 for name, shift in shift_ns.items()},
             "capture_start_skew_ms_by_shape": skew_by_shape(manifest),
             "downsampling": {
                 "rule": f"per host, the {max_events_per_host} longest trace events are kept (ties: the earlier one), "

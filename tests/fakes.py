@@ -5,6 +5,7 @@ real vLLM and real profilers."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -16,6 +17,12 @@ from ray_tpu_profile.state import RunState
 HANG = "hang"
 """A behaviour: the call never returns (until the host is killed, when it fails as a
 killed actor's call does)."""
+
+
+DEFAULT_BEHAVIOURS: dict[str, Callable[..., Any]] = {
+    "clock_ns": lambda: time.time_ns(),  # one clock, as simulated hosts have
+    "clock_state": lambda: {"ntp": None, "simulated": True},
+}
 
 
 class FakeHost:
@@ -34,7 +41,7 @@ class FakeHost:
     def __getattr__(self, method: str) -> Callable[..., Future]:
         if method.startswith("_") or method in ("pool", "behaviours", "killed", "calls", "name"):
             raise AttributeError(method)
-        behaviour = self.behaviours.get(method, lambda *args: "ok")
+        behaviour = self.behaviours.get(method, DEFAULT_BEHAVIOURS.get(method, lambda *args: "ok"))
 
         def call(*args: Any) -> Future:
             self.calls.append((method, args))

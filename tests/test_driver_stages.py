@@ -144,7 +144,8 @@ def test_server_verification_fails_a_host_that_delivered_no_xplane(tmp_path, poo
     stages.verify(run, hosts, ServerPlan(run.capture))
     expected = f"the capture wrote no plugins/profile/{run.run_id}/h0.xplane.pb"
     assert run.records[0].error == expected and run.records[0].stage == Stage.VERIFY
-    assert run.shapes["4x8x8"].checked == {"session": run.run_id, "start_skew_ms": None}
+    assert run.shapes["4x8x8"].checked == {"session": run.run_id, "start_skew_ms": None,
+                                           "start_skew_uncertainty_ms": None, "start_skew_raw_ms": None}
 
 
 def test_the_end_of_a_local_run_renames_it_into_place_with_its_final_manifest(tmp_path):
@@ -247,3 +248,47 @@ def test_a_host_that_fails_fails_its_engine_and_no_other(tmp_path, pool):
     assert h0.error == "its engine failed: h1 failed at warmup: RuntimeError: Worker proc died (rank 1)"
     assert owner_waits.killed.is_set()  # not waited for until --timeout-s
     assert h2.healthy and h3.healthy
+
+
+def shifted_clock(shift_ns: int):
+    import time
+
+    return lambda: time.time_ns() + shift_ns
+
+
+@pytest.mark.parametrize("correction", [True, False])
+def test_clocks_are_measured_before_the_capture_and_each_host_waits_on_its_own(tmp_path, pool, correction):
+    """h1's clock reads 40 ms ahead: with correction it is given the driver's instants plus
+    its measured offset; without, the driver's instants as they are. A host whose clock
+    exchange fails is failed at the clocks stage; an unsynchronised kernel clock is a warning."""
+    run = run_state(tmp_path, names=("h0", "h1", "h2"), profiler="jax", clock_correction=correction)
+    unsynchronised = {"ntp": {"synchronised": False, "estimated_error_ms": 16000.0, "maximum_error_ms": 16000.0},
+                      "simulated": False}
+    fakes = {"h0": FakeHost(pool, profile=lambda it_ns, trace_ns, window: iterations(2.0, 0.01, 0.1, 1)),
+             "h1": FakeHost(pool, clock_ns=shifted_clock(40_000_000), clock_state=lambda: unsynchronised,
+                            profile=lambda it_ns, trace_ns, window: iterations(2.0, 0.01, 0.1, 1)),
+             "h2": FakeHost(pool, clock_ns=lambda: "not a clock")}
+    hosts = barrier_over(run, fakes)
+    stages.measure_clocks(run, hosts)
+    with stages.shape_stages(run, run.config.workload) as shape:
+        stages.measure_clocks(run, hosts, shape)
+        stages.capture(run, hosts, shape, make_plan(run.capture))
+    h0, h1, h2 = run.records
+    assert h2.stage == Stage.CLOCKS and h2.error.startswith("clock exchange failed: ValueError")
+    assert abs(h0.clock["offset_ms"]) <= h0.clock["uncertainty_ms"] and h0.clock["warning"] is None
+    assert abs(h1.clock["offset_ms"] - 40) <= h1.clock["uncertainty_ms"]
+    assert h1.clock["warning"] == "its kernel says the clock is not synchronised (NTP)"
+    assert [m["measured"] for m in h1.clock["measurements"]] == ["at place", "before the capture of 4x8x8"]
+    assert h1.shapes["4x8x8"]["clock"] == h1.clock["measurements"][-1]
+    planned = run.shapes["4x8x8"].planned
+    (given_h0,) = [args for m, args in fakes["h0"].calls if m == "profile"]
+    (given_h1,) = [args for m, args in fakes["h1"].calls if m == "profile"]
+    assert given_h0[:2] == (run.host_instant_ns(shape, "h0", planned["iterations_start_ns"]),
+                            run.host_instant_ns(shape, "h0", planned["trace_start_ns"]))
+    shift_ns = given_h1[1] - planned["trace_start_ns"]
+    if correction:
+        assert shift_ns == shape.clock_offsets["h1"].offset_ns and abs(shift_ns - 40_000_000) < 5_000_000
+    else:
+        assert given_h1[:2] == (planned["iterations_start_ns"], planned["trace_start_ns"])
+    assert "clocks" in run.timings.by_shape_s["4x8x8"]
+    assert any(line[0] == "note" and line[1].startswith("warning: h1: its kernel says") for line in hosts.progress.lines)

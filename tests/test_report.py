@@ -5,7 +5,8 @@ from ray_tpu_profile.report import print_summary, slowest_host
 
 def manifest(profiled):
     return {
-        "run_id": "r", "status": "ok", "error": None, "capture": {"start_skew_ms": 0.25},
+        "run_id": "r", "status": "ok", "error": None, "workload": {"shape": "1x8x8"},
+        "capture": {"start_skew_ms": 0.25, "start_skew_uncertainty_ms": 0.3, "start_skew_raw_ms": 0.19},
         "hosts": [
             {"name": n, "status": "ok", "stage": "gather", "error": None, "files": [],
              "latency_s": {"load": 1.0, "warmup": [0.1], "profiled": p}}
@@ -23,9 +24,14 @@ def test_summary_names_skew_and_slowest_host(tmp_path):
     from rich.console import Console
 
     console = Console(record=True, width=200)
-    print_summary(manifest({"a": [1.0], "b": [2.0]}), tmp_path, console)
+    run = manifest({"a": [1.0], "b": [2.0]})
+    run["hosts"][1]["clock"] = {"offset_ms": 4.0, "uncertainty_ms": 1.5, "warning": "its clock offset is only known "
+                                "to +-1.500 ms (over --max-clock-uncertainty-ms 1)"}
+    print_summary(run, tmp_path, console)
     text = console.export_text()
-    assert "capture start skew across hosts: 0.250 ms" in text
+    assert ("capture start skew across hosts: 0.250 ms (+-0.300 ms clock uncertainty; 0.190 ms on the hosts' own "
+            "clocks) (from the xplanes)") in text
+    assert "warning: b: its clock offset is only known to +-1.500 ms (over --max-clock-uncertainty-ms 1)" in text
     assert "slowest host: b, profiled mean 2.000 s, +33.3% vs the median host" in text
     assert f"run directory: {tmp_path}" in text
 

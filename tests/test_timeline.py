@@ -65,6 +65,24 @@ def test_timeline_one_process_per_host_aligned_on_wall_clock():
     assert "longest" in meta["downsampling"]["rule"] and meta["downsampling"]["hosts"]["a"]["kept"] == 1
 
 
+def test_timeline_puts_each_host_on_the_drivers_clock():
+    """Host b's clock reads 20 ms ahead of the driver's: its events move back by its
+    measured offset, and the shift is stated."""
+    t0 = 1_800_000_000_000_000_000
+    a, b = _host("a", t0), _host("b", t0 + 20_000_000 + 300_000)
+    a["clock"], b["clock"] = {"offset_ms": 0.0}, {"offset_ms": 20.0}
+    manifest = {"run_id": "r", "capture": {"start_skew_ms": 0.3}, "workload": {"shape": "1x8x8"}, "hosts": [a, b]}
+    events = {"a": (tool_events(a), keep_longest([("cpu", "step", t0 + 1000, 500)], 10)),
+              "b": (tool_events(b), keep_longest([("cpu", "step", t0 + 20_301_000, 500)], 10))}
+    trace = build_timeline(manifest, events, 10)
+    names = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "process_name"}
+    capture = {names[e["pid"]]: e["ts"] for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "capture 1x8x8"}
+    steps = {names[e["pid"]]: e["ts"] for e in trace["traceEvents"] if e["name"] == "step"}
+    assert capture == {"a": 0.0, "b": 300.0} and steps == {"a": 1.0, "b": 301.0}  # the skew, not the clocks' 20 ms
+    assert trace["otherData"]["clock_shift_ms"] == {"a": 0.0, "b": 20.0}
+    assert "driver's wall clock" in trace["otherData"]["clock"]
+
+
 def test_tool_events_are_the_iterations_per_shape():
     phase = {"iteration_starts_s": [10.0, 10.5], "latencies_s": [0.25, 0.5]}
     host = _host("a", 10_000_000_000)

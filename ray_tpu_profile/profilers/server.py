@@ -12,6 +12,7 @@ from abc import abstractmethod
 from pathlib import Path
 from typing import Any, Callable
 
+from ray_tpu_profile.host_clock import now_ns
 from ray_tpu_profile.profilers.base import CaptureBackend
 from ray_tpu_profile.schedule import NS_PER_MS, TimeWindow, plan_again, split_trace_delay
 
@@ -67,9 +68,9 @@ def trace_with_xprof(service_addr: str, logdir: str, duration_ms: int, delay_ms:
 
 
 def wait_until_ns(instant_ns: int) -> None:
-    """Block until the wall clock reaches instant_ns: the scheduled start every host
-    agreed on, not a guessed delay."""
-    remaining_s = (instant_ns - time.time_ns()) / 1e9
+    """Block until this host's clock reaches instant_ns: the scheduled start the driver
+    gave it (its instant in this host's clock), not a guessed delay."""
+    remaining_s = (instant_ns - now_ns()) / 1e9
     if remaining_s > 0:
         threading.Event().wait(remaining_s)
 
@@ -186,7 +187,7 @@ class ServerBackend(CaptureBackend):
         if window is not None:
             self.delay_ms, self.duration_ms = window.delay_ms, window.duration_ms
         if trace_start_ns is None:  # not scheduled by the driver: from now
-            trace_start_ns = time.time_ns() + self.delay_ms * NS_PER_MS
+            trace_start_ns = now_ns() + self.delay_ms * NS_PER_MS
         self.logdir = self.trace_dir / XPLANE_DIR
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._error = None
@@ -206,9 +207,9 @@ class ServerBackend(CaptureBackend):
         plans = 0
         while True:
             plans += 1
-            call_at_ns, client_delay_ms = split_trace_delay(trace_start_ns, time.time_ns())
+            call_at_ns, client_delay_ms = split_trace_delay(trace_start_ns, now_ns())
             wait_until_ns(call_at_ns)
-            called_ns = time.time_ns()
+            called_ns = now_ns()
             if not plan_again(trace_start_ns, call_at_ns, called_ns):
                 break
         self.trace_called_at_ns, self.client_delay_ms, self.client_call_plans = called_ns, client_delay_ms, plans
