@@ -4,8 +4,8 @@
 (a JAX profiler server in each model process). The model is loaded once per host; then
 --trials captures each way, alternating:
 
-  synchronised: the driver measures every host's clock offset (clock_sync: the shortest of
-                8 actor-call round trips), picks one instant T, and every host traces from
+  synchronised: the driver measures every host's clock offset (clock_sync: 8 actor-call
+                round trips per host), picks one instant T, and every host traces from
                 T on its own clock (T + its offset) and starts its iterations just after
                 (the clocks and capture stages' way)
   naive:        the driver starts each host's capture one after another, as a loop over
@@ -13,7 +13,7 @@
 
 Skew of a trial = latest minus earliest trace start, read from each host's xplane
 (`profile_start_time`). Printed: median and max per way, and naive / synchronised. Also
-the clock offset uncertainty per host (half the shortest round trip): on real hosts with
+the clock offset uncertainty per host (at most half the shortest round trip): on real hosts with
 their own clocks, what bounds any claim about cross-host alignment. Simulated hosts share
 one clock, so here every offset is within its uncertainty of 0 and the skew is real.
 
@@ -116,7 +116,7 @@ def main() -> None:
         print(f"{way} per trial: {', '.join(f'{v:.3f}' for v in values)}")
     uncertainty_ms = [o.uncertainty_ns / schedule.NS_PER_MS for o in clocks]
     round_trips_ms = [rt / schedule.NS_PER_MS for o in clocks for rt in o.round_trips_ns]
-    print(f"clock offset uncertainty per host and trial (half the shortest of {clock_sync.ROUND_TRIPS} round trips): "
+    print(f"clock offset uncertainty per host and trial (from {clock_sync.ROUND_TRIPS} round trips): "
           f"median {statistics.median(uncertainty_ms):.3f} ms, max {max(uncertainty_ms):.3f} ms; "
           f"actor-call round trip: floor {min(round_trips_ms):.3f} ms, median {statistics.median(round_trips_ms):.3f} ms; "
           f"offsets within their uncertainty of 0 (one clock): "

@@ -5,9 +5,13 @@ clock in host_clock.py).
 The driver notes its clock before a call (sent), the host answers its own clock (host),
 the driver notes its clock when the answer is back (received). Whatever the delays, the
 host read its clock somewhere between sent and received, so with the host's offset o
-(host clock = driver clock + o): sent <= host - o <= received. The midpoint estimate
-o = host - (sent + received) / 2 is off by at most half the round trip, and the shortest
-round trip bounds it most tightly (the others waited in a queue somewhere).
+(host clock = driver clock + o): host - received <= o <= host - sent. Every sample bounds
+o so; together they bound it to the intersection of their intervals, which is never wider
+than the shortest round trip's (NTP's midpoint of that one sample) and is narrower when
+the host read its clock early in one call and late in another. The estimate is the
+intersection's midpoint, known to +- half its width. Clocks that moved apart during the
+exchange (a step, or drift over the few ms it takes) can leave no intersection: then the
+shortest round trip alone is used.
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ class ClockOffset:
 
     Attributes:
         offset_ns: the estimate; the host's clock reads driver time + offset_ns.
-        uncertainty_ns: the true offset lies within offset_ns +- this (half the round trip used).
-        round_trip_ns: the round trip of the sample used (the shortest).
+        uncertainty_ns: the true offset lies within offset_ns +- this (half the width of what
+            every sample allows; at most half the shortest round trip).
+        round_trip_ns: the shortest round trip.
         round_trips_ns: every sample's round trip, in the order taken.
     """
 
@@ -70,18 +75,23 @@ class ClockOffset:
 
 
 def estimate_offset(samples: Iterable[ClockSample], min_samples: int = MIN_SAMPLES) -> ClockOffset:
-    """The offset from the sample with the shortest round trip. A sample whose answer came
-    back before it was sent (the driver's clock stepped back meanwhile) says nothing and is
+    """The offset bounded by every sample (see above). A sample whose answer came back
+    before it was sent (the driver's clock stepped back meanwhile) says nothing and is
     dropped. Raises ClockError with fewer than min_samples usable ones."""
     samples = list(samples)
     usable = [s for s in samples if s.round_trip_ns >= 0]
     if len(usable) < min_samples:
         raise ClockError(f"{len(usable)} usable clock round trip(s) of {len(samples)}, need {min_samples}")
-    best = min(usable, key=lambda s: s.round_trip_ns)
+    low_ns = max(s.host_ns - s.received_ns for s in usable)
+    high_ns = min(s.host_ns - s.sent_ns for s in usable)
+    if low_ns > high_ns:  # no offset fits every sample: the clocks moved apart meanwhile
+        best = min(usable, key=lambda s: s.round_trip_ns)
+        low_ns, high_ns = best.host_ns - best.received_ns, best.host_ns - best.sent_ns
+    width_ns = high_ns - low_ns
     # Midpoint without losing the odd nanosecond; the bound rounds up so it always covers.
-    offset_ns = best.host_ns - (best.sent_ns + best.round_trip_ns // 2)
-    return ClockOffset(offset_ns=offset_ns, uncertainty_ns=best.round_trip_ns - best.round_trip_ns // 2,
-                       round_trip_ns=best.round_trip_ns, round_trips_ns=tuple(s.round_trip_ns for s in samples))
+    return ClockOffset(offset_ns=low_ns + width_ns // 2, uncertainty_ns=width_ns - width_ns // 2,
+                       round_trip_ns=min(s.round_trip_ns for s in usable),
+                       round_trips_ns=tuple(s.round_trip_ns for s in samples))
 
 
 @dataclass(frozen=True)

@@ -105,8 +105,8 @@ class Capture:
     clock_correction: bool = flag(
         True, "--clock-correction/--no-clock-correction",
         help="Each host waits for the capture instant on its own clock, shifted by that clock's offset from "
-             "the driver's (measured NTP-style before each capture: the shortest of 8 actor-call round trips; "
-             "the offset is known to half that round trip). Off: every host waits until its own clock reads "
+             "the driver's (measured NTP-style before each capture from 8 actor-call round trips; known to at "
+             "most half the shortest). Off: every host waits until its own clock reads "
              "the driver's instant, as if the clocks agreed; offsets are still measured and reported.")
     max_clock_uncertainty_ms: float = flag(
         1.0, "--max-clock-uncertainty-ms",

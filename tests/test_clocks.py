@@ -45,6 +45,24 @@ def test_the_shortest_round_trip_is_used_and_outliers_do_not_count():
     assert est.round_trips_ns == (42 * MS, 450_000, 31 * MS, 1_200_000)
 
 
+def test_samples_together_bound_the_offset_tighter_than_the_shortest_round_trip():
+    """The host read its clock early in one call and late in another: each call alone
+    allows +-0.5 ms, the two together +-0.1 ms around the truth."""
+    true = 5 * MS
+    samples = [exchange(T0, 100_000, 900_000, true), exchange(T0 + MS, 900_000, 100_000, true),
+               exchange(T0 + 2 * MS, 500_000, 500_000, true)]
+    est = estimate_offset(samples)
+    assert est.offset_ns == true and est.uncertainty_ns == 100_000 and est.round_trip_ns == MS
+
+
+def test_clocks_that_moved_apart_during_the_exchange_fall_back_to_the_shortest_round_trip():
+    # the host's clock stepped 3 ms forward between the second and third call
+    samples = [exchange(T0, 200_000, 200_000, 0), exchange(T0 + MS, 300_000, 300_000, 0),
+               exchange(T0 + 2 * MS, 300_000, 300_000, 3 * MS)]
+    est = estimate_offset(samples)
+    assert est.offset_ns == 0 and est.uncertainty_ns == 200_000
+
+
 def test_too_few_samples_say_so():
     with pytest.raises(ClockError, match="2 usable clock round trip"):
         estimate_offset([exchange(T0, 1, 1, 0), exchange(T0 + MS, 1, 1, 0)])
