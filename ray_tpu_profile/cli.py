@@ -190,6 +190,60 @@ def report(run_dir: Path, json_output: bool, write: bool, timeline_max_events: i
         print_report(built)
 
 
+@cli.command(epilog="""\b
+Exit codes: 0 compared; 1 --fail-above was given and some host/shape is slower by more
+than PCT; 2 bad input (not a run directory, no manifest, PCT not a number).""")
+@click.argument("run_a", metavar="RUN_A")
+@click.argument("run_b", metavar="RUN_B")
+@click.option("--json", "json_output", is_flag=True, help="Print the diff as one JSON object instead of the table.")
+@click.option("--write", "write_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Also write diff.json, diff.txt and diff.png into DIR.")
+@click.option("--fail-above", type=float, default=None, metavar="PCT",
+              help="Exit 1 when some host/shape is 'slower' (see above) by more than PCT percent: a CI gate.")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
+              help="Operations listed per host among the increases and among the decreases.")
+def diff(run_a: str, run_b: str, json_output: bool, write_dir: Path | None, fail_above: float | None, top: int) -> None:
+    """What changed from RUN_A to RUN_B (run directories, or result URLs), per host and shape.
+
+    \b
+    Latency: medians of the iterations after the first warmup one plus the profiled ones;
+    the verdict comes from a 95% bootstrap interval of median(B)/median(A) (2,000
+    resamples, seed 0): "slower" when it lies above 1, "faster" below 1, else "within
+    noise". Hosts are matched by name (and engine), shapes by shape; what is only in
+    one run is listed. Operations: self time per profiled iteration from each host's own
+    traces (the profiler's and the tool's own spans left out, engine steps counted apart),
+    as added / removed / increased / decreased / unchanged (5%); runs of different
+    profilers are compared on latency only. Hosts: the slowest host and skew of each run,
+    and whether some hosts regressed while others did not.
+    """
+    import tempfile
+
+    from ray_tpu_profile.diff import diff_runs, open_run, regressions_above
+    from ray_tpu_profile.diff_output import print_diff, write_diff
+
+    if fail_above is not None and not fail_above >= 0:
+        raise ConfigError("--fail-above", str(fail_above), "must be a percentage, 0 or more")
+    with tempfile.TemporaryDirectory(prefix="ray-tpu-profile-diff-") as scratch:
+        a = open_run(run_a, "A", Path(scratch))
+        b = open_run(run_b, "B", Path(scratch))
+        result = diff_runs(a, b, top)
+    if write_dir is not None:
+        for path in write_diff(result, write_dir):
+            click.echo(f"wrote {path}", err=True)
+    if json_output:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        from rich.console import Console
+
+        print_diff(result, Console(highlight=False, soft_wrap=True))
+    if fail_above is not None:
+        over = regressions_above(result, fail_above)
+        if over:
+            click.echo(f"ray-tpu-profile: slower by more than {fail_above:g}%: " + ", ".join(
+                f"{r['host']} {r['shape']} {100 * (r['ratio'] - 1):+.1f}%" for r in over), err=True)
+            sys.exit(1)
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--port", type=int, default=None, metavar="PORT", help="HTTP port. Default: a free one.")

@@ -109,11 +109,12 @@ def host_report(host: dict[str, Any], events: Iterable[tuple[str, str, int, int]
                 top: int = 10) -> dict[str, Any]:
     """One host's part of report.json, from its trace events (unreadable: the trace files
     that could not be read, filled while events are read)."""
-    from ray_tpu_profile.analysis import latency_stats, self_times, top_operations
+    from ray_tpu_profile.analysis import latency_stats, top_operations
+    from ray_tpu_profile.ops import operation_profile
     from ray_tpu_profile.traces import TRACE_SUFFIXES
 
-    totals = self_times((track, name, start_ns / 1e6, duration_ns / 1e6)  # self times in ms
-                        for track, name, start_ns, duration_ns in events)
+    ops = operation_profile(events)  # self times in ms; the profiler's and tool's own left out
+    totals = ops.self_ms
     return {
         "name": host["name"],
         "engine": host.get("engine"),
@@ -127,6 +128,8 @@ def host_report(host: dict[str, Any], events: Iterable[tuple[str, str, int, int]
         "traces": [f["path"] for f in host["files"] if f["path"].endswith(TRACE_SUFFIXES)],
         "unreadable_traces": unreadable,
         "top_operations": top_operations(totals, top) if totals else [],
+        "steps": ops.steps(),
+        "left_out_of_operations_ms": dict(sorted(ops.left_out_ms.items(), key=lambda kv: -kv[1])[:top]),
         "shapes": {
             shape: {"warmup_s": latency_stats(done["latency_s"]["warmup"]),
                     "profiled_s": latency_stats(done["latency_s"]["profiled"])}
@@ -219,6 +222,9 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         if h["top_operations"]:
             ops = ", ".join(f"{o['name'][:40]} {100 * o['share']:.1f}%" for o in h["top_operations"][:5])
             console.print(f"{h['name']} top self time: {ops}")
+        steps = h.get("steps") or {}
+        if steps.get("count"):
+            console.print(f"{h['name']} engine steps: {steps['count']}, {steps['mean_ms']:.2f} ms per step")
 
 
 def write_report(run_dir: Path, max_timeline_events_per_host: int | None = None,
