@@ -95,7 +95,8 @@ def run_options(command):
                                                        "num_iters")),
         config_option(RunConfig, "profile_result_dir"),
         *(config_option(Capture, name) for name in ("profiler", "port", "server_wait_s", "phase", "delay_ms",
-                                                      "duration_ms", "clock_correction", "max_clock_uncertainty_ms")),
+                                                      "duration_ms", "python_tracer_level", "clock_correction",
+                                                      "max_clock_uncertainty_ms")),
         config_option(Placement, "env", callback=_parse_env),
         config_option(Placement, "stage_timeout_s"),
         config_option(Placement, "chips_per_host"),
@@ -235,7 +236,8 @@ def diff(run_a: str, run_b: str, json_output: bool, write_dir: Path | None, fail
     else:
         from rich.console import Console
 
-        print_diff(result, Console(highlight=False, soft_wrap=True))
+        # Not a terminal (a CI log, a pipe): rich would assume 80 columns and cut host names.
+        print_diff(result, Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160))
     if fail_above is not None:
         over = regressions_above(result, fail_above)
         if over:

@@ -102,6 +102,10 @@ class Capture:
         help="Which part of each iteration to capture. prefill / decode: the tool places the window from "
              "what it measured during warmup (time window for jax/xla, engine steps for torch) and checks "
              "the trace holds only that phase; --duration-ms then defaults to the whole phase.")
+    python_tracer_level: int = flag(
+        1, "--python-tracer-level", type=int,
+        help="jax / xla: 1 records every Python call in the model process (vLLM's host side; on CPU the only "
+             "events); 0 leaves them out, for long captures on TPU that would outgrow XProf's 2 GiB limit.")
     clock_correction: bool = flag(
         True, "--clock-correction/--no-clock-correction",
         help="Each host waits for the capture instant on its own clock, shifted by that clock's offset from "
@@ -126,6 +130,8 @@ class Capture:
             raise ConfigError("--profiler-port", self.port, "must be a TCP port (1-65535)")
         if self.server_wait_s <= 0:
             raise ConfigError("--server-wait-s", self.server_wait_s, "must be more than 0")
+        if self.python_tracer_level not in (0, 1):
+            raise ConfigError("--python-tracer-level", self.python_tracer_level, "must be 0 or 1")
         if self.max_clock_uncertainty_ms <= 0:
             raise ConfigError("--max-clock-uncertainty-ms", self.max_clock_uncertainty_ms, "must be more than 0")
         if self.phase not in PHASES:

@@ -1,6 +1,9 @@
 """Bring a host's files to the driver through Ray, in bounded chunks, verifying sha256.
 
 Memory on either side stays at about window x chunk bytes per host, whatever the file size.
+Hashing overlaps the transfer on both sides: the host hashes each chunk as it reads it out
+(not the whole file before the first chunk leaves), the driver each chunk as it arrives
+while the next ones are in flight; the two hashes are compared once the file is in.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def gather_host(actor: Any, host_name: str, run_dir: Path, timeout_s: float,
     import ray
 
     gathered = [] if gathered is None else gathered
-    entries = ray.get(actor.list_files.remote(), timeout=timeout_s)
+    entries = ray.get(actor.list_sizes.remote(), timeout=timeout_s)
     for entry in entries:
         dest_rel = _destination(host_name, entry.path)
         dest = run_dir / dest_rel
@@ -56,12 +59,14 @@ def gather_host(actor: Any, host_name: str, run_dir: Path, timeout_s: float,
                     break
                 check_stop()
                 out.write(digest.update(ray.get(pending.popleft(), timeout=timeout_s)))
-            if digest.bytes != entry.bytes or digest.sha256 != entry.sha256:
+            # The host hashed what it sent as it read it: its hash is ready once the last chunk is.
+            sent_sha256 = ray.get(actor.sent_sha256.remote(entry.path), timeout=timeout_s)
+            if digest.bytes != entry.bytes or digest.sha256 != sent_sha256:
                 raise GatherError(
                     f"host {host_name}: {entry.path} arrived as {digest.bytes} bytes sha256 {digest.sha256[:12]}, "
-                    f"host said {entry.bytes} bytes sha256 {entry.sha256[:12]}"
+                    f"host sent {entry.bytes} bytes sha256 {sent_sha256[:12]}"
                 )
-        gathered.append({"path": dest_rel.as_posix(), "bytes": entry.bytes, "sha256": entry.sha256})
+        gathered.append({"path": dest_rel.as_posix(), "bytes": entry.bytes, "sha256": sent_sha256})
     return gathered
 
 

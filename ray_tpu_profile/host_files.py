@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ray_tpu_profile.files import sha256_file
+from ray_tpu_profile.files import Digest, sha256_file
 from ray_tpu_profile.records import FileEntry
 
 
@@ -24,6 +24,21 @@ class HostFiles:
         """Every regular file under output_dir with size and sha256."""
         return [FileEntry(path=rel, bytes=(self.output_dir / rel).stat().st_size, sha256=sha256_file(self.output_dir / rel))
                 for rel in self.list_paths()]
+
+    def list_sizes(self) -> list[FileEntry]:
+        """Every regular file under output_dir with its size; the sha256 (empty here) comes
+        from sent_sha256 once the file has been read out, so hashing overlaps the transfer
+        instead of coming before it."""
+        return [FileEntry(path=rel, bytes=(self.output_dir / rel).stat().st_size, sha256="") for rel in self.list_paths()]
+
+    def sent_sha256(self, relpath: str) -> str:
+        """sha256 of the bytes read_chunk sent of relpath, hashed as they were read; the
+        file itself when its chunks were not read in order from its start to its end."""
+        digest = self._sending().pop(relpath, None)
+        path = self._own_path(relpath)
+        if digest is not None and digest.bytes == path.stat().st_size:
+            return digest.sha256
+        return sha256_file(path)
 
     def list_paths(self) -> list[str]:
         """Every regular file under output_dir, relative to it. A symlink is an error:
@@ -47,7 +62,21 @@ class HostFiles:
     def read_chunk(self, relpath: str, offset: int, size: int) -> bytes:
         with open(self._own_path(relpath), "rb") as f:
             f.seek(offset)
-            return f.read(size)
+            chunk = f.read(size)
+        sending = self._sending()
+        digest = sending.setdefault(relpath, Digest()) if offset == 0 else sending.get(relpath)
+        if digest is not None:
+            if digest.bytes == offset:
+                digest.update(chunk)
+            else:  # not read in order: sent_sha256 hashes the file instead
+                del sending[relpath]
+        return chunk
+
+    def _sending(self) -> dict[str, Digest]:
+        """Running sha256 of each file being read out by read_chunk."""
+        if not hasattr(self, "_sending_digests"):
+            self._sending_digests: dict[str, Digest] = {}
+        return self._sending_digests
 
     def _own_path(self, relpath: str) -> Path:
         path = self.output_dir / relpath

@@ -61,16 +61,24 @@ def validate(config: RunConfig, argv: list[str]) -> RunState:
     import importlib.util
     import time
 
-    from ray_tpu_profile import engine, layout
+    from ray_tpu_profile import engine, layout, local_capacity
     from ray_tpu_profile.tiny_model import default_tiny_model_dir
 
     started = time.monotonic()
+    placement = config.placement
+    if placement.address is None:  # before vLLM is imported: a typo in --hosts fails in seconds
+        local_capacity.check_simulated_hosts(placement.simulated_hosts, local_capacity.this_machine())
     capture, chosen_by = config.capture.resolve()
     tiny_model = config.model is None
     engine_argv = engine.engine_argv(config.model or str(default_tiny_model_dir()), config.engine_argv, tiny_model)
     engine_args = engine.parse_engine_args(engine_argv)
     for workload in config.workloads:
         engine.check_engine_args(engine_args, workload)
+    if placement.address is None:  # now with the model processes an engine puts on each host
+        devices = engine_args.tensor_parallel_size * engine_args.pipeline_parallel_size
+        local_capacity.check_simulated_hosts(
+            placement.simulated_hosts, local_capacity.this_machine(),
+            local_capacity.model_processes_per_host(placement.simulated_chips, devices))
     run_id = layout.new_run_id()
     run = RunState(config=config, argv=argv, run_id=run_id, capture=capture, chosen_by=chosen_by,
                    engine_argv=engine_argv, tensor_parallel_size=engine_args.tensor_parallel_size,

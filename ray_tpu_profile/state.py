@@ -144,6 +144,8 @@ class RunState:
     """Where the finished run directory is: its path, or the result URL it went to."""
     cluster_info: dict[str, Any] = field(default_factory=dict)
     timings: StageTimings = field(default_factory=StageTimings)
+    _owners: dict[str, HostRecord] | None = field(default=None, repr=False)
+    """Host name -> its engine owner's record (owner_record)."""
 
     @property
     def actor_env(self) -> dict[str, str]:
@@ -178,9 +180,14 @@ class RunState:
         return {h.name: EngineRole(e.name, h == e.owner, e.spans_hosts, e.ranks(h)) for e in self.engines for h in e.hosts}
 
     def owner_record(self, record: HostRecord) -> HostRecord:
-        """The record of the host that owns record's engine (where its iterations run)."""
-        owner = next((e.owner.name for e in self.engines if record.host in e.hosts), record.host.name)
-        return next(r for r in self.records if r.host.name == owner)
+        """The record of the host that owns record's engine (where its iterations run).
+        Looked up in a table built once: stages ask it for every host (a search per call
+        made that quadratic in hosts)."""
+        if self._owners is None or len(self._owners) != len(self.records):
+            by_name = {r.host.name: r for r in self.records}
+            owner_of = {h.name: e.owner.name for e in self.engines for h in e.hosts}
+            self._owners = {name: by_name[owner_of.get(name, name)] for name in by_name}
+        return self._owners[record.host.name]
 
     def enter(self, stage: Stage) -> None:
         """Begins a stage: timed, every healthy host is in it, and the manifest on disk says

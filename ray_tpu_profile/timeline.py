@@ -92,15 +92,16 @@ def build_timeline(manifest: dict[str, Any], host_events: dict[str, tuple[list[E
     """The Chrome trace (JSON object form) from each host's own events and kept trace events."""
     from ray_tpu_profile.layout import host_label, skew_by_shape
 
-    names = [h["name"] for h in manifest["hosts"] if h["name"] in host_events]
-    shift_ns = {name: clock_shift_ns(next(h for h in manifest["hosts"] if h["name"] == name)) for name in names}
+    by_name = {h["name"]: h for h in manifest["hosts"]}
+    names = [name for name in by_name if name in host_events]
+    shift_ns = {name: clock_shift_ns(by_name[name]) for name in names}
     starts = [e.start_ns - shift_ns[name] for name in names
               for group in (host_events[name][0], host_events[name][1].events) for e in group]
     origin_ns = min(starts, default=0)
     trace: list[dict[str, Any]] = []
     for pid, name in enumerate(names, start=1):
         own, kept = host_events[name]
-        label = host_label(next(h for h in manifest["hosts"] if h["name"] == name))
+        label = host_label(by_name[name])
         trace.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": label}})
         trace.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": pid}})
         tids: dict[str, int] = {TOOL_TRACK: 0}

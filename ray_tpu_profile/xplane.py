@@ -15,6 +15,23 @@ class XplaneError(ValueError):
     pass
 
 
+XPROF_LIMIT_BYTES = 2 << 30
+"""XProf reads an xplane as one protobuf message, and protobuf stops at 2 GiB."""
+TOO_LARGE_ADVICE = ("capture less: a shorter --duration-ms, or --python-tracer-level 0 (the python tracer records "
+                    "every Python call)")
+
+
+def size_problem(name: str, size_bytes: int) -> str | None:
+    """Why an xplane of this size cannot be used, where its size alone says so."""
+    if size_bytes == 0:
+        return (f"{name}: 0 bytes. A profiler leaves an empty xplane when the capture outgrew XProf's 2 GiB "
+                f"protobuf limit (tpu-inference users see this on long captures); {TOO_LARGE_ADVICE}")
+    if size_bytes >= XPROF_LIMIT_BYTES:
+        return (f"{name}: {size_bytes:,} bytes, over XProf's 2 GiB protobuf limit, so XProf cannot open it; "
+                f"{TOO_LARGE_ADVICE}")
+    return None
+
+
 @dataclass(frozen=True)
 class XplaneInfo:
     start_ns: int
@@ -31,8 +48,9 @@ def read_xplane(path: Path) -> XplaneInfo:
     path = Path(path)
     if not path.is_file():
         raise XplaneError(f"{path.name}: no such file")
-    if path.stat().st_size == 0:
-        raise XplaneError(f"{path.name}: 0 bytes")
+    problem = size_problem(path.name, path.stat().st_size)
+    if problem:
+        raise XplaneError(problem)
     from xprof.profile_data import ProfileData
 
     try:

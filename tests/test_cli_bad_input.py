@@ -29,16 +29,6 @@ def test_non_positive_counts(sim_cluster, tmp_path, flag, value):
     assert f"{flag} {value}:" in line
 
 
-def test_input_plus_output_over_max_model_len(sim_cluster, tmp_path):
-    line = bad_input(sim_cluster, tmp_path, "--input-len", "2000", "--output-len", "100")
-    assert "--input-len 2000" in line and "exceeds the max model length 2048" in line
-
-
-def test_more_hosts_than_the_cluster_has(sim_cluster, tmp_path):
-    line = bad_input(sim_cluster, tmp_path, "--hosts", "3")
-    assert "--hosts 3" in line and "only 2 TPU host(s)" in line
-
-
 def test_model_path_that_does_not_exist(sim_cluster, tmp_path):
     line = bad_input(sim_cluster, tmp_path, "--model", str(tmp_path / "no-model"))
     assert f"--model {tmp_path / 'no-model'}" in line
@@ -56,16 +46,37 @@ def test_profile_dir_not_writable(sim_cluster, tmp_path):
     assert "--profile-result-dir /proc/ray-tpu-profile" in line and "not writable" in line
 
 
-def test_unknown_engine_flag(sim_cluster, tmp_path):
-    line = bad_input(sim_cluster, tmp_path, "--", "--no-such-vllm-flag", "1")
-    assert "--no-such-vllm-flag" in line and "unknown vLLM engine flag" in line
-
-
-def test_tensor_parallel_larger_than_the_slice(sim_cluster, tmp_path):
+# Caught only once vLLM has parsed the engine flags (importing vLLM costs 10-20 s here):
+# these run side by side, each its own CLI process, and each is checked as bad_input does.
+AFTER_VLLM_PARSED = [
+    (["--input-len", "2000", "--output-len", "100"], ["--input-len 2000", "exceeds the max model length 2048"]),
+    (["--hosts", "3"], ["--hosts 3", "only 2 TPU host(s)"]),
+    (["--", "--no-such-vllm-flag", "1"], ["--no-such-vllm-flag", "unknown vLLM engine flag"]),
     # TP 8 on two 4-chip hosts is one engine across both; TP 16 needs four.
-    line = bad_input(sim_cluster, tmp_path, "--", "--tensor-parallel-size", "16")
-    assert "--tensor-parallel-size 16" in line and "needs 4 hosts of 4 chips, the slice has 2" in line
-    assert "what fits: 1, 2, 4, 8" in line
+    (["--", "--tensor-parallel-size", "16"],
+     ["--tensor-parallel-size 16", "needs 4 hosts of 4 chips, the slice has 2", "what fits: 1, 2, 4, 8"]),
+    (["--shape", "1x8x4", "--shape", "1x2040x16"], ["--shape 1x2040x16", "exceeds the max model length 2048"]),
+]
+
+
+def test_bad_input_found_once_vllm_parsed_the_engine_flags(sim_cluster, tmp_path):
+    import os
+    import subprocess
+
+    from conftest import CLI, REPO
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    outs = [tmp_path / f"profiles{i}" for i in range(len(AFTER_VLLM_PARSED))]
+    procs = [subprocess.Popen([*CLI, "run", "--address", sim_cluster.address, "--profile-result-dir", str(out), *args],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for out, (args, _) in zip(outs, AFTER_VLLM_PARSED)]
+    for proc, out, (args, expected) in zip(procs, outs, AFTER_VLLM_PARSED):
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 2, (args, stderr[-2000:])
+        (line,) = [line for line in stderr.splitlines() if line.startswith("ray-tpu-profile: error:")]
+        assert all(text in line for text in expected), (args, line)
+        assert not out.exists() or not any(out.iterdir())
+    assert live_run_resources() == ([], [])
 
 
 def test_click_type_errors_are_one_line_too(sim_cluster, tmp_path):
@@ -93,11 +104,6 @@ def test_report_of_a_directory_that_is_not_a_run(tmp_path):
 def test_bad_sweep_shape(sim_cluster, tmp_path, shape, reason):
     line = bad_input(sim_cluster, tmp_path, "--shape", "1x8x4", "--shape", shape)
     assert f"--shape {shape}: {reason}" in line
-
-
-def test_sweep_shape_over_max_model_len_is_caught_before_load(sim_cluster, tmp_path):
-    line = bad_input(sim_cluster, tmp_path, "--shape", "1x8x4", "--shape", "1x2040x16")
-    assert "exceeds the max model length 2048" in line
 
 
 def test_shapes_file(sim_cluster, tmp_path):

@@ -148,12 +148,17 @@ def test_plan_shows_engines_and_bad_input_names_what_fits(one_chip_hosts, tmp_pa
         ([], ["--tensor-parallel-size", "8"], "--tensor-parallel-size 8: an engine of TP x PP = 8 needs 8 hosts"),
         (["--chips-per-host", "1"], [], "--chips-per-host 1: only for the local simulated cluster"),
     ]
-    for flags, engine_flags, message in cases:
-        out = tmp_path / "out"
-        proc = run_cli("run", "--address", one_chip_hosts.address, *flags, "--profile-result-dir", str(out),
-                       "--", *engine_flags)
-        assert proc.returncode == 2, proc.stderr[-3000:]
-        (line,) = proc.stderr.strip().splitlines()[-1:]
+    # Side by side, each its own CLI process: each imports vLLM first (10-20 s here).
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    outs = [tmp_path / f"out{i}" for i in range(len(cases))]
+    procs = [subprocess.Popen([*CLI, "run", "--address", one_chip_hosts.address, *flags, "--profile-result-dir",
+                               str(out), "--", *engine_flags], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for out, (flags, engine_flags, _) in zip(outs, cases)]
+    for proc, out, (_, _, message) in zip(procs, outs, cases):
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 2, stderr[-3000:]
+        (line,) = stderr.strip().splitlines()[-1:]
         assert line.startswith("ray-tpu-profile: error: ") and message in line, line
         assert not out.exists() or not list(out.iterdir())
     assert wait_until_released() == ([], [])

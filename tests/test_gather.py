@@ -94,8 +94,8 @@ def host_sending(bad_path: str):
     ships the class by value (workers cannot import test modules)."""
 
     class HostSendingBadPaths(HostWorker):
-        def list_files(self):
-            return [FileEntry(path=bad_path, bytes=1, sha256="0" * 64)]
+        def list_sizes(self):
+            return [FileEntry(path=bad_path, bytes=1, sha256="")]
 
     return HostSendingBadPaths
 
@@ -107,3 +107,23 @@ def test_paths_outside_the_run_directory_are_refused(sim_cluster, tmp_path, bad)
             gather_host(actor, "h0", tmp_path / "run", timeout_s=60)
         assert "host h0" in str(e.value) and repr(bad) in str(e.value)
         assert not list(tmp_path.rglob("outside")) and not (tmp_path / "run").exists()
+
+
+def test_the_host_hashes_what_it_sends_as_it_reads_it(tmp_path):
+    """HostFiles on its own (no actor): chunks read in order are hashed on the way out;
+    any other order falls back to hashing the file."""
+    from ray_tpu_profile.host_files import HostFiles
+
+    class Files(HostFiles):
+        host_name, output_dir = "h0", tmp_path
+
+    data = os.urandom(3000)
+    (tmp_path / "f.bin").write_bytes(data)
+    files = Files()
+    assert [(e.path, e.bytes, e.sha256) for e in files.list_sizes()] == [("f.bin", 3000, "")]
+    assert b"".join(files.read_chunk("f.bin", offset, 1024) for offset in (0, 1024, 2048)) == data
+    assert files._sending()["f.bin"].bytes == 3000  # hashed while read
+    assert files.sent_sha256("f.bin") == sha256_file(tmp_path / "f.bin") and "f.bin" not in files._sending()
+    files.read_chunk("f.bin", 0, 1024)
+    files.read_chunk("f.bin", 2048, 1024)  # out of order: no running hash kept
+    assert "f.bin" not in files._sending() and files.sent_sha256("f.bin") == sha256_file(tmp_path / "f.bin")

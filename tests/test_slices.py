@@ -58,11 +58,16 @@ def test_plan_places_one_actor_per_host_of_the_slice(two_slices):
 
 
 def test_an_engine_larger_than_its_slice_says_what_would_fit(two_slices):
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Both plans side by side (each imports vLLM first: 10-20 s here).
+    with ThreadPoolExecutor(2) as pool:
+        tp8, proc = pool.map(lambda tp: plan(two_slices[0], "--slice", "slice-a", "--", "--tensor-parallel-size", tp),
+                             ["8", "16"])
     # TP 8 on slice-a (2 hosts x 4 chips) is one engine across both of its hosts ...
-    planned = json.loads(plan(two_slices[0], "--slice", "slice-a", "--", "--tensor-parallel-size", "8").stdout)
+    planned = json.loads(tp8.stdout)
     assert [e["hosts"] for e in planned["engines"]] == [["slice-a-w0", "slice-a-w1"]]
     # ... TP 16 would need 4 hosts: the cluster has 4, but an engine never crosses slices.
-    proc = plan(two_slices[0], "--slice", "slice-a", "--", "--tensor-parallel-size", "16")
     assert proc.returncode == 2
     assert ("--tensor-parallel-size 16: an engine of TP x PP = 16 needs 4 hosts of 4 chips, the slice has 2; "
             "what fits: 1, 2, 4, 8") in proc.stderr

@@ -43,7 +43,7 @@ def free_local_port() -> int:
 
 
 def trace_with_xprof(service_addr: str, logdir: str, duration_ms: int, delay_ms: int, *, session_id: str,
-                     host_name: str) -> None:
+                     host_name: str, python_tracer_level: int = 1) -> None:
     """xprof's client for any TSL profiler server (JAX's and torch_xla's alike). Writes
     <logdir>/plugins/profile/<session_id>/<host_name>.xplane.pb."""
     from xprof.convert import _pywrap_profiler_plugin
@@ -61,7 +61,7 @@ def trace_with_xprof(service_addr: str, logdir: str, duration_ms: int, delay_ms:
             "host_tracer_level": 2,
             "device_tracer_level": 1,
             # Records Python calls: on CPU the only events; on TPU, vLLM's host side.
-            "python_tracer_level": 1,
+            "python_tracer_level": python_tracer_level,
             "delay_ms": delay_ms,
         },
     )
@@ -99,7 +99,7 @@ class ServerBackend(CaptureBackend):
     uses_server = True
 
     def __init__(self, trace_dir: Path, host_name: str, *, session_id: str, delay_ms: int, duration_ms: int,
-                 port: int | None = None, ready_timeout_s: float = 30.0):
+                 port: int | None = None, ready_timeout_s: float = 30.0, python_tracer_level: int = 1):
         super().__init__(trace_dir, host_name)
         self.run_session_id = session_id
         self.session_id = session_id
@@ -108,6 +108,7 @@ class ServerBackend(CaptureBackend):
         self.own_server = port is None
         self.port = port or free_local_port()
         self.ready_timeout_s = ready_timeout_s
+        self.python_tracer_level = python_tracer_level
         self.server: Any = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None

@@ -24,7 +24,7 @@ class XlaServerProfiler(ServerBackend):
         if importlib.util.find_spec("xprof") is not None:
             # Same TSL service; xprof's client also names the session and host for us.
             return trace_with_xprof(service_addr, logdir, duration_ms, delay_ms, session_id=self.session_id,
-                                    host_name=self.host_name)
+                                    host_name=self.host_name, python_tracer_level=self.python_tracer_level)
         import torch_xla.debug.profiler as xp
 
         # torch_xla's client names the session by time and the file by hostname: trace
