@@ -19,6 +19,10 @@ from ray_tpu_profile.records import EngineRole, Phase
 from ray_tpu_profile.schedule import Window
 
 
+TRACED_ATTEMPTS = 3
+"""Traced warmup iterations tried before a --phase decode window is given up on."""
+
+
 class HostWorker(HostFiles):
     """One host's side of a run: its vLLM engine and capture backend in this process, and
     the files they wrote (under output_dir) until the driver has them. Every call returns
@@ -166,26 +170,34 @@ class HostWorker(HostFiles):
         begins at at_ns, one instant for every host, as the capture's will. A host without
         the engine (across hosts) traces its worker for covered_ms (from its owner's warmup)
         while the owner runs the iteration."""
-        from ray_tpu_profile.schedule import NS_PER_MS, traced_cover_ms
+        import math
+
+        from ray_tpu_profile.schedule import NS_PER_MS, capture_instant_ns, traced_cover_ms
 
         started = time.time()
         if self.engine is None:
             self.backend.run_traced(None, covered_ms, at_ns)
             return Phase(started_at_s=started, finished_at_s=time.time())
-        first_mark = len(self.engine.marks)
         covered_ms = covered_ms or traced_cover_ms(self.last_warmup.prefill_s)
-        latency_s, trace_start_ns, trace_stop_ns = self.backend.run_traced(self.engine.run_once_s, covered_ms, at_ns)
-        phase = self._phase(started, [latency_s], first_mark)
-        if not phase.prefill_s:
-            raise RuntimeError("the traced warmup iteration gave no request metrics to place the window with")
-        begun_ns = round(phase.iteration_starts_s[0] * 1e9)
-        prefill_over_ns = begun_ns + round(phase.prefill_s[0] * 1e9)
-        if not trace_start_ns <= begun_ns < prefill_over_ns <= trace_stop_ns:
-            raise RuntimeError(
-                f"the traced warmup iteration's prefill ({(begun_ns - trace_start_ns) / NS_PER_MS:.1f}-"
-                f"{(prefill_over_ns - trace_start_ns) / NS_PER_MS:.1f} ms into its trace) was not inside the trace "
-                f"({(trace_stop_ns - trace_start_ns) / NS_PER_MS:.1f} ms)")
-        return phase
+        for attempt in range(1, TRACED_ATTEMPTS + 1):
+            first_mark = len(self.engine.marks)
+            latency_s, trace_start_ns, trace_stop_ns = self.backend.run_traced(self.engine.run_once_s, covered_ms, at_ns)
+            phase = self._phase(started, [latency_s], first_mark)
+            if not phase.prefill_s:
+                raise RuntimeError("the traced warmup iteration gave no request metrics to place the window with")
+            begun_ns = round(phase.iteration_starts_s[0] * 1e9)
+            prefill_over_ns = begun_ns + round(phase.prefill_s[0] * 1e9)
+            if trace_start_ns <= begun_ns < prefill_over_ns <= trace_stop_ns:
+                return phase
+            problem = (f"the traced warmup iteration's prefill ({(begun_ns - trace_start_ns) / NS_PER_MS:.1f}-"
+                       f"{(prefill_over_ns - trace_start_ns) / NS_PER_MS:.1f} ms into its trace) was not inside the "
+                       f"trace ({(trace_stop_ns - trace_start_ns) / NS_PER_MS:.1f} ms)")
+            # Prefill outgrew the trace (seen: 6x its untraced time, right after a sweep's
+            # previous capture on the same server): again, covering twice what it took, from
+            # a new instant of this host's own (the driver's has passed).
+            covered_ms = max(covered_ms, math.ceil(2 * (prefill_over_ns - begun_ns) / NS_PER_MS) + 50)
+            at_ns = capture_instant_ns(host_clock.now_ns())
+        raise RuntimeError(f"{problem} in {TRACED_ATTEMPTS} attempts")
 
     # profile() = start_capture + run_profiled + finish_capture; the parts are separate
     # so bench/skew.py can also start captures one host after another (the naive way).

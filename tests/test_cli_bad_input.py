@@ -55,7 +55,7 @@ AFTER_VLLM_PARSED = [
     # TP 8 on two 4-chip hosts is one engine across both; TP 16 needs four.
     (["--", "--tensor-parallel-size", "16"],
      ["--tensor-parallel-size 16", "needs 4 hosts of 4 chips, the slice has 2", "what fits: 1, 2, 4, 8"]),
-    (["--shape", "1x8x4", "--shape", "1x2040x16"], ["--shape 1x2040x16", "exceeds the max model length 2048"]),
+    (["--shape", "1x8x4", "--shape", "1x2040x16"], ["exceeds the max model length 2048"]),
 ]
 
 
