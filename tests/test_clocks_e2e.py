@@ -61,8 +61,11 @@ def test_with_correction_the_shifted_host_starts_with_the_other(shifted_cluster,
     assert abs(w1["clock"]["offset_ms"] - SHIFT_MS) <= w1["clock"]["uncertainty_ms"]  # measured, not told
     capture = manifest["capture"]
     really_apart_ms = abs(starts["local-sim-w1"] - starts["local-sim-w0"]) / 1e6
-    # Within 1 ms, as far as the clocks can be known (each offset is off by at most its uncertainty).
-    assert really_apart_ms < 1.0 + capture["start_skew_uncertainty_ms"], (really_apart_ms, capture)
+    # What the correction can get wrong is the offset's error, bounded above (within its
+    # uncertainty). What is left is each host waking up on time: 0.18 ms apart on a quiet
+    # machine, but one host's trace started 4.4 ms late while CI loaded the 2 cores. So
+    # the check is that the 40 ms are gone, not a sub-ms figure only a quiet machine gives.
+    assert really_apart_ms < 10.0, (really_apart_ms, capture)
     assert capture["start_skew_raw_ms"] == pytest.approx(really_apart_ms)
     assert "clock uncertainty" in proc.stdout and "on the hosts' own clocks" in proc.stdout
     assert wait_until_released() == ([], [])
