@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,3 +129,26 @@ def wait_for_stage(root: Path, stage: str, deadline_s: float = 240) -> dict:
                 return manifest
         time.sleep(0.05)
     raise AssertionError(f"run never reached {stage}")
+
+
+@contextmanager
+def module_cluster(tmp_path_factory, node_args: list[dict], label: str, extra_env=lambda i: {}):
+    """A cluster of its own for one test module: head (no TPU, dashboard for the state API)
+    and the given simulated hosts, each with its own TMPDIR plus extra_env(i); the state
+    API points at it while it runs."""
+    from ray.cluster_utils import Cluster
+
+    dashboard_port = free_port()
+    cluster = Cluster(initialize_head=True, head_node_args=dict(
+        num_cpus=0, include_dashboard=True, dashboard_host=LOOPBACK, dashboard_port=dashboard_port))
+    for i, args in enumerate(node_args):
+        env = {**args["env_vars"], "TMPDIR": str(tmp_path_factory.mktemp(f"{label}{i}-tmp")), **extra_env(i)}
+        cluster.add_node(**{**args, "env_vars": env})
+    previous = dict(STATE_API)
+    STATE_API["address"] = f"http://{LOOPBACK}:{dashboard_port}"
+    try:
+        yield cluster
+    finally:
+        STATE_API.clear()
+        STATE_API.update(previous)
+        cluster.shutdown()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import LOOPBACK, STATE_API, free_port, load_manifest, run_cli, wait_until_released
+from conftest import load_manifest, module_cluster, run_cli, wait_until_released
 
 pytestmark = pytest.mark.slow
 
@@ -24,25 +24,12 @@ WORKLOAD = ["--profiler", "jax", "--duration-ms", "300", "--input-len", "16", "-
 @pytest.fixture(scope="module")
 def shifted_cluster(tmp_path_factory):
     """Head (no TPU) + 2 simulated TPU hosts; local-sim-w1's view of time is SHIFT_MS ahead."""
-    from ray.cluster_utils import Cluster
-
     from ray_tpu_profile.cluster import simulated_host_node_args
     from ray_tpu_profile.host_clock import SIMULATED_CLOCK_SHIFT_ENV
 
-    dashboard_port = free_port()
-    cluster = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=0, include_dashboard=True, dashboard_host=LOOPBACK, dashboard_port=dashboard_port))
-    for i, args in enumerate(simulated_host_node_args(2)):
-        env = {**args["env_vars"], "TMPDIR": str(tmp_path_factory.mktemp(f"shifted-host{i}-tmp"))}
-        if i == 1:
-            env[SIMULATED_CLOCK_SHIFT_ENV] = str(SHIFT_MS)
-        cluster.add_node(**{**args, "env_vars": env})
-    previous = dict(STATE_API)
-    STATE_API["address"] = f"http://{LOOPBACK}:{dashboard_port}"
-    yield cluster
-    STATE_API.clear()
-    STATE_API.update(previous)
-    cluster.shutdown()
+    shift = lambda i: {SIMULATED_CLOCK_SHIFT_ENV: str(SHIFT_MS)} if i == 1 else {}  # noqa: E731
+    with module_cluster(tmp_path_factory, simulated_host_node_args(2), "shifted-host", shift) as cluster:
+        yield cluster
 
 
 def run_on(cluster, out, *flags):

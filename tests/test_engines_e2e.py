@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import (CLI, LOOPBACK, REPO, STATE_API, free_port, load_manifest, run_cli, wait_for_stage,
+from conftest import (CLI, REPO, STATE_API, load_manifest, module_cluster, run_cli, wait_for_stage,
                       wait_until_released)
 
 pytestmark = pytest.mark.slow
@@ -23,22 +23,10 @@ pytestmark = pytest.mark.slow
 def one_chip_hosts(tmp_path_factory):
     """Head (no TPU, dashboard for the state API) + 4 simulated TPU hosts of 1 chip each,
     each with its own TMPDIR, as `--chips-per-host 1` makes them."""
-    from ray.cluster_utils import Cluster
-
     from ray_tpu_profile.cluster import simulated_host_node_args
 
-    dashboard_port = free_port()
-    cluster = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=0, include_dashboard=True, dashboard_host=LOOPBACK, dashboard_port=dashboard_port))
-    for i, args in enumerate(simulated_host_node_args(4, chips_per_host=1)):
-        args["env_vars"] = {**args["env_vars"], "TMPDIR": str(tmp_path_factory.mktemp(f"one-chip-host{i}-tmp"))}
-        cluster.add_node(**args)
-    previous = dict(STATE_API)
-    STATE_API["address"] = f"http://{LOOPBACK}:{dashboard_port}"
-    yield cluster
-    STATE_API.clear()
-    STATE_API.update(previous)
-    cluster.shutdown()
+    with module_cluster(tmp_path_factory, simulated_host_node_args(4, chips_per_host=1), "one-chip-host") as cluster:
+        yield cluster
 
 
 def vllm_workers_alive() -> list:
