@@ -246,6 +246,72 @@ def diff(run_a: str, run_b: str, json_output: bool, write_dir: Path | None, fail
             sys.exit(1)
 
 
+@cli.command(epilog="""\b
+Enable it in the deployment first (nothing is restarted by attach):
+  RAY_TPU_PROFILE_ATTACH=1 vllm serve MODEL ...         (one host)
+  runtime_env={"env_vars": {"RAY_TPU_PROFILE_ATTACH": "1"}}   (Ray, Ray Serve LLM)
+Exit codes: 0 ok, 2 bad input (nothing registered, --name matching nothing), 3 partial
+(some servers failed), 4 failed.""")
+@click.option("--address", default=None, metavar="ADDR", envvar="RAY_ADDRESS", show_envvar=True,
+              help="A Ray cluster: trace the servers registered on all its nodes. Default: this host's.")
+@click.option("--name", default=None, metavar="NAME",
+              help="Only the deployment started with RAY_TPU_PROFILE_ATTACH_NAME=NAME.")
+@click.option("--list", "list_only", is_flag=True, help="List the registered servers (host, pid, role, port); capture nothing.")
+@click.option("--duration-ms", type=int, default=2000, show_default=True, metavar="MS", help="How long to trace.")
+@click.option("--delay-ms", type=int, default=0, show_default=True, metavar="MS",
+              help="Start tracing this long after every host is ready (the instant is the same on every host).")
+@click.option("--profile-result-dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Where the run directory goes (as `run`'s).")
+@click.option("--server-url", default=None, metavar="URL",
+              help="http://HOST:PORT of the `vllm serve`: the report adds its load around the window, from /metrics.")
+@click.option("--python-tracer-level", type=click.IntRange(0, 1), default=1, show_default=True,
+              help="1 records every Python call (vLLM's host side); 0 for smaller traces.")
+@click.option("--timeout-s", type=float, default=120.0, show_default=True, metavar="S",
+              help="How long a host may take to answer each step (find, warm-up, gather) beyond the window.")
+@click.option("--json", "json_output", is_flag=True, help="Print JSON on stdout instead of the table.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines (failures still print).")
+def attach(address, name, list_only, duration_ms, delay_ms, profile_result_dir, server_url, python_tracer_level,
+           timeout_s, json_output, quiet) -> None:
+    """Profile a live vLLM deployment on every host at one instant, under its real traffic.
+
+    Finds the profiler servers vLLM processes registered (the package's vLLM plugin, on with
+    RAY_TPU_PROFILE_ATTACH=1), warms a capture client up for each, then traces all of them
+    from one instant for --duration-ms and writes a run directory like `run`'s (manifest
+    mode "attach", one XProf session, reports, timeline). The deployment keeps serving.
+    """
+    from ray_tpu_profile import attach as attaching
+    from ray_tpu_profile.progress import Progress
+    from ray_tpu_profile.report import print_summary
+
+    config = attaching.AttachConfig(address=address, name=name, duration_ms=duration_ms, delay_ms=delay_ms,
+                                    profile_result_dir=profile_result_dir, server_url=server_url,
+                                    python_tracer_level=python_tracer_level, timeout_s=timeout_s)
+    config.validate(list_only)
+    if list_only:
+        with attaching.Session(address) as session:
+            found = attaching.find_servers(session, timeout_s)
+            attaching.chosen_servers(found, config)
+        listed = attaching.listing(found, name)
+        if json_output:
+            click.echo(json.dumps(listed, indent=2))
+        else:
+            for s in listed:
+                click.echo(f"{s['host']:<16} pid {s['pid']:<8} {s['role'] + (str(s['rank']) if s['rank'] is not None else ''):<12} "
+                           f"port {s['port']:<6} {s['profiler']:<4} {s['name'] or '-'}")
+        return
+    manifest, location = attaching.execute(config, ["ray-tpu-profile", *sys.argv[1:]], Progress(quiet=quiet))
+    if json_output:
+        click.echo(json.dumps(manifest, indent=2))
+    else:
+        print_summary(manifest, location)
+        if manifest.get("load"):
+            from ray_tpu_profile.load_metrics import describe
+
+            load = manifest["load"]
+            click.echo(describe(load) if "error" not in load else f"server load: not read ({load['error']})")
+    sys.exit(EXIT_BY_STATUS[manifest["status"]])
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--port", type=int, default=None, metavar="PORT", help="HTTP port. Default: a free one.")

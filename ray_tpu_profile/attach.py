@@ -1,0 +1,379 @@
+"""`ray-tpu-profile attach`: trace a live vLLM deployment's registered profiler servers
+(attach_plugin) on every host at one instant, without restarting it, into a run directory
+like `run`'s (mode "attach"): one XProf session, manifest, reports and timeline.
+
+With --address, every node of the Ray cluster is asked (a pinned actor per node,
+attach_host.AttachHost); without it, this host's registry is read and traced from this
+process. The order: find -> warm up each client -> clocks -> one instant -> capture ->
+gather -> verify -> manifest and reports.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ray_tpu_profile import layout
+from ray_tpu_profile.attach_registry import ServerEntry, matching
+from ray_tpu_profile.errors import ConfigError
+from ray_tpu_profile.progress import Progress
+
+SHAPE = "live"
+"""The one 'shape' of an attach run: whatever the deployment was serving."""
+LEAD_MS = 300
+LOAD_CONTEXT_S = 1.0
+"""/metrics is read this long before the window and after it, besides at its ends."""
+HOW_TO_ENABLE = ("start vLLM with RAY_TPU_PROFILE_ATTACH=1 in its environment (README, "
+                 "\"Profile a running server\")")
+
+
+@dataclass(frozen=True)
+class AttachConfig:
+    address: str | None
+    name: str | None
+    duration_ms: int
+    delay_ms: int
+    profile_result_dir: Path | None
+    server_url: str | None = None
+    python_tracer_level: int = 1
+    timeout_s: float = 120.0
+
+    def validate(self, list_only: bool) -> None:
+        if self.duration_ms <= 0:
+            raise ConfigError("--duration-ms", self.duration_ms, "must be a positive number of milliseconds")
+        if self.delay_ms < 0:
+            raise ConfigError("--delay-ms", self.delay_ms, "must be 0 or more milliseconds")
+        if not list_only and self.profile_result_dir is None:
+            raise ConfigError("--profile-result-dir", "(none)", "is needed to capture (or --list to only list)")
+        if self.profile_result_dir is not None and self.profile_result_dir.exists() \
+                and not self.profile_result_dir.is_dir():
+            raise ConfigError("--profile-result-dir", str(self.profile_result_dir), "is a file, not a directory")
+        if self.server_url is not None and not self.server_url.startswith(("http://", "https://")):
+            raise ConfigError("--server-url", self.server_url, "must be http://HOST:PORT of a `vllm serve`")
+
+
+@dataclass
+class HostHandle:
+    """One host's AttachHost: a Ray actor, or an object in this process; call() returns
+    a future either way."""
+
+    name: str
+    target: Any
+    local_pool: ThreadPoolExecutor | None = None
+
+    def call(self, method: str, *args: Any) -> Future:
+        if self.local_pool is not None:
+            return self.local_pool.submit(getattr(self.target, method), *args)
+        return getattr(self.target, method).remote(*args).future()
+
+
+class Session:
+    """The hosts to ask, opened and released (actors killed, Ray disconnected) as a block."""
+
+    def __init__(self, address: str | None):
+        self.address = address
+        self.hosts: list[HostHandle] = []
+        self.kv_entries: list[dict[str, Any]] = []
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> "Session":
+        if self.address is None:
+            from ray_tpu_profile.attach_host import AttachHost
+
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="attach-local")
+            self.hosts = [HostHandle(socket.gethostname(), AttachHost(socket.gethostname()), self._pool)]
+            return self
+        import logging
+
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from ray_tpu_profile import attach_registry
+        from ray_tpu_profile.attach_host import AttachHost
+        from ray_tpu_profile.hosts import hosts_from_nodes
+
+        ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            nodes = [n for n in ray.nodes() if n["Alive"]]
+            tpu_names = {h.node_id: h.name for h in hosts_from_nodes(nodes)}
+            remote = ray.remote(AttachHost)
+            for node in nodes:
+                node_id = node["NodeID"]
+                name = tpu_names.get(node_id) or f"node-{node_id[:8]}"
+                actor = remote.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                                       name=f"ray-tpu-profile-attach-{os.getpid()}-{name}").remote(name, node_id)
+                self.hosts.append(HostHandle(name, actor))
+            self.kv_entries = [e.to_json() for e in attach_registry.kv_entries()]
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            for host in self.hosts:
+                host.target.cleanup()
+            self._pool.shutdown()
+            return
+        import ray
+
+        for host in self.hosts:
+            ray.kill(host.target)
+        ray.shutdown()
+
+
+def find_servers(session: Session, timeout_s: float) -> dict[str, list[ServerEntry]]:
+    """Host name -> its live registered servers."""
+    futures = {h.name: h.call("servers", session.kv_entries) for h in session.hosts}
+    return {name: [ServerEntry.from_json(e) for e in f.result(timeout=timeout_s)] for name, f in futures.items()}
+
+
+def chosen_servers(found: dict[str, list[ServerEntry]], config: AttachConfig) -> dict[str, list[ServerEntry]]:
+    """The servers --name selects, by host; ConfigError when there are none."""
+    where = f"in the Ray cluster at {config.address}" if config.address else "on this host"
+    everything = [e for entries in found.values() for e in entries]
+    if not everything:
+        raise ConfigError("--address", config.address or "(none: this host)",
+                          f"no profiler server is registered {where}; {HOW_TO_ENABLE}")
+    chosen = {host: matching(entries, config.name) for host, entries in found.items()}
+    chosen = {host: entries for host, entries in chosen.items() if entries}
+    if not chosen:
+        names = sorted({e.name or "(unnamed)" for e in everything})
+        raise ConfigError("--name", config.name, f"matches no registered server {where}; names there: {', '.join(names)}")
+    return chosen
+
+
+def listing(found: dict[str, list[ServerEntry]], name: str | None) -> list[dict[str, Any]]:
+    from ray_tpu_profile.attach_host import trace_host_name
+
+    return [{"host": host, "trace_name": trace_host_name(host, e), **e.to_json()}
+            for host, entries in found.items() for e in matching(entries, name)]
+
+
+def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[dict[str, Any], Path]:
+    """Captures; returns the manifest and where the run directory is. ConfigError before
+    anything is written when there is nothing to trace."""
+    from ray_tpu_profile.attach_host import trace_host_name
+
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+
+    def timed(stage: str, since: float) -> float:
+        now = time.monotonic()
+        timings[stage] = round(now - since, 3)
+        return now
+
+    with Session(config.address) as session:
+        found = find_servers(session, config.timeout_s)
+        chosen = chosen_servers(found, config)
+        mark = timed("find", started)
+        run_id = layout.new_run_id()
+        session_id = run_id
+        run_dir = layout.staging_dir(config.profile_result_dir, run_id)
+        run_dir.mkdir(parents=True)
+        entries = {trace_host_name(host, e): (host, e) for host, es in chosen.items() for e in es}
+        outcomes: dict[str, dict[str, Any]] = {name: {"status": "ok", "stage": "done", "error": None, "files": []}
+                                               for name in entries}
+
+        def fail(name: str, stage: str, error: str) -> None:
+            if outcomes[name]["status"] == "ok":
+                outcomes[name].update(status="failed", stage=stage, error=error)
+                progress.host_failed(stage, name, error)
+
+        handles = {h.name: h for h in session.hosts if h.name in chosen}
+        progress.note(f"attach: {len(entries)} server(s) on {len(handles)} host(s): {', '.join(entries)}")
+        prepared = _each_host(handles, lambda h: h.call("prepare", [e.to_json() for e in chosen[h.name]], session_id,
+                                                         config.duration_ms, config.python_tracer_level),
+                              config.timeout_s)
+        for host, result in prepared.items():
+            for name, error in (result.items() if isinstance(result, dict) else
+                                ((n, f"host {host}: {result}") for n, (h, _) in entries.items() if h == host)):
+                if error:
+                    fail(name, "warmup", error)
+        mark = timed("warmup", mark)
+        offsets = _clock_offsets(session, handles) if config.address else {}
+        mark = timed("clocks", mark)
+        instant_ns = time.time_ns() + (LEAD_MS + config.delay_ms) * 1_000_000
+        sampler = None
+        if config.server_url:
+            from ray_tpu_profile.load_metrics import LoadSampler
+
+            instant_ns += round(LOAD_CONTEXT_S * 1e9)  # the "before" interval lies between now and the window
+            window_start_s = instant_ns / 1e9
+            sampler = LoadSampler(config.server_url, [window_start_s - LOAD_CONTEXT_S, window_start_s,
+                                                      window_start_s + config.duration_ms / 1000,
+                                                      window_start_s + config.duration_ms / 1000 + LOAD_CONTEXT_S]).start()
+        ready = {host: [n for n, (h, _) in entries.items() if h == host and outcomes[n]["status"] == "ok"]
+                 for host in handles}
+        captured = _each_host(handles, lambda h: h.call("capture", offsets[h.name].to_host_ns(instant_ns)
+                                                        if h.name in offsets else instant_ns, ready[h.name]),
+                              (instant_ns - time.time_ns()) / 1e9 + config.duration_ms / 1000 + config.timeout_s)
+        for host, result in captured.items():
+            for name in ready[host]:
+                error = result[name]["error"] if isinstance(result, dict) else f"host {host}: {result}"
+                if error:
+                    fail(name, "capture", error)
+                elif isinstance(result, dict):
+                    outcomes[name]["client_call_plans"] = result[name]["client_call_plans"]
+        mark = timed("capture", mark)
+        _gather(session, handles, entries, outcomes, run_dir, config, fail)
+        mark = timed("gather", mark)
+        starts = _verify(run_dir, entries, outcomes, fail)
+        timed("verify", mark)
+        load = sampler.result(timeout_s=LOAD_CONTEXT_S + 30) if sampler else None
+    manifest = _manifest(config, argv, run_id, session_id, found, entries, outcomes, offsets, starts, load, timings)
+    layout.write_json_atomic(run_dir / layout.MANIFEST, manifest)
+    _write_reports(run_dir, manifest, progress)
+    final = Path(config.profile_result_dir) / run_id
+    manifest["timings_s"]["total"] = round(time.monotonic() - started, 3)
+    layout.write_json_atomic(run_dir / layout.MANIFEST, manifest)
+    os.replace(run_dir, final)
+    return manifest, final
+
+
+def _each_host(handles: dict[str, HostHandle], call: Callable[[HostHandle], Future], timeout_s: float) -> dict[str, Any]:
+    """call(host) on every host at once; host -> its result, or the exception that kept it."""
+    futures = {name: call(h) for name, h in handles.items()}
+    results: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout_s
+    for name, future in futures.items():
+        try:
+            results[name] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except Exception as e:  # that host's failure; the others deliver
+            results[name] = e
+    return results
+
+
+def _clock_offsets(session: Session, handles: dict[str, HostHandle]) -> dict[str, Any]:
+    from ray_tpu_profile.clock_sync import measure_offsets
+
+    measured = measure_offsets({name: (lambda h=h: h.call("now_ns")) for name, h in handles.items()})
+    return {name: offset for name, offset in measured.items() if not isinstance(offset, BaseException)}
+
+
+def _gather(session: Session, handles: dict[str, HostHandle], entries: dict[str, tuple[str, ServerEntry]],
+            outcomes: dict[str, dict[str, Any]], run_dir: Path, config: AttachConfig,
+            fail: Callable[[str, str, str], None]) -> None:
+    """Each traced process's files into the run directory, verified: through Ray, host by
+    host side by side (each host's processes one after another); locally, moved into place."""
+    from ray_tpu_profile.files import sha256_file
+    from ray_tpu_profile.gather import gather_host
+
+    def one_host(host: str) -> None:
+        handle = handles[host]
+        for name, (h, _) in entries.items():
+            if h != host or outcomes[name]["status"] != "ok":
+                continue
+            try:
+                if handle.local_pool is not None:
+                    source = handle.target.base_dir / name
+                    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+                        dest_rel = layout.host_file_dest(name, path.relative_to(source).as_posix())
+                        (run_dir / dest_rel).parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(path, run_dir / dest_rel)
+                        outcomes[name]["files"].append({"path": dest_rel.as_posix(), "bytes": (run_dir / dest_rel).stat().st_size,
+                                                        "sha256": sha256_file(run_dir / dest_rel)})
+                else:
+                    handle.call("select", name).result(timeout=config.timeout_s)
+                    gather_host(handle.target, name, run_dir, config.timeout_s, gathered=outcomes[name]["files"])
+            except Exception as e:  # that process's failure; what it delivered stays listed
+                fail(name, "gather", f"{type(e).__name__}: {e}")
+
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(handles)))) as pool:
+        list(pool.map(one_host, handles))
+    for handle in handles.values():
+        if handle.local_pool is None:
+            handle.call("cleanup")
+
+
+def _verify(run_dir: Path, entries: dict[str, tuple[str, ServerEntry]], outcomes: dict[str, dict[str, Any]],
+            fail: Callable[[str, str, str], None]) -> dict[str, dict[str, Any]]:
+    """Each traced process's xplane read back with xprof: readable, with events, from the
+    registered process. Returns name -> its capture's start/stop ns, events."""
+    from ray_tpu_profile.xplane import XplaneError, read_xplane
+
+    checked = {}
+    for name, (_, entry) in entries.items():
+        if outcomes[name]["status"] != "ok":
+            continue
+        xplanes = [f["path"] for f in outcomes[name]["files"] if f["path"].endswith(".xplane.pb")]
+        if len(xplanes) != 1:
+            fail(name, "verify", f"{len(xplanes)} xplane files delivered, expected 1")
+            continue
+        try:
+            info = read_xplane(run_dir / xplanes[0])
+        except XplaneError as e:
+            fail(name, "verify", str(e))
+            continue
+        if info.process_id is not None and info.process_id != entry.pid:
+            fail(name, "verify", f"the xplane is of pid {info.process_id}, the registered server's is {entry.pid}")
+            continue
+        checked[name] = {"start_ns": info.start_ns, "stop_ns": info.stop_ns, "events": info.events,
+                         "planes": list(info.planes)}
+    return checked
+
+
+def _manifest(config: AttachConfig, argv: list[str], run_id: str, session_id: str,
+              found: dict[str, list[ServerEntry]], entries: dict[str, tuple[str, ServerEntry]],
+              outcomes: dict[str, dict[str, Any]], offsets: dict[str, Any], starts: dict[str, dict[str, Any]],
+              load: dict[str, Any] | None, timings: dict[str, float]) -> dict[str, Any]:
+    from ray_tpu_profile.clocks import skew
+    from ray_tpu_profile.versions import package_versions
+
+    measured = skew({name: s["start_ns"] for name, s in starts.items()},
+                    {name: offsets[host] for name, (host, _) in entries.items() if host in offsets})
+    statuses = [o["status"] for o in outcomes.values()]
+    status = "ok" if all(s == "ok" for s in statuses) else "partial" if "ok" in statuses else "failed"
+    profilers = sorted({e.profiler for _, e in entries.values()})
+    capture = {"profiler": ", ".join(profilers), "chosen_by": "the registered servers", "delay_ms": config.delay_ms,
+               "duration_ms": config.duration_ms, "session": session_id, "python_tracer_level": config.python_tracer_level,
+               "start_skew_ms": measured.skew_ms, "start_skew_uncertainty_ms": measured.uncertainty_ms,
+               "start_skew_raw_ms": measured.raw_ms}
+
+    def host_entry(name: str, host: str, entry: ServerEntry) -> dict[str, Any]:
+        outcome = outcomes[name]
+        clock = offsets[host].to_json() if host in offsets else None
+        checked = {**starts.get(name, {}), "client_call_plans": outcome.get("client_call_plans")}
+        return {"name": name, "host": host, "node_id": entry.node_id, "node_ip": None, "chips": None,
+                "slice_name": None, "worker_id": None, "pid": entry.pid, "engine": entry.name,
+                "ranks": [entry.rank] if entry.rank is not None else [], "worker": None, "role": entry.role,
+                "server": entry.to_json(), "clock": clock, "scratch_dir": None, "status": outcome["status"],
+                "stage": outcome["stage"], "error": outcome["error"], "files": outcome["files"], "capture": checked,
+                "latency_s": {"load": None, "warmup": [], "profiled": []},
+                "phases": {"load": None, "warmup": None, "profiled": None},
+                "shapes": {SHAPE: {"latency_s": {"warmup": [], "profiled": []},
+                                   "phases": {"warmup": None, "traced": None, "profiled": None},
+                                   "capture": checked, "clock": clock}}}
+
+    failed = [n for n, o in outcomes.items() if o["status"] != "ok"]
+    return {
+        "schema_version": 1, "mode": "attach", "run_id": run_id, "status": status,
+        "stage": "done" if status == "ok" else outcomes[failed[0]]["stage"],
+        "error": None if status == "ok" else f"{len(failed)} of {len(outcomes)} server(s) failed: {', '.join(failed)}",
+        "result_url": None, "command": layout.redacted_argv(argv), "versions": package_versions(),
+        "workload": {"shape": SHAPE, "shapes": [SHAPE], "deployment": config.name},
+        "capture": capture,
+        "cluster": {"kind": "existing" if config.address else "this host", "address": config.address},
+        "engine": {},
+        "servers": {"found": listing(found, None), "traced": list(entries)},
+        "load": load,
+        "timings_s": timings, "timings_by_shape_s": {}, "engines": [],
+        "outputs": {"reports_error": None, "publish_error": None},
+        "hosts": [host_entry(name, host, entry) for name, (host, entry) in entries.items()],
+    }
+
+
+def _write_reports(run_dir: Path, manifest: dict[str, Any], progress: Progress) -> None:
+    from ray_tpu_profile.report import write_report
+
+    try:
+        write_report(run_dir, None, progress.note)
+    except Exception as e:  # the traces and manifest are in place; only what derives from them is missing
+        manifest["outputs"]["reports_error"] = f"{type(e).__name__}: {e}"
+        progress.host_failed("reports", "all", f"reports not written ({manifest['outputs']['reports_error']}); "
+                                               "`ray-tpu-profile report --write` tries again")

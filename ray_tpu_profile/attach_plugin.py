@@ -1,0 +1,98 @@
+"""A vLLM general plugin (entry point group `vllm.general_plugins`) that makes a live
+deployment attachable: with RAY_TPU_PROFILE_ATTACH=1 in a process's environment, it starts a
+profiler server in that process (JAX's; torch_xla's on a torch_xla stack) on a port the OS
+picks and registers it (attach_registry). Without the variable it does nothing.
+
+vLLM calls general plugins once per process: in the process that parses the engine flags
+(`vllm serve`'s API server, or one holding an LLM), in the engine-core process and in every
+worker, before the model's first step. Enable it with `RAY_TPU_PROFILE_ATTACH=1 vllm serve
+...`, or the variable in a Ray Serve LLM deployment's runtime_env (vLLM's Ray workers inherit
+it); RAY_TPU_PROFILE_ATTACH_NAME names the deployment for `attach --name`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from ray_tpu_profile.attach_registry import ENABLE_ENV, NAME_ENV, ServerEntry
+
+logger = logging.getLogger("ray_tpu_profile.attach")
+
+_server: Any = None
+"""The server object, kept alive here: a collected server object yields empty traces."""
+
+
+def register() -> None:
+    """The entry point vLLM calls."""
+    if os.environ.get(ENABLE_ENV) != "1" or _server is not None:
+        return
+    try:
+        entry = start_and_register()
+    except Exception as e:  # a deployment must not fail to serve because it cannot be profiled
+        logger.warning("ray-tpu-profile attach: no profiler server in pid %d: %s: %s", os.getpid(), type(e).__name__, e)
+        return
+    logger.info("ray-tpu-profile attach: %s profiler server of %s on localhost:%d", entry.profiler, entry.label, entry.port)
+
+
+def start_and_register() -> ServerEntry:
+    import atexit
+    import importlib.util
+    import multiprocessing
+    import socket
+
+    from ray_tpu_profile import attach_registry
+    from ray_tpu_profile.profilers.server import free_local_port
+
+    global _server
+    role, rank = attach_registry.role_of(multiprocessing.current_process().name, _initialising_worker_rank())
+    xla = importlib.util.find_spec("torch_xla") is not None and importlib.util.find_spec("tpu_inference") is None
+    port = free_local_port()
+    if xla:
+        import torch_xla.debug.profiler as xp
+
+        _server = xp.start_server(port)
+    else:
+        import jax.profiler
+
+        _server = jax.profiler.start_server(port)
+    ray = sys.modules.get("ray")
+    in_ray = ray is not None and ray.is_initialized()
+    entry = ServerEntry(
+        hostname=socket.gethostname(), node_id=ray.get_runtime_context().get_node_id() if in_ray else None,
+        pid=os.getpid(), started_ticks=attach_registry.process_started_ticks(os.getpid()), port=port,
+        profiler="xla" if xla else "jax", role=role, rank=rank, name=os.environ.get(NAME_ENV) or None,
+        registered_at_s=time.time())
+    if in_ray:
+        attach_registry.kv_put(entry)
+        atexit.register(attach_registry.kv_delete, entry.key)
+    else:
+        path = attach_registry.write_file_entry(entry)
+        atexit.register(path.unlink, missing_ok=True)
+    # A child forked from here (vLLM's fork start method) has no server thread: let vLLM
+    # load the plugins again there, so it starts and registers its own.
+    os.register_at_fork(after_in_child=_forget_in_child)
+    return entry
+
+
+def _forget_in_child() -> None:
+    global _server
+    _server = None
+    plugins = sys.modules.get("vllm.plugins")
+    if plugins is not None:
+        plugins.plugins_loaded = False
+
+
+def _initialising_worker_rank() -> int | None:
+    """The rank of the vLLM worker being initialised, when vLLM called the plugins from
+    WorkerWrapperBase.init_worker (the one place it does in a worker): its `rpc_rank`."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        wrapper = frame.f_locals.get("self") if frame.f_code.co_name == "init_worker" else None
+        if wrapper is not None and hasattr(wrapper, "rpc_rank"):
+            return int(wrapper.rpc_rank)
+        frame = frame.f_back
+    return None
