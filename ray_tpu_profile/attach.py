@@ -42,6 +42,7 @@ class AttachConfig:
     server_url: str | None = None
     python_tracer_level: int = 1
     timeout_s: float = 120.0
+    max_clock_uncertainty_ms: float = 1.0
 
     def validate(self, list_only: bool) -> None:
         if self.duration_ms <= 0:
@@ -159,6 +160,7 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
     """Captures; returns the manifest and where the run directory is. ConfigError before
     anything is written when there is nothing to trace."""
     from ray_tpu_profile.attach_host import trace_host_name
+    from ray_tpu_profile.profilers.server import NO_EVENTS
 
     started = time.monotonic()
     timings: dict[str, float] = {}
@@ -216,7 +218,12 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
         for host, result in captured.items():
             for name in ready[host]:
                 error = result[name]["error"] if isinstance(result, dict) else f"host {host}: {result}"
-                if error:
+                if error and NO_EVENTS in error:
+                    # The process answered but ran nothing traced in the window (a frontend
+                    # between requests, an idle replica): kept as idle, not failed.
+                    outcomes[name]["idle"] = True
+                    progress.note(f"  {name}: idle, no traced work in the window")
+                elif error:
                     fail(name, "capture", error)
                 elif isinstance(result, dict):
                     outcomes[name]["client_call_plans"] = result[name]["client_call_plans"]
@@ -267,7 +274,7 @@ def _gather(session: Session, handles: dict[str, HostHandle], entries: dict[str,
     def one_host(host: str) -> None:
         handle = handles[host]
         for name, (h, _) in entries.items():
-            if h != host or outcomes[name]["status"] != "ok":
+            if h != host or outcomes[name]["status"] != "ok" or outcomes[name].get("idle"):
                 continue
             try:
                 if handle.local_pool is not None:
@@ -299,7 +306,7 @@ def _verify(run_dir: Path, entries: dict[str, tuple[str, ServerEntry]], outcomes
 
     checked = {}
     for name, (_, entry) in entries.items():
-        if outcomes[name]["status"] != "ok":
+        if outcomes[name]["status"] != "ok" or outcomes[name].get("idle"):
             continue
         xplanes = [f["path"] for f in outcomes[name]["files"] if f["path"].endswith(".xplane.pb")]
         if len(xplanes) != 1:
@@ -322,13 +329,18 @@ def _manifest(config: AttachConfig, argv: list[str], run_id: str, session_id: st
               found: dict[str, list[ServerEntry]], entries: dict[str, tuple[str, ServerEntry]],
               outcomes: dict[str, dict[str, Any]], offsets: dict[str, Any], starts: dict[str, dict[str, Any]],
               load: dict[str, Any] | None, timings: dict[str, float]) -> dict[str, Any]:
-    from ray_tpu_profile.clocks import skew
+    from ray_tpu_profile.clocks import skew, untrusted_reason
     from ray_tpu_profile.versions import package_versions
 
     measured = skew({name: s["start_ns"] for name, s in starts.items()},
                     {name: offsets[host] for name, (host, _) in entries.items() if host in offsets})
     statuses = [o["status"] for o in outcomes.values()]
     status = "ok" if all(s == "ok" for s in statuses) else "partial" if "ok" in statuses else "failed"
+    traced = [n for n, o in outcomes.items() if o["status"] == "ok" and not o.get("idle")]
+    error = None if status == "ok" else f"{len(statuses) - statuses.count('ok')} of {len(statuses)} server(s) failed: " \
+        + ", ".join(n for n, o in outcomes.items() if o["status"] != "ok")
+    if not traced and status != "failed":
+        status, error = "failed", "no traced process ran anything in the window: was the deployment serving?"
     profilers = sorted({e.profiler for _, e in entries.values()})
     capture = {"profiler": ", ".join(profilers), "chosen_by": "the registered servers", "delay_ms": config.delay_ms,
                "duration_ms": config.duration_ms, "session": session_id, "python_tracer_level": config.python_tracer_level,
@@ -337,8 +349,10 @@ def _manifest(config: AttachConfig, argv: list[str], run_id: str, session_id: st
 
     def host_entry(name: str, host: str, entry: ServerEntry) -> dict[str, Any]:
         outcome = outcomes[name]
-        clock = offsets[host].to_json() if host in offsets else None
-        checked = {**starts.get(name, {}), "client_call_plans": outcome.get("client_call_plans")}
+        clock = {**offsets[host].to_json(), "warning": untrusted_reason(offsets[host], None, config.max_clock_uncertainty_ms)} \
+            if host in offsets else None
+        checked = {**starts.get(name, {}), "client_call_plans": outcome.get("client_call_plans"),
+                   "idle": bool(outcome.get("idle"))}
         return {"name": name, "host": host, "node_id": entry.node_id, "node_ip": None, "chips": None,
                 "slice_name": None, "worker_id": None, "pid": entry.pid, "engine": entry.name,
                 "ranks": [entry.rank] if entry.rank is not None else [], "worker": None, "role": entry.role,
@@ -353,14 +367,15 @@ def _manifest(config: AttachConfig, argv: list[str], run_id: str, session_id: st
     failed = [n for n, o in outcomes.items() if o["status"] != "ok"]
     return {
         "schema_version": 1, "mode": "attach", "run_id": run_id, "status": status,
-        "stage": "done" if status == "ok" else outcomes[failed[0]]["stage"],
-        "error": None if status == "ok" else f"{len(failed)} of {len(outcomes)} server(s) failed: {', '.join(failed)}",
+        "stage": "done" if status == "ok" else outcomes[failed[0]]["stage"] if failed else "capture",
+        "error": error,
         "result_url": None, "command": layout.redacted_argv(argv), "versions": package_versions(),
         "workload": {"shape": SHAPE, "shapes": [SHAPE], "deployment": config.name},
         "capture": capture,
         "cluster": {"kind": "existing" if config.address else "this host", "address": config.address},
         "engine": {},
-        "servers": {"found": listing(found, None), "traced": list(entries)},
+        "servers": {"found": listing(found, None), "traced": traced,
+                    "idle": [n for n, o in outcomes.items() if o.get("idle")]},
         "load": load,
         "timings_s": timings, "timings_by_shape_s": {}, "engines": [],
         "outputs": {"reports_error": None, "publish_error": None},

@@ -88,11 +88,15 @@ def _forget_in_child() -> None:
 
 def _initialising_worker_rank() -> int | None:
     """The rank of the vLLM worker being initialised, when vLLM called the plugins from
-    WorkerWrapperBase.init_worker (the one place it does in a worker): its `rpc_rank`."""
+    WorkerWrapperBase.init_worker (the one place it does in a worker): the `rank` of the
+    worker's kwargs there (its global rank; the wrapper's own rpc_rank is 0 on every Ray
+    worker, seen with vLLM 0.32), else the wrapper's rpc_rank."""
     frame = sys._getframe(1)
     while frame is not None:
         wrapper = frame.f_locals.get("self") if frame.f_code.co_name == "init_worker" else None
         if wrapper is not None and hasattr(wrapper, "rpc_rank"):
-            return int(wrapper.rpc_rank)
+            kwargs = frame.f_locals.get("kwargs")
+            rank = kwargs.get("rank") if isinstance(kwargs, dict) else None
+            return int(rank if rank is not None else wrapper.rpc_rank)
         frame = frame.f_back
     return None

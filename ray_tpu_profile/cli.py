@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -268,10 +269,12 @@ Exit codes: 0 ok, 2 bad input (nothing registered, --name matching nothing), 3 p
               help="1 records every Python call (vLLM's host side); 0 for smaller traces.")
 @click.option("--timeout-s", type=float, default=120.0, show_default=True, metavar="S",
               help="How long a host may take to answer each step (find, warm-up, gather) beyond the window.")
+@click.option("--max-clock-uncertainty-ms", type=float, default=1.0, show_default=True, metavar="MS",
+              help="Warn about a host whose clock offset is known less exactly than this.")
 @click.option("--json", "json_output", is_flag=True, help="Print JSON on stdout instead of the table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines (failures still print).")
 def attach(address, name, list_only, duration_ms, delay_ms, profile_result_dir, server_url, python_tracer_level,
-           timeout_s, json_output, quiet) -> None:
+           timeout_s, max_clock_uncertainty_ms, json_output, quiet) -> None:
     """Profile a live vLLM deployment on every host at one instant, under its real traffic.
 
     Finds the profiler servers vLLM processes registered (the package's vLLM plugin, on with
@@ -285,7 +288,8 @@ def attach(address, name, list_only, duration_ms, delay_ms, profile_result_dir, 
 
     config = attaching.AttachConfig(address=address, name=name, duration_ms=duration_ms, delay_ms=delay_ms,
                                     profile_result_dir=profile_result_dir, server_url=server_url,
-                                    python_tracer_level=python_tracer_level, timeout_s=timeout_s)
+                                    python_tracer_level=python_tracer_level, timeout_s=timeout_s,
+                                    max_clock_uncertainty_ms=max_clock_uncertainty_ms)
     config.validate(list_only)
     if list_only:
         with attaching.Session(address) as session:
@@ -299,15 +303,16 @@ def attach(address, name, list_only, duration_ms, delay_ms, profile_result_dir, 
                 click.echo(f"{s['host']:<16} pid {s['pid']:<8} {s['role'] + (str(s['rank']) if s['rank'] is not None else ''):<12} "
                            f"port {s['port']:<6} {s['profiler']:<4} {s['name'] or '-'}")
         return
-    manifest, location = attaching.execute(config, ["ray-tpu-profile", *sys.argv[1:]], Progress(quiet=quiet))
+    with _stdout_to_stderr():  # the profiler client, traced here, prints to fd 1: stdout stays for --json
+        manifest, location = attaching.execute(config, ["ray-tpu-profile", *sys.argv[1:]], Progress(quiet=quiet))
     if json_output:
         click.echo(json.dumps(manifest, indent=2))
     else:
         print_summary(manifest, location)
-        if manifest.get("load"):
+        load = manifest.get("load")
+        if load:
             from ray_tpu_profile.load_metrics import describe
 
-            load = manifest["load"]
             click.echo(describe(load) if "error" not in load else f"server load: not read ({load['error']})")
     sys.exit(EXIT_BY_STATUS[manifest["status"]])
 
@@ -340,6 +345,23 @@ def view(run_dir: Path, port: int | None) -> None:
     finally:
         signal.signal(signal.SIGTERM, previous)
     sys.exit(code)
+
+
+@contextmanager
+def _stdout_to_stderr():
+    """File descriptor 1 goes to stderr for the block (C++ code in this process writes
+    there directly, past sys.stdout)."""
+    import os
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def main() -> None:

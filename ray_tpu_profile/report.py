@@ -171,6 +171,7 @@ def build_report(run_dir: Path, top: int = 10, hosts: dict[str, dict[str, Any]] 
             "name": slowest[0], "profiled_mean_s": slowest[1], "median_host_profiled_mean_s": slowest[2],
             "slower_than_median": slowest[1] / slowest[2] - 1 if slowest[2] else None,
         },
+        "load": manifest.get("load"),
         "failed_hosts": [{"name": h["name"], "stage": h["stage"], "error": h["error"]}
                          for h in manifest["hosts"] if h["status"] != "ok"],
         "hosts": entries,
@@ -218,6 +219,11 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         console.print(f"slowest host: {s['name']}, {100 * s['slower_than_median']:+.1f}% vs the median host")
     for f in report["failed_hosts"]:
         console.print(f"failed: {f['name']} at {f['stage']}: {f['error']}")
+    load = report.get("load")
+    if load:  # attach --server-url: what the server was doing around the window
+        from ray_tpu_profile.load_metrics import describe
+
+        console.print(describe(load) if "error" not in load else f"server load: not read ({load['error']})")
     for h in report["hosts"]:
         if h["top_operations"]:
             ops = ", ".join(f"{o['name'][:40]} {100 * o['share']:.1f}%" for o in h["top_operations"][:5])

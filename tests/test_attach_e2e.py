@@ -93,7 +93,8 @@ def served(tmp_path_factory):
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
                                  *TINY_MODEL_ENGINE_DEFAULTS, "--skip-tokenizer-init", "--host", LOOPBACK,
-                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
+                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                cwd=log.parent)  # as a user runs it: not from the checkout, whose metadata may be stale
     server = Served(f"http://{LOOPBACK}:{port}", model, cache_home, proc, log)
     deadline = time.monotonic() + SERVER_START_S
     while not _healthy(server.url):  # polling for readiness, with a deadline
@@ -134,6 +135,7 @@ def test_attach_captures_the_model_steps_under_load_and_the_server_keeps_serving
     assert manifest["mode"] == "attach" and manifest["status"] == "ok"
     run_dir = next(tmp_path.iterdir())
     assert (run_dir / "manifest.json").is_file() and (run_dir / "report.json").is_file()
+    assert "server load:" in (run_dir / "report.txt").read_text()
     core = next(h for h in manifest["hosts"] if h["role"] == "engine-core")
     xplanes = [f["path"] for f in core["files"] if f["path"].endswith(".xplane.pb")]
     assert len(xplanes) == 1 and xplanes[0].startswith(f"plugins/profile/{manifest['capture']['session']}/")
@@ -160,10 +162,17 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(served, tmp_path):
 
 
 def test_the_registry_is_empty_once_the_server_has_exited(served):
-    from ray_tpu_profile.attach_registry import live_file_entries
+    from ray_tpu_profile.attach_registry import live_file_entries, process_started_ticks
 
+    listed = json.loads(run_cli("attach", "--list", "--json", env=served.env).stdout)
     served.proc.terminate()
     served.proc.wait(timeout=120)
+    # The server has exited when all its processes have: its engine and worker processes
+    # finish their own shutdown a little after the API server.
+    deadline = time.monotonic() + 120
+    while any(process_started_ticks(s["pid"]) is not None for s in listed):
+        assert time.monotonic() < deadline, f"vLLM processes still running 120 s after the server: {listed}"
+        threading.Event().wait(0.2)
     proc = run_cli("attach", "--list", env=served.env)
     assert proc.returncode == 2 and "no profiler server is registered" in proc.stderr, proc.stderr
     assert live_file_entries(served.cache_home / "ray-tpu-profile" / "attach") == []

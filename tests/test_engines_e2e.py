@@ -150,3 +150,74 @@ def test_plan_shows_engines_and_bad_input_names_what_fits(one_chip_hosts, tmp_pa
         assert line.startswith("ray-tpu-profile: error: ") and message in line, line
         assert not out.exists() or not list(out.iterdir())
     assert wait_until_released() == ([], [])
+
+
+def test_attach_traces_both_workers_of_a_live_engine_across_two_hosts_at_one_instant(one_chip_hosts, tmp_path):
+    """A deployment-like engine: vLLM's Ray executor over two simulated hosts, kept alive in
+    an actor whose runtime_env has RAY_TPU_PROFILE_ATTACH=1 (vLLM's workers inherit it), and
+    serving from a loop. `attach --address` finds its processes through Ray's KV store and
+    traces both workers at one instant while it serves."""
+    import threading
+    import time
+
+    import ray
+
+    from ray_tpu_profile import cluster, engines
+    from ray_tpu_profile.config import Capture, Workload
+    from ray_tpu_profile.engine import ENGINE_ENV, TINY_MODEL_ENGINE_DEFAULTS
+    from ray_tpu_profile.records import EngineRole
+    from ray_tpu_profile.state import engine_across_hosts_env
+    from ray_tpu_profile.tiny_model import default_tiny_model_dir
+    from ray_tpu_profile.xplane import event_names
+
+    ray.init(address=one_chip_hosts.address)
+    reservation = None
+    try:
+        engine = engines.plan_engines(cluster.discover_hosts()[:2], 2)[0]
+        reservation = cluster.reserve_engines([engine], "live", 120, bundle_per_chip=True)
+        env = {**ENGINE_ENV, **engine_across_hosts_env(engine, True), "RAY_TPU_PROFILE_ATTACH": "1",
+               "RAY_TPU_PROFILE_ATTACH_NAME": "live"}
+        owner = cluster.start_actors(reservation, list(engine.hosts), "live", env)[engine.owner.name]
+        role = EngineRole(engine.name, owner=True, spans_hosts=True, ranks=(0,))
+        argv = ["--model", str(default_tiny_model_dir()), *TINY_MODEL_ENGINE_DEFAULTS, "--tensor-parallel-size", "2"]
+        ray.get(owner.load.remote(argv, Workload(input_len=16, output_len=32, batch_size=4, num_iters=1),
+                                  Capture(profiler="jax"), "live", True, role), timeout=600)
+        serving, served = threading.Event(), []
+
+        def serve() -> None:
+            while not serving.is_set():
+                served.append(ray.get(owner.run_profiled.remote(None), timeout=300))
+
+        loop = threading.Thread(target=serve, daemon=True)
+        loop.start()
+        try:
+            deadline = time.monotonic() + 300
+            while not served:  # serving steadily (its first iteration done) before attaching
+                assert loop.is_alive() and time.monotonic() < deadline, "the engine served nothing"
+                threading.Event().wait(0.2)
+            listed = run_cli("attach", "--address", one_chip_hosts.address, "--list", "--json", "--name", "live")
+            proc = run_cli("attach", "--address", one_chip_hosts.address, "--name", "live", "--duration-ms", "1000",
+                           "--profile-result-dir", str(tmp_path), "--json")
+        finally:
+            serving.set()
+            loop.join(timeout=300)
+        assert listed.returncode == 0, listed.stderr[-3000:]
+        workers = {(s["host"], s["rank"]) for s in json.loads(listed.stdout) if s["role"] == "worker"}
+        assert workers == {("local-sim-w0", 0), ("local-sim-w1", 1)}, listed.stdout
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        manifest = json.loads(proc.stdout)
+        traced = {(h["host"], h["role"], tuple(h["ranks"])): h for h in manifest["hosts"]}
+        run_dir = only_run_dir(tmp_path)
+        for host, rank in (("local-sim-w0", 0), ("local-sim-w1", 1)):
+            worker = traced[(host, "worker", (rank,))]
+            assert worker["status"] == "ok" and worker["clock"] is not None, worker
+            (xplane,) = [f["path"] for f in worker["files"] if f["path"].endswith(".xplane.pb")]
+            assert any("execute_model" in n for n in event_names(run_dir / xplane)), host
+        capture = manifest["capture"]
+        assert capture["start_skew_ms"] is not None and capture["start_skew_uncertainty_ms"] is not None
+        assert capture["start_skew_ms"] < 10, capture
+        assert len(served) >= 2 and all(p.latencies_s for p in served)  # it served before and after
+    finally:
+        if reservation is not None:
+            reservation.release()
+        ray.shutdown()
