@@ -20,8 +20,9 @@ from typing import Any, Callable
 
 from ray_tpu_profile import layout
 from ray_tpu_profile.attach_registry import ServerEntry, matching
-from ray_tpu_profile.errors import ConfigError
+from ray_tpu_profile.errors import ConfigError, RunStopped
 from ray_tpu_profile.progress import Progress
+from ray_tpu_profile.signals import StopSignals
 
 SHAPE = "live"
 """The one 'shape' of an attach run: whatever the deployment was serving."""
@@ -117,9 +118,10 @@ class Session:
 
     def __exit__(self, *exc: Any) -> None:
         if self._pool is not None:
+            # A stop mid-capture leaves the client waiting out its window: not waited for.
+            self._pool.shutdown(wait=False, cancel_futures=True)
             for host in self.hosts:
                 host.target.cleanup()
-            self._pool.shutdown()
             return
         import ray
 
@@ -170,7 +172,7 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
         timings[stage] = round(now - since, 3)
         return now
 
-    with Session(config.address) as session:
+    with Session(config.address) as session, StopSignals(at_once=True):
         found = find_servers(session, config.timeout_s)
         chosen = chosen_servers(found, config)
         mark = timed("find", started)
@@ -189,51 +191,66 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
 
         handles = {h.name: h for h in session.hosts if h.name in chosen}
         progress.note(f"attach: {len(entries)} server(s) on {len(handles)} host(s): {', '.join(entries)}")
-        prepared = _each_host(handles, lambda h: h.call("prepare", [e.to_json() for e in chosen[h.name]], session_id,
-                                                         config.duration_ms, config.python_tracer_level),
-                              config.timeout_s)
-        for host, result in prepared.items():
-            for name, error in (result.items() if isinstance(result, dict) else
-                                ((n, f"host {host}: {result}") for n, (h, _) in entries.items() if h == host)):
-                if error:
-                    fail(name, "warmup", error)
-        mark = timed("warmup", mark)
-        offsets = _clock_offsets(session, handles) if config.address else {}
-        mark = timed("clocks", mark)
-        instant_ns = time.time_ns() + (LEAD_MS + config.delay_ms) * 1_000_000
-        sampler = None
-        if config.server_url:
-            from ray_tpu_profile.load_metrics import LoadSampler
+        offsets: dict[str, Any] = {}
+        starts: dict[str, dict[str, Any]] = {}
+        load, sampler, stopped, stage = None, None, None, "warmup"
+        try:
+            prepared = _each_host(handles, lambda h: h.call("prepare", [e.to_json() for e in chosen[h.name]], session_id,
+                                                             config.duration_ms, config.python_tracer_level),
+                                  config.timeout_s)
+            for host, result in prepared.items():
+                for name, error in (result.items() if isinstance(result, dict) else
+                                    ((n, f"host {host}: {result}") for n, (h, _) in entries.items() if h == host)):
+                    if error:
+                        fail(name, "warmup", error)
+            mark = timed("warmup", mark)
+            stage = "clocks"
+            offsets = _clock_offsets(session, handles) if config.address else {}
+            mark = timed("clocks", mark)
+            stage = "capture"
+            instant_ns = time.time_ns() + (LEAD_MS + config.delay_ms) * 1_000_000
+            sampler = None
+            if config.server_url:
+                from ray_tpu_profile.load_metrics import LoadSampler
 
-            instant_ns += round(LOAD_CONTEXT_S * 1e9)  # the "before" interval lies between now and the window
-            window_start_s = instant_ns / 1e9
-            sampler = LoadSampler(config.server_url, [window_start_s - LOAD_CONTEXT_S, window_start_s,
-                                                      window_start_s + config.duration_ms / 1000,
-                                                      window_start_s + config.duration_ms / 1000 + LOAD_CONTEXT_S]).start()
-        ready = {host: [n for n, (h, _) in entries.items() if h == host and outcomes[n]["status"] == "ok"]
-                 for host in handles}
-        captured = _each_host(handles, lambda h: h.call("capture", offsets[h.name].to_host_ns(instant_ns)
-                                                        if h.name in offsets else instant_ns, ready[h.name]),
-                              (instant_ns - time.time_ns()) / 1e9 + config.duration_ms / 1000 + config.timeout_s)
-        for host, result in captured.items():
-            for name in ready[host]:
-                error = result[name]["error"] if isinstance(result, dict) else f"host {host}: {result}"
-                if error and NO_EVENTS in error:
-                    # The process answered but ran nothing traced in the window (a frontend
-                    # between requests, an idle replica): kept as idle, not failed.
-                    outcomes[name]["idle"] = True
-                    progress.note(f"  {name}: idle, no traced work in the window")
-                elif error:
-                    fail(name, "capture", error)
-                elif isinstance(result, dict):
-                    outcomes[name]["client_call_plans"] = result[name]["client_call_plans"]
-        mark = timed("capture", mark)
-        _gather(session, handles, entries, outcomes, run_dir, config, fail)
-        mark = timed("gather", mark)
-        starts = _verify(run_dir, entries, outcomes, fail)
-        timed("verify", mark)
-        load = sampler.result(timeout_s=LOAD_CONTEXT_S + 30) if sampler else None
+                instant_ns += round(LOAD_CONTEXT_S * 1e9)  # the "before" interval lies between now and the window
+                window_start_s = instant_ns / 1e9
+                sampler = LoadSampler(config.server_url, [window_start_s - LOAD_CONTEXT_S, window_start_s,
+                                                          window_start_s + config.duration_ms / 1000,
+                                                          window_start_s + config.duration_ms / 1000 + LOAD_CONTEXT_S]).start()
+            ready = {host: [n for n, (h, _) in entries.items() if h == host and outcomes[n]["status"] == "ok"]
+                     for host in handles}
+            captured = _each_host(handles, lambda h: h.call("capture", offsets[h.name].to_host_ns(instant_ns)
+                                                            if h.name in offsets else instant_ns, ready[h.name]),
+                                  (instant_ns - time.time_ns()) / 1e9 + config.duration_ms / 1000 + config.timeout_s)
+            for host, result in captured.items():
+                for name in ready[host]:
+                    error = result[name]["error"] if isinstance(result, dict) else f"host {host}: {result}"
+                    if error and NO_EVENTS in error:
+                        # The process answered but ran nothing traced in the window (a frontend
+                        # between requests, an idle replica): kept as idle, not failed.
+                        outcomes[name]["idle"] = True
+                        progress.note(f"  {name}: idle, no traced work in the window")
+                    elif error:
+                        fail(name, "capture", error)
+                    elif isinstance(result, dict):
+                        outcomes[name]["client_call_plans"] = result[name]["client_call_plans"]
+            mark = timed("capture", mark)
+            stage = "gather"
+            _gather(session, handles, entries, outcomes, run_dir, config, fail)
+            mark = timed("gather", mark)
+            stage = "verify"
+            starts = _verify(run_dir, entries, outcomes, fail)
+            timed("verify", mark)
+            load = sampler.result(timeout_s=LOAD_CONTEXT_S + 30) if sampler else None
+        except RunStopped as e:  # Ctrl-C, `ray job stop`: what was gathered and verified is kept
+            stopped = f"stopped during {stage} ({e.signal_name})"
+            for name, outcome in outcomes.items():
+                if outcome["status"] == "ok" and name not in starts and not outcome.get("idle"):
+                    fail(name, stage, stopped)
     manifest = _manifest(config, argv, run_id, session_id, found, entries, outcomes, offsets, starts, load, timings)
+    if stopped:
+        manifest.update(status="stopped", stage=stage, error=stopped)
     layout.write_json_atomic(run_dir / layout.MANIFEST, manifest)
     _write_reports(run_dir, manifest, progress)
     final = Path(config.profile_result_dir) / run_id

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LOOPBACK, REPO, free_port, run_cli
+from conftest import CLI, LOOPBACK, REPO, free_port, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -159,6 +159,26 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(served, tmp_path):
         assert proc.returncode == 2, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and said in proc.stderr, proc.stderr
         assert not out.exists()
+
+
+def test_ctrl_c_during_a_capture_stops_it_and_keeps_the_run_directory(served, tmp_path):
+    import signal
+
+    proc = subprocess.Popen([*CLI, "attach", "--duration-ms", "30000", "--profile-result-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **served.env}, cwd=REPO)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".*.partial")):  # the capture has begun once its run directory exists
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        threading.Event().wait(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 5, stderr[-3000:]
+    (run_dir,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "stopped" and "SIGINT" in manifest["error"], manifest["error"]
+    assert all(h["status"] == "failed" and "stopped during" in h["error"] for h in manifest["hosts"])
+    assert _healthy(served.url)  # the deployment never noticed
 
 
 def test_the_registry_is_empty_once_the_server_has_exited(served):

@@ -170,6 +170,9 @@ def test_attach_traces_both_workers_of_a_live_engine_across_two_hosts_at_one_ins
     from ray_tpu_profile.tiny_model import default_tiny_model_dir
     from ray_tpu_profile.xplane import event_names
 
+    nothing = run_cli("attach", "--address", one_chip_hosts.address, "--list")  # before the deployment exists
+    assert nothing.returncode == 2 and "no profiler server is registered in the Ray cluster" in nothing.stderr, \
+        nothing.stderr
     ray.init(address=one_chip_hosts.address)
     reservation = None
     try:
@@ -217,6 +220,10 @@ def test_attach_traces_both_workers_of_a_live_engine_across_two_hosts_at_one_ins
         assert capture["start_skew_ms"] is not None and capture["start_skew_uncertainty_ms"] is not None
         assert capture["start_skew_ms"] < 10, capture
         assert len(served) >= 2 and all(p.latencies_s for p in served)  # it served before and after
+        from ray.util.state import list_actors
+
+        assert [a for a in list_actors(address=STATE_API["address"], limit=10000)
+                if a.class_name == "AttachHost" and a.state != "DEAD"] == []  # attach left nothing running
     finally:
         if reservation is not None:
             reservation.release()
