@@ -62,6 +62,7 @@ def validate(config: RunConfig, argv: list[str]) -> RunState:
     import time
 
     from ray_tpu_profile import engine, layout, local_capacity
+    from ray_tpu_profile.engine_flags import engine_flags
     from ray_tpu_profile.tiny_model import default_tiny_model_dir
 
     started = time.monotonic()
@@ -71,7 +72,9 @@ def validate(config: RunConfig, argv: list[str]) -> RunState:
     capture, chosen_by = config.capture.resolve()
     tiny_model = config.model is None
     engine_argv = engine.engine_argv(config.model or str(default_tiny_model_dir()), config.engine_argv, tiny_model)
-    engine_args = engine.parse_engine_args(engine_argv)
+    # vLLM itself parses them when the cached spec cannot decide (engine_flags); the
+    # model, and the tiny model's defaults, are the tool's own.
+    engine_args = engine_flags(engine_argv, trusted_count=len(engine_argv) - len(config.engine_argv))
     for workload in config.workloads:
         engine.check_engine_args(engine_args, workload)
     if placement.address is None:  # now with the model processes an engine puts on each host
