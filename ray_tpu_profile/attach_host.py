@@ -17,6 +17,8 @@ from ray_tpu_profile.attach_registry import ServerEntry
 from ray_tpu_profile.host_files import HostFiles
 
 WARMUP_CAPTURE_MS = 50
+SERVER_ANSWER_S = 5.0
+"""A registered server accepts connections at once (it runs in a live process)."""
 CALL_TIMEOUT_S = 60.0
 """Beyond a capture's own window: a server that has not answered by then is not going to."""
 
@@ -55,7 +57,7 @@ class AttachHost(HostFiles):
         process pays for tracer set-up and would start late; it also proves the server
         answers). Returns trace name -> None, or why that server cannot be traced. A
         warm-up that saw no traced work still proves the server answers."""
-        from ray_tpu_profile.profilers.server import NO_EVENTS
+        from ray_tpu_profile.profilers.server import NO_EVENTS, ServerNotReady, wait_for_server
 
         for data in servers:
             entry = ServerEntry.from_json(data)
@@ -64,6 +66,12 @@ class AttachHost(HostFiles):
                                             python_tracer_level)
 
         def warm(name: str, backend: Any, scratch: Path) -> str | None:
+            # The client says "no trace event was collected" for a server that is not there
+            # as for one with nothing to trace: whether it listens is asked first.
+            try:
+                wait_for_server(backend.port, SERVER_ANSWER_S)
+            except ServerNotReady as e:
+                return str(e)
             try:
                 backend._trace(f"localhost:{backend.port}", str(scratch), WARMUP_CAPTURE_MS, 0)
             except Exception as e:  # that server's failure, returned per server

@@ -136,15 +136,54 @@ def test_attach_captures_the_model_steps_under_load_and_the_server_keeps_serving
     run_dir = next(tmp_path.iterdir())
     assert (run_dir / "manifest.json").is_file() and (run_dir / "report.json").is_file()
     assert "server load:" in (run_dir / "report.txt").read_text()
-    core = next(h for h in manifest["hosts"] if h["role"] == "engine-core")
-    xplanes = [f["path"] for f in core["files"] if f["path"].endswith(".xplane.pb")]
-    assert len(xplanes) == 1 and xplanes[0].startswith(f"plugins/profile/{manifest['capture']['session']}/")
-    names = event_names(run_dir / xplanes[0])
+    # The engine's processes (its core, and the worker the multiprocess executor starts)
+    # were traced; the model steps are in one of them.
+    engine = [h for h in manifest["hosts"] if h["role"] in ("engine-core", "worker")]
+    assert {h["role"] for h in engine} == {"engine-core", "worker"}
+    xplanes = [f["path"] for h in engine for f in h["files"] if f["path"].endswith(".xplane.pb")]
+    assert xplanes and all(x.startswith(f"plugins/profile/{manifest['capture']['session']}/") for x in xplanes)
+    names = set().union(*(event_names(run_dir / x) for x in xplanes))
     assert any("execute_model" in n for n in names), sorted(names)[:50]
     load = manifest["load"]
     assert "error" not in load, load
     assert load["intervals"]["during"]["generation_tokens_per_s"] > 0
     assert served.errors == [] and served.answered == served.sent > 0
+
+
+def test_a_registered_server_that_does_not_answer_fails_alone_and_the_others_deliver(served, tmp_path):
+    """A live process registered with a port nobody listens on (a real process, a real
+    registry entry: what a server that died inside a live process leaves)."""
+    from ray_tpu_profile.attach_registry import ServerEntry, process_started_ticks, registry_dir, write_file_entry
+
+    mute = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    entry = ServerEntry(hostname="mute", node_id=None, pid=mute.pid, started_ticks=process_started_ticks(mute.pid),
+                        port=free_port(), profiler="jax", role="engine-core", rank=None, name="tiny",
+                        registered_at_s=time.time())
+    os.environ["XDG_CACHE_HOME"], previous = str(served.cache_home), os.environ.get("XDG_CACHE_HOME")
+    try:
+        path = write_file_entry(entry, registry_dir())
+    finally:
+        os.environ.pop("XDG_CACHE_HOME") if previous is None else os.environ.__setitem__("XDG_CACHE_HOME", previous)
+    served.stop.clear()
+    threads = [served.load() for _ in range(2)]
+    try:
+        proc = run_cli("attach", "--duration-ms", "1000", "--profile-result-dir", str(tmp_path), "--json", env=served.env)
+    finally:
+        served.stop.set()
+        for thread in threads:
+            thread.join(timeout=180)
+        mute.communicate(b"")
+        path.unlink(missing_ok=True)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    manifest = json.loads(proc.stdout)
+    assert manifest["status"] == "partial"
+    by_pid = {h["pid"]: h for h in manifest["hosts"]}
+    assert by_pid[mute.pid]["status"] == "failed" and by_pid[mute.pid]["stage"] == "warmup", by_pid[mute.pid]
+    assert "did not answer" in by_pid[mute.pid]["error"]
+    others = [h for pid, h in by_pid.items() if pid != mute.pid]
+    assert others and all(h["status"] == "ok" for h in others)
+    assert any(h["files"] for h in others)  # and they delivered traces
+    assert served.errors == []
 
 
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(served, tmp_path):
