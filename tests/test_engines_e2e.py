@@ -173,6 +173,10 @@ def test_attach_traces_both_workers_of_a_live_engine_across_two_hosts_at_one_ins
     nothing = run_cli("attach", "--address", one_chip_hosts.address, "--list")  # before the deployment exists
     assert nothing.returncode == 2 and "no profiler server is registered in the Ray cluster" in nothing.stderr, \
         nothing.stderr
+    # This process may hold the session's connection to sim_cluster (conftest): switched
+    # to this module's cluster for the test and back after.
+    previous = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+    ray.shutdown()
     ray.init(address=one_chip_hosts.address)
     reservation = None
     try:
@@ -228,3 +232,5 @@ def test_attach_traces_both_workers_of_a_live_engine_across_two_hosts_at_one_ins
         if reservation is not None:
             reservation.release()
         ray.shutdown()
+        if previous is not None:
+            ray.init(address=previous)

@@ -8,15 +8,16 @@ from ray_tpu_profile.steps import check_phase, count_steps
 
 def test_decode_window_starts_after_the_slowest_prefill_and_ends_before_the_first_finish():
     w = phase_time_window("decode", {"a": 0.010, "b": 0.020}, {"a": 0.500, "b": 0.450}, None, guard_ms=2)
-    # from PREFILL_MARGIN (2x) the slowest prefill end, plus the guard
-    assert (w.delay_ms, w.duration_ms) == (42, 448 - 42)
-    assert "slowest host (b;" in w.chosen_from and "fastest (b)" in w.chosen_from
+    # from PREFILL_MARGIN (2x) the slowest prefill end, plus the guard, to END_MARGIN
+    # (0.9x) the fastest last token, less the guard
+    assert (w.delay_ms, w.duration_ms) == (42, 403 - 42)
+    assert "slowest host (b;" in w.chosen_from and "fastest (b;" in w.chosen_from
 
 
 def test_decode_window_too_short_for_the_duration_says_what_fits():
     with pytest.raises(WindowError) as e:
         phase_time_window("decode", {"a": 0.010}, {"a": 0.100}, 3000, guard_ms=2)
-    assert "--duration-ms 3000" in str(e.value) and "use --duration-ms 76 or less" in str(e.value)
+    assert "--duration-ms 3000" in str(e.value) and "use --duration-ms 66 or less" in str(e.value)
 
 
 def test_prefill_window_ends_before_the_fastest_host_leaves_prefill():
