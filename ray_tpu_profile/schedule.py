@@ -82,10 +82,11 @@ slows the rest of it. Costs one more prefill's length of decode."""
 
 
 END_MARGIN = 0.1
-"""A decode window ends this share of the iteration before the fastest host's last token
-in warmup: a profiled iteration ran 3.8% faster than every warmup iteration on its host
-(211.5 vs 219.9 ms, 2 simulated hosts under the full test suite on 2 cores), and a trace
-that outlasts decode holds the next phase."""
+"""A phase window ends this share of the phase's measured end early (the fastest host's
+last token for decode, its first for prefill): under load on 2 shared cores a profiled
+iteration ran 3.8% faster than every warmup on its host (211.5 vs 219.9 ms), and a trace
+stopped 9 ms after its planned end (91.4 ms for 82 planned); a trace that outlasts its
+phase holds the next one."""
 
 
 def traced_cover_ms(prefill_s: tuple[float, ...]) -> int:
@@ -160,8 +161,9 @@ def phase_time_window(phase: str, prefill_s: dict[str, float], end_s: dict[str, 
                  f"on the fastest ({fast_end}; decode until {1 - END_MARGIN:g}x that)")
     elif phase == "prefill":
         start_ms = 0
-        end_ms = math.floor(prefill_s[fast_prefill] * 1000 - guard_ms)
-        basis = f"prefill over {prefill_s[fast_prefill] * 1000:.1f} ms into an iteration on the fastest host ({fast_prefill})"
+        end_ms = math.floor(prefill_s[fast_prefill] * 1000 * (1 - END_MARGIN) - guard_ms)
+        basis = (f"prefill over {prefill_s[fast_prefill] * 1000:.1f} ms into an iteration on the fastest host "
+                 f"({fast_prefill}; traced until {1 - END_MARGIN:g}x that)")
     else:
         raise ValueError(f"no window for phase {phase!r}")
     available_ms = end_ms - start_ms
