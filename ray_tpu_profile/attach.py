@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -158,106 +158,131 @@ def listing(found: dict[str, list[ServerEntry]], name: str | None) -> list[dict[
             for host, entries in found.items() for e in matching(entries, name)]
 
 
+@dataclass
+class Traced:
+    """The processes being traced, by trace name, with what became of each."""
+
+    entries: dict[str, tuple[str, ServerEntry]]
+    """Trace name -> (host, its registry entry)."""
+    handles: dict[str, HostHandle]
+    progress: Progress
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stage: str = "warmup"
+    offsets: dict[str, Any] = field(default_factory=dict)
+    starts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    load: dict[str, Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.outcomes = {name: {"status": "ok", "stage": "done", "error": None, "files": []} for name in self.entries}
+        self._mark = time.monotonic()
+
+    def names_on(self, host: str, live_only: bool = True) -> list[str]:
+        return [n for n, (h, _) in self.entries.items()
+                if h == host and (not live_only or (self.outcomes[n]["status"] == "ok" and not self.outcomes[n].get("idle")))]
+
+    def fail(self, name: str, stage: str, error: str) -> None:
+        if self.outcomes[name]["status"] == "ok":
+            self.outcomes[name].update(status="failed", stage=stage, error=error)
+            self.progress.host_failed(stage, name, error)
+
+    def done(self, stage: str, next_stage: str) -> None:
+        """stage is over (timed); next_stage begins."""
+        now = time.monotonic()
+        self.timings[stage], self._mark, self.stage = round(now - self._mark, 3), now, next_stage
+
+
 def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[dict[str, Any], Path]:
     """Captures; returns the manifest and where the run directory is. ConfigError before
     anything is written when there is nothing to trace."""
     from ray_tpu_profile.attach_host import trace_host_name
-    from ray_tpu_profile.profilers.server import NO_EVENTS
 
     started = time.monotonic()
-    timings: dict[str, float] = {}
-
-    def timed(stage: str, since: float) -> float:
-        now = time.monotonic()
-        timings[stage] = round(now - since, 3)
-        return now
-
+    stopped = None
     with Session(config.address) as session, StopSignals(at_once=True):
         found = find_servers(session, config.timeout_s)
         chosen = chosen_servers(found, config)
-        mark = timed("find", started)
         run_id = layout.new_run_id()
-        session_id = run_id
         run_dir = layout.staging_dir(config.profile_result_dir, run_id)
         run_dir.mkdir(parents=True)
-        entries = {trace_host_name(host, e): (host, e) for host, es in chosen.items() for e in es}
-        outcomes: dict[str, dict[str, Any]] = {name: {"status": "ok", "stage": "done", "error": None, "files": []}
-                                               for name in entries}
-
-        def fail(name: str, stage: str, error: str) -> None:
-            if outcomes[name]["status"] == "ok":
-                outcomes[name].update(status="failed", stage=stage, error=error)
-                progress.host_failed(stage, name, error)
-
-        handles = {h.name: h for h in session.hosts if h.name in chosen}
-        progress.note(f"attach: {len(entries)} server(s) on {len(handles)} host(s): {', '.join(entries)}")
-        offsets: dict[str, Any] = {}
-        starts: dict[str, dict[str, Any]] = {}
-        load, sampler, stopped, stage = None, None, None, "warmup"
+        traced = Traced({trace_host_name(host, e): (host, e) for host, es in chosen.items() for e in es},
+                        {h.name: h for h in session.hosts if h.name in chosen}, progress)
+        traced.timings["find"] = round(time.monotonic() - started, 3)
+        progress.note(f"attach: {len(traced.entries)} server(s) on {len(traced.handles)} host(s): "
+                      f"{', '.join(traced.entries)}")
         try:
-            prepared = _each_host(handles, lambda h: h.call("prepare", [e.to_json() for e in chosen[h.name]], session_id,
-                                                             config.duration_ms, config.python_tracer_level),
-                                  config.timeout_s)
-            for host, result in prepared.items():
-                for name, error in (result.items() if isinstance(result, dict) else
-                                    ((n, f"host {host}: {result}") for n, (h, _) in entries.items() if h == host)):
-                    if error:
-                        fail(name, "warmup", error)
-            mark = timed("warmup", mark)
-            stage = "clocks"
-            offsets = _clock_offsets(session, handles) if config.address else {}
-            mark = timed("clocks", mark)
-            stage = "capture"
-            instant_ns = time.time_ns() + (LEAD_MS + config.delay_ms) * 1_000_000
-            sampler = None
-            if config.server_url:
-                from ray_tpu_profile.load_metrics import LoadSampler
-
-                instant_ns += round(LOAD_CONTEXT_S * 1e9)  # the "before" interval lies between now and the window
-                window_start_s = instant_ns / 1e9
-                sampler = LoadSampler(config.server_url, [window_start_s - LOAD_CONTEXT_S, window_start_s,
-                                                          window_start_s + config.duration_ms / 1000,
-                                                          window_start_s + config.duration_ms / 1000 + LOAD_CONTEXT_S]).start()
-            ready = {host: [n for n, (h, _) in entries.items() if h == host and outcomes[n]["status"] == "ok"]
-                     for host in handles}
-            captured = _each_host(handles, lambda h: h.call("capture", offsets[h.name].to_host_ns(instant_ns)
-                                                            if h.name in offsets else instant_ns, ready[h.name]),
-                                  (instant_ns - time.time_ns()) / 1e9 + config.duration_ms / 1000 + config.timeout_s)
-            for host, result in captured.items():
-                for name in ready[host]:
-                    error = result[name]["error"] if isinstance(result, dict) else f"host {host}: {result}"
-                    if error and NO_EVENTS in error:
-                        # The process answered but ran nothing traced in the window (a frontend
-                        # between requests, an idle replica): kept as idle, not failed.
-                        outcomes[name]["idle"] = True
-                        progress.note(f"  {name}: idle, no traced work in the window")
-                    elif error:
-                        fail(name, "capture", error)
-                    elif isinstance(result, dict):
-                        outcomes[name]["client_call_plans"] = result[name]["client_call_plans"]
-            mark = timed("capture", mark)
-            stage = "gather"
-            _gather(session, handles, entries, outcomes, run_dir, config, fail)
-            mark = timed("gather", mark)
-            stage = "verify"
-            starts = _verify(run_dir, entries, outcomes, fail)
-            timed("verify", mark)
-            load = sampler.result(timeout_s=LOAD_CONTEXT_S + 30) if sampler else None
+            _warm_up(config, traced, run_id, chosen)
+            traced.offsets = _clock_offsets(traced.handles) if config.address else {}
+            traced.done("clocks", "capture")
+            sampler = _capture(config, traced)
+            traced.done("capture", "gather")
+            _gather(traced, run_dir, config)
+            traced.done("gather", "verify")
+            traced.starts = _verify(run_dir, traced)
+            traced.done("verify", "done")
+            traced.load = sampler.result(timeout_s=LOAD_CONTEXT_S + 30) if sampler else None
         except RunStopped as e:  # Ctrl-C, `ray job stop`: what was gathered and verified is kept
-            stopped = f"stopped during {stage} ({e.signal_name})"
-            for name, outcome in outcomes.items():
-                if outcome["status"] == "ok" and name not in starts and not outcome.get("idle"):
-                    fail(name, stage, stopped)
-    manifest = _manifest(config, argv, run_id, session_id, found, entries, outcomes, offsets, starts, load, timings)
+            stopped = f"stopped during {traced.stage} ({e.signal_name})"
+            for name, outcome in traced.outcomes.items():
+                if outcome["status"] == "ok" and name not in traced.starts and not outcome.get("idle"):
+                    traced.fail(name, traced.stage, stopped)
+    manifest = _manifest(config, argv, run_id, found, traced)
     if stopped:
-        manifest.update(status="stopped", stage=stage, error=stopped)
+        manifest.update(status="stopped", stage=traced.stage, error=stopped)
     layout.write_json_atomic(run_dir / layout.MANIFEST, manifest)
     _write_reports(run_dir, manifest, progress)
-    final = Path(config.profile_result_dir) / run_id
     manifest["timings_s"]["total"] = round(time.monotonic() - started, 3)
     layout.write_json_atomic(run_dir / layout.MANIFEST, manifest)
+    final = Path(config.profile_result_dir) / run_id
     os.replace(run_dir, final)
     return manifest, final
+
+
+def _warm_up(config: AttachConfig, traced: Traced, session_id: str, chosen: dict[str, list[ServerEntry]]) -> None:
+    """A client per server on its host, and a throwaway capture of each; a server that
+    does not answer fails here."""
+    prepared = _each_host(traced.handles, lambda h: h.call("prepare", [e.to_json() for e in chosen[h.name]], session_id,
+                                                            config.duration_ms, config.python_tracer_level),
+                          config.timeout_s)
+    for host, result in prepared.items():
+        for name in traced.names_on(host):
+            error = result[name] if isinstance(result, dict) else f"host {host}: {result}"
+            if error:
+                traced.fail(name, "warmup", error)
+    traced.done("warmup", "clocks")
+
+
+def _capture(config: AttachConfig, traced: Traced) -> Any:
+    """Every live server traced from one instant (each host's in its own clock); returns
+    the /metrics sampler when --server-url was given."""
+    from ray_tpu_profile.profilers.server import NO_EVENTS
+
+    instant_ns = time.time_ns() + (LEAD_MS + config.delay_ms) * 1_000_000
+    sampler = None
+    if config.server_url:
+        from ray_tpu_profile.load_metrics import LoadSampler
+
+        instant_ns += round(LOAD_CONTEXT_S * 1e9)  # the "before" interval lies between now and the window
+        start_s, end_s = instant_ns / 1e9, instant_ns / 1e9 + config.duration_ms / 1000
+        sampler = LoadSampler(config.server_url, [start_s - LOAD_CONTEXT_S, start_s, end_s, end_s + LOAD_CONTEXT_S]).start()
+    ready = {host: traced.names_on(host) for host in traced.handles}
+    offsets = traced.offsets
+    captured = _each_host(traced.handles, lambda h: h.call("capture", offsets[h.name].to_host_ns(instant_ns)
+                                                           if h.name in offsets else instant_ns, ready[h.name]),
+                          (instant_ns - time.time_ns()) / 1e9 + config.duration_ms / 1000 + config.timeout_s)
+    for host, result in captured.items():
+        for name in ready[host]:
+            error = result[name]["error"] if isinstance(result, dict) else f"host {host}: {result}"
+            if error and NO_EVENTS in error:
+                # The process answered but ran nothing traced in the window (a frontend
+                # between requests, an idle replica): kept as idle, not failed.
+                traced.outcomes[name]["idle"] = True
+                traced.progress.note(f"  {name}: idle, no traced work in the window")
+            elif error:
+                traced.fail(name, "capture", error)
+            else:
+                traced.outcomes[name]["client_call_plans"] = result[name]["client_call_plans"]
+    return sampler
 
 
 def _each_host(handles: dict[str, HostHandle], call: Callable[[HostHandle], Future], timeout_s: float) -> dict[str, Any]:
@@ -273,26 +298,24 @@ def _each_host(handles: dict[str, HostHandle], call: Callable[[HostHandle], Futu
     return results
 
 
-def _clock_offsets(session: Session, handles: dict[str, HostHandle]) -> dict[str, Any]:
+def _clock_offsets(handles: dict[str, HostHandle]) -> dict[str, Any]:
     from ray_tpu_profile.clock_sync import measure_offsets
 
     measured = measure_offsets({name: (lambda h=h: h.call("now_ns")) for name, h in handles.items()})
     return {name: offset for name, offset in measured.items() if not isinstance(offset, BaseException)}
 
 
-def _gather(session: Session, handles: dict[str, HostHandle], entries: dict[str, tuple[str, ServerEntry]],
-            outcomes: dict[str, dict[str, Any]], run_dir: Path, config: AttachConfig,
-            fail: Callable[[str, str, str], None]) -> None:
+def _gather(traced: Traced, run_dir: Path, config: AttachConfig) -> None:
     """Each traced process's files into the run directory, verified: through Ray, host by
     host side by side (each host's processes one after another); locally, moved into place."""
     from ray_tpu_profile.files import sha256_file
     from ray_tpu_profile.gather import gather_host
 
+    handles, outcomes = traced.handles, traced.outcomes
+
     def one_host(host: str) -> None:
         handle = handles[host]
-        for name, (h, _) in entries.items():
-            if h != host or outcomes[name]["status"] != "ok" or outcomes[name].get("idle"):
-                continue
+        for name in traced.names_on(host):
             try:
                 if handle.local_pool is not None:
                     source = handle.target.base_dir / name
@@ -306,7 +329,7 @@ def _gather(session: Session, handles: dict[str, HostHandle], entries: dict[str,
                     handle.call("select", name).result(timeout=config.timeout_s)
                     gather_host(handle.target, name, run_dir, config.timeout_s, gathered=outcomes[name]["files"])
             except Exception as e:  # that process's failure; what it delivered stays listed
-                fail(name, "gather", f"{type(e).__name__}: {e}")
+                traced.fail(name, "gather", f"{type(e).__name__}: {e}")
 
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(handles)))) as pool:
         list(pool.map(one_host, handles))
@@ -315,17 +338,17 @@ def _gather(session: Session, handles: dict[str, HostHandle], entries: dict[str,
             handle.call("cleanup")
 
 
-def _verify(run_dir: Path, entries: dict[str, tuple[str, ServerEntry]], outcomes: dict[str, dict[str, Any]],
-            fail: Callable[[str, str, str], None]) -> dict[str, dict[str, Any]]:
+def _verify(run_dir: Path, traced: Traced) -> dict[str, dict[str, Any]]:
     """Each traced process's xplane read back with xprof: readable, with events, from the
     registered process. Returns name -> its capture's start/stop ns, events."""
     from ray_tpu_profile.xplane import XplaneError, read_xplane
 
     checked = {}
-    for name, (_, entry) in entries.items():
-        if outcomes[name]["status"] != "ok" or outcomes[name].get("idle"):
+    fail = traced.fail
+    for name, (host, entry) in traced.entries.items():
+        if name not in traced.names_on(host):
             continue
-        xplanes = [f["path"] for f in outcomes[name]["files"] if f["path"].endswith(".xplane.pb")]
+        xplanes = [f["path"] for f in traced.outcomes[name]["files"] if f["path"].endswith(".xplane.pb")]
         if len(xplanes) != 1:
             fail(name, "verify", f"{len(xplanes)} xplane files delivered, expected 1")
             continue
@@ -342,21 +365,20 @@ def _verify(run_dir: Path, entries: dict[str, tuple[str, ServerEntry]], outcomes
     return checked
 
 
-def _manifest(config: AttachConfig, argv: list[str], run_id: str, session_id: str,
-              found: dict[str, list[ServerEntry]], entries: dict[str, tuple[str, ServerEntry]],
-              outcomes: dict[str, dict[str, Any]], offsets: dict[str, Any], starts: dict[str, dict[str, Any]],
-              load: dict[str, Any] | None, timings: dict[str, float]) -> dict[str, Any]:
+def _manifest(config: AttachConfig, argv: list[str], run_id: str, found: dict[str, list[ServerEntry]],
+              traced: Traced) -> dict[str, Any]:
     from ray_tpu_profile.clocks import skew, untrusted_reason
     from ray_tpu_profile.versions import package_versions
 
+    entries, outcomes, offsets, starts, session_id = traced.entries, traced.outcomes, traced.offsets, traced.starts, run_id
     measured = skew({name: s["start_ns"] for name, s in starts.items()},
                     {name: offsets[host] for name, (host, _) in entries.items() if host in offsets})
     statuses = [o["status"] for o in outcomes.values()]
     status = "ok" if all(s == "ok" for s in statuses) else "partial" if "ok" in statuses else "failed"
-    traced = [n for n, o in outcomes.items() if o["status"] == "ok" and not o.get("idle")]
+    delivered = [n for n, o in outcomes.items() if o["status"] == "ok" and not o.get("idle")]
     error = None if status == "ok" else f"{len(statuses) - statuses.count('ok')} of {len(statuses)} server(s) failed: " \
         + ", ".join(n for n, o in outcomes.items() if o["status"] != "ok")
-    if not traced and status != "failed":
+    if not delivered and status != "failed":
         status, error = "failed", "no traced process ran anything in the window: was the deployment serving?"
     profilers = sorted({e.profiler for _, e in entries.values()})
     capture = {"profiler": ", ".join(profilers), "chosen_by": "the registered servers", "delay_ms": config.delay_ms,
@@ -391,10 +413,10 @@ def _manifest(config: AttachConfig, argv: list[str], run_id: str, session_id: st
         "capture": capture,
         "cluster": {"kind": "existing" if config.address else "this host", "address": config.address},
         "engine": {},
-        "servers": {"found": listing(found, None), "traced": traced,
+        "servers": {"found": listing(found, None), "traced": delivered,
                     "idle": [n for n, o in outcomes.items() if o.get("idle")]},
-        "load": load,
-        "timings_s": timings, "timings_by_shape_s": {}, "engines": [],
+        "load": traced.load,
+        "timings_s": traced.timings, "timings_by_shape_s": {}, "engines": [],
         "outputs": {"reports_error": None, "publish_error": None},
         "hosts": [host_entry(name, host, entry) for name, (host, entry) in entries.items()],
     }
