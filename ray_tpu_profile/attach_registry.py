@@ -95,8 +95,9 @@ def matching(entries: list[ServerEntry], name: str | None) -> list[ServerEntry]:
 # Files, /proc and Ray's KV -------------------------------------------------------------
 
 def registry_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "ray-tpu-profile" / "attach"
+    from ray_tpu_profile.files import cache_root
+
+    return cache_root() / "attach"
 
 
 def process_started_ticks(pid: int) -> int | None:

@@ -162,8 +162,9 @@ def spec_path() -> Path | None:
     key = _vllm_key()
     if key is None:
         return None
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "ray-tpu-profile" / "engine-flags" / f"{key}-v{SPEC_VERSION}.json"
+    from ray_tpu_profile.files import cache_root
+
+    return cache_root() / "engine-flags" / f"{key}-v{SPEC_VERSION}.json"
 
 
 def load_spec() -> dict[str, Any] | None:

@@ -68,3 +68,8 @@ def write_text_whole(path: Path, text: str) -> None:
 def open_trace(path: Path) -> IO[bytes]:
     """A trace file for reading, gunzipped if its name ends in .gz."""
     return gzip.open(path) if str(path).endswith(".gz") else open(path, "rb")
+
+
+def cache_root() -> Path:
+    """This tool's cache directory: $XDG_CACHE_HOME (default ~/.cache)/ray-tpu-profile."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ray-tpu-profile"

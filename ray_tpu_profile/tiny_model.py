@@ -7,7 +7,6 @@ because the CPU attention backend refuses 16.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 TINY_MODEL_SPEC = {
@@ -26,8 +25,9 @@ _MARKER = "ray_tpu_profile_tiny_model.json"
 
 def default_tiny_model_dir() -> Path:
     """Cache location: $XDG_CACHE_HOME (or ~/.cache)/ray-tpu-profile/tiny-llama-v<N>."""
-    cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache_root / "ray-tpu-profile" / f"tiny-llama-v{TINY_MODEL_VERSION}"
+    from ray_tpu_profile.files import cache_root
+
+    return cache_root() / f"tiny-llama-v{TINY_MODEL_VERSION}"
 
 
 def is_built(model_dir: Path) -> bool:
