@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 from contextlib import contextmanager
@@ -194,24 +195,33 @@ def report(run_dir: Path, json_output: bool, write: bool, timeline_max_events: i
 
 @cli.command(epilog="""\b
 Exit codes: 0 compared; 1 --fail-above was given and some host/shape is slower by more
-than PCT; 2 bad input (not a run directory, no manifest, PCT not a number).""")
+than PCT, or could not have been seen to be (see --fail-above); 2 bad input (not a run
+directory, no manifest, PCT not a number).""")
 @click.argument("run_a", metavar="RUN_A")
 @click.argument("run_b", metavar="RUN_B")
 @click.option("--json", "json_output", is_flag=True, help="Print the diff as one JSON object instead of the table.")
 @click.option("--write", "write_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Also write diff.json, diff.txt and diff.png into DIR.")
 @click.option("--fail-above", type=float, default=None, metavar="PCT",
-              help="Exit 1 when some host/shape is 'slower' (see above) by more than PCT percent: a CI gate.")
+              help="Exit 1 when some host/shape is 'slower' (see above) by more than PCT percent: a CI gate. "
+                   "A host/shape with 'too few samples', or 'within noise' where the smallest ratio the test could "
+                   "call slower is above PCT, fails it too: the gate could not have seen such a regression.")
+@click.option("--allow-few-samples", is_flag=True,
+              help="With --fail-above: fail only on 'slower' rows, passing rows the samples cannot decide.")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
               help="Operations listed per host among the increases and among the decreases.")
-def diff(run_a: str, run_b: str, json_output: bool, write_dir: Path | None, fail_above: float | None, top: int) -> None:
+def diff(run_a: str, run_b: str, json_output: bool, write_dir: Path | None, fail_above: float | None,
+         allow_few_samples: bool, top: int) -> None:
     """What changed from RUN_A to RUN_B (run directories, or result URLs), per host and shape.
 
     \b
-    Latency: medians of the iterations after the first warmup one plus the profiled ones;
-    the verdict comes from a 95% bootstrap interval of median(B)/median(A) (2,000
-    resamples, seed 0): "slower" when it lies above 1, "faster" below 1, else "within
-    noise". Hosts are matched by name (and engine), shapes by shape; what is only in
+    Latency: the iterations after the first warmup one plus the profiled ones, per side.
+    The verdict is a Mann-Whitney rank test on their logarithms (exact for the sizes runs
+    have, two-sided at 5%, deterministic) with its distribution-free 95% interval of B/A:
+    "slower" when the interval lies above 1, "faster" below 1; "too few samples" under 5
+    iterations a side (the row says how many decide a 10% change at the noise seen);
+    else "within noise", with the smallest ratio the test could have called slower.
+    Each side's spread is the median absolute deviation over the median. Hosts are matched by name (and engine), shapes by shape; what is only in
     one run is listed. Operations: self time per profiled iteration from each host's own
     traces (the profiler's and the tool's own spans left out, engine steps counted apart),
     as added / removed / increased / decreased / unchanged (5%); runs of different
@@ -220,11 +230,13 @@ def diff(run_a: str, run_b: str, json_output: bool, write_dir: Path | None, fail
     """
     import tempfile
 
-    from ray_tpu_profile.diff import diff_runs, open_run, regressions_above
+    from ray_tpu_profile.diff import diff_runs, gate_failures, open_run
     from ray_tpu_profile.diff_output import print_diff, write_diff
 
-    if fail_above is not None and not fail_above >= 0:
+    if fail_above is not None and not (fail_above >= 0 and math.isfinite(fail_above)):
         raise ConfigError("--fail-above", str(fail_above), "must be a percentage, 0 or more")
+    if allow_few_samples and fail_above is None:
+        raise ConfigError("--allow-few-samples", "true", "only applies with --fail-above")
     with tempfile.TemporaryDirectory(prefix="ray-tpu-profile-diff-") as scratch:
         a = open_run(run_a, "A", Path(scratch))
         b = open_run(run_b, "B", Path(scratch))
@@ -240,10 +252,15 @@ def diff(run_a: str, run_b: str, json_output: bool, write_dir: Path | None, fail
         # Not a terminal (a CI log, a pipe): rich would assume 80 columns and cut host names.
         print_diff(result, Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160))
     if fail_above is not None:
-        over = regressions_above(result, fail_above)
+        over, blind = gate_failures(result, fail_above, allow_few_samples)
         if over:
             click.echo(f"ray-tpu-profile: slower by more than {fail_above:g}%: " + ", ".join(
                 f"{r['host']} {r['shape']} {100 * (r['ratio'] - 1):+.1f}%" for r in over), err=True)
+        if blind:
+            click.echo(f"ray-tpu-profile: could not have seen a {fail_above:g}% regression (--allow-few-samples "
+                       "to pass these): " + ", ".join(f"{r['host']} {r['shape']} {r['verdict']}: {r['note']}"
+                                                      for r in blind), err=True)
+        if over or blind:
             sys.exit(1)
 
 

@@ -6,11 +6,8 @@ run's traces (traces.py); the output is diff_output.py.
 Shapes are matched by shape, except that two runs of one shape each are compared with
 each other whatever their shapes (a row "4x16x8 -> 32x16x8").
 
-Latency verdict: the samples of a host and shape are its iterations after the first
-warmup one (that one also warms up caches and the profiler) plus its profiled ones. The
-ratio is median(B) / median(A); its 95% interval comes from a bootstrap (2,000 resamples
-of each run's samples, seed 0, so the same runs always give the same verdict). "slower":
-the whole interval is above 1; "faster": below 1; else "within noise".
+Latency verdict: verdict.py's rule (a rank test with its interval of B/A; "too few
+samples" below its minimum) on the kept iterations of each host and shape.
 
 Operations: self time per operation from each host's own traces (ops.py: the profiler's
 and the tool's own spans left out, engine steps counted apart), per profiled iteration
@@ -26,9 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BOOTSTRAP_RESAMPLES = 2000
-CONFIDENCE = 0.95
-SEED = 0
 UNCHANGED_FRACTION = 0.05
 """An operation whose per-iteration self time moved by no more than this fraction of A's is unchanged."""
 TOP_OPS = 10
@@ -79,31 +73,47 @@ def open_run(location: str, label: str, scratch: Path) -> Run:
 
 
 def latency_samples(host: dict[str, Any], shape: str) -> list[float]:
-    done = host["shapes"].get(shape) or {}
-    latency = done.get("latency_s") or {}
-    return list(latency.get("warmup", [])[1:]) + list(latency.get("profiled", []))
+    from ray_tpu_profile.verdict import kept_iterations
+
+    return kept_iterations((host["shapes"].get(shape) or {}).get("latency_s") or {})
 
 
-def median_ratio(a: list[float], b: list[float], resamples: int = BOOTSTRAP_RESAMPLES,
-                 confidence: float = CONFIDENCE, seed: int = SEED) -> tuple[float, float, float]:
-    """(median(b) / median(a), interval low, interval high) by bootstrap."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    a_medians = np.median(rng.choice(a_arr, size=(resamples, len(a_arr))), axis=1)
-    b_medians = np.median(rng.choice(b_arr, size=(resamples, len(b_arr))), axis=1)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(b_medians / a_medians, [tail, 1 - tail])
-    return float(np.median(b_arr) / np.median(a_arr)), float(low), float(high)
+def iterations_to_run(host: dict[str, Any], shape: str, need_n: int) -> int:
+    """--num-iters that gives need_n kept iterations with this host's warmups."""
+    warmups = len(((host["shapes"].get(shape) or {}).get("latency_s") or {}).get("warmup", []))
+    return max(1, need_n - max(0, warmups - 1))
 
 
-def verdict(low: float, high: float) -> str:
-    if low > 1:
-        return "slower"
-    if high < 1:
-        return "faster"
-    return "within noise"
+def latency_row(host_a: dict[str, Any], host_b: dict[str, Any], shape_a: str, shape_b: str) -> dict[str, Any]:
+    """One host and shape, A against B, by verdict.py's rule."""
+    from ray_tpu_profile.verdict import NEED_N_MAX, RESOLVE_RATIO, compare
+
+    sa, sb = latency_samples(host_a, shape_a), latency_samples(host_b, shape_b)
+    row: dict[str, Any] = {"host": host_a["name"], "engine": host_a.get("engine"),
+                           "shape": shape_a if shape_a == shape_b else f"{shape_a} -> {shape_b}",
+                           "a_n": len(sa), "b_n": len(sb)}
+    if not sa or not sb:  # a host of an engine across hosts: its owner iterates
+        row.update(a_median_s=None, b_median_s=None, ratio=None, interval=None, verdict="no iterations",
+                   a_spread=None, b_spread=None, smallest_slower_ratio=None, need_n=None, note="")
+        return row
+    c = compare(sa, sb)
+    row.update(a_median_s=statistics.median(sa), b_median_s=statistics.median(sb), ratio=c.ratio,
+               interval=None if c.interval is None else list(c.interval), verdict=c.verdict,
+               a_spread=c.a_spread, b_spread=c.b_spread, smallest_slower_ratio=c.smallest_slower_ratio,
+               need_n=c.need_n)
+    change = f"a {100 * (RESOLVE_RATIO - 1):.0f}% change"
+    if c.need_n is None:
+        advice = f"even {NEED_N_MAX} iterations a side would not decide {change} at this noise"
+    else:
+        runs = max(iterations_to_run(host_a, shape_a, c.need_n), iterations_to_run(host_b, shape_b, c.need_n))
+        advice = f"--num-iters {runs} or more decides {change} here"
+    if c.verdict == "too few samples":
+        row["note"] = f"{len(sa)} and {len(sb)} iterations; {advice}"
+    elif c.verdict == "within noise":
+        row["note"] = f"could call {c.smallest_slower_ratio:.2f}x or more slower; {advice}"
+    else:
+        row["note"] = ""
+    return row
 
 
 def host_key(host: dict[str, Any]) -> str:
@@ -117,20 +127,8 @@ def diff_latency(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[dict[str, A
     hosts_b = {host_key(h): h for h in b["hosts"]}
     shapes_a, shapes_b = a["workload"]["shapes"], b["workload"]["shapes"]
     pairs = shape_pairs(shapes_a, shapes_b)
-    rows = []
-    for key in (k for k in hosts_a if k in hosts_b):
-        for shape_a, shape_b in pairs:
-            sa, sb = latency_samples(hosts_a[key], shape_a), latency_samples(hosts_b[key], shape_b)
-            shape = shape_a if shape_a == shape_b else f"{shape_a} -> {shape_b}"
-            row: dict[str, Any] = {"host": hosts_a[key]["name"], "engine": hosts_a[key].get("engine"), "shape": shape,
-                                   "a_n": len(sa), "b_n": len(sb)}
-            if not sa or not sb:  # a host of an engine across hosts: its owner iterates
-                row.update(a_median_s=None, b_median_s=None, ratio=None, interval=None, verdict="no iterations")
-            else:
-                ratio, low, high = median_ratio(sa, sb)
-                row.update(a_median_s=statistics.median(sa), b_median_s=statistics.median(sb),
-                           ratio=ratio, interval=[low, high], verdict=verdict(low, high))
-            rows.append(row)
+    rows = [latency_row(hosts_a[key], hosts_b[key], shape_a, shape_b)
+            for key in (k for k in hosts_a if k in hosts_b) for shape_a, shape_b in pairs]
     only = {"hosts_only_in_a": [k for k in hosts_a if k not in hosts_b],
             "hosts_only_in_b": [k for k in hosts_b if k not in hosts_a],
             "shapes_only_in_a": [s for s in shapes_a if s not in {p[0] for p in pairs}],
@@ -252,15 +250,17 @@ def diff_hosts(a: dict[str, Any], b: dict[str, Any], latency: list[dict[str, Any
 
 
 def diff_runs(a: Run, b: Run, top: int = TOP_OPS) -> dict[str, Any]:
+    from ray_tpu_profile import verdict
+
     latency, only = diff_latency(a.manifest, b.manifest)
     return {
         "a": {"location": a.location, "run_id": a.manifest["run_id"], "status": a.manifest["status"],
               "profiler": a.manifest["capture"].get("profiler"), "shapes": a.manifest["workload"]["shapes"]},
         "b": {"location": b.location, "run_id": b.manifest["run_id"], "status": b.manifest["status"],
               "profiler": b.manifest["capture"].get("profiler"), "shapes": b.manifest["workload"]["shapes"]},
-        "rule": (f"verdict from a {int(CONFIDENCE * 100)}% bootstrap interval ({BOOTSTRAP_RESAMPLES} resamples, seed "
-                 f"{SEED}) of median(B)/median(A) over iterations after the first warmup one plus profiled ones: "
-                 "slower if it lies above 1, faster if below 1, else within noise"),
+        "rule": verdict.RULE,
+        "ops_rule": (f"operations: one total per run (self time per profiled iteration), so no test applies: "
+                     f"unchanged within {100 * UNCHANGED_FRACTION:.0f}% of A, else increased or decreased"),
         "latency": latency,
         **only,
         "ops": diff_ops(a, b, top),
@@ -268,6 +268,13 @@ def diff_runs(a: Run, b: Run, top: int = TOP_OPS) -> dict[str, Any]:
     }
 
 
-def regressions_above(diff: dict[str, Any], percent: float) -> list[dict[str, Any]]:
-    """Rows slower by more than percent (--fail-above)."""
-    return [r for r in diff["latency"] if r["verdict"] == "slower" and (r["ratio"] - 1) * 100 > percent]
+def gate_failures(diff: dict[str, Any], percent: float, allow_few_samples: bool) -> tuple[list, list]:
+    """--fail-above: (rows slower by more than percent, rows that could not have seen such a
+    regression: too few samples, or within noise whose smallest callable ratio is above the
+    threshold). The second list is empty with allow_few_samples."""
+    limit = 1 + percent / 100
+    over = [r for r in diff["latency"] if r["verdict"] == "slower" and r["ratio"] > limit]
+    blind = [] if allow_few_samples else [
+        r for r in diff["latency"] if r["verdict"] == "too few samples"
+        or (r["verdict"] == "within noise" and r["smallest_slower_ratio"] > limit)]
+    return over, blind

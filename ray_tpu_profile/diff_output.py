@@ -13,7 +13,8 @@ from rich.table import Table
 
 from ray_tpu_profile.files import written_whole
 
-VERDICT_STYLE = {"slower": "red", "faster": "green", "within noise": "dim", "no iterations": "dim"}
+VERDICT_STYLE = {"slower": "red", "faster": "green", "within noise": "dim", "too few samples": "yellow",
+                 "no iterations": "dim"}
 
 
 def print_diff(diff: dict[str, Any], console: Console) -> None:
@@ -22,16 +23,21 @@ def print_diff(diff: dict[str, Any], console: Console) -> None:
     console.print(f"B: {b['location']} ({b['profiler']}, {b['status']})")
     table = Table(title="latency per host and shape (median of iterations after the first warmup one + profiled)",
                   title_justify="left")
-    for column in ("host", "shape", "A median", "B median", "B/A", "95% interval", "verdict"):
+    for column in ("host", "shape", "A median", "B median", "n A/B", "spread A/B", "B/A", "95% interval", "verdict"):
         table.add_column(column, justify="left" if column in ("host", "shape", "verdict") else "right", no_wrap=True)
     for r in diff["latency"]:
         seconds = lambda v: "-" if v is None else f"{v:.4f} s"  # noqa: E731
         table.add_row(r["host"] + (f" ({r['engine']})" if r.get("engine") and r["verdict"] == "no iterations" else ""),
-                      r["shape"], seconds(r["a_median_s"]), seconds(r["b_median_s"]),
+                      r["shape"], seconds(r["a_median_s"]), seconds(r["b_median_s"]), f"{r['a_n']}/{r['b_n']}",
+                      "-" if r["a_spread"] is None else f"{100 * r['a_spread']:.1f}%/{100 * r['b_spread']:.1f}%",
                       "-" if r["ratio"] is None else f"{r['ratio']:.3f}",
                       "-" if r["interval"] is None else f"{r['interval'][0]:.3f}-{r['interval'][1]:.3f}",
                       f"[{VERDICT_STYLE[r['verdict']]}]{r['verdict']}[/]")
     console.print(table)
+    for r in diff["latency"]:
+        if r["note"]:
+            console.print(f"  {r['host']} {r['shape']}: {r['verdict']}: {r['note']}")
+    console.print(f"rule: {diff['rule']}")
     for key, what in (("hosts_only_in_a", "hosts only in A"), ("hosts_only_in_b", "hosts only in B"),
                       ("shapes_only_in_a", "shapes only in A"), ("shapes_only_in_b", "shapes only in B")):
         if diff[key]:

@@ -112,6 +112,12 @@ def host_report(host: dict[str, Any], events: Iterable[tuple[str, str, int, int]
     from ray_tpu_profile.analysis import latency_stats, top_operations
     from ray_tpu_profile.ops import operation_profile
     from ray_tpu_profile.traces import TRACE_SUFFIXES
+    from ray_tpu_profile.verdict import kept_iterations, spread
+
+    def noise(latency_s: dict[str, list[float]]) -> dict[str, Any]:
+        """What diff's verdict would compare: the kept iterations and their spread."""
+        kept = kept_iterations(latency_s)
+        return {"kept_n": len(kept), "spread": spread(kept) if kept else None}
 
     ops = operation_profile(events)  # self times in ms; the profiler's and tool's own left out
     totals = ops.self_ms
@@ -124,6 +130,7 @@ def host_report(host: dict[str, Any], events: Iterable[tuple[str, str, int, int]
         "error": host["error"],
         "warmup_s": latency_stats(host["latency_s"]["warmup"]),
         "profiled_s": latency_stats(host["latency_s"]["profiled"]),
+        **noise(host["latency_s"]),
         "trace_bytes": sum(f["bytes"] for f in host["files"]),
         "traces": [f["path"] for f in host["files"] if f["path"].endswith(TRACE_SUFFIXES)],
         "unreadable_traces": unreadable,
@@ -132,7 +139,7 @@ def host_report(host: dict[str, Any], events: Iterable[tuple[str, str, int, int]
         "left_out_of_operations_ms": dict(sorted(ops.left_out_ms.items(), key=lambda kv: -kv[1])[:top]),
         "shapes": {
             shape: {"warmup_s": latency_stats(done["latency_s"]["warmup"]),
-                    "profiled_s": latency_stats(done["latency_s"]["profiled"])}
+                    "profiled_s": latency_stats(done["latency_s"]["profiled"]), **noise(done["latency_s"])}
             for shape, done in host.get("shapes", {}).items()
         },
     }
@@ -178,11 +185,19 @@ def build_report(run_dir: Path, top: int = 10, hosts: dict[str, dict[str, Any]] 
     }
 
 
+def _spread_text(entry: dict[str, Any]) -> str:
+    """MAD / median of the kept iterations, and how many (what diff would compare)."""
+    if entry.get("spread") is None:  # a report.json written before spread was reported
+        return "-"
+    return f"{100 * entry['spread']:.1f}% of {entry['kept_n']}"
+
+
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console(highlight=False, soft_wrap=True, width=None if _is_tty() else 160)
     table = Table(title=f"run {report['run_id']} ({report['status']}), shape {report['shape']}, {report['profiler']}",
                   title_justify="left")
-    for column in ("host", "status", "profiled mean", "p50", "p90", "max", "std", "warmup mean", "trace bytes", "top op (self)"):
+    for column in ("host", "status", "profiled mean", "p50", "p90", "max", "std", "warmup mean", "spread", "trace bytes",
+                   "top op (self)"):
         table.add_column(column, justify="left" if column in ("host", "status", "top op (self)") else "right", no_wrap=True)
 
     def fmt(stats, key):
@@ -192,13 +207,13 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         p, w = h["profiled_s"], h["warmup_s"]
         top = h["top_operations"][0] if h["top_operations"] else None
         table.add_row(h["name"], h["status"], fmt(p, "mean"), fmt(p, "p50"), fmt(p, "p90"), fmt(p, "max"), fmt(p, "std"),
-                      fmt(w, "mean"), f"{h['trace_bytes']:,}",
+                      fmt(w, "mean"), _spread_text(h), f"{h['trace_bytes']:,}",
                       f"{top['name'][:48]} {100 * top['share']:.0f}%" if top else "-")
     console.print(table)
     shapes = list(dict.fromkeys(s for h in report["hosts"] for s in h["shapes"]))
     if len(shapes) > 1:  # a sweep: the table above is its first shape; every shape here
         per_shape = Table(title="per shape (seconds)", title_justify="left")
-        for column in ("shape", "host", "profiled mean", "p50", "p90", "max", "std", "warmup mean"):
+        for column in ("shape", "host", "profiled mean", "p50", "p90", "max", "std", "warmup mean", "spread"):
             per_shape.add_column(column, justify="left" if column in ("shape", "host") else "right", no_wrap=True)
         for shape in shapes:
             for h in report["hosts"]:
@@ -206,7 +221,7 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
                 if done:
                     p, w = done["profiled_s"], done["warmup_s"]
                     per_shape.add_row(shape, h["name"], fmt(p, "mean"), fmt(p, "p50"), fmt(p, "p90"), fmt(p, "max"),
-                                      fmt(p, "std"), fmt(w, "mean"))
+                                      fmt(p, "std"), fmt(w, "mean"), _spread_text(done))
         console.print(per_shape)
     by_shape = report.get("capture_start_skew_by_shape") or {}
     for shape, text in by_shape.items():

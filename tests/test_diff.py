@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import run_cli
-from ray_tpu_profile.diff import Run, diff_hosts, diff_latency, diff_ops_of_host, median_ratio, verdict
+from ray_tpu_profile.diff import Run, diff_hosts, diff_latency, diff_ops_of_host
 
 
 def manifest(latencies: dict[str, tuple[list[float], list[float]]], shape: str = "4x16x8", profiler: str = "jax"):
@@ -35,10 +35,22 @@ def test_a_run_against_itself_is_within_noise_and_8x_is_slower():
     assert faster[0]["verdict"] == "faster" and faster[0]["interval"][1] < 1
 
 
-def test_the_verdict_is_the_same_every_time_and_needs_the_whole_interval():
-    a, b = [1.0, 1.1, 0.9, 1.05], [1.02, 1.12, 0.95, 1.0]
-    assert median_ratio(a, b) == median_ratio(a, b)
-    assert verdict(1.01, 1.2) == "slower" and verdict(0.8, 0.99) == "faster" and verdict(0.99, 1.2) == "within noise"
+def test_three_iterations_a_side_are_too_few_and_say_how_many_would_do():
+    few = ([0.5, 0.1, 0.104], [0.098])  # 3 warmups (two kept) + 1 profiled: 3 samples
+    double = ([0.5, 0.2, 0.21], [0.195])
+    rows, _ = diff_latency(manifest({"h0": few}), manifest({"h0": double}))
+    (row,) = rows
+    assert row["verdict"] == "too few samples" and row["interval"] is None and row["ratio"] > 1.9
+    assert row["need_n"] >= 5
+    assert row["note"] == f"3 and 3 iterations; --num-iters {row['need_n'] - 2} or more decides a 10% change here"
+
+
+def test_within_noise_says_what_it_could_have_seen():
+    same, _ = diff_latency(manifest({"h0": NOISY}), manifest({"h0": NOISY}))
+    (row,) = same
+    assert row["verdict"] == "within noise" and 1 < row["smallest_slower_ratio"] < 1.1
+    assert row["a_spread"] == row["b_spread"] and 0 < row["a_spread"] < 0.05
+    assert row["note"].startswith(f"could call {row['smallest_slower_ratio']:.2f}x or more slower; --num-iters")
 
 
 def sweep(latencies, shapes):
@@ -106,6 +118,8 @@ def write_run(root, name, m):
     (["{a}", "{empty}"], "RUN_B {empty}: has no manifest.json (not a ray-tpu-profile run directory)"),
     (["{a}", "{a}", "--fail-above", "ten"], "Invalid value for '--fail-above': 'ten' is not a valid float."),
     (["{a}", "{a}", "--fail-above", "-5"], "--fail-above -5.0: must be a percentage, 0 or more"),
+    (["{a}", "{a}", "--fail-above", "nan"], "--fail-above nan: must be a percentage, 0 or more"),
+    (["{a}", "{a}", "--allow-few-samples"], "--allow-few-samples true: only applies with --fail-above"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     paths = {"a": write_run(tmp_path, "a", manifest({"h0": NOISY})), "missing": tmp_path / "nope",
@@ -120,12 +134,25 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 def test_exit_codes_and_outputs_of_a_gate(tmp_path):
     slow = ([x * 2 for x in NOISY[0]], [x * 2 for x in NOISY[1]])
     a, b = write_run(tmp_path, "a", manifest({"h0": NOISY})), write_run(tmp_path, "b", manifest({"h0": slow}))
-    same = run_cli("diff", str(a), str(a), "--fail-above", "1", "--json")
+    same = run_cli("diff", str(a), str(a), "--fail-above", "10", "--json")
     assert same.returncode == 0 and json.loads(same.stdout)["latency"][0]["verdict"] == "within noise"
     gate = run_cli("diff", str(a), str(b), "--fail-above", "10", "--write", str(tmp_path / "out"))
     assert gate.returncode == 1 and "h0 4x16x8 +100.0%" in gate.stderr and "slower" in gate.stdout
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["diff.json", "diff.png", "diff.txt"]
     assert run_cli("diff", str(a), str(b), "--fail-above", "150").returncode == 0  # slower, but by less
+
+
+def test_a_gate_fails_where_the_samples_could_not_have_seen_its_threshold(tmp_path):
+    few = ([0.5, 0.1, 0.104], [0.098])
+    a, b = write_run(tmp_path, "a", manifest({"h0": few})), write_run(tmp_path, "b", manifest({"h0": few}))
+    blind = run_cli("diff", str(a), str(b), "--fail-above", "10")
+    assert blind.returncode == 1, blind.stderr
+    assert "could not have seen a 10% regression" in blind.stderr and "too few samples" in blind.stderr
+    assert run_cli("diff", str(a), str(b), "--fail-above", "10", "--allow-few-samples").returncode == 0
+    # Enough samples, but a 1% gate on noise of about 2%: within noise cannot mean "no 1% regression".
+    noisy = write_run(tmp_path, "noisy", manifest({"h0": NOISY}))
+    tight = run_cli("diff", str(noisy), str(noisy), "--fail-above", "1")
+    assert tight.returncode == 1 and "h0 4x16x8 within noise: could call" in tight.stderr
 
 
 def test_a_result_url_is_read_down_and_compared(tmp_path):
