@@ -30,10 +30,10 @@ from pathlib import Path
 import psutil
 import ray
 
-from ray_tpu_profile import cluster
-from ray_tpu_profile.files import CHUNK_BYTES
-from ray_tpu_profile.gather import WINDOW_CHUNKS, gather_host
-from ray_tpu_profile.layout import new_run_id
+from ray_tpu_profile.placement import cluster
+from ray_tpu_profile.core.files import CHUNK_BYTES
+from ray_tpu_profile.driver.gather import WINDOW_CHUNKS, gather_host
+from ray_tpu_profile.rundir.layout import new_run_id
 
 FILES_PER_HOST = 4
 

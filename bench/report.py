@@ -17,11 +17,11 @@ import statistics
 import time
 from pathlib import Path
 
-from ray_tpu_profile.layout import read_manifest
-from ray_tpu_profile.plot import write_plot
-from ray_tpu_profile.report import build_report, write_report
-from ray_tpu_profile.timeline import write_timeline
-from ray_tpu_profile.traces import host_trace_events
+from ray_tpu_profile.rundir.layout import read_manifest
+from ray_tpu_profile.analysis.plot import write_plot
+from ray_tpu_profile.analysis.report import build_report, write_report
+from ray_tpu_profile.analysis.timeline import write_timeline
+from ray_tpu_profile.analysis.traces import host_trace_events
 
 
 def timed(fn) -> float:

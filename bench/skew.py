@@ -33,13 +33,16 @@ import time
 
 import ray
 
-from ray_tpu_profile import clock_sync, cluster, engine, schedule
+from ray_tpu_profile.driver import clock_exchange
+from ray_tpu_profile.placement import cluster
+from ray_tpu_profile.host import engine
+from ray_tpu_profile.core import schedule
 from ray_tpu_profile.config import Capture, Workload
-from ray_tpu_profile.engines import plan_engines
-from ray_tpu_profile.layout import new_run_id
-from ray_tpu_profile.records import EngineRole
-from ray_tpu_profile.state import engine_across_hosts_env
-from ray_tpu_profile.tiny_model import default_tiny_model_dir
+from ray_tpu_profile.placement.engines import plan_engines
+from ray_tpu_profile.rundir.layout import new_run_id
+from ray_tpu_profile.core.records import EngineRole
+from ray_tpu_profile.driver.state import engine_across_hosts_env
+from ray_tpu_profile.host.tiny_model import default_tiny_model_dir
 
 
 def skew_ms(actors: list, session: str) -> float:
@@ -48,7 +51,7 @@ def skew_ms(actors: list, session: str) -> float:
 
 
 def synchronised(actors: list, session: str, plans: list[int], clocks: list) -> float:
-    found = clock_sync.measure_offsets({i: (lambda a=a: a.clock_ns.remote().future()) for i, a in enumerate(actors)})
+    found = clock_exchange.measure_offsets({i: (lambda a=a: a.clock_ns.remote().future()) for i, a in enumerate(actors)})
     offsets = [found[i] for i in range(len(actors))]
     clocks += offsets
     at_ns = schedule.capture_instant_ns(time.time_ns())
@@ -116,7 +119,7 @@ def main() -> None:
         print(f"{way} per trial: {', '.join(f'{v:.3f}' for v in values)}")
     uncertainty_ms = [o.uncertainty_ns / schedule.NS_PER_MS for o in clocks]
     round_trips_ms = [rt / schedule.NS_PER_MS for o in clocks for rt in o.round_trips_ns]
-    print(f"clock offset uncertainty per host and trial (from {clock_sync.ROUND_TRIPS} round trips): "
+    print(f"clock offset uncertainty per host and trial (from {clock_exchange.ROUND_TRIPS} round trips): "
           f"median {statistics.median(uncertainty_ms):.3f} ms, max {max(uncertainty_ms):.3f} ms; "
           f"actor-call round trip: floor {min(round_trips_ms):.3f} ms, median {statistics.median(round_trips_ms):.3f} ms; "
           f"offsets within their uncertainty of 0 (one clock): "

@@ -136,9 +136,9 @@ def run(quiet, actor_logs, timeline_max_events, **params) -> None:
     (e.g. `-- --tensor-parallel-size 8 --max-model-len 2048 --enforce-eager`).
     """
     config = config_from(params, click.get_current_context())
-    from ray_tpu_profile import pipeline
-    from ray_tpu_profile.progress import Progress
-    from ray_tpu_profile.report import print_summary
+    from ray_tpu_profile.driver import pipeline
+    from ray_tpu_profile.driver.progress import Progress
+    from ray_tpu_profile.analysis.report import print_summary
 
     progress = Progress(quiet=quiet)
     run = pipeline.execute(config, ["ray-tpu-profile", *sys.argv[1:]], progress, actor_logs, timeline_max_events)
@@ -155,8 +155,8 @@ def run(quiet, actor_logs, timeline_max_events, **params) -> None:
 def plan(**params) -> None:
     """Show what `run` would do with these flags: slices, hosts, chips, actors, workload. Loads no model."""
     config = config_from(params, click.get_current_context())
-    from ray_tpu_profile.pipeline import plan as plan_run
-    from ray_tpu_profile.report import print_plan
+    from ray_tpu_profile.driver.pipeline import plan as plan_run
+    from ray_tpu_profile.analysis.report import print_plan
 
     planned = plan_run(config, ["ray-tpu-profile", *sys.argv[1:]])
     if params["json_output"]:
@@ -174,9 +174,9 @@ def plan(**params) -> None:
 def report(run_dir: Path, json_output: bool, write: bool, timeline_max_events: int) -> None:
     """Summarise a run directory: per-host latency statistics, capture skew, the slowest
     host, top operations by self time from each host's trace, failures."""
-    from ray_tpu_profile.report import build_report, print_report, write_report
+    from ray_tpu_profile.analysis.report import build_report, print_report, write_report
 
-    from ray_tpu_profile.layout import MANIFEST
+    from ray_tpu_profile.rundir.layout import MANIFEST
 
     if not (run_dir / MANIFEST).is_file():
         raise ConfigError("RUN_DIR", str(run_dir), f"has no {MANIFEST} (not a ray-tpu-profile run directory)")
@@ -230,8 +230,8 @@ def diff(run_a: str, run_b: str, json_output: bool, write_dir: Path | None, fail
     """
     import tempfile
 
-    from ray_tpu_profile.diff import diff_runs, gate_failures, open_run
-    from ray_tpu_profile.diff_output import print_diff, write_diff
+    from ray_tpu_profile.analysis.diff import diff_runs, gate_failures, open_run
+    from ray_tpu_profile.analysis.diff_output import print_diff, write_diff
 
     if fail_above is not None and not (fail_above >= 0 and math.isfinite(fail_above)):
         raise ConfigError("--fail-above", str(fail_above), "must be a percentage, 0 or more")
@@ -299,9 +299,9 @@ def attach(address, name, list_only, duration_ms, delay_ms, profile_result_dir, 
     from one instant for --duration-ms and writes a run directory like `run`'s (manifest
     mode "attach", one XProf session, reports, timeline). The deployment keeps serving.
     """
-    from ray_tpu_profile import attach as attaching
-    from ray_tpu_profile.progress import Progress
-    from ray_tpu_profile.report import print_summary
+    from ray_tpu_profile.attach import command as attaching
+    from ray_tpu_profile.driver.progress import Progress
+    from ray_tpu_profile.analysis.report import print_summary
 
     config = attaching.AttachConfig(address=address, name=name, duration_ms=duration_ms, delay_ms=delay_ms,
                                     profile_result_dir=profile_result_dir, server_url=server_url,
@@ -309,7 +309,7 @@ def attach(address, name, list_only, duration_ms, delay_ms, profile_result_dir, 
                                     max_clock_uncertainty_ms=max_clock_uncertainty_ms)
     config.validate(list_only)
     if list_only:
-        with attaching.Session(address) as session:
+        with attaching.AttachSession(address) as session:
             found = attaching.find_servers(session, timeout_s)
             attaching.chosen_servers(found, config)
         listed = attaching.listing(found, name)
@@ -328,7 +328,7 @@ def attach(address, name, list_only, duration_ms, delay_ms, profile_result_dir, 
         print_summary(manifest, location)
         load = manifest.get("load")
         if load:
-            from ray_tpu_profile.load_metrics import describe
+            from ray_tpu_profile.analysis.server_load import describe
 
             click.echo(describe(load) if "error" not in load else f"server load: not read ({load['error']})")
     sys.exit(EXIT_BY_STATUS[manifest["status"]])

@@ -256,7 +256,7 @@ class RunConfig:
         workload = pick(Workload)
         texts = list(flags.get("shapes") or ()) + (read_shapes_file(flags["shapes_file"]) if flags.get("shapes_file") else [])
         result = str(flags["profile_result_dir"])
-        from ray_tpu_profile.remote import is_url
+        from ray_tpu_profile.rundir.remote import is_url
 
         return cls(
             workload=workload,
@@ -289,7 +289,7 @@ class RunConfig:
         self.placement.validate()
         check_model_path(self.model)
         if self.profile_result_url:
-            from ray_tpu_profile.remote import check_writable_url
+            from ray_tpu_profile.rundir.remote import check_writable_url
 
             check_writable_url(self.profile_result_url, "--profile-result-dir")
         else:

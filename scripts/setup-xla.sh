@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates (or reuses) the torch_xla CPU venv used by tests/test_xla_backend.py and
+# Creates (or reuses) the torch_xla CPU venv used by tests/e2e/test_xla_backend.py and
 # installs this checkout into it. Cached outside the checkout (~4 GB download once).
 #
 #   RTP_XLA_VENV=/path scripts/setup-xla.sh    # default ~/.cache/ray-tpu-profile/venv-xla

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
 
-from ray_tpu_profile.schedule import Window
+from ray_tpu_profile.core.schedule import Window
 
 
 class CaptureBackend(ABC):

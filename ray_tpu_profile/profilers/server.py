@@ -12,9 +12,9 @@ from abc import abstractmethod
 from pathlib import Path
 from typing import Any, Callable
 
-from ray_tpu_profile.host_clock import now_ns
+from ray_tpu_profile.core.host_clock import now_ns
 from ray_tpu_profile.profilers.base import CaptureBackend
-from ray_tpu_profile.schedule import NS_PER_MS, TimeWindow, plan_again, split_trace_delay
+from ray_tpu_profile.core.schedule import NS_PER_MS, TimeWindow, plan_again, split_trace_delay
 
 XPLANE_DIR = "xplane"
 """Under the host's output dir: <XPLANE_DIR>/plugins/profile/<session>/<host>.xplane.pb."""
@@ -224,7 +224,7 @@ class ServerBackend(CaptureBackend):
         trace begins at at_ns (the driver's instant, the same on every host: the hosts
         compete for cores as they will in the capture) and covers the iteration's first
         covered_ms. Returns (latency s, trace start ns, trace stop ns); the trace is removed."""
-        from ray_tpu_profile.xplane import capture_times_ns
+        from ray_tpu_profile.analysis.xplane import capture_times_ns
 
         scratch = Path(tempfile.mkdtemp(prefix="ray-tpu-profile-traced-"))
         errors: list[BaseException] = []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ray_tpu_profile.profilers.base import CaptureBackend
-from ray_tpu_profile.schedule import StepWindow
+from ray_tpu_profile.core.schedule import StepWindow
 
 ENGINE_DIR_SUFFIX = "-torch"
 """An engine across hosts writes into <run scratch>/<engine>-torch on each host, outside

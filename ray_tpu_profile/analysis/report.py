@@ -1,0 +1,331 @@
+"""Summaries of a run for people: the end-of-run table."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _mean(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.3f}" if values else "-"
+
+
+def summary_table(manifest: dict[str, Any]) -> Table:
+    from ray_tpu_profile.rundir import layout
+
+    table = Table(title=f"run {manifest['run_id']}: {manifest['status']}", title_justify="left")
+    for column in ("host", "status", "load s", "warmup mean s", "profiled mean s", "files", "bytes"):
+        table.add_column(column, justify="left" if column in ("host", "status") else "right", no_wrap=True)
+    for host in manifest["hosts"]:
+        latency = host["latency_s"]
+        status = host["status"] if host["status"] == "ok" else f"{host['status']} at {host['stage']}"
+        table.add_row(
+            layout.host_label(host),
+            status,
+            f"{latency['load']:.2f}" if latency["load"] is not None else "-",
+            _mean(latency["warmup"]),
+            _mean(latency["profiled"]),
+            str(len(host["files"])),
+            f"{sum(f['bytes'] for f in host['files']):,}",
+        )
+    return table
+
+
+def slowest_host(manifest: dict[str, Any]) -> tuple[str, float, float] | None:
+    """(name, its profiled mean, the median host's) among hosts with profiled latencies."""
+    means = {
+        h["name"]: statistics.fmean(h["latency_s"]["profiled"]) for h in manifest["hosts"] if h["latency_s"]["profiled"]
+    }
+    if not means:
+        return None
+    name = max(means, key=means.get)
+    return name, means[name], statistics.median(means.values())
+
+
+def print_summary(manifest: dict[str, Any], run_dir: Path, console: Console | None = None) -> None:
+    # Not a terminal (a Ray job log, a pipe): rich would assume 80 columns and wrap names.
+    console = console or Console(highlight=False, soft_wrap=True, width=None if _is_tty() else 160)
+    console.print(summary_table(manifest))
+    from ray_tpu_profile.rundir.layout import clock_warnings, skew_text_by_shape
+
+    skews = skew_text_by_shape(manifest)
+    for shape, text in skews.items():
+        console.print(f"capture start skew across hosts{' of ' + shape if len(skews) > 1 else ''}: {text} "
+                      "(from the xplanes)")
+    for name, warning in clock_warnings(manifest).items():
+        console.print(f"warning: {name}: {warning}")
+    slowest = slowest_host(manifest)
+    if slowest and len(manifest["hosts"]) > 1:
+        name, mean, median = slowest
+        console.print(f"slowest host: {name}, profiled mean {mean:.3f} s, {100 * (mean / median - 1):+.1f}% vs the median host")
+    for host in manifest["hosts"]:
+        if host["error"]:
+            console.print(f"{host['name']}: {host['error']}")
+    if manifest.get("error"):
+        console.print(f"run: {manifest['error']}")
+    console.print(f"run directory: {run_dir}")
+
+
+def _is_tty() -> bool:
+    import sys
+
+    return sys.stdout.isatty()
+
+
+def print_plan(planned: dict[str, Any], console: Console | None = None) -> None:
+    """`ray-tpu-profile plan` for people."""
+    console = console or Console(highlight=False, soft_wrap=True, width=None if _is_tty() else 160)
+    for s in planned["slices"]:
+        console.print(f"slice {s['name']}: {s['pod_type']}, hosts {', '.join(s['hosts'])}")
+    table = Table(title=f"{len(planned['actors'])} actor(s), one per host; reserved with {planned['placement']['reservation']}",
+                  title_justify="left")
+    for column in ("host", "node", "chips", "slice", "worker"):
+        table.add_column(column, no_wrap=True)
+    for h in planned["hosts"]:
+        table.add_row(h["name"], h["node_id"][:12], str(h["chips"]), h["slice_name"] or "-",
+                      "-" if h["worker_id"] is None else str(h["worker_id"]))
+    console.print(table)
+    for engine in planned.get("engines", []):
+        if len(engine["hosts"]) > 1:
+            ranks = ", ".join(f"{h} (ranks {', '.join(map(str, r))})" for h, r in engine["ranks"].items())
+            console.print(f"{engine['name']}: TP {engine['tensor_parallel_size']} x PP {engine['pipeline_parallel_size']} "
+                          f"across {ranks}; owner {engine['owner']}")
+    if len(planned.get("engines", [])) > 1:
+        console.print(f"{len(planned['engines'])} engines (data-parallel replicas), profiled together")
+    w, c, e = planned["workload"], planned["capture"], planned["engine"]
+    console.print(f"workload: {', '.join(w['shapes'])} (batch x input x output), {w['num_iters_warmup']} warmup + "
+                  f"{w['num_iters']} profiled iteration(s) per shape, one model load per host")
+    console.print(f"capture: {c['profiler']} ({c['chosen_by']}), delay {c['delay_ms']} ms, duration {c['duration_ms']} ms")
+    console.print(f"engine: tensor parallel {e['tensor_parallel_size']}, pipeline parallel "
+                  f"{e.get('pipeline_parallel_size', 1)}; flags {' '.join(e['argv'])}")
+    console.print(f"env in every model process: {', '.join(f'{k}={v}' for k, v in e['env'].items())}")
+
+
+def host_report(host: dict[str, Any], events: Iterable[tuple[str, str, int, int]], unreadable: list[str],
+                top: int = 10) -> dict[str, Any]:
+    """One host's part of report.json, from its trace events (unreadable: the trace files
+    that could not be read, filled while events are read)."""
+    from ray_tpu_profile.analysis.summary_stats import latency_stats, top_operations
+    from ray_tpu_profile.analysis.ops import operation_profile
+    from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
+    from ray_tpu_profile.analysis.verdict import kept_iterations, spread
+
+    def noise(latency_s: dict[str, list[float]]) -> dict[str, Any]:
+        """What diff's verdict would compare: the kept iterations and their spread."""
+        kept = kept_iterations(latency_s)
+        return {"kept_n": len(kept), "spread": spread(kept) if kept else None}
+
+    ops = operation_profile(events)  # self times in ms; the profiler's and tool's own left out
+    totals = ops.self_ms
+    return {
+        "name": host["name"],
+        "engine": host.get("engine"),
+        "ranks": host.get("ranks", []),
+        "status": host["status"],
+        "stage": host["stage"],
+        "error": host["error"],
+        "warmup_s": latency_stats(host["latency_s"]["warmup"]),
+        "profiled_s": latency_stats(host["latency_s"]["profiled"]),
+        **noise(host["latency_s"]),
+        "trace_bytes": sum(f["bytes"] for f in host["files"]),
+        "traces": [f["path"] for f in host["files"] if f["path"].endswith(TRACE_SUFFIXES)],
+        "unreadable_traces": unreadable,
+        "top_operations": top_operations(totals, top) if totals else [],
+        "steps": ops.steps(),
+        "left_out_of_operations_ms": dict(sorted(ops.left_out_ms.items(), key=lambda kv: -kv[1])[:top]),
+        "shapes": {
+            shape: {"warmup_s": latency_stats(done["latency_s"]["warmup"]),
+                    "profiled_s": latency_stats(done["latency_s"]["profiled"]), **noise(done["latency_s"])}
+            for shape, done in host.get("shapes", {}).items()
+        },
+    }
+
+
+def build_report(run_dir: Path, top: int = 10, hosts: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """report.json: per host latency statistics, top operations by self time from its own
+    trace, trace bytes; capture skew; the slowest host against the median; failures.
+    hosts: each host's host_report, where the caller has read the traces already (made
+    with its own top)."""
+    from ray_tpu_profile.rundir import layout
+    from ray_tpu_profile.analysis.traces import host_trace_events
+
+    manifest = layout.read_manifest(run_dir)
+    entries = []
+    for h in manifest["hosts"]:
+        if hosts is not None:
+            entries.append(hosts[h["name"]])
+        else:
+            unreadable: list[str] = []
+            entries.append(host_report(h, host_trace_events(run_dir, h, unreadable), unreadable, top))
+    slowest = slowest_host(manifest)
+    return {
+        "run_id": manifest["run_id"],
+        "status": manifest["status"],
+        "shape": manifest["workload"]["shape"],
+        "profiler": manifest["capture"].get("profiler"),
+        "capture_start_skew_ms": manifest["capture"].get("start_skew_ms"),
+        "capture_start_skew_uncertainty_ms": manifest["capture"].get("start_skew_uncertainty_ms"),
+        "capture_start_skew_raw_ms": manifest["capture"].get("start_skew_raw_ms"),
+        "capture_start_skew_ms_by_shape": layout.skew_by_shape(manifest),
+        "capture_start_skew_by_shape": layout.skew_text_by_shape(manifest),
+        "clocks": {h["name"]: {k: h["clock"][k] for k in ("offset_ms", "uncertainty_ms", "warning")}
+                   for h in manifest["hosts"] if h.get("clock")},
+        "slowest_host": None if slowest is None else {
+            "name": slowest[0], "profiled_mean_s": slowest[1], "median_host_profiled_mean_s": slowest[2],
+            "slower_than_median": slowest[1] / slowest[2] - 1 if slowest[2] else None,
+        },
+        "load": manifest.get("load"),
+        "failed_hosts": [{"name": h["name"], "stage": h["stage"], "error": h["error"]}
+                         for h in manifest["hosts"] if h["status"] != "ok"],
+        "hosts": entries,
+    }
+
+
+def _spread_text(entry: dict[str, Any]) -> str:
+    """MAD / median of the kept iterations, and how many (what diff would compare)."""
+    if entry.get("spread") is None:  # a report.json written before spread was reported
+        return "-"
+    return f"{100 * entry['spread']:.1f}% of {entry['kept_n']}"
+
+
+def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console(highlight=False, soft_wrap=True, width=None if _is_tty() else 160)
+    table = Table(title=f"run {report['run_id']} ({report['status']}), shape {report['shape']}, {report['profiler']}",
+                  title_justify="left")
+    for column in ("host", "status", "profiled mean", "p50", "p90", "max", "std", "warmup mean", "spread", "trace bytes",
+                   "top op (self)"):
+        table.add_column(column, justify="left" if column in ("host", "status", "top op (self)") else "right", no_wrap=True)
+
+    def fmt(stats, key):
+        return "-" if not stats else f"{stats[key]:.4f}"
+
+    for h in report["hosts"]:
+        p, w = h["profiled_s"], h["warmup_s"]
+        top = h["top_operations"][0] if h["top_operations"] else None
+        table.add_row(h["name"], h["status"], fmt(p, "mean"), fmt(p, "p50"), fmt(p, "p90"), fmt(p, "max"), fmt(p, "std"),
+                      fmt(w, "mean"), _spread_text(h), f"{h['trace_bytes']:,}",
+                      f"{top['name'][:48]} {100 * top['share']:.0f}%" if top else "-")
+    console.print(table)
+    shapes = list(dict.fromkeys(s for h in report["hosts"] for s in h["shapes"]))
+    if len(shapes) > 1:  # a sweep: the table above is its first shape; every shape here
+        per_shape = Table(title="per shape (seconds)", title_justify="left")
+        for column in ("shape", "host", "profiled mean", "p50", "p90", "max", "std", "warmup mean", "spread"):
+            per_shape.add_column(column, justify="left" if column in ("shape", "host") else "right", no_wrap=True)
+        for shape in shapes:
+            for h in report["hosts"]:
+                done = h["shapes"].get(shape)
+                if done:
+                    p, w = done["profiled_s"], done["warmup_s"]
+                    per_shape.add_row(shape, h["name"], fmt(p, "mean"), fmt(p, "p50"), fmt(p, "p90"), fmt(p, "max"),
+                                      fmt(p, "std"), fmt(w, "mean"), _spread_text(done))
+        console.print(per_shape)
+    by_shape = report.get("capture_start_skew_by_shape") or {}
+    for shape, text in by_shape.items():
+        console.print(f"capture start skew{' ' + shape if len(by_shape) > 1 else ''}: {text}")
+    for name, clock in (report.get("clocks") or {}).items():
+        if clock["warning"]:
+            console.print(f"warning: {name}: {clock['warning']}")
+    s = report["slowest_host"]
+    if s and s["slower_than_median"] is not None and len(report["hosts"]) > 1:
+        console.print(f"slowest host: {s['name']}, {100 * s['slower_than_median']:+.1f}% vs the median host")
+    for f in report["failed_hosts"]:
+        console.print(f"failed: {f['name']} at {f['stage']}: {f['error']}")
+    load = report.get("load")
+    if load:  # attach --server-url: what the server was doing around the window
+        from ray_tpu_profile.analysis.server_load import describe
+
+        console.print(describe(load) if "error" not in load else f"server load: not read ({load['error']})")
+    for h in report["hosts"]:
+        if h["top_operations"]:
+            ops = ", ".join(f"{o['name'][:40]} {100 * o['share']:.1f}%" for o in h["top_operations"][:5])
+            console.print(f"{h['name']} top self time: {ops}")
+        steps = h.get("steps") or {}
+        if steps.get("count"):
+            console.print(f"{h['name']} engine steps: {steps['count']}, {steps['mean_ms']:.2f} ms per step")
+
+
+def write_report(run_dir: Path, max_timeline_events_per_host: int | None = None,
+                 note: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    """Everything `report` derives from a run directory, written into it: report.json and
+    report.txt, timeline.json.gz (every host's trace on one axis) and report.png. Each
+    host's traces are read once, for both the report and the timeline."""
+    import io
+    import time
+
+    from ray_tpu_profile.rundir.layout import read_manifest, write_json_atomic
+    from ray_tpu_profile.analysis.plot import PLOT, write_plot
+    from ray_tpu_profile.analysis.timeline import DEFAULT_MAX_EVENTS_PER_HOST, TIMELINE, write_timeline
+
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    max_events = max_timeline_events_per_host or DEFAULT_MAX_EVENTS_PER_HOST
+    report: dict[str, Any] = {}
+    # Each output on its own: a trace one of them cannot use must not cost the others.
+    failures: dict[str, str] = {}
+    derived = _derive_from_traces(run_dir, manifest, max_events, failures, note)
+
+    def text_report() -> str:
+        report.update(build_report(run_dir, hosts=derived["report.json"]))
+        write_json_atomic(run_dir / "report.json", report)
+        buffer = io.StringIO()
+        print_report(report, Console(file=buffer, width=160, highlight=False, soft_wrap=True))
+        (run_dir / "report.txt").write_text(buffer.getvalue())
+        return "report.json, report.txt written"
+
+    def timeline() -> str:
+        write_timeline(run_dir, max_events, hosts=derived[TIMELINE])
+        return f"{TIMELINE} written: every host's trace on one wall-clock axis, for Perfetto (ui.perfetto.dev)"
+
+    def plot() -> str:
+        write_plot(run_dir, manifest)
+        return f"{PLOT} written"
+
+    for name, write in (("report.json", text_report), (TIMELINE, timeline), (PLOT, plot)):
+        if name in failures:
+            continue
+        started = time.monotonic()
+        try:
+            note(f"{write()} ({time.monotonic() - started:.1f} s)")
+        except Exception as e:  # collected and raised together below
+            failures[name] = f"{name}: {type(e).__name__}: {e}"
+    if failures:
+        raise ReportError("; ".join(failures.values()))
+    return report
+
+
+def _derive_from_traces(run_dir: Path, manifest: dict[str, Any], max_events: int, failures: dict[str, str],
+                        note: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Each host's report entry and timeline events, from one read of its traces, one host
+    in memory at a time. An output that fails is named in failures and not derived further."""
+    import time
+
+    from ray_tpu_profile.analysis.timeline import TIMELINE, host_timeline
+    from ray_tpu_profile.analysis.traces import read_host_traces
+
+    derived: dict[str, dict[str, Any]] = {"report.json": {}, TIMELINE: {}}
+    started, events = time.monotonic(), 0
+    for h in manifest["hosts"]:
+        try:
+            traces = read_host_traces(run_dir, h)
+        except Exception as e:  # both outputs that need the traces fail, named by the caller
+            for name in derived:
+                failures.setdefault(name, f"{name}: {type(e).__name__}: {e}")
+            continue
+        events += len(traces.events)
+        for name, derive, *args in (("report.json", host_report), (TIMELINE, host_timeline, max_events)):
+            if name not in failures:
+                try:
+                    derived[name][h["name"]] = derive(h, traces.events, traces.unreadable, *args)
+                except Exception as e:  # that output fails, named by the caller; the other goes on
+                    failures[name] = f"{name}: {type(e).__name__}: {e}"
+        del traces  # before the next host's are read
+    note(f"traces read: {events:,} events from {len(manifest['hosts'])} host(s) ({time.monotonic() - started:.1f} s)")
+    return derived
+
+
+class ReportError(RuntimeError):
+    """Some of the derived outputs could not be written (each named)."""

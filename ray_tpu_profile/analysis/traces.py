@@ -1,0 +1,72 @@
+"""Every event of a run's trace files at its wall-clock time (epoch ns): the one reader
+behind report.json's self times and timeline.json.gz. A file that cannot be read is
+named in the caller's error list; the host's other files are still read."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+from ray_tpu_profile.core.files import open_trace
+
+
+TRACE_SUFFIXES = (".xplane.pb", ".pt.trace.json.gz", ".pt.trace.json")
+"""Files the driver itself reads (verification, skew, reports)."""
+
+
+def xplane_events(path: Path) -> Iterator[tuple[str, str, int, int]]:
+    """Every event of an xplane at its wall-clock time: the converter gives times since the
+    capture's `profile_start_time`."""
+    from ray_tpu_profile.analysis.xplane import capture_start_ns, trace_events
+
+    start_ns = capture_start_ns(path)
+    for track, name, offset_ns, duration_ns in trace_events(path):
+        yield track, name, start_ns + offset_ns, duration_ns
+
+
+def torch_trace_events(path: Path) -> Iterator[tuple[str, str, int, int]]:
+    """Complete events of a torch profiler trace at their wall-clock time: Kineto writes
+    `ts` in microseconds since `baseTimeNanoseconds`."""
+    with open_trace(path) as f:
+        trace = json.load(f)
+    base_ns = int(trace.get("baseTimeNanoseconds", 0))
+    threads = {(e.get("pid"), e.get("tid")): e["args"]["name"] for e in trace["traceEvents"]
+               if e.get("ph") == "M" and e.get("name") == "thread_name" and "name" in e.get("args", {})}
+    for e in trace["traceEvents"]:
+        if e.get("ph") == "X" and "dur" in e:
+            track = threads.get((e.get("pid"), e.get("tid")), f"thread {e.get('tid')}")
+            yield track, e.get("name", "?"), base_ns + round(e["ts"] * 1000), round(e["dur"] * 1000)
+
+
+def host_trace_events(run_dir: Path, host: dict[str, Any], errors: list[str]) -> Iterator[tuple[str, str, int, int]]:
+    """(track, name, start epoch ns, duration ns) of every trace file a host delivered. Its
+    listed files were verified on arrival, a failed host's too; one that is still not a
+    readable trace (what failed the host at verify, say) goes into errors."""
+    from ray_tpu_profile.analysis.xplane import XplaneError
+
+    for f in host["files"]:
+        if not f["path"].endswith(TRACE_SUFFIXES):
+            continue
+        path = Path(run_dir) / f["path"]
+        reader = xplane_events if f["path"].endswith(".xplane.pb") else torch_trace_events
+        try:
+            # Both readers parse the whole file before the first event: a bad file yields none.
+            yield from reader(path)
+        except (XplaneError, OSError, ValueError, KeyError) as e:
+            errors.append(f"{f['path']}: {type(e).__name__}: {e}")
+
+
+@dataclass
+class HostTraces:
+    """One host's trace events, read once for everything derived from them at the end of
+    a run (report and timeline each reading them again cost a second full read)."""
+
+    events: list[tuple[str, str, int, int]]
+    unreadable: list[str] = field(default_factory=list)
+
+
+def read_host_traces(run_dir: Path, host: dict[str, Any]) -> HostTraces:
+    traces = HostTraces(events=[])
+    traces.events.extend(host_trace_events(run_dir, host, traces.unreadable))
+    return traces

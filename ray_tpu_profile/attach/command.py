@@ -1,0 +1,433 @@
+"""`ray-tpu-profile attach`: trace a live vLLM deployment's registered profiler servers
+(attach_plugin) on every host at one instant, without restarting it, into a run directory
+like `run`'s (mode "attach"): one XProf session, manifest, reports and timeline.
+
+With --address, every node of the Ray cluster is asked (a pinned actor per node,
+attach_host.AttachActor); without it, this host's registry is read and traced from this
+process. The order: find -> warm up each client -> clocks -> one instant -> capture ->
+gather -> verify -> manifest and reports.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ray_tpu_profile.rundir import layout
+from ray_tpu_profile.attach.registry import ServerEntry, matching
+from ray_tpu_profile.errors import ConfigError, RunStopped
+from ray_tpu_profile.driver.progress import Progress
+from ray_tpu_profile.driver.signals import StopSignals
+
+SHAPE = "live"
+"""The one 'shape' of an attach run: whatever the deployment was serving."""
+LEAD_MS = 300
+LOAD_CONTEXT_S = 1.0
+"""/metrics is read this long before the window and after it, besides at its ends."""
+HOW_TO_ENABLE = ("start vLLM with RAY_TPU_PROFILE_ATTACH=1 in its environment (README, "
+                 "\"Profile a running server\")")
+
+
+@dataclass(frozen=True)
+class AttachConfig:
+    address: str | None
+    name: str | None
+    duration_ms: int
+    delay_ms: int
+    profile_result_dir: Path | None
+    server_url: str | None = None
+    python_tracer_level: int = 1
+    timeout_s: float = 120.0
+    max_clock_uncertainty_ms: float = 1.0
+
+    def validate(self, list_only: bool) -> None:
+        if self.duration_ms <= 0:
+            raise ConfigError("--duration-ms", self.duration_ms, "must be a positive number of milliseconds")
+        if self.delay_ms < 0:
+            raise ConfigError("--delay-ms", self.delay_ms, "must be 0 or more milliseconds")
+        if not list_only and self.profile_result_dir is None:
+            raise ConfigError("--profile-result-dir", "(none)", "is needed to capture (or --list to only list)")
+        if self.profile_result_dir is not None and self.profile_result_dir.exists() \
+                and not self.profile_result_dir.is_dir():
+            raise ConfigError("--profile-result-dir", str(self.profile_result_dir), "is a file, not a directory")
+        if self.server_url is not None and not self.server_url.startswith(("http://", "https://")):
+            raise ConfigError("--server-url", self.server_url, "must be http://HOST:PORT of a `vllm serve`")
+
+
+@dataclass
+class AttachTarget:
+    """One host's AttachActor: a Ray actor, or an object in this process; call() returns
+    a future either way."""
+
+    name: str
+    target: Any
+    local_pool: ThreadPoolExecutor | None = None
+
+    def call(self, method: str, *args: Any) -> Future:
+        if self.local_pool is not None:
+            return self.local_pool.submit(getattr(self.target, method), *args)
+        return getattr(self.target, method).remote(*args).future()
+
+
+class AttachSession:
+    """The hosts to ask, opened and released (actors killed, Ray disconnected) as a block."""
+
+    def __init__(self, address: str | None):
+        self.address = address
+        self.hosts: list[AttachTarget] = []
+        self.kv_entries: list[dict[str, Any]] = []
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> "AttachSession":
+        if self.address is None:
+            from ray_tpu_profile.attach.node_actor import AttachActor
+
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="attach-local")
+            self.hosts = [AttachTarget(socket.gethostname(), AttachActor(socket.gethostname()), self._pool)]
+            return self
+        import logging
+
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from ray_tpu_profile.attach import registry
+        from ray_tpu_profile.attach.node_actor import AttachActor
+        from ray_tpu_profile.core.hosts import hosts_from_nodes
+
+        ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            nodes = [n for n in ray.nodes() if n["Alive"]]
+            tpu_names = {h.node_id: h.name for h in hosts_from_nodes(nodes)}
+            remote = ray.remote(AttachActor)
+            for node in nodes:
+                node_id = node["NodeID"]
+                name = tpu_names.get(node_id) or f"node-{node_id[:8]}"
+                actor = remote.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                                       name=f"ray-tpu-profile-attach-{os.getpid()}-{name}").remote(name, node_id)
+                self.hosts.append(AttachTarget(name, actor))
+            self.kv_entries = [e.to_json() for e in registry.kv_entries()]
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            # A stop mid-capture leaves the client waiting out its window: not waited for.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for host in self.hosts:
+                host.target.cleanup()
+            return
+        import ray
+
+        for host in self.hosts:
+            ray.kill(host.target)
+        ray.shutdown()
+
+
+def find_servers(session: AttachSession, timeout_s: float) -> dict[str, list[ServerEntry]]:
+    """Host name -> its live registered servers."""
+    futures = {h.name: h.call("servers", session.kv_entries) for h in session.hosts}
+    return {name: [ServerEntry.from_json(e) for e in f.result(timeout=timeout_s)] for name, f in futures.items()}
+
+
+def chosen_servers(found: dict[str, list[ServerEntry]], config: AttachConfig) -> dict[str, list[ServerEntry]]:
+    """The servers --name selects, by host; ConfigError when there are none."""
+    where = f"in the Ray cluster at {config.address}" if config.address else "on this host"
+    everything = [e for entries in found.values() for e in entries]
+    if not everything:
+        raise ConfigError("--address", config.address or "(none: this host)",
+                          f"no profiler server is registered {where}; {HOW_TO_ENABLE}")
+    chosen = {host: matching(entries, config.name) for host, entries in found.items()}
+    chosen = {host: entries for host, entries in chosen.items() if entries}
+    if not chosen:
+        names = sorted({e.name or "(unnamed)" for e in everything})
+        raise ConfigError("--name", config.name, f"matches no registered server {where}; names there: {', '.join(names)}")
+    return chosen
+
+
+def listing(found: dict[str, list[ServerEntry]], name: str | None) -> list[dict[str, Any]]:
+    from ray_tpu_profile.attach.node_actor import trace_host_name
+
+    return [{"host": host, "trace_name": trace_host_name(host, e), **e.to_json()}
+            for host, entries in found.items() for e in matching(entries, name)]
+
+
+@dataclass
+class Traced:
+    """The processes being traced, by trace name, with what became of each."""
+
+    entries: dict[str, tuple[str, ServerEntry]]
+    """Trace name -> (host, its registry entry)."""
+    handles: dict[str, AttachTarget]
+    progress: Progress
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stage: str = "warmup"
+    offsets: dict[str, Any] = field(default_factory=dict)
+    starts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    load: dict[str, Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.outcomes = {name: {"status": "ok", "stage": "done", "error": None, "files": []} for name in self.entries}
+        self._mark = time.monotonic()
+
+    def names_on(self, host: str, live_only: bool = True) -> list[str]:
+        return [n for n, (h, _) in self.entries.items()
+                if h == host and (not live_only or (self.outcomes[n]["status"] == "ok" and not self.outcomes[n].get("idle")))]
+
+    def fail(self, name: str, stage: str, error: str) -> None:
+        if self.outcomes[name]["status"] == "ok":
+            self.outcomes[name].update(status="failed", stage=stage, error=error)
+            self.progress.host_failed(stage, name, error)
+
+    def done(self, stage: str, next_stage: str) -> None:
+        """stage is over (timed); next_stage begins."""
+        now = time.monotonic()
+        self.timings[stage], self._mark, self.stage = round(now - self._mark, 3), now, next_stage
+
+
+def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[dict[str, Any], Path]:
+    """Captures; returns the manifest and where the run directory is. ConfigError before
+    anything is written when there is nothing to trace."""
+    from ray_tpu_profile.attach.node_actor import trace_host_name
+
+    started = time.monotonic()
+    stopped = None
+    with AttachSession(config.address) as session, StopSignals(at_once=True):
+        found = find_servers(session, config.timeout_s)
+        chosen = chosen_servers(found, config)
+        run_id = layout.new_run_id()
+        run_dir = layout.staging_dir(config.profile_result_dir, run_id)
+        run_dir.mkdir(parents=True)
+        traced = Traced({trace_host_name(host, e): (host, e) for host, es in chosen.items() for e in es},
+                        {h.name: h for h in session.hosts if h.name in chosen}, progress)
+        traced.timings["find"] = round(time.monotonic() - started, 3)
+        progress.note(f"attach: {len(traced.entries)} server(s) on {len(traced.handles)} host(s): "
+                      f"{', '.join(traced.entries)}")
+        try:
+            _warm_up(config, traced, run_id, chosen)
+            traced.offsets = _clock_offsets(traced.handles) if config.address else {}
+            traced.done("clocks", "capture")
+            sampler = _capture(config, traced)
+            traced.done("capture", "gather")
+            _gather(traced, run_dir, config)
+            traced.done("gather", "verify")
+            traced.starts = _verify(run_dir, traced)
+            traced.done("verify", "done")
+            traced.load = sampler.result(timeout_s=LOAD_CONTEXT_S + 30) if sampler else None
+        except RunStopped as e:  # Ctrl-C, `ray job stop`: what was gathered and verified is kept
+            stopped = f"stopped during {traced.stage} ({e.signal_name})"
+            for name, outcome in traced.outcomes.items():
+                if outcome["status"] == "ok" and name not in traced.starts and not outcome.get("idle"):
+                    traced.fail(name, traced.stage, stopped)
+    manifest = _manifest(config, argv, run_id, found, traced)
+    if stopped:
+        manifest.update(status="stopped", stage=traced.stage, error=stopped)
+    layout.write_json_atomic(run_dir / layout.MANIFEST, manifest)
+    _write_reports(run_dir, manifest, progress)
+    manifest["timings_s"]["total"] = round(time.monotonic() - started, 3)
+    layout.write_json_atomic(run_dir / layout.MANIFEST, manifest)
+    final = Path(config.profile_result_dir) / run_id
+    os.replace(run_dir, final)
+    return manifest, final
+
+
+def _warm_up(config: AttachConfig, traced: Traced, session_id: str, chosen: dict[str, list[ServerEntry]]) -> None:
+    """A client per server on its host, and a throwaway capture of each; a server that
+    does not answer fails here."""
+    prepared = _each_host(traced.handles, lambda h: h.call("prepare", [e.to_json() for e in chosen[h.name]], session_id,
+                                                            config.duration_ms, config.python_tracer_level),
+                          config.timeout_s)
+    for host, result in prepared.items():
+        for name in traced.names_on(host):
+            error = result[name] if isinstance(result, dict) else f"host {host}: {result}"
+            if error:
+                traced.fail(name, "warmup", error)
+    traced.done("warmup", "clocks")
+
+
+def _capture(config: AttachConfig, traced: Traced) -> Any:
+    """Every live server traced from one instant (each host's in its own clock); returns
+    the /metrics sampler when --server-url was given."""
+    from ray_tpu_profile.profilers.server import NO_EVENTS
+
+    instant_ns = time.time_ns() + (LEAD_MS + config.delay_ms) * 1_000_000
+    sampler = None
+    if config.server_url:
+        from ray_tpu_profile.analysis.server_load import LoadSampler
+
+        instant_ns += round(LOAD_CONTEXT_S * 1e9)  # the "before" interval lies between now and the window
+        start_s, end_s = instant_ns / 1e9, instant_ns / 1e9 + config.duration_ms / 1000
+        sampler = LoadSampler(config.server_url, [start_s - LOAD_CONTEXT_S, start_s, end_s, end_s + LOAD_CONTEXT_S]).start()
+    ready = {host: traced.names_on(host) for host in traced.handles}
+    offsets = traced.offsets
+    captured = _each_host(traced.handles, lambda h: h.call("capture", offsets[h.name].to_host_ns(instant_ns)
+                                                           if h.name in offsets else instant_ns, ready[h.name]),
+                          (instant_ns - time.time_ns()) / 1e9 + config.duration_ms / 1000 + config.timeout_s)
+    for host, result in captured.items():
+        for name in ready[host]:
+            error = result[name]["error"] if isinstance(result, dict) else f"host {host}: {result}"
+            if error and NO_EVENTS in error:
+                # The process answered but ran nothing traced in the window (a frontend
+                # between requests, an idle replica): kept as idle, not failed.
+                traced.outcomes[name]["idle"] = True
+                traced.progress.note(f"  {name}: idle, no traced work in the window")
+            elif error:
+                traced.fail(name, "capture", error)
+            else:
+                traced.outcomes[name]["client_call_plans"] = result[name]["client_call_plans"]
+    return sampler
+
+
+def _each_host(handles: dict[str, AttachTarget], call: Callable[[AttachTarget], Future], timeout_s: float) -> dict[str, Any]:
+    """call(host) on every host at once; host -> its result, or the exception that kept it."""
+    futures = {name: call(h) for name, h in handles.items()}
+    results: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout_s
+    for name, future in futures.items():
+        try:
+            results[name] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except Exception as e:  # that host's failure; the others deliver
+            results[name] = e
+    return results
+
+
+def _clock_offsets(handles: dict[str, AttachTarget]) -> dict[str, Any]:
+    from ray_tpu_profile.driver.clock_exchange import measure_offsets
+
+    measured = measure_offsets({name: (lambda h=h: h.call("now_ns")) for name, h in handles.items()})
+    return {name: offset for name, offset in measured.items() if not isinstance(offset, BaseException)}
+
+
+def _gather(traced: Traced, run_dir: Path, config: AttachConfig) -> None:
+    """Each traced process's files into the run directory, verified: through Ray, host by
+    host side by side (each host's processes one after another); locally, moved into place."""
+    from ray_tpu_profile.core.files import sha256_file
+    from ray_tpu_profile.driver.gather import gather_host
+
+    handles, outcomes = traced.handles, traced.outcomes
+
+    def one_host(host: str) -> None:
+        handle = handles[host]
+        for name in traced.names_on(host):
+            try:
+                if handle.local_pool is not None:
+                    source = handle.target.base_dir / name
+                    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+                        dest_rel = layout.host_file_dest(name, path.relative_to(source).as_posix())
+                        (run_dir / dest_rel).parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(path, run_dir / dest_rel)
+                        outcomes[name]["files"].append({"path": dest_rel.as_posix(), "bytes": (run_dir / dest_rel).stat().st_size,
+                                                        "sha256": sha256_file(run_dir / dest_rel)})
+                else:
+                    handle.call("select", name).result(timeout=config.timeout_s)
+                    gather_host(handle.target, name, run_dir, config.timeout_s, gathered=outcomes[name]["files"])
+            except Exception as e:  # that process's failure; what it delivered stays listed
+                traced.fail(name, "gather", f"{type(e).__name__}: {e}")
+
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(handles)))) as pool:
+        list(pool.map(one_host, handles))
+    for handle in handles.values():
+        if handle.local_pool is None:
+            handle.call("cleanup")
+
+
+def _verify(run_dir: Path, traced: Traced) -> dict[str, dict[str, Any]]:
+    """Each traced process's xplane read back with xprof: readable, with events, from the
+    registered process. Returns name -> its capture's start/stop ns, events."""
+    from ray_tpu_profile.analysis.xplane import XplaneError, read_xplane
+
+    checked = {}
+    fail = traced.fail
+    for name, (host, entry) in traced.entries.items():
+        if name not in traced.names_on(host):
+            continue
+        xplanes = [f["path"] for f in traced.outcomes[name]["files"] if f["path"].endswith(".xplane.pb")]
+        if len(xplanes) != 1:
+            fail(name, "verify", f"{len(xplanes)} xplane files delivered, expected 1")
+            continue
+        try:
+            info = read_xplane(run_dir / xplanes[0])
+        except XplaneError as e:
+            fail(name, "verify", str(e))
+            continue
+        if info.process_id is not None and info.process_id != entry.pid:
+            fail(name, "verify", f"the xplane is of pid {info.process_id}, the registered server's is {entry.pid}")
+            continue
+        checked[name] = {"start_ns": info.start_ns, "stop_ns": info.stop_ns, "events": info.events,
+                         "planes": list(info.planes)}
+    return checked
+
+
+def _manifest(config: AttachConfig, argv: list[str], run_id: str, found: dict[str, list[ServerEntry]],
+              traced: Traced) -> dict[str, Any]:
+    from ray_tpu_profile.core.clocks import skew, untrusted_reason
+    from ray_tpu_profile.core.versions import package_versions
+
+    entries, outcomes, offsets, starts, session_id = traced.entries, traced.outcomes, traced.offsets, traced.starts, run_id
+    measured = skew({name: s["start_ns"] for name, s in starts.items()},
+                    {name: offsets[host] for name, (host, _) in entries.items() if host in offsets})
+    statuses = [o["status"] for o in outcomes.values()]
+    status = "ok" if all(s == "ok" for s in statuses) else "partial" if "ok" in statuses else "failed"
+    delivered = [n for n, o in outcomes.items() if o["status"] == "ok" and not o.get("idle")]
+    error = None if status == "ok" else f"{len(statuses) - statuses.count('ok')} of {len(statuses)} server(s) failed: " \
+        + ", ".join(n for n, o in outcomes.items() if o["status"] != "ok")
+    if not delivered and status != "failed":
+        status, error = "failed", "no traced process ran anything in the window: was the deployment serving?"
+    profilers = sorted({e.profiler for _, e in entries.values()})
+    capture = {"profiler": ", ".join(profilers), "chosen_by": "the registered servers", "delay_ms": config.delay_ms,
+               "duration_ms": config.duration_ms, "session": session_id, "python_tracer_level": config.python_tracer_level,
+               "start_skew_ms": measured.skew_ms, "start_skew_uncertainty_ms": measured.uncertainty_ms,
+               "start_skew_raw_ms": measured.raw_ms}
+
+    def host_entry(name: str, host: str, entry: ServerEntry) -> dict[str, Any]:
+        outcome = outcomes[name]
+        clock = {**offsets[host].to_json(), "warning": untrusted_reason(offsets[host], None, config.max_clock_uncertainty_ms)} \
+            if host in offsets else None
+        checked = {**starts.get(name, {}), "client_call_plans": outcome.get("client_call_plans"),
+                   "idle": bool(outcome.get("idle"))}
+        return {"name": name, "host": host, "node_id": entry.node_id, "node_ip": None, "chips": None,
+                "slice_name": None, "worker_id": None, "pid": entry.pid, "engine": entry.name,
+                "ranks": [entry.rank] if entry.rank is not None else [], "worker": None, "role": entry.role,
+                "server": entry.to_json(), "clock": clock, "scratch_dir": None, "status": outcome["status"],
+                "stage": outcome["stage"], "error": outcome["error"], "files": outcome["files"], "capture": checked,
+                "latency_s": {"load": None, "warmup": [], "profiled": []},
+                "phases": {"load": None, "warmup": None, "profiled": None},
+                "shapes": {SHAPE: {"latency_s": {"warmup": [], "profiled": []},
+                                   "phases": {"warmup": None, "traced": None, "profiled": None},
+                                   "capture": checked, "clock": clock}}}
+
+    failed = [n for n, o in outcomes.items() if o["status"] != "ok"]
+    return {
+        "schema_version": 1, "mode": "attach", "run_id": run_id, "status": status,
+        "stage": "done" if status == "ok" else outcomes[failed[0]]["stage"] if failed else "capture",
+        "error": error,
+        "result_url": None, "command": layout.redacted_argv(argv), "versions": package_versions(),
+        "workload": {"shape": SHAPE, "shapes": [SHAPE], "deployment": config.name},
+        "capture": capture,
+        "cluster": {"kind": "existing" if config.address else "this host", "address": config.address},
+        "engine": {},
+        "servers": {"found": listing(found, None), "traced": delivered,
+                    "idle": [n for n, o in outcomes.items() if o.get("idle")]},
+        "load": traced.load,
+        "timings_s": traced.timings, "timings_by_shape_s": {}, "engines": [],
+        "outputs": {"reports_error": None, "publish_error": None},
+        "hosts": [host_entry(name, host, entry) for name, (host, entry) in entries.items()],
+    }
+
+
+def _write_reports(run_dir: Path, manifest: dict[str, Any], progress: Progress) -> None:
+    from ray_tpu_profile.analysis.report import write_report
+
+    try:
+        write_report(run_dir, None, progress.note)
+    except Exception as e:  # the traces and manifest are in place; only what derives from them is missing
+        manifest["outputs"]["reports_error"] = f"{type(e).__name__}: {e}"
+        progress.host_failed("reports", "all", f"reports not written ({manifest['outputs']['reports_error']}); "
+                                               "`ray-tpu-profile report --write` tries again")

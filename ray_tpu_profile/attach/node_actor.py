@@ -1,0 +1,147 @@
+"""`attach`'s side on one host: which registered profiler servers live there, a warm-up
+capture of each, the capture of each at the instant the driver gave, and the files handed
+back (host_files.HostFiles). Runs as a Ray actor pinned to its node (`attach --address`) or
+as a plain object in the CLI's own process (this host's `vllm serve`). The capture client
+always runs on the server's own host, against localhost: the servers listen nowhere else.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from ray_tpu_profile.attach import registry
+from ray_tpu_profile.attach.registry import ServerEntry
+from ray_tpu_profile.host.files import HostFiles
+
+WARMUP_CAPTURE_MS = 50
+SERVER_ANSWER_S = 5.0
+"""A registered server accepts connections at once (it runs in a live process)."""
+CALL_TIMEOUT_S = 60.0
+"""Beyond a capture's own window: a server that has not answered by then is not going to."""
+
+
+def trace_host_name(host_name: str, entry: ServerEntry) -> str:
+    """A traced process's name in the XProf session and the manifest: host.role-pid."""
+    return f"{host_name}.{entry.label}"
+
+
+class AttachActor(HostFiles):
+    def __init__(self, host_name: str, node_id: str | None = None, output_root: str | None = None):
+        self.host_name = host_name
+        self.node_id = node_id
+        self.base_dir = Path(tempfile.mkdtemp(prefix="ray-tpu-profile-attach-", dir=output_root))
+        self.output_dir = self.base_dir
+        self._backends: dict[str, Any] = {}
+
+    def servers(self, kv_entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """This host's live servers: its registry directory, and the cluster's KV entries of
+        this node whose process still runs."""
+        found = {e.pid: e for e in registry.live_file_entries()}
+        for data in kv_entries:
+            entry = ServerEntry.from_json(data)
+            if entry.node_id == self.node_id and registry.is_alive(entry):
+                found.setdefault(entry.pid, entry)
+        return [{**e.to_json(), "node_id": e.node_id or self.node_id} for e in sorted(found.values(), key=lambda e: e.pid)]
+
+    def now_ns(self) -> int:
+        from ray_tpu_profile.core.host_clock import now_ns
+
+        return now_ns()
+
+    def prepare(self, servers: list[dict[str, Any]], session_id: str, duration_ms: int,
+                python_tracer_level: int) -> dict[str, str | None]:
+        """A client per server, and a throwaway capture of each (the first capture in a
+        process pays for tracer set-up and would start late; it also proves the server
+        answers). Returns trace name -> None, or why that server cannot be traced. A
+        warm-up that saw no traced work still proves the server answers."""
+        from ray_tpu_profile.profilers.server import NO_EVENTS, ServerNotReady, wait_for_server
+
+        for data in servers:
+            entry = ServerEntry.from_json(data)
+            name = trace_host_name(self.host_name, entry)
+            self._backends[name] = _backend(entry, self.base_dir / name, name, session_id, duration_ms,
+                                            python_tracer_level)
+
+        def warm(name: str, backend: Any, scratch: Path) -> str | None:
+            # The client says "no trace event was collected" for a server that is not there
+            # as for one with nothing to trace: whether it listens is asked first.
+            try:
+                wait_for_server(backend.port, SERVER_ANSWER_S)
+            except ServerNotReady as e:
+                return str(e)
+            try:
+                backend._trace(f"localhost:{backend.port}", str(scratch), WARMUP_CAPTURE_MS, 0)
+            except Exception as e:  # that server's failure, returned per server
+                if NO_EVENTS not in str(e):
+                    return f"profiler server on localhost:{backend.port} did not take a warm-up capture: {e}"
+            return None
+
+        with tempfile.TemporaryDirectory(prefix="ray-tpu-profile-attach-warmup-") as scratch:
+            return _each(self._backends, lambda name, b: warm(name, b, Path(scratch) / name),
+                         WARMUP_CAPTURE_MS / 1000 + CALL_TIMEOUT_S,
+                         lambda timeout_s: f"profiler server did not answer a warm-up capture within {timeout_s:g} s")
+
+    def capture(self, instant_ns: int, names: list[str]) -> dict[str, dict[str, Any]]:
+        """The prepared servers named traced from instant_ns (this host's clock); returns
+        trace name -> {"error": None or why, "client_call_plans": n}."""
+        from ray_tpu_profile.core.host_clock import now_ns
+
+        def one(name: str, backend: Any) -> dict[str, Any]:
+            try:
+                backend.start(None, instant_ns)
+                backend.stop(None)  # bounded: the window plus 60 s
+                error = None
+            except Exception as e:  # that server's failure, returned per server
+                error = str(e)
+            return {"error": error, "client_call_plans": backend.client_call_plans}
+
+        backends = {name: self._backends[name] for name in names}
+        window_s = max(0, instant_ns - now_ns()) / 1e9 + max((b.duration_ms for b in backends.values()), default=0) / 1000
+        return _each(backends, one, window_s + CALL_TIMEOUT_S + 5,
+                     lambda timeout_s: {"error": f"capture did not finish within {timeout_s:g} s",
+                                        "client_call_plans": None})
+
+    def select(self, name: str) -> None:
+        """The files handed back next (list_sizes, read_chunk) are this traced process's."""
+        self.output_dir = self.base_dir / name
+
+    def cleanup(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+def _backend(entry: ServerEntry, trace_dir: Path, name: str, session_id: str, duration_ms: int,
+             python_tracer_level: int) -> Any:
+    args = dict(session_id=session_id, delay_ms=0, duration_ms=duration_ms, port=entry.port,
+                python_tracer_level=python_tracer_level)
+    if entry.profiler == "xla":
+        from ray_tpu_profile.profilers.xla import XlaServerProfiler
+
+        return XlaServerProfiler(trace_dir, name, **args)
+    from ray_tpu_profile.profilers.jax import JaxServerProfiler
+
+    return JaxServerProfiler(trace_dir, name, **args)
+
+
+def _each(backends: dict[str, Any], call, timeout_s: float, timed_out) -> dict[str, Any]:
+    """call(name, backend) for every backend at once, one thread each (each waits on its own
+    server); results by name, timed_out(timeout_s) for a call still going after timeout_s."""
+    import time
+
+    results: dict[str, Any] = {}
+
+    def run(name: str, backend: Any) -> None:
+        results[name] = call(name, backend)
+
+    threads = [threading.Thread(target=run, args=item, name=f"attach-{item[0]}", daemon=True)
+               for item in backends.items()]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout_s
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    return {name: results[name] if name in results else timed_out(timeout_s) for name in backends}

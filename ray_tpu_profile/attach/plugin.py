@@ -1,0 +1,102 @@
+"""A vLLM general plugin (entry point group `vllm.general_plugins`) that makes a live
+deployment attachable: with RAY_TPU_PROFILE_ATTACH=1 in a process's environment, it starts a
+profiler server in that process (JAX's; torch_xla's on a torch_xla stack) on a port the OS
+picks and registers it (attach_registry). Without the variable it does nothing.
+
+vLLM calls general plugins once per process: in the process that parses the engine flags
+(`vllm serve`'s API server, or one holding an LLM), in the engine-core process and in every
+worker, before the model's first step. Enable it with `RAY_TPU_PROFILE_ATTACH=1 vllm serve
+...`, or the variable in a Ray Serve LLM deployment's runtime_env (vLLM's Ray workers inherit
+it); RAY_TPU_PROFILE_ATTACH_NAME names the deployment for `attach --name`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from ray_tpu_profile.attach.registry import ENABLE_ENV, NAME_ENV, ServerEntry
+
+logger = logging.getLogger("ray_tpu_profile.attach.command")
+
+_server: Any = None
+"""The server object, kept alive here: a collected server object yields empty traces."""
+
+
+def register() -> None:
+    """The entry point vLLM calls."""
+    if os.environ.get(ENABLE_ENV) != "1" or _server is not None:
+        return
+    try:
+        entry = start_and_register()
+    except Exception as e:  # a deployment must not fail to serve because it cannot be profiled
+        logger.warning("ray-tpu-profile attach: no profiler server in pid %d: %s: %s", os.getpid(), type(e).__name__, e)
+        return
+    logger.info("ray-tpu-profile attach: %s profiler server of %s on localhost:%d", entry.profiler, entry.label, entry.port)
+
+
+def start_and_register() -> ServerEntry:
+    import atexit
+    import importlib.util
+    import multiprocessing
+    import socket
+
+    from ray_tpu_profile.attach import registry
+    from ray_tpu_profile.profilers.server import free_local_port
+
+    global _server
+    role, rank = registry.role_of(multiprocessing.current_process().name, _initialising_worker_rank())
+    xla = importlib.util.find_spec("torch_xla") is not None and importlib.util.find_spec("tpu_inference") is None
+    port = free_local_port()
+    if xla:
+        import torch_xla.debug.profiler as xp
+
+        _server = xp.start_server(port)
+    else:
+        import jax.profiler
+
+        _server = jax.profiler.start_server(port)
+    ray = sys.modules.get("ray")
+    in_ray = ray is not None and ray.is_initialized()
+    entry = ServerEntry(
+        hostname=socket.gethostname(), node_id=ray.get_runtime_context().get_node_id() if in_ray else None,
+        pid=os.getpid(), started_ticks=registry.process_started_ticks(os.getpid()), port=port,
+        profiler="xla" if xla else "jax", role=role, rank=rank, name=os.environ.get(NAME_ENV) or None,
+        registered_at_s=time.time())
+    if in_ray:
+        registry.kv_put(entry)
+        atexit.register(registry.kv_delete, entry.key)
+    else:
+        path = registry.write_file_entry(entry)
+        atexit.register(path.unlink, missing_ok=True)
+    # A child forked from here (vLLM's fork start method) has no server thread: let vLLM
+    # load the plugins again there, so it starts and registers its own.
+    os.register_at_fork(after_in_child=_forget_in_child)
+    return entry
+
+
+def _forget_in_child() -> None:
+    global _server
+    _server = None
+    plugins = sys.modules.get("vllm.plugins")
+    if plugins is not None:
+        plugins.plugins_loaded = False
+
+
+def _initialising_worker_rank() -> int | None:
+    """The rank of the vLLM worker being initialised, when vLLM called the plugins from
+    WorkerWrapperBase.init_worker (the one place it does in a worker): the `rank` of the
+    worker's kwargs there (its global rank; the wrapper's own rpc_rank is 0 on every Ray
+    worker, seen with vLLM 0.32), else the wrapper's rpc_rank."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        wrapper = frame.f_locals.get("self") if frame.f_code.co_name == "init_worker" else None
+        if wrapper is not None and hasattr(wrapper, "rpc_rank"):
+            kwargs = frame.f_locals.get("kwargs")
+            rank = kwargs.get("rank") if isinstance(kwargs, dict) else None
+            return int(rank if rank is not None else wrapper.rpc_rank)
+        frame = frame.f_back
+    return None

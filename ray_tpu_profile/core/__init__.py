@@ -1,0 +1,1 @@
+"""Pure things every side uses: records, schedules, clocks, hosts, files, versions (no Ray, no vLLM)."""

@@ -1,0 +1,1 @@
+"""The driver's side of a run: its pipeline of stages over every host, captures, clocks, gather, signals."""

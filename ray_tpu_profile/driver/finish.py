@@ -1,0 +1,86 @@
+"""The end of a run, after the hosts are released: the outcome recorded, the reports
+derived from the traces, and the run directory made final (renamed into place, or
+published to the result URL). The manifest says what happened here too."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from ray_tpu_profile.rundir import layout
+from ray_tpu_profile.errors import RunStopped
+from ray_tpu_profile.driver.progress import Progress
+from ray_tpu_profile.core.records import Stage
+from ray_tpu_profile.driver.signals import StopSignals
+from ray_tpu_profile.driver.state import RunState
+
+
+def record_outcome(run: RunState) -> None:
+    """Hosts still pending fail where the run ended; the manifest and latency.json are
+    written (the reports read them)."""
+    run.timings.close()
+    run.end_hosts()
+    if run.error is None and not run.stopped:
+        run.stage = Stage.DONE
+    run.write_manifest()
+    layout.write_json_atomic(run.run_dir / layout.LATENCY,
+                             layout.build_latency([w.shape for w in run.config.workloads], run.records))
+
+
+def write_reports(run: RunState, timeline_max_events: int | None, progress: Progress) -> None:
+    """report.json / report.txt, timeline.json.gz and report.png. Each output fails on its
+    own, and a failure costs nothing already captured (run.reports_error says which). A
+    stop now (Ctrl-C; SIGTERM from `ray job stop`) ends the reports and is recorded, but
+    never keeps a remote run's manifest from being published."""
+    from ray_tpu_profile.analysis.report import write_report
+
+    run.timings.begin(Stage.REPORTS, None)
+    try:
+        with StopSignals(at_once=True):
+            write_report(run.run_dir, timeline_max_events, progress.note)
+    except RunStopped as e:
+        run.stopped, run.stage = True, Stage.REPORTS
+        run.error = run.error or f"stopped during reports ({e.signal_name})"
+        progress.host_failed(Stage.REPORTS, "all", run.error)
+    except Exception as e:  # the traces and manifest are in place; only what derives from them is missing
+        run.reports_error = f"{type(e).__name__}: {e}"
+        where = f"on a copy of {run.result_url}" if run.result_url else "on the run directory"
+        progress.host_failed(Stage.REPORTS, "all", f"reports not written ({run.reports_error}); "
+                                                   f"`ray-tpu-profile report --write` {where} tries again")
+    finally:
+        run.timings.close()
+
+
+def finish(run: RunState, progress: Progress) -> str:
+    """The final manifest, and the run directory in its place: renamed from its staging
+    name, or published to the result URL (the temporary local copy removed once there).
+    Returns where the run directory is."""
+    if run.result_url and _publish(run, progress):
+        return run.result_url
+    run.timings.end()
+    run.write_manifest()
+    final = run.local_root / run.run_id
+    os.replace(run.run_dir, final)
+    run.run_dir = final
+    return str(final)
+
+
+def _publish(run: RunState, progress: Progress) -> bool:
+    """The driver's files go up beside the hosts'. If they cannot, the run has failed (its
+    results are not where they were asked for): said in the manifest, kept locally."""
+    from ray_tpu_profile.rundir.remote import publish_run
+
+    run.timings.begin(Stage.PUBLISH, None)
+    try:
+        publish_run(run.run_dir, run.result_url, final_manifest=lambda: (run.timings.end(), run.write_manifest()))
+    except Exception as e:  # the hosts' files are there; the driver's stay here, and the manifest says so
+        run.timings.end()
+        run.publish_error = f"{type(e).__name__}: {e}"
+        if run.error is None:
+            run.stage = Stage.PUBLISH
+            run.error = f"publish: could not write the manifest and reports to {run.result_url} ({run.publish_error})"
+        progress.host_failed(Stage.PUBLISH, "all", f"{run.error}; they are in {run.local_root / run.run_id}")
+        return False
+    shutil.rmtree(run.local_root)  # the temporary copy, now uploaded
+    progress.note(f"manifest and reports written to {run.result_url}")
+    return True

@@ -1,0 +1,309 @@
+"""The stages of a run, each a function of the run state and the hosts' barrier, in the
+order pipeline.execute calls them. Each stage runs on every healthy host and records a
+host's failure on that host alone."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ray_tpu_profile.rundir import layout
+from ray_tpu_profile.core import schedule
+from ray_tpu_profile.driver.barrier import Barrier, describe_error
+from ray_tpu_profile.driver.capture_plans import CapturePlan
+from ray_tpu_profile.config import Workload
+from ray_tpu_profile.errors import RunStopped
+from ray_tpu_profile.driver.progress import Progress
+from ray_tpu_profile.core.records import HostRecord, PhaseTiming, Stage
+from ray_tpu_profile.driver.signals import StopSignals
+from ray_tpu_profile.driver.state import RunState, ShapeRun
+
+
+class RunSession:
+    """What the stages share besides the run state: progress, the stop flag, and clean-ups
+    that run when the session ends, whatever happened (the hosts' reservation)."""
+
+    def __init__(self, progress: Progress, stop: StopSignals, cleanups: ExitStack):
+        self.progress = progress
+        self.stop = stop
+        self.cleanups = cleanups
+
+
+@contextmanager
+def open_run(run: RunState, progress: Progress, actor_logs: bool) -> Iterator[RunSession]:
+    """The cluster (connected or started), stop signals and the staging run directory. A
+    failure or stop inside the block is recorded in run (error, stopped, which hosts
+    failed) and ends the block; the session's clean-ups run whatever happened."""
+    from ray_tpu_profile.placement import cluster
+
+    placement = run.config.placement
+    started = time.monotonic()
+    stop = StopSignals()
+    # The stop handler goes in after ray.init: Ray installs its own, which aborts.
+    with cluster.ray_session(placement.address, placement.simulated_hosts, log_to_driver=actor_logs,
+                             chips_per_host=placement.simulated_chips) as info, stop, ExitStack() as cleanups:
+        run.timings.add("cluster_start", time.monotonic() - started)
+        run.cluster_info = info
+        chosen, run.whole_slice, run.engines = choose_hosts(run, cluster.discover_hosts())  # ConfigError: nothing made
+        run.records = [HostRecord(host=h, engine=e.name, ranks=e.ranks(h)) for e in run.engines for h in e.hosts]
+        if run.result_url:  # the driver's files are built here, then published
+            run.local_root = Path(tempfile.mkdtemp(prefix="ray-tpu-profile-"))
+        run.run_dir = layout.staging_dir(run.local_root, run.run_id)
+        run.run_dir.mkdir(parents=True)
+        try:
+            yield RunSession(progress, stop, cleanups)
+        except (KeyboardInterrupt, RunStopped) as e:
+            run.stopped = True
+            run.error = f"stopped during {run.stage} ({'SIGINT' if isinstance(e, KeyboardInterrupt) else e.signal_name})"
+            progress.host_failed(run.stage, "all", run.error)
+        except Exception as e:  # recorded in the manifest and reflected in the exit code
+            run.error = f"{run.stage}: {describe_error(e)}"
+            run.end_hosts()
+            progress.host_failed(run.stage, "all", run.error)
+        run.timings.close()
+        stopping = time.monotonic()
+    run.timings.add("cluster_stop", time.monotonic() - stopping)  # actors, placement group, local cluster
+
+
+def choose_hosts(run: RunState, found: list) -> tuple[list, bool, list]:
+    """The hosts to profile among those found, whether they are a whole TPU slice, and the
+    engines they make (ConfigError when the cluster cannot serve the request)."""
+    from ray_tpu_profile.placement.engines import plan_engines
+    from ray_tpu_profile.core.hosts import select_hosts, select_slice
+
+    placement = run.config.placement
+    hosts = select_hosts(found, placement.hosts, placement.slice_name)
+    in_slice = select_slice(found, hosts[0].slice_name) if hosts[0].slice_name else hosts
+    engines = plan_engines(hosts, run.tensor_parallel_size, run.pipeline_parallel_size, slice_hosts=len(in_slice))
+    return hosts, hosts[0].slice_name is not None and len(hosts) == len(in_slice), engines
+
+
+def place(run: RunState, session: RunSession) -> Barrier:
+    """Reserves the hosts (one placement-group bundle each, all its chips; or per engine
+    that spans hosts, the bundles its executor wants), starts one actor per host, and
+    returns the barrier over them. Each actor says where it runs: it must be on its host,
+    with the env it was given (users report env vars that never reach Ray workers:
+    checked, not assumed)."""
+    from ray_tpu_profile.placement import cluster
+
+    run.enter(Stage.PLACE)
+    placement = run.config.placement
+    chosen = [r.host for r in run.records]
+    if run.engines_span_hosts:
+        reservation = cluster.reserve_engines(run.engines, run.run_id, placement.stage_timeout_s, run.bundle_per_chip)
+    else:
+        reservation = cluster.reserve_hosts(chosen, run.run_id, placement.stage_timeout_s, run.whole_slice)
+    session.cleanups.callback(reservation.release)
+    run.cluster_info["reservation"] = reservation.kind
+    env = run.actor_env
+    actors = cluster.start_actors(reservation, chosen, run.run_id, env)
+    hosts = Barrier(run.records, {name: cluster.RayHost(a, name) for name, a in actors.items()}, session.progress,
+                    placement.stage_timeout_s, session.stop.check, run.enter, partners=run.engine_hosts())
+    identities = hosts.run(Stage.PLACE, lambda h: h.identity(tuple(env)))
+    for r in hosts.healthy():
+        identity = identities[r.host.name]
+        r.pid, r.scratch_dir = identity["pid"], identity["output_dir"]
+        missing = sorted(k for k, v in env.items() if identity["env"].get(k) != v)
+        if identity["node_id"] != r.host.node_id:
+            hosts.fail(r, Stage.PLACE, f"actor landed on node {identity['node_id']}, not {r.host.node_id}")
+        elif missing:
+            hosts.fail(r, Stage.PLACE, f"env var(s) {', '.join(missing)} did not reach the model process")
+    return hosts
+
+
+def measure_clocks(run: RunState, hosts: Barrier, shape: ShapeRun | None = None) -> None:
+    """Every healthy host's clock offset from the driver's (clock_exchange.py) and its NTP
+    state, kept on its record; with a shape, its window and capture are scheduled with
+    these offsets. A host whose clock cannot be trusted is warned about, in the progress
+    and in the manifest, not failed: its traces are good, their alignment is what is in doubt."""
+    from ray_tpu_profile.driver import clock_exchange
+    from ray_tpu_profile.core.clocks import NtpState, untrusted_reason
+
+    states = hosts.run(Stage.CLOCKS, lambda h: h.clock_state(), lambda r, state: "kernel clock " + (
+        "(simulated host: the machine's clock, shared)" if state["simulated"] else
+        "n/a" if state["ntp"] is None else "synchronised" if state["ntp"]["synchronised"] else "NOT synchronised"))
+    healthy = hosts.healthy()
+    found = clock_exchange.measure_offsets({r.host.name: hosts.handles[r.host.name].clock_ns for r in healthy})
+    hosts.check_stop()
+    when = f"before the capture of {shape.workload.shape}" if shape else "at place"
+    for record in healthy:
+        offset = found[record.host.name]
+        if isinstance(offset, BaseException):
+            hosts.fail(record, Stage.CLOCKS, f"clock exchange failed: {describe_error(offset)}")
+            continue
+        state = states[record.host.name]
+        # Simulated hosts share one clock: the machine's NTP state says nothing about them.
+        ntp = NtpState(**state["ntp"]) if state["ntp"] and not state["simulated"] else None
+        warning = untrusted_reason(offset, ntp, run.capture.max_clock_uncertainty_ms)
+        measured = {"measured": when, "offset_ms": offset.offset_ns / schedule.NS_PER_MS,
+                    "uncertainty_ms": offset.uncertainty_ns / schedule.NS_PER_MS}
+        earlier = record.clock["measurements"] if record.clock else []
+        record.clock = {**offset.to_json(), "measured": when, "ntp": state["ntp"], "simulated": state["simulated"],
+                        "warning": warning, "measurements": [*earlier, measured]}
+        if shape is not None:
+            shape.clock_offsets[record.host.name] = offset
+            record.shapes.setdefault(shape.workload.shape, {})["clock"] = measured
+        hosts.progress.host_ok(Stage.CLOCKS, record.host.name, f"clock offset {measured['offset_ms']:+.3f} ms "
+                               f"+-{measured['uncertainty_ms']:.3f} ms")
+        if warning:
+            hosts.progress.note(f"warning: {record.host.name}: {warning}; its alignment with the other hosts is "
+                                "only as good as that")
+
+
+def load(run: RunState, hosts: Barrier) -> None:
+    def keep(record: HostRecord, phase: PhaseTiming) -> str:
+        record.load = phase
+        return f"{phase.duration_s:.2f} s"
+
+    first, roles = run.config.workloads[0], run.engine_roles()
+    hosts.run(Stage.LOAD, lambda h: h.load(run.engine_argv, first, run.capture, run.run_id, run.tiny_model,
+                                           roles[h.name]), keep)
+
+
+def find_workers(run: RunState, hosts: Barrier) -> None:
+    """Each host's worker process, for engines that span hosts: every engine's owner asks
+    its workers (with a profiler server started in each, for jax / xla) where they run;
+    each host then traces the worker of its first rank there, which must be on this host."""
+    if not run.engines_span_hosts:
+        return
+    found = hosts.run(Stage.WORKERS, lambda h: h.engine_workers(),
+                      lambda r, workers: f"{len(workers)} worker(s)" if workers else "not the owner")
+    by_rank = {r.host.name: {w["rank"]: w for w in found.get(run.owner_record(r).host.name) or ()}
+               for r in hosts.healthy()}
+    for record in hosts.healthy():
+        if not record.healthy:  # failed with its engine, earlier in this loop
+            continue
+        worker = by_rank[record.host.name].get(record.ranks[0])
+        if worker is None:
+            hosts.fail(record, Stage.WORKERS, f"its engine has no rank {record.ranks[0]}")
+        elif worker["node_id"] != record.host.node_id:
+            hosts.fail(record, Stage.WORKERS, f"rank {worker['rank']} runs on node {worker['node_id']}, "
+                                              f"not on this host ({record.host.node_id})")
+        else:
+            record.worker = worker
+    workers = {r.host.name: r.worker for r in hosts.healthy()}
+    hosts.run(Stage.WORKERS, lambda h: h.trace_worker(workers[h.name]),
+              lambda r, waited_s: f"tracing rank {r.worker['rank']}, pid {r.worker['pid']}")
+
+
+@contextmanager
+def shape_stages(run: RunState, workload: Workload) -> Iterator[ShapeRun]:
+    """The stages of one shape (switch, warm up, window, capture), timed as that shape's."""
+    shape = run.shapes[workload.shape] = ShapeRun(workload, workload.shape if run.config.sweep else None)
+    run.shape = workload.shape
+    try:
+        yield shape
+    finally:
+        run.timings.close()
+        run.shape = None
+
+
+def switch_shape(run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
+    """A sweep: the loaded model takes the next shape (no reload: the load count says so)."""
+    if run.config.sweep:
+        shape.loads = hosts.run(Stage.SHAPE, lambda h: h.set_shape(shape.workload, shape.tag),
+                                lambda r, n: f"{shape.workload.shape} (model loads so far: {n})")
+
+
+def warm_up(run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
+    hosts.run(Stage.WARMUP, lambda h: h.warmup(), _keep(shape, "warmup"))
+    name_dead_workers(run, hosts, Stage.WARMUP)
+
+
+WORKER_CHECK_TIMEOUT_S = 30.0
+
+
+def name_dead_workers(run: RunState, hosts: Barrier, stage: Stage) -> None:
+    """An engine across hosts that failed in this stage: each of its hosts says whether
+    the worker it traces is still alive, and every host's reason names the ones gone (the
+    engine's owner only sees that its engine stopped)."""
+    failed = {r.engine for r in run.records if not r.healthy and r.stage == stage and r.worker}
+    for engine in sorted(failed):
+        members = [r for r in run.records if r.engine == engine]
+        gone = []
+        for r in members:
+            try:
+                alive = hosts.call_one(r, lambda h: h.worker_alive(), WORKER_CHECK_TIMEOUT_S)
+            except Exception:  # its actor is gone too (killed with its engine): nothing to ask
+                continue
+            if not alive:
+                gone.append(f"the worker of rank {r.worker['rank']} on {r.host.name} (pid {r.worker['pid']}) is gone")
+        if gone:
+            for r in members:
+                r.error = f"{r.error} [{'; '.join(gone)}]"
+
+
+def place_window(run: RunState, hosts: Barrier, shape: ShapeRun, plan: CapturePlan) -> None:
+    shape.window = plan.place_window(run, hosts, shape)
+
+
+def capture(run: RunState, hosts: Barrier, shape: ShapeRun, plan: CapturePlan) -> None:
+    """One instant for every host, picked once all are warm (the barrier before) on the
+    driver's clock; each host is given it on its own (measure_clocks)."""
+    window = shape.window
+    delay_ms = window.delay_ms if isinstance(window, schedule.TimeWindow) else run.capture.delay_ms
+    at_ns = schedule.capture_instant_ns(time.time_ns())
+    iterations_ns, trace_ns = schedule.capture_instants_ns(at_ns, delay_ms, lead_in=window is None)
+    shape.planned = dict(instant_ns=at_ns, iterations_start_ns=iterations_ns, trace_start_ns=trace_ns,
+                         delay_ms=delay_ms, phase=run.capture.phase, duration_ms=run.capture.duration_ms)
+    on_host = lambda name, ns: run.host_instant_ns(shape, name, ns)  # noqa: E731 - each host's clock
+    hosts.run(Stage.CAPTURE, lambda h: h.profile(on_host(h.name, iterations_ns), on_host(h.name, trace_ns), window),
+              _keep(shape, "profiled"))
+    name_dead_workers(run, hosts, Stage.CAPTURE)
+    plan.after_capture(run, hosts, shape)
+    if hosts.healthy():
+        shape.backend = hosts.call_one(hosts.healthy()[0], lambda h: h.capture_info())
+
+
+def _keep(shape: ShapeRun, key: str):
+    def on_result(record: HostRecord, phase: PhaseTiming) -> str:
+        record.shapes.setdefault(shape.workload.shape, {})[key] = phase
+        latencies = phase.latencies_s
+        return (f"{len(latencies)} iteration(s), mean {sum(latencies) / len(latencies):.3f} s" if latencies
+                else "no iterations")
+    return on_result
+
+
+def gather(run: RunState, hosts: Barrier) -> None:
+    """Every healthy host's files into the run directory (or straight to the result URL),
+    each verified; hosts in parallel, a host's failure its own."""
+    from ray_tpu_profile.driver.gather import gather_host, upload_host
+
+    run.enter(Stage.GATHER)
+    healthy = hosts.healthy()
+    hosts.progress.stage(Stage.GATHER, [r.host.name for r in healthy])
+
+    def one(record: HostRecord) -> None:
+        handle = hosts.handles[record.host.name]
+        try:
+            if run.result_url:
+                upload_host(handle.actor, record.host.name, run.result_url, run.run_dir, hosts.timeout_s,
+                            hosts.check_stop, record.files)
+            else:
+                gather_host(handle.actor, record.host.name, run.run_dir, hosts.timeout_s, hosts.check_stop, record.files)
+            if not record.files:
+                raise RuntimeError("the capture wrote no file")
+            hosts.call_one(record, lambda h: h.cleanup())
+        except Exception as e:  # recorded per host; other hosts' gathers go on
+            hosts.fail(record, Stage.GATHER, describe_error(e))
+            return
+        record.status = "ok"
+        total = sum(f["bytes"] for f in record.files)
+        where = (f"written by the host to {run.result_url}, traces read back and sha256 verified" if run.result_url
+                 else "sha256 verified")
+        hosts.progress.host_ok(Stage.GATHER, record.host.name, f"{len(record.files)} file(s), {total:,} bytes, {where}")
+
+    with ThreadPoolExecutor(max_workers=max(1, len(healthy))) as pool:
+        list(pool.map(one, healthy))
+    hosts.check_stop()
+
+
+def verify(run: RunState, hosts: Barrier, plan: CapturePlan) -> None:
+    """Every shape's traces, read back on the driver (capture_plans says what they must hold)."""
+    run.enter(Stage.VERIFY)
+    for shape in run.shapes.values():
+        plan.verify_shape(run, hosts, shape)

@@ -1,0 +1,253 @@
+"""The per-host actor: owns one vLLM engine and one capture backend, in one process.
+
+Plain class; cluster.py wraps it with ray.remote. Every method returns plain data.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ray_tpu_profile.core import host_clock
+from ray_tpu_profile.config import Capture, Workload
+from ray_tpu_profile.host.files import HostFiles
+from ray_tpu_profile.core.records import EngineRole, PhaseTiming
+from ray_tpu_profile.core.schedule import Window
+
+
+TRACED_ATTEMPTS = 3
+"""Traced warmup iterations tried before a --phase decode window is given up on."""
+
+
+class HostActor(HostFiles):
+    """One host's side of a run: its vLLM engine and capture backend in this process, and
+    the files they wrote (under output_dir) until the driver has them. Every call returns
+    plain data (records.PhaseTiming, FileEntry, dicts); an error raised here fails this host at
+    the driver's current stage and no other.
+
+    Args:
+        host_name: the host's name in the run (hosts.Host.name): trace files and sessions carry it.
+        run_id: the run's id; output_dir is <scratch_root>/ray-tpu-profile/<run_id>/<host_name>.
+        scratch_root: where the host writes before the gather (default: the system temp dir).
+    """
+
+    def __init__(self, host_name: str, run_id: str, scratch_root: str | None = None):
+        self.host_name = host_name
+        root = Path(scratch_root or tempfile.gettempdir()) / "ray-tpu-profile" / run_id / host_name
+        root.mkdir(parents=True, exist_ok=True)
+        # Everything this host hands back lives under output_dir; nothing else is sent.
+        self.output_dir = root
+        self.engine = None
+        self.backend = None
+        self.loads = 0
+        """Models loaded by this actor: a sweep must load once."""
+        self.last_warmup: PhaseTiming | None = None
+
+    def identity(self, env_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Where this actor runs, and the values of env_keys as this process sees them."""
+        import ray
+
+        return {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "output_dir": str(self.output_dir),
+            "env": {key: os.environ.get(key) for key in env_keys},
+        }
+
+    def clock_ns(self) -> int:
+        """This host's clock, for the driver's offset exchange (clock_sync.py): nothing else
+        happens in the call, so its round trip is as short as an actor call gets."""
+        return host_clock.now_ns()
+
+    def clock_state(self) -> dict[str, Any]:
+        """What the kernel says of this host's clock discipline, and whether the host is
+        simulated (then it shares the machine's one clock with the other simulated hosts)."""
+        from ray_tpu_profile.sim_platform import SIMULATED_TPU_ENV
+
+        ntp = host_clock.ntp_state()
+        return {"ntp": ntp.to_json() if ntp else None, "simulated": os.environ.get(SIMULATED_TPU_ENV) == "1"}
+
+    def load(self, engine_argv: list[str], workload: Workload, capture: Capture, session_id: str,
+             tiny_model: bool, role: EngineRole | None = None) -> PhaseTiming:
+        """The capture backend, and the engine where it runs here: in this process for an
+        engine within one host (its profiler server too); for an engine across hosts, on
+        its owner, with vLLM's Ray executor placing a worker per chip on every host of it.
+        Any other host of such an engine loads nothing: its worker belongs to the owner."""
+        from ray_tpu_profile.host.engine import Engine, parse_engine_args
+        from ray_tpu_profile.profilers import make_backend
+
+        started = time.time()
+        self.role = role or EngineRole(self.host_name, owner=True, spans_hosts=False, ranks=())
+        self.backend = make_backend(capture, self.output_dir, self.host_name, session_id)
+        if not self.role.owner:
+            return PhaseTiming(started_at_s=started, finished_at_s=time.time())
+        self.loads += 1
+        engine_args = parse_engine_args(engine_argv)
+        if tiny_model:
+            from ray_tpu_profile.host.tiny_model import ensure_tiny_model
+
+            # Built on this host (same seed, same weights everywhere): hosts share no disk.
+            engine_args.model = str(ensure_tiny_model())
+        if self.role.spans_hosts:
+            engine_args.distributed_executor_backend = "ray"
+        self.backend.configure(engine_args, self.role.engine if self.role.spans_hosts else None)
+        self.engine = Engine.build(engine_args, workload)
+        if not self.role.spans_hosts:
+            self.backend.attach(self.engine.llm)
+        return PhaseTiming(started_at_s=started, finished_at_s=time.time())
+
+    def engine_workers(self) -> list[dict[str, Any]] | None:
+        """The owner of an engine across hosts: every worker's rank, pid and node, with a
+        profiler server started in each for a server backend (engine_workers.py), and the
+        directory its torch traces go to on each host. None on any other host."""
+        from ray_tpu_profile.host import engine_workers
+
+        if not (self.role.spans_hosts and self.role.owner):
+            return None
+        llm = self.engine.llm
+        if getattr(self.backend, "uses_server", False):
+            workers = llm.collective_rpc(engine_workers.start_profiler_server, args=(self.backend.name,))
+        else:
+            workers = llm.collective_rpc(engine_workers.identify)
+        trace_dir = getattr(self.backend, "engine_dir", None)
+        return [{**w, "trace_dir": str(trace_dir(self.role.engine).resolve())} if trace_dir else w for w in workers]
+
+    def trace_worker(self, worker: dict[str, Any]) -> float:
+        """This host traces that worker of its engine (on this host); returns how long its
+        profiler server took to answer (0 for torch)."""
+        self.worker = worker
+        self.backend.trace_worker(worker)
+        return getattr(self.backend, "server_wait_s", 0.0)
+
+    def worker_alive(self) -> bool:
+        """Whether the worker process this host traces still runs (it is on this host)."""
+        try:
+            os.kill(self.worker["pid"], 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def collect_traces(self) -> list[str]:
+        """An engine across hosts, after a capture: this host's ranks' trace files, moved
+        into its output directory."""
+        return self.backend.collect(self.role.ranks, self.role.engine)
+
+    def _phase(self, started: float, latencies: list[float], first_mark: int) -> PhaseTiming:
+        """A PhaseTiming of the iterations run since engine.marks[first_mark]."""
+        marks = getattr(self.engine, "marks", [])[first_mark:]
+        return PhaseTiming(
+            started_at_s=started, finished_at_s=time.time(), latencies_s=tuple(latencies),
+            iteration_starts_s=tuple(m[0] for m in marks), prefill_s=tuple(m[1] for m in marks),
+            end_s=tuple(m[2] for m in marks),
+        )
+
+    def _iterations(self, count: int) -> PhaseTiming:
+        started, first_mark = time.time(), len(getattr(self.engine, "marks", []))
+        return self._phase(started, [self.engine.run_once_s() for _ in range(count)], first_mark)
+
+    def warmup(self) -> PhaseTiming:
+        """--num-iters-warmup iterations, the first ones also warming up the capture
+        backend (a server backend may need a few more than asked: they are counted). A host
+        without the engine (across hosts) only warms up its capture."""
+        started, first_mark = time.time(), len(getattr(self.engine, "marks", []))
+        latencies = self.backend.warm_up(self.engine.run_once_s if self.engine else None)
+        if self.engine:
+            latencies += [self.engine.run_once_s() for _ in range(self.engine.workload.num_iters_warmup - len(latencies))]
+        self.last_warmup = self._phase(started, latencies, first_mark)
+        return self.last_warmup
+
+    def traced_iteration(self, at_ns: int, covered_ms: int | None = None) -> PhaseTiming:
+        """One more warmup iteration, inside a throwaway trace of the capture's own
+        configuration (server backends, before placing a --phase decode window): how long
+        prefill and decode take while traced. The trace covers prefill with room (3x its untraced
+        time + 50 ms); an end of decode seen after the trace is over can only be earlier
+        than a traced one, which keeps a window computed from it inside decode. Its trace
+        begins at at_ns, one instant for every host, as the capture's will. A host without
+        the engine (across hosts) traces its worker for covered_ms (from its owner's warmup)
+        while the owner runs the iteration."""
+        import math
+
+        from ray_tpu_profile.core.schedule import NS_PER_MS, capture_instant_ns, traced_cover_ms
+
+        started = time.time()
+        if self.engine is None:
+            self.backend.run_traced(None, covered_ms, at_ns)
+            return PhaseTiming(started_at_s=started, finished_at_s=time.time())
+        covered_ms = covered_ms or traced_cover_ms(self.last_warmup.prefill_s)
+        for attempt in range(1, TRACED_ATTEMPTS + 1):
+            first_mark = len(self.engine.marks)
+            latency_s, trace_start_ns, trace_stop_ns = self.backend.run_traced(self.engine.run_once_s, covered_ms, at_ns)
+            phase = self._phase(started, [latency_s], first_mark)
+            if not phase.prefill_s:
+                raise RuntimeError("the traced warmup iteration gave no request metrics to place the window with")
+            begun_ns = round(phase.iteration_starts_s[0] * 1e9)
+            prefill_over_ns = begun_ns + round(phase.prefill_s[0] * 1e9)
+            if trace_start_ns <= begun_ns < prefill_over_ns <= trace_stop_ns:
+                return phase
+            problem = (f"the traced warmup iteration's prefill ({(begun_ns - trace_start_ns) / NS_PER_MS:.1f}-"
+                       f"{(prefill_over_ns - trace_start_ns) / NS_PER_MS:.1f} ms into its trace) was not inside the "
+                       f"trace ({(trace_stop_ns - trace_start_ns) / NS_PER_MS:.1f} ms)")
+            # Prefill outgrew the trace (seen: 6x its untraced time, right after a sweep's
+            # previous capture on the same server): again, covering twice what it took, from
+            # a new instant of this host's own (the driver's has passed).
+            covered_ms = max(covered_ms, math.ceil(2 * (prefill_over_ns - begun_ns) / NS_PER_MS) + 50)
+            at_ns = capture_instant_ns(host_clock.now_ns())
+        raise RuntimeError(f"{problem} in {TRACED_ATTEMPTS} attempts")
+
+    # profile() = start_capture + run_profiled + finish_capture; the parts are separate
+    # so bench/skew.py can also start captures one host after another (the naive way).
+    def set_shape(self, workload: Workload, shape_tag: str | None) -> int:
+        """Switch the loaded model to another shape of a sweep; returns the load count."""
+        self.engine.set_workload(workload)
+        self.backend.set_shape(shape_tag)
+        return self.loads
+
+    def start_capture(self, trace_start_ns: int | None, window: Window | None = None) -> None:
+        self.backend.start(self.engine.llm if self.engine else None, trace_start_ns, window)
+
+    def prefill_steps(self) -> int:
+        from ray_tpu_profile.host.engine import prefill_steps
+
+        return prefill_steps(self.engine)
+
+    def run_profiled(self, at_ns: int | None) -> PhaseTiming:
+        """The profiled iterations, begun at the run's common instant at_ns on every host."""
+        from ray_tpu_profile.profilers.server import wait_until_ns
+
+        if self.engine is None:  # its engine's owner runs them
+            return PhaseTiming(started_at_s=time.time(), finished_at_s=time.time())
+        if at_ns is not None:
+            wait_until_ns(at_ns)
+        return self._iterations(self.engine.workload.num_iters)
+
+    def finish_capture(self) -> None:
+        self.backend.stop(self.engine.llm if self.engine else None)
+
+    def profile(self, iterations_start_ns: int, trace_start_ns: int, window: Window | None = None) -> PhaseTiming:
+        """Capture around the profiled iterations (both instants from
+        schedule.capture_instants_ns); the phase spans profiler start to stop (trace
+        written), its latencies and marks are the iterations'."""
+        import dataclasses
+
+        started = time.time()
+        self.start_capture(trace_start_ns, window)
+        try:
+            iterations = self.run_profiled(iterations_start_ns)
+        finally:
+            self.finish_capture()
+        return dataclasses.replace(iterations, started_at_s=started, finished_at_s=time.time())
+
+    def last_capture_start_ns(self, session_id: str) -> int:
+        """When this host's last xplane says tracing began (for bench/skew.py)."""
+        from ray_tpu_profile.analysis.xplane import read_xplane
+
+        path = self.output_dir / "xplane" / "plugins" / "profile" / session_id / f"{self.host_name}.xplane.pb"
+        return read_xplane(path).start_ns
+
+    def capture_info(self) -> dict[str, Any]:
+        return {**self.backend.describe(), "port": getattr(self.backend, "port", None)}

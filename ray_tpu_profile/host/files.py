@@ -1,0 +1,97 @@
+"""What a host hands back: the files under its output directory, listed with sha256, read
+in chunks for the gather or uploaded to a result URL, and removed once verified."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ray_tpu_profile.core.files import Digest, sha256_file
+from ray_tpu_profile.core.records import FileEntry
+
+
+class HostFiles:
+    """Mixed into the host actor (host.HostActor), which sets host_name and output_dir.
+    Nothing outside output_dir is ever sent."""
+
+    host_name: str
+    output_dir: Path
+
+    def list_files(self) -> list[FileEntry]:
+        """Every regular file under output_dir with size and sha256."""
+        return [FileEntry(path=rel, bytes=(self.output_dir / rel).stat().st_size, sha256=sha256_file(self.output_dir / rel))
+                for rel in self.list_paths()]
+
+    def list_sizes(self) -> list[FileEntry]:
+        """Every regular file under output_dir with its size; the sha256 (empty here) comes
+        from sent_sha256 once the file has been read out, so hashing overlaps the transfer
+        instead of coming before it."""
+        return [FileEntry(path=rel, bytes=(self.output_dir / rel).stat().st_size, sha256="") for rel in self.list_paths()]
+
+    def sent_sha256(self, relpath: str) -> str:
+        """sha256 of the bytes read_chunk sent of relpath, hashed as they were read; the
+        file itself when its chunks were not read in order from its start to its end."""
+        digest = self._sending().pop(relpath, None)
+        path = self._own_path(relpath)
+        if digest is not None and digest.bytes == path.stat().st_size:
+            return digest.sha256
+        return sha256_file(path)
+
+    def list_paths(self) -> list[str]:
+        """Every regular file under output_dir, relative to it. A symlink is an error:
+        following it could send files from outside the output directory."""
+        paths = []
+        for dirpath, dirnames, filenames in os.walk(self.output_dir):
+            dirnames.sort()  # walk in name order: the same listing every time
+            for name in sorted(dirnames + filenames):
+                path = Path(dirpath) / name
+                if path.is_symlink():
+                    raise ValueError(f"host {self.host_name}: refusing symlink {path}")
+            paths.extend(sorted((Path(dirpath) / name).relative_to(self.output_dir).as_posix() for name in filenames))
+        return paths
+
+    def upload(self, relpath: str, url: str) -> dict[str, Any]:
+        """Write one file straight to a remote result directory (remote.upload_file)."""
+        from ray_tpu_profile.rundir.remote import upload_file
+
+        return upload_file(str(self._own_path(relpath)), url)
+
+    def read_chunk(self, relpath: str, offset: int, size: int) -> bytes:
+        with open(self._own_path(relpath), "rb") as f:
+            f.seek(offset)
+            chunk = f.read(size)
+        sending = self._sending()
+        digest = sending.setdefault(relpath, Digest()) if offset == 0 else sending.get(relpath)
+        if digest is not None:
+            if digest.bytes == offset:
+                digest.update(chunk)
+            else:  # not read in order: sent_sha256 hashes the file instead
+                del sending[relpath]
+        return chunk
+
+    def _sending(self) -> dict[str, Digest]:
+        """Running sha256 of each file being read out by read_chunk."""
+        if not hasattr(self, "_sending_digests"):
+            self._sending_digests: dict[str, Digest] = {}
+        return self._sending_digests
+
+    def _own_path(self, relpath: str) -> Path:
+        path = self.output_dir / relpath
+        if not path.resolve().is_relative_to(self.output_dir.resolve()):
+            raise ValueError(f"host {self.host_name}: path {relpath!r} is outside its output directory")
+        return path
+
+    def cleanup(self) -> None:
+        """Drop the host-side copy once the driver has verified the gathered one."""
+        shutil.rmtree(self.output_dir)
+        try:
+            self.output_dir.parent.rmdir()  # the run's folder goes with its last host
+        except OSError as e:
+            # Simulated hosts of one run can share this folder: another host still has
+            # files there (ENOTEMPTY) or removed it first (ENOENT). Anything else is real.
+            if e.errno not in (errno.ENOTEMPTY, errno.ENOENT, errno.EEXIST):
+                raise
+

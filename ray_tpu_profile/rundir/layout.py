@@ -1,0 +1,254 @@
+"""The run directory: names, safe paths, checksums, manifest. Pure apart from file I/O.
+
+    <root>/<run-id>/
+      manifest.json   latency.json
+      hosts/<host>/<backend files>
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import secrets
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Iterator
+
+from ray_tpu_profile.core.files import write_text_whole
+from ray_tpu_profile.core.records import HostRecord
+
+MANIFEST = "manifest.json"
+LATENCY = "latency.json"
+HOSTS_DIR = "hosts"
+STAGING_SUFFIX = ".partial"
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    """Sortable by time, unique across concurrent runs."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def staging_dir(root: Path, run_id: str) -> Path:
+    """Where a run is written until it ends; renamed to `root/run_id` then."""
+    return Path(root) / f".{run_id}{STAGING_SUFFIX}"
+
+
+def safe_relpath(path: str) -> PurePosixPath:
+    """A path a host sent, checked so it cannot land outside the run directory."""
+    p = PurePosixPath(path)
+    if not path or p.is_absolute() or "\\" in path or any(part in ("..", "") for part in path.split("/")):
+        raise ValueError(f"unsafe path {path!r}")
+    return p
+
+
+XPLANE_PREFIX = "xplane/"
+"""Host files under this prefix are a TSL logdir: plugins/profile/<session>/<host>.xplane.pb."""
+
+
+def host_file_dest(host: str, relpath: str) -> PurePosixPath:
+    """Where a host's file goes, relative to the run directory: xplanes into the one
+    XProf session of the run (all hosts side by side), everything else under hosts/<host>/."""
+    rel = safe_relpath(relpath)
+    safe_relpath(host)
+    if relpath.startswith(XPLANE_PREFIX):
+        inner = PurePosixPath(*rel.parts[1:])
+        parts = inner.parts
+        if len(parts) != 4 or parts[:2] != ("plugins", "profile") or parts[3] != f"{host}.xplane.pb":
+            raise ValueError(f"unexpected xplane path {relpath!r} from host {host!r}")
+        return inner
+    return PurePosixPath(HOSTS_DIR) / host / rel
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / MANIFEST).read_text())
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Readers never see half a file: written beside it, then renamed over it."""
+    write_text_whole(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+_SECRET_KEY = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|(^|_)KEY($|_)", re.IGNORECASE)
+
+
+def redacted_env(env: dict[str, str]) -> dict[str, str]:
+    """--env as recorded in the manifest and shown by `plan`: values of names that look like
+    credentials (HF_TOKEN, AWS_SECRET_ACCESS_KEY, FSSPEC_S3_KEY, ...) are not written down."""
+    return {k: "<redacted>" if _SECRET_KEY.search(k) else v for k, v in env.items()}
+
+
+def redacted_argv(argv: list[str]) -> list[str]:
+    """The command line as recorded: `--env NAME=VALUE` redacted as in redacted_env."""
+    out, after_env = [], False
+    for arg in argv:
+        prefix, body = ("--env=", arg[6:]) if arg.startswith("--env=") else ("", arg)
+        if (after_env or prefix) and "=" in body:
+            name, value = body.split("=", 1)
+            body = f"{name}={redacted_env({name: value})[name]}"
+        out.append(prefix + body)
+        after_env = arg == "--env"
+    return out
+
+
+def run_status(records: Iterable[HostRecord], stopped: bool) -> str:
+    """ok: every host delivered; partial: some did; failed: none did; stopped: interrupted."""
+    records = list(records)
+    if stopped:
+        return "stopped"
+    ok = sum(r.status == "ok" for r in records)
+    if records and ok == len(records):
+        return "ok"
+    return "partial" if ok else "failed"
+
+
+def build_manifest(
+    *,
+    run_id: str,
+    status: str,
+    stage: str,
+    error: str | None,
+    command: list[str],
+    versions: dict[str, str | None],
+    workload: dict[str, Any],
+    capture: dict[str, Any],
+    cluster: dict[str, Any],
+    engine: dict[str, Any],
+    records: Iterable[HostRecord],
+    timings_s: dict[str, float] | None = None,
+    timings_by_shape_s: dict[str, dict[str, float]] | None = None,
+    engines: list[dict[str, Any]] | None = None,
+    result_url: str | None = None,
+    outputs: dict[str, str | None] | None = None,
+) -> dict[str, Any]:
+    """The public manifest (README "manifest.json")."""
+    return {
+        "schema_version": 1,
+        "run_id": run_id,
+        "status": status,
+        "stage": stage,
+        "error": error,
+        "result_url": result_url,
+        "command": command,
+        "versions": versions,
+        "workload": workload,
+        "capture": capture,
+        "cluster": cluster,
+        "engine": engine,
+        "timings_s": timings_s or {},
+        "timings_by_shape_s": timings_by_shape_s or {},
+        "engines": engines or [],
+        "outputs": outputs or {"reports_error": None, "publish_error": None},
+        "hosts": [host_manifest(r) for r in records],
+    }
+
+
+def host_manifest(r: HostRecord) -> dict[str, Any]:
+    return {
+        "name": r.host.name,
+        "node_id": r.host.node_id,
+        "node_ip": r.host.node_ip,
+        "chips": r.host.chips,
+        "slice_name": r.host.slice_name,
+        "worker_id": r.host.worker_id,
+        "pid": r.pid,
+        "engine": r.engine,
+        "ranks": list(r.ranks),
+        "worker": r.worker,
+        "clock": r.clock,
+        "scratch_dir": r.scratch_dir,
+        "status": r.status,
+        "stage": r.stage,
+        "error": r.error,
+        "files": r.files,
+        "capture": r.capture,
+        "latency_s": {
+            "load": r.load.duration_s if r.load else None,
+            "warmup": list(r.warmup.latencies_s) if r.warmup else [],
+            "profiled": list(r.profiled.latencies_s) if r.profiled else [],
+        },
+        "phases": {
+            name: phase.to_json() if phase else None
+            for name, phase in (("load", r.load), ("warmup", r.warmup), ("profiled", r.profiled))
+        },
+        "shapes": {
+            shape: {
+                "latency_s": {key: list(done[key].latencies_s) if done.get(key) else [] for key in ("warmup", "profiled")},
+                "phases": {key: done[key].to_json() if done.get(key) else None
+                           for key in ("warmup", "traced", "profiled")},
+                "capture": done.get("capture"),
+                "clock": done.get("clock"),
+            }
+            for shape, done in r.shapes.items()
+        },
+    }
+
+
+# Reading a manifest back (reports, timeline, plot) -----------------------------------
+
+def host_iterations(host: dict[str, Any]) -> Iterator[tuple[str, str, int, float, float]]:
+    """(shape, "warmup" | "traced" | "profiled", index, wall-clock start s, latency s) of
+    every generate call a manifest host entry records ("traced": the warmup iteration a
+    --phase decode window was timed in, under a throwaway trace)."""
+    for shape, done in host["shapes"].items():
+        for kind in ("warmup", "traced", "profiled"):
+            phase = done["phases"].get(kind)
+            for i, (start_s, latency_s) in enumerate(zip(phase["iteration_starts_s"], phase["latencies_s"]) if phase else ()):
+                yield shape, kind, i, start_s, latency_s
+
+
+def host_label(host: dict[str, Any]) -> str:
+    """A host as reports, timeline and plot name it: with its engine and ranks when its
+    engine spans hosts (hosts are listed engine by engine, so they group)."""
+    if not host.get("worker"):
+        return host["name"]
+    return f"{host['name']} ({host['engine']}, rank {', '.join(map(str, host['ranks']))})"
+
+
+def host_captures(host: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(shape, capture check) for every shape whose trace said when tracing ran."""
+    for shape, done in host["shapes"].items():
+        capture = done.get("capture") or {}
+        if capture.get("start_ns") is not None and capture.get("stop_ns") is not None:
+            yield shape, capture
+
+
+def skew_text_by_shape(manifest: dict[str, Any]) -> dict[str, str]:
+    """Each shape's capture start skew as reports say it: on the driver's clock, with its
+    clock uncertainty and the figure on the hosts' own clocks (clocks.describe_skew)."""
+    from ray_tpu_profile.core.clocks import describe_skew
+
+    shapes = manifest["capture"].get("shapes") or {manifest["workload"]["shape"]: manifest["capture"]}
+    return {shape: describe_skew(info.get("start_skew_ms"), info.get("start_skew_uncertainty_ms"),
+                                 info.get("start_skew_raw_ms"))
+            for shape, info in shapes.items() if info.get("start_skew_ms") is not None}
+
+
+def clock_warnings(manifest: dict[str, Any]) -> dict[str, str]:
+    """Host name -> why its clock cannot be trusted, for the hosts that have a warning."""
+    return {h["name"]: h["clock"]["warning"] for h in manifest["hosts"] if (h.get("clock") or {}).get("warning")}
+
+
+def skew_by_shape(manifest: dict[str, Any]) -> dict[str, float | None]:
+    """Capture start skew of each shape (a sweep's are under capture.shapes; the top-level
+    one is the first shape's, the only one outside a sweep)."""
+    shapes = manifest["capture"].get("shapes") or {}
+    return {shape: info.get("start_skew_ms") for shape, info in shapes.items()} or \
+        {manifest["workload"]["shape"]: manifest["capture"].get("start_skew_ms")}
+
+
+def build_latency(shapes: list[str], records: Iterable[HostRecord]) -> dict[str, Any]:
+    """latency.json: per shape, per host, warmup and profiled iteration latencies in seconds."""
+    records = list(records)
+
+    def latencies(r: HostRecord, shape: str, key: str) -> list[float]:
+        phase = r.shapes.get(shape, {}).get(key)
+        return list(phase.latencies_s) if phase else []
+
+    return {
+        "unit": "s",
+        "shapes": {
+            shape: {r.host.name: {key: latencies(r, shape, key) for key in ("warmup", "profiled")} for r in records}
+            for shape in shapes
+        },
+    }

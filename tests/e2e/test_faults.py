@@ -1,0 +1,150 @@
+"""Faults caused for real during a run: what was captured is kept, the manifest says
+which host failed where, the exit code says partial, and nothing is left running."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from support.cli import CLI, REPO, load_manifest, wait_for_stage
+from support.cluster import wait_until_released
+
+
+
+def start_run(sim_cluster, tmp_path, *flags: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.Popen(
+        [*CLI, "run", "--address", sim_cluster.address, "--profile-result-dir", str(tmp_path),
+         "--input-len", "16", "--output-len", "16", "--batch-size", "4", *flags],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def assert_partial(proc, stdout, stderr, tmp_path, victim, stage, reason):
+    assert proc.returncode == 3, stderr[-3000:]
+    (run_dir,) = list(tmp_path.iterdir())
+    manifest = load_manifest(run_dir)
+    assert manifest["status"] == "partial"
+    failed = [h for h in manifest["hosts"] if h["status"] == "failed"]
+    healthy = [h for h in manifest["hosts"] if h["status"] == "ok"]
+    assert [h["name"] for h in failed] == [victim["name"]]
+    assert failed[0]["stage"] == stage and reason in failed[0]["error"], failed[0]
+    assert healthy and all(h["files"] for h in healthy)
+    for host in healthy:  # every healthy host's traces are there and match the manifest
+        for f in host["files"]:
+            assert (run_dir / f["path"]).stat().st_size == f["bytes"]
+    assert f"failed at {stage}" in stdout
+    assert wait_until_released() == ([], [])
+
+
+@pytest.mark.parametrize("stage", ["load", "warmup", "capture"])
+def test_host_killed_during_a_stage_gives_partial_run(sim_cluster, tmp_path, stage):
+    proc = start_run(sim_cluster, tmp_path, "--num-iters-warmup", "40")
+    try:
+        victim = wait_for_stage(tmp_path, stage)["hosts"][1]
+        os.kill(victim["pid"], signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert_partial(proc, stdout, stderr, tmp_path, victim, stage, "died")
+
+
+def test_hung_host_times_out_and_the_rest_carry_on(sim_cluster, tmp_path):
+    """A host that stops answering (SIGSTOP: alive but frozen) is failed after --timeout-s."""
+    proc = start_run(sim_cluster, tmp_path, "--num-iters-warmup", "40", "--timeout-s", "45")
+    victim = None
+    try:
+        victim = wait_for_stage(tmp_path, "warmup")["hosts"][1]
+        os.kill(victim["pid"], signal.SIGSTOP)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+        if victim:
+            try:
+                os.kill(victim["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # Ray already killed it: that is the expected outcome
+    assert_partial(proc, stdout, stderr, tmp_path, victim, "warmup", "timed out after 45 s")
+
+
+def test_ctrl_c_during_warmup_stops_cleanly_and_keeps_the_run(sim_cluster, tmp_path):
+    """SIGINT, what Ctrl-C sends. Exit 5, manifest `stopped` with its stage, actors and
+    placement group released. (SIGTERM, what `ray job stop` sends the driver, is tested
+    through `ray job stop` itself in test_job_submit.py.)"""
+    signum = signal.SIGINT
+    proc = start_run(sim_cluster, tmp_path, "--num-iters-warmup", "200")
+    try:
+        wait_for_stage(tmp_path, "warmup")
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 5, stderr[-3000:]
+    (run_dir,) = list(tmp_path.iterdir())
+    manifest = load_manifest(run_dir)
+    assert (manifest["status"], manifest["stage"]) == ("stopped", "warmup")
+    assert signal.Signals(signum).name in manifest["error"]
+    assert all(h["status"] == "failed" and h["stage"] == "warmup" for h in manifest["hosts"])
+    assert all(h["latency_s"]["load"] > 0 for h in manifest["hosts"])  # what was done is kept
+    assert wait_until_released() == ([], [])
+
+
+def test_host_killed_during_gather_keeps_what_arrived(sim_cluster, tmp_path):
+    """A host dies while its files are on the way. To have a gather long enough to kill it
+    in flight, the test adds a 2 GB file (sparse) to the victim's output directory during
+    capture, as a large XLA dump would be; the kill lands once a chunk of it has arrived."""
+    proc = start_run(sim_cluster, tmp_path)
+    try:
+        victim = wait_for_stage(tmp_path, "capture")["hosts"][1]
+        dump = Path(victim["scratch_dir"]) / "xla_dump" / "module_0001.after_optimizations.txt"
+        dump.parent.mkdir(parents=True)
+        with open(dump, "wb") as f:
+            f.truncate(2 << 30)
+        deadline = time.monotonic() + 180
+        while not list(tmp_path.glob(f".*.partial/hosts/{victim['name']}/xla_dump/*.part")):
+            assert time.monotonic() < deadline and proc.poll() is None, "the dump never started to arrive"
+            time.sleep(0.05)
+        os.kill(victim["pid"], signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert_partial(proc, stdout, stderr, tmp_path, victim, "gather", "died")
+    (run_dir,) = list(tmp_path.iterdir())
+    assert not list(run_dir.rglob("*.part"))  # the file in transit is not left half written
+    failed = [h for h in load_manifest(run_dir)["hosts"] if h["status"] == "failed"][0]
+    on_disk = {p.relative_to(run_dir).as_posix() for p in (run_dir / "hosts" / failed["name"]).rglob("*") if p.is_file()}
+    # What the victim delivered before it died (its torch trace: torch/ is listed before
+    # xla_dump/) is listed and verified; nothing unlisted.
+    assert any(f["path"].endswith(".pt.trace.json.gz") for f in failed["files"]), failed["files"]
+    assert on_disk == {f["path"] for f in failed["files"]}
+    for f in failed["files"]:
+        assert hashlib.sha256((run_dir / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+
+
+def test_host_without_a_profiler_server_fails_within_the_wait_and_the_rest_deliver(sim_cluster, tmp_path):
+    """The model process of worker 1 starts no profiler server: a fake cause (see
+    tests/support/faults/sitecustomize.py: simulated hosts share localhost, so one cannot lack a
+    server the other has), real effect: the tool waits --server-wait-s on a port where
+    nothing listens, fails that host at load with the reason, and the other host captures."""
+    proc = start_run(sim_cluster, tmp_path, "--profiler", "jax", "--duration-ms", "500", "--server-wait-s", "3",
+                     "--env", f"PYTHONPATH={REPO / 'tests' / 'support' / 'faults'}", "--env", "NO_PROFILER_SERVER_ON_WORKER=1")
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    (run_dir,) = list(tmp_path.iterdir())
+    manifest = load_manifest(run_dir)
+    victim = next(h for h in manifest["hosts"] if h["status"] == "failed")
+    assert victim["worker_id"] == 1
+    assert_partial(proc, stdout, stderr, tmp_path, victim, "load", "did not answer within 3 s")
+    assert "is it running in the model process?" in victim["error"]
+    (healthy,) = [h for h in manifest["hosts"] if h["status"] == "ok"]
+    assert healthy["capture"]["events"] > 0  # its xplane was read back with xprof
+    assert [f["path"] for f in healthy["files"] if f["path"].endswith(".xplane.pb")] == [healthy["capture"]["xplane"]]
+    assert not any(f["path"].endswith(".xplane.pb") for f in victim["files"])

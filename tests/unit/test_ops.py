@@ -1,0 +1,48 @@
+"""Which trace events are operations, steps, or the profiler's and the tool's own (ops.py),
+on synthetic events shaped as the real traces are (names seen in this tool's runs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ray_tpu_profile.analysis.ops import operation_profile
+
+MS = 1_000_000
+
+
+def test_torch_profiler_span_and_step_annotations_are_not_operations():
+    events = [
+        ("main", "PyTorch Profiler (0)", 0, 100 * MS),                   # encloses everything
+        ("main", "execute_context_4(64)_generation_0(0)", 10 * MS, 30 * MS),
+        ("main", "aten::linear", 12 * MS, 20 * MS),
+        ("main", "execute_context_0(0)_generation_4(4)", 50 * MS, 10 * MS),
+        ("main", "aten::linear", 51 * MS, 5 * MS),
+        ("main", "aten::add", 70 * MS, 1 * MS),
+    ]
+    profile = operation_profile(events)
+    assert profile.self_ms == {"aten::linear": pytest.approx(25.0), "aten::add": pytest.approx(1.0)}
+    assert profile.steps() == {"count": 2, "total_ms": pytest.approx(40.0), "mean_ms": pytest.approx(20.0)}
+    assert profile.left_out_ms["PyTorch Profiler (0)"] == pytest.approx(59.0)  # its self time
+    assert profile.left_out_ms["execute_context_4(64)_generation_0(0)"] == pytest.approx(10.0)
+
+
+def test_xplane_wrappers_and_the_tools_capture_wait_are_left_out():
+    track = "/host:CPU ray::HostActor"
+    events = [
+        (track, "$tracing_helper.py:475 _resume_span", 0, 150 * MS),    # Ray's actor-call wrapper
+        (track, "$actor.py:206 run_profiled", 1 * MS, 148 * MS),
+        (track, "$gpu_model_runner.py:3939 execute_model", 10 * MS, 20 * MS),
+        (track, "$torch._C._nn linear", 12 * MS, 15 * MS),
+        (track, "$gpu_model_runner.py:3939 execute_model", 40 * MS, 20 * MS),
+        (track, "$tracing_helper.py:475 _resume_span", 151 * MS, 168 * MS),
+        (track, "$actor.py:216 finish_capture", 152 * MS, 166 * MS),     # the tool waits for its trace
+        (track, "$server.py:261 stop", 152 * MS, 166 * MS),
+        (track, "$threading.py:1125 _wait_for_tstate_lock", 153 * MS, 164 * MS),
+    ]
+    profile = operation_profile(events)
+    assert "$threading.py:1125 _wait_for_tstate_lock" not in profile.self_ms
+    assert not any("_resume_span" in name or "finish_capture" in name for name in profile.self_ms)
+    assert profile.self_ms["$torch._C._nn linear"] == pytest.approx(15.0)
+    assert profile.self_ms["$gpu_model_runner.py:3939 execute_model"] == pytest.approx(25.0)  # a function: stays
+    assert profile.steps()["count"] == 2
+    assert profile.left_out_ms["$actor.py:216 finish_capture"] == pytest.approx(166.0)
