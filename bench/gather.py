@@ -30,9 +30,9 @@ from pathlib import Path
 import psutil
 import ray
 
-from ray_tpu_profile.placement import cluster
 from ray_tpu_profile.core.files import CHUNK_BYTES
 from ray_tpu_profile.driver.gather import WINDOW_CHUNKS, gather_host
+from ray_tpu_profile.placement import cluster
 from ray_tpu_profile.rundir.layout import new_run_id
 
 FILES_PER_HOST = 4
@@ -93,13 +93,23 @@ def main() -> None:
 
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            readers = {h.name: ChunkReader.options(scheduling_strategy=NodeAffinitySchedulingStrategy(h.node_id, soft=False))
-                       .remote() for h in hosts}
+            readers = {
+                h.name: ChunkReader.options(
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(h.node_id, soft=False)
+                ).remote()
+                for h in hosts
+            }
             ray.get([r.read.remote(__file__, 0, 1) for r in readers.values()])  # started before the clock
             t0 = time.perf_counter()
             with ThreadPoolExecutor(max_workers=len(readers)) as pool:
-                list(pool.map(lambda name: pull_plain(readers[name], sorted((out_dirs[name] / "xla").iterdir()),
-                                                      scratch / f"ray-{name}"), readers))
+                list(
+                    pool.map(
+                        lambda name: pull_plain(
+                            readers[name], sorted((out_dirs[name] / "xla").iterdir()), scratch / f"ray-{name}"
+                        ),
+                        readers,
+                    )
+                )
             ray_s = time.perf_counter() - t0
             shutil.rmtree(scratch)  # page cache and disk as they were for the gather
             scratch.mkdir()

@@ -55,18 +55,42 @@ def main() -> None:
     for i in range(args.repeats):
         with tempfile.TemporaryDirectory() as out:
             proc = subprocess.run(
-                [sys.executable, "-m", "ray_tpu_profile", "run", "--json", "--quiet", "--profile-result-dir", out, *args.run_flags],
-                capture_output=True, text=True, check=False,
+                [
+                    sys.executable,
+                    "-m",
+                    "ray_tpu_profile",
+                    "run",
+                    "--json",
+                    "--quiet",
+                    "--profile-result-dir",
+                    out,
+                    *args.run_flags,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if proc.returncode != 0:
                 sys.exit(f"run {i} failed ({proc.returncode}): {proc.stderr[-2000:]}")
             runs.append(split(json.loads(proc.stdout)))
-    keys = ["cluster_start", "cluster_stop", "validate", "load", "warmup", "capture", "gather", "reports", "rest",
-            "total"]
+    keys = [
+        "cluster_start",
+        "cluster_stop",
+        "validate",
+        "load",
+        "warmup",
+        "capture",
+        "gather",
+        "reports",
+        "rest",
+        "total",
+    ]
     median = {k: statistics.median(r[k] for r in runs) for k in keys}
     whole = median["total"] - median["cluster_start"] - median["cluster_stop"]
-    print(f"runs: {args.repeats}; median seconds; ratio = share of the run excluding the local cluster's start "
-          f"and stop ({whole:.2f} s)")
+    print(
+        f"runs: {args.repeats}; median seconds; ratio = share of the run excluding the local cluster's start "
+        f"and stop ({whole:.2f} s)"
+    )
     print(f"{'part':<14}{'seconds':>9}{'ratio':>8}")
     for k in keys:
         ratio = "" if k in ("cluster_start", "cluster_stop", "total") else f"{median[k] / whole:8.3f}"

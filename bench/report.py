@@ -17,11 +17,11 @@ import statistics
 import time
 from pathlib import Path
 
-from ray_tpu_profile.rundir.layout import read_manifest
 from ray_tpu_profile.analysis.plot import write_plot
 from ray_tpu_profile.analysis.report import build_report, write_report
 from ray_tpu_profile.analysis.timeline import write_timeline
 from ray_tpu_profile.analysis.traces import host_trace_events
+from ray_tpu_profile.rundir.layout import read_manifest
 
 
 def timed(fn) -> float:
@@ -50,13 +50,17 @@ def main() -> None:
     }
     medians = {name: statistics.median(timed(fn) for _ in range(args.repeats)) for name, fn in parts.items()}
     base = medians["read traces (baseline)"]
-    print(f"run {manifest['run_id']}: {len(manifest['hosts'])} host(s), {events:,} trace events, "
-          f"profiler {manifest['capture'].get('profiler')}; median of {args.repeats}")
+    print(
+        f"run {manifest['run_id']}: {len(manifest['hosts'])} host(s), {events:,} trace events, "
+        f"profiler {manifest['capture'].get('profiler')}; median of {args.repeats}"
+    )
     for name, seconds in medians.items():
         print(f"{name:<36} {seconds:7.2f} s  {seconds / base:5.2f}x baseline")
     separate = sum(medians[name] for name in list(parts)[1:4])
-    print(f"write_report / the three on their own ({separate:.2f} s): "
-          f"{medians['all three (write_report, one read)'] / separate:.2f}")
+    print(
+        f"write_report / the three on their own ({separate:.2f} s): "
+        f"{medians['all three (write_report, one read)'] / separate:.2f}"
+    )
 
 
 if __name__ == "__main__":

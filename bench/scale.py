@@ -26,27 +26,73 @@ import tempfile
 import threading
 import time
 
-STAGES = ("cluster_start", "validate", "place", "clocks", "load", "warmup", "capture", "gather", "verify", "reports",
-          "cluster_stop")
-FLAGS = ["--profiler", "jax", "--duration-ms", "300", "--input-len", "16", "--output-len", "16", "--batch-size", "4",
-         "--num-iters-warmup", "2"]
+STAGES = (
+    "cluster_start",
+    "validate",
+    "place",
+    "clocks",
+    "load",
+    "warmup",
+    "capture",
+    "gather",
+    "verify",
+    "reports",
+    "cluster_stop",
+)
+FLAGS = [
+    "--profiler",
+    "jax",
+    "--duration-ms",
+    "300",
+    "--input-len",
+    "16",
+    "--output-len",
+    "16",
+    "--batch-size",
+    "4",
+    "--num-iters-warmup",
+    "2",
+]
 
 
 def host_max(manifest: dict, phase: str) -> float:
-    return max((h["phases"][phase]["finished_at_s"] - h["phases"][phase]["started_at_s"]
-                for h in manifest["hosts"] if h["phases"][phase]), default=0.0)
+    return max(
+        (
+            h["phases"][phase]["finished_at_s"] - h["phases"][phase]["started_at_s"]
+            for h in manifest["hosts"]
+            if h["phases"][phase]
+        ),
+        default=0.0,
+    )
 
 
 def one_run(hosts: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
         started = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "ray_tpu_profile", "run", "--json", "--quiet", "--hosts",
-                                 str(hosts), "--profile-result-dir", out, *FLAGS],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ray_tpu_profile",
+                "run",
+                "--json",
+                "--quiet",
+                "--hosts",
+                str(hosts),
+                "--profile-result-dir",
+                out,
+                *FLAGS,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         # Reaped here with wait4, for its peak RSS (communicate() would reap it without).
         texts: dict[str, str] = {}
-        readers = [threading.Thread(target=lambda k=k, f=f: texts.__setitem__(k, f.read()))
-                   for k, f in (("out", proc.stdout), ("err", proc.stderr))]
+        readers = [
+            threading.Thread(target=lambda k=k, f=f: texts.__setitem__(k, f.read()))
+            for k, f in (("out", proc.stdout), ("err", proc.stderr))
+        ]
         for reader in readers:
             reader.start()
         _, status, usage = os.wait4(proc.pid, 0)
@@ -60,16 +106,32 @@ def one_run(hosts: int) -> dict:
     manifest = json.loads(stdout)
     t = manifest["timings_s"]
     stages = {s: t.get(s, 0.0) for s in STAGES}
-    host_work = {"load": host_max(manifest, "load"), "warmup": host_max(manifest, "warmup"),
-                 "iterations": host_max(manifest, "profiled")}
-    outside = (stages["cluster_start"] + stages["cluster_stop"] + stages["validate"] + sum(host_work.values())
-               + stages["gather"] + stages["reports"])
+    host_work = {
+        "load": host_max(manifest, "load"),
+        "warmup": host_max(manifest, "warmup"),
+        "iterations": host_max(manifest, "profiled"),
+    }
+    outside = (
+        stages["cluster_start"]
+        + stages["cluster_stop"]
+        + stages["validate"]
+        + sum(host_work.values())
+        + stages["gather"]
+        + stages["reports"]
+    )
     run_s = t["total"] - stages["cluster_start"] - stages["cluster_stop"]
-    return {"hosts": hosts, "stages": stages, "host_work": host_work, "total_s": t["total"], "wall_s": wall_s,
-            "overhead_s": t["total"] - outside, "overhead_share": (t["total"] - outside) / run_s,
-            "skew_ms": manifest["capture"].get("start_skew_ms"),
-            "skew_raw_ms": manifest["capture"].get("start_skew_raw_ms"),
-            "driver_peak_rss_mb": usage.ru_maxrss / 1024}
+    return {
+        "hosts": hosts,
+        "stages": stages,
+        "host_work": host_work,
+        "total_s": t["total"],
+        "wall_s": wall_s,
+        "overhead_s": t["total"] - outside,
+        "overhead_share": (t["total"] - outside) / run_s,
+        "skew_ms": manifest["capture"].get("start_skew_ms"),
+        "skew_raw_ms": manifest["capture"].get("start_skew_raw_ms"),
+        "driver_peak_rss_mb": usage.ru_maxrss / 1024,
+    }
 
 
 def fit(xs: list[int], ys: list[float]) -> tuple[float, float, float | None]:
@@ -98,21 +160,32 @@ def main() -> None:
         row["skew_ms"] = [r["skew_ms"] for r in runs]
         row["skew_raw_ms"] = [r["skew_raw_ms"] for r in runs]
         rows.append(row)
-        print(f"{hosts} host(s): total {row['total_s']:.1f} s, overhead {row['overhead_s']:.2f} s "
-              f"({100 * row['overhead_share']:.1f}%), skew {row['skew_ms']} ms, driver peak RSS "
-              f"{row['driver_peak_rss_mb']:.0f} MB", flush=True)
+        print(
+            f"{hosts} host(s): total {row['total_s']:.1f} s, overhead {row['overhead_s']:.2f} s "
+            f"({100 * row['overhead_share']:.1f}%), skew {row['skew_ms']} ms, driver peak RSS "
+            f"{row['driver_peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
     counts = [r["hosts"] for r in rows]
     base = rows[0]
     print(f"\nper stage, seconds (ratio to {base['hosts']} host(s) in this run):")
-    print(f"{'stage':<14}" + "".join(f"{c:>16}" for c in counts) + f"{'a + b*hosts':>20}{'log-log':>9}"
-          + f"{'@64':>9}{'@256':>9}")
+    print(
+        f"{'stage':<14}"
+        + "".join(f"{c:>16}" for c in counts)
+        + f"{'a + b*hosts':>20}{'log-log':>9}"
+        + f"{'@64':>9}{'@256':>9}"
+    )
     for stage in (*STAGES, "overhead"):
         ys = [r["overhead_s"] if stage == "overhead" else r["stages"][stage] for r in rows]
         first = ys[0] or 1e-9
         a, b, slope = fit(counts, ys)
-        print(f"{stage:<14}" + "".join(f"{y:9.2f} ({y / first:4.1f}x)" for y in ys)
-              + f"{a:10.2f} + {b:7.3f}h" + (f"{slope:9.2f}" if slope is not None else f"{'-':>9}")
-              + f"{a + 64 * b:9.1f}{a + 256 * b:9.1f}")
+        print(
+            f"{stage:<14}"
+            + "".join(f"{y:9.2f} ({y / first:4.1f}x)" for y in ys)
+            + f"{a:10.2f} + {b:7.3f}h"
+            + (f"{slope:9.2f}" if slope is not None else f"{'-':>9}")
+            + f"{a + 64 * b:9.1f}{a + 256 * b:9.1f}"
+        )
     print("\nskew ms (driver's clock) per count:", {r["hosts"]: r["skew_ms"] for r in rows})
     print("skew ms (hosts' own clocks) per count:", {r["hosts"]: r["skew_raw_ms"] for r in rows})
     print("overhead share per count:", {r["hosts"]: round(r["overhead_share"], 4) for r in rows}, "target < 0.05")

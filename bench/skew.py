@@ -33,16 +33,16 @@ import time
 
 import ray
 
-from ray_tpu_profile.driver import clock_exchange
-from ray_tpu_profile.placement import cluster
-from ray_tpu_profile.host import engine
-from ray_tpu_profile.core import schedule
 from ray_tpu_profile.config import Capture, Workload
+from ray_tpu_profile.core import schedule
+from ray_tpu_profile.core.records import EngineRole
+from ray_tpu_profile.driver import clock_exchange
+from ray_tpu_profile.driver.state import engine_across_hosts_env
+from ray_tpu_profile.host import engine
+from ray_tpu_profile.host.tiny_model import default_tiny_model_dir
+from ray_tpu_profile.placement import cluster
 from ray_tpu_profile.placement.engines import plan_engines
 from ray_tpu_profile.rundir.layout import new_run_id
-from ray_tpu_profile.core.records import EngineRole
-from ray_tpu_profile.driver.state import engine_across_hosts_env
-from ray_tpu_profile.host.tiny_model import default_tiny_model_dir
 
 
 def skew_ms(actors: list, session: str) -> float:
@@ -51,12 +51,18 @@ def skew_ms(actors: list, session: str) -> float:
 
 
 def synchronised(actors: list, session: str, plans: list[int], clocks: list) -> float:
-    found = clock_exchange.measure_offsets({i: (lambda a=a: a.clock_ns.remote().future()) for i, a in enumerate(actors)})
+    found = clock_exchange.measure_offsets(
+        {i: (lambda a=a: a.clock_ns.remote().future()) for i, a in enumerate(actors)}
+    )
     offsets = [found[i] for i in range(len(actors))]
     clocks += offsets
     at_ns = schedule.capture_instant_ns(time.time_ns())
-    ray.get([a.profile.remote(*(o.to_host_ns(t) for t in schedule.capture_instants_ns(at_ns, 0)))
-             for a, o in zip(actors, offsets)])
+    ray.get(
+        [
+            a.profile.remote(*(o.to_host_ns(t) for t in schedule.capture_instants_ns(at_ns, 0)))
+            for a, o in zip(actors, offsets)
+        ]
+    )
     plans += [info["client_call_plans"] for info in ray.get([a.capture_info.remote() for a in actors])]
     return skew_ms(actors, session)
 
@@ -86,15 +92,20 @@ def main() -> None:
         engines = plan_engines(hosts, args.tensor_parallel_size)
         spans = engines[0].spans_hosts
         env = {**engine.ENGINE_ENV, **(engine_across_hosts_env(engines[0], True) if spans else {})}
-        reservation = (cluster.reserve_engines(engines, run_id, 120, bundle_per_chip=True) if spans
-                       else cluster.reserve_hosts(hosts, run_id, timeout_s=120))
+        reservation = (
+            cluster.reserve_engines(engines, run_id, 120, bundle_per_chip=True)
+            if spans
+            else cluster.reserve_hosts(hosts, run_id, timeout_s=120)
+        )
         try:
             actors = list(cluster.start_actors(reservation, hosts, run_id, env).values())
             roles = [EngineRole(e.name, h == e.owner, e.spans_hosts, e.ranks(h)) for e in engines for h in e.hosts]
             t0 = time.monotonic()
             ray.get([a.load.remote(argv, workload, capture, run_id, True, role) for a, role in zip(actors, roles)])
             if spans:  # each host traces its own worker of its engine
-                workers = {role.engine: ray.get(a.engine_workers.remote()) for a, role in zip(actors, roles) if role.owner}
+                workers = {
+                    role.engine: ray.get(a.engine_workers.remote()) for a, role in zip(actors, roles) if role.owner
+                }
                 ray.get([a.trace_worker.remote(workers[role.engine][role.ranks[0]]) for a, role in zip(actors, roles)])
             ray.get([a.warmup.remote() for a in actors])
             print(f"{len(actors)} hosts loaded and warm in {time.monotonic() - t0:.1f} s")
@@ -107,9 +118,11 @@ def main() -> None:
             ray.get([a.cleanup.remote() for a in actors])  # the hosts' trace folders
         finally:
             reservation.release()
-    print(f"hosts: {args.hosts} ({len(engines)} engine(s) of {len(engines[0].hosts)} host(s), TP "
-          f"{args.tensor_parallel_size}, {args.chips_per_host} chip(s) per host), trials: {args.trials} each, "
-          "skew = latest - earliest trace start (ms)")
+    print(
+        f"hosts: {args.hosts} ({len(engines)} engine(s) of {len(engines[0].hosts)} host(s), TP "
+        f"{args.tensor_parallel_size}, {args.chips_per_host} chip(s) per host), trials: {args.trials} each, "
+        "skew = latest - earliest trace start (ms)"
+    )
     print(f"{'way':<14}{'median':>10}{'max':>10}")
     for way, values in results.items():
         print(f"{way:<14}{statistics.median(values):10.3f}{max(values):10.3f}")
@@ -119,13 +132,18 @@ def main() -> None:
         print(f"{way} per trial: {', '.join(f'{v:.3f}' for v in values)}")
     uncertainty_ms = [o.uncertainty_ns / schedule.NS_PER_MS for o in clocks]
     round_trips_ms = [rt / schedule.NS_PER_MS for o in clocks for rt in o.round_trips_ns]
-    print(f"clock offset uncertainty per host and trial (from {clock_exchange.ROUND_TRIPS} round trips): "
-          f"median {statistics.median(uncertainty_ms):.3f} ms, max {max(uncertainty_ms):.3f} ms; "
-          f"actor-call round trip: floor {min(round_trips_ms):.3f} ms, median {statistics.median(round_trips_ms):.3f} ms; "
-          f"offsets within their uncertainty of 0 (one clock): "
-          f"{sum(abs(o.offset_ns) <= o.uncertainty_ns for o in clocks)} of {len(clocks)}")
-    print(f"synchronised: client calls planned again after a late wake-up: {sum(p - 1 for p in plans)} "
-          f"in {len(plans)} host captures (most for one: {max(plans) - 1})")
+    print(
+        f"clock offset uncertainty per host and trial (from {clock_exchange.ROUND_TRIPS} round trips): "
+        f"median {statistics.median(uncertainty_ms):.3f} ms, max {max(uncertainty_ms):.3f} ms; "
+        f"actor-call round trip: floor {min(round_trips_ms):.3f} ms, "
+        f"median {statistics.median(round_trips_ms):.3f} ms; "
+        f"offsets within their uncertainty of 0 (one clock): "
+        f"{sum(abs(o.offset_ns) <= o.uncertainty_ns for o in clocks)} of {len(clocks)}"
+    )
+    print(
+        f"synchronised: client calls planned again after a late wake-up: {sum(p - 1 for p in plans)} "
+        f"in {len(plans)} host captures (most for one: {max(plans) - 1})"
+    )
 
 
 if __name__ == "__main__":

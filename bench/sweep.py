@@ -23,9 +23,23 @@ SHAPES = ["1x64x1", "4x16x16", "8x8x32", "2x32x8"]
 def run(*flags: str) -> tuple[float, dict]:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "ray_tpu_profile", "run", "--json", "--quiet",
-                               "--profile-result-dir", out, "--num-iters-warmup", "3", *flags],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ray_tpu_profile",
+                "run",
+                "--json",
+                "--quiet",
+                "--profile-result-dir",
+                out,
+                "--num-iters-warmup",
+                "3",
+                *flags,
+            ],
+            capture_output=True,
+            text=True,
+        )
         wall_s = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"run {flags} failed ({proc.returncode}): {proc.stderr[-2000:]}")

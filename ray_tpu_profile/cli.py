@@ -57,9 +57,14 @@ def _parse_env(ctx, param, values):
 
 
 TIMELINE_EVENTS_OPTION = click.option(
-    "--timeline-max-events", type=click.IntRange(min=1), default=100_000, show_default=True, metavar="N",
+    "--timeline-max-events",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    metavar="N",
     help="timeline.json.gz keeps each host's N longest trace events (all of the tool's own); "
-         "the rule and what was dropped are in the file's otherData.")
+    "the rule and what was dropped are in the file's otherData.",
+)
 
 
 def config_option(kind: type, name: str, **overrides):
@@ -88,17 +93,40 @@ def run_options(command):
         config_option(Placement, "slice_name"),
         config_option(Placement, "hosts"),
         config_option(RunConfig, "model"),
-        click.option("--shape", "shapes", multiple=True, metavar="BxIxO",
-                     help="A sweep: profile each BATCHxINPUTxOUTPUT shape in turn (repeatable, e.g. --shape 1x1024x1 "
-                          "--shape 32x1x128) on one model load per host; each shape is its own XProf session."),
-        click.option("--shapes-file", type=click.Path(path_type=Path), default=None, metavar="TOML",
-                     help='A sweep from a TOML file: shapes = ["1x1024x1", "32x1x128"].'),
-        *(config_option(Workload, name) for name in ("input_len", "output_len", "batch_size", "num_iters_warmup",
-                                                       "num_iters")),
+        click.option(
+            "--shape",
+            "shapes",
+            multiple=True,
+            metavar="BxIxO",
+            help="A sweep: profile each BATCHxINPUTxOUTPUT shape in turn (repeatable, e.g. --shape 1x1024x1 "
+            "--shape 32x1x128) on one model load per host; each shape is its own XProf session.",
+        ),
+        click.option(
+            "--shapes-file",
+            type=click.Path(path_type=Path),
+            default=None,
+            metavar="TOML",
+            help='A sweep from a TOML file: shapes = ["1x1024x1", "32x1x128"].',
+        ),
+        *(
+            config_option(Workload, name)
+            for name in ("input_len", "output_len", "batch_size", "num_iters_warmup", "num_iters")
+        ),
         config_option(RunConfig, "profile_result_dir"),
-        *(config_option(Capture, name) for name in ("profiler", "port", "server_wait_s", "phase", "delay_ms",
-                                                      "duration_ms", "python_tracer_level", "clock_correction",
-                                                      "max_clock_uncertainty_ms")),
+        *(
+            config_option(Capture, name)
+            for name in (
+                "profiler",
+                "port",
+                "server_wait_s",
+                "phase",
+                "delay_ms",
+                "duration_ms",
+                "python_tracer_level",
+                "clock_correction",
+                "max_clock_uncertainty_ms",
+            )
+        ),
         config_option(Placement, "env", callback=_parse_env),
         config_option(Placement, "stage_timeout_s"),
         config_option(Placement, "chips_per_host"),
@@ -136,9 +164,9 @@ def run(quiet, actor_logs, timeline_max_events, **params) -> None:
     (e.g. `-- --tensor-parallel-size 8 --max-model-len 2048 --enforce-eager`).
     """
     config = config_from(params, click.get_current_context())
+    from ray_tpu_profile.analysis.report import print_summary
     from ray_tpu_profile.driver import pipeline
     from ray_tpu_profile.driver.progress import Progress
-    from ray_tpu_profile.analysis.report import print_summary
 
     progress = Progress(quiet=quiet)
     run = pipeline.execute(config, ["ray-tpu-profile", *sys.argv[1:]], progress, actor_logs, timeline_max_events)
@@ -155,8 +183,8 @@ def run(quiet, actor_logs, timeline_max_events, **params) -> None:
 def plan(**params) -> None:
     """Show what `run` would do with these flags: slices, hosts, chips, actors, workload. Loads no model."""
     config = config_from(params, click.get_current_context())
-    from ray_tpu_profile.driver.pipeline import plan as plan_run
     from ray_tpu_profile.analysis.report import print_plan
+    from ray_tpu_profile.driver.pipeline import plan as plan_run
 
     planned = plan_run(config, ["ray-tpu-profile", *sys.argv[1:]])
     if params["json_output"]:
@@ -168,14 +196,16 @@ def plan(**params) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "json_output", is_flag=True, help="Print report.json's content instead of the table.")
-@click.option("--write", is_flag=True,
-              help="(Re)write report.json, report.txt, timeline.json.gz and report.png in RUN_DIR (`run` writes them itself).")
+@click.option(
+    "--write",
+    is_flag=True,
+    help="(Re)write report.json, report.txt, timeline.json.gz and report.png in RUN_DIR (`run` writes them itself).",
+)
 @TIMELINE_EVENTS_OPTION
 def report(run_dir: Path, json_output: bool, write: bool, timeline_max_events: int) -> None:
     """Summarise a run directory: per-host latency statistics, capture skew, the slowest
     host, top operations by self time from each host's trace, failures."""
     from ray_tpu_profile.analysis.report import build_report, print_report, write_report
-
     from ray_tpu_profile.rundir.layout import MANIFEST
 
     if not (run_dir / MANIFEST).is_file():
@@ -193,25 +223,54 @@ def report(run_dir: Path, json_output: bool, write: bool, timeline_max_events: i
         print_report(built)
 
 
-@cli.command(epilog="""\b
+@cli.command(
+    epilog="""\b
 Exit codes: 0 compared; 1 --fail-above was given and some host/shape is slower by more
 than PCT, or could not have been seen to be (see --fail-above); 2 bad input (not a run
-directory, no manifest, PCT not a number).""")
+directory, no manifest, PCT not a number)."""
+)
 @click.argument("run_a", metavar="RUN_A")
 @click.argument("run_b", metavar="RUN_B")
 @click.option("--json", "json_output", is_flag=True, help="Print the diff as one JSON object instead of the table.")
-@click.option("--write", "write_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
-              help="Also write diff.json, diff.txt and diff.png into DIR.")
-@click.option("--fail-above", type=float, default=None, metavar="PCT",
-              help="Exit 1 when some host/shape is 'slower' (see above) by more than PCT percent: a CI gate. "
-                   "A host/shape with 'too few samples', or 'within noise' where the smallest ratio the test could "
-                   "call slower is above PCT, fails it too: the gate could not have seen such a regression.")
-@click.option("--allow-few-samples", is_flag=True,
-              help="With --fail-above: fail only on 'slower' rows, passing rows the samples cannot decide.")
-@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
-              help="Operations listed per host among the increases and among the decreases.")
-def diff(run_a: str, run_b: str, json_output: bool, write_dir: Path | None, fail_above: float | None,
-         allow_few_samples: bool, top: int) -> None:
+@click.option(
+    "--write",
+    "write_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Also write diff.json, diff.txt and diff.png into DIR.",
+)
+@click.option(
+    "--fail-above",
+    type=float,
+    default=None,
+    metavar="PCT",
+    help="Exit 1 when some host/shape is 'slower' (see above) by more than PCT percent: a CI gate. "
+    "A host/shape with 'too few samples', or 'within noise' where the smallest ratio the test could "
+    "call slower is above PCT, fails it too: the gate could not have seen such a regression.",
+)
+@click.option(
+    "--allow-few-samples",
+    is_flag=True,
+    help="With --fail-above: fail only on 'slower' rows, passing rows the samples cannot decide.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    metavar="N",
+    help="Operations listed per host among the increases and among the decreases.",
+)
+def diff(
+    run_a: str,
+    run_b: str,
+    json_output: bool,
+    write_dir: Path | None,
+    fail_above: float | None,
+    allow_few_samples: bool,
+    top: int,
+) -> None:
     """What changed from RUN_A to RUN_B (run directories, or result URLs), per host and shape.
 
     \b
@@ -219,14 +278,15 @@ def diff(run_a: str, run_b: str, json_output: bool, write_dir: Path | None, fail
     The verdict is a Mann-Whitney rank test on their logarithms (exact for the sizes runs
     have, two-sided at 5%, deterministic) with its distribution-free 95% interval of B/A:
     "slower" when the interval lies above 1, "faster" below 1; "too few samples" under 5
-    iterations a side (the row says how many decide a 10% change at the noise seen);
-    else "within noise", with the smallest ratio the test could have called slower.
-    Each side's spread is the median absolute deviation over the median. Hosts are matched by name (and engine), shapes by shape; what is only in
-    one run is listed. Operations: self time per profiled iteration from each host's own
-    traces (the profiler's and the tool's own spans left out, engine steps counted apart),
-    as added / removed / increased / decreased / unchanged (5%); runs of different
-    profilers are compared on latency only. Hosts: the slowest host and skew of each run,
-    and whether some hosts regressed while others did not.
+    iterations a side (the row says how many decide a 10% change at the noise seen); else
+    "within noise", with the smallest ratio the test could have called slower. Each side's
+    spread is the median absolute deviation over the median. Hosts are matched by name
+    (and engine), shapes by shape; what is only in one run is listed. Operations: self
+    time per profiled iteration from each host's own traces (the profiler's and the tool's
+    own spans left out, engine steps counted apart), as added / removed / increased /
+    decreased / unchanged (5%); runs of different profilers are compared on latency only.
+    Hosts: the slowest host and skew of each run, and whether some hosts regressed while
+    others did not.
     """
     import tempfile
 
@@ -254,44 +314,104 @@ def diff(run_a: str, run_b: str, json_output: bool, write_dir: Path | None, fail
     if fail_above is not None:
         over, blind = gate_failures(result, fail_above, allow_few_samples)
         if over:
-            click.echo(f"ray-tpu-profile: slower by more than {fail_above:g}%: " + ", ".join(
-                f"{r['host']} {r['shape']} {100 * (r['ratio'] - 1):+.1f}%" for r in over), err=True)
+            click.echo(
+                f"ray-tpu-profile: slower by more than {fail_above:g}%: "
+                + ", ".join(f"{r['host']} {r['shape']} {100 * (r['ratio'] - 1):+.1f}%" for r in over),
+                err=True,
+            )
         if blind:
-            click.echo(f"ray-tpu-profile: could not have seen a {fail_above:g}% regression (--allow-few-samples "
-                       "to pass these): " + ", ".join(f"{r['host']} {r['shape']} {r['verdict']}: {r['note']}"
-                                                      for r in blind), err=True)
+            click.echo(
+                f"ray-tpu-profile: could not have seen a {fail_above:g}% regression (--allow-few-samples "
+                "to pass these): " + ", ".join(f"{r['host']} {r['shape']} {r['verdict']}: {r['note']}" for r in blind),
+                err=True,
+            )
         if over or blind:
             sys.exit(1)
 
 
-@cli.command(epilog="""\b
+@cli.command(
+    epilog="""\b
 Enable it in the deployment first (nothing is restarted by attach):
   RAY_TPU_PROFILE_ATTACH=1 vllm serve MODEL ...         (one host)
   runtime_env={"env_vars": {"RAY_TPU_PROFILE_ATTACH": "1"}}   (Ray, Ray Serve LLM)
 Exit codes: 0 ok, 2 bad input (nothing registered, --name matching nothing), 3 partial
-(some servers failed), 4 failed.""")
-@click.option("--address", default=None, metavar="ADDR", envvar="RAY_ADDRESS", show_envvar=True,
-              help="A Ray cluster: trace the servers registered on all its nodes. Default: this host's.")
-@click.option("--name", default=None, metavar="NAME",
-              help="Only the deployment started with RAY_TPU_PROFILE_ATTACH_NAME=NAME.")
-@click.option("--list", "list_only", is_flag=True, help="List the registered servers (host, pid, role, port); capture nothing.")
+(some servers failed), 4 failed."""
+)
+@click.option(
+    "--address",
+    default=None,
+    metavar="ADDR",
+    envvar="RAY_ADDRESS",
+    show_envvar=True,
+    help="A Ray cluster: trace the servers registered on all its nodes. Default: this host's.",
+)
+@click.option(
+    "--name", default=None, metavar="NAME", help="Only the deployment started with RAY_TPU_PROFILE_ATTACH_NAME=NAME."
+)
+@click.option(
+    "--list", "list_only", is_flag=True, help="List the registered servers (host, pid, role, port); capture nothing."
+)
 @click.option("--duration-ms", type=int, default=2000, show_default=True, metavar="MS", help="How long to trace.")
-@click.option("--delay-ms", type=int, default=0, show_default=True, metavar="MS",
-              help="Start tracing this long after every host is ready (the instant is the same on every host).")
-@click.option("--profile-result-dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
-              help="Where the run directory goes (as `run`'s).")
-@click.option("--server-url", default=None, metavar="URL",
-              help="http://HOST:PORT of the `vllm serve`: the report adds its load around the window, from /metrics.")
-@click.option("--python-tracer-level", type=click.IntRange(0, 1), default=1, show_default=True,
-              help="1 records every Python call (vLLM's host side); 0 for smaller traces.")
-@click.option("--timeout-s", type=float, default=120.0, show_default=True, metavar="S",
-              help="How long a host may take to answer each step (find, warm-up, gather) beyond the window.")
-@click.option("--max-clock-uncertainty-ms", type=float, default=1.0, show_default=True, metavar="MS",
-              help="Warn about a host whose clock offset is known less exactly than this.")
+@click.option(
+    "--delay-ms",
+    type=int,
+    default=0,
+    show_default=True,
+    metavar="MS",
+    help="Start tracing this long after every host is ready (the instant is the same on every host).",
+)
+@click.option(
+    "--profile-result-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Where the run directory goes (as `run`'s).",
+)
+@click.option(
+    "--server-url",
+    default=None,
+    metavar="URL",
+    help="http://HOST:PORT of the `vllm serve`: the report adds its load around the window, from /metrics.",
+)
+@click.option(
+    "--python-tracer-level",
+    type=click.IntRange(0, 1),
+    default=1,
+    show_default=True,
+    help="1 records every Python call (vLLM's host side); 0 for smaller traces.",
+)
+@click.option(
+    "--timeout-s",
+    type=float,
+    default=120.0,
+    show_default=True,
+    metavar="S",
+    help="How long a host may take to answer each step (find, warm-up, gather) beyond the window.",
+)
+@click.option(
+    "--max-clock-uncertainty-ms",
+    type=float,
+    default=1.0,
+    show_default=True,
+    metavar="MS",
+    help="Warn about a host whose clock offset is known less exactly than this.",
+)
 @click.option("--json", "json_output", is_flag=True, help="Print JSON on stdout instead of the table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines (failures still print).")
-def attach(address, name, list_only, duration_ms, delay_ms, profile_result_dir, server_url, python_tracer_level,
-           timeout_s, max_clock_uncertainty_ms, json_output, quiet) -> None:
+def attach(
+    address,
+    name,
+    list_only,
+    duration_ms,
+    delay_ms,
+    profile_result_dir,
+    server_url,
+    python_tracer_level,
+    timeout_s,
+    max_clock_uncertainty_ms,
+    json_output,
+    quiet,
+) -> None:
     """Profile a live vLLM deployment on every host at one instant, under its real traffic.
 
     Finds the profiler servers vLLM processes registered (the package's vLLM plugin, on with
@@ -299,14 +419,21 @@ def attach(address, name, list_only, duration_ms, delay_ms, profile_result_dir, 
     from one instant for --duration-ms and writes a run directory like `run`'s (manifest
     mode "attach", one XProf session, reports, timeline). The deployment keeps serving.
     """
+    from ray_tpu_profile.analysis.report import print_summary
     from ray_tpu_profile.attach import command as attaching
     from ray_tpu_profile.driver.progress import Progress
-    from ray_tpu_profile.analysis.report import print_summary
 
-    config = attaching.AttachConfig(address=address, name=name, duration_ms=duration_ms, delay_ms=delay_ms,
-                                    profile_result_dir=profile_result_dir, server_url=server_url,
-                                    python_tracer_level=python_tracer_level, timeout_s=timeout_s,
-                                    max_clock_uncertainty_ms=max_clock_uncertainty_ms)
+    config = attaching.AttachConfig(
+        address=address,
+        name=name,
+        duration_ms=duration_ms,
+        delay_ms=delay_ms,
+        profile_result_dir=profile_result_dir,
+        server_url=server_url,
+        python_tracer_level=python_tracer_level,
+        timeout_s=timeout_s,
+        max_clock_uncertainty_ms=max_clock_uncertainty_ms,
+    )
     config.validate(list_only)
     if list_only:
         with attaching.AttachSession(address) as session:
@@ -317,8 +444,11 @@ def attach(address, name, list_only, duration_ms, delay_ms, profile_result_dir, 
             click.echo(json.dumps(listed, indent=2))
         else:
             for s in listed:
-                click.echo(f"{s['host']:<16} pid {s['pid']:<8} {s['role'] + (str(s['rank']) if s['rank'] is not None else ''):<12} "
-                           f"port {s['port']:<6} {s['profiler']:<4} {s['name'] or '-'}")
+                role = s["role"] + (str(s["rank"]) if s["rank"] is not None else "")
+                click.echo(
+                    f"{s['host']:<16} pid {s['pid']:<8} {role:<12} "
+                    f"port {s['port']:<6} {s['profiler']:<4} {s['name'] or '-'}"
+                )
         return
     with _stdout_to_stderr():  # the profiler client, traced here, prints to fd 1: stdout stays for --json
         manifest, location = attaching.execute(config, ["ray-tpu-profile", *sys.argv[1:]], Progress(quiet=quiet))
@@ -350,7 +480,9 @@ def view(run_dir: Path, port: int | None) -> None:
     if xprof is None:
         raise ConfigError("view", str(run_dir), "needs XProf, which is not installed here: pip install xprof")
     port = port or free_local_port()
-    server = subprocess.Popen([xprof, "--logdir", str(run_dir), "--port", str(port), "--grpc_port", str(free_local_port())])
+    server = subprocess.Popen(
+        [xprof, "--logdir", str(run_dir), "--port", str(port), "--grpc_port", str(free_local_port())]
+    )
     click.echo(f"XProf for {run_dir}: http://localhost:{port}/  (Ctrl-C to stop)", err=True)
     # Ctrl-C and SIGTERM both end the viewer; the server gets SIGTERM and is waited for.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ray_tpu_profile.errors import ConfigError
 
@@ -51,7 +52,7 @@ class Workload:
     def shape(self) -> str:
         return f"{self.batch_size}x{self.input_len}x{self.output_len}"
 
-    def validate(self) -> "Workload":
+    def validate(self) -> Workload:
         for flag, value in (
             ("--input-len", self.input_len),
             ("--output-len", self.output_len),
@@ -79,47 +80,70 @@ class Capture:
     """What records the trace and over which window."""
 
     profiler: str = flag(
-        "auto", "--profiler", choices=PROFILERS,
+        "auto",
+        "--profiler",
+        choices=PROFILERS,
         help="Capture backend. jax / xla: a profiler server in each model process, a detached trace of "
-             "--duration-ms after --delay-ms begun at one instant on every host (XProf session). torch: "
-             "vLLM's built-in torch profiler around the profiled iterations. auto: jax with tpu-inference, "
-             "xla with torch_xla, else torch.")
+        "--duration-ms after --delay-ms begun at one instant on every host (XProf session). torch: "
+        "vLLM's built-in torch profiler around the profiled iterations. auto: jax with tpu-inference, "
+        "xla with torch_xla, else torch.",
+    )
     delay_ms: int = flag(
-        0, "--delay-ms", envvar="VLLM_TPU_PROFILE_DELAY_MS",
+        0,
+        "--delay-ms",
+        envvar="VLLM_TPU_PROFILE_DELAY_MS",
         help="Start tracing this long after the profiled iterations begin, e.g. past prefill (server "
-             "backends). 0: the trace opens 5 ms before them (--phase all).")
-    duration_ms: int = flag(3000, "--duration-ms", "Trace length (server backends).",
-                            envvar="VLLM_TPU_PROFILE_DURATION_MS")
+        "backends). 0: the trace opens 5 ms before them (--phase all).",
+    )
+    duration_ms: int = flag(
+        3000, "--duration-ms", "Trace length (server backends).", envvar="VLLM_TPU_PROFILE_DURATION_MS"
+    )
     port: int | None = flag(
-        None, "--profiler-port", metavar="PORT", type=int,
+        None,
+        "--profiler-port",
+        metavar="PORT",
+        type=int,
         help="jax/xla: trace the server already running on this port in the model process "
-             "(tpu-inference's JAX_PROFILER_SERVER_PORT) instead of starting one on a free port.")
+        "(tpu-inference's JAX_PROFILER_SERVER_PORT) instead of starting one on a free port.",
+    )
     server_wait_s: float = flag(
-        30.0, "--server-wait-s",
-        "jax/xla: longest wait for the profiler server to answer before the host is marked failed.")
+        30.0,
+        "--server-wait-s",
+        "jax/xla: longest wait for the profiler server to answer before the host is marked failed.",
+    )
     phase: str = flag(
-        "all", "--phase", choices=PHASES,
+        "all",
+        "--phase",
+        choices=PHASES,
         help="Which part of each iteration to capture. prefill / decode: the tool places the window from "
-             "what it measured during warmup (time window for jax/xla, engine steps for torch) and checks "
-             "the trace holds only that phase; --duration-ms then defaults to the whole phase.")
+        "what it measured during warmup (time window for jax/xla, engine steps for torch) and checks "
+        "the trace holds only that phase; --duration-ms then defaults to the whole phase.",
+    )
     python_tracer_level: int = flag(
-        1, "--python-tracer-level", type=int,
+        1,
+        "--python-tracer-level",
+        type=int,
         help="jax / xla: 1 records every Python call in the model process (vLLM's host side; on CPU the only "
-             "events); 0 leaves them out, for long captures on TPU that would outgrow XProf's 2 GiB limit.")
+        "events); 0 leaves them out, for long captures on TPU that would outgrow XProf's 2 GiB limit.",
+    )
     clock_correction: bool = flag(
-        True, "--clock-correction/--no-clock-correction",
+        True,
+        "--clock-correction/--no-clock-correction",
         help="Each host waits for the capture instant on its own clock, shifted by that clock's offset from "
-             "the driver's (measured NTP-style before each capture from 8 actor-call round trips; known to at "
-             "most half the shortest). Off: every host waits until its own clock reads "
-             "the driver's instant, as if the clocks agreed; offsets are still measured and reported.")
+        "the driver's (measured NTP-style before each capture from 8 actor-call round trips; known to at "
+        "most half the shortest). Off: every host waits until its own clock reads "
+        "the driver's instant, as if the clocks agreed; offsets are still measured and reported.",
+    )
     max_clock_uncertainty_ms: float = flag(
-        1.0, "--max-clock-uncertainty-ms",
+        1.0,
+        "--max-clock-uncertainty-ms",
         "Warn about a host whose clock offset is known less precisely than this (or whose kernel says its "
-        "clock is unsynchronised): its alignment with the others cannot be trusted below it.")
+        "clock is unsynchronised): its alignment with the others cannot be trusted below it.",
+    )
     duration_given: bool = True
     """Whether --duration-ms was set by the user; with a phase, unset means the whole phase."""
 
-    def validate(self) -> "Capture":
+    def validate(self) -> Capture:
         if self.profiler not in PROFILERS:
             raise ConfigError("--profiler", self.profiler, f"must be one of {', '.join(PROFILERS)}")
         if self.delay_ms < 0:
@@ -137,14 +161,16 @@ class Capture:
         if self.phase not in PHASES:
             raise ConfigError("--phase", self.phase, f"must be one of {', '.join(PHASES)}")
         if self.phase != "all" and self.delay_ms:
-            raise ConfigError("--delay-ms", self.delay_ms, f"--phase {self.phase} places the window itself; leave --delay-ms at 0")
+            raise ConfigError(
+                "--delay-ms", self.delay_ms, f"--phase {self.phase} places the window itself; leave --delay-ms at 0"
+            )
         return self
 
     @property
     def uses_server(self) -> bool:
         return self.profiler in ("jax", "xla")
 
-    def resolve(self, find_spec=importlib.util.find_spec) -> tuple["Capture", str]:
+    def resolve(self, find_spec=importlib.util.find_spec) -> tuple[Capture, str]:
         """auto -> a backend, by what this Python environment runs vLLM on; then checks that
         the backend's packages are installed. Returns the resolved capture and why."""
         if self.profiler == "auto":
@@ -167,38 +193,64 @@ class Placement:
     """Where the run goes."""
 
     hosts: int | None = flag(
-        None, "--hosts", "Hosts to profile. Default: every host of the slice (2 simulated hosts locally).",
-        metavar="N", type=int)
+        None,
+        "--hosts",
+        "Hosts to profile. Default: every host of the slice (2 simulated hosts locally).",
+        metavar="N",
+        type=int,
+    )
     address: str | None = flag(
-        None, "--address", "Ray cluster to run on. Without it: a local cluster of simulated TPU hosts.",
-        envvar="RAY_ADDRESS", metavar="ADDR")
+        None,
+        "--address",
+        "Ray cluster to run on. Without it: a local cluster of simulated TPU hosts.",
+        envvar="RAY_ADDRESS",
+        metavar="ADDR",
+    )
     slice_name: str | None = flag(
-        None, "--slice", "TPU slice to profile (ray.io/tpu-slice-name). Default: the only slice in the cluster.",
-        metavar="NAME")
+        None,
+        "--slice",
+        "TPU slice to profile (ray.io/tpu-slice-name). Default: the only slice in the cluster.",
+        metavar="NAME",
+    )
     env: tuple[tuple[str, str], ...] = flag(
-        (), "--env", multiple=True, metavar="KEY=VALUE",
+        (),
+        "--env",
+        multiple=True,
+        metavar="KEY=VALUE",
         help="Set in every model process through Ray's runtime_env (repeatable), e.g. XLA_HLO_DEBUG=1, "
-             "LIBTPU_INIT_ARGS=...; recorded in the manifest.")
+        "LIBTPU_INIT_ARGS=...; recorded in the manifest.",
+    )
     stage_timeout_s: float = flag(
-        3600.0, "--timeout-s",
-        "Longest one host may take for one stage (load, warmup, capture, gather) before it is marked failed.")
+        3600.0,
+        "--timeout-s",
+        "Longest one host may take for one stage (load, warmup, capture, gather) before it is marked failed.",
+    )
     chips_per_host: int | None = flag(
-        None, "--chips-per-host", metavar="N", type=int,
+        None,
+        "--chips-per-host",
+        metavar="N",
+        type=int,
         help=f"The local simulated cluster only: TPU chips per simulated host (default {DEFAULT_SIMULATED_CHIPS}); "
-             "an engine whose TP x PP is larger spans hosts. With --address the hosts' chips are Ray's TPU resources.")
+        "an engine whose TP x PP is larger spans hosts. With --address the hosts' chips are Ray's TPU resources.",
+    )
 
-    def validate(self) -> "Placement":
+    def validate(self) -> Placement:
         if self.hosts is not None and self.hosts < 1:
             raise ConfigError("--hosts", self.hosts, "must be 1 or more")
         if self.stage_timeout_s <= 0:
             raise ConfigError("--timeout-s", self.stage_timeout_s, "must be more than 0")
         if self.chips_per_host is not None:
             if self.address:
-                raise ConfigError("--chips-per-host", self.chips_per_host,
-                                  f"only for the local simulated cluster; with --address {self.address} each host's "
-                                  "chips are its TPU resource in Ray")
+                raise ConfigError(
+                    "--chips-per-host",
+                    self.chips_per_host,
+                    f"only for the local simulated cluster; with --address {self.address} each host's "
+                    "chips are its TPU resource in Ray",
+                )
             if self.chips_per_host not in (1, 2, 4, 8):
-                raise ConfigError("--chips-per-host", self.chips_per_host, "must be 1, 2, 4 or 8 (what Ray accepts as TPU chips)")
+                raise ConfigError(
+                    "--chips-per-host", self.chips_per_host, "must be 1, 2, 4 or 8 (what Ray accepts as TPU chips)"
+                )
         for key, _ in self.env:
             if not key or not (key[0].isalpha() or key[0] == "_") or not all(c.isalnum() or c == "_" for c in key):
                 raise ConfigError("--env", key, "not a valid environment variable name")
@@ -231,30 +283,40 @@ class RunConfig:
     capture: Capture = field(default_factory=Capture)
     placement: Placement = field(default_factory=Placement)
     model: str | None = flag(
-        None, "--model", "Model path or hub id. Default: a tiny random-weight Llama built locally on first use.",
-        metavar="PATH|ID")
+        None,
+        "--model",
+        "Model path or hub id. Default: a tiny random-weight Llama built locally on first use.",
+        metavar="PATH|ID",
+    )
     engine_argv: tuple[str, ...] = ()
     """vLLM engine flags given after `--`, parsed by vLLM's own EngineArgs."""
     profile_result_dir: Path = flag(
-        Path("profiles"), "--profile-result-dir", type=str, metavar="DIR|URL",
+        Path("profiles"),
+        "--profile-result-dir",
+        type=str,
+        metavar="DIR|URL",
         help="Where run directories are written: a directory on the machine that runs this command "
-             "(files come through Ray), or a URL (gs://, s3://, file:// on a shared mount; needs fsspec and "
-             "gcsfs / s3fs) that every host writes to directly.")
+        "(files come through Ray), or a URL (gs://, s3://, file:// on a shared mount; needs fsspec and "
+        "gcsfs / s3fs) that every host writes to directly.",
+    )
     profile_result_url: str | None = None
     """--profile-result-dir given as a URL (gs://, s3://, ...): hosts write there directly."""
     shapes: tuple[Workload, ...] = ()
     """--shape / --shapes-file: a sweep, run in turn on one model load; empty: `workload` alone."""
 
     @classmethod
-    def from_flags(cls, flags: dict[str, Any], given: Callable[[str], bool] = lambda name: True) -> "RunConfig":
+    def from_flags(cls, flags: dict[str, Any], given: Callable[[str], bool] = lambda name: True) -> RunConfig:
         """The config of `run` / `plan`, validated (ConfigError names the flag). flags are
         keyed by field name, as cli.py declares them, plus `shapes` (BxIxO texts),
         `shapes_file` and `engine_flags`; given(name) says whether the user set a flag."""
+
         def pick(kind: type) -> Any:
             return kind(**{name: flags[name] for name in flag_fields(kind)})
 
         workload = pick(Workload)
-        texts = list(flags.get("shapes") or ()) + (read_shapes_file(flags["shapes_file"]) if flags.get("shapes_file") else [])
+        texts = list(flags.get("shapes") or ()) + (
+            read_shapes_file(flags["shapes_file"]) if flags.get("shapes_file") else []
+        )
         result = str(flags["profile_result_dir"])
         from ray_tpu_profile.rundir.remote import is_url
 
@@ -276,7 +338,7 @@ class RunConfig:
     def sweep(self) -> bool:
         return len(self.workloads) > 1
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         self.workload.validate()
         self.capture.validate()
         shapes = [w.shape for w in self.workloads]

@@ -33,7 +33,10 @@ def sim_cluster(tmp_path_factory):
     cluster = Cluster(
         initialize_head=True,
         head_node_args=dict(
-            num_cpus=0, include_dashboard=True, dashboard_host=LOOPBACK, dashboard_port=dashboard_port,
+            num_cpus=0,
+            include_dashboard=True,
+            dashboard_host=LOOPBACK,
+            dashboard_port=dashboard_port,
         ),
     )
     tmpdirs = []

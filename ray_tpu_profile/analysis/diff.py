@@ -44,10 +44,10 @@ def open_run(location: str, label: str, scratch: Path) -> Run:
     scratch first. ConfigError (naming RUN_A / RUN_B) when it is not a run."""
     import json
 
+    from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
     from ray_tpu_profile.errors import ConfigError
     from ray_tpu_profile.rundir.layout import MANIFEST
     from ray_tpu_profile.rundir.remote import download_file, filesystem, is_url, join
-    from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
 
     argument = f"RUN_{label}"
     if not is_url(location):
@@ -89,18 +89,39 @@ def latency_row(host_a: dict[str, Any], host_b: dict[str, Any], shape_a: str, sh
     from ray_tpu_profile.analysis.verdict import NEED_N_MAX, RESOLVE_RATIO, compare
 
     sa, sb = latency_samples(host_a, shape_a), latency_samples(host_b, shape_b)
-    row: dict[str, Any] = {"host": host_a["name"], "engine": host_a.get("engine"),
-                           "shape": shape_a if shape_a == shape_b else f"{shape_a} -> {shape_b}",
-                           "a_n": len(sa), "b_n": len(sb)}
+    row: dict[str, Any] = {
+        "host": host_a["name"],
+        "engine": host_a.get("engine"),
+        "shape": shape_a if shape_a == shape_b else f"{shape_a} -> {shape_b}",
+        "a_n": len(sa),
+        "b_n": len(sb),
+    }
     if not sa or not sb:  # a host of an engine across hosts: its owner iterates
-        row.update(a_median_s=None, b_median_s=None, ratio=None, interval=None, verdict="no iterations",
-                   a_spread=None, b_spread=None, smallest_slower_ratio=None, need_n=None, note="")
+        row.update(
+            a_median_s=None,
+            b_median_s=None,
+            ratio=None,
+            interval=None,
+            verdict="no iterations",
+            a_spread=None,
+            b_spread=None,
+            smallest_slower_ratio=None,
+            need_n=None,
+            note="",
+        )
         return row
     c = compare(sa, sb)
-    row.update(a_median_s=statistics.median(sa), b_median_s=statistics.median(sb), ratio=c.ratio,
-               interval=None if c.interval is None else list(c.interval), verdict=c.verdict,
-               a_spread=c.a_spread, b_spread=c.b_spread, smallest_slower_ratio=c.smallest_slower_ratio,
-               need_n=c.need_n)
+    row.update(
+        a_median_s=statistics.median(sa),
+        b_median_s=statistics.median(sb),
+        ratio=c.ratio,
+        interval=None if c.interval is None else list(c.interval),
+        verdict=c.verdict,
+        a_spread=c.a_spread,
+        b_spread=c.b_spread,
+        smallest_slower_ratio=c.smallest_slower_ratio,
+        need_n=c.need_n,
+    )
     change = f"a {100 * (RESOLVE_RATIO - 1):.0f}% change"
     if c.need_n is None:
         advice = f"even {NEED_N_MAX} iterations a side would not decide {change} at this noise"
@@ -127,12 +148,17 @@ def diff_latency(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[dict[str, A
     hosts_b = {host_key(h): h for h in b["hosts"]}
     shapes_a, shapes_b = a["workload"]["shapes"], b["workload"]["shapes"]
     pairs = shape_pairs(shapes_a, shapes_b)
-    rows = [latency_row(hosts_a[key], hosts_b[key], shape_a, shape_b)
-            for key in (k for k in hosts_a if k in hosts_b) for shape_a, shape_b in pairs]
-    only = {"hosts_only_in_a": [k for k in hosts_a if k not in hosts_b],
-            "hosts_only_in_b": [k for k in hosts_b if k not in hosts_a],
-            "shapes_only_in_a": [s for s in shapes_a if s not in {p[0] for p in pairs}],
-            "shapes_only_in_b": [s for s in shapes_b if s not in {p[1] for p in pairs}]}
+    rows = [
+        latency_row(hosts_a[key], hosts_b[key], shape_a, shape_b)
+        for key in (k for k in hosts_a if k in hosts_b)
+        for shape_a, shape_b in pairs
+    ]
+    only = {
+        "hosts_only_in_a": [k for k in hosts_a if k not in hosts_b],
+        "hosts_only_in_b": [k for k in hosts_b if k not in hosts_a],
+        "shapes_only_in_a": [s for s in shapes_a if s not in {p[0] for p in pairs}],
+        "shapes_only_in_b": [s for s in shapes_b if s not in {p[1] for p in pairs}],
+    }
     return rows, only
 
 
@@ -170,16 +196,24 @@ def diff_ops_of_host(a_ms: dict[str, float], b_ms: dict[str, float], top: int = 
     shrunk = sum(-d for d in deltas.values() if d < 0) or 1.0
 
     def entry(name: str, share_of: float) -> dict[str, Any]:
-        return {"name": name, "a_ms": a_ms.get(name), "b_ms": b_ms.get(name), "delta_ms": deltas[name],
-                "share": abs(deltas[name]) / share_of}
+        return {
+            "name": name,
+            "a_ms": a_ms.get(name),
+            "b_ms": b_ms.get(name),
+            "delta_ms": deltas[name],
+            "share": abs(deltas[name]) / share_of,
+        }
 
     return {
         "counts": {k: len(v) for k, v in categories.items()},
-        "a_total_ms": sum(a_ms.values()), "b_total_ms": sum(b_ms.values()),
-        "top_increases": [entry(n, grown) for n in sorted((n for n in deltas if deltas[n] > 0),
-                                                          key=lambda n: -deltas[n])[:top]],
-        "top_decreases": [entry(n, shrunk) for n in sorted((n for n in deltas if deltas[n] < 0),
-                                                           key=lambda n: deltas[n])[:top]],
+        "a_total_ms": sum(a_ms.values()),
+        "b_total_ms": sum(b_ms.values()),
+        "top_increases": [
+            entry(n, grown) for n in sorted((n for n in deltas if deltas[n] > 0), key=lambda n: -deltas[n])[:top]
+        ],
+        "top_decreases": [
+            entry(n, shrunk) for n in sorted((n for n in deltas if deltas[n] < 0), key=lambda n: deltas[n])[:top]
+        ],
         "categories": categories,
     }
 
@@ -193,16 +227,22 @@ def host_ops(run: Run, host: dict[str, Any]) -> tuple[dict[str, float], dict[str
     profile = operation_profile(host_trace_events(run.run_dir, host, unreadable))
     iterations = max(1, profiled_iterations(run.manifest, host))
     steps = profile.steps()
-    return ({name: ms / iterations for name, ms in profile.self_ms.items()},
-            {"per_iteration": steps["count"] / iterations, "mean_ms": steps["mean_ms"]}, unreadable)
+    return (
+        {name: ms / iterations for name, ms in profile.self_ms.items()},
+        {"per_iteration": steps["count"] / iterations, "mean_ms": steps["mean_ms"]},
+        unreadable,
+    )
 
 
 def diff_ops(a: Run, b: Run, top: int = TOP_OPS) -> dict[str, Any]:
     profilers = a.manifest["capture"].get("profiler"), b.manifest["capture"].get("profiler")
     if profilers[0] != profilers[1]:
-        return {"compared": False, "reason": f"run A was captured with {profilers[0]} and run B with {profilers[1]}: "
-                                             "their trace events are different things, so only latency is compared",
-                "hosts": {}}
+        return {
+            "compared": False,
+            "reason": f"run A was captured with {profilers[0]} and run B with {profilers[1]}: "
+            "their trace events are different things, so only latency is compared",
+            "hosts": {},
+        }
     hosts_b = {host_key(h): h for h in b.manifest["hosts"]}
     per_host = {}
     for host_a in a.manifest["hosts"]:
@@ -212,27 +252,39 @@ def diff_ops(a: Run, b: Run, top: int = TOP_OPS) -> dict[str, Any]:
         a_ms, a_steps, a_bad = host_ops(a, host_a)
         b_ms, b_steps, b_bad = host_ops(b, host_b)
         if not a_ms or not b_ms:
-            per_host[host_a["name"]] = {"compared": False,
-                                        "reason": f"no operations in run {'A' if not a_ms else 'B'}'s traces of this host"
-                                        + (f" (unreadable: {'; '.join(a_bad + b_bad)})" if a_bad or b_bad else "")}
+            per_host[host_a["name"]] = {
+                "compared": False,
+                "reason": f"no operations in run {'A' if not a_ms else 'B'}'s traces of this host"
+                + (f" (unreadable: {'; '.join(a_bad + b_bad)})" if a_bad or b_bad else ""),
+            }
             continue
-        per_host[host_a["name"]] = {"compared": True, **diff_ops_of_host(a_ms, b_ms, top),
-                                    "steps": {"a": a_steps, "b": b_steps}, "unreadable": a_bad + b_bad}
-    return {"compared": True, "profiler": profilers[0], "unit": "ms of self time per profiled iteration",
-            "hosts": per_host}
+        per_host[host_a["name"]] = {
+            "compared": True,
+            **diff_ops_of_host(a_ms, b_ms, top),
+            "steps": {"a": a_steps, "b": b_steps},
+            "unreadable": a_bad + b_bad,
+        }
+    return {
+        "compared": True,
+        "profiler": profilers[0],
+        "unit": "ms of self time per profiled iteration",
+        "hosts": per_host,
+    }
 
 
 def diff_hosts(a: dict[str, Any], b: dict[str, Any], latency: list[dict[str, Any]]) -> dict[str, Any]:
     """The slowest host and skew of each run, and whether some hosts regressed while others did not."""
-    from ray_tpu_profile.rundir.layout import skew_text_by_shape
     from ray_tpu_profile.analysis.report import slowest_host
+    from ray_tpu_profile.rundir.layout import skew_text_by_shape
 
     def side(manifest: dict[str, Any]) -> dict[str, Any]:
         slowest = slowest_host(manifest)
-        return {"slowest_host": slowest[0] if slowest else None,
-                "slowest_profiled_mean_s": slowest[1] if slowest else None,
-                "capture_start_skew_ms": manifest["capture"].get("start_skew_ms"),
-                "capture_start_skew": skew_text_by_shape(manifest)}
+        return {
+            "slowest_host": slowest[0] if slowest else None,
+            "slowest_profiled_mean_s": slowest[1] if slowest else None,
+            "capture_start_skew_ms": manifest["capture"].get("start_skew_ms"),
+            "capture_start_skew": skew_text_by_shape(manifest),
+        }
 
     compared = {r["host"] for r in latency if r["ratio"] is not None}
     slower = sorted({r["host"] for r in latency if r["verdict"] == "slower"})
@@ -243,10 +295,18 @@ def diff_hosts(a: dict[str, Any], b: dict[str, Any], latency: list[dict[str, Any
         summary = f"every host compared is slower ({len(slower)})"
     else:
         worst = {h: max(r["ratio"] for r in latency if r["host"] == h and r["verdict"] == "slower") for h in slower}
-        summary = (", ".join(f"{h} ({worst[h]:.2f}x)" for h in slower)
-                   + f" regressed while {len(others)} other host(s) did not: {', '.join(others)}")
-    return {"a": side(a), "b": side(b), "slower_hosts": slower, "not_slower_hosts": others,
-            "only_some_regressed": bool(slower and others), "summary": summary}
+        summary = (
+            ", ".join(f"{h} ({worst[h]:.2f}x)" for h in slower)
+            + f" regressed while {len(others)} other host(s) did not: {', '.join(others)}"
+        )
+    return {
+        "a": side(a),
+        "b": side(b),
+        "slower_hosts": slower,
+        "not_slower_hosts": others,
+        "only_some_regressed": bool(slower and others),
+        "summary": summary,
+    }
 
 
 def diff_runs(a: Run, b: Run, top: int = TOP_OPS) -> dict[str, Any]:
@@ -254,13 +314,25 @@ def diff_runs(a: Run, b: Run, top: int = TOP_OPS) -> dict[str, Any]:
 
     latency, only = diff_latency(a.manifest, b.manifest)
     return {
-        "a": {"location": a.location, "run_id": a.manifest["run_id"], "status": a.manifest["status"],
-              "profiler": a.manifest["capture"].get("profiler"), "shapes": a.manifest["workload"]["shapes"]},
-        "b": {"location": b.location, "run_id": b.manifest["run_id"], "status": b.manifest["status"],
-              "profiler": b.manifest["capture"].get("profiler"), "shapes": b.manifest["workload"]["shapes"]},
+        "a": {
+            "location": a.location,
+            "run_id": a.manifest["run_id"],
+            "status": a.manifest["status"],
+            "profiler": a.manifest["capture"].get("profiler"),
+            "shapes": a.manifest["workload"]["shapes"],
+        },
+        "b": {
+            "location": b.location,
+            "run_id": b.manifest["run_id"],
+            "status": b.manifest["status"],
+            "profiler": b.manifest["capture"].get("profiler"),
+            "shapes": b.manifest["workload"]["shapes"],
+        },
         "rule": verdict.RULE,
-        "ops_rule": (f"operations: one total per run (self time per profiled iteration), so no test applies: "
-                     f"unchanged within {100 * UNCHANGED_FRACTION:.0f}% of A, else increased or decreased"),
+        "ops_rule": (
+            f"operations: one total per run (self time per profiled iteration), so no test applies: "
+            f"unchanged within {100 * UNCHANGED_FRACTION:.0f}% of A, else increased or decreased"
+        ),
         "latency": latency,
         **only,
         "ops": diff_ops(a, b, top),
@@ -274,7 +346,14 @@ def gate_failures(diff: dict[str, Any], percent: float, allow_few_samples: bool)
     threshold). The second list is empty with allow_few_samples."""
     limit = 1 + percent / 100
     over = [r for r in diff["latency"] if r["verdict"] == "slower" and r["ratio"] > limit]
-    blind = [] if allow_few_samples else [
-        r for r in diff["latency"] if r["verdict"] == "too few samples"
-        or (r["verdict"] == "within noise" and r["smallest_slower_ratio"] > limit)]
+    blind = (
+        []
+        if allow_few_samples
+        else [
+            r
+            for r in diff["latency"]
+            if r["verdict"] == "too few samples"
+            or (r["verdict"] == "within noise" and r["smallest_slower_ratio"] > limit)
+        ]
+    )
     return over, blind

@@ -13,41 +13,62 @@ from rich.table import Table
 
 from ray_tpu_profile.core.files import written_whole
 
-VERDICT_STYLE = {"slower": "red", "faster": "green", "within noise": "dim", "too few samples": "yellow",
-                 "no iterations": "dim"}
+VERDICT_STYLE = {
+    "slower": "red",
+    "faster": "green",
+    "within noise": "dim",
+    "too few samples": "yellow",
+    "no iterations": "dim",
+}
 
 
 def print_diff(diff: dict[str, Any], console: Console) -> None:
     a, b = diff["a"], diff["b"]
     console.print(f"A: {a['location']} ({a['profiler']}, {a['status']})")
     console.print(f"B: {b['location']} ({b['profiler']}, {b['status']})")
-    table = Table(title="latency per host and shape (median of iterations after the first warmup one + profiled)",
-                  title_justify="left")
+    table = Table(
+        title="latency per host and shape (median of iterations after the first warmup one + profiled)",
+        title_justify="left",
+    )
     for column in ("host", "shape", "A median", "B median", "n A/B", "spread A/B", "B/A", "95% interval", "verdict"):
         table.add_column(column, justify="left" if column in ("host", "shape", "verdict") else "right", no_wrap=True)
     for r in diff["latency"]:
         seconds = lambda v: "-" if v is None else f"{v:.4f} s"  # noqa: E731
-        table.add_row(r["host"] + (f" ({r['engine']})" if r.get("engine") and r["verdict"] == "no iterations" else ""),
-                      r["shape"], seconds(r["a_median_s"]), seconds(r["b_median_s"]), f"{r['a_n']}/{r['b_n']}",
-                      "-" if r["a_spread"] is None else f"{100 * r['a_spread']:.1f}%/{100 * r['b_spread']:.1f}%",
-                      "-" if r["ratio"] is None else f"{r['ratio']:.3f}",
-                      "-" if r["interval"] is None else f"{r['interval'][0]:.3f}-{r['interval'][1]:.3f}",
-                      f"[{VERDICT_STYLE[r['verdict']]}]{r['verdict']}[/]")
+        table.add_row(
+            r["host"] + (f" ({r['engine']})" if r.get("engine") and r["verdict"] == "no iterations" else ""),
+            r["shape"],
+            seconds(r["a_median_s"]),
+            seconds(r["b_median_s"]),
+            f"{r['a_n']}/{r['b_n']}",
+            "-" if r["a_spread"] is None else f"{100 * r['a_spread']:.1f}%/{100 * r['b_spread']:.1f}%",
+            "-" if r["ratio"] is None else f"{r['ratio']:.3f}",
+            "-" if r["interval"] is None else f"{r['interval'][0]:.3f}-{r['interval'][1]:.3f}",
+            f"[{VERDICT_STYLE[r['verdict']]}]{r['verdict']}[/]",
+        )
     console.print(table)
     for r in diff["latency"]:
         if r["note"]:
             console.print(f"  {r['host']} {r['shape']}: {r['verdict']}: {r['note']}")
     console.print(f"rule: {diff['rule']}")
-    for key, what in (("hosts_only_in_a", "hosts only in A"), ("hosts_only_in_b", "hosts only in B"),
-                      ("shapes_only_in_a", "shapes only in A"), ("shapes_only_in_b", "shapes only in B")):
+    for key, what in (
+        ("hosts_only_in_a", "hosts only in A"),
+        ("hosts_only_in_b", "hosts only in B"),
+        ("shapes_only_in_a", "shapes only in A"),
+        ("shapes_only_in_b", "shapes only in B"),
+    ):
         if diff[key]:
             console.print(f"{what} (not compared): {', '.join(diff[key])}")
     hosts = diff["hosts"]
     console.print(f"hosts: {hosts['summary']}")
     for side in ("a", "b"):
         s = hosts[side]
-        skew = "; ".join(f"{shape} {text}" if len(s["capture_start_skew"]) > 1 else text
-                         for shape, text in s["capture_start_skew"].items()) or "-"
+        skew = (
+            "; ".join(
+                f"{shape} {text}" if len(s["capture_start_skew"]) > 1 else text
+                for shape, text in s["capture_start_skew"].items()
+            )
+            or "-"
+        )
         console.print(f"  {side.upper()}: slowest host {s['slowest_host'] or '-'}; capture start skew {skew}")
     ops = diff["ops"]
     if not ops["compared"]:
@@ -62,13 +83,17 @@ def print_diff(diff: dict[str, Any], console: Console) -> None:
         console.print(f"  {name}: {host['a_total_ms']:.2f} -> {host['b_total_ms']:.2f} ms; {counts}")
         steps = host["steps"]
         if steps["a"]["mean_ms"] and steps["b"]["mean_ms"]:
-            console.print(f"    engine steps per iteration {steps['a']['per_iteration']:.1f} -> "
-                          f"{steps['b']['per_iteration']:.1f}, {steps['a']['mean_ms']:.2f} -> "
-                          f"{steps['b']['mean_ms']:.2f} ms per step")
+            console.print(
+                f"    engine steps per iteration {steps['a']['per_iteration']:.1f} -> "
+                f"{steps['b']['per_iteration']:.1f}, {steps['a']['mean_ms']:.2f} -> "
+                f"{steps['b']['mean_ms']:.2f} ms per step"
+            )
         for label, entries in (("increases", host["top_increases"][:5]), ("decreases", host["top_decreases"][:5])):
             if entries:
-                console.print(f"    top {label}: " + ", ".join(
-                    f"{e['name'][:48]} {e['delta_ms']:+.3f} ms ({100 * e['share']:.0f}%)" for e in entries))
+                console.print(
+                    f"    top {label}: "
+                    + ", ".join(f"{e['name'][:48]} {e['delta_ms']:+.3f} ms ({100 * e['share']:.0f}%)" for e in entries)
+                )
 
 
 def diff_text(diff: dict[str, Any]) -> str:
@@ -99,8 +124,11 @@ def draw_diff(diff: dict[str, Any], path: Path) -> None:
 
     rows = [r for r in diff["latency"] if r["ratio"] is not None]
     ops_hosts = {n: h for n, h in diff["ops"]["hosts"].items() if h.get("compared")} if diff["ops"]["compared"] else {}
-    deltas = [(f"{n}: {e['name'][:40]}", e["delta_ms"]) for n, h in ops_hosts.items()
-              for e in (h["top_increases"][:5] + h["top_decreases"][:5])]
+    deltas = [
+        (f"{n}: {e['name'][:40]}", e["delta_ms"])
+        for n, h in ops_hosts.items()
+        for e in (h["top_increases"][:5] + h["top_decreases"][:5])
+    ]
     fig, axes = plt.subplots(2, 1, figsize=(11, 4 + 0.25 * max(len(rows), len(deltas), 4)))
     ax = axes[0]
     labels = [f"{r['host']} {r['shape']}" for r in rows]
@@ -108,8 +136,14 @@ def draw_diff(diff: dict[str, Any], path: Path) -> None:
     ax.barh([i - 0.2 for i in y], [r["a_median_s"] * 1000 for r in rows], height=0.4, label="A", color="#4e79a7")
     ax.barh([i + 0.2 for i in y], [r["b_median_s"] * 1000 for r in rows], height=0.4, label="B", color="#f28e2b")
     for i, r in enumerate(rows):
-        ax.annotate(f"{r['ratio']:.2f}x {r['verdict']}", (max(r["a_median_s"], r["b_median_s"]) * 1000, i),
-                    xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+        ax.annotate(
+            f"{r['ratio']:.2f}x {r['verdict']}",
+            (max(r["a_median_s"], r["b_median_s"]) * 1000, i),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+        )
     ax.set_yticks(list(y), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("median iteration latency (ms)")
@@ -118,15 +152,22 @@ def draw_diff(diff: dict[str, Any], path: Path) -> None:
     ax.set_title("latency per host, A vs B", fontsize=9)
     ax = axes[1]
     if deltas:
-        ax.barh(range(len(deltas)), [d for _, d in deltas], color=["#e15759" if d > 0 else "#59a14f" for _, d in deltas])
+        ax.barh(
+            range(len(deltas)), [d for _, d in deltas], color=["#e15759" if d > 0 else "#59a14f" for _, d in deltas]
+        )
         ax.set_yticks(range(len(deltas)), [n for n, _ in deltas], fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel("self time per profiled iteration, B - A (ms)")
         ax.set_title("top operation changes per host", fontsize=9)
     else:
         ax.axis("off")
-        ax.text(0, 0.5, "operations not compared: " + (diff["ops"].get("reason") or "no host had operations in both"),
-                fontsize=9, wrap=True)
+        ax.text(
+            0,
+            0.5,
+            "operations not compared: " + (diff["ops"].get("reason") or "no host had operations in both"),
+            fontsize=9,
+            wrap=True,
+        )
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)

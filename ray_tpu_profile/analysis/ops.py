@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
-from ray_tpu_profile.analysis.summary_stats import self_times
 from ray_tpu_profile.analysis.steps import STEP
+from ray_tpu_profile.analysis.summary_stats import self_times
 
-PROFILER_SPAN = re.compile(r"^(PyTorch Profiler \(\d+\)|ProfilerStep#\d+"
-                           r"|\$tracing_helper\.py:\d+ (_resume_span|_is_tracing_enabled))$")
+PROFILER_SPAN = re.compile(
+    r"^(PyTorch Profiler \(\d+\)|ProfilerStep#\d+"
+    r"|\$tracing_helper\.py:\d+ (_resume_span|_is_tracing_enabled))$"
+)
 TOOL_CONTROL_FILE = "actor.py"
 """The file of the host actor's capture-control methods, as the python tracer names it."""
 TOOL_CONTROL_FUNCTIONS = ("finish_capture", "start_capture")
@@ -52,8 +54,11 @@ class OpProfile:
     left_out_ms: dict[str, float] = field(default_factory=dict)
 
     def steps(self) -> dict[str, float | int | None]:
-        return {"count": self.step_count, "total_ms": self.step_ms,
-                "mean_ms": self.step_ms / self.step_count if self.step_count else None}
+        return {
+            "count": self.step_count,
+            "total_ms": self.step_ms,
+            "mean_ms": self.step_ms / self.step_count if self.step_count else None,
+        }
 
 
 def operation_profile(events: Iterable[tuple[str, str, int, int]]) -> OpProfile:

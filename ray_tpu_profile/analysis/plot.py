@@ -17,14 +17,17 @@ SHAPE_COLOURS = ("#4e79a7", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1
 
 def plot_data(manifest: dict[str, Any]) -> dict[str, Any]:
     """What the figure shows, in plain numbers (tested without drawing)."""
-    from ray_tpu_profile.rundir.layout import host_captures, host_iterations, host_label
     from ray_tpu_profile.analysis.timeline import clock_shift_ns
+    from ray_tpu_profile.rundir.layout import host_captures, host_iterations, host_label
 
     hosts = [host_label(h) for h in manifest["hosts"]]
     # On the driver's clock, as the timeline: each host's times minus its clock offset.
     shift_s = [clock_shift_ns(h) / 1e9 for h in manifest["hosts"]]
-    iterations = [(row, host_label(h), shape, kind, i, start_s - shift_s[row], latency_s)
-                  for row, h in enumerate(manifest["hosts"]) for shape, kind, i, start_s, latency_s in host_iterations(h)]
+    iterations = [
+        (row, host_label(h), shape, kind, i, start_s - shift_s[row], latency_s)
+        for row, h in enumerate(manifest["hosts"])
+        for shape, kind, i, start_s, latency_s in host_iterations(h)
+    ]
     shapes = list(dict.fromkeys(shape for _, _, shape, *_ in iterations))
     origin_s = min((start_s for *_, start_s, _ in iterations), default=0.0)
     latencies_ms: dict[tuple[str, str, str], list[float]] = {}
@@ -32,12 +35,25 @@ def plot_data(manifest: dict[str, Any]) -> dict[str, Any]:
     for row, name, shape, kind, _, start_s, latency_s in iterations:
         latencies_ms.setdefault((name, shape, kind), []).append(1000 * latency_s)
         bars.append({"row": row, "kind": kind, "shape": shape, "start_s": start_s - origin_s, "duration_s": latency_s})
-    windows = [{"row": row, "shape": shape, "start_s": capture["start_ns"] / 1e9 - shift_s[row] - origin_s,
-                "duration_s": (capture["stop_ns"] - capture["start_ns"]) / 1e9,
-                "start_offset_ms": capture.get("start_offset_ms")}
-               for row, h in enumerate(manifest["hosts"]) for shape, capture in host_captures(h)]
-    return {"hosts": hosts, "shapes": shapes, "origin_s": origin_s, "latencies_ms": latencies_ms,
-            "bars": bars, "windows": windows}
+    windows = [
+        {
+            "row": row,
+            "shape": shape,
+            "start_s": capture["start_ns"] / 1e9 - shift_s[row] - origin_s,
+            "duration_s": (capture["stop_ns"] - capture["start_ns"]) / 1e9,
+            "start_offset_ms": capture.get("start_offset_ms"),
+        }
+        for row, h in enumerate(manifest["hosts"])
+        for shape, capture in host_captures(h)
+    ]
+    return {
+        "hosts": hosts,
+        "shapes": shapes,
+        "origin_s": origin_s,
+        "latencies_ms": latencies_ms,
+        "bars": bars,
+        "windows": windows,
+    }
 
 
 def write_plot(run_dir: Path, manifest: dict[str, Any]) -> Path:
@@ -51,8 +67,12 @@ def write_plot(run_dir: Path, manifest: dict[str, Any]) -> Path:
     offsets = [w for w in data["windows"] if w["start_offset_ms"] is not None]
     panels = 3 if offsets else 2
     row_panel_height_in = max(2.0, 0.45 * len(data["hosts"]) + 1.2)
-    fig, axes = plt.subplots(panels, 1, figsize=(11, 3.2 + row_panel_height_in * (panels - 1)),
-                             gridspec_kw={"height_ratios": [3.2] + [row_panel_height_in] * (panels - 1)})
+    fig, axes = plt.subplots(
+        panels,
+        1,
+        figsize=(11, 3.2 + row_panel_height_in * (panels - 1)),
+        gridspec_kw={"height_ratios": [3.2] + [row_panel_height_in] * (panels - 1)},
+    )
     title = f"run {manifest['run_id']} ({manifest['status']}), profiler {manifest['capture'].get('profiler')}"
     fig.suptitle(title, fontsize=11)
     _latency_panel(axes[0], data, colour)
@@ -86,40 +106,66 @@ def _latency_panel(ax, data: dict[str, Any], colour: dict[str, str]) -> None:
                 series.append(profiled)
                 ax.scatter([x] * len(profiled), profiled, s=14, color=colour[shape], zorder=3)
             if warmup:
-                ax.scatter([x - width * 0.3] * len(warmup), warmup, s=10, facecolors="none",
-                           edgecolors=WARMUP_COLOUR, zorder=2)
+                ax.scatter(
+                    [x - width * 0.3] * len(warmup), warmup, s=10, facecolors="none", edgecolors=WARMUP_COLOUR, zorder=2
+                )
         if series:
-            ax.boxplot(series, positions=positions, widths=width * 0.6, showfliers=False,
-                       medianprops={"color": colour[shape]}, manage_ticks=False)
+            ax.boxplot(
+                series,
+                positions=positions,
+                widths=width * 0.6,
+                showfliers=False,
+                medianprops={"color": colour[shape]},
+                manage_ticks=False,
+            )
     ax.set_xticks(range(len(hosts)), hosts, rotation=20 if len(hosts) > 6 else 0, fontsize=8)
     ax.set_ylabel("iteration latency (ms)")
     ax.set_title("iteration latency per host (boxes and filled dots: profiled; hollow: warmup)", fontsize=9)
-    ax.legend(handles=[Patch(color=colour[s], label=s or "profiled") for s in shapes]
-              + [Patch(color=WARMUP_COLOUR, label="warmup")], fontsize=8, loc="best")
+    ax.legend(
+        handles=[Patch(color=colour[s], label=s or "profiled") for s in shapes]
+        + [Patch(color=WARMUP_COLOUR, label="warmup")],
+        fontsize=8,
+        loc="best",
+    )
     ax.grid(axis="y", alpha=0.3)
 
 
 def _timeline_panel(ax, data: dict[str, Any], colour: dict[str, str]) -> None:
     """A shared wall-clock axis: each host's iterations and its capture window."""
     for bar in data["bars"]:
-        ax.broken_barh([(bar["start_s"], bar["duration_s"])], (bar["row"] - 0.3, 0.6),
-                       facecolors=colour[bar["shape"]] if bar["kind"] == "profiled" else WARMUP_COLOUR,
-                       edgecolors="white", linewidth=0.5)
+        ax.broken_barh(
+            [(bar["start_s"], bar["duration_s"])],
+            (bar["row"] - 0.3, 0.6),
+            facecolors=colour[bar["shape"]] if bar["kind"] == "profiled" else WARMUP_COLOUR,
+            edgecolors="white",
+            linewidth=0.5,
+        )
     for w in data["windows"]:
-        ax.broken_barh([(w["start_s"], w["duration_s"])], (w["row"] - 0.45, 0.9),
-                       facecolors="none", edgecolors=CAPTURE_COLOUR, linewidth=1.5)
+        ax.broken_barh(
+            [(w["start_s"], w["duration_s"])],
+            (w["row"] - 0.45, 0.9),
+            facecolors="none",
+            edgecolors=CAPTURE_COLOUR,
+            linewidth=1.5,
+        )
     ax.set_yticks(range(len(data["hosts"])), data["hosts"], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"seconds since the first iteration (the driver's wall clock; origin {data['origin_s']:.3f} s epoch)")
-    ax.set_title("iterations on every host (grey: warmup, colour: profiled)"
-                 + (", capture window from each host's trace (orange outline)" if data["windows"] else
-                    "; no trace start/stop recorded for this profiler (torch: its steps are the profiled iterations)"),
-                 fontsize=9)
+    ax.set_title(
+        "iterations on every host (grey: warmup, colour: profiled)"
+        + (
+            ", capture window from each host's trace (orange outline)"
+            if data["windows"]
+            else "; no trace start/stop recorded for this profiler (torch: its steps are the profiled iterations)"
+        ),
+        fontsize=9,
+    )
     ax.grid(axis="x", alpha=0.3)
 
 
-def _offsets_panel(ax, data: dict[str, Any], offsets: list[dict[str, Any]], colour: dict[str, str],
-                   manifest: dict[str, Any]) -> None:
+def _offsets_panel(
+    ax, data: dict[str, Any], offsets: list[dict[str, Any]], colour: dict[str, str], manifest: dict[str, Any]
+) -> None:
     """Capture start offsets from the planned instant: the skew, at a readable scale; one
     bar per shape of a sweep, side by side in each host's row."""
     from ray_tpu_profile.rundir.layout import skew_text_by_shape
@@ -129,16 +175,29 @@ def _offsets_panel(ax, data: dict[str, Any], offsets: list[dict[str, Any]], colo
     bar_h = 0.7 / len(offset_shapes)
     for w in offsets:
         y = w["row"] + (offset_shapes.index(w["shape"]) - (len(offset_shapes) - 1) / 2) * bar_h
-        ax.barh(y, w["start_offset_ms"], height=bar_h * 0.9,
-                color=colour[w["shape"]] if len(offset_shapes) > 1 else CAPTURE_COLOUR)
-        ax.annotate(f"{w['start_offset_ms']:.3f} ms", (w["start_offset_ms"], y), xytext=(4, 0),
-                    textcoords="offset points", va="center", fontsize=7 if len(offset_shapes) > 1 else 8)
+        ax.barh(
+            y,
+            w["start_offset_ms"],
+            height=bar_h * 0.9,
+            color=colour[w["shape"]] if len(offset_shapes) > 1 else CAPTURE_COLOUR,
+        )
+        ax.annotate(
+            f"{w['start_offset_ms']:.3f} ms",
+            (w["start_offset_ms"], y),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7 if len(offset_shapes) > 1 else 8,
+        )
     ax.set_yticks(range(len(hosts)), hosts, fontsize=8)
     ax.set_ylim(len(hosts) - 0.5, -0.5)
     skews = {s: text for s, text in skew_text_by_shape(manifest).items() if s in offset_shapes}
     skew_text = ", ".join(f"{s + ' ' if len(skews) > 1 else ''}{text}" for s, text in skews.items())
-    ax.set_title("capture start after the planned instant (each host's trace, on the driver's clock)"
-                 + (f"; skew {skew_text}" if skew_text else ""), fontsize=9)
+    ax.set_title(
+        "capture start after the planned instant (each host's trace, on the driver's clock)"
+        + (f"; skew {skew_text}" if skew_text else ""),
+        fontsize=9,
+    )
     ax.set_xlabel("ms")
     ax.margins(x=0.25)
     ax.grid(axis="x", alpha=0.3)

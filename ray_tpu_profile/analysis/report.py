@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -54,14 +55,17 @@ def print_summary(manifest: dict[str, Any], run_dir: Path, console: Console | No
 
     skews = skew_text_by_shape(manifest)
     for shape, text in skews.items():
-        console.print(f"capture start skew across hosts{' of ' + shape if len(skews) > 1 else ''}: {text} "
-                      "(from the xplanes)")
+        console.print(
+            f"capture start skew across hosts{' of ' + shape if len(skews) > 1 else ''}: {text} (from the xplanes)"
+        )
     for name, warning in clock_warnings(manifest).items():
         console.print(f"warning: {name}: {warning}")
     slowest = slowest_host(manifest)
     if slowest and len(manifest["hosts"]) > 1:
         name, mean, median = slowest
-        console.print(f"slowest host: {name}, profiled mean {mean:.3f} s, {100 * (mean / median - 1):+.1f}% vs the median host")
+        console.print(
+            f"slowest host: {name}, profiled mean {mean:.3f} s, {100 * (mean / median - 1):+.1f}% vs the median host"
+        )
     for host in manifest["hosts"]:
         if host["error"]:
             console.print(f"{host['name']}: {host['error']}")
@@ -81,36 +85,52 @@ def print_plan(planned: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console(highlight=False, soft_wrap=True, width=None if _is_tty() else 160)
     for s in planned["slices"]:
         console.print(f"slice {s['name']}: {s['pod_type']}, hosts {', '.join(s['hosts'])}")
-    table = Table(title=f"{len(planned['actors'])} actor(s), one per host; reserved with {planned['placement']['reservation']}",
-                  title_justify="left")
+    table = Table(
+        title=f"{len(planned['actors'])} actor(s), one per host; reserved with {planned['placement']['reservation']}",
+        title_justify="left",
+    )
     for column in ("host", "node", "chips", "slice", "worker"):
         table.add_column(column, no_wrap=True)
     for h in planned["hosts"]:
-        table.add_row(h["name"], h["node_id"][:12], str(h["chips"]), h["slice_name"] or "-",
-                      "-" if h["worker_id"] is None else str(h["worker_id"]))
+        table.add_row(
+            h["name"],
+            h["node_id"][:12],
+            str(h["chips"]),
+            h["slice_name"] or "-",
+            "-" if h["worker_id"] is None else str(h["worker_id"]),
+        )
     console.print(table)
     for engine in planned.get("engines", []):
         if len(engine["hosts"]) > 1:
             ranks = ", ".join(f"{h} (ranks {', '.join(map(str, r))})" for h, r in engine["ranks"].items())
-            console.print(f"{engine['name']}: TP {engine['tensor_parallel_size']} x PP {engine['pipeline_parallel_size']} "
-                          f"across {ranks}; owner {engine['owner']}")
+            console.print(
+                f"{engine['name']}: TP {engine['tensor_parallel_size']} x PP {engine['pipeline_parallel_size']} "
+                f"across {ranks}; owner {engine['owner']}"
+            )
     if len(planned.get("engines", [])) > 1:
         console.print(f"{len(planned['engines'])} engines (data-parallel replicas), profiled together")
     w, c, e = planned["workload"], planned["capture"], planned["engine"]
-    console.print(f"workload: {', '.join(w['shapes'])} (batch x input x output), {w['num_iters_warmup']} warmup + "
-                  f"{w['num_iters']} profiled iteration(s) per shape, one model load per host")
-    console.print(f"capture: {c['profiler']} ({c['chosen_by']}), delay {c['delay_ms']} ms, duration {c['duration_ms']} ms")
-    console.print(f"engine: tensor parallel {e['tensor_parallel_size']}, pipeline parallel "
-                  f"{e.get('pipeline_parallel_size', 1)}; flags {' '.join(e['argv'])}")
+    console.print(
+        f"workload: {', '.join(w['shapes'])} (batch x input x output), {w['num_iters_warmup']} warmup + "
+        f"{w['num_iters']} profiled iteration(s) per shape, one model load per host"
+    )
+    console.print(
+        f"capture: {c['profiler']} ({c['chosen_by']}), delay {c['delay_ms']} ms, duration {c['duration_ms']} ms"
+    )
+    console.print(
+        f"engine: tensor parallel {e['tensor_parallel_size']}, pipeline parallel "
+        f"{e.get('pipeline_parallel_size', 1)}; flags {' '.join(e['argv'])}"
+    )
     console.print(f"env in every model process: {', '.join(f'{k}={v}' for k, v in e['env'].items())}")
 
 
-def host_report(host: dict[str, Any], events: Iterable[tuple[str, str, int, int]], unreadable: list[str],
-                top: int = 10) -> dict[str, Any]:
+def host_report(
+    host: dict[str, Any], events: Iterable[tuple[str, str, int, int]], unreadable: list[str], top: int = 10
+) -> dict[str, Any]:
     """One host's part of report.json, from its trace events (unreadable: the trace files
     that could not be read, filled while events are read)."""
-    from ray_tpu_profile.analysis.summary_stats import latency_stats, top_operations
     from ray_tpu_profile.analysis.ops import operation_profile
+    from ray_tpu_profile.analysis.summary_stats import latency_stats, top_operations
     from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
     from ray_tpu_profile.analysis.verdict import kept_iterations, spread
 
@@ -138,8 +158,11 @@ def host_report(host: dict[str, Any], events: Iterable[tuple[str, str, int, int]
         "steps": ops.steps(),
         "left_out_of_operations_ms": dict(sorted(ops.left_out_ms.items(), key=lambda kv: -kv[1])[:top]),
         "shapes": {
-            shape: {"warmup_s": latency_stats(done["latency_s"]["warmup"]),
-                    "profiled_s": latency_stats(done["latency_s"]["profiled"]), **noise(done["latency_s"])}
+            shape: {
+                "warmup_s": latency_stats(done["latency_s"]["warmup"]),
+                "profiled_s": latency_stats(done["latency_s"]["profiled"]),
+                **noise(done["latency_s"]),
+            }
             for shape, done in host.get("shapes", {}).items()
         },
     }
@@ -150,8 +173,8 @@ def build_report(run_dir: Path, top: int = 10, hosts: dict[str, dict[str, Any]] 
     trace, trace bytes; capture skew; the slowest host against the median; failures.
     hosts: each host's host_report, where the caller has read the traces already (made
     with its own top)."""
-    from ray_tpu_profile.rundir import layout
     from ray_tpu_profile.analysis.traces import host_trace_events
+    from ray_tpu_profile.rundir import layout
 
     manifest = layout.read_manifest(run_dir)
     entries = []
@@ -172,15 +195,25 @@ def build_report(run_dir: Path, top: int = 10, hosts: dict[str, dict[str, Any]] 
         "capture_start_skew_raw_ms": manifest["capture"].get("start_skew_raw_ms"),
         "capture_start_skew_ms_by_shape": layout.skew_by_shape(manifest),
         "capture_start_skew_by_shape": layout.skew_text_by_shape(manifest),
-        "clocks": {h["name"]: {k: h["clock"][k] for k in ("offset_ms", "uncertainty_ms", "warning")}
-                   for h in manifest["hosts"] if h.get("clock")},
-        "slowest_host": None if slowest is None else {
-            "name": slowest[0], "profiled_mean_s": slowest[1], "median_host_profiled_mean_s": slowest[2],
+        "clocks": {
+            h["name"]: {k: h["clock"][k] for k in ("offset_ms", "uncertainty_ms", "warning")}
+            for h in manifest["hosts"]
+            if h.get("clock")
+        },
+        "slowest_host": None
+        if slowest is None
+        else {
+            "name": slowest[0],
+            "profiled_mean_s": slowest[1],
+            "median_host_profiled_mean_s": slowest[2],
             "slower_than_median": slowest[1] / slowest[2] - 1 if slowest[2] else None,
         },
         "load": manifest.get("load"),
-        "failed_hosts": [{"name": h["name"], "stage": h["stage"], "error": h["error"]}
-                         for h in manifest["hosts"] if h["status"] != "ok"],
+        "failed_hosts": [
+            {"name": h["name"], "stage": h["stage"], "error": h["error"]}
+            for h in manifest["hosts"]
+            if h["status"] != "ok"
+        ],
         "hosts": entries,
     }
 
@@ -194,11 +227,26 @@ def _spread_text(entry: dict[str, Any]) -> str:
 
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console(highlight=False, soft_wrap=True, width=None if _is_tty() else 160)
-    table = Table(title=f"run {report['run_id']} ({report['status']}), shape {report['shape']}, {report['profiler']}",
-                  title_justify="left")
-    for column in ("host", "status", "profiled mean", "p50", "p90", "max", "std", "warmup mean", "spread", "trace bytes",
-                   "top op (self)"):
-        table.add_column(column, justify="left" if column in ("host", "status", "top op (self)") else "right", no_wrap=True)
+    table = Table(
+        title=f"run {report['run_id']} ({report['status']}), shape {report['shape']}, {report['profiler']}",
+        title_justify="left",
+    )
+    for column in (
+        "host",
+        "status",
+        "profiled mean",
+        "p50",
+        "p90",
+        "max",
+        "std",
+        "warmup mean",
+        "spread",
+        "trace bytes",
+        "top op (self)",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("host", "status", "top op (self)") else "right", no_wrap=True
+        )
 
     def fmt(stats, key):
         return "-" if not stats else f"{stats[key]:.4f}"
@@ -206,9 +254,19 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     for h in report["hosts"]:
         p, w = h["profiled_s"], h["warmup_s"]
         top = h["top_operations"][0] if h["top_operations"] else None
-        table.add_row(h["name"], h["status"], fmt(p, "mean"), fmt(p, "p50"), fmt(p, "p90"), fmt(p, "max"), fmt(p, "std"),
-                      fmt(w, "mean"), _spread_text(h), f"{h['trace_bytes']:,}",
-                      f"{top['name'][:48]} {100 * top['share']:.0f}%" if top else "-")
+        table.add_row(
+            h["name"],
+            h["status"],
+            fmt(p, "mean"),
+            fmt(p, "p50"),
+            fmt(p, "p90"),
+            fmt(p, "max"),
+            fmt(p, "std"),
+            fmt(w, "mean"),
+            _spread_text(h),
+            f"{h['trace_bytes']:,}",
+            f"{top['name'][:48]} {100 * top['share']:.0f}%" if top else "-",
+        )
     console.print(table)
     shapes = list(dict.fromkeys(s for h in report["hosts"] for s in h["shapes"]))
     if len(shapes) > 1:  # a sweep: the table above is its first shape; every shape here
@@ -220,8 +278,17 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
                 done = h["shapes"].get(shape)
                 if done:
                     p, w = done["profiled_s"], done["warmup_s"]
-                    per_shape.add_row(shape, h["name"], fmt(p, "mean"), fmt(p, "p50"), fmt(p, "p90"), fmt(p, "max"),
-                                      fmt(p, "std"), fmt(w, "mean"), _spread_text(done))
+                    per_shape.add_row(
+                        shape,
+                        h["name"],
+                        fmt(p, "mean"),
+                        fmt(p, "p50"),
+                        fmt(p, "p90"),
+                        fmt(p, "max"),
+                        fmt(p, "std"),
+                        fmt(w, "mean"),
+                        _spread_text(done),
+                    )
         console.print(per_shape)
     by_shape = report.get("capture_start_skew_by_shape") or {}
     for shape, text in by_shape.items():
@@ -248,17 +315,18 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
             console.print(f"{h['name']} engine steps: {steps['count']}, {steps['mean_ms']:.2f} ms per step")
 
 
-def write_report(run_dir: Path, max_timeline_events_per_host: int | None = None,
-                 note: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+def write_report(
+    run_dir: Path, max_timeline_events_per_host: int | None = None, note: Callable[[str], None] = lambda text: None
+) -> dict[str, Any]:
     """Everything `report` derives from a run directory, written into it: report.json and
     report.txt, timeline.json.gz (every host's trace on one axis) and report.png. Each
     host's traces are read once, for both the report and the timeline."""
     import io
     import time
 
-    from ray_tpu_profile.rundir.layout import read_manifest, write_json_atomic
     from ray_tpu_profile.analysis.plot import PLOT, write_plot
     from ray_tpu_profile.analysis.timeline import DEFAULT_MAX_EVENTS_PER_HOST, TIMELINE, write_timeline
+    from ray_tpu_profile.rundir.layout import read_manifest, write_json_atomic
 
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
@@ -297,8 +365,9 @@ def write_report(run_dir: Path, max_timeline_events_per_host: int | None = None,
     return report
 
 
-def _derive_from_traces(run_dir: Path, manifest: dict[str, Any], max_events: int, failures: dict[str, str],
-                        note: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+def _derive_from_traces(
+    run_dir: Path, manifest: dict[str, Any], max_events: int, failures: dict[str, str], note: Callable[[str], None]
+) -> dict[str, dict[str, Any]]:
     """Each host's report entry and timeline events, from one read of its traces, one host
     in memory at a time. An output that fails is named in failures and not derived further."""
     import time

@@ -49,15 +49,22 @@ def load_context(samples: list[MetricsSample]) -> dict[str, Any]:
         seconds = b.at_s - a.at_s
         intervals[name] = {
             "seconds": round(seconds, 3),
-            **{f"{key.removeprefix('vllm:').removesuffix('_total')}_per_s":
-               round((b.values[key] - a.values[key]) / seconds, 3) if seconds > 0 and key in a.values and key in b.values
-               else None for key in COUNTERS},
+            **{
+                f"{key.removeprefix('vllm:').removesuffix('_total')}_per_s": round(
+                    (b.values[key] - a.values[key]) / seconds, 3
+                )
+                if seconds > 0 and key in a.values and key in b.values
+                else None
+                for key in COUNTERS
+            },
         }
     points = ("before", "window_start", "window_end", "after")
     return {
         "intervals": intervals,
-        "requests": {point: {"running": s.values.get(RUNNING), "waiting": s.values.get(WAITING)}
-                     for point, s in zip(points, samples)},
+        "requests": {
+            point: {"running": s.values.get(RUNNING), "waiting": s.values.get(WAITING)}
+            for point, s in zip(points, samples)
+        },
     }
 
 
@@ -65,10 +72,15 @@ def describe(context: dict[str, Any]) -> str:
     """One line for the report."""
     during = context["intervals"].get("during", {})
     start = context["requests"].get("window_start", {})
-    parts = [f"{name}: {i['prompt_tokens_per_s']} prompt + {i['generation_tokens_per_s']} generation tokens/s"
-             for name, i in context["intervals"].items()]
-    return (f"server load: {start.get('running')} running, {start.get('waiting')} waiting at the window's start; "
-            + "; ".join(parts) + (f" (during: {during.get('request_success_per_s')} requests/s done)" if during else ""))
+    parts = [
+        f"{name}: {i['prompt_tokens_per_s']} prompt + {i['generation_tokens_per_s']} generation tokens/s"
+        for name, i in context["intervals"].items()
+    ]
+    return (
+        f"server load: {start.get('running')} running, {start.get('waiting')} waiting at the window's start; "
+        + "; ".join(parts)
+        + (f" (during: {during.get('request_success_per_s')} requests/s done)" if during else "")
+    )
 
 
 def fetch(url: str, timeout_s: float = 5.0) -> dict[str, float]:
@@ -88,7 +100,7 @@ class LoadSampler:
         self.error: str | None = None
         self._thread = threading.Thread(target=self._run, name="load-metrics", daemon=True)
 
-    def start(self) -> "LoadSampler":
+    def start(self) -> LoadSampler:
         self._thread.start()
         return self
 

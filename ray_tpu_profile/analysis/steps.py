@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from ray_tpu_profile.core.files import open_trace
 
+from ray_tpu_profile.core.files import open_trace
 
 STEP = re.compile(r"^execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)$")
 
@@ -35,8 +35,11 @@ def torch_trace_steps(path: Path) -> dict[str, int]:
 
 def torch_trace_pids(path: Path) -> set[int]:
     """The processes whose engine steps the trace holds (the model ran there)."""
-    return {e["pid"] for e in _events(path) if e.get("ph") == "X" and STEP.match(e.get("name") or "")
-            and isinstance(e.get("pid"), int)}
+    return {
+        e["pid"]
+        for e in _events(path)
+        if e.get("ph") == "X" and STEP.match(e.get("name") or "") and isinstance(e.get("pid"), int)
+    }
 
 
 def check_phase(phase: str, counts: dict[str, int]) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def latency_stats(values: list[float]) -> dict[str, float] | None:

@@ -22,9 +22,10 @@ from __future__ import annotations
 import gzip
 import heapq
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 from ray_tpu_profile.core.files import written_whole
 
@@ -73,10 +74,14 @@ def tool_events(host: dict[str, Any]) -> list[Event]:
     profiled, per shape) and, where its trace says when tracing ran, each capture window."""
     from ray_tpu_profile.rundir.layout import host_captures, host_iterations
 
-    events = [Event(TOOL_TRACK, f"{kind} {i} {shape}", round(start_s * 1e9), round(latency_s * 1e9))
-              for shape, kind, i, start_s, latency_s in host_iterations(host)]
-    events += [Event(TOOL_TRACK, f"capture {shape}", capture["start_ns"], capture["stop_ns"] - capture["start_ns"])
-               for shape, capture in host_captures(host)]
+    events = [
+        Event(TOOL_TRACK, f"{kind} {i} {shape}", round(start_s * 1e9), round(latency_s * 1e9))
+        for shape, kind, i, start_s, latency_s in host_iterations(host)
+    ]
+    events += [
+        Event(TOOL_TRACK, f"capture {shape}", capture["start_ns"], capture["stop_ns"] - capture["start_ns"])
+        for shape, capture in host_captures(host)
+    ]
     return events
 
 
@@ -87,16 +92,21 @@ def clock_shift_ns(host: dict[str, Any]) -> int:
     return round(clock["offset_ms"] * 1e6) if clock.get("offset_ms") is not None else 0
 
 
-def build_timeline(manifest: dict[str, Any], host_events: dict[str, tuple[list[Event], Kept]],
-                   max_events_per_host: int) -> dict[str, Any]:
+def build_timeline(
+    manifest: dict[str, Any], host_events: dict[str, tuple[list[Event], Kept]], max_events_per_host: int
+) -> dict[str, Any]:
     """The Chrome trace (JSON object form) from each host's own events and kept trace events."""
     from ray_tpu_profile.rundir.layout import host_label, skew_by_shape
 
     by_name = {h["name"]: h for h in manifest["hosts"]}
     names = [name for name in by_name if name in host_events]
     shift_ns = {name: clock_shift_ns(by_name[name]) for name in names}
-    starts = [e.start_ns - shift_ns[name] for name in names
-              for group in (host_events[name][0], host_events[name][1].events) for e in group]
+    starts = [
+        e.start_ns - shift_ns[name]
+        for name in names
+        for group in (host_events[name][0], host_events[name][1].events)
+        for e in group
+    ]
     origin_ns = min(starts, default=0)
     trace: list[dict[str, Any]] = []
     for pid, name in enumerate(names, start=1):
@@ -107,8 +117,16 @@ def build_timeline(manifest: dict[str, Any], host_events: dict[str, tuple[list[E
         tids: dict[str, int] = {TOOL_TRACK: 0}
         for event in [*own, *kept.events]:
             tid = tids.setdefault(event.track, len(tids))
-            trace.append({"ph": "X", "name": event.name, "pid": pid, "tid": tid,
-                          "ts": (event.start_ns - shift_ns[name] - origin_ns) / 1000, "dur": event.duration_ns / 1000})
+            trace.append(
+                {
+                    "ph": "X",
+                    "name": event.name,
+                    "pid": pid,
+                    "tid": tid,
+                    "ts": (event.start_ns - shift_ns[name] - origin_ns) / 1000,
+                    "dur": event.duration_ns / 1000,
+                }
+            )
         for track, tid in tids.items():
             trace.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": track}})
             trace.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid, "args": {"sort_index": tid}})
@@ -121,16 +139,20 @@ def build_timeline(manifest: dict[str, Any], host_events: dict[str, tuple[list[E
             "hosts": names,
             "origin_ns": origin_ns,
             "clock": "the driver's wall clock: each host's events minus its measured clock offset "
-                     "(clock_shift_ms); ts = microseconds since origin_ns (epoch ns)",
+            "(clock_shift_ms); ts = microseconds since origin_ns (epoch ns)",
             "clock_shift_ms": {name: shift / 1e6 for name, shift in shift_ns.items()},
             "capture_start_skew_ms_by_shape": skew_by_shape(manifest),
             "downsampling": {
                 "rule": f"per host, the {max_events_per_host} longest trace events are kept (ties: the earlier one), "
-                        "the rest dropped; the tool's own iteration and capture events are always kept",
+                "the rest dropped; the tool's own iteration and capture events are always kept",
                 "max_events_per_host": max_events_per_host,
                 "hosts": {
-                    name: {"trace_events": kept.total, "kept": len(kept.events), "dropped": kept.total - len(kept.events),
-                           "shortest_kept_us": None if kept.shortest_kept_ns is None else kept.shortest_kept_ns / 1000}
+                    name: {
+                        "trace_events": kept.total,
+                        "kept": len(kept.events),
+                        "dropped": kept.total - len(kept.events),
+                        "shortest_kept_us": None if kept.shortest_kept_ns is None else kept.shortest_kept_ns / 1000,
+                    }
                     for name, (_, kept) in host_events.items()
                 },
             },
@@ -138,19 +160,23 @@ def build_timeline(manifest: dict[str, Any], host_events: dict[str, tuple[list[E
     }
 
 
-def host_timeline(host: dict[str, Any], events: Iterable[tuple[str, str, int, int]], unreadable: list[str],
-                  max_events_per_host: int) -> tuple[list[Event], Kept, list[str]]:
+def host_timeline(
+    host: dict[str, Any], events: Iterable[tuple[str, str, int, int]], unreadable: list[str], max_events_per_host: int
+) -> tuple[list[Event], Kept, list[str]]:
     """One host's part of the timeline: its tool events, its kept trace events, and the
     trace files that could not be read (filled while events are read)."""
     return tool_events(host), keep_longest(events, max_events_per_host), unreadable
 
 
-def write_timeline(run_dir: Path, max_events_per_host: int = DEFAULT_MAX_EVENTS_PER_HOST,
-                   hosts: dict[str, tuple[list[Event], Kept, list[str]]] | None = None) -> Path:
+def write_timeline(
+    run_dir: Path,
+    max_events_per_host: int = DEFAULT_MAX_EVENTS_PER_HOST,
+    hosts: dict[str, tuple[list[Event], Kept, list[str]]] | None = None,
+) -> Path:
     """timeline.json.gz in the run directory, from its manifest and every host's traces
     (hosts: each host's host_timeline, where the caller has read the traces already)."""
-    from ray_tpu_profile.rundir.layout import read_manifest
     from ray_tpu_profile.analysis.traces import host_trace_events
+    from ray_tpu_profile.rundir.layout import read_manifest
 
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
@@ -158,8 +184,9 @@ def write_timeline(run_dir: Path, max_events_per_host: int = DEFAULT_MAX_EVENTS_
         hosts = {}
         for h in manifest["hosts"]:
             unreadable: list[str] = []  # streamed: only the kept events are held
-            hosts[h["name"]] = host_timeline(h, host_trace_events(run_dir, h, unreadable), unreadable,
-                                             max_events_per_host)
+            hosts[h["name"]] = host_timeline(
+                h, host_trace_events(run_dir, h, unreadable), unreadable, max_events_per_host
+            )
     host_events = {name: (own, kept) for name, (own, kept, _) in hosts.items()}
     trace = build_timeline(manifest, host_events, max_events_per_host)
     for name, (_, _, problems) in hosts.items():

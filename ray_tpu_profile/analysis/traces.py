@@ -5,11 +5,12 @@ named in the caller's error list; the host's other files are still read."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
-from ray_tpu_profile.core.files import open_trace
+from typing import Any
 
+from ray_tpu_profile.core.files import open_trace
 
 TRACE_SUFFIXES = (".xplane.pb", ".pt.trace.json.gz", ".pt.trace.json")
 """Files the driver itself reads (verification, skew, reports)."""
@@ -31,8 +32,11 @@ def torch_trace_events(path: Path) -> Iterator[tuple[str, str, int, int]]:
     with open_trace(path) as f:
         trace = json.load(f)
     base_ns = int(trace.get("baseTimeNanoseconds", 0))
-    threads = {(e.get("pid"), e.get("tid")): e["args"]["name"] for e in trace["traceEvents"]
-               if e.get("ph") == "M" and e.get("name") == "thread_name" and "name" in e.get("args", {})}
+    threads = {
+        (e.get("pid"), e.get("tid")): e["args"]["name"]
+        for e in trace["traceEvents"]
+        if e.get("ph") == "M" and e.get("name") == "thread_name" and "name" in e.get("args", {})
+    }
     for e in trace["traceEvents"]:
         if e.get("ph") == "X" and "dur" in e:
             track = threads.get((e.get("pid"), e.get("tid")), f"thread {e.get('tid')}")

@@ -171,9 +171,11 @@ def compare(a: list[float], b: list[float]) -> Comparison:
     return Comparison(verdict, ratio, (low, high), smallest_slower_ratio(a, b), need_n, *spreads)
 
 
-RULE = (f"Mann-Whitney rank test on the logarithms of the kept iterations (exact up to {EXACT_MAX_PAIRS} pairs), "
-        f"two-sided at {ALPHA:g}, with its distribution-free {100 * (1 - ALPHA):.0f}% interval of B/A "
-        "(Hodges-Lehmann): slower if the interval lies above 1, faster if below 1; "
-        f"too few samples below {MIN_SAMPLES} iterations a side (need_n says how many decide a "
-        f"{100 * (RESOLVE_RATIO - 1):.0f}% change at the noise seen); else within noise, with the smallest "
-        "ratio the test could have called slower")
+RULE = (
+    f"Mann-Whitney rank test on the logarithms of the kept iterations (exact up to {EXACT_MAX_PAIRS} pairs), "
+    f"two-sided at {ALPHA:g}, with its distribution-free {100 * (1 - ALPHA):.0f}% interval of B/A "
+    "(Hodges-Lehmann): slower if the interval lies above 1, faster if below 1; "
+    f"too few samples below {MIN_SAMPLES} iterations a side (need_n says how many decide a "
+    f"{100 * (RESOLVE_RATIO - 1):.0f}% change at the noise seen); else within noise, with the smallest "
+    "ratio the test could have called slower"
+)

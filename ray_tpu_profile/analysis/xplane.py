@@ -6,9 +6,10 @@ import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 
 class XplaneError(ValueError):
@@ -17,18 +18,23 @@ class XplaneError(ValueError):
 
 XPROF_LIMIT_BYTES = 2 << 30
 """XProf reads an xplane as one protobuf message, and protobuf stops at 2 GiB."""
-TOO_LARGE_ADVICE = ("capture less: a shorter --duration-ms, or --python-tracer-level 0 (the python tracer records "
-                    "every Python call)")
+TOO_LARGE_ADVICE = (
+    "capture less: a shorter --duration-ms, or --python-tracer-level 0 (the python tracer records every Python call)"
+)
 
 
 def size_problem(name: str, size_bytes: int) -> str | None:
     """Why an xplane of this size cannot be used, where its size alone says so."""
     if size_bytes == 0:
-        return (f"{name}: 0 bytes. A profiler leaves an empty xplane when the capture outgrew XProf's 2 GiB "
-                f"protobuf limit (tpu-inference users see this on long captures); {TOO_LARGE_ADVICE}")
+        return (
+            f"{name}: 0 bytes. A profiler leaves an empty xplane when the capture outgrew XProf's 2 GiB "
+            f"protobuf limit (tpu-inference users see this on long captures); {TOO_LARGE_ADVICE}"
+        )
     if size_bytes >= XPROF_LIMIT_BYTES:
-        return (f"{name}: {size_bytes:,} bytes, over XProf's 2 GiB protobuf limit, so XProf cannot open it; "
-                f"{TOO_LARGE_ADVICE}")
+        return (
+            f"{name}: {size_bytes:,} bytes, over XProf's 2 GiB protobuf limit, so XProf cannot open it; "
+            f"{TOO_LARGE_ADVICE}"
+        )
     return None
 
 
@@ -65,8 +71,13 @@ def read_xplane(path: Path) -> XplaneInfo:
     if events == 0:
         raise XplaneError(f"{path.name}: no trace event collected")
     pids = {dict(plane.stats).get("process_id") for plane in data.planes} - {None}
-    return XplaneInfo(start_ns=start, stop_ns=stop, planes=tuple(planes), events=events,
-                      process_id=int(pids.pop()) if len(pids) == 1 else None)
+    return XplaneInfo(
+        start_ns=start,
+        stop_ns=stop,
+        planes=tuple(planes),
+        events=events,
+        process_id=int(pids.pop()) if len(pids) == 1 else None,
+    )
 
 
 def _capture_times(data) -> tuple[int | None, int | None]:
@@ -130,11 +141,18 @@ def trace_events(path: Path) -> Iterator[tuple[str, str, int, int]]:
         raise XplaneError(f"{Path(path).name}: xprof's trace converter failed: {detail}; its log: {log_tail}")
     trace = trace_events_old_pb2.Trace()
     trace.ParseFromString(raw)
-    tracks = {(device_id, resource_id): f"{device.name} {resource.name}"
-              for device_id, device in trace.devices.items() for resource_id, resource in device.resources.items()}
+    tracks = {
+        (device_id, resource_id): f"{device.name} {resource.name}"
+        for device_id, device in trace.devices.items()
+        for resource_id, resource in device.resources.items()
+    }
     for e in trace.trace_events:
-        yield (tracks.get((e.device_id, e.resource_id), f"{e.device_id}/{e.resource_id}"), e.name,
-               e.timestamp_ps // 1000, e.duration_ps // 1000)
+        yield (
+            tracks.get((e.device_id, e.resource_id), f"{e.device_id}/{e.resource_id}"),
+            e.name,
+            e.timestamp_ps // 1000,
+            e.duration_ps // 1000,
+        )
 
 
 TRACE_VIEWER_MAX_EVENTS_ENV = "TF_PROFILER_TRACE_VIEWER_MAX_EVENTS"

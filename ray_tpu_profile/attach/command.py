@@ -13,24 +13,24 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ray_tpu_profile.rundir import layout
 from ray_tpu_profile.attach.registry import ServerEntry, matching
-from ray_tpu_profile.errors import ConfigError, RunStopped
 from ray_tpu_profile.driver.progress import Progress
 from ray_tpu_profile.driver.signals import StopSignals
+from ray_tpu_profile.errors import ConfigError, RunStopped
+from ray_tpu_profile.rundir import layout
 
 SHAPE = "live"
 """The one 'shape' of an attach run: whatever the deployment was serving."""
 LEAD_MS = 300
 LOAD_CONTEXT_S = 1.0
 """/metrics is read this long before the window and after it, besides at its ends."""
-HOW_TO_ENABLE = ("start vLLM with RAY_TPU_PROFILE_ATTACH=1 in its environment (README, "
-                 "\"Profile a running server\")")
+HOW_TO_ENABLE = 'start vLLM with RAY_TPU_PROFILE_ATTACH=1 in its environment (README, "Profile a running server")'
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,11 @@ class AttachConfig:
             raise ConfigError("--delay-ms", self.delay_ms, "must be 0 or more milliseconds")
         if not list_only and self.profile_result_dir is None:
             raise ConfigError("--profile-result-dir", "(none)", "is needed to capture (or --list to only list)")
-        if self.profile_result_dir is not None and self.profile_result_dir.exists() \
-                and not self.profile_result_dir.is_dir():
+        if (
+            self.profile_result_dir is not None
+            and self.profile_result_dir.exists()
+            and not self.profile_result_dir.is_dir()
+        ):
             raise ConfigError("--profile-result-dir", str(self.profile_result_dir), "is a file, not a directory")
         if self.server_url is not None and not self.server_url.startswith(("http://", "https://")):
             raise ConfigError("--server-url", self.server_url, "must be http://HOST:PORT of a `vllm serve`")
@@ -83,7 +86,7 @@ class AttachSession:
         self.kv_entries: list[dict[str, Any]] = []
         self._pool: ThreadPoolExecutor | None = None
 
-    def __enter__(self) -> "AttachSession":
+    def __enter__(self) -> AttachSession:
         if self.address is None:
             from ray_tpu_profile.attach.node_actor import AttachActor
 
@@ -107,8 +110,11 @@ class AttachSession:
             for node in nodes:
                 node_id = node["NodeID"]
                 name = tpu_names.get(node_id) or f"node-{node_id[:8]}"
-                actor = remote.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-                                       name=f"ray-tpu-profile-attach-{os.getpid()}-{name}").remote(name, node_id)
+                actor = remote.options(
+                    num_cpus=0,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                    name=f"ray-tpu-profile-attach-{os.getpid()}-{name}",
+                ).remote(name, node_id)
                 self.hosts.append(AttachTarget(name, actor))
             self.kv_entries = [e.to_json() for e in registry.kv_entries()]
         except BaseException:
@@ -141,21 +147,29 @@ def chosen_servers(found: dict[str, list[ServerEntry]], config: AttachConfig) ->
     where = f"in the Ray cluster at {config.address}" if config.address else "on this host"
     everything = [e for entries in found.values() for e in entries]
     if not everything:
-        raise ConfigError("--address", config.address or "(none: this host)",
-                          f"no profiler server is registered {where}; {HOW_TO_ENABLE}")
+        raise ConfigError(
+            "--address",
+            config.address or "(none: this host)",
+            f"no profiler server is registered {where}; {HOW_TO_ENABLE}",
+        )
     chosen = {host: matching(entries, config.name) for host, entries in found.items()}
     chosen = {host: entries for host, entries in chosen.items() if entries}
     if not chosen:
         names = sorted({e.name or "(unnamed)" for e in everything})
-        raise ConfigError("--name", config.name, f"matches no registered server {where}; names there: {', '.join(names)}")
+        raise ConfigError(
+            "--name", config.name, f"matches no registered server {where}; names there: {', '.join(names)}"
+        )
     return chosen
 
 
 def listing(found: dict[str, list[ServerEntry]], name: str | None) -> list[dict[str, Any]]:
     from ray_tpu_profile.attach.node_actor import trace_host_name
 
-    return [{"host": host, "trace_name": trace_host_name(host, e), **e.to_json()}
-            for host, entries in found.items() for e in matching(entries, name)]
+    return [
+        {"host": host, "trace_name": trace_host_name(host, e), **e.to_json()}
+        for host, entries in found.items()
+        for e in matching(entries, name)
+    ]
 
 
 @dataclass
@@ -178,8 +192,12 @@ class Traced:
         self._mark = time.monotonic()
 
     def names_on(self, host: str, live_only: bool = True) -> list[str]:
-        return [n for n, (h, _) in self.entries.items()
-                if h == host and (not live_only or (self.outcomes[n]["status"] == "ok" and not self.outcomes[n].get("idle")))]
+        return [
+            n
+            for n, (h, _) in self.entries.items()
+            if h == host
+            and (not live_only or (self.outcomes[n]["status"] == "ok" and not self.outcomes[n].get("idle")))
+        ]
 
     def fail(self, name: str, stage: str, error: str) -> None:
         if self.outcomes[name]["status"] == "ok":
@@ -205,11 +223,15 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
         run_id = layout.new_run_id()
         run_dir = layout.staging_dir(config.profile_result_dir, run_id)
         run_dir.mkdir(parents=True)
-        traced = Traced({trace_host_name(host, e): (host, e) for host, es in chosen.items() for e in es},
-                        {h.name: h for h in session.hosts if h.name in chosen}, progress)
+        traced = Traced(
+            {trace_host_name(host, e): (host, e) for host, es in chosen.items() for e in es},
+            {h.name: h for h in session.hosts if h.name in chosen},
+            progress,
+        )
         traced.timings["find"] = round(time.monotonic() - started, 3)
-        progress.note(f"attach: {len(traced.entries)} server(s) on {len(traced.handles)} host(s): "
-                      f"{', '.join(traced.entries)}")
+        progress.note(
+            f"attach: {len(traced.entries)} server(s) on {len(traced.handles)} host(s): {', '.join(traced.entries)}"
+        )
         try:
             _warm_up(config, traced, run_id, chosen)
             traced.offsets = _clock_offsets(traced.handles) if config.address else {}
@@ -241,9 +263,13 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
 def _warm_up(config: AttachConfig, traced: Traced, session_id: str, chosen: dict[str, list[ServerEntry]]) -> None:
     """A client per server on its host, and a throwaway capture of each; a server that
     does not answer fails here."""
-    prepared = _each_host(traced.handles, lambda h: h.call("prepare", [e.to_json() for e in chosen[h.name]], session_id,
-                                                            config.duration_ms, config.python_tracer_level),
-                          config.timeout_s)
+    prepared = _each_host(
+        traced.handles,
+        lambda h: h.call(
+            "prepare", [e.to_json() for e in chosen[h.name]], session_id, config.duration_ms, config.python_tracer_level
+        ),
+        config.timeout_s,
+    )
     for host, result in prepared.items():
         for name in traced.names_on(host):
             error = result[name] if isinstance(result, dict) else f"host {host}: {result}"
@@ -264,12 +290,18 @@ def _capture(config: AttachConfig, traced: Traced) -> Any:
 
         instant_ns += round(LOAD_CONTEXT_S * 1e9)  # the "before" interval lies between now and the window
         start_s, end_s = instant_ns / 1e9, instant_ns / 1e9 + config.duration_ms / 1000
-        sampler = LoadSampler(config.server_url, [start_s - LOAD_CONTEXT_S, start_s, end_s, end_s + LOAD_CONTEXT_S]).start()
+        sampler = LoadSampler(
+            config.server_url, [start_s - LOAD_CONTEXT_S, start_s, end_s, end_s + LOAD_CONTEXT_S]
+        ).start()
     ready = {host: traced.names_on(host) for host in traced.handles}
     offsets = traced.offsets
-    captured = _each_host(traced.handles, lambda h: h.call("capture", offsets[h.name].to_host_ns(instant_ns)
-                                                           if h.name in offsets else instant_ns, ready[h.name]),
-                          (instant_ns - time.time_ns()) / 1e9 + config.duration_ms / 1000 + config.timeout_s)
+    captured = _each_host(
+        traced.handles,
+        lambda h: h.call(
+            "capture", offsets[h.name].to_host_ns(instant_ns) if h.name in offsets else instant_ns, ready[h.name]
+        ),
+        (instant_ns - time.time_ns()) / 1e9 + config.duration_ms / 1000 + config.timeout_s,
+    )
     for host, result in captured.items():
         for name in ready[host]:
             error = result[name]["error"] if isinstance(result, dict) else f"host {host}: {result}"
@@ -285,7 +317,9 @@ def _capture(config: AttachConfig, traced: Traced) -> Any:
     return sampler
 
 
-def _each_host(handles: dict[str, AttachTarget], call: Callable[[AttachTarget], Future], timeout_s: float) -> dict[str, Any]:
+def _each_host(
+    handles: dict[str, AttachTarget], call: Callable[[AttachTarget], Future], timeout_s: float
+) -> dict[str, Any]:
     """call(host) on every host at once; host -> its result, or the exception that kept it."""
     futures = {name: call(h) for name, h in handles.items()}
     results: dict[str, Any] = {}
@@ -323,8 +357,13 @@ def _gather(traced: Traced, run_dir: Path, config: AttachConfig) -> None:
                         dest_rel = layout.host_file_dest(name, path.relative_to(source).as_posix())
                         (run_dir / dest_rel).parent.mkdir(parents=True, exist_ok=True)
                         os.replace(path, run_dir / dest_rel)
-                        outcomes[name]["files"].append({"path": dest_rel.as_posix(), "bytes": (run_dir / dest_rel).stat().st_size,
-                                                        "sha256": sha256_file(run_dir / dest_rel)})
+                        outcomes[name]["files"].append(
+                            {
+                                "path": dest_rel.as_posix(),
+                                "bytes": (run_dir / dest_rel).stat().st_size,
+                                "sha256": sha256_file(run_dir / dest_rel),
+                            }
+                        )
                 else:
                     handle.call("select", name).result(timeout=config.timeout_s)
                     gather_host(handle.target, name, run_dir, config.timeout_s, gathered=outcomes[name]["files"])
@@ -360,63 +399,128 @@ def _verify(run_dir: Path, traced: Traced) -> dict[str, dict[str, Any]]:
         if info.process_id is not None and info.process_id != entry.pid:
             fail(name, "verify", f"the xplane is of pid {info.process_id}, the registered server's is {entry.pid}")
             continue
-        checked[name] = {"start_ns": info.start_ns, "stop_ns": info.stop_ns, "events": info.events,
-                         "planes": list(info.planes)}
+        checked[name] = {
+            "start_ns": info.start_ns,
+            "stop_ns": info.stop_ns,
+            "events": info.events,
+            "planes": list(info.planes),
+        }
     return checked
 
 
-def _manifest(config: AttachConfig, argv: list[str], run_id: str, found: dict[str, list[ServerEntry]],
-              traced: Traced) -> dict[str, Any]:
+def _manifest(
+    config: AttachConfig, argv: list[str], run_id: str, found: dict[str, list[ServerEntry]], traced: Traced
+) -> dict[str, Any]:
     from ray_tpu_profile.core.clocks import skew, untrusted_reason
     from ray_tpu_profile.core.versions import package_versions
 
-    entries, outcomes, offsets, starts, session_id = traced.entries, traced.outcomes, traced.offsets, traced.starts, run_id
-    measured = skew({name: s["start_ns"] for name, s in starts.items()},
-                    {name: offsets[host] for name, (host, _) in entries.items() if host in offsets})
+    entries, outcomes, offsets, starts, session_id = (
+        traced.entries,
+        traced.outcomes,
+        traced.offsets,
+        traced.starts,
+        run_id,
+    )
+    measured = skew(
+        {name: s["start_ns"] for name, s in starts.items()},
+        {name: offsets[host] for name, (host, _) in entries.items() if host in offsets},
+    )
     statuses = [o["status"] for o in outcomes.values()]
     status = "ok" if all(s == "ok" for s in statuses) else "partial" if "ok" in statuses else "failed"
     delivered = [n for n, o in outcomes.items() if o["status"] == "ok" and not o.get("idle")]
-    error = None if status == "ok" else f"{len(statuses) - statuses.count('ok')} of {len(statuses)} server(s) failed: " \
+    error = (
+        None
+        if status == "ok"
+        else f"{len(statuses) - statuses.count('ok')} of {len(statuses)} server(s) failed: "
         + ", ".join(n for n, o in outcomes.items() if o["status"] != "ok")
+    )
     if not delivered and status != "failed":
         status, error = "failed", "no traced process ran anything in the window: was the deployment serving?"
     profilers = sorted({e.profiler for _, e in entries.values()})
-    capture = {"profiler": ", ".join(profilers), "chosen_by": "the registered servers", "delay_ms": config.delay_ms,
-               "duration_ms": config.duration_ms, "session": session_id, "python_tracer_level": config.python_tracer_level,
-               "start_skew_ms": measured.skew_ms, "start_skew_uncertainty_ms": measured.uncertainty_ms,
-               "start_skew_raw_ms": measured.raw_ms}
+    capture = {
+        "profiler": ", ".join(profilers),
+        "chosen_by": "the registered servers",
+        "delay_ms": config.delay_ms,
+        "duration_ms": config.duration_ms,
+        "session": session_id,
+        "python_tracer_level": config.python_tracer_level,
+        "start_skew_ms": measured.skew_ms,
+        "start_skew_uncertainty_ms": measured.uncertainty_ms,
+        "start_skew_raw_ms": measured.raw_ms,
+    }
 
     def host_entry(name: str, host: str, entry: ServerEntry) -> dict[str, Any]:
         outcome = outcomes[name]
-        clock = {**offsets[host].to_json(), "warning": untrusted_reason(offsets[host], None, config.max_clock_uncertainty_ms)} \
-            if host in offsets else None
-        checked = {**starts.get(name, {}), "client_call_plans": outcome.get("client_call_plans"),
-                   "idle": bool(outcome.get("idle"))}
-        return {"name": name, "host": host, "node_id": entry.node_id, "node_ip": None, "chips": None,
-                "slice_name": None, "worker_id": None, "pid": entry.pid, "engine": entry.name,
-                "ranks": [entry.rank] if entry.rank is not None else [], "worker": None, "role": entry.role,
-                "server": entry.to_json(), "clock": clock, "scratch_dir": None, "status": outcome["status"],
-                "stage": outcome["stage"], "error": outcome["error"], "files": outcome["files"], "capture": checked,
-                "latency_s": {"load": None, "warmup": [], "profiled": []},
-                "phases": {"load": None, "warmup": None, "profiled": None},
-                "shapes": {SHAPE: {"latency_s": {"warmup": [], "profiled": []},
-                                   "phases": {"warmup": None, "traced": None, "profiled": None},
-                                   "capture": checked, "clock": clock}}}
+        clock = (
+            {
+                **offsets[host].to_json(),
+                "warning": untrusted_reason(offsets[host], None, config.max_clock_uncertainty_ms),
+            }
+            if host in offsets
+            else None
+        )
+        checked = {
+            **starts.get(name, {}),
+            "client_call_plans": outcome.get("client_call_plans"),
+            "idle": bool(outcome.get("idle")),
+        }
+        return {
+            "name": name,
+            "host": host,
+            "node_id": entry.node_id,
+            "node_ip": None,
+            "chips": None,
+            "slice_name": None,
+            "worker_id": None,
+            "pid": entry.pid,
+            "engine": entry.name,
+            "ranks": [entry.rank] if entry.rank is not None else [],
+            "worker": None,
+            "role": entry.role,
+            "server": entry.to_json(),
+            "clock": clock,
+            "scratch_dir": None,
+            "status": outcome["status"],
+            "stage": outcome["stage"],
+            "error": outcome["error"],
+            "files": outcome["files"],
+            "capture": checked,
+            "latency_s": {"load": None, "warmup": [], "profiled": []},
+            "phases": {"load": None, "warmup": None, "profiled": None},
+            "shapes": {
+                SHAPE: {
+                    "latency_s": {"warmup": [], "profiled": []},
+                    "phases": {"warmup": None, "traced": None, "profiled": None},
+                    "capture": checked,
+                    "clock": clock,
+                }
+            },
+        }
 
     failed = [n for n, o in outcomes.items() if o["status"] != "ok"]
     return {
-        "schema_version": 1, "mode": "attach", "run_id": run_id, "status": status,
+        "schema_version": 1,
+        "mode": "attach",
+        "run_id": run_id,
+        "status": status,
         "stage": "done" if status == "ok" else outcomes[failed[0]]["stage"] if failed else "capture",
         "error": error,
-        "result_url": None, "command": layout.redacted_argv(argv), "versions": package_versions(),
+        "result_url": None,
+        "command": layout.redacted_argv(argv),
+        "versions": package_versions(),
         "workload": {"shape": SHAPE, "shapes": [SHAPE], "deployment": config.name},
         "capture": capture,
         "cluster": {"kind": "existing" if config.address else "this host", "address": config.address},
         "engine": {},
-        "servers": {"found": listing(found, None), "traced": delivered,
-                    "idle": [n for n, o in outcomes.items() if o.get("idle")]},
+        "servers": {
+            "found": listing(found, None),
+            "traced": delivered,
+            "idle": [n for n, o in outcomes.items() if o.get("idle")],
+        },
         "load": traced.load,
-        "timings_s": traced.timings, "timings_by_shape_s": {}, "engines": [],
+        "timings_s": traced.timings,
+        "timings_by_shape_s": {},
+        "engines": [],
         "outputs": {"reports_error": None, "publish_error": None},
         "hosts": [host_entry(name, host, entry) for name, (host, entry) in entries.items()],
     }
@@ -429,5 +533,9 @@ def _write_reports(run_dir: Path, manifest: dict[str, Any], progress: Progress) 
         write_report(run_dir, None, progress.note)
     except Exception as e:  # the traces and manifest are in place; only what derives from them is missing
         manifest["outputs"]["reports_error"] = f"{type(e).__name__}: {e}"
-        progress.host_failed("reports", "all", f"reports not written ({manifest['outputs']['reports_error']}); "
-                                               "`ray-tpu-profile report --write` tries again")
+        progress.host_failed(
+            "reports",
+            "all",
+            f"reports not written ({manifest['outputs']['reports_error']}); "
+            "`ray-tpu-profile report --write` tries again",
+        )

@@ -44,15 +44,18 @@ class AttachActor(HostFiles):
             entry = ServerEntry.from_json(data)
             if entry.node_id == self.node_id and registry.is_alive(entry):
                 found.setdefault(entry.pid, entry)
-        return [{**e.to_json(), "node_id": e.node_id or self.node_id} for e in sorted(found.values(), key=lambda e: e.pid)]
+        return [
+            {**e.to_json(), "node_id": e.node_id or self.node_id} for e in sorted(found.values(), key=lambda e: e.pid)
+        ]
 
     def now_ns(self) -> int:
         from ray_tpu_profile.core.host_clock import now_ns
 
         return now_ns()
 
-    def prepare(self, servers: list[dict[str, Any]], session_id: str, duration_ms: int,
-                python_tracer_level: int) -> dict[str, str | None]:
+    def prepare(
+        self, servers: list[dict[str, Any]], session_id: str, duration_ms: int, python_tracer_level: int
+    ) -> dict[str, str | None]:
         """A client per server, and a throwaway capture of each (the first capture in a
         process pays for tracer set-up and would start late; it also proves the server
         answers). Returns trace name -> None, or why that server cannot be traced. A
@@ -62,8 +65,9 @@ class AttachActor(HostFiles):
         for data in servers:
             entry = ServerEntry.from_json(data)
             name = trace_host_name(self.host_name, entry)
-            self._backends[name] = _backend(entry, self.base_dir / name, name, session_id, duration_ms,
-                                            python_tracer_level)
+            self._backends[name] = _backend(
+                entry, self.base_dir / name, name, session_id, duration_ms, python_tracer_level
+            )
 
         def warm(name: str, backend: Any, scratch: Path) -> str | None:
             # The client says "no trace event was collected" for a server that is not there
@@ -80,9 +84,12 @@ class AttachActor(HostFiles):
             return None
 
         with tempfile.TemporaryDirectory(prefix="ray-tpu-profile-attach-warmup-") as scratch:
-            return _each(self._backends, lambda name, b: warm(name, b, Path(scratch) / name),
-                         WARMUP_CAPTURE_MS / 1000 + CALL_TIMEOUT_S,
-                         lambda timeout_s: f"profiler server did not answer a warm-up capture within {timeout_s:g} s")
+            return _each(
+                self._backends,
+                lambda name, b: warm(name, b, Path(scratch) / name),
+                WARMUP_CAPTURE_MS / 1000 + CALL_TIMEOUT_S,
+                lambda timeout_s: f"profiler server did not answer a warm-up capture within {timeout_s:g} s",
+            )
 
     def capture(self, instant_ns: int, names: list[str]) -> dict[str, dict[str, Any]]:
         """The prepared servers named traced from instant_ns (this host's clock); returns
@@ -99,10 +106,15 @@ class AttachActor(HostFiles):
             return {"error": error, "client_call_plans": backend.client_call_plans}
 
         backends = {name: self._backends[name] for name in names}
-        window_s = max(0, instant_ns - now_ns()) / 1e9 + max((b.duration_ms for b in backends.values()), default=0) / 1000
-        return _each(backends, one, window_s + CALL_TIMEOUT_S + 5,
-                     lambda timeout_s: {"error": f"capture did not finish within {timeout_s:g} s",
-                                        "client_call_plans": None})
+        window_s = (
+            max(0, instant_ns - now_ns()) / 1e9 + max((b.duration_ms for b in backends.values()), default=0) / 1000
+        )
+        return _each(
+            backends,
+            one,
+            window_s + CALL_TIMEOUT_S + 5,
+            lambda timeout_s: {"error": f"capture did not finish within {timeout_s:g} s", "client_call_plans": None},
+        )
 
     def select(self, name: str) -> None:
         """The files handed back next (list_sizes, read_chunk) are this traced process's."""
@@ -114,10 +126,16 @@ class AttachActor(HostFiles):
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
-def _backend(entry: ServerEntry, trace_dir: Path, name: str, session_id: str, duration_ms: int,
-             python_tracer_level: int) -> Any:
-    args = dict(session_id=session_id, delay_ms=0, duration_ms=duration_ms, port=entry.port,
-                python_tracer_level=python_tracer_level)
+def _backend(
+    entry: ServerEntry, trace_dir: Path, name: str, session_id: str, duration_ms: int, python_tracer_level: int
+) -> Any:
+    args = dict(
+        session_id=session_id,
+        delay_ms=0,
+        duration_ms=duration_ms,
+        port=entry.port,
+        python_tracer_level=python_tracer_level,
+    )
     if entry.profiler == "xla":
         from ray_tpu_profile.profilers.xla import XlaServerProfiler
 
@@ -137,8 +155,9 @@ def _each(backends: dict[str, Any], call, timeout_s: float, timed_out) -> dict[s
     def run(name: str, backend: Any) -> None:
         results[name] = call(name, backend)
 
-    threads = [threading.Thread(target=run, args=item, name=f"attach-{item[0]}", daemon=True)
-               for item in backends.items()]
+    threads = [
+        threading.Thread(target=run, args=item, name=f"attach-{item[0]}", daemon=True) for item in backends.items()
+    ]
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + timeout_s

@@ -35,7 +35,9 @@ def register() -> None:
     except Exception as e:  # a deployment must not fail to serve because it cannot be profiled
         logger.warning("ray-tpu-profile attach: no profiler server in pid %d: %s: %s", os.getpid(), type(e).__name__, e)
         return
-    logger.info("ray-tpu-profile attach: %s profiler server of %s on localhost:%d", entry.profiler, entry.label, entry.port)
+    logger.info(
+        "ray-tpu-profile attach: %s profiler server of %s on localhost:%d", entry.profiler, entry.label, entry.port
+    )
 
 
 def start_and_register() -> ServerEntry:
@@ -62,10 +64,17 @@ def start_and_register() -> ServerEntry:
     ray = sys.modules.get("ray")
     in_ray = ray is not None and ray.is_initialized()
     entry = ServerEntry(
-        hostname=socket.gethostname(), node_id=ray.get_runtime_context().get_node_id() if in_ray else None,
-        pid=os.getpid(), started_ticks=registry.process_started_ticks(os.getpid()), port=port,
-        profiler="xla" if xla else "jax", role=role, rank=rank, name=os.environ.get(NAME_ENV) or None,
-        registered_at_s=time.time())
+        hostname=socket.gethostname(),
+        node_id=ray.get_runtime_context().get_node_id() if in_ray else None,
+        pid=os.getpid(),
+        started_ticks=registry.process_started_ticks(os.getpid()),
+        port=port,
+        profiler="xla" if xla else "jax",
+        role=role,
+        rank=rank,
+        name=os.environ.get(NAME_ENV) or None,
+        registered_at_s=time.time(),
+    )
     if in_ray:
         registry.kv_put(entry)
         atexit.register(registry.kv_delete, entry.key)

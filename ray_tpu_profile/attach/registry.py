@@ -72,7 +72,7 @@ class ServerEntry:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ServerEntry":
+    def from_json(cls, data: dict[str, Any]) -> ServerEntry:
         return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
 
 
@@ -94,6 +94,7 @@ def matching(entries: list[ServerEntry], name: str | None) -> list[ServerEntry]:
 
 # Files, /proc and Ray's KV -------------------------------------------------------------
 
+
 def registry_dir() -> Path:
     from ray_tpu_profile.core.files import cache_root
 
@@ -108,7 +109,7 @@ def process_started_ticks(pid: int) -> int | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     # The command name (field 2) may hold spaces and parentheses: count from its end.
-    return int(stat[stat.rindex(")") + 2:].split()[19])
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
 def is_alive(entry: ServerEntry) -> bool:

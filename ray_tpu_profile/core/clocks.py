@@ -16,8 +16,9 @@ shortest round trip alone is used.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ray_tpu_profile.core.schedule import NS_PER_MS, spread_ms
 
@@ -69,9 +70,12 @@ class ClockOffset:
         return driver_ns + self.offset_ns
 
     def to_json(self) -> dict[str, Any]:
-        return {"offset_ms": self.offset_ns / NS_PER_MS, "uncertainty_ms": self.uncertainty_ns / NS_PER_MS,
-                "round_trip_ms": self.round_trip_ns / NS_PER_MS,
-                "round_trips_ms": [rt / NS_PER_MS for rt in self.round_trips_ns]}
+        return {
+            "offset_ms": self.offset_ns / NS_PER_MS,
+            "uncertainty_ms": self.uncertainty_ns / NS_PER_MS,
+            "round_trip_ms": self.round_trip_ns / NS_PER_MS,
+            "round_trips_ms": [rt / NS_PER_MS for rt in self.round_trips_ns],
+        }
 
 
 def estimate_offset(samples: Iterable[ClockSample], min_samples: int = MIN_SAMPLES) -> ClockOffset:
@@ -89,9 +93,12 @@ def estimate_offset(samples: Iterable[ClockSample], min_samples: int = MIN_SAMPL
         low_ns, high_ns = best.host_ns - best.received_ns, best.host_ns - best.sent_ns
     width_ns = high_ns - low_ns
     # Midpoint without losing the odd nanosecond; the bound rounds up so it always covers.
-    return ClockOffset(offset_ns=low_ns + width_ns // 2, uncertainty_ns=width_ns - width_ns // 2,
-                       round_trip_ns=min(s.round_trip_ns for s in usable),
-                       round_trips_ns=tuple(s.round_trip_ns for s in samples))
+    return ClockOffset(
+        offset_ns=low_ns + width_ns // 2,
+        uncertainty_ns=width_ns - width_ns // 2,
+        round_trip_ns=min(s.round_trip_ns for s in usable),
+        round_trips_ns=tuple(s.round_trip_ns for s in samples),
+    )
 
 
 @dataclass(frozen=True)
@@ -118,8 +125,9 @@ def describe_skew(skew_ms: float | None, uncertainty_ms: float | None = None, ra
     """e.g. "0.210 ms (+-0.300 ms clock uncertainty; 0.190 ms on the hosts' own clocks)"."""
     if skew_ms is None:
         return "no capture start"
-    notes = ([f"+-{uncertainty_ms:.3f} ms clock uncertainty"] if uncertainty_ms is not None else []) + \
-        ([f"{raw_ms:.3f} ms on the hosts' own clocks"] if raw_ms is not None else [])
+    notes = ([f"+-{uncertainty_ms:.3f} ms clock uncertainty"] if uncertainty_ms is not None else []) + (
+        [f"{raw_ms:.3f} ms on the hosts' own clocks"] if raw_ms is not None else []
+    )
     return f"{skew_ms:.3f} ms" + (f" ({'; '.join(notes)})" if notes else "")
 
 
@@ -151,16 +159,21 @@ class NtpState:
     maximum_error_ms: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"synchronised": self.synchronised, "estimated_error_ms": self.estimated_error_ms,
-                "maximum_error_ms": self.maximum_error_ms}
+        return {
+            "synchronised": self.synchronised,
+            "estimated_error_ms": self.estimated_error_ms,
+            "maximum_error_ms": self.maximum_error_ms,
+        }
 
 
 def untrusted_reason(offset: ClockOffset, ntp: NtpState | None, max_uncertainty_ms: float) -> str | None:
     """Why a host's clock should not be trusted for sub-millisecond alignment, if it should not."""
     reasons = []
     if offset.uncertainty_ns / NS_PER_MS > max_uncertainty_ms:
-        reasons.append(f"its clock offset is only known to +-{offset.uncertainty_ns / NS_PER_MS:.3f} ms "
-                       f"(over --max-clock-uncertainty-ms {max_uncertainty_ms:g})")
+        reasons.append(
+            f"its clock offset is only known to +-{offset.uncertainty_ns / NS_PER_MS:.3f} ms "
+            f"(over --max-clock-uncertainty-ms {max_uncertainty_ms:g})"
+        )
     if ntp is not None and not ntp.synchronised:
         reasons.append("its kernel says the clock is not synchronised (NTP)")
     return "; ".join(reasons) or None

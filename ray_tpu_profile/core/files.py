@@ -6,9 +6,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 CHUNK_BYTES = 8 << 20
 """One read, transfer or upload step: bounds memory per file whatever its size."""

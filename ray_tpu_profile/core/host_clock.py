@@ -44,14 +44,30 @@ def ntp_state() -> NtpState | None:
     import ctypes.util
 
     class Timex(ctypes.Structure):  # struct timex, <sys/timex.h>
-        _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
-                    ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
-                    ("constant", ctypes.c_long), ("precision", ctypes.c_long), ("tolerance", ctypes.c_long),
-                    ("time_sec", ctypes.c_long), ("time_usec", ctypes.c_long), ("tick", ctypes.c_long),
-                    ("ppsfreq", ctypes.c_long), ("jitter", ctypes.c_long), ("shift", ctypes.c_int),
-                    ("stabil", ctypes.c_long), ("jitcnt", ctypes.c_long), ("calcnt", ctypes.c_long),
-                    ("errcnt", ctypes.c_long), ("stbcnt", ctypes.c_long), ("tai", ctypes.c_int),
-                    ("_reserved", ctypes.c_int * 11)]
+        _fields_ = [
+            ("modes", ctypes.c_uint),
+            ("offset", ctypes.c_long),
+            ("freq", ctypes.c_long),
+            ("maxerror", ctypes.c_long),
+            ("esterror", ctypes.c_long),
+            ("status", ctypes.c_int),
+            ("constant", ctypes.c_long),
+            ("precision", ctypes.c_long),
+            ("tolerance", ctypes.c_long),
+            ("time_sec", ctypes.c_long),
+            ("time_usec", ctypes.c_long),
+            ("tick", ctypes.c_long),
+            ("ppsfreq", ctypes.c_long),
+            ("jitter", ctypes.c_long),
+            ("shift", ctypes.c_int),
+            ("stabil", ctypes.c_long),
+            ("jitcnt", ctypes.c_long),
+            ("calcnt", ctypes.c_long),
+            ("errcnt", ctypes.c_long),
+            ("stbcnt", ctypes.c_long),
+            ("tai", ctypes.c_int),
+            ("_reserved", ctypes.c_int * 11),
+        ]
 
     STA_UNSYNC, TIME_ERROR = 0x0040, 5
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -59,5 +75,8 @@ def ntp_state() -> NtpState | None:
     state = libc.adjtimex(ctypes.byref(timex))
     if state < 0:
         raise OSError(ctypes.get_errno(), f"adjtimex: {os.strerror(ctypes.get_errno())}")
-    return NtpState(synchronised=state != TIME_ERROR and not timex.status & STA_UNSYNC,
-                    estimated_error_ms=timex.esterror / 1000, maximum_error_ms=timex.maxerror / 1000)
+    return NtpState(
+        synchronised=state != TIME_ERROR and not timex.status & STA_UNSYNC,
+        estimated_error_ms=timex.esterror / 1000,
+        maximum_error_ms=timex.maxerror / 1000,
+    )

@@ -3,8 +3,9 @@ dicts `ray.nodes()` returns, so it is tested without a cluster."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from ray_tpu_profile.errors import ConfigError
 
@@ -82,7 +83,9 @@ def describe_slices(hosts: list[Host]) -> str:
     for h in hosts:
         if h.slice_name:
             slices.setdefault(h.slice_name, []).append(h)
-    return ", ".join(f"{name} ({len(hs)} hosts, {hs[0].pod_type or 'unknown type'})" for name, hs in sorted(slices.items()))
+    return ", ".join(
+        f"{name} ({len(hs)} hosts, {hs[0].pod_type or 'unknown type'})" for name, hs in sorted(slices.items())
+    )
 
 
 def select_slice(hosts: list[Host], slice_name: str | None) -> list[Host]:
@@ -95,17 +98,23 @@ def select_slice(hosts: list[Host], slice_name: str | None) -> list[Host]:
             raise ConfigError("--slice", slice_name, f"no such TPU slice; the cluster has: {found}")
         return [h for h in hosts if h.slice_name == slice_name]
     if len(slices) > 1:
-        raise ConfigError("--slice", "(not given)", f"the cluster has {len(slices)} TPU slices, choose one: {describe_slices(hosts)}")
+        raise ConfigError(
+            "--slice", "(not given)", f"the cluster has {len(slices)} TPU slices, choose one: {describe_slices(hosts)}"
+        )
     return list(hosts)
 
 
 def select_hosts(hosts: list[Host], wanted: int | None, slice_name: str | None = None) -> list[Host]:
     """The first `wanted` hosts (all when None) of the chosen slice; too many is bad input."""
     if not hosts:
-        raise ConfigError("--hosts", wanted if wanted is not None else "all", "the Ray cluster has no node with a TPU resource")
+        raise ConfigError(
+            "--hosts", wanted if wanted is not None else "all", "the Ray cluster has no node with a TPU resource"
+        )
     hosts = select_slice(hosts, slice_name)
     if wanted is None:
         return list(hosts)
     if wanted > len(hosts):
-        raise ConfigError("--hosts", wanted, f"the Ray cluster has only {len(hosts)} TPU host(s): {', '.join(h.name for h in hosts)}")
+        raise ConfigError(
+            "--hosts", wanted, f"the Ray cluster has only {len(hosts)} TPU host(s): {', '.join(h.name for h in hosts)}"
+        )
     return hosts[:wanted]

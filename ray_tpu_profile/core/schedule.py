@@ -141,9 +141,14 @@ class StepWindow:
 Window = TimeWindow | StepWindow
 
 
-def phase_time_window(phase: str, prefill_s: dict[str, float], end_s: dict[str, float],
-                      requested_duration_ms: int | None, guard_ms: int = GUARD_MS,
-                      measured_in: str = "warmup iterations") -> TimeWindow:
+def phase_time_window(
+    phase: str,
+    prefill_s: dict[str, float],
+    end_s: dict[str, float],
+    requested_duration_ms: int | None,
+    guard_ms: int = GUARD_MS,
+    measured_in: str = "warmup iterations",
+) -> TimeWindow:
     """Delay and duration (from the instant the iterations start) that hold only `phase` on
     every host, from each host's timings (measured_in says which): prefill is over once
     every request has its first token (prefill_s), decode once every request has its last
@@ -156,19 +161,25 @@ def phase_time_window(phase: str, prefill_s: dict[str, float], end_s: dict[str, 
     if phase == "decode":
         start_ms = math.ceil(prefill_s[slow_prefill] * 1000 * PREFILL_MARGIN + guard_ms)
         end_ms = math.floor(end_s[fast_end] * 1000 * (1 - END_MARGIN) - guard_ms)
-        basis = (f"prefill over {prefill_s[slow_prefill] * 1000:.1f} ms into an iteration on the slowest host "
-                 f"({slow_prefill}; decode from {PREFILL_MARGIN:g}x that), last token at {end_s[fast_end] * 1000:.1f} ms "
-                 f"on the fastest ({fast_end}; decode until {1 - END_MARGIN:g}x that)")
+        basis = (
+            f"prefill over {prefill_s[slow_prefill] * 1000:.1f} ms into an iteration on the slowest host "
+            f"({slow_prefill}; decode from {PREFILL_MARGIN:g}x that), last token at {end_s[fast_end] * 1000:.1f} ms "
+            f"on the fastest ({fast_end}; decode until {1 - END_MARGIN:g}x that)"
+        )
     elif phase == "prefill":
         start_ms = 0
         end_ms = math.floor(prefill_s[fast_prefill] * 1000 * (1 - END_MARGIN) - guard_ms)
-        basis = (f"prefill over {prefill_s[fast_prefill] * 1000:.1f} ms into an iteration on the fastest host "
-                 f"({fast_prefill}; traced until {1 - END_MARGIN:g}x that)")
+        basis = (
+            f"prefill over {prefill_s[fast_prefill] * 1000:.1f} ms into an iteration on the fastest host "
+            f"({fast_prefill}; traced until {1 - END_MARGIN:g}x that)"
+        )
     else:
         raise ValueError(f"no window for phase {phase!r}")
     available_ms = end_ms - start_ms
     if available_ms < 1:
-        raise WindowError(f"--phase {phase}: the phase is too short to trace ({basis}; {guard_ms} ms kept clear at each edge)")
+        raise WindowError(
+            f"--phase {phase}: the phase is too short to trace ({basis}; {guard_ms} ms kept clear at each edge)"
+        )
     duration_ms = requested_duration_ms if requested_duration_ms is not None else available_ms
     if duration_ms > available_ms:
         raise WindowError(
@@ -186,8 +197,12 @@ def phase_step_window(phase: str, prefill_steps: int, output_len: int) -> StepWi
             raise WindowError(f"--phase decode: --output-len {output_len} has no decode step")
         # vLLM 0.32 skips delay_iterations - 1 steps (seen: delay 1 and 0 both capture the
         # prefill step, delay 2 skips it); the trace check after capture catches any drift.
-        return StepWindow(phase, prefill_steps + 1, output_len - 1,
-                          f"{prefill_steps} prefill step(s) for the batch's prompt tokens, then {output_len - 1} decode steps")
+        return StepWindow(
+            phase,
+            prefill_steps + 1,
+            output_len - 1,
+            f"{prefill_steps} prefill step(s) for the batch's prompt tokens, then {output_len - 1} decode steps",
+        )
     if phase == "prefill":
         return StepWindow(phase, 0, prefill_steps, f"{prefill_steps} prefill step(s) for the batch's prompt tokens")
     raise ValueError(f"no window for phase {phase!r}")

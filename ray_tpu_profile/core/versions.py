@@ -19,7 +19,9 @@ def package_versions(extra: dict[str, tuple[str, ...]] | None = None) -> dict[st
         found[module] = None
         for dist in dists:
             try:
-                found[module] = f"{metadata.version(dist)}" + ("" if dist == module.replace("_", "-") or dist == module else f" ({dist})")
+                found[module] = f"{metadata.version(dist)}" + (
+                    "" if dist == module.replace("_", "-") or dist == module else f" ({dist})"
+                )
                 break
             except metadata.PackageNotFoundError:
                 continue

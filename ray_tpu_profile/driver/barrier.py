@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 from ray_tpu_profile.core.records import HostRecord, Stage
 
@@ -27,20 +28,25 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, rex.RayTaskError) and error.cause is not None:
         error = error.cause
     if isinstance(error, rex.ActorDiedError):
-        return "actor process died" + (f": {error.error_msg.splitlines()[0]}" if getattr(error, "error_msg", "") else "")
+        return "actor process died" + (
+            f": {error.error_msg.splitlines()[0]}" if getattr(error, "error_msg", "") else ""
+        )
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}".strip()
 
 
-def completed_in_slices(futures: Iterable[Future], timeout_s: float,
-                        check_stop: Callable[[], None]) -> Iterator[Future]:
+def completed_in_slices(
+    futures: Iterable[Future], timeout_s: float, check_stop: Callable[[], None]
+) -> Iterator[Future]:
     """Each future as it completes, until all have or timeout_s has passed (those left
     are not yielded). check_stop is called at least every WAIT_SLICE_S and may raise."""
     pending = set(futures)
     deadline = time.monotonic() + timeout_s
     while pending:
         slice_s = min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic()))
-        done, pending = concurrent.futures.wait(pending, timeout=slice_s, return_when=concurrent.futures.FIRST_COMPLETED)
+        done, pending = concurrent.futures.wait(
+            pending, timeout=slice_s, return_when=concurrent.futures.FIRST_COMPLETED
+        )
         check_stop()
         yield from done
         if not done and time.monotonic() >= deadline:
@@ -88,10 +94,16 @@ class Barrier:
             spans hosts: one host's failure is its engine's).
     """
 
-    def __init__(self, records: list[HostRecord], handles: dict[str, HostHandle], progress: Reporter,
-                 timeout_s: float, check_stop: Callable[[], None] = lambda: None,
-                 on_stage: Callable[[Stage], None] = lambda stage: None,
-                 partners: dict[str, list[str]] | None = None):
+    def __init__(
+        self,
+        records: list[HostRecord],
+        handles: dict[str, HostHandle],
+        progress: Reporter,
+        timeout_s: float,
+        check_stop: Callable[[], None] = lambda: None,
+        on_stage: Callable[[Stage], None] = lambda stage: None,
+        partners: dict[str, list[str]] | None = None,
+    ):
         self.records = records
         self.handles = handles
         self.progress = progress
@@ -117,8 +129,12 @@ class Barrier:
                 partner.fail(stage, why_partner)
                 self.progress.host_failed(stage, partner.host.name, why_partner)
 
-    def run(self, stage: Stage, call: Callable[[HostHandle], Future],
-            on_result: Callable[[HostRecord, Any], str] | None = None) -> dict[str, Any]:
+    def run(
+        self,
+        stage: Stage,
+        call: Callable[[HostHandle], Future],
+        on_result: Callable[[HostRecord, Any], str] | None = None,
+    ) -> dict[str, Any]:
         """call(handle) on every healthy host; returns each healthy host's result by name.
         on_result(record, result) keeps what it needs and returns the progress detail."""
         self.on_stage(stage)
@@ -146,8 +162,14 @@ class Barrier:
             self.handles[record.host.name].kill()
         return results
 
-    def _keep(self, stage: Stage, record: HostRecord, future: Future, results: dict[str, Any],
-              on_result: Callable[[HostRecord, Any], str] | None) -> None:
+    def _keep(
+        self,
+        stage: Stage,
+        record: HostRecord,
+        future: Future,
+        results: dict[str, Any],
+        on_result: Callable[[HostRecord, Any], str] | None,
+    ) -> None:
         try:
             result = future.result()
         except Exception as e:  # one host's failure is recorded, the others go on

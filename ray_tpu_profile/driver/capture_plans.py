@@ -9,12 +9,11 @@ import time
 from abc import ABC, abstractmethod
 from typing import Any
 
-from ray_tpu_profile.core import clocks
-from ray_tpu_profile.core import schedule
-from ray_tpu_profile.driver.barrier import Barrier
 from ray_tpu_profile.config import Capture
+from ray_tpu_profile.core import clocks, schedule
 from ray_tpu_profile.core.records import HostRecord, PhaseTiming, Stage
 from ray_tpu_profile.core.schedule import StepWindow, TimeWindow, Window
+from ray_tpu_profile.driver.barrier import Barrier
 from ray_tpu_profile.driver.state import RunState, ShapeRun
 
 
@@ -87,6 +86,7 @@ class ServerPlan(CapturePlan):
         (prefill took up to 2.3x its untraced time on CPU): each host runs one more warmup
         iteration under a throwaway trace so decode starts after a traced prefill. (A
         prefill window ends at the earliest prefill end: untraced timings keep it inside.)"""
+
         def keep(record: HostRecord, phase: PhaseTiming) -> str:
             if not phase.prefill_s:  # a host of an engine across hosts traced its worker only
                 return "traced its worker through its owner's iteration"
@@ -94,15 +94,20 @@ class ServerPlan(CapturePlan):
             return f"traced warmup iteration: prefill over {phase.prefill_s[0] * 1000:.1f} ms"
 
         # Every host traces as long as its engine's owner needs to cover prefill.
-        owners_warmup = {r.host.name: run.owner_record(r).shapes[shape.workload.shape]["warmup"] for r in hosts.healthy()}
+        owners_warmup = {
+            r.host.name: run.owner_record(r).shapes[shape.workload.shape]["warmup"] for r in hosts.healthy()
+        }
         covered_ms = {name: schedule.traced_cover_ms(warmup.prefill_s) for name, warmup in owners_warmup.items()}
 
         # At one instant on every host, as the capture will be: hosts that share cores slow
         # each other's prefill then (2 simulated hosts on 2 cores: a prefill timed at 11 ms
         # apart took 32 ms in the capture).
         at_ns = schedule.capture_instant_ns(time.time_ns())
-        hosts.run(Stage.WINDOW, lambda h: h.traced_iteration(run.host_instant_ns(shape, h.name, at_ns),
-                                                             covered_ms[h.name]), keep)
+        hosts.run(
+            Stage.WINDOW,
+            lambda h: h.traced_iteration(run.host_instant_ns(shape, h.name, at_ns), covered_ms[h.name]),
+            keep,
+        )
 
     def verify_shape(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
         """Each host must have delivered exactly its own xplane, readable by xprof. Its
@@ -122,8 +127,9 @@ class ServerPlan(CapturePlan):
                 hosts.fail(record, Stage.VERIFY, str(e))
                 continue
             owner = run.owner_record(record)  # its iterations, for a host of an engine across hosts
-            problem = (phase_problem(shape.window, owner.shapes.get(name, {}).get("profiled"), xplane)
-                       or worker_problem(record, {xplane.process_id} - {None}))
+            problem = phase_problem(shape.window, owner.shapes.get(name, {}).get("profiled"), xplane) or worker_problem(
+                record, {xplane.process_id} - {None}
+            )
             if problem:
                 hosts.fail(record, Stage.VERIFY, problem)
                 continue
@@ -132,14 +138,24 @@ class ServerPlan(CapturePlan):
             offset = shape.clock_offsets.get(record.host.name)
             start_on_driver_ns = offset.to_driver_ns(xplane.start_ns) if offset else xplane.start_ns
             checked = record.shapes.setdefault(name, {})["capture"] = {
-                "xplane": expected, "start_ns": xplane.start_ns, "stop_ns": xplane.stop_ns,
-                "start_offset_ms": (start_on_driver_ns - planned_ns) / schedule.NS_PER_MS, "events": xplane.events,
+                "xplane": expected,
+                "start_ns": xplane.start_ns,
+                "stop_ns": xplane.stop_ns,
+                "start_offset_ms": (start_on_driver_ns - planned_ns) / schedule.NS_PER_MS,
+                "events": xplane.events,
             }
-            hosts.progress.host_ok(Stage.VERIFY, record.host.name, f"{name}: {xplane.events:,} events, trace began "
-                                   f"{checked['start_offset_ms']:+.3f} ms from the plan")
+            hosts.progress.host_ok(
+                Stage.VERIFY,
+                record.host.name,
+                f"{name}: {xplane.events:,} events, trace began {checked['start_offset_ms']:+.3f} ms from the plan",
+            )
         skew = clocks.skew(starts, shape.clock_offsets)
-        shape.checked = {"session": session, "start_skew_ms": skew.skew_ms,
-                         "start_skew_uncertainty_ms": skew.uncertainty_ms, "start_skew_raw_ms": skew.raw_ms}
+        shape.checked = {
+            "session": session,
+            "start_skew_ms": skew.skew_ms,
+            "start_skew_uncertainty_ms": skew.uncertainty_ms,
+            "start_skew_raw_ms": skew.raw_ms,
+        }
         if starts:
             hosts.progress.note(f"{name}: capture start skew across {len(starts)} host(s): {skew.describe()}")
 
@@ -150,8 +166,10 @@ def worker_problem(record: HostRecord, traced_pids: set[int]) -> str | None:
     if not record.worker or not traced_pids:
         return None
     if record.worker["pid"] not in traced_pids:
-        return (f"the trace came from pid {', '.join(map(str, sorted(traced_pids)))}, not from this host's worker "
-                f"(rank {record.worker['rank']}, pid {record.worker['pid']})")
+        return (
+            f"the trace came from pid {', '.join(map(str, sorted(traced_pids)))}, not from this host's worker "
+            f"(rank {record.worker['rank']}, pid {record.worker['pid']})"
+        )
     return None
 
 
@@ -167,11 +185,15 @@ def phase_problem(window: TimeWindow | None, profiled: PhaseTiming | None, trace
     prefill_end_ns, end_ns = t0_ns + profiled.prefill_s[0] * 1e9, t0_ns + profiled.end_s[0] * 1e9
     ms = lambda ns: (ns - t0_ns) / 1e6  # noqa: E731 - offsets into the iteration, for the message
     if window.phase == "decode" and not (trace.start_ns >= prefill_end_ns and trace.stop_ns <= end_ns):
-        return (f"--phase decode: trace {ms(trace.start_ns):.1f}-{ms(trace.stop_ns):.1f} ms is not inside decode "
-                f"{ms(prefill_end_ns):.1f}-{ms(end_ns):.1f} ms of the profiled iteration")
+        return (
+            f"--phase decode: trace {ms(trace.start_ns):.1f}-{ms(trace.stop_ns):.1f} ms is not inside decode "
+            f"{ms(prefill_end_ns):.1f}-{ms(end_ns):.1f} ms of the profiled iteration"
+        )
     if window.phase == "prefill" and not (trace.start_ns < prefill_end_ns and trace.stop_ns <= prefill_end_ns):
-        return (f"--phase prefill: trace {ms(trace.start_ns):.1f}-{ms(trace.stop_ns):.1f} ms is not inside prefill "
-                f"(over at {ms(prefill_end_ns):.1f} ms) of the profiled iteration")
+        return (
+            f"--phase prefill: trace {ms(trace.start_ns):.1f}-{ms(trace.stop_ns):.1f} ms is not inside prefill "
+            f"(over at {ms(prefill_end_ns):.1f} ms) of the profiled iteration"
+        )
     return None
 
 
@@ -189,8 +211,11 @@ class TorchPlan(CapturePlan):
         """An engine across hosts: each host takes its own ranks' trace files, written on it
         by its worker, once the owner has stopped the profiler on every worker."""
         if run.engines_span_hosts and hosts.healthy():
-            hosts.run(Stage.CAPTURE, lambda h: h.collect_traces(), lambda r, files: f"{len(files)} trace file(s) of "
-                      f"rank(s) {', '.join(map(str, r.ranks))}")
+            hosts.run(
+                Stage.CAPTURE,
+                lambda h: h.collect_traces(),
+                lambda r, files: f"{len(files)} trace file(s) of rank(s) {', '.join(map(str, r.ranks))}",
+            )
 
     def verify_shape(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
         """With --phase, the captured steps must all be of that phase; a host of an engine
@@ -204,7 +229,7 @@ class TorchPlan(CapturePlan):
             counts, pids = {"prefill": 0, "decode": 0}, set()
             folder = f"hosts/{record.host.name}/torch/" + (f"{shape.tag}/" if shape.tag else "")
             for f in record.files:
-                rest = f["path"][len(folder):]
+                rest = f["path"][len(folder) :]
                 if f["path"].startswith(folder) and "/" not in rest and rest.endswith(".pt.trace.json.gz"):
                     for kind, n in torch_trace_steps(run.run_dir / f["path"]).items():
                         counts[kind] += n
@@ -214,6 +239,10 @@ class TorchPlan(CapturePlan):
             if problem:
                 hosts.fail(record, Stage.VERIFY, problem)
             else:
-                hosts.progress.host_ok(Stage.VERIFY, record.host.name, f"{counts['prefill']} prefill and "
-                                       f"{counts['decode']} decode step(s)" + (f", from pid {record.worker['pid']}"
-                                                                               if record.worker else ""))
+                hosts.progress.host_ok(
+                    Stage.VERIFY,
+                    record.host.name,
+                    f"{counts['prefill']} prefill and "
+                    f"{counts['decode']} decode step(s)"
+                    + (f", from pid {record.worker['pid']}" if record.worker else ""),
+                )

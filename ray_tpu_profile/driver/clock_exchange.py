@@ -6,8 +6,9 @@ handles (futures), so it runs without a cluster in tests."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from ray_tpu_profile.core.clocks import ClockOffset, ClockSample, estimate_offset
 
@@ -21,8 +22,9 @@ PARALLEL_HOSTS = 16
 """Hosts measured at once: more would queue on the driver and lengthen every round trip."""
 
 
-def sample_clock(clock_call: Callable[[], Any], round_trips: int = ROUND_TRIPS,
-                 timeout_s: float = CALL_TIMEOUT_S) -> list[ClockSample]:
+def sample_clock(
+    clock_call: Callable[[], Any], round_trips: int = ROUND_TRIPS, timeout_s: float = CALL_TIMEOUT_S
+) -> list[ClockSample]:
     """round_trips exchanges with one host; clock_call() returns a future of its clock (ns)."""
     samples = []
     for _ in range(round_trips):
@@ -32,9 +34,11 @@ def sample_clock(clock_call: Callable[[], Any], round_trips: int = ROUND_TRIPS,
     return samples
 
 
-def measure_offsets(clock_calls: dict[str, Callable[[], Any]], round_trips: int = ROUND_TRIPS,
-                    timeout_s: float = CALL_TIMEOUT_S) -> dict[str, ClockOffset | BaseException]:
+def measure_offsets(
+    clock_calls: dict[str, Callable[[], Any]], round_trips: int = ROUND_TRIPS, timeout_s: float = CALL_TIMEOUT_S
+) -> dict[str, ClockOffset | BaseException]:
     """Each host's offset, or the error that kept it from being measured (that host's alone)."""
+
     def one(name: str) -> ClockOffset | BaseException:
         try:
             return estimate_offset(sample_clock(clock_calls[name], round_trips, timeout_s))

@@ -48,13 +48,24 @@ def spec_from_parser(parser: Any) -> dict[str, Any]:
     for action in parser._actions:
         if not action.option_strings:
             continue
-        kind = getattr(action.type, "__name__", None) if action.type in PLAIN_TYPES.values() else \
-            ("str" if action.type is None else "custom")
-        choices = list(action.choices) if action.choices is not None and all(
-            isinstance(c, (str, int, float)) for c in action.choices) else None
-        entry = {"dest": action.dest, "takes_value": action.nargs != 0, "nargs": action.nargs if isinstance(
-            action.nargs, (int, type(None))) else str(action.nargs), "type": kind, "choices": choices,
-                 "default": action.default if isinstance(action.default, (str, int, float, type(None))) else None}
+        kind = (
+            getattr(action.type, "__name__", None)
+            if action.type in PLAIN_TYPES.values()
+            else ("str" if action.type is None else "custom")
+        )
+        choices = (
+            list(action.choices)
+            if action.choices is not None and all(isinstance(c, (str, int, float)) for c in action.choices)
+            else None
+        )
+        entry = {
+            "dest": action.dest,
+            "takes_value": action.nargs != 0,
+            "nargs": action.nargs if isinstance(action.nargs, (int, type(None))) else str(action.nargs),
+            "type": kind,
+            "choices": choices,
+            "default": action.default if isinstance(action.default, (str, int, float, type(None))) else None,
+        }
         for option in action.option_strings:
             flags[option] = entry
     return {"spec_version": SPEC_VERSION, "flags": flags}
@@ -117,11 +128,13 @@ def engine_flags(argv: list[str], trusted_count: int = 0) -> EngineFlags:
                     raise NotPlain("--max-model-len is not a plain number")
                 max_model_len = int(max_model_len)
             default = {dest: e["default"] for e in spec["flags"].values() for dest in [e["dest"]]}
-            return EngineFlags(model=values.get("model", default.get("model")),
-                               tensor_parallel_size=values.get("tensor_parallel_size", default["tensor_parallel_size"]),
-                               pipeline_parallel_size=values.get("pipeline_parallel_size",
-                                                                 default["pipeline_parallel_size"]),
-                               max_model_len=max_model_len, parsed_by="cache")
+            return EngineFlags(
+                model=values.get("model", default.get("model")),
+                tensor_parallel_size=values.get("tensor_parallel_size", default["tensor_parallel_size"]),
+                pipeline_parallel_size=values.get("pipeline_parallel_size", default["pipeline_parallel_size"]),
+                max_model_len=max_model_len,
+                parsed_by="cache",
+            )
         except NotPlain:
             pass  # vLLM's own parser decides, below
     from ray_tpu_profile.host.engine import _parser, parse_engine_args
@@ -129,12 +142,17 @@ def engine_flags(argv: list[str], trusted_count: int = 0) -> EngineFlags:
     if spec is None:
         save_spec(spec_from_parser(_parser()))
     args = parse_engine_args(argv)
-    return EngineFlags(model=args.model, tensor_parallel_size=args.tensor_parallel_size,
-                       pipeline_parallel_size=args.pipeline_parallel_size, max_model_len=args.max_model_len,
-                       parsed_by="vllm")
+    return EngineFlags(
+        model=args.model,
+        tensor_parallel_size=args.tensor_parallel_size,
+        pipeline_parallel_size=args.pipeline_parallel_size,
+        max_model_len=args.max_model_len,
+        parsed_by="vllm",
+    )
 
 
 # The cache file --------------------------------------------------------------------------
+
 
 def _vllm_key() -> str | None:
     """The installed vLLM's version and the mtimes of the files its flags come from; None

@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 import shutil
 
-from ray_tpu_profile.rundir import layout
-from ray_tpu_profile.errors import RunStopped
-from ray_tpu_profile.driver.progress import Progress
 from ray_tpu_profile.core.records import Stage
+from ray_tpu_profile.driver.progress import Progress
 from ray_tpu_profile.driver.signals import StopSignals
 from ray_tpu_profile.driver.state import RunState
+from ray_tpu_profile.errors import RunStopped
+from ray_tpu_profile.rundir import layout
 
 
 def record_outcome(run: RunState) -> None:
@@ -23,8 +23,9 @@ def record_outcome(run: RunState) -> None:
     if run.error is None and not run.stopped:
         run.stage = Stage.DONE
     run.write_manifest()
-    layout.write_json_atomic(run.run_dir / layout.LATENCY,
-                             layout.build_latency([w.shape for w in run.config.workloads], run.records))
+    layout.write_json_atomic(
+        run.run_dir / layout.LATENCY, layout.build_latency([w.shape for w in run.config.workloads], run.records)
+    )
 
 
 def write_reports(run: RunState, timeline_max_events: int | None, progress: Progress) -> None:
@@ -45,8 +46,11 @@ def write_reports(run: RunState, timeline_max_events: int | None, progress: Prog
     except Exception as e:  # the traces and manifest are in place; only what derives from them is missing
         run.reports_error = f"{type(e).__name__}: {e}"
         where = f"on a copy of {run.result_url}" if run.result_url else "on the run directory"
-        progress.host_failed(Stage.REPORTS, "all", f"reports not written ({run.reports_error}); "
-                                                   f"`ray-tpu-profile report --write` {where} tries again")
+        progress.host_failed(
+            Stage.REPORTS,
+            "all",
+            f"reports not written ({run.reports_error}); `ray-tpu-profile report --write` {where} tries again",
+        )
     finally:
         run.timings.close()
 

@@ -9,8 +9,9 @@ while the next ones are in flight; the two hashes are compared once the file is 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ray_tpu_profile.core.files import CHUNK_BYTES, Digest, written_whole
 from ray_tpu_profile.rundir.layout import host_file_dest
@@ -32,9 +33,14 @@ def _destination(host_name: str, relpath: str):
         raise GatherError(f"host {host_name}: {e}") from None
 
 
-def gather_host(actor: Any, host_name: str, run_dir: Path, timeout_s: float,
-                check_stop: Callable[[], None] = lambda: None,
-                gathered: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def gather_host(
+    actor: Any,
+    host_name: str,
+    run_dir: Path,
+    timeout_s: float,
+    check_stop: Callable[[], None] = lambda: None,
+    gathered: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """Copy every file the host lists into the run directory; returns the manifest entries.
     Each entry is appended to `gathered` as soon as its file is verified, so if the host
     dies half way the files it already delivered stay listed (the one in transit is
@@ -70,9 +76,15 @@ def gather_host(actor: Any, host_name: str, run_dir: Path, timeout_s: float,
     return gathered
 
 
-def upload_host(actor: Any, host_name: str, run_url: str, run_dir: Path, timeout_s: float,
-                check_stop: Callable[[], None] = lambda: None,
-                gathered: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def upload_host(
+    actor: Any,
+    host_name: str,
+    run_url: str,
+    run_dir: Path,
+    timeout_s: float,
+    check_stop: Callable[[], None] = lambda: None,
+    gathered: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """The remote counterpart of gather_host: the host writes each file straight to
     run_url (sha256 of the bytes it sent, size as the store reports it). The driver then
     reads back the traces it needs into run_dir and checks them against the host's sha256,
@@ -80,15 +92,17 @@ def upload_host(actor: Any, host_name: str, run_url: str, run_dir: Path, timeout
     appended to `gathered` as each file is done, as in gather_host."""
     import ray
 
+    from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
     from ray_tpu_profile.driver.barrier import result_watching_stop
     from ray_tpu_profile.rundir.remote import download_file, join
-    from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
 
     gathered = [] if gathered is None else gathered
     for relpath in ray.get(actor.list_paths.remote(), timeout=timeout_s):
         dest_rel = _destination(host_name, relpath).as_posix()
         check_stop()
-        sent = result_watching_stop(actor.upload.remote(relpath, join(run_url, dest_rel)).future(), timeout_s, check_stop)
+        sent = result_watching_stop(
+            actor.upload.remote(relpath, join(run_url, dest_rel)).future(), timeout_s, check_stop
+        )
         entry = {"path": dest_rel, "bytes": sent["bytes"], "sha256": sent["sha256"], "verified": "size"}
         if dest_rel.endswith(TRACE_SUFFIXES):
             local = run_dir / dest_rel
@@ -96,8 +110,10 @@ def upload_host(actor: Any, host_name: str, run_url: str, run_dir: Path, timeout
             got = download_file(join(run_url, dest_rel), str(local))
             if got != sent:
                 local.unlink()
-                raise GatherError(f"host {host_name}: {dest_rel} reads back from {run_url} as {got['bytes']} bytes "
-                                  f"sha256 {got['sha256'][:12]}, host sent {sent['bytes']} bytes sha256 {sent['sha256'][:12]}")
+                raise GatherError(
+                    f"host {host_name}: {dest_rel} reads back from {run_url} as {got['bytes']} bytes "
+                    f"sha256 {got['sha256'][:12]}, host sent {sent['bytes']} bytes sha256 {sent['sha256'][:12]}"
+                )
             entry["verified"] = "sha256"
         gathered.append(entry)
     return gathered

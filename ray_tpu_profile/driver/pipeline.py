@@ -10,16 +10,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray_tpu_profile.driver import finish
-from ray_tpu_profile.driver import stages
-from ray_tpu_profile.driver.capture_plans import make_plan
 from ray_tpu_profile.config import RunConfig
+from ray_tpu_profile.driver import finish, stages
+from ray_tpu_profile.driver.capture_plans import make_plan
 from ray_tpu_profile.driver.progress import Progress
 from ray_tpu_profile.driver.state import RunState, StageTimings
 
 
-def execute(config: RunConfig, argv: list[str], progress: Progress, actor_logs: bool = False,
-            timeline_max_events: int | None = None) -> RunState:
+def execute(
+    config: RunConfig,
+    argv: list[str],
+    progress: Progress,
+    actor_logs: bool = False,
+    timeline_max_events: int | None = None,
+) -> RunState:
     """Runs to the end and returns the final state (its manifest: `run.manifest()`).
 
     Args:
@@ -45,7 +49,7 @@ def execute(config: RunConfig, argv: list[str], progress: Progress, actor_logs: 
             with stages.shape_stages(run, workload) as shape:
                 stages.switch_shape(run, hosts, shape)
                 stages.warm_up(run, hosts, shape)
-                stages.measure_clocks(run, hosts, shape)       # each host's clock, right before its instants
+                stages.measure_clocks(run, hosts, shape)  # each host's clock, right before its instants
                 stages.place_window(run, hosts, shape, plan)
                 stages.capture(run, hosts, shape, plan)
         stages.gather(run, hosts)
@@ -62,11 +66,11 @@ def validate(config: RunConfig, argv: list[str]) -> RunState:
     import importlib.util
     import time
 
-    from ray_tpu_profile.host import engine
-    from ray_tpu_profile.rundir import layout
-    from ray_tpu_profile.placement import local_capacity
     from ray_tpu_profile.driver.engine_flags import engine_flags
+    from ray_tpu_profile.host import engine
     from ray_tpu_profile.host.tiny_model import default_tiny_model_dir
+    from ray_tpu_profile.placement import local_capacity
+    from ray_tpu_profile.rundir import layout
 
     started = time.monotonic()
     placement = config.placement
@@ -83,14 +87,25 @@ def validate(config: RunConfig, argv: list[str]) -> RunState:
     if placement.address is None:  # now with the model processes an engine puts on each host
         devices = engine_args.tensor_parallel_size * engine_args.pipeline_parallel_size
         local_capacity.check_simulated_hosts(
-            placement.simulated_hosts, local_capacity.this_machine(),
-            local_capacity.model_processes_per_host(placement.simulated_chips, devices))
+            placement.simulated_hosts,
+            local_capacity.this_machine(),
+            local_capacity.model_processes_per_host(placement.simulated_chips, devices),
+        )
     run_id = layout.new_run_id()
-    run = RunState(config=config, argv=argv, run_id=run_id, capture=capture, chosen_by=chosen_by,
-                   engine_argv=engine_argv, tensor_parallel_size=engine_args.tensor_parallel_size,
-                   pipeline_parallel_size=engine_args.pipeline_parallel_size, tiny_model=tiny_model, local_root=config.profile_result_dir,
-                   result_url=f"{config.profile_result_url}/{run_id}" if config.profile_result_url else None,
-                   timings=StageTimings(started=started))  # the run's total counts validation too
+    run = RunState(
+        config=config,
+        argv=argv,
+        run_id=run_id,
+        capture=capture,
+        chosen_by=chosen_by,
+        engine_argv=engine_argv,
+        tensor_parallel_size=engine_args.tensor_parallel_size,
+        pipeline_parallel_size=engine_args.pipeline_parallel_size,
+        tiny_model=tiny_model,
+        local_root=config.profile_result_dir,
+        result_url=f"{config.profile_result_url}/{run_id}" if config.profile_result_url else None,
+        timings=StageTimings(started=started),
+    )  # the run's total counts validation too
     run.bundle_per_chip = importlib.util.find_spec("tpu_inference") is None
     run.timings.add("validate", time.monotonic() - started)
     return run
@@ -105,8 +120,9 @@ def plan(config: RunConfig, argv: list[str]) -> dict[str, Any]:
 
     run = validate(config, argv)
     placement = config.placement
-    with cluster.ray_session(placement.address, placement.simulated_hosts, log_to_driver=False,
-                             chips_per_host=placement.simulated_chips) as info:
+    with cluster.ray_session(
+        placement.address, placement.simulated_hosts, log_to_driver=False, chips_per_host=placement.simulated_chips
+    ) as info:
         found = cluster.discover_hosts()
         hosts, whole_slice, run.engines = stages.choose_hosts(run, found)
     slices = sorted({h.slice_name for h in found if h.slice_name})
@@ -114,19 +130,45 @@ def plan(config: RunConfig, argv: list[str]) -> dict[str, Any]:
     spans = run.engines_span_hosts
     return {
         "cluster": info,
-        "slices": [{"name": s, "hosts": [h.name for h in found if h.slice_name == s],
-                    "pod_type": next(h.pod_type for h in found if h.slice_name == s)} for s in slices],
+        "slices": [
+            {
+                "name": s,
+                "hosts": [h.name for h in found if h.slice_name == s],
+                "pod_type": next(h.pod_type for h in found if h.slice_name == s),
+            }
+            for s in slices
+        ],
         "hosts": [h.to_json() for h in hosts],
         "engines": [e.to_json() for e in run.engines],
-        "placement": {"reservation": cluster.reservation_kind(hosts, whole_slice, spans),
-                      "bundles": [{"TPU": 1} if spans and run.bundle_per_chip else {"TPU": h.chips}
-                                  for h in hosts for _ in range(h.chips if spans and run.bundle_per_chip else 1)],
-                      "strategy": "PACK, each bundle pinned to its host" if spans else "STRICT_SPREAD"},
-        "actors": [{"name": f"ray-tpu-profile-<run-id>-{h.name}", "host": h.name, "node_id": h.node_id,
-                    "chips": 0 if spans else h.chips} for h in hosts],
+        "placement": {
+            "reservation": cluster.reservation_kind(hosts, whole_slice, spans),
+            "bundles": [
+                {"TPU": 1} if spans and run.bundle_per_chip else {"TPU": h.chips}
+                for h in hosts
+                for _ in range(h.chips if spans and run.bundle_per_chip else 1)
+            ],
+            "strategy": "PACK, each bundle pinned to its host" if spans else "STRICT_SPREAD",
+        },
+        "actors": [
+            {
+                "name": f"ray-tpu-profile-<run-id>-{h.name}",
+                "host": h.name,
+                "node_id": h.node_id,
+                "chips": 0 if spans else h.chips,
+            }
+            for h in hosts
+        ],
         "workload": {"shape": first.shape, **asdict(first), "shapes": [w.shape for w in config.workloads]},
-        "capture": {"profiler": run.capture.profiler, "chosen_by": run.chosen_by,
-                    "delay_ms": run.capture.delay_ms, "duration_ms": run.capture.duration_ms},
-        "engine": {"argv": run.engine_argv, "tensor_parallel_size": run.tensor_parallel_size,
-                   "pipeline_parallel_size": run.pipeline_parallel_size, "env": layout.redacted_env(run.actor_env)},
+        "capture": {
+            "profiler": run.capture.profiler,
+            "chosen_by": run.chosen_by,
+            "delay_ms": run.capture.delay_ms,
+            "duration_ms": run.capture.duration_ms,
+        },
+        "engine": {
+            "argv": run.engine_argv,
+            "tensor_parallel_size": run.tensor_parallel_size,
+            "pipeline_parallel_size": run.pipeline_parallel_size,
+            "env": layout.redacted_env(run.actor_env),
+        },
     }

@@ -33,7 +33,7 @@ class StopSignals:
         if self.event.is_set():
             raise RunStopped(self.signal_name)
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self

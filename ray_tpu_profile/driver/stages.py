@@ -6,21 +6,21 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from ray_tpu_profile.rundir import layout
+from ray_tpu_profile.config import Workload
 from ray_tpu_profile.core import schedule
+from ray_tpu_profile.core.records import HostRecord, PhaseTiming, Stage
 from ray_tpu_profile.driver.barrier import Barrier, describe_error
 from ray_tpu_profile.driver.capture_plans import CapturePlan
-from ray_tpu_profile.config import Workload
-from ray_tpu_profile.errors import RunStopped
 from ray_tpu_profile.driver.progress import Progress
-from ray_tpu_profile.core.records import HostRecord, PhaseTiming, Stage
 from ray_tpu_profile.driver.signals import StopSignals
 from ray_tpu_profile.driver.state import RunState, ShapeRun
+from ray_tpu_profile.errors import RunStopped
+from ray_tpu_profile.rundir import layout
 
 
 class RunSession:
@@ -44,8 +44,16 @@ def open_run(run: RunState, progress: Progress, actor_logs: bool) -> Iterator[Ru
     started = time.monotonic()
     stop = StopSignals()
     # The stop handler goes in after ray.init: Ray installs its own, which aborts.
-    with cluster.ray_session(placement.address, placement.simulated_hosts, log_to_driver=actor_logs,
-                             chips_per_host=placement.simulated_chips) as info, stop, ExitStack() as cleanups:
+    with (
+        cluster.ray_session(
+            placement.address,
+            placement.simulated_hosts,
+            log_to_driver=actor_logs,
+            chips_per_host=placement.simulated_chips,
+        ) as info,
+        stop,
+        ExitStack() as cleanups,
+    ):
         run.timings.add("cluster_start", time.monotonic() - started)
         run.cluster_info = info
         chosen, run.whole_slice, run.engines = choose_hosts(run, cluster.discover_hosts())  # ConfigError: nothing made
@@ -58,7 +66,9 @@ def open_run(run: RunState, progress: Progress, actor_logs: bool) -> Iterator[Ru
             yield RunSession(progress, stop, cleanups)
         except (KeyboardInterrupt, RunStopped) as e:
             run.stopped = True
-            run.error = f"stopped during {run.stage} ({'SIGINT' if isinstance(e, KeyboardInterrupt) else e.signal_name})"
+            run.error = (
+                f"stopped during {run.stage} ({'SIGINT' if isinstance(e, KeyboardInterrupt) else e.signal_name})"
+            )
             progress.host_failed(run.stage, "all", run.error)
         except Exception as e:  # recorded in the manifest and reflected in the exit code
             run.error = f"{run.stage}: {describe_error(e)}"
@@ -72,8 +82,8 @@ def open_run(run: RunState, progress: Progress, actor_logs: bool) -> Iterator[Ru
 def choose_hosts(run: RunState, found: list) -> tuple[list, bool, list]:
     """The hosts to profile among those found, whether they are a whole TPU slice, and the
     engines they make (ConfigError when the cluster cannot serve the request)."""
-    from ray_tpu_profile.placement.engines import plan_engines
     from ray_tpu_profile.core.hosts import select_hosts, select_slice
+    from ray_tpu_profile.placement.engines import plan_engines
 
     placement = run.config.placement
     hosts = select_hosts(found, placement.hosts, placement.slice_name)
@@ -101,8 +111,15 @@ def place(run: RunState, session: RunSession) -> Barrier:
     run.cluster_info["reservation"] = reservation.kind
     env = run.actor_env
     actors = cluster.start_actors(reservation, chosen, run.run_id, env)
-    hosts = Barrier(run.records, {name: cluster.RayHost(a, name) for name, a in actors.items()}, session.progress,
-                    placement.stage_timeout_s, session.stop.check, run.enter, partners=run.engine_hosts())
+    hosts = Barrier(
+        run.records,
+        {name: cluster.RayHost(a, name) for name, a in actors.items()},
+        session.progress,
+        placement.stage_timeout_s,
+        session.stop.check,
+        run.enter,
+        partners=run.engine_hosts(),
+    )
     identities = hosts.run(Stage.PLACE, lambda h: h.identity(tuple(env)))
     for r in hosts.healthy():
         identity = identities[r.host.name]
@@ -120,12 +137,25 @@ def measure_clocks(run: RunState, hosts: Barrier, shape: ShapeRun | None = None)
     state, kept on its record; with a shape, its window and capture are scheduled with
     these offsets. A host whose clock cannot be trusted is warned about, in the progress
     and in the manifest, not failed: its traces are good, their alignment is what is in doubt."""
-    from ray_tpu_profile.driver import clock_exchange
     from ray_tpu_profile.core.clocks import NtpState, untrusted_reason
+    from ray_tpu_profile.driver import clock_exchange
 
-    states = hosts.run(Stage.CLOCKS, lambda h: h.clock_state(), lambda r, state: "kernel clock " + (
-        "(simulated host: the machine's clock, shared)" if state["simulated"] else
-        "n/a" if state["ntp"] is None else "synchronised" if state["ntp"]["synchronised"] else "NOT synchronised"))
+    states = hosts.run(
+        Stage.CLOCKS,
+        lambda h: h.clock_state(),
+        lambda r, state: (
+            "kernel clock "
+            + (
+                "(simulated host: the machine's clock, shared)"
+                if state["simulated"]
+                else "n/a"
+                if state["ntp"] is None
+                else "synchronised"
+                if state["ntp"]["synchronised"]
+                else "NOT synchronised"
+            )
+        ),
+    )
     healthy = hosts.healthy()
     found = clock_exchange.measure_offsets({r.host.name: hosts.handles[r.host.name].clock_ns for r in healthy})
     hosts.check_stop()
@@ -139,19 +169,32 @@ def measure_clocks(run: RunState, hosts: Barrier, shape: ShapeRun | None = None)
         # Simulated hosts share one clock: the machine's NTP state says nothing about them.
         ntp = NtpState(**state["ntp"]) if state["ntp"] and not state["simulated"] else None
         warning = untrusted_reason(offset, ntp, run.capture.max_clock_uncertainty_ms)
-        measured = {"measured": when, "offset_ms": offset.offset_ns / schedule.NS_PER_MS,
-                    "uncertainty_ms": offset.uncertainty_ns / schedule.NS_PER_MS}
+        measured = {
+            "measured": when,
+            "offset_ms": offset.offset_ns / schedule.NS_PER_MS,
+            "uncertainty_ms": offset.uncertainty_ns / schedule.NS_PER_MS,
+        }
         earlier = record.clock["measurements"] if record.clock else []
-        record.clock = {**offset.to_json(), "measured": when, "ntp": state["ntp"], "simulated": state["simulated"],
-                        "warning": warning, "measurements": [*earlier, measured]}
+        record.clock = {
+            **offset.to_json(),
+            "measured": when,
+            "ntp": state["ntp"],
+            "simulated": state["simulated"],
+            "warning": warning,
+            "measurements": [*earlier, measured],
+        }
         if shape is not None:
             shape.clock_offsets[record.host.name] = offset
             record.shapes.setdefault(shape.workload.shape, {})["clock"] = measured
-        hosts.progress.host_ok(Stage.CLOCKS, record.host.name, f"clock offset {measured['offset_ms']:+.3f} ms "
-                               f"+-{measured['uncertainty_ms']:.3f} ms")
+        hosts.progress.host_ok(
+            Stage.CLOCKS,
+            record.host.name,
+            f"clock offset {measured['offset_ms']:+.3f} ms +-{measured['uncertainty_ms']:.3f} ms",
+        )
         if warning:
-            hosts.progress.note(f"warning: {record.host.name}: {warning}; its alignment with the other hosts is "
-                                "only as good as that")
+            hosts.progress.note(
+                f"warning: {record.host.name}: {warning}; its alignment with the other hosts is only as good as that"
+            )
 
 
 def load(run: RunState, hosts: Barrier) -> None:
@@ -160,8 +203,11 @@ def load(run: RunState, hosts: Barrier) -> None:
         return f"{phase.duration_s:.2f} s"
 
     first, roles = run.config.workloads[0], run.engine_roles()
-    hosts.run(Stage.LOAD, lambda h: h.load(run.engine_argv, first, run.capture, run.run_id, run.tiny_model,
-                                           roles[h.name]), keep)
+    hosts.run(
+        Stage.LOAD,
+        lambda h: h.load(run.engine_argv, first, run.capture, run.run_id, run.tiny_model, roles[h.name]),
+        keep,
+    )
 
 
 def find_workers(run: RunState, hosts: Barrier) -> None:
@@ -170,10 +216,14 @@ def find_workers(run: RunState, hosts: Barrier) -> None:
     each host then traces the worker of its first rank there, which must be on this host."""
     if not run.engines_span_hosts:
         return
-    found = hosts.run(Stage.WORKERS, lambda h: h.engine_workers(),
-                      lambda r, workers: f"{len(workers)} worker(s)" if workers else "not the owner")
-    by_rank = {r.host.name: {w["rank"]: w for w in found.get(run.owner_record(r).host.name) or ()}
-               for r in hosts.healthy()}
+    found = hosts.run(
+        Stage.WORKERS,
+        lambda h: h.engine_workers(),
+        lambda r, workers: f"{len(workers)} worker(s)" if workers else "not the owner",
+    )
+    by_rank = {
+        r.host.name: {w["rank"]: w for w in found.get(run.owner_record(r).host.name) or ()} for r in hosts.healthy()
+    }
     for record in hosts.healthy():
         if not record.healthy:  # failed with its engine, earlier in this loop
             continue
@@ -181,13 +231,19 @@ def find_workers(run: RunState, hosts: Barrier) -> None:
         if worker is None:
             hosts.fail(record, Stage.WORKERS, f"its engine has no rank {record.ranks[0]}")
         elif worker["node_id"] != record.host.node_id:
-            hosts.fail(record, Stage.WORKERS, f"rank {worker['rank']} runs on node {worker['node_id']}, "
-                                              f"not on this host ({record.host.node_id})")
+            hosts.fail(
+                record,
+                Stage.WORKERS,
+                f"rank {worker['rank']} runs on node {worker['node_id']}, not on this host ({record.host.node_id})",
+            )
         else:
             record.worker = worker
     workers = {r.host.name: r.worker for r in hosts.healthy()}
-    hosts.run(Stage.WORKERS, lambda h: h.trace_worker(workers[h.name]),
-              lambda r, waited_s: f"tracing rank {r.worker['rank']}, pid {r.worker['pid']}")
+    hosts.run(
+        Stage.WORKERS,
+        lambda h: h.trace_worker(workers[h.name]),
+        lambda r, waited_s: f"tracing rank {r.worker['rank']}, pid {r.worker['pid']}",
+    )
 
 
 @contextmanager
@@ -205,8 +261,11 @@ def shape_stages(run: RunState, workload: Workload) -> Iterator[ShapeRun]:
 def switch_shape(run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
     """A sweep: the loaded model takes the next shape (no reload: the load count says so)."""
     if run.config.sweep:
-        shape.loads = hosts.run(Stage.SHAPE, lambda h: h.set_shape(shape.workload, shape.tag),
-                                lambda r, n: f"{shape.workload.shape} (model loads so far: {n})")
+        shape.loads = hosts.run(
+            Stage.SHAPE,
+            lambda h: h.set_shape(shape.workload, shape.tag),
+            lambda r, n: f"{shape.workload.shape} (model loads so far: {n})",
+        )
 
 
 def warm_up(run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
@@ -248,11 +307,20 @@ def capture(run: RunState, hosts: Barrier, shape: ShapeRun, plan: CapturePlan) -
     delay_ms = window.delay_ms if isinstance(window, schedule.TimeWindow) else run.capture.delay_ms
     at_ns = schedule.capture_instant_ns(time.time_ns())
     iterations_ns, trace_ns = schedule.capture_instants_ns(at_ns, delay_ms, lead_in=window is None)
-    shape.planned = dict(instant_ns=at_ns, iterations_start_ns=iterations_ns, trace_start_ns=trace_ns,
-                         delay_ms=delay_ms, phase=run.capture.phase, duration_ms=run.capture.duration_ms)
+    shape.planned = dict(
+        instant_ns=at_ns,
+        iterations_start_ns=iterations_ns,
+        trace_start_ns=trace_ns,
+        delay_ms=delay_ms,
+        phase=run.capture.phase,
+        duration_ms=run.capture.duration_ms,
+    )
     on_host = lambda name, ns: run.host_instant_ns(shape, name, ns)  # noqa: E731 - each host's clock
-    hosts.run(Stage.CAPTURE, lambda h: h.profile(on_host(h.name, iterations_ns), on_host(h.name, trace_ns), window),
-              _keep(shape, "profiled"))
+    hosts.run(
+        Stage.CAPTURE,
+        lambda h: h.profile(on_host(h.name, iterations_ns), on_host(h.name, trace_ns), window),
+        _keep(shape, "profiled"),
+    )
     name_dead_workers(run, hosts, Stage.CAPTURE)
     plan.after_capture(run, hosts, shape)
     if hosts.healthy():
@@ -263,8 +331,12 @@ def _keep(shape: ShapeRun, key: str):
     def on_result(record: HostRecord, phase: PhaseTiming) -> str:
         record.shapes.setdefault(shape.workload.shape, {})[key] = phase
         latencies = phase.latencies_s
-        return (f"{len(latencies)} iteration(s), mean {sum(latencies) / len(latencies):.3f} s" if latencies
-                else "no iterations")
+        return (
+            f"{len(latencies)} iteration(s), mean {sum(latencies) / len(latencies):.3f} s"
+            if latencies
+            else "no iterations"
+        )
+
     return on_result
 
 
@@ -281,10 +353,19 @@ def gather(run: RunState, hosts: Barrier) -> None:
         handle = hosts.handles[record.host.name]
         try:
             if run.result_url:
-                upload_host(handle.actor, record.host.name, run.result_url, run.run_dir, hosts.timeout_s,
-                            hosts.check_stop, record.files)
+                upload_host(
+                    handle.actor,
+                    record.host.name,
+                    run.result_url,
+                    run.run_dir,
+                    hosts.timeout_s,
+                    hosts.check_stop,
+                    record.files,
+                )
             else:
-                gather_host(handle.actor, record.host.name, run.run_dir, hosts.timeout_s, hosts.check_stop, record.files)
+                gather_host(
+                    handle.actor, record.host.name, run.run_dir, hosts.timeout_s, hosts.check_stop, record.files
+                )
             if not record.files:
                 raise RuntimeError("the capture wrote no file")
             hosts.call_one(record, lambda h: h.cleanup())
@@ -293,8 +374,11 @@ def gather(run: RunState, hosts: Barrier) -> None:
             return
         record.status = "ok"
         total = sum(f["bytes"] for f in record.files)
-        where = (f"written by the host to {run.result_url}, traces read back and sha256 verified" if run.result_url
-                 else "sha256 verified")
+        where = (
+            f"written by the host to {run.result_url}, traces read back and sha256 verified"
+            if run.result_url
+            else "sha256 verified"
+        )
         hosts.progress.host_ok(Stage.GATHER, record.host.name, f"{len(record.files)} file(s), {total:,} bytes, {where}")
 
     with ThreadPoolExecutor(max_workers=max(1, len(healthy))) as pool:

@@ -8,13 +8,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray_tpu_profile.rundir import layout
-from ray_tpu_profile.core.clocks import ClockOffset
 from ray_tpu_profile.config import Capture, RunConfig, Workload
-from ray_tpu_profile.placement.engines import EngineAssignment
+from ray_tpu_profile.core.clocks import ClockOffset
 from ray_tpu_profile.core.records import EngineRole, HostRecord, Stage
 from ray_tpu_profile.core.schedule import Window
 from ray_tpu_profile.core.versions import package_versions
+from ray_tpu_profile.placement.engines import EngineAssignment
+from ray_tpu_profile.rundir import layout
+
 
 def engine_across_hosts_env(engine: EngineAssignment, bundle_per_chip: bool) -> dict[str, str]:
     """Env of the actors of an engine that spans hosts. vLLM's Ray executor takes ranks
@@ -88,8 +89,11 @@ class ShapeRun:
     """Each host's clock offset, measured right before this shape's window and capture."""
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"tag": self.tag, **({"loads": self.loads} if self.loads is not None else {}),
-                               **self.planned}
+        out: dict[str, Any] = {
+            "tag": self.tag,
+            **({"loads": self.loads} if self.loads is not None else {}),
+            **self.planned,
+        }
         out.update({k: v for k, v in self.backend.items() if k not in out})
         if self.window is not None:
             out["window"] = self.window.to_json()
@@ -177,7 +181,9 @@ class RunState:
         return {h.name: [m.name for m in e.hosts] for e in self.engines for h in e.hosts}
 
     def engine_roles(self) -> dict[str, EngineRole]:
-        return {h.name: EngineRole(e.name, h == e.owner, e.spans_hosts, e.ranks(h)) for e in self.engines for h in e.hosts}
+        return {
+            h.name: EngineRole(e.name, h == e.owner, e.spans_hosts, e.ranks(h)) for e in self.engines for h in e.hosts
+        }
 
     def owner_record(self, record: HostRecord) -> HostRecord:
         """The record of the host that owns record's engine (where its iterations run).
@@ -217,8 +223,11 @@ class RunState:
         # The top-level fields describe the first shape (the only one outside a sweep).
         shapes = {name: s.to_json() for name, s in self.shapes.items()}
         first = next(iter(shapes.values()), {})
-        out = {"profiler": self.capture.profiler, "chosen_by": self.chosen_by,
-               **{k: v for k, v in first.items() if k != "tag"}}
+        out = {
+            "profiler": self.capture.profiler,
+            "chosen_by": self.chosen_by,
+            **{k: v for k, v in first.items() if k != "tag"},
+        }
         return {**out, "shapes": shapes} if self.config.sweep else out
 
     def manifest(self) -> dict[str, Any]:
@@ -232,9 +241,16 @@ class RunState:
             versions=package_versions(),
             workload={"shape": workloads[0].shape, **asdict(workloads[0]), "shapes": [w.shape for w in workloads]},
             capture=self.capture_json(),
-            cluster={**self.cluster_info, "hosts_requested": config.placement.hosts,
-                     "slice_requested": config.placement.slice_name},
-            engine={"argv": self.engine_argv, "env": layout.redacted_env(self.actor_env), "tiny_model": self.tiny_model},
+            cluster={
+                **self.cluster_info,
+                "hosts_requested": config.placement.hosts,
+                "slice_requested": config.placement.slice_name,
+            },
+            engine={
+                "argv": self.engine_argv,
+                "env": layout.redacted_env(self.actor_env),
+                "tiny_model": self.tiny_model,
+            },
             timings_s=self.timings.to_json(),
             timings_by_shape_s=self.timings.by_shape_s,
             engines=[e.to_json() for e in self.engines],

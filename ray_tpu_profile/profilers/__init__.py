@@ -15,8 +15,12 @@ def make_backend(capture: Capture, trace_dir: Path, host_name: str, session_id: 
 
         return VllmTorchProfiler(trace_dir, host_name)
     server_args = dict(
-        session_id=session_id, delay_ms=capture.delay_ms, duration_ms=capture.duration_ms,
-        port=capture.port, ready_timeout_s=capture.server_wait_s, python_tracer_level=capture.python_tracer_level,
+        session_id=session_id,
+        delay_ms=capture.delay_ms,
+        duration_ms=capture.duration_ms,
+        port=capture.port,
+        ready_timeout_s=capture.server_wait_s,
+        python_tracer_level=capture.python_tracer_level,
     )
     if capture.profiler == "jax":
         from ray_tpu_profile.profilers.jax import JaxServerProfiler

@@ -17,5 +17,12 @@ class JaxServerProfiler(ServerBackend):
         return jax.profiler.start_server(port)
 
     def _trace(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
-        trace_with_xprof(service_addr, logdir, duration_ms, delay_ms, session_id=self.session_id,
-                         host_name=self.host_name, python_tracer_level=self.python_tracer_level)
+        trace_with_xprof(
+            service_addr,
+            logdir,
+            duration_ms,
+            delay_ms,
+            session_id=self.session_id,
+            host_name=self.host_name,
+            python_tracer_level=self.python_tracer_level,
+        )

@@ -9,12 +9,13 @@ import tempfile
 import threading
 import time
 from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ray_tpu_profile.core.host_clock import now_ns
-from ray_tpu_profile.profilers.base import CaptureBackend
 from ray_tpu_profile.core.schedule import NS_PER_MS, TimeWindow, plan_again, split_trace_delay
+from ray_tpu_profile.profilers.base import CaptureBackend
 
 XPLANE_DIR = "xplane"
 """Under the host's output dir: <XPLANE_DIR>/plugins/profile/<session>/<host>.xplane.pb."""
@@ -42,8 +43,16 @@ def free_local_port() -> int:
         return s.getsockname()[1]
 
 
-def trace_with_xprof(service_addr: str, logdir: str, duration_ms: int, delay_ms: int, *, session_id: str,
-                     host_name: str, python_tracer_level: int = 1) -> None:
+def trace_with_xprof(
+    service_addr: str,
+    logdir: str,
+    duration_ms: int,
+    delay_ms: int,
+    *,
+    session_id: str,
+    host_name: str,
+    python_tracer_level: int = 1,
+) -> None:
     """xprof's client for any TSL profiler server (JAX's and torch_xla's alike). Writes
     <logdir>/plugins/profile/<session_id>/<host_name>.xplane.pb."""
     from xprof.convert import _pywrap_profiler_plugin
@@ -98,8 +107,18 @@ class ServerBackend(CaptureBackend):
 
     uses_server = True
 
-    def __init__(self, trace_dir: Path, host_name: str, *, session_id: str, delay_ms: int, duration_ms: int,
-                 port: int | None = None, ready_timeout_s: float = 30.0, python_tracer_level: int = 1):
+    def __init__(
+        self,
+        trace_dir: Path,
+        host_name: str,
+        *,
+        session_id: str,
+        delay_ms: int,
+        duration_ms: int,
+        port: int | None = None,
+        ready_timeout_s: float = 30.0,
+        python_tracer_level: int = 1,
+    ):
         super().__init__(trace_dir, host_name)
         self.run_session_id = session_id
         self.session_id = session_id
@@ -192,8 +211,9 @@ class ServerBackend(CaptureBackend):
         self.logdir = self.trace_dir / XPLANE_DIR
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._error = None
-        self._thread = threading.Thread(target=self._capture, args=(trace_start_ns,),
-                                        name=f"capture-{self.host_name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._capture, args=(trace_start_ns,), name=f"capture-{self.host_name}", daemon=True
+        )
         self._thread.start()
 
     def _capture(self, trace_start_ns: int) -> None:
@@ -216,8 +236,9 @@ class ServerBackend(CaptureBackend):
         self.trace_called_at_ns, self.client_delay_ms, self.client_call_plans = called_ns, client_delay_ms, plans
         self._trace(f"localhost:{self.port}", str(logdir), duration_ms, client_delay_ms)
 
-    def run_traced(self, run_once: Callable[[], float] | None, covered_ms: int,
-                   at_ns: int) -> tuple[float | None, int, int]:
+    def run_traced(
+        self, run_once: Callable[[], float] | None, covered_ms: int, at_ns: int
+    ) -> tuple[float | None, int, int]:
         """One iteration inside a throwaway trace of this backend's own configuration, for
         a --phase decode window, which must fit how long the phases take while traced (the python
         tracer slows the host side: prefill took up to 2.3x its untraced time on CPU). The
@@ -246,8 +267,9 @@ class ServerBackend(CaptureBackend):
             finally:  # even when the iteration failed: the trace must end before its folder goes
                 thread.join(timeout=duration_ms / 1000 + 60)
             if errors:
-                raise RuntimeError(f"traced warmup iteration's capture on localhost:{self.port} failed: {errors[0]}") \
-                    from errors[0]
+                raise RuntimeError(
+                    f"traced warmup iteration's capture on localhost:{self.port} failed: {errors[0]}"
+                ) from errors[0]
             if thread.is_alive():
                 raise TimeoutError(f"traced warmup iteration's capture on localhost:{self.port} did not finish")
             written = list(scratch.glob("plugins/profile/*/*.xplane.pb"))
@@ -266,9 +288,12 @@ class ServerBackend(CaptureBackend):
         if self._thread.is_alive():
             raise TimeoutError(f"capture on localhost:{self.port} did not finish 60 s after its window")
         if self._error is not None:
-            hint = (" (the window held no traced work: did the profiled iterations end before tracing began? "
-                    "more --num-iters, or a window placed on them with --delay-ms / --duration-ms)"
-                    if NO_EVENTS in str(self._error) else "")
+            hint = (
+                " (the window held no traced work: did the profiled iterations end before tracing began? "
+                "more --num-iters, or a window placed on them with --delay-ms / --duration-ms)"
+                if NO_EVENTS in str(self._error)
+                else ""
+            )
             raise RuntimeError(f"capture on localhost:{self.port} failed: {self._error}{hint}") from self._error
 
     def describe(self) -> dict[str, Any]:

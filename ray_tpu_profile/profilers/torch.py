@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ray_tpu_profile.profilers.base import CaptureBackend
 from ray_tpu_profile.core.schedule import StepWindow
+from ray_tpu_profile.profilers.base import CaptureBackend
 
 ENGINE_DIR_SUFFIX = "-torch"
 """An engine across hosts writes into <run scratch>/<engine>-torch on each host, outside
@@ -59,8 +59,11 @@ class VllmTorchProfiler(CaptureBackend):
         if llm is None:  # a host of an engine across hosts: its owner starts every worker's profiler
             return
         if window is not None:
-            llm.start_profile(profile_prefix=self.prefix, delay_iterations=window.delay_iterations,
-                              max_iterations=window.max_iterations)
+            llm.start_profile(
+                profile_prefix=self.prefix,
+                delay_iterations=window.delay_iterations,
+                max_iterations=window.max_iterations,
+            )
         else:
             llm.start_profile(profile_prefix=self.prefix)
 
@@ -93,7 +96,7 @@ class VllmTorchProfiler(CaptureBackend):
         moved = []
         for path in sorted(p for p in self.collect_from.iterdir() if p.is_file()):
             if path.name.startswith(f"{engine_prefix}_") and mine.search(path.name):
-                target = dest / f"{host_prefix}{path.name[len(engine_prefix):]}"
+                target = dest / f"{host_prefix}{path.name[len(engine_prefix) :]}"
                 path.rename(target)
                 moved.append(target.name)
         return moved

@@ -23,8 +23,15 @@ class XlaServerProfiler(ServerBackend):
     def _trace(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
         if importlib.util.find_spec("xprof") is not None:
             # Same TSL service; xprof's client also names the session and host for us.
-            return trace_with_xprof(service_addr, logdir, duration_ms, delay_ms, session_id=self.session_id,
-                                    host_name=self.host_name, python_tracer_level=self.python_tracer_level)
+            return trace_with_xprof(
+                service_addr,
+                logdir,
+                duration_ms,
+                delay_ms,
+                session_id=self.session_id,
+                host_name=self.host_name,
+                python_tracer_level=self.python_tracer_level,
+            )
         import torch_xla.debug.profiler as xp
 
         # torch_xla's client names the session by time and the file by hostname: trace
@@ -32,8 +39,17 @@ class XlaServerProfiler(ServerBackend):
         scratch = Path(tempfile.mkdtemp(prefix="xla-trace-", dir=logdir))
         # timeout_s=0: one request. torch_xla's client otherwise retries for 120 s, and a
         # retry writes a second session (seen under load); attach() already saw the server.
-        xp.trace(service_addr, str(scratch), duration_ms=duration_ms, num_tracing_attempts=1,
-                 host_tracer_level=2, device_tracer_level=1, delay_ms=delay_ms, timeout_s=0, interval_s=1)
+        xp.trace(
+            service_addr,
+            str(scratch),
+            duration_ms=duration_ms,
+            num_tracing_attempts=1,
+            host_tracer_level=2,
+            device_tracer_level=1,
+            delay_ms=delay_ms,
+            timeout_s=0,
+            interval_s=1,
+        )
         written = list(scratch.glob("plugins/profile/*/*.xplane.pb"))
         if len(written) != 1:
             raise RuntimeError(f"torch_xla's trace wrote {len(written)} xplane files, expected 1: {written}")

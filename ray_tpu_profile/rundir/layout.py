@@ -1,8 +1,8 @@
 """The run directory: names, safe paths, checksums, manifest. Pure apart from file I/O.
 
-    <root>/<run-id>/
-      manifest.json   latency.json
-      hosts/<host>/<backend files>
+<root>/<run-id>/
+  manifest.json   latency.json
+  hosts/<host>/<backend files>
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import datetime as dt
 import json
 import re
 import secrets
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ray_tpu_profile.core.files import write_text_whole
 from ray_tpu_profile.core.records import HostRecord
@@ -173,9 +174,12 @@ def host_manifest(r: HostRecord) -> dict[str, Any]:
         },
         "shapes": {
             shape: {
-                "latency_s": {key: list(done[key].latencies_s) if done.get(key) else [] for key in ("warmup", "profiled")},
-                "phases": {key: done[key].to_json() if done.get(key) else None
-                           for key in ("warmup", "traced", "profiled")},
+                "latency_s": {
+                    key: list(done[key].latencies_s) if done.get(key) else [] for key in ("warmup", "profiled")
+                },
+                "phases": {
+                    key: done[key].to_json() if done.get(key) else None for key in ("warmup", "traced", "profiled")
+                },
                 "capture": done.get("capture"),
                 "clock": done.get("clock"),
             }
@@ -186,6 +190,7 @@ def host_manifest(r: HostRecord) -> dict[str, Any]:
 
 # Reading a manifest back (reports, timeline, plot) -----------------------------------
 
+
 def host_iterations(host: dict[str, Any]) -> Iterator[tuple[str, str, int, float, float]]:
     """(shape, "warmup" | "traced" | "profiled", index, wall-clock start s, latency s) of
     every generate call a manifest host entry records ("traced": the warmup iteration a
@@ -193,7 +198,9 @@ def host_iterations(host: dict[str, Any]) -> Iterator[tuple[str, str, int, float
     for shape, done in host["shapes"].items():
         for kind in ("warmup", "traced", "profiled"):
             phase = done["phases"].get(kind)
-            for i, (start_s, latency_s) in enumerate(zip(phase["iteration_starts_s"], phase["latencies_s"]) if phase else ()):
+            for i, (start_s, latency_s) in enumerate(
+                zip(phase["iteration_starts_s"], phase["latencies_s"]) if phase else ()
+            ):
                 yield shape, kind, i, start_s, latency_s
 
 
@@ -219,9 +226,13 @@ def skew_text_by_shape(manifest: dict[str, Any]) -> dict[str, str]:
     from ray_tpu_profile.core.clocks import describe_skew
 
     shapes = manifest["capture"].get("shapes") or {manifest["workload"]["shape"]: manifest["capture"]}
-    return {shape: describe_skew(info.get("start_skew_ms"), info.get("start_skew_uncertainty_ms"),
-                                 info.get("start_skew_raw_ms"))
-            for shape, info in shapes.items() if info.get("start_skew_ms") is not None}
+    return {
+        shape: describe_skew(
+            info.get("start_skew_ms"), info.get("start_skew_uncertainty_ms"), info.get("start_skew_raw_ms")
+        )
+        for shape, info in shapes.items()
+        if info.get("start_skew_ms") is not None
+    }
 
 
 def clock_warnings(manifest: dict[str, Any]) -> dict[str, str]:
@@ -233,8 +244,9 @@ def skew_by_shape(manifest: dict[str, Any]) -> dict[str, float | None]:
     """Capture start skew of each shape (a sweep's are under capture.shapes; the top-level
     one is the first shape's, the only one outside a sweep)."""
     shapes = manifest["capture"].get("shapes") or {}
-    return {shape: info.get("start_skew_ms") for shape, info in shapes.items()} or \
-        {manifest["workload"]["shape"]: manifest["capture"].get("start_skew_ms")}
+    return {shape: info.get("start_skew_ms") for shape, info in shapes.items()} or {
+        manifest["workload"]["shape"]: manifest["capture"].get("start_skew_ms")
+    }
 
 
 def build_latency(shapes: list[str], records: Iterable[HostRecord]) -> dict[str, Any]:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from ray_tpu_profile.errors import ConfigError
 from ray_tpu_profile.core.files import Digest, read_chunks, written_whole
+from ray_tpu_profile.errors import ConfigError
+
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -85,8 +87,11 @@ def download_file(url: str, local_path: str) -> dict[str, Any]:
 
     fs, path = filesystem(url)
     received = Digest()
-    with written_whole(Path(local_path), Path(local_path).name + ".part") as part, \
-            fs.open(path, "rb") as src, open(part, "wb") as dst:
+    with (
+        written_whole(Path(local_path), Path(local_path).name + ".part") as part,
+        fs.open(path, "rb") as src,
+        open(part, "wb") as dst,
+    ):
         for chunk in read_chunks(src):
             dst.write(received.update(chunk))
     return received.as_dict()

@@ -21,7 +21,6 @@ import pytest
 
 from support.cli import CLI, LOOPBACK, REPO, free_port, run_cli
 
-
 AMX_SITE = REPO / "scripts" / "amx-site"
 SERVER_START_S = 300
 
@@ -59,6 +58,7 @@ class Served:
 
     def load(self) -> threading.Thread:
         """Requests one after another until stop is set."""
+
         def loop() -> None:
             while not self.stop.is_set():
                 self.complete()
@@ -84,16 +84,35 @@ def served(tmp_path_factory):
     model = str(ensure_tiny_model())
     cache_home = tmp_path_factory.mktemp("attach-cache")  # the registry of this test's server alone
     port = free_port()
-    env = {**os.environ, "RAY_TPU_PROFILE_ATTACH": "1", "RAY_TPU_PROFILE_ATTACH_NAME": "tiny",
-           "XDG_CACHE_HOME": str(cache_home),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(AMX_SITE), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "RAY_TPU_PROFILE_ATTACH": "1",
+        "RAY_TPU_PROFILE_ATTACH_NAME": "tiny",
+        "XDG_CACHE_HOME": str(cache_home),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(AMX_SITE), os.environ.get("PYTHONPATH")])),
+    }
     env.pop("RAY_ADDRESS", None)
     log = tmp_path_factory.mktemp("attach-log") / "vllm-serve.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-                                 *TINY_MODEL_ENGINE_DEFAULTS, "--skip-tokenizer-init", "--host", LOOPBACK,
-                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=log.parent)  # as a user runs it: not from the checkout, whose metadata may be stale
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                model,
+                *TINY_MODEL_ENGINE_DEFAULTS,
+                "--skip-tokenizer-init",
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=log.parent,
+        )  # as a user runs it: not from the checkout, whose metadata may be stale
     server = Served(f"http://{LOOPBACK}:{port}", model, cache_home, proc, log)
     deadline = time.monotonic() + SERVER_START_S
     while not _healthy(server.url):  # polling for readiness, with a deadline
@@ -122,8 +141,19 @@ def test_attach_captures_the_model_steps_under_load_and_the_server_keeps_serving
 
     threads = [served.load() for _ in range(2)]
     try:
-        proc = run_cli("attach", "--duration-ms", "1500", "--profile-result-dir", str(tmp_path), "--name", "tiny",
-                       "--server-url", served.url, "--json", env=served.env)
+        proc = run_cli(
+            "attach",
+            "--duration-ms",
+            "1500",
+            "--profile-result-dir",
+            str(tmp_path),
+            "--name",
+            "tiny",
+            "--server-url",
+            served.url,
+            "--json",
+            env=served.env,
+        )
         served.complete()  # still serving after the capture
     finally:
         served.stop.set()
@@ -155,9 +185,18 @@ def test_a_registered_server_that_does_not_answer_fails_alone_and_the_others_del
     from ray_tpu_profile.attach.registry import ServerEntry, process_started_ticks, registry_dir, write_file_entry
 
     mute = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    entry = ServerEntry(hostname="mute", node_id=None, pid=mute.pid, started_ticks=process_started_ticks(mute.pid),
-                        port=free_port(), profiler="jax", role="engine-core", rank=None, name="tiny",
-                        registered_at_s=time.time())
+    entry = ServerEntry(
+        hostname="mute",
+        node_id=None,
+        pid=mute.pid,
+        started_ticks=process_started_ticks(mute.pid),
+        port=free_port(),
+        profiler="jax",
+        role="engine-core",
+        rank=None,
+        name="tiny",
+        registered_at_s=time.time(),
+    )
     os.environ["XDG_CACHE_HOME"], previous = str(served.cache_home), os.environ.get("XDG_CACHE_HOME")
     try:
         path = write_file_entry(entry, registry_dir())
@@ -166,7 +205,9 @@ def test_a_registered_server_that_does_not_answer_fails_alone_and_the_others_del
     served.stop.clear()
     threads = [served.load() for _ in range(2)]
     try:
-        proc = run_cli("attach", "--duration-ms", "1000", "--profile-result-dir", str(tmp_path), "--json", env=served.env)
+        proc = run_cli(
+            "attach", "--duration-ms", "1000", "--profile-result-dir", str(tmp_path), "--json", env=served.env
+        )
     finally:
         served.stop.set()
         for thread in threads:
@@ -202,9 +243,14 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(served, tmp_path):
 def test_ctrl_c_during_a_capture_stops_it_and_keeps_the_run_directory(served, tmp_path):
     import signal
 
-    proc = subprocess.Popen([*CLI, "attach", "--duration-ms", "30000", "--profile-result-dir", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **served.env}, cwd=REPO)
+    proc = subprocess.Popen(
+        [*CLI, "attach", "--duration-ms", "30000", "--profile-result-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **served.env},
+        cwd=REPO,
+    )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".*.partial")):  # the capture has begun once its run directory exists
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()

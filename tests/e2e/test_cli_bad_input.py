@@ -22,8 +22,16 @@ def bad_input(sim_cluster, tmp_path, *args, profile_dir=None):
 
 @pytest.mark.parametrize(
     "flag,value",
-    [("--batch-size", "0"), ("--input-len", "0"), ("--output-len", "-1"), ("--num-iters", "0"),
-     ("--num-iters-warmup", "0"), ("--hosts", "0"), ("--duration-ms", "0"), ("--delay-ms", "-5")],
+    [
+        ("--batch-size", "0"),
+        ("--input-len", "0"),
+        ("--output-len", "-1"),
+        ("--num-iters", "0"),
+        ("--num-iters-warmup", "0"),
+        ("--hosts", "0"),
+        ("--duration-ms", "0"),
+        ("--delay-ms", "-5"),
+    ],
 )
 def test_non_positive_counts(sim_cluster, tmp_path, flag, value):
     line = bad_input(sim_cluster, tmp_path, flag, value)
@@ -54,8 +62,10 @@ AFTER_VLLM_PARSED = [
     (["--hosts", "3"], ["--hosts 3", "only 2 TPU host(s)"]),
     (["--", "--no-such-vllm-flag", "1"], ["--no-such-vllm-flag", "unknown vLLM engine flag"]),
     # TP 8 on two 4-chip hosts is one engine across both; TP 16 needs four.
-    (["--", "--tensor-parallel-size", "16"],
-     ["--tensor-parallel-size 16", "needs 4 hosts of 4 chips, the slice has 2", "what fits: 1, 2, 4, 8"]),
+    (
+        ["--", "--tensor-parallel-size", "16"],
+        ["--tensor-parallel-size 16", "needs 4 hosts of 4 chips, the slice has 2", "what fits: 1, 2, 4, 8"],
+    ),
     (["--shape", "1x8x4", "--shape", "1x2040x16"], ["exceeds the max model length 2048"]),
 ]
 
@@ -68,9 +78,17 @@ def test_bad_input_found_once_vllm_parsed_the_engine_flags(sim_cluster, tmp_path
 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     outs = [tmp_path / f"profiles{i}" for i in range(len(AFTER_VLLM_PARSED))]
-    procs = [subprocess.Popen([*CLI, "run", "--address", sim_cluster.address, "--profile-result-dir", str(out), *args],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for out, (args, _) in zip(outs, AFTER_VLLM_PARSED)]
+    procs = [
+        subprocess.Popen(
+            [*CLI, "run", "--address", sim_cluster.address, "--profile-result-dir", str(out), *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for out, (args, _) in zip(outs, AFTER_VLLM_PARSED)
+    ]
     for proc, out, (args, expected) in zip(procs, outs, AFTER_VLLM_PARSED):
         _, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 2, (args, stderr[-2000:])
@@ -87,8 +105,14 @@ def test_click_type_errors_are_one_line_too(sim_cluster, tmp_path):
 
 def test_seed_env_vars_are_the_window_defaults(sim_cluster, tmp_path):
     # VLLM_TPU_PROFILE_DURATION_MS feeds --duration-ms, so it is checked like the flag.
-    proc = run_cli("run", "--address", sim_cluster.address, "--profile-result-dir", str(tmp_path / "p"),
-                   env={"VLLM_TPU_PROFILE_DURATION_MS": "0", "VLLM_TPU_PROFILE_DELAY_MS": "0"})
+    proc = run_cli(
+        "run",
+        "--address",
+        sim_cluster.address,
+        "--profile-result-dir",
+        str(tmp_path / "p"),
+        env={"VLLM_TPU_PROFILE_DURATION_MS": "0", "VLLM_TPU_PROFILE_DELAY_MS": "0"},
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "ray-tpu-profile: error: --duration-ms 0: must be more than 0"
 
@@ -101,7 +125,9 @@ def test_report_of_a_directory_that_is_not_a_run(tmp_path):
     )
 
 
-@pytest.mark.parametrize("shape,reason", [("8x0x2", "batch, input and output must be 1 or more"), ("big", "expected BATCHxINPUTxOUTPUT")])
+@pytest.mark.parametrize(
+    "shape,reason", [("8x0x2", "batch, input and output must be 1 or more"), ("big", "expected BATCHxINPUTxOUTPUT")]
+)
 def test_bad_sweep_shape(sim_cluster, tmp_path, shape, reason):
     line = bad_input(sim_cluster, tmp_path, "--shape", "1x8x4", "--shape", shape)
     assert f"--shape {shape}: {reason}" in line
@@ -114,10 +140,13 @@ def test_shapes_file(sim_cluster, tmp_path):
     assert f"--shapes-file {bad}: needs shapes" in line
 
 
-@pytest.mark.parametrize("url,reason", [
-    ("nosuchprotocol://bucket/profiles", "Protocol not known: nosuchprotocol"),
-    ("abfs://container/profiles", "Install adlfs"),  # the package to install, from fsspec's own message
-])
+@pytest.mark.parametrize(
+    "url,reason",
+    [
+        ("nosuchprotocol://bucket/profiles", "Protocol not known: nosuchprotocol"),
+        ("abfs://container/profiles", "Install adlfs"),  # the package to install, from fsspec's own message
+    ],
+)
 def test_remote_result_dir_that_cannot_be_used(sim_cluster, tmp_path, url, reason):
     line = bad_input(sim_cluster, tmp_path, profile_dir=url)
     assert f"--profile-result-dir {url}:" in line and reason in line

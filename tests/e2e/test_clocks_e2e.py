@@ -15,17 +15,28 @@ import pytest
 from support.cli import load_manifest, run_cli
 from support.cluster import module_cluster, wait_until_released
 
-
 SHIFT_MS = 40.0
-WORKLOAD = ["--profiler", "jax", "--duration-ms", "300", "--input-len", "16", "--output-len", "16",
-            "--batch-size", "4", "--num-iters-warmup", "2"]
+WORKLOAD = [
+    "--profiler",
+    "jax",
+    "--duration-ms",
+    "300",
+    "--input-len",
+    "16",
+    "--output-len",
+    "16",
+    "--batch-size",
+    "4",
+    "--num-iters-warmup",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
 def shifted_cluster(tmp_path_factory):
     """Head (no TPU) + 2 simulated TPU hosts; local-sim-w1's view of time is SHIFT_MS ahead."""
-    from ray_tpu_profile.placement.cluster import simulated_host_node_args
     from ray_tpu_profile.core.host_clock import SIMULATED_CLOCK_SHIFT_ENV
+    from ray_tpu_profile.placement.cluster import simulated_host_node_args
 
     shift = lambda i: {SIMULATED_CLOCK_SHIFT_ENV: str(SHIFT_MS)} if i == 1 else {}  # noqa: E731
     with module_cluster(tmp_path_factory, simulated_host_node_args(2), "shifted-host", shift) as cluster:

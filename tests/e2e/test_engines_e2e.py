@@ -17,7 +17,6 @@ from support.cli import CLI, REPO, load_manifest, run_cli, wait_for_stage
 from support.cluster import STATE_API, module_cluster, wait_until_released
 
 
-
 @pytest.fixture(scope="module")
 def one_chip_hosts(tmp_path_factory):
     """Head (no TPU, dashboard for the state API) + 4 simulated TPU hosts of 1 chip each,
@@ -31,8 +30,11 @@ def one_chip_hosts(tmp_path_factory):
 def vllm_workers_alive() -> list:
     from ray.util.state import list_actors
 
-    return [a for a in list_actors(address=STATE_API["address"], limit=10000)
-            if a.class_name == "RayWorkerProc" and a.state != "DEAD"]
+    return [
+        a
+        for a in list_actors(address=STATE_API["address"], limit=10000)
+        if a.class_name == "RayWorkerProc" and a.state != "DEAD"
+    ]
 
 
 def only_run_dir(root):
@@ -45,14 +47,37 @@ def test_one_engine_across_two_hosts_decode_traced_on_both_at_one_instant(one_ch
 
     # --phase decode, the users' headline job: the window is placed from the owner's traced
     # warmup iteration and every host's trace is checked to lie inside its decode.
-    proc = run_cli("run", "--address", one_chip_hosts.address, "--hosts", "2", "--profiler", "jax", "--phase", "decode",
-                   "--profile-result-dir", str(tmp_path), "--json", "--input-len", "16", "--output-len", "64",
-                   "--batch-size", "4", "--num-iters-warmup", "3", "--", "--tensor-parallel-size", "2")
+    proc = run_cli(
+        "run",
+        "--address",
+        one_chip_hosts.address,
+        "--hosts",
+        "2",
+        "--profiler",
+        "jax",
+        "--phase",
+        "decode",
+        "--profile-result-dir",
+        str(tmp_path),
+        "--json",
+        "--input-len",
+        "16",
+        "--output-len",
+        "64",
+        "--batch-size",
+        "4",
+        "--num-iters-warmup",
+        "3",
+        "--",
+        "--tensor-parallel-size",
+        "2",
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     run_dir = only_run_dir(tmp_path)
     manifest = load_manifest(run_dir)
     assert [(e["name"], e["hosts"], e["owner"], e["tensor_parallel_size"]) for e in manifest["engines"]] == [
-        ("engine0", ["local-sim-w0", "local-sim-w1"], "local-sim-w0", 2)]
+        ("engine0", ["local-sim-w0", "local-sim-w1"], "local-sim-w0", 2)
+    ]
     session = manifest["capture"]["session"]
     pids = set()
     for rank, host in enumerate(manifest["hosts"]):
@@ -75,10 +100,14 @@ def test_one_engine_across_two_hosts_decode_traced_on_both_at_one_instant(one_ch
     # reports group hosts by engine
     report = json.loads((run_dir / "report.json").read_text())
     assert [(h["name"], h["engine"], h["ranks"]) for h in report["hosts"]] == [
-        ("local-sim-w0", "engine0", [0]), ("local-sim-w1", "engine0", [1])]
+        ("local-sim-w0", "engine0", [0]),
+        ("local-sim-w1", "engine0", [1]),
+    ]
     timeline = json.load(gzip.open(run_dir / "timeline.json.gz"))
     assert [e["args"]["name"] for e in timeline["traceEvents"] if e.get("name") == "process_name"] == [
-        "local-sim-w0 (engine0, rank 0)", "local-sim-w1 (engine0, rank 1)"]
+        "local-sim-w0 (engine0, rank 0)",
+        "local-sim-w1 (engine0, rank 1)",
+    ]
     assert not vllm_workers_alive() and wait_until_released() == ([], [])
 
 
@@ -89,10 +118,35 @@ def test_two_engines_traced_by_torch_and_a_worker_killed_in_warmup_fails_only_it
     (One run for both: an engine load on 4 simulated hosts costs minutes on 2 cores.)"""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(
-        [*CLI, "run", "--address", one_chip_hosts.address, "--profiler", "torch",
-         "--profile-result-dir", str(tmp_path), "--input-len", "16", "--output-len", "64", "--batch-size", "4",
-         "--num-iters-warmup", "20", "--timeout-s", "240", "--", "--tensor-parallel-size", "2"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            *CLI,
+            "run",
+            "--address",
+            one_chip_hosts.address,
+            "--profiler",
+            "torch",
+            "--profile-result-dir",
+            str(tmp_path),
+            "--input-len",
+            "16",
+            "--output-len",
+            "64",
+            "--batch-size",
+            "4",
+            "--num-iters-warmup",
+            "20",
+            "--timeout-s",
+            "240",
+            "--",
+            "--tensor-parallel-size",
+            "2",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         manifest = wait_for_stage(tmp_path, "warmup")
         victim = next(h for h in manifest["hosts"] if h["name"] == "local-sim-w3")
@@ -103,8 +157,10 @@ def test_two_engines_traced_by_torch_and_a_worker_killed_in_warmup_fails_only_it
     assert proc.returncode == 3, stderr[-4000:]
     run_dir = only_run_dir(tmp_path)
     manifest = load_manifest(run_dir)
-    assert [e["hosts"] for e in manifest["engines"]] == [["local-sim-w0", "local-sim-w1"],
-                                                         ["local-sim-w2", "local-sim-w3"]]
+    assert [e["hosts"] for e in manifest["engines"]] == [
+        ["local-sim-w0", "local-sim-w1"],
+        ["local-sim-w2", "local-sim-w3"],
+    ]
     by_name = {h["name"]: h for h in manifest["hosts"]}
     for name in ("local-sim-w2", "local-sim-w3"):
         assert by_name[name]["status"] == "failed" and by_name[name]["stage"] == "warmup"
@@ -128,7 +184,9 @@ def test_plan_shows_engines_and_bad_input_names_what_fits(one_chip_hosts, tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     planned = json.loads(proc.stdout)
     assert [(e["name"], e["ranks"]) for e in planned["engines"]] == [
-        ("engine0", {"local-sim-w0": [0], "local-sim-w1": [1]}), ("engine1", {"local-sim-w2": [0], "local-sim-w3": [1]})]
+        ("engine0", {"local-sim-w0": [0], "local-sim-w1": [1]}),
+        ("engine1", {"local-sim-w2": [0], "local-sim-w3": [1]}),
+    ]
     assert planned["placement"]["reservation"] == "placement_group per engine"
     cases = [
         (["--hosts", "3"], ["--tensor-parallel-size", "2"], "--hosts 3: an engine of TP x PP = 2 spans 2 hosts"),
@@ -138,10 +196,27 @@ def test_plan_shows_engines_and_bad_input_names_what_fits(one_chip_hosts, tmp_pa
     # Side by side, each its own CLI process: each imports vLLM first (10-20 s here).
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     outs = [tmp_path / f"out{i}" for i in range(len(cases))]
-    procs = [subprocess.Popen([*CLI, "run", "--address", one_chip_hosts.address, *flags, "--profile-result-dir",
-                               str(out), "--", *engine_flags], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-             for out, (flags, engine_flags, _) in zip(outs, cases)]
+    procs = [
+        subprocess.Popen(
+            [
+                *CLI,
+                "run",
+                "--address",
+                one_chip_hosts.address,
+                *flags,
+                "--profile-result-dir",
+                str(out),
+                "--",
+                *engine_flags,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for out, (flags, engine_flags, _) in zip(outs, cases)
+    ]
     for proc, out, (_, _, message) in zip(procs, outs, cases):
         _, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 2, stderr[-3000:]
@@ -161,18 +236,18 @@ def test_attach_traces_both_workers_of_a_live_engine_across_two_hosts_at_one_ins
 
     import ray
 
-    from ray_tpu_profile.placement import cluster
-    from ray_tpu_profile.placement import engines
+    from ray_tpu_profile.analysis.xplane import event_names
     from ray_tpu_profile.config import Capture, Workload
-    from ray_tpu_profile.host.engine import ENGINE_ENV, TINY_MODEL_ENGINE_DEFAULTS
     from ray_tpu_profile.core.records import EngineRole
     from ray_tpu_profile.driver.state import engine_across_hosts_env
+    from ray_tpu_profile.host.engine import ENGINE_ENV, TINY_MODEL_ENGINE_DEFAULTS
     from ray_tpu_profile.host.tiny_model import default_tiny_model_dir
-    from ray_tpu_profile.analysis.xplane import event_names
+    from ray_tpu_profile.placement import cluster, engines
 
     nothing = run_cli("attach", "--address", one_chip_hosts.address, "--list")  # before the deployment exists
-    assert nothing.returncode == 2 and "no profiler server is registered in the Ray cluster" in nothing.stderr, \
+    assert nothing.returncode == 2 and "no profiler server is registered in the Ray cluster" in nothing.stderr, (
         nothing.stderr
+    )
     # This process may hold the session's connection to sim_cluster (conftest): switched
     # to this module's cluster for the test and back after.
     previous = ray.get_runtime_context().gcs_address if ray.is_initialized() else None
@@ -182,13 +257,26 @@ def test_attach_traces_both_workers_of_a_live_engine_across_two_hosts_at_one_ins
     try:
         engine = engines.plan_engines(cluster.discover_hosts()[:2], 2)[0]
         reservation = cluster.reserve_engines([engine], "live", 120, bundle_per_chip=True)
-        env = {**ENGINE_ENV, **engine_across_hosts_env(engine, True), "RAY_TPU_PROFILE_ATTACH": "1",
-               "RAY_TPU_PROFILE_ATTACH_NAME": "live"}
+        env = {
+            **ENGINE_ENV,
+            **engine_across_hosts_env(engine, True),
+            "RAY_TPU_PROFILE_ATTACH": "1",
+            "RAY_TPU_PROFILE_ATTACH_NAME": "live",
+        }
         owner = cluster.start_actors(reservation, list(engine.hosts), "live", env)[engine.owner.name]
         role = EngineRole(engine.name, owner=True, spans_hosts=True, ranks=(0,))
         argv = ["--model", str(default_tiny_model_dir()), *TINY_MODEL_ENGINE_DEFAULTS, "--tensor-parallel-size", "2"]
-        ray.get(owner.load.remote(argv, Workload(input_len=16, output_len=32, batch_size=4, num_iters=1),
-                                  Capture(profiler="jax"), "live", True, role), timeout=600)
+        ray.get(
+            owner.load.remote(
+                argv,
+                Workload(input_len=16, output_len=32, batch_size=4, num_iters=1),
+                Capture(profiler="jax"),
+                "live",
+                True,
+                role,
+            ),
+            timeout=600,
+        )
         serving, served = threading.Event(), []
 
         def serve() -> None:
@@ -203,8 +291,18 @@ def test_attach_traces_both_workers_of_a_live_engine_across_two_hosts_at_one_ins
                 assert loop.is_alive() and time.monotonic() < deadline, "the engine served nothing"
                 threading.Event().wait(0.2)
             listed = run_cli("attach", "--address", one_chip_hosts.address, "--list", "--json", "--name", "live")
-            proc = run_cli("attach", "--address", one_chip_hosts.address, "--name", "live", "--duration-ms", "1000",
-                           "--profile-result-dir", str(tmp_path), "--json")
+            proc = run_cli(
+                "attach",
+                "--address",
+                one_chip_hosts.address,
+                "--name",
+                "live",
+                "--duration-ms",
+                "1000",
+                "--profile-result-dir",
+                str(tmp_path),
+                "--json",
+            )
         finally:
             serving.set()
             loop.join(timeout=300)
@@ -226,8 +324,11 @@ def test_attach_traces_both_workers_of_a_live_engine_across_two_hosts_at_one_ins
         assert len(served) >= 2 and all(p.latencies_s for p in served)  # it served before and after
         from ray.util.state import list_actors
 
-        assert [a for a in list_actors(address=STATE_API["address"], limit=10000)
-                if a.class_name == "AttachActor" and a.state != "DEAD"] == []  # attach left nothing running
+        assert [
+            a
+            for a in list_actors(address=STATE_API["address"], limit=10000)
+            if a.class_name == "AttachActor" and a.state != "DEAD"
+        ] == []  # attach left nothing running
     finally:
         if reservation is not None:
             reservation.release()

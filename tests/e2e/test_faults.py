@@ -16,13 +16,29 @@ from support.cli import CLI, REPO, load_manifest, wait_for_stage
 from support.cluster import wait_until_released
 
 
-
 def start_run(sim_cluster, tmp_path, *flags: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return subprocess.Popen(
-        [*CLI, "run", "--address", sim_cluster.address, "--profile-result-dir", str(tmp_path),
-         "--input-len", "16", "--output-len", "16", "--batch-size", "4", *flags],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            *CLI,
+            "run",
+            "--address",
+            sim_cluster.address,
+            "--profile-result-dir",
+            str(tmp_path),
+            "--input-len",
+            "16",
+            "--output-len",
+            "16",
+            "--batch-size",
+            "4",
+            *flags,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -118,7 +134,9 @@ def test_host_killed_during_gather_keeps_what_arrived(sim_cluster, tmp_path):
     (run_dir,) = list(tmp_path.iterdir())
     assert not list(run_dir.rglob("*.part"))  # the file in transit is not left half written
     failed = [h for h in load_manifest(run_dir)["hosts"] if h["status"] == "failed"][0]
-    on_disk = {p.relative_to(run_dir).as_posix() for p in (run_dir / "hosts" / failed["name"]).rglob("*") if p.is_file()}
+    on_disk = {
+        p.relative_to(run_dir).as_posix() for p in (run_dir / "hosts" / failed["name"]).rglob("*") if p.is_file()
+    }
     # What the victim delivered before it died (its torch trace: torch/ is listed before
     # xla_dump/) is listed and verified; nothing unlisted.
     assert any(f["path"].endswith(".pt.trace.json.gz") for f in failed["files"]), failed["files"]
@@ -132,8 +150,20 @@ def test_host_without_a_profiler_server_fails_within_the_wait_and_the_rest_deliv
     tests/support/faults/sitecustomize.py: simulated hosts share localhost, so one cannot lack a
     server the other has), real effect: the tool waits --server-wait-s on a port where
     nothing listens, fails that host at load with the reason, and the other host captures."""
-    proc = start_run(sim_cluster, tmp_path, "--profiler", "jax", "--duration-ms", "500", "--server-wait-s", "3",
-                     "--env", f"PYTHONPATH={REPO / 'tests' / 'support' / 'faults'}", "--env", "NO_PROFILER_SERVER_ON_WORKER=1")
+    proc = start_run(
+        sim_cluster,
+        tmp_path,
+        "--profiler",
+        "jax",
+        "--duration-ms",
+        "500",
+        "--server-wait-s",
+        "3",
+        "--env",
+        f"PYTHONPATH={REPO / 'tests' / 'support' / 'faults'}",
+        "--env",
+        "NO_PROFILER_SERVER_ON_WORKER=1",
+    )
     try:
         stdout, stderr = proc.communicate(timeout=300)
     finally:

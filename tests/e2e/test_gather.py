@@ -14,10 +14,10 @@ import psutil
 import pytest
 import ray
 
-from ray_tpu_profile.driver.gather import GatherError, gather_host
-from ray_tpu_profile.host.actor import HostActor
 from ray_tpu_profile.core.files import sha256_file
 from ray_tpu_profile.core.records import FileEntry
+from ray_tpu_profile.driver.gather import GatherError, gather_host
+from ray_tpu_profile.host.actor import HostActor
 
 
 @contextmanager

@@ -8,10 +8,8 @@ import time
 
 import pytest
 
-from support.cli import load_manifest
+from support.cli import load_manifest, wait_for_stage
 from support.cluster import wait_until_released
-from support.cli import wait_for_stage
-
 
 SMALL = "--input-len 16 --output-len 8 --batch-size 4 --num-iters-warmup 2"
 
@@ -55,12 +53,14 @@ def test_job_stop_during_warmup_releases_everything_and_keeps_the_run(jobs, tmp_
 
     job_id = jobs.submit_job(
         entrypoint=f"{sys.executable} -m ray_tpu_profile run --profile-result-dir {tmp_path} "
-                   f"--input-len 16 --output-len 16 --batch-size 4 --num-iters-warmup 300",
+        f"--input-len 16 --output-len 16 --batch-size 4 --num-iters-warmup 300",
     )
     wait_for_stage(tmp_path, "warmup")
     jobs.stop_job(job_id)
     stopped_at = time.monotonic()
-    assert wait_for_job(jobs, job_id, {JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED}, 60) == JobStatus.STOPPED
+    assert (
+        wait_for_job(jobs, job_id, {JobStatus.STOPPED, JobStatus.FAILED, JobStatus.SUCCEEDED}, 60) == JobStatus.STOPPED
+    )
     assert wait_until_released(deadline_s=max(0.0, 10 - (time.monotonic() - stopped_at))) == ([], [])
     (run_dir,) = list(tmp_path.iterdir())
     manifest = load_manifest(run_dir)

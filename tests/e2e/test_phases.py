@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from support.cli import load_manifest, run_cli
 from ray_tpu_profile.analysis.steps import torch_trace_steps
-
+from support.cli import load_manifest, run_cli
 
 WORKLOAD = ["--input-len", "16", "--batch-size", "4", "--num-iters-warmup", "3"]
 
@@ -21,7 +18,9 @@ def run(sim_cluster, tmp_path, *flags):
 
 
 def test_torch_decode_window_holds_no_prefill_step(sim_cluster, tmp_path):
-    proc, manifest, run_dir = run(sim_cluster, tmp_path, "--profiler", "torch", "--phase", "decode", "--output-len", "32")
+    proc, manifest, run_dir = run(
+        sim_cluster, tmp_path, "--profiler", "torch", "--phase", "decode", "--output-len", "32"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     window = manifest["capture"]["window"]
     assert window["kind"] == "steps" and window["phase"] == "decode" and window["max_iterations"] == 31
@@ -35,7 +34,9 @@ def test_torch_decode_window_holds_no_prefill_step(sim_cluster, tmp_path):
 
 
 def test_torch_prefill_of_a_one_token_workload(sim_cluster, tmp_path):
-    proc, manifest, run_dir = run(sim_cluster, tmp_path, "--profiler", "torch", "--phase", "prefill", "--output-len", "1")
+    proc, manifest, run_dir = run(
+        sim_cluster, tmp_path, "--profiler", "torch", "--phase", "prefill", "--output-len", "1"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for host in manifest["hosts"]:
         assert host["capture"]["steps"]["decode"] == 0 and host["capture"]["steps"]["prefill"] >= 1
@@ -45,8 +46,9 @@ def test_jax_prefill_window_holds_prefill_from_the_iterations_start(sim_cluster,
     """A prefill window is measured from the iterations' start: no lead-in before it (the
     trace would lose the end of prefill), and the trace must hold prefill, not only end
     before it is over."""
-    proc, manifest, _ = run(sim_cluster, tmp_path, "--profiler", "jax", "--phase", "prefill",
-                            "--input-len", "256", "--output-len", "8")
+    proc, manifest, _ = run(
+        sim_cluster, tmp_path, "--profiler", "jax", "--phase", "prefill", "--input-len", "256", "--output-len", "8"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     capture = manifest["capture"]
     assert capture["window"]["delay_ms"] == 0 and capture["window"]["duration_ms"] >= 1
@@ -61,8 +63,9 @@ def test_jax_prefill_window_holds_prefill_from_the_iterations_start(sim_cluster,
 
 def test_a_duration_the_phase_cannot_hold_is_an_error_saying_what_fits(sim_cluster, tmp_path):
     # decode long enough to place a window at all (2x the prefill end to the last token)
-    proc, manifest, _ = run(sim_cluster, tmp_path, "--profiler", "jax", "--phase", "decode", "--output-len", "64",
-                            "--duration-ms", "60000")
+    proc, manifest, _ = run(
+        sim_cluster, tmp_path, "--profiler", "jax", "--phase", "decode", "--output-len", "64", "--duration-ms", "60000"
+    )
     assert proc.returncode == 4
     assert manifest["status"] == "failed" and manifest["stage"] == "window"
     assert "--duration-ms 60000" in manifest["error"] and "or less" in manifest["error"]
@@ -73,8 +76,17 @@ def test_sweep_loads_once_and_gives_one_session_per_shape(sim_cluster, tmp_path)
     shapes = ["2x8x4", "4x16x8", "1x32x1"]
     # 10 iterations of each shape (1x32x1 takes ~15 ms) so the 200 ms window holds work
     # even if tracing starts late on a loaded 2-core machine.
-    proc, manifest, run_dir = run(sim_cluster, tmp_path, "--profiler", "jax", "--duration-ms", "200",
-                                  "--num-iters", "10", *[arg for s in shapes for arg in ("--shape", s)])
+    proc, manifest, run_dir = run(
+        sim_cluster,
+        tmp_path,
+        "--profiler",
+        "jax",
+        "--duration-ms",
+        "200",
+        "--num-iters",
+        "10",
+        *[arg for s in shapes for arg in ("--shape", s)],
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert manifest["workload"]["shapes"] == shapes
     for shape in shapes:
@@ -98,8 +110,15 @@ def test_jax_decode_windows_lie_inside_decode_and_are_timed_per_shape(sim_cluste
     one right after the first shape's capture on the same server), and each host's trace
     lies inside decode of its profiled iteration (one run for both: a run costs a minute)."""
     shapes = ["4x16x48", "2x32x32"]
-    proc, manifest, _ = run(sim_cluster, tmp_path, "--profiler", "jax", "--phase", "decode",
-                            *[arg for s in shapes for arg in ("--shape", s)])
+    proc, manifest, _ = run(
+        sim_cluster,
+        tmp_path,
+        "--profiler",
+        "jax",
+        "--phase",
+        "decode",
+        *[arg for s in shapes for arg in ("--shape", s)],
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for shape in shapes:
         window = manifest["capture"]["shapes"][shape]["window"]

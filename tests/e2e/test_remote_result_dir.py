@@ -11,11 +11,8 @@ import json
 import secrets
 from pathlib import Path
 
-import pytest
-
 from support.cli import run_cli
 from support.cluster import wait_until_released
-
 
 SMALL = ["--input-len", "16", "--output-len", "8", "--batch-size", "4", "--num-iters-warmup", "2", "--num-iters", "2"]
 
@@ -40,8 +37,19 @@ def test_file_url_hosts_write_directly(sim_cluster, tmp_path):
     root = tmp_path / "shared"
     local_tmp = tmp_path / "driver-tmp"
     local_tmp.mkdir()
-    proc = run_cli("run", "--address", sim_cluster.address, "--profile-result-dir", f"file://{root}",
-                   "--profiler", "jax", "--duration-ms", "800", *SMALL, env={"TMPDIR": str(local_tmp)})
+    proc = run_cli(
+        "run",
+        "--address",
+        sim_cluster.address,
+        "--profile-result-dir",
+        f"file://{root}",
+        "--profiler",
+        "jax",
+        "--duration-ms",
+        "800",
+        *SMALL,
+        env={"TMPDIR": str(local_tmp)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = list(root.iterdir())
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -51,7 +59,9 @@ def test_file_url_hosts_write_directly(sim_cluster, tmp_path):
     # XProf's layout, read by xprof; the driver's reports beside the hosts' files.
     for host in manifest["hosts"]:
         assert read_xplane(run_dir / host["capture"]["xplane"]).events > 0
-    assert {"latency.json", "report.json", "report.txt", "timeline.json.gz", "report.png"} <= {p.name for p in run_dir.iterdir()}
+    assert {"latency.json", "report.json", "report.txt", "timeline.json.gz", "report.png"} <= {
+        p.name for p in run_dir.iterdir()
+    }
     report = json.loads((run_dir / "report.json").read_text())
     assert all(h["top_operations"] for h in report["hosts"])  # from the traces the driver read back
     assert not list(local_tmp.glob("ray-tpu-profile-*"))  # the driver's temporary copy is removed
@@ -67,8 +77,16 @@ def test_s3_url_hosts_write_directly(sim_cluster, tmp_path, s3_server):
     fs = s3fs.S3FileSystem(endpoint_url=s3_server, key="testing", secret="testing")
     fs.mkdir(bucket := f"profiles-{secrets.token_hex(4)}")
     env_flags = [arg for k, v in s3_env.items() for arg in ("--env", f"{k}={v}")]
-    proc = run_cli("run", "--address", sim_cluster.address, "--profile-result-dir", f"s3://{bucket}/runs",
-                   *env_flags, *SMALL, env=s3_env)
+    proc = run_cli(
+        "run",
+        "--address",
+        sim_cluster.address,
+        "--profile-result-dir",
+        f"s3://{bucket}/runs",
+        *env_flags,
+        *SMALL,
+        env=s3_env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_path,) = fs.ls(f"{bucket}/runs")
     manifest = json.loads(fs.cat_file(f"{run_path}/manifest.json"))
@@ -77,6 +95,10 @@ def test_s3_url_hosts_write_directly(sim_cluster, tmp_path, s3_server):
     assert "testing" not in json.dumps(manifest)  # not in engine.env, not in the recorded command
     assert_delivered(manifest, lambda p: fs.cat_file(f"{run_path}/{p}"), ".pt.trace.json.gz")
     # profiler_out.txt went from host to S3 only: the driver never held it (checked by size).
-    assert {f["verified"] for h in manifest["hosts"] for f in h["files"] if f["path"].endswith("profiler_out.txt")} == {"size"}
-    assert {"latency.json", "report.json", "timeline.json.gz", "report.png"} <= {p.rsplit("/", 1)[1] for p in fs.ls(run_path)}
+    assert {f["verified"] for h in manifest["hosts"] for f in h["files"] if f["path"].endswith("profiler_out.txt")} == {
+        "size"
+    }
+    assert {"latency.json", "report.json", "timeline.json.gz", "report.png"} <= {
+        p.rsplit("/", 1)[1] for p in fs.ls(run_path)
+    }
     assert wait_until_released() == ([], [])

@@ -13,7 +13,6 @@ import pytest
 from support.cli import load_manifest, run_cli
 from support.cluster import wait_until_released
 
-
 SMALL = ["--input-len", "16", "--output-len", "8", "--batch-size", "4", "--num-iters-warmup", "2", "--num-iters", "2"]
 # Enough kept iterations (6 warmups after the first + 2 profiled = 8 a side) for diff's rank test to
 # decide: with SMALL's 3 a side it says "too few samples". Warmups are untraced, so this adds no trace.
@@ -100,8 +99,19 @@ def test_embedded_default_runs_with_no_cluster(tmp_path):
 @pytest.fixture(scope="module")
 def jax_run(sim_cluster, tmp_path_factory):
     out = tmp_path_factory.mktemp("profiles-jax")
-    proc = run_cli("run", "--address", sim_cluster.address, "--profile-result-dir", str(out), "--json",
-                   "--profiler", "jax", "--duration-ms", "1500", *DIFFABLE)
+    proc = run_cli(
+        "run",
+        "--address",
+        sim_cluster.address,
+        "--profile-result-dir",
+        str(out),
+        "--json",
+        "--profiler",
+        "jax",
+        "--duration-ms",
+        "1500",
+        *DIFFABLE,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = list(out.iterdir())
     return run_dir
@@ -132,8 +142,9 @@ def test_jax_capture_starts_together_and_reports_skew(jax_run):
     assert capture["start_skew_raw_ms"] == (max(starts) - min(starts)) / 1e6  # on each host's own clock
     # On the driver's clock: each start less its host's offset measured before the capture.
     # (in integer ns: epoch ns as a float are only good to 256 ns)
-    on_driver = [h["capture"]["start_ns"] - round(h["shapes"]["4x16x8"]["clock"]["offset_ms"] * 1e6)
-                 for h in manifest["hosts"]]
+    on_driver = [
+        h["capture"]["start_ns"] - round(h["shapes"]["4x16x8"]["clock"]["offset_ms"] * 1e6) for h in manifest["hosts"]
+    ]
     assert capture["start_skew_ms"] == pytest.approx((max(on_driver) - min(on_driver)) / 1e6, abs=1e-6)
     # Simulated hosts share one clock: every offset is within its own uncertainty of 0.
     for host in manifest["hosts"]:
@@ -160,8 +171,9 @@ def test_view_serves_every_host_in_one_session(jax_run):
     from support.cli import CLI, free_port
 
     port = free_port()
-    viewer = subprocess.Popen([*CLI, "view", str(jax_run), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    viewer = subprocess.Popen(
+        [*CLI, "view", str(jax_run), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
 
     def get(path):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/profile/{path}", timeout=5) as r:
@@ -194,16 +206,25 @@ def test_report_is_written_and_matches_the_manifest(jax_run):
     report = json.loads((jax_run / "report.json").read_text())
     manifest = load_manifest(jax_run)
     latency = json.loads((jax_run / "latency.json").read_text())["shapes"]["4x16x8"]
+
     # File names of vLLM's own modules that no library under it shares (utils.py would).
     def py_names(package):
         return {p.name for p in Path(importlib.util.find_spec(package).origin).parent.rglob("*.py")}
-    vllm_only = py_names("vllm") - py_names("torch") - py_names("json").union(
-        p.name for p in Path(importlib.util.find_spec("json").origin).parent.parent.glob("*.py"))
+
+    vllm_only = (
+        py_names("vllm")
+        - py_names("torch")
+        - py_names("json").union(
+            p.name for p in Path(importlib.util.find_spec("json").origin).parent.parent.glob("*.py")
+        )
+    )
     assert (jax_run / "report.txt").read_text().startswith("run ")
     assert report["capture_start_skew_ms"] == manifest["capture"]["start_skew_ms"]
     for rh, mh in zip(report["hosts"], manifest["hosts"]):
         assert rh["name"] == mh["name"]
-        assert rh["profiled_s"]["mean"] == pytest.approx(sum(mh["latency_s"]["profiled"]) / len(mh["latency_s"]["profiled"]))
+        assert rh["profiled_s"]["mean"] == pytest.approx(
+            sum(mh["latency_s"]["profiled"]) / len(mh["latency_s"]["profiled"])
+        )
         assert rh["shapes"]["4x16x8"]["profiled_s"]["max"] == max(latency[rh["name"]]["profiled"])
         assert rh["shapes"]["4x16x8"]["warmup_s"]["n"] == len(latency[rh["name"]]["warmup"])
         assert rh["trace_bytes"] == sum(f["bytes"] for f in mh["files"])
@@ -216,7 +237,9 @@ def test_report_is_written_and_matches_the_manifest(jax_run):
         # Ray's call wrappers and the tool waiting for its own trace to end are not operations
         # (the wait ranked first, at ~50%, before they were left out).
         names = [op["name"] for op in rh["top_operations"]]
-        assert not any("_resume_span" in n or "_wait_for_tstate_lock" in n or "finish_capture" in n for n in names), names
+        assert not any("_resume_span" in n or "_wait_for_tstate_lock" in n or "finish_capture" in n for n in names), (
+            names
+        )
         assert any("finish_capture" in n for n in rh["left_out_of_operations_ms"])
         assert rh["steps"]["count"] > 0 and rh["steps"]["mean_ms"] > 0  # the model runner's execute_model calls
 
@@ -259,8 +282,12 @@ def test_torch_timeline_puts_each_host_trace_in_its_profiled_window(finished_run
         # 50 ms of slack for the profiler's own clock against time.time().
         assert all(window[0] - 50_000 <= e["ts"] <= window[1] + 50_000 for e in steps)
         iterations = [e for e in trace["traceEvents"] if e["pid"] == pid and e["tid"] == 0 and e["ph"] == "X"]
-        assert sorted(e["name"] for e in iterations) == ["profiled 0 4x16x8", "profiled 1 4x16x8",
-                                                          "warmup 0 4x16x8", "warmup 1 4x16x8"]
+        assert sorted(e["name"] for e in iterations) == [
+            "profiled 0 4x16x8",
+            "profiled 1 4x16x8",
+            "warmup 0 4x16x8",
+            "warmup 1 4x16x8",
+        ]
         kept = trace["otherData"]["downsampling"]["hosts"][name]
         assert kept["kept"] == min(kept["trace_events"], 100_000) == len(traced)
 
@@ -269,7 +296,9 @@ def test_jax_timeline_starts_agree_with_the_measured_skew(jax_run):
     manifest = load_manifest(jax_run)
     trace, processes = _timeline(jax_run)
     assert sorted(processes.values()) == ["local-sim-w0", "local-sim-w1"]
-    captures = {processes[e["pid"]]: e for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "capture 4x16x8"}
+    captures = {
+        processes[e["pid"]]: e for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "capture 4x16x8"
+    }
     starts_us = [c["ts"] for c in captures.values()]
     assert (max(starts_us) - min(starts_us)) / 1000 == pytest.approx(manifest["capture"]["start_skew_ms"], abs=1e-3)
     for pid, name in processes.items():
@@ -309,34 +338,60 @@ def test_view_without_xprof_says_what_to_install(jax_run, tmp_path):
 
     # The interpreter this venv was made from: its bin/ has no xprof.
     python = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO}{os.pathsep}{packages}", "HOME": os.environ.get("HOME", "/root")}
-    proc = subprocess.run([str(python), "-m", "ray_tpu_profile", "view", str(jax_run)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": f"{REPO}{os.pathsep}{packages}",
+        "HOME": os.environ.get("HOME", "/root"),
+    }
+    proc = subprocess.run(
+        [str(python), "-m", "ray_tpu_profile", "view", str(jax_run)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines() == \
-        [f"ray-tpu-profile: error: view {jax_run}: needs XProf, which is not installed here: pip install xprof"]
+    assert proc.stderr.strip().splitlines() == [
+        f"ray-tpu-profile: error: view {jax_run}: needs XProf, which is not installed here: pip install xprof"
+    ]
 
 
 @pytest.fixture(scope="module")
 def jax_run_8x_batch(sim_cluster, tmp_path_factory):
     """jax_run's flags with 8x the batch (the last --batch-size wins)."""
     out = tmp_path_factory.mktemp("profiles-jax-8x")
-    proc = run_cli("run", "--address", sim_cluster.address, "--profile-result-dir", str(out), "--json",
-                   "--profiler", "jax", "--duration-ms", "1500", *DIFFABLE, "--batch-size", "32")
+    proc = run_cli(
+        "run",
+        "--address",
+        sim_cluster.address,
+        "--profile-result-dir",
+        str(out),
+        "--json",
+        "--profiler",
+        "jax",
+        "--duration-ms",
+        "1500",
+        *DIFFABLE,
+        "--batch-size",
+        "32",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = list(out.iterdir())
     return run_dir
 
 
 def test_diff_of_8x_the_batch_is_slower_on_every_host_and_fails_the_gate(jax_run, jax_run_8x_batch, tmp_path):
-    proc = run_cli("diff", str(jax_run), str(jax_run_8x_batch), "--json", "--fail-above", "10",
-                   "--write", str(tmp_path / "diff"))
+    proc = run_cli(
+        "diff", str(jax_run), str(jax_run_8x_batch), "--json", "--fail-above", "10", "--write", str(tmp_path / "diff")
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     diff = json.loads(proc.stdout)
     assert [(r["a_n"], r["b_n"]) for r in diff["latency"]] == [(8, 8), (8, 8)]
     # One shape each: compared with each other, every host slower in B.
     assert [(r["host"], r["shape"], r["verdict"]) for r in diff["latency"]] == [
-        ("local-sim-w0", "4x16x8 -> 32x16x8", "slower"), ("local-sim-w1", "4x16x8 -> 32x16x8", "slower")]
+        ("local-sim-w0", "4x16x8 -> 32x16x8", "slower"),
+        ("local-sim-w1", "4x16x8 -> 32x16x8", "slower"),
+    ]
     assert all(r["ratio"] > 1.1 and r["b_median_s"] > r["a_median_s"] for r in diff["latency"])
     assert diff["hosts"]["summary"] == "every host compared is slower (2)" and not diff["hosts"]["only_some_regressed"]
     assert "slower by more than 10%: local-sim-w0 4x16x8 -> 32x16x8" in proc.stderr
@@ -350,12 +405,16 @@ def test_diff_of_8x_the_batch_is_slower_on_every_host_and_fails_the_gate(jax_run
 
 
 def test_diff_of_a_run_with_itself_is_within_noise_and_passes_the_gate(jax_run):
-    proc = run_cli("diff", str(jax_run), str(jax_run), "--json", "--fail-above", "50")
+    # Whether 8 iterations a side can see a given regression depends on the noise of the
+    # moment (under CI load 2 of 8 jax iterations ran 1.6x slower, and the smallest ratio
+    # the test could call was 1.61x): the gate says so unless told to pass such rows.
+    proc = run_cli("diff", str(jax_run), str(jax_run), "--json", "--fail-above", "10", "--allow-few-samples")
     assert proc.returncode == 0, proc.stderr[-3000:]
     diff = json.loads(proc.stdout)
     assert [r["verdict"] for r in diff["latency"]] == ["within noise", "within noise"]
-    # 8 iterations a side see far less than the 50% the gate asks about.
-    assert all(r["ratio"] == 1 and 1 <= r["smallest_slower_ratio"] < 1.5 for r in diff["latency"])
+    for r in diff["latency"]:
+        assert r["ratio"] == 1 and r["a_spread"] == r["b_spread"] and r["smallest_slower_ratio"] >= 1
+        assert r["note"].startswith(f"could call {r['smallest_slower_ratio']:.2f}x or more slower")
     assert diff["ops"]["compared"] and diff["ops"]["profiler"] == "jax"
     for host in diff["ops"]["hosts"].values():  # the same xplanes: every operation unchanged
         counts = host["counts"]

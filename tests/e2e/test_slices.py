@@ -10,9 +10,8 @@ import json
 import pytest
 from ray.cluster_utils import Cluster
 
-from support.cli import load_manifest, run_cli
 from ray_tpu_profile.placement.cluster import simulated_host_node_args
-
+from support.cli import load_manifest, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -61,27 +60,48 @@ def test_an_engine_larger_than_its_slice_says_what_would_fit(two_slices):
 
     # Both plans side by side (each imports vLLM first: 10-20 s here).
     with ThreadPoolExecutor(2) as pool:
-        tp8, proc = pool.map(lambda tp: plan(two_slices[0], "--slice", "slice-a", "--", "--tensor-parallel-size", tp),
-                             ["8", "16"])
+        tp8, proc = pool.map(
+            lambda tp: plan(two_slices[0], "--slice", "slice-a", "--", "--tensor-parallel-size", tp), ["8", "16"]
+        )
     # TP 8 on slice-a (2 hosts x 4 chips) is one engine across both of its hosts ...
     planned = json.loads(tp8.stdout)
     assert [e["hosts"] for e in planned["engines"]] == [["slice-a-w0", "slice-a-w1"]]
     # ... TP 16 would need 4 hosts: the cluster has 4, but an engine never crosses slices.
     assert proc.returncode == 2
-    assert ("--tensor-parallel-size 16: an engine of TP x PP = 16 needs 4 hosts of 4 chips, the slice has 2; "
-            "what fits: 1, 2, 4, 8") in proc.stderr
+    assert (
+        "--tensor-parallel-size 16: an engine of TP x PP = 16 needs 4 hosts of 4 chips, the slice has 2; "
+        "what fits: 1, 2, 4, 8"
+    ) in proc.stderr
 
 
 def test_run_uses_the_placement_plan_showed(two_slices, tmp_path):
     address, node_ids = two_slices
     planned = json.loads(plan(address, "--slice", "slice-b").stdout)
-    proc = run_cli("run", "--address", address, "--slice", "slice-b", "--profile-result-dir", str(tmp_path),
-                   "--input-len", "8", "--output-len", "4", "--batch-size", "2", "--num-iters-warmup", "1",
-                   "--env", "XLA_HLO_DEBUG=1")
+    proc = run_cli(
+        "run",
+        "--address",
+        address,
+        "--slice",
+        "slice-b",
+        "--profile-result-dir",
+        str(tmp_path),
+        "--input-len",
+        "8",
+        "--output-len",
+        "4",
+        "--batch-size",
+        "2",
+        "--num-iters-warmup",
+        "1",
+        "--env",
+        "XLA_HLO_DEBUG=1",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = list(tmp_path.iterdir())
     manifest = load_manifest(run_dir)
-    assert [(h["name"], h["node_id"]) for h in manifest["hosts"]] == [(h["name"], h["node_id"]) for h in planned["hosts"]]
+    assert [(h["name"], h["node_id"]) for h in manifest["hosts"]] == [
+        (h["name"], h["node_id"]) for h in planned["hosts"]
+    ]
     assert manifest["cluster"]["reservation"] == "ray.util.tpu.SlicePlacementGroup"
     # The env reached the model processes (checked by each actor, not assumed).
     assert manifest["engine"]["env"]["XLA_HLO_DEBUG"] == "1"

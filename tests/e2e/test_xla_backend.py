@@ -15,7 +15,6 @@ import pytest
 from support.cli import REPO
 
 
-
 @pytest.fixture(scope="module")
 def xla_python():
     proc = subprocess.run([str(REPO / "scripts" / "setup-xla.sh")], capture_output=True, text=True, timeout=1800)
@@ -26,8 +25,13 @@ def xla_python():
 def test_xla_capture_on_two_hosts_at_one_instant(xla_python, tmp_path):
     from ray_tpu_profile.analysis.xplane import event_names, read_xplane
 
-    proc = subprocess.run([xla_python, str(REPO / "tests" / "support" / "xla_capture.py"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run(
+        [xla_python, str(REPO / "tests" / "support" / "xla_capture.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(set(summary["node_ids"])) == 2
@@ -44,7 +48,10 @@ def test_xla_capture_on_two_hosts_at_one_instant(xla_python, tmp_path):
         names = event_names(tmp_path / entry["path"])
         assert "StepMarker" in names or any("ExecuteComputation" in n for n in names), sorted(names)[:20]
     skew_ms = (max(starts) - min(starts)) / 1e6
-    print(f"xla capture start skew: {skew_ms:.3f} ms; offsets from plan (ms): "
-          f"{[(s - summary['trace_start_ns']) / 1e6 for s in starts]}", file=sys.stderr)
+    print(
+        f"xla capture start skew: {skew_ms:.3f} ms; offsets from plan (ms): "
+        f"{[(s - summary['trace_start_ns']) / 1e6 for s in starts]}",
+        file=sys.stderr,
+    )
     # Both traces began together: far inside the 800 ms window each captured.
     assert skew_ms < 100

@@ -26,9 +26,14 @@ def live_run_resources() -> tuple[list, list]:
     from ray.util.state import list_actors, list_placement_groups
 
     address = STATE_API["address"]
-    actors = [a for a in list_actors(address=address, limit=10000) if (a.name or "").startswith("ray-tpu-profile-") and a.state != "DEAD"]
+    actors = [
+        a
+        for a in list_actors(address=address, limit=10000)
+        if (a.name or "").startswith("ray-tpu-profile-") and a.state != "DEAD"
+    ]
     groups = [
-        g for g in list_placement_groups(address=address, limit=10000)
+        g
+        for g in list_placement_groups(address=address, limit=10000)
         if (g.name or "").startswith("ray-tpu-profile-") and g.state != "REMOVED"
     ]
     return actors, groups
@@ -52,8 +57,10 @@ def module_cluster(tmp_path_factory, node_args: list[dict], label: str, extra_en
     from ray.cluster_utils import Cluster
 
     dashboard_port = free_port()
-    cluster = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=0, include_dashboard=True, dashboard_host=LOOPBACK, dashboard_port=dashboard_port))
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args=dict(num_cpus=0, include_dashboard=True, dashboard_host=LOOPBACK, dashboard_port=dashboard_port),
+    )
     for i, args in enumerate(node_args):
         env = {**args["env_vars"], "TMPDIR": str(tmp_path_factory.mktemp(f"{label}{i}-tmp")), **extra_env(i)}
         cluster.add_node(**{**args, "env_vars": env})

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from ray_tpu_profile.config import Capture, RunConfig, Workload
 from ray_tpu_profile.core.hosts import Host
@@ -46,6 +47,7 @@ class FakeHost:
         def call(*args: Any) -> Future:
             self.calls.append((method, args))
             return self.pool.submit(self._run, behaviour, args)
+
         return call
 
     def _run(self, behaviour: Any, args: tuple) -> Any:
@@ -83,18 +85,38 @@ class Said:
         self.lines.append(("note", text))
 
 
-def run_state(tmp_path, names=("h0", "h1"), shapes: tuple[str, ...] = (), result_url: str | None = None,
-              chips: int = 4, **capture: Any) -> RunState:
+def run_state(
+    tmp_path,
+    names=("h0", "h1"),
+    shapes: tuple[str, ...] = (),
+    result_url: str | None = None,
+    chips: int = 4,
+    **capture: Any,
+) -> RunState:
     """A RunState with one record per host name and a staging run directory."""
-    from ray_tpu_profile.rundir import layout
     from ray_tpu_profile.config import parse_shape
+    from ray_tpu_profile.rundir import layout
 
     workload = Workload(input_len=8, output_len=8, batch_size=4, num_iters_warmup=2, num_iters=1)
-    config = RunConfig(workload=workload, shapes=tuple(parse_shape(s, workload) for s in shapes),
-                       capture=Capture(**capture), profile_result_dir=tmp_path)
-    run = RunState(config=config, argv=["ray-tpu-profile", "run"], run_id="20261127-000000-abcdef",
-                   capture=config.capture, chosen_by="test", engine_argv=["--model", "m"], tensor_parallel_size=1, pipeline_parallel_size=1,
-                   tiny_model=True, local_root=tmp_path, result_url=result_url)
+    config = RunConfig(
+        workload=workload,
+        shapes=tuple(parse_shape(s, workload) for s in shapes),
+        capture=Capture(**capture),
+        profile_result_dir=tmp_path,
+    )
+    run = RunState(
+        config=config,
+        argv=["ray-tpu-profile", "run"],
+        run_id="20261127-000000-abcdef",
+        capture=config.capture,
+        chosen_by="test",
+        engine_argv=["--model", "m"],
+        tensor_parallel_size=1,
+        pipeline_parallel_size=1,
+        tiny_model=True,
+        local_root=tmp_path,
+        result_url=result_url,
+    )
     run.records = [HostRecord(host=Host(name=n, node_id=f"node-{n}", node_ip="127.0.0.1", chips=chips)) for n in names]
     run.run_dir = layout.staging_dir(tmp_path, run.run_id)
     run.run_dir.mkdir(parents=True)

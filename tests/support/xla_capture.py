@@ -20,13 +20,13 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
-from ray_tpu_profile.placement import cluster
-from ray_tpu_profile.core import schedule
 from ray_tpu_profile.config import Capture, Workload
+from ray_tpu_profile.core import schedule
 from ray_tpu_profile.driver.gather import gather_host
 from ray_tpu_profile.host.actor import HostActor
-from ray_tpu_profile.rundir.layout import new_run_id
+from ray_tpu_profile.placement import cluster
 from ray_tpu_profile.profilers import make_backend
+from ray_tpu_profile.rundir.layout import new_run_id
 
 
 @dataclass
@@ -80,10 +80,12 @@ def main(run_dir: Path) -> None:
         actors = {}
         for i, host in enumerate(hosts):
             actors[host.name] = actor_cls.options(
-                num_cpus=0, resources={"TPU": host.chips},
+                num_cpus=0,
+                resources={"TPU": host.chips},
                 runtime_env={"env_vars": {"PJRT_DEVICE": "CPU"}},
                 scheduling_strategy=ray.util.scheduling_strategies.PlacementGroupSchedulingStrategy(
-                    placement_group=reservation.placement_groups[0], placement_group_bundle_index=i),
+                    placement_group=reservation.placement_groups[0], placement_group_bundle_index=i
+                ),
             ).remote(host.name, run_id)
         reservation.actors = actors
         capture = Capture(profiler="xla", delay_ms=100, duration_ms=800)
@@ -95,12 +97,19 @@ def main(run_dir: Path) -> None:
         iterations_ns, trace_ns = schedule.capture_instants_ns(at_ns, capture.delay_ms)
         ray.get([a.profile.remote(iterations_ns, trace_ns) for a in actors.values()])
         files = {name: gather_host(actor, name, run_dir, timeout_s=120) for name, actor in actors.items()}
-        print(json.dumps({
-            "run_id": run_id, "instant_ns": at_ns, "trace_start_ns": trace_ns,
-            "files": files, "pids": [i["pid"] for i in identities],
-            "node_ids": [i["node_id"] for i in identities],
-            "ports": ray.get([a.capture_info.remote() for a in actors.values()]),
-        }))
+        print(
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "instant_ns": at_ns,
+                    "trace_start_ns": trace_ns,
+                    "files": files,
+                    "pids": [i["pid"] for i in identities],
+                    "node_ids": [i["node_id"] for i in identities],
+                    "ports": ray.get([a.capture_info.remote() for a in actors.values()]),
+                }
+            )
+        )
         reservation.release()
     finally:
         ray.shutdown()

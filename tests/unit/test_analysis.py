@@ -14,7 +14,10 @@ def test_latency_stats():
 
 def test_self_time_subtracts_nested_events_per_track():
     intervals = [
-        ("t1", "step", 0, 10), ("t1", "matmul", 1, 4), ("t1", "attn", 5, 3), ("t1", "inner", 6, 1),
+        ("t1", "step", 0, 10),
+        ("t1", "matmul", 1, 4),
+        ("t1", "attn", 5, 3),
+        ("t1", "inner", 6, 1),
         ("t2", "step", 0, 2),  # another track: not nested in t1's step
     ]
     assert self_times(intervals) == {"step": 10 - 4 - 3 + 2, "matmul": 4, "attn": 3 - 1, "inner": 1}

@@ -10,17 +10,32 @@ from pathlib import Path
 
 import pytest
 
+from ray_tpu_profile.analysis.server_load import MetricsSample, describe, load_context, parse_metrics
 from ray_tpu_profile.attach import registry
 from ray_tpu_profile.attach.command import AttachConfig, chosen_servers, listing
 from ray_tpu_profile.attach.registry import ServerEntry, role_of
 from ray_tpu_profile.errors import ConfigError
-from ray_tpu_profile.analysis.server_load import MetricsSample, describe, load_context, parse_metrics
 
 
-def entry(pid: int = os.getpid(), name: str | None = "prod", role: str = "engine-core", rank: int | None = None,
-          started_ticks: int | None = None) -> ServerEntry:
-    return ServerEntry(hostname="h", node_id=None, pid=pid, started_ticks=started_ticks, port=4321, profiler="jax",
-                       role=role, rank=rank, name=name, registered_at_s=0.0)
+def entry(
+    pid: int = os.getpid(),
+    name: str | None = "prod",
+    role: str = "engine-core",
+    rank: int | None = None,
+    started_ticks: int | None = None,
+) -> ServerEntry:
+    return ServerEntry(
+        hostname="h",
+        node_id=None,
+        pid=pid,
+        started_ticks=started_ticks,
+        port=4321,
+        profiler="jax",
+        role=role,
+        rank=rank,
+        name=name,
+        registered_at_s=0.0,
+    )
 
 
 def test_roles_of_vllm_processes():
@@ -58,14 +73,17 @@ def test_the_registry_directory_follows_xdg_cache_home(monkeypatch, tmp_path):
 
 
 def config(**kw) -> AttachConfig:
-    return AttachConfig(**{"address": None, "name": None, "duration_ms": 1000, "delay_ms": 0,
-                           "profile_result_dir": Path("out"), **kw})
+    return AttachConfig(
+        **{"address": None, "name": None, "duration_ms": 1000, "delay_ms": 0, "profile_result_dir": Path("out"), **kw}
+    )
 
 
 def test_name_picks_its_deployment_and_listing_names_every_server():
     found = {"host0": [entry(name="prod"), entry(pid=2, name="canary")], "host1": [entry(pid=3, name="canary")]}
-    assert {h: [e.pid for e in es] for h, es in chosen_servers(found, config(name="canary")).items()} == \
-        {"host0": [2], "host1": [3]}
+    assert {h: [e.pid for e in es] for h, es in chosen_servers(found, config(name="canary")).items()} == {
+        "host0": [2],
+        "host1": [3],
+    }
     assert len(chosen_servers(found, config())["host0"]) == 2
     assert [s["trace_name"] for s in listing(found, "canary")] == ["host0.engine-core-pid2", "host1.engine-core-pid3"]
 
@@ -77,9 +95,15 @@ def test_nothing_registered_or_a_name_matching_nothing_says_so():
         chosen_servers({"host0": [entry(name="prod"), entry(pid=2, name="canary")]}, config(name="nope"))
 
 
-@pytest.mark.parametrize("kw, flag", [({"duration_ms": 0}, "--duration-ms"), ({"delay_ms": -1}, "--delay-ms"),
-                                      ({"profile_result_dir": None}, "--profile-result-dir"),
-                                      ({"server_url": "localhost:8000"}, "--server-url")])
+@pytest.mark.parametrize(
+    "kw, flag",
+    [
+        ({"duration_ms": 0}, "--duration-ms"),
+        ({"delay_ms": -1}, "--delay-ms"),
+        ({"profile_result_dir": None}, "--profile-result-dir"),
+        ({"server_url": "localhost:8000"}, "--server-url"),
+    ],
+)
 def test_bad_flags_name_the_flag(kw, flag):
     with pytest.raises(ConfigError) as e:
         config(**kw).validate(list_only=False)
@@ -88,16 +112,24 @@ def test_bad_flags_name_the_flag(kw, flag):
 
 def test_server_load_around_the_window_from_metrics_text():
     def text(running, waiting, prompt, generation):
-        return (f'# HELP vllm:num_requests_running x\nvllm:num_requests_running{{engine="0",model_name="m"}} {running}\n'
-                f'vllm:num_requests_waiting{{engine="0",model_name="m"}} {waiting}\n'
-                f'vllm:prompt_tokens_total{{engine="0",model_name="m"}} {prompt}\n'
-                f'vllm:generation_tokens_total{{engine="0",model_name="m"}} {generation}\n'
-                f'vllm:generation_tokens_created{{engine="0"}} 1.7e9\n')
+        return (
+            f'# HELP vllm:num_requests_running x\nvllm:num_requests_running{{engine="0",model_name="m"}} {running}\n'
+            f'vllm:num_requests_waiting{{engine="0",model_name="m"}} {waiting}\n'
+            f'vllm:prompt_tokens_total{{engine="0",model_name="m"}} {prompt}\n'
+            f'vllm:generation_tokens_total{{engine="0",model_name="m"}} {generation}\n'
+            f'vllm:generation_tokens_created{{engine="0"}} 1.7e9\n'
+        )
 
-    assert parse_metrics(text(2, 1, 10.0, 5.0)) == {"vllm:num_requests_running": 2, "vllm:num_requests_waiting": 1,
-                                                     "vllm:prompt_tokens_total": 10.0, "vllm:generation_tokens_total": 5.0}
-    samples = [MetricsSample(t, parse_metrics(text(*v))) for t, v in
-               ((0.0, (1, 0, 0, 0)), (1.0, (2, 1, 160, 80)), (3.0, (2, 0, 480, 240)), (4.0, (0, 0, 480, 250)))]
+    assert parse_metrics(text(2, 1, 10.0, 5.0)) == {
+        "vllm:num_requests_running": 2,
+        "vllm:num_requests_waiting": 1,
+        "vllm:prompt_tokens_total": 10.0,
+        "vllm:generation_tokens_total": 5.0,
+    }
+    samples = [
+        MetricsSample(t, parse_metrics(text(*v)))
+        for t, v in ((0.0, (1, 0, 0, 0)), (1.0, (2, 1, 160, 80)), (3.0, (2, 0, 480, 240)), (4.0, (0, 0, 480, 250)))
+    ]
     context = load_context(samples)
     assert context["intervals"]["before"]["prompt_tokens_per_s"] == 160
     assert context["intervals"]["during"]["generation_tokens_per_s"] == 80

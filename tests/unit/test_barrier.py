@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import ray.exceptions
 
-from support.fakes import HANG, FakeHost, Said, named
-from ray_tpu_profile.driver.barrier import Barrier, completed_in_slices, result_watching_stop
-from ray_tpu_profile.errors import RunStopped
 from ray_tpu_profile.core.hosts import Host
 from ray_tpu_profile.core.records import HostRecord, Stage
+from ray_tpu_profile.driver.barrier import Barrier, completed_in_slices, result_watching_stop
+from ray_tpu_profile.errors import RunStopped
+from support.fakes import HANG, FakeHost, Said, named
 
 
 @pytest.fixture
@@ -23,20 +23,30 @@ def pool():
 
 def barrier(handles: dict, timeout_s: float = 30.0, check_stop=lambda: None, entered=None) -> Barrier:
     records = [HostRecord(host=Host(name=n, node_id=f"node-{n}", node_ip="127.0.0.1", chips=4)) for n in handles]
-    return Barrier(records, named(handles), Said(), timeout_s, check_stop,
-                   on_stage=(entered.append if entered is not None else lambda stage: None))
+    return Barrier(
+        records,
+        named(handles),
+        Said(),
+        timeout_s,
+        check_stop,
+        on_stage=(entered.append if entered is not None else lambda stage: None),
+    )
 
 
 def test_every_host_is_called_and_the_stage_returns_when_all_have_answered(pool):
     release = threading.Event()
-    hosts = barrier({"h0": FakeHost(pool, warmup=lambda: 1.5),
-                     "h1": FakeHost(pool, warmup=lambda: release.wait(10) and 2.5)}, entered=(entered := []))
+    hosts = barrier(
+        {"h0": FakeHost(pool, warmup=lambda: 1.5), "h1": FakeHost(pool, warmup=lambda: release.wait(10) and 2.5)},
+        entered=(entered := []),
+    )
     threading.Timer(0.2, release.set).start()
     results = hosts.run(Stage.WARMUP, lambda h: h.warmup(), lambda record, value: f"{value} s")
     assert results == {"h0": 1.5, "h1": 2.5}  # the slow host was waited for
     assert entered == [Stage.WARMUP]
     assert [line for line in hosts.progress.lines if line[0] == "ok"] == [
-        ("ok", "warmup", "h0", "1.5 s"), ("ok", "warmup", "h1", "2.5 s")]
+        ("ok", "warmup", "h0", "1.5 s"),
+        ("ok", "warmup", "h1", "2.5 s"),
+    ]
     assert all(r.healthy and r.error is None for r in hosts.records)
 
 

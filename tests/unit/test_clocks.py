@@ -7,9 +7,17 @@ from concurrent.futures import Future
 
 import pytest
 
+from ray_tpu_profile.core.clocks import (
+    ClockError,
+    ClockOffset,
+    ClockSample,
+    NtpState,
+    describe_skew,
+    estimate_offset,
+    skew,
+    untrusted_reason,
+)
 from ray_tpu_profile.driver import clock_exchange
-from ray_tpu_profile.core.clocks import (ClockError, ClockOffset, ClockSample, NtpState, describe_skew, estimate_offset,
-                                    skew, untrusted_reason)
 
 MS = 1_000_000
 T0 = 1_800_000_000 * 10**9
@@ -36,10 +44,12 @@ def test_asymmetric_delays_stay_within_the_uncertainty(out_ns, back_ns):
 
 def test_the_shortest_round_trip_is_used_and_outliers_do_not_count():
     true = 12 * MS
-    samples = [exchange(T0, 40 * MS, 2 * MS, true),      # queued on the way out: 21 ms off at the midpoint
-               exchange(T0 + 100 * MS, 200_000, 250_000, true),
-               exchange(T0 + 200 * MS, 1 * MS, 30 * MS, true),
-               exchange(T0 + 300 * MS, 600_000, 600_000, true)]
+    samples = [
+        exchange(T0, 40 * MS, 2 * MS, true),  # queued on the way out: 21 ms off at the midpoint
+        exchange(T0 + 100 * MS, 200_000, 250_000, true),
+        exchange(T0 + 200 * MS, 1 * MS, 30 * MS, true),
+        exchange(T0 + 300 * MS, 600_000, 600_000, true),
+    ]
     est = estimate_offset(samples)
     assert est.round_trip_ns == 450_000 and abs(est.offset_ns - true) <= est.uncertainty_ns
     assert est.round_trips_ns == (42 * MS, 450_000, 31 * MS, 1_200_000)
@@ -49,16 +59,22 @@ def test_samples_together_bound_the_offset_tighter_than_the_shortest_round_trip(
     """The host read its clock early in one call and late in another: each call alone
     allows +-0.5 ms, the two together +-0.1 ms around the truth."""
     true = 5 * MS
-    samples = [exchange(T0, 100_000, 900_000, true), exchange(T0 + MS, 900_000, 100_000, true),
-               exchange(T0 + 2 * MS, 500_000, 500_000, true)]
+    samples = [
+        exchange(T0, 100_000, 900_000, true),
+        exchange(T0 + MS, 900_000, 100_000, true),
+        exchange(T0 + 2 * MS, 500_000, 500_000, true),
+    ]
     est = estimate_offset(samples)
     assert est.offset_ns == true and est.uncertainty_ns == 100_000 and est.round_trip_ns == MS
 
 
 def test_clocks_that_moved_apart_during_the_exchange_fall_back_to_the_shortest_round_trip():
     # the host's clock stepped 3 ms forward between the second and third call
-    samples = [exchange(T0, 200_000, 200_000, 0), exchange(T0 + MS, 300_000, 300_000, 0),
-               exchange(T0 + 2 * MS, 300_000, 300_000, 3 * MS)]
+    samples = [
+        exchange(T0, 200_000, 200_000, 0),
+        exchange(T0 + MS, 300_000, 300_000, 0),
+        exchange(T0 + 2 * MS, 300_000, 300_000, 3 * MS),
+    ]
     est = estimate_offset(samples)
     assert est.offset_ns == 0 and est.uncertainty_ns == 200_000
 
@@ -106,8 +122,10 @@ def test_skew_of_one_host_is_exact_and_unmeasured_offsets_leave_the_bound_unknow
 def test_untrusted_clocks_are_named():
     good = NtpState(synchronised=True, estimated_error_ms=0.1, maximum_error_ms=1.0)
     assert untrusted_reason(offset(3, 0.2), good, 1.0) is None
-    assert untrusted_reason(offset(3, 1.5), good, 1.0) == \
-        "its clock offset is only known to +-1.500 ms (over --max-clock-uncertainty-ms 1)"
+    assert (
+        untrusted_reason(offset(3, 1.5), good, 1.0)
+        == "its clock offset is only known to +-1.500 ms (over --max-clock-uncertainty-ms 1)"
+    )
     unsync = NtpState(synchronised=False, estimated_error_ms=16000, maximum_error_ms=16000)
     assert "not synchronised" in untrusted_reason(offset(0, 0.1), unsync, 1.0)
     assert untrusted_reason(offset(0, 0.1), None, 1.0) is None  # no NTP state known: only the bound counts
@@ -122,6 +140,7 @@ def test_measure_offsets_on_host_handles_with_shifted_clocks():
             future: Future = Future()
             future.set_result(time.time_ns() + shift_ns)
             return future
+
         return call
 
     def broken() -> Future:

@@ -9,9 +9,9 @@ import shlex
 import pytest
 import yaml
 
-from support.cli import REPO
 from ray_tpu_profile.cli import config_from, plan
 from ray_tpu_profile.host.engine import check_engine_args, engine_argv, parse_engine_args
+from support.cli import REPO
 
 CLUSTER = REPO / "cluster"
 
@@ -20,7 +20,7 @@ def check_command(command: str):
     """Parse a `ray-tpu-profile run|plan ...` command like the CLI does; returns the config
     and the parsed vLLM engine args. Raises on any flag the CLI or vLLM would refuse."""
     tokens = shlex.split(command)
-    args = tokens[tokens.index("ray-tpu-profile") + 1:]
+    args = tokens[tokens.index("ray-tpu-profile") + 1 :]
     assert args[0] in ("run", "plan"), command
     ctx = plan.make_context("plan", args[1:])
     config = config_from(ctx.params, ctx)
@@ -66,8 +66,8 @@ def test_rayjob_entrypoints_parse_and_fit_their_hosts(name, job):
 def engines_on_its_cluster(job, config, engine_args):
     """The engines the job's entrypoint makes on the hosts of its cluster (ConfigError if
     its TP x PP cannot be placed there)."""
-    from ray_tpu_profile.placement.engines import plan_engines
     from ray_tpu_profile.core.hosts import Host
+    from ray_tpu_profile.placement.engines import plan_engines
 
     if "rayClusterSpec" in job["spec"]:
         (group,) = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
@@ -76,8 +76,10 @@ def engines_on_its_cluster(job, config, engine_args):
         assert job["spec"]["clusterSelector"]["ray.io/cluster"] == cluster_doc["metadata"]["name"]
         (group,) = cluster_doc["spec"]["workerGroupSpecs"]
     chips = int(group["template"]["spec"]["containers"][0]["resources"]["limits"]["google.com/tpu"])
-    hosts = [Host(name=f"w{i}", node_id=str(i), node_ip="", chips=chips, slice_name="s", worker_id=i)
-             for i in range(int(group.get("numOfHosts", 1)))][:config.placement.hosts]
+    hosts = [
+        Host(name=f"w{i}", node_id=str(i), node_ip="", chips=chips, slice_name="s", worker_id=i)
+        for i in range(int(group.get("numOfHosts", 1)))
+    ][: config.placement.hosts]
     return plan_engines(hosts, engine_args.tensor_parallel_size, engine_args.pipeline_parallel_size)
 
 

@@ -42,9 +42,13 @@ def test_input_plus_output_must_fit_max_model_len():
 
 @pytest.mark.parametrize(
     "capture,flag",
-    [(Capture(delay_ms=-1), "--delay-ms"), (Capture(duration_ms=0), "--duration-ms"), (Capture(profiler="nope"), "--profiler"),
-     (Capture(python_tracer_level=2), "--python-tracer-level"),
-     (Capture(max_clock_uncertainty_ms=0), "--max-clock-uncertainty-ms")],
+    [
+        (Capture(delay_ms=-1), "--delay-ms"),
+        (Capture(duration_ms=0), "--duration-ms"),
+        (Capture(profiler="nope"), "--profiler"),
+        (Capture(python_tracer_level=2), "--python-tracer-level"),
+        (Capture(max_clock_uncertainty_ms=0), "--max-clock-uncertainty-ms"),
+    ],
 )
 def test_capture_window(capture, flag):
     with pytest.raises(ConfigError) as e:

@@ -7,18 +7,31 @@ import json
 
 import pytest
 
-from support.cli import run_cli
 from ray_tpu_profile.analysis.diff import Run, diff_hosts, diff_latency, diff_ops_of_host
+from support.cli import run_cli
 
 
 def manifest(latencies: dict[str, tuple[list[float], list[float]]], shape: str = "4x16x8", profiler: str = "jax"):
     """hosts -> (warmup, profiled) latencies, as a run's manifest has them."""
-    return {"run_id": "r", "status": "ok", "workload": {"shape": shape, "shapes": [shape]},
-            "capture": {"profiler": profiler, "start_skew_ms": 0.2}, "engines": [],
-            "hosts": [{"name": name, "engine": f"engine{i}", "worker": None, "status": "ok", "files": [],
-                       "latency_s": {"warmup": w, "profiled": p},
-                       "shapes": {shape: {"latency_s": {"warmup": w, "profiled": p}}}}
-                      for i, (name, (w, p)) in enumerate(latencies.items())]}
+    return {
+        "run_id": "r",
+        "status": "ok",
+        "workload": {"shape": shape, "shapes": [shape]},
+        "capture": {"profiler": profiler, "start_skew_ms": 0.2},
+        "engines": [],
+        "hosts": [
+            {
+                "name": name,
+                "engine": f"engine{i}",
+                "worker": None,
+                "status": "ok",
+                "files": [],
+                "latency_s": {"warmup": w, "profiled": p},
+                "shapes": {shape: {"latency_s": {"warmup": w, "profiled": p}}},
+            }
+            for i, (name, (w, p)) in enumerate(latencies.items())
+        ],
+    }
 
 
 NOISY = ([0.5, 0.101, 0.098, 0.103, 0.1], [0.099, 0.102])
@@ -66,8 +79,12 @@ def test_hosts_and_shapes_in_one_run_only_are_listed():
     b = sweep({"h0": NOISY, "h2": NOISY}, ["4x16x8", "8x16x8"])
     rows, only = diff_latency(a, b)
     assert [(r["host"], r["shape"]) for r in rows] == [("h0", "4x16x8")]
-    assert only == {"hosts_only_in_a": ["h1"], "hosts_only_in_b": ["h2"],
-                    "shapes_only_in_a": ["1x16x8"], "shapes_only_in_b": ["8x16x8"]}
+    assert only == {
+        "hosts_only_in_a": ["h1"],
+        "hosts_only_in_b": ["h2"],
+        "shapes_only_in_a": ["1x16x8"],
+        "shapes_only_in_b": ["8x16x8"],
+    }
 
 
 def test_runs_of_one_shape_each_are_compared_whatever_the_shapes():
@@ -89,8 +106,13 @@ def test_operation_categories_and_shares():
     a = {"matmul": 10.0, "attn": 4.0, "copy": 1.0, "gone": 0.5}
     b = {"matmul": 20.0, "attn": 4.1, "copy": 0.5, "new": 2.0}
     ops = diff_ops_of_host(a, b)
-    assert ops["categories"] == {"added": ["new"], "removed": ["gone"], "increased": ["matmul"],
-                                 "decreased": ["copy"], "unchanged": ["attn"]}
+    assert ops["categories"] == {
+        "added": ["new"],
+        "removed": ["gone"],
+        "increased": ["matmul"],
+        "decreased": ["copy"],
+        "unchanged": ["attn"],
+    }
     assert [e["name"] for e in ops["top_increases"]] == ["matmul", "new", "attn"]
     assert ops["top_increases"][0]["share"] == pytest.approx(10 / 12.1)
     assert [(e["name"], e["delta_ms"]) for e in ops["top_decreases"]] == [("copy", -0.5), ("gone", -0.5)]
@@ -102,7 +124,9 @@ def test_different_profilers_compare_latency_only(tmp_path):
     a = Run("A", "a", tmp_path, manifest({"h0": NOISY}, profiler="torch"))
     b = Run("B", "b", tmp_path, manifest({"h0": NOISY}, profiler="jax"))
     result = diff_runs(a, b)
-    assert result["ops"]["compared"] is False and "torch" in result["ops"]["reason"] and "jax" in result["ops"]["reason"]
+    assert (
+        result["ops"]["compared"] is False and "torch" in result["ops"]["reason"] and "jax" in result["ops"]["reason"]
+    )
     assert result["latency"][0]["verdict"] == "within noise"
 
 
@@ -113,17 +137,23 @@ def write_run(root, name, m):
     return run
 
 
-@pytest.mark.parametrize("args, message", [
-    (["{missing}", "{a}"], "RUN_A {missing}: is not a directory"),
-    (["{a}", "{empty}"], "RUN_B {empty}: has no manifest.json (not a ray-tpu-profile run directory)"),
-    (["{a}", "{a}", "--fail-above", "ten"], "Invalid value for '--fail-above': 'ten' is not a valid float."),
-    (["{a}", "{a}", "--fail-above", "-5"], "--fail-above -5.0: must be a percentage, 0 or more"),
-    (["{a}", "{a}", "--fail-above", "nan"], "--fail-above nan: must be a percentage, 0 or more"),
-    (["{a}", "{a}", "--allow-few-samples"], "--allow-few-samples true: only applies with --fail-above"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{missing}", "{a}"], "RUN_A {missing}: is not a directory"),
+        (["{a}", "{empty}"], "RUN_B {empty}: has no manifest.json (not a ray-tpu-profile run directory)"),
+        (["{a}", "{a}", "--fail-above", "ten"], "Invalid value for '--fail-above': 'ten' is not a valid float."),
+        (["{a}", "{a}", "--fail-above", "-5"], "--fail-above -5.0: must be a percentage, 0 or more"),
+        (["{a}", "{a}", "--fail-above", "nan"], "--fail-above nan: must be a percentage, 0 or more"),
+        (["{a}", "{a}", "--allow-few-samples"], "--allow-few-samples true: only applies with --fail-above"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
-    paths = {"a": write_run(tmp_path, "a", manifest({"h0": NOISY})), "missing": tmp_path / "nope",
-             "empty": tmp_path / "empty"}
+    paths = {
+        "a": write_run(tmp_path, "a", manifest({"h0": NOISY})),
+        "missing": tmp_path / "nope",
+        "empty": tmp_path / "empty",
+    }
     paths["empty"].mkdir()
     proc = run_cli("diff", *(a.format(**paths) for a in args))
     assert proc.returncode == 2, proc.stderr

@@ -10,14 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from support.fakes import HANG, FakeHost, Said, named, run_state
-from ray_tpu_profile.driver import finish
-from ray_tpu_profile.driver import stages
+from ray_tpu_profile.core.records import PhaseTiming, Stage
+from ray_tpu_profile.core.schedule import PREFILL_MARGIN, StepWindow, TimeWindow
+from ray_tpu_profile.driver import finish, stages
 from ray_tpu_profile.driver.barrier import Barrier
 from ray_tpu_profile.driver.capture_plans import ServerPlan, TorchPlan, make_plan
 from ray_tpu_profile.rundir.layout import read_manifest
-from ray_tpu_profile.core.records import PhaseTiming, Stage
-from ray_tpu_profile.core.schedule import PREFILL_MARGIN, StepWindow, TimeWindow
+from support.fakes import HANG, FakeHost, Said, named, run_state
 
 
 @pytest.fixture
@@ -27,22 +26,32 @@ def pool():
 
 
 def barrier_over(run, handles: dict) -> Barrier:
-    return Barrier(run.records, named(handles), Said(), 30.0, on_stage=run.enter,
-                   partners=run.engine_hosts())
+    return Barrier(run.records, named(handles), Said(), 30.0, on_stage=run.enter, partners=run.engine_hosts())
 
 
 def iterations(start_s: float, prefill_s: float, end_s: float, count: int = 3) -> PhaseTiming:
-    return PhaseTiming(start_s, start_s + count * end_s, latencies_s=(end_s,) * count,
-                 iteration_starts_s=tuple(start_s + i * end_s for i in range(count)),
-                 prefill_s=(prefill_s,) * count, end_s=(end_s,) * count)
+    return PhaseTiming(
+        start_s,
+        start_s + count * end_s,
+        latencies_s=(end_s,) * count,
+        iteration_starts_s=tuple(start_s + i * end_s for i in range(count)),
+        prefill_s=(prefill_s,) * count,
+        end_s=(end_s,) * count,
+    )
 
 
 def test_a_sweep_keeps_every_shapes_timings_and_capture_plan(tmp_path, pool):
     run = run_state(tmp_path, shapes=("2x8x8", "4x8x8"), profiler="jax")
-    fakes = {n: FakeHost(pool, set_shape=lambda w, tag: 1, warmup=lambda: iterations(1.0, 0.01, 0.1),
-                         profile=lambda it_ns, trace_ns, window: iterations(2.0, 0.01, 0.1, 1),
-                         capture_info=lambda: {"profiler": "jax", "session": "s"})
-             for n in ("h0", "h1")}
+    fakes = {
+        n: FakeHost(
+            pool,
+            set_shape=lambda w, tag: 1,
+            warmup=lambda: iterations(1.0, 0.01, 0.1),
+            profile=lambda it_ns, trace_ns, window: iterations(2.0, 0.01, 0.1, 1),
+            capture_info=lambda: {"profiler": "jax", "session": "s"},
+        )
+        for n in ("h0", "h1")
+    }
     hosts, plan = barrier_over(run, fakes), make_plan(run.capture)
     for workload in run.config.workloads:
         with stages.shape_stages(run, workload) as shape:
@@ -56,8 +65,10 @@ def test_a_sweep_keeps_every_shapes_timings_and_capture_plan(tmp_path, pool):
     assert run.timings.total_s["capture"] == pytest.approx(sum(t["capture"] for t in by_shape.values()), abs=1e-3)
     # every host got the same two instants of its shape, the ones recorded
     for shape in run.shapes.values():
-        calls = [[args for m, args in f.calls if m == "profile"][list(run.shapes).index(shape.workload.shape)]
-                 for f in fakes.values()]
+        calls = [
+            [args for m, args in f.calls if m == "profile"][list(run.shapes).index(shape.workload.shape)]
+            for f in fakes.values()
+        ]
         assert calls[0] == calls[1] == (shape.planned["iterations_start_ns"], shape.planned["trace_start_ns"], None)
         assert shape.loads == {"h0": 1, "h1": 1} and shape.backend["session"] == "s"
     manifest = run.manifest()
@@ -68,8 +79,14 @@ def test_a_sweep_keeps_every_shapes_timings_and_capture_plan(tmp_path, pool):
 def test_a_decode_window_clears_the_slowest_traced_prefill_on_any_host(tmp_path, pool):
     run = run_state(tmp_path, profiler="jax", phase="decode", duration_given=False)
     traced = {"h0": iterations(5.0, 0.012, 0.300, 1), "h1": iterations(5.0, 0.020, 0.280, 1)}
-    fakes = {n: FakeHost(pool, warmup=lambda: iterations(1.0, 0.005, 0.290),
-                         traced_iteration=lambda at_ns, covered_ms, n=n: traced[n]) for n in traced}
+    fakes = {
+        n: FakeHost(
+            pool,
+            warmup=lambda: iterations(1.0, 0.005, 0.290),
+            traced_iteration=lambda at_ns, covered_ms, n=n: traced[n],
+        )
+        for n in traced
+    }
     hosts = barrier_over(run, fakes)
     with stages.shape_stages(run, run.config.workload) as shape:
         stages.warm_up(run, hosts, shape)
@@ -89,9 +106,14 @@ def test_a_host_that_fails_its_traced_iteration_leaves_the_window_to_the_others(
         raise RuntimeError("capture failed")
 
     run = run_state(tmp_path, profiler="jax", phase="decode", duration_given=False)
-    fakes = {"h0": FakeHost(pool, warmup=lambda: iterations(1.0, 0.005, 0.29), traced_iteration=fails),
-             "h1": FakeHost(pool, warmup=lambda: iterations(1.0, 0.005, 0.29),
-                            traced_iteration=lambda at_ns, covered_ms: iterations(5.0, 0.010, 0.29, 1))}
+    fakes = {
+        "h0": FakeHost(pool, warmup=lambda: iterations(1.0, 0.005, 0.29), traced_iteration=fails),
+        "h1": FakeHost(
+            pool,
+            warmup=lambda: iterations(1.0, 0.005, 0.29),
+            traced_iteration=lambda at_ns, covered_ms: iterations(5.0, 0.010, 0.29, 1),
+        ),
+    }
     hosts = barrier_over(run, fakes)
     with stages.shape_stages(run, run.config.workload) as shape:
         stages.warm_up(run, hosts, shape)
@@ -102,9 +124,16 @@ def test_a_host_that_fails_its_traced_iteration_leaves_the_window_to_the_others(
 
 def test_a_torch_phase_window_is_in_engine_steps_and_the_capture_gets_it(tmp_path, pool):
     run = run_state(tmp_path, profiler="torch", phase="decode")
-    fakes = {n: FakeHost(pool, warmup=lambda: iterations(1.0, 0.005, 0.29), prefill_steps=lambda: 1,
-                         profile=lambda *args: iterations(2.0, 0.005, 0.29, 1), capture_info=lambda: {})
-             for n in ("h0", "h1")}
+    fakes = {
+        n: FakeHost(
+            pool,
+            warmup=lambda: iterations(1.0, 0.005, 0.29),
+            prefill_steps=lambda: 1,
+            profile=lambda *args: iterations(2.0, 0.005, 0.29, 1),
+            capture_info=lambda: {},
+        )
+        for n in ("h0", "h1")
+    }
     hosts = barrier_over(run, fakes)
     with stages.shape_stages(run, run.config.workload) as shape:
         stages.warm_up(run, hosts, shape)
@@ -145,8 +174,12 @@ def test_server_verification_fails_a_host_that_delivered_no_xplane(tmp_path, poo
     stages.verify(run, hosts, ServerPlan(run.capture))
     expected = f"the capture wrote no plugins/profile/{run.run_id}/h0.xplane.pb"
     assert run.records[0].error == expected and run.records[0].stage == Stage.VERIFY
-    assert run.shapes["4x8x8"].checked == {"session": run.run_id, "start_skew_ms": None,
-                                           "start_skew_uncertainty_ms": None, "start_skew_raw_ms": None}
+    assert run.shapes["4x8x8"].checked == {
+        "session": run.run_id,
+        "start_skew_ms": None,
+        "start_skew_uncertainty_ms": None,
+        "start_skew_raw_ms": None,
+    }
 
 
 def test_the_end_of_a_local_run_renames_it_into_place_with_its_final_manifest(tmp_path):
@@ -212,19 +245,23 @@ def test_each_host_of_an_engine_traces_its_own_worker(tmp_path, pool):
     run = engines_of_two(run_state(tmp_path, names=("h0", "h1", "h2", "h3"), chips=1, profiler="jax"))
 
     def workers_of(first: str, second: str, swap: bool = False):
-        nodes = [f"node-{first}", f"node-{second}"][::-1 if swap else 1]
+        nodes = [f"node-{first}", f"node-{second}"][:: -1 if swap else 1]
         return lambda: [{"rank": i, "pid": 100 + i, "node_id": nodes[i], "port": 9000 + i} for i in range(2)]
 
-    fakes = {"h0": FakeHost(pool, engine_workers=workers_of("h0", "h1")), "h1": FakeHost(pool, engine_workers=lambda: None),
-             "h2": FakeHost(pool, engine_workers=workers_of("h2", "h3", swap=True)),
-             "h3": FakeHost(pool, engine_workers=lambda: None)}
+    fakes = {
+        "h0": FakeHost(pool, engine_workers=workers_of("h0", "h1")),
+        "h1": FakeHost(pool, engine_workers=lambda: None),
+        "h2": FakeHost(pool, engine_workers=workers_of("h2", "h3", swap=True)),
+        "h3": FakeHost(pool, engine_workers=lambda: None),
+    }
     for f in fakes.values():
         f.behaviours["trace_worker"] = lambda worker: 0.01
     hosts = barrier_over(run, fakes)
     stages.find_workers(run, hosts)
     h0, h1, h2, h3 = run.records
     assert [args for m, args in fakes["h1"].calls if m == "trace_worker"] == [
-        ({"rank": 1, "pid": 101, "node_id": "node-h1", "port": 9001},)]
+        ({"rank": 1, "pid": 101, "node_id": "node-h1", "port": 9001},)
+    ]
     assert h0.worker["pid"] == 100 and h1.worker["rank"] == 1 and h0.healthy and h1.healthy
     # engine1's ranks run on each other's hosts: both its hosts fail, engine0 is untouched
     assert h2.error == "rank 0 runs on node node-h3, not on this host (node-h2)"
@@ -240,8 +277,12 @@ def test_a_host_that_fails_fails_its_engine_and_no_other(tmp_path, pool):
         raise RuntimeError("Worker proc died (rank 1)")
 
     owner_waits = FakeHost(pool, warmup=HANG)  # its engine is gone: it would wait for ever
-    fakes = {"h0": owner_waits, "h1": FakeHost(pool, warmup=died), "h2": FakeHost(pool, warmup=lambda: "warm"),
-             "h3": FakeHost(pool, warmup=lambda: "warm")}
+    fakes = {
+        "h0": owner_waits,
+        "h1": FakeHost(pool, warmup=died),
+        "h2": FakeHost(pool, warmup=lambda: "warm"),
+        "h3": FakeHost(pool, warmup=lambda: "warm"),
+    }
     hosts = barrier_over(run, fakes)
     assert hosts.run(Stage.WARMUP, lambda h: h.warmup()) == {"h2": "warm", "h3": "warm"}
     h0, h1, h2, h3 = run.records
@@ -263,12 +304,20 @@ def test_clocks_are_measured_before_the_capture_and_each_host_waits_on_its_own(t
     its measured offset; without, the driver's instants as they are. A host whose clock
     exchange fails is failed at the clocks stage; an unsynchronised kernel clock is a warning."""
     run = run_state(tmp_path, names=("h0", "h1", "h2"), profiler="jax", clock_correction=correction)
-    unsynchronised = {"ntp": {"synchronised": False, "estimated_error_ms": 16000.0, "maximum_error_ms": 16000.0},
-                      "simulated": False}
-    fakes = {"h0": FakeHost(pool, profile=lambda it_ns, trace_ns, window: iterations(2.0, 0.01, 0.1, 1)),
-             "h1": FakeHost(pool, clock_ns=shifted_clock(40_000_000), clock_state=lambda: unsynchronised,
-                            profile=lambda it_ns, trace_ns, window: iterations(2.0, 0.01, 0.1, 1)),
-             "h2": FakeHost(pool, clock_ns=lambda: "not a clock")}
+    unsynchronised = {
+        "ntp": {"synchronised": False, "estimated_error_ms": 16000.0, "maximum_error_ms": 16000.0},
+        "simulated": False,
+    }
+    fakes = {
+        "h0": FakeHost(pool, profile=lambda it_ns, trace_ns, window: iterations(2.0, 0.01, 0.1, 1)),
+        "h1": FakeHost(
+            pool,
+            clock_ns=shifted_clock(40_000_000),
+            clock_state=lambda: unsynchronised,
+            profile=lambda it_ns, trace_ns, window: iterations(2.0, 0.01, 0.1, 1),
+        ),
+        "h2": FakeHost(pool, clock_ns=lambda: "not a clock"),
+    }
     hosts = barrier_over(run, fakes)
     stages.measure_clocks(run, hosts)
     with stages.shape_stages(run, run.config.workload) as shape:
@@ -284,12 +333,16 @@ def test_clocks_are_measured_before_the_capture_and_each_host_waits_on_its_own(t
     planned = run.shapes["4x8x8"].planned
     (given_h0,) = [args for m, args in fakes["h0"].calls if m == "profile"]
     (given_h1,) = [args for m, args in fakes["h1"].calls if m == "profile"]
-    assert given_h0[:2] == (run.host_instant_ns(shape, "h0", planned["iterations_start_ns"]),
-                            run.host_instant_ns(shape, "h0", planned["trace_start_ns"]))
+    assert given_h0[:2] == (
+        run.host_instant_ns(shape, "h0", planned["iterations_start_ns"]),
+        run.host_instant_ns(shape, "h0", planned["trace_start_ns"]),
+    )
     shift_ns = given_h1[1] - planned["trace_start_ns"]
     if correction:
         assert shift_ns == shape.clock_offsets["h1"].offset_ns and abs(shift_ns - 40_000_000) < 5_000_000
     else:
         assert given_h1[:2] == (planned["iterations_start_ns"], planned["trace_start_ns"])
     assert "clocks" in run.timings.by_shape_s["4x8x8"]
-    assert any(line[0] == "note" and line[1].startswith("warning: h1: its kernel says") for line in hosts.progress.lines)
+    assert any(
+        line[0] == "note" and line[1].startswith("warning: h1: its kernel says") for line in hosts.progress.lines
+    )

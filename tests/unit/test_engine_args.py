@@ -3,15 +3,20 @@
 import pytest
 
 from ray_tpu_profile.config import Workload
-from ray_tpu_profile.host.engine import check_engine_args, dummy_prompts, engine_argv, parse_engine_args
 from ray_tpu_profile.errors import ConfigError
+from ray_tpu_profile.host.engine import check_engine_args, dummy_prompts, engine_argv, parse_engine_args
 
 
 def test_every_vllm_flag_parses():
     args = parse_engine_args(
         engine_argv("some/model", ("--tensor-parallel-size", "8", "--max-model-len", "2048", "--enforce-eager"), False)
     )
-    assert (args.model, args.tensor_parallel_size, args.max_model_len, args.enforce_eager) == ("some/model", 8, 2048, True)
+    assert (args.model, args.tensor_parallel_size, args.max_model_len, args.enforce_eager) == (
+        "some/model",
+        8,
+        2048,
+        True,
+    )
     assert args.skip_tokenizer_init is True  # prompts are token ids
 
 

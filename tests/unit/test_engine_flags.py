@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from ray_tpu_profile.host.engine import TINY_MODEL_ENGINE_DEFAULTS, _parser
 from ray_tpu_profile.driver.engine_flags import NotPlain, engine_flags, parse_with_spec, spec_from_parser
 from ray_tpu_profile.errors import ConfigError
+from ray_tpu_profile.host.engine import TINY_MODEL_ENGINE_DEFAULTS, _parser
 
 
 @pytest.fixture(scope="module")
@@ -17,20 +17,44 @@ def spec():
 
 
 def test_plain_flags_are_read_from_the_spec(spec):
-    values = parse_with_spec(["--model", "m", "-tp", "2", "--pipeline-parallel-size=2", "--enforce-eager",
-                              "--no-enable-prefix-caching", "--dtype", "bfloat16", "--gpu-memory-utilization", "0.5"], spec)
-    assert values == {"model": "m", "tensor_parallel_size": 2, "pipeline_parallel_size": 2, "enforce_eager": True,
-                      "enable_prefix_caching": False, "dtype": "bfloat16", "gpu_memory_utilization": 0.5}
+    values = parse_with_spec(
+        [
+            "--model",
+            "m",
+            "-tp",
+            "2",
+            "--pipeline-parallel-size=2",
+            "--enforce-eager",
+            "--no-enable-prefix-caching",
+            "--dtype",
+            "bfloat16",
+            "--gpu-memory-utilization",
+            "0.5",
+        ],
+        spec,
+    )
+    assert values == {
+        "model": "m",
+        "tensor_parallel_size": 2,
+        "pipeline_parallel_size": 2,
+        "enforce_eager": True,
+        "enable_prefix_caching": False,
+        "dtype": "bfloat16",
+        "gpu_memory_utilization": 0.5,
+    }
 
 
-@pytest.mark.parametrize("argv", [
-    ["--no-such-flag"],                      # unknown: vLLM says so
-    ["--tensor-parallel-size", "two"],       # not an int
-    ["--dtype", "int3"],                     # not one of its choices
-    ["--kv-cache-memory-bytes", "64M"],      # parsed by vLLM's own function
-    ["--tensor-parallel-size"],              # no value
-    ["--max_model_len", "64"],               # vLLM's spelling rules (underscores) are its own
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--no-such-flag"],  # unknown: vLLM says so
+        ["--tensor-parallel-size", "two"],  # not an int
+        ["--dtype", "int3"],  # not one of its choices
+        ["--kv-cache-memory-bytes", "64M"],  # parsed by vLLM's own function
+        ["--tensor-parallel-size"],  # no value
+        ["--max_model_len", "64"],  # vLLM's spelling rules (underscores) are its own
+    ],
+)
 def test_what_the_spec_cannot_decide_goes_to_vllm(spec, argv):
     with pytest.raises(NotPlain):
         parse_with_spec(argv, spec)
@@ -49,8 +73,11 @@ def test_engine_flags_agree_with_vllm_and_keep_vllms_errors(tmp_path, monkeypatc
     first = engine_flags([*argv, "-tp", "2"], trusted_count=len(argv))  # no cache yet: vLLM parses, spec saved
     again = engine_flags([*argv, "-tp", "2"], trusted_count=len(argv))
     assert (first.parsed_by, again.parsed_by) == ("vllm", "cache")
-    assert (again.model, again.tensor_parallel_size, again.pipeline_parallel_size, again.max_model_len) == \
-        (first.model, first.tensor_parallel_size, first.pipeline_parallel_size, first.max_model_len) == ("m", 2, 1, 2048)
+    assert (
+        (again.model, again.tensor_parallel_size, again.pipeline_parallel_size, again.max_model_len)
+        == (first.model, first.tensor_parallel_size, first.pipeline_parallel_size, first.max_model_len)
+        == ("m", 2, 1, 2048)
+    )
     with pytest.raises(ConfigError, match="--no-such-flag"):
         engine_flags([*argv, "--no-such-flag"], trusted_count=len(argv))
     with pytest.raises(ConfigError, match="tensor"):

@@ -2,15 +2,18 @@
 
 import pytest
 
-from ray_tpu_profile.placement.engines import plan_engines
-from ray_tpu_profile.errors import ConfigError
 from ray_tpu_profile.core.hosts import Host
+from ray_tpu_profile.errors import ConfigError
+from ray_tpu_profile.placement.engines import plan_engines
 
 
 def hosts(n, chips=4, slices=("s",)):
     per_slice = n // len(slices)
-    return [Host(name=f"{s}-w{i}", node_id=f"{s}{i}", node_ip="127.0.0.1", chips=chips, slice_name=s, worker_id=i)
-            for s in slices for i in range(per_slice)]
+    return [
+        Host(name=f"{s}-w{i}", node_id=f"{s}{i}", node_ip="127.0.0.1", chips=chips, slice_name=s, worker_id=i)
+        for s in slices
+        for i in range(per_slice)
+    ]
 
 
 def test_an_engine_that_fits_one_host_runs_on_every_host():

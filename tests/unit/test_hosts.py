@@ -2,8 +2,8 @@
 
 import pytest
 
-from ray_tpu_profile.errors import ConfigError
 from ray_tpu_profile.core.hosts import hosts_from_nodes, select_hosts
+from ray_tpu_profile.errors import ConfigError
 
 
 def node(node_id, tpu=4, alive=True, ip="10.0.0.1", slice_name=None, worker=None):

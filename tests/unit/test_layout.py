@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from ray_tpu_profile.core.hosts import Host
 from ray_tpu_profile.core.files import sha256_file
+from ray_tpu_profile.core.hosts import Host
+from ray_tpu_profile.core.records import HostRecord, PhaseTiming
 from ray_tpu_profile.rundir.layout import (
     build_latency,
     build_manifest,
@@ -17,7 +18,6 @@ from ray_tpu_profile.rundir.layout import (
     staging_dir,
     write_json_atomic,
 )
-from ray_tpu_profile.core.records import HostRecord, PhaseTiming
 
 
 def record(name, status):
@@ -66,9 +66,17 @@ def test_manifest_contract(tmp_path):
     b.error = "actor process died"
     a.files = [{"path": "hosts/a/torch/t.json.gz", "bytes": 3, "sha256": "00"}]
     m = build_manifest(
-        run_id="r1", status="partial", stage="done", error=None, command=["ray-tpu-profile", "run"],
-        versions={"vllm": "0.32.0"}, workload={"shape": "1x2x3"}, capture={"profiler": "torch"},
-        cluster={}, engine={}, records=[a, b],
+        run_id="r1",
+        status="partial",
+        stage="done",
+        error=None,
+        command=["ray-tpu-profile", "run"],
+        versions={"vllm": "0.32.0"},
+        workload={"shape": "1x2x3"},
+        capture={"profiler": "torch"},
+        cluster={},
+        engine={},
+        records=[a, b],
     )
     for key in ("run_id", "status", "command", "versions", "workload", "capture", "hosts"):
         assert key in m
@@ -86,10 +94,20 @@ def test_manifest_contract(tmp_path):
 
 
 def test_xplanes_go_to_one_session_for_all_hosts():
-    assert host_file_dest("h0", "xplane/plugins/profile/run1/h0.xplane.pb").as_posix() == "plugins/profile/run1/h0.xplane.pb"
-    assert host_file_dest("h1", "xplane/plugins/profile/run1/h1.xplane.pb").as_posix() == "plugins/profile/run1/h1.xplane.pb"
+    assert (
+        host_file_dest("h0", "xplane/plugins/profile/run1/h0.xplane.pb").as_posix()
+        == "plugins/profile/run1/h0.xplane.pb"
+    )
+    assert (
+        host_file_dest("h1", "xplane/plugins/profile/run1/h1.xplane.pb").as_posix()
+        == "plugins/profile/run1/h1.xplane.pb"
+    )
     # A host may not write another host's xplane, nor elsewhere in the session tree.
-    for bad in ("xplane/plugins/profile/run1/h1.xplane.pb", "xplane/plugins/x/run1/h0.xplane.pb", "xplane/h0.xplane.pb"):
+    for bad in (
+        "xplane/plugins/profile/run1/h1.xplane.pb",
+        "xplane/plugins/x/run1/h0.xplane.pb",
+        "xplane/h0.xplane.pb",
+    ):
         with pytest.raises(ValueError):
             host_file_dest("h0", bad)
 
@@ -97,26 +115,64 @@ def test_xplanes_go_to_one_session_for_all_hosts():
 def test_credentials_in_env_are_not_written_down():
     from ray_tpu_profile.rundir.layout import redacted_env
 
-    env = {"HF_TOKEN": "hf_x", "AWS_SECRET_ACCESS_KEY": "s", "FSSPEC_S3_KEY": "k", "XLA_HLO_DEBUG": "1",
-           "LIBTPU_INIT_ARGS": "--xla_tpu_enable=true", "KEYBOARD": "us", "VLLM_API_KEY": "v"}
-    assert redacted_env(env) == {"HF_TOKEN": "<redacted>", "AWS_SECRET_ACCESS_KEY": "<redacted>",
-                                 "FSSPEC_S3_KEY": "<redacted>", "XLA_HLO_DEBUG": "1",
-                                 "LIBTPU_INIT_ARGS": "--xla_tpu_enable=true", "KEYBOARD": "us", "VLLM_API_KEY": "<redacted>"}
+    env = {
+        "HF_TOKEN": "hf_x",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "FSSPEC_S3_KEY": "k",
+        "XLA_HLO_DEBUG": "1",
+        "LIBTPU_INIT_ARGS": "--xla_tpu_enable=true",
+        "KEYBOARD": "us",
+        "VLLM_API_KEY": "v",
+    }
+    assert redacted_env(env) == {
+        "HF_TOKEN": "<redacted>",
+        "AWS_SECRET_ACCESS_KEY": "<redacted>",
+        "FSSPEC_S3_KEY": "<redacted>",
+        "XLA_HLO_DEBUG": "1",
+        "LIBTPU_INIT_ARGS": "--xla_tpu_enable=true",
+        "KEYBOARD": "us",
+        "VLLM_API_KEY": "<redacted>",
+    }
 
 
 def test_credentials_on_the_command_line_are_not_written_down():
     from ray_tpu_profile.rundir.layout import redacted_argv
 
-    argv = ["ray-tpu-profile", "run", "--env", "HF_TOKEN=hf_x", "--env=FSSPEC_S3_SECRET=s", "--env", "XLA_HLO_DEBUG=1",
-            "--model", "a=b", "--", "--max-model-len", "2048"]
-    assert redacted_argv(argv) == ["ray-tpu-profile", "run", "--env", "HF_TOKEN=<redacted>",
-                                   "--env=FSSPEC_S3_SECRET=<redacted>", "--env", "XLA_HLO_DEBUG=1",
-                                   "--model", "a=b", "--", "--max-model-len", "2048"]
+    argv = [
+        "ray-tpu-profile",
+        "run",
+        "--env",
+        "HF_TOKEN=hf_x",
+        "--env=FSSPEC_S3_SECRET=s",
+        "--env",
+        "XLA_HLO_DEBUG=1",
+        "--model",
+        "a=b",
+        "--",
+        "--max-model-len",
+        "2048",
+    ]
+    assert redacted_argv(argv) == [
+        "ray-tpu-profile",
+        "run",
+        "--env",
+        "HF_TOKEN=<redacted>",
+        "--env=FSSPEC_S3_SECRET=<redacted>",
+        "--env",
+        "XLA_HLO_DEBUG=1",
+        "--model",
+        "a=b",
+        "--",
+        "--max-model-len",
+        "2048",
+    ]
 
 
 def test_host_labels_name_the_engine_only_when_it_spans_hosts():
     from ray_tpu_profile.rundir.layout import host_label
 
     assert host_label({"name": "w0", "engine": "engine0", "ranks": [0, 1, 2, 3], "worker": None}) == "w0"
-    assert host_label({"name": "w1", "engine": "engine0", "ranks": [4, 5, 6, 7], "worker": {"rank": 4}}) == \
-        "w1 (engine0, rank 4, 5, 6, 7)"
+    assert (
+        host_label({"name": "w1", "engine": "engine0", "ranks": [4, 5, 6, 7], "worker": {"rank": 4}})
+        == "w1 (engine0, rank 4, 5, 6, 7)"
+    )

@@ -8,16 +8,21 @@ import time
 
 import pytest
 
-from support.cli import run_cli
 from ray_tpu_profile.errors import ConfigError
-from ray_tpu_profile.placement.local_capacity import (GIB, Machine, check_simulated_hosts, model_processes_per_host,
-                                            simulated_host_limit)
+from ray_tpu_profile.placement.local_capacity import (
+    GIB,
+    Machine,
+    check_simulated_hosts,
+    model_processes_per_host,
+    simulated_host_limit,
+)
+from support.cli import run_cli
 
 
 def test_memory_and_cores_each_bound_the_hosts():
-    assert simulated_host_limit(Machine(24 * GIB, 2))[0] == 8          # cores: 4 per core
-    assert simulated_host_limit(Machine(24 * GIB, 16))[0] == 14        # memory: 22 GiB / 1.5625 GiB
-    assert simulated_host_limit(Machine(1 * GIB, 16))[0] == 0          # not even the head fits
+    assert simulated_host_limit(Machine(24 * GIB, 2))[0] == 8  # cores: 4 per core
+    assert simulated_host_limit(Machine(24 * GIB, 16))[0] == 14  # memory: 22 GiB / 1.5625 GiB
+    assert simulated_host_limit(Machine(1 * GIB, 16))[0] == 0  # not even the head fits
     assert simulated_host_limit(Machine(24 * GIB, 16), processes_per_host=5)[0] == 3
 
 

@@ -12,7 +12,7 @@ MS = 1_000_000
 
 def test_torch_profiler_span_and_step_annotations_are_not_operations():
     events = [
-        ("main", "PyTorch Profiler (0)", 0, 100 * MS),                   # encloses everything
+        ("main", "PyTorch Profiler (0)", 0, 100 * MS),  # encloses everything
         ("main", "execute_context_4(64)_generation_0(0)", 10 * MS, 30 * MS),
         ("main", "aten::linear", 12 * MS, 20 * MS),
         ("main", "execute_context_0(0)_generation_4(4)", 50 * MS, 10 * MS),
@@ -29,13 +29,13 @@ def test_torch_profiler_span_and_step_annotations_are_not_operations():
 def test_xplane_wrappers_and_the_tools_capture_wait_are_left_out():
     track = "/host:CPU ray::HostActor"
     events = [
-        (track, "$tracing_helper.py:475 _resume_span", 0, 150 * MS),    # Ray's actor-call wrapper
+        (track, "$tracing_helper.py:475 _resume_span", 0, 150 * MS),  # Ray's actor-call wrapper
         (track, "$actor.py:206 run_profiled", 1 * MS, 148 * MS),
         (track, "$gpu_model_runner.py:3939 execute_model", 10 * MS, 20 * MS),
         (track, "$torch._C._nn linear", 12 * MS, 15 * MS),
         (track, "$gpu_model_runner.py:3939 execute_model", 40 * MS, 20 * MS),
         (track, "$tracing_helper.py:475 _resume_span", 151 * MS, 168 * MS),
-        (track, "$actor.py:216 finish_capture", 152 * MS, 166 * MS),     # the tool waits for its trace
+        (track, "$actor.py:216 finish_capture", 152 * MS, 166 * MS),  # the tool waits for its trace
         (track, "$server.py:261 stop", 152 * MS, 166 * MS),
         (track, "$threading.py:1125 _wait_for_tstate_lock", 153 * MS, 164 * MS),
     ]
@@ -46,3 +46,20 @@ def test_xplane_wrappers_and_the_tools_capture_wait_are_left_out():
     assert profile.self_ms["$gpu_model_runner.py:3939 execute_model"] == pytest.approx(25.0)  # a function: stays
     assert profile.steps()["count"] == 2
     assert profile.left_out_ms["$actor.py:216 finish_capture"] == pytest.approx(166.0)
+
+
+def test_the_capture_control_rule_follows_the_actor_methods_it_names():
+    """The python tracer names an event `$<file>:<line> <function>`: if the host actor's
+    capture-control methods move to another file or are renamed, the tool's own wait would
+    silently come back into "top operations". This fails first."""
+    import inspect
+    from pathlib import Path
+
+    from ray_tpu_profile.analysis.ops import TOOL_CONTROL, TOOL_CONTROL_FILE, TOOL_CONTROL_FUNCTIONS
+    from ray_tpu_profile.host.actor import HostActor
+
+    for name in TOOL_CONTROL_FUNCTIONS:
+        method = getattr(HostActor, name)
+        _, line = inspect.getsourcelines(method)
+        assert Path(inspect.getsourcefile(method)).name == TOOL_CONTROL_FILE
+        assert TOOL_CONTROL.match(f"${TOOL_CONTROL_FILE}:{line} {name}")

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ray_tpu_profile.core.schedule import WindowError, phase_step_window, phase_time_window
 from ray_tpu_profile.analysis.steps import check_phase, count_steps
+from ray_tpu_profile.core.schedule import WindowError, phase_step_window, phase_time_window
 
 
 def test_decode_window_starts_after_the_slowest_prefill_and_ends_before_the_first_finish():
@@ -29,16 +29,25 @@ def test_prefill_window_ends_before_the_fastest_host_leaves_prefill():
 
 def test_step_windows():
     assert phase_step_window("decode", 2, 16).to_json() == {
-        "kind": "steps", "phase": "decode", "delay_iterations": 3, "max_iterations": 15,
-        "chosen_from": "2 prefill step(s) for the batch's prompt tokens, then 15 decode steps"}
+        "kind": "steps",
+        "phase": "decode",
+        "delay_iterations": 3,
+        "max_iterations": 15,
+        "chosen_from": "2 prefill step(s) for the batch's prompt tokens, then 15 decode steps",
+    }
     assert phase_step_window("prefill", 3, 1).max_iterations == 3
     with pytest.raises(WindowError, match="--output-len 1 has no decode step"):
         phase_step_window("decode", 1, 1)
 
 
 def test_step_names():
-    names = ["execute_context_4(64)_generation_0(0)", "execute_context_0(0)_generation_4(4)",
-             "execute_context_1(16)_generation_3(3)", "aten::mm", None]
+    names = [
+        "execute_context_4(64)_generation_0(0)",
+        "execute_context_0(0)_generation_4(4)",
+        "execute_context_1(16)_generation_3(3)",
+        "aten::mm",
+        None,
+    ]
     assert count_steps(names) == {"prefill": 2, "decode": 1}
     assert check_phase("decode", {"prefill": 0, "decode": 5}) is None
     assert "1 prefill" in check_phase("decode", {"prefill": 1, "decode": 5})

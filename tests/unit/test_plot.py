@@ -17,21 +17,46 @@ def _manifest():
     hosts = []
     for i, name in enumerate(["h0", "h1", "h2"]):
         t = 100.0 + 0.01 * i
-        hosts.append({
-            "name": name, "status": "ok",
-            "capture": {"start_ns": int((t + 1.0) * 1e9), "stop_ns": int((t + 2.0) * 1e9), "start_offset_ms": 0.1 * i},
-            "phases": {}, "shapes": {
-                "1x8x8": {"phases": {"warmup": _phase(t, [0.2, 0.1]), "profiled": _phase(t + 1.0, [0.1, 0.12 + i / 10])},
-                          "capture": {"start_ns": int((t + 1.0) * 1e9), "stop_ns": int((t + 2.0) * 1e9),
-                                      "start_offset_ms": 0.1 * i}},
-                "4x8x8": {"phases": {"warmup": _phase(t + 3, [0.3]), "profiled": _phase(t + 4, [0.3, 0.31])},
-                          "capture": {"start_ns": int((t + 4.0) * 1e9), "stop_ns": int((t + 4.5) * 1e9),
-                                      "start_offset_ms": 0.2}},
-            },
-        })
-    return {"run_id": "r1", "status": "ok", "hosts": hosts,
-            "capture": {"profiler": "jax", "start_skew_ms": 0.2,
-                        "shapes": {"1x8x8": {"start_skew_ms": 0.2}, "4x8x8": {"start_skew_ms": 0.0}}}}
+        hosts.append(
+            {
+                "name": name,
+                "status": "ok",
+                "capture": {
+                    "start_ns": int((t + 1.0) * 1e9),
+                    "stop_ns": int((t + 2.0) * 1e9),
+                    "start_offset_ms": 0.1 * i,
+                },
+                "phases": {},
+                "shapes": {
+                    "1x8x8": {
+                        "phases": {"warmup": _phase(t, [0.2, 0.1]), "profiled": _phase(t + 1.0, [0.1, 0.12 + i / 10])},
+                        "capture": {
+                            "start_ns": int((t + 1.0) * 1e9),
+                            "stop_ns": int((t + 2.0) * 1e9),
+                            "start_offset_ms": 0.1 * i,
+                        },
+                    },
+                    "4x8x8": {
+                        "phases": {"warmup": _phase(t + 3, [0.3]), "profiled": _phase(t + 4, [0.3, 0.31])},
+                        "capture": {
+                            "start_ns": int((t + 4.0) * 1e9),
+                            "stop_ns": int((t + 4.5) * 1e9),
+                            "start_offset_ms": 0.2,
+                        },
+                    },
+                },
+            }
+        )
+    return {
+        "run_id": "r1",
+        "status": "ok",
+        "hosts": hosts,
+        "capture": {
+            "profiler": "jax",
+            "start_skew_ms": 0.2,
+            "shapes": {"1x8x8": {"start_skew_ms": 0.2}, "4x8x8": {"start_skew_ms": 0.0}},
+        },
+    }
 
 
 def test_plot_data_puts_every_host_on_one_axis():
@@ -43,7 +68,13 @@ def test_plot_data_puts_every_host_on_one_axis():
     assert first["kind"] == "warmup" and abs(first["start_s"] - 0.01) < 1e-9
     # Every shape's capture window, per host.
     assert [(w["row"], w["shape"], round(w["start_s"], 6)) for w in data["windows"]] == [
-        (0, "1x8x8", 1.0), (0, "4x8x8", 4.0), (1, "1x8x8", 1.01), (1, "4x8x8", 4.01), (2, "1x8x8", 1.02), (2, "4x8x8", 4.02)]
+        (0, "1x8x8", 1.0),
+        (0, "4x8x8", 4.0),
+        (1, "1x8x8", 1.01),
+        (1, "4x8x8", 4.01),
+        (2, "1x8x8", 1.02),
+        (2, "4x8x8", 4.02),
+    ]
     assert len(data["bars"]) == 3 * (2 + 2 + 1 + 2)
 
 

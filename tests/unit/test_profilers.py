@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from support.cli import run_cli
 from ray_tpu_profile.config import Capture
 from ray_tpu_profile.errors import ConfigError
 from ray_tpu_profile.profilers.jax import JaxServerProfiler
@@ -20,6 +19,7 @@ from ray_tpu_profile.profilers.server import (
     free_local_port,
     wait_for_server,
 )
+from support.cli import run_cli
 
 
 def test_wait_for_a_server_that_never_comes_up_is_bounded_and_clear():
@@ -38,8 +38,9 @@ def test_wait_for_a_listening_server_returns():
 
 def test_backend_pointed_at_a_process_without_a_server_fails_in_attach(tmp_path):
     # --profiler-port names a port where the model process runs no server.
-    backend = JaxServerProfiler(tmp_path, "h0", session_id="s", delay_ms=0, duration_ms=100,
-                                port=free_local_port(), ready_timeout_s=0.5)
+    backend = JaxServerProfiler(
+        tmp_path, "h0", session_id="s", delay_ms=0, duration_ms=100, port=free_local_port(), ready_timeout_s=0.5
+    )
     with pytest.raises(ServerNotReady, match="did not answer within 0.5 s"):
         backend.attach(llm=None)
     assert backend.server is None  # it did not start one of its own
@@ -99,8 +100,9 @@ def test_warm_up_capture_tries_again_when_it_comes_back_empty(tmp_path, empty, o
 
 
 def test_warm_up_capture_does_not_retry_other_errors(tmp_path):
-    backend = _FlakyFirstCapture(tmp_path, "h0", session_id="s", delay_ms=0, duration_ms=100, empty=1,
-                                 message="UNAVAILABLE: connection refused")
+    backend = _FlakyFirstCapture(
+        tmp_path, "h0", session_id="s", delay_ms=0, duration_ms=100, empty=1, message="UNAVAILABLE: connection refused"
+    )
     with pytest.raises(RuntimeError, match="connection refused"):
         backend.warm_up(lambda: 0.001)
     assert backend.calls == 1

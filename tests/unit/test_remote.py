@@ -10,8 +10,8 @@ import secrets
 import pytest
 
 from ray_tpu_profile.core import files
-from ray_tpu_profile.rundir import remote
 from ray_tpu_profile.errors import ConfigError
+from ray_tpu_profile.rundir import remote
 
 
 @pytest.fixture
@@ -76,8 +76,10 @@ def test_an_upload_that_fails_half_way_leaves_nothing(s3, tmp_path, monkeypatch)
     (tmp_path / "f").write_bytes(os.urandom(files.CHUNK_BYTES * 2))
     monkeypatch.setattr(remote, "open", _BrokenRead, raising=False)
     fs, bucket = s3
-    for url, exists in ((f"s3://{bucket}/runs/r1/f", lambda: fs.exists(f"{bucket}/runs/r1/f")),
-                        (f"file://{tmp_path}/out/f", lambda: any((tmp_path / "out").iterdir()))):
+    for url, exists in (
+        (f"s3://{bucket}/runs/r1/f", lambda: fs.exists(f"{bucket}/runs/r1/f")),
+        (f"file://{tmp_path}/out/f", lambda: any((tmp_path / "out").iterdir())),
+    ):
         with pytest.raises(OSError, match="disk went away"):
             remote.upload_file(str(tmp_path / "f"), url)
         assert not exists()

@@ -1,7 +1,16 @@
 """Capture instant arithmetic (pure)."""
 
-from ray_tpu_profile.core.schedule import (CALL_TOLERANCE_NS, CLIENT_SETUP_MS, LEAD_IN_MS, NS_PER_MS, capture_instant_ns,
-                                     capture_instants_ns, plan_again, split_trace_delay, spread_ms)
+from ray_tpu_profile.core.schedule import (
+    CALL_TOLERANCE_NS,
+    CLIENT_SETUP_MS,
+    LEAD_IN_MS,
+    NS_PER_MS,
+    capture_instant_ns,
+    capture_instants_ns,
+    plan_again,
+    split_trace_delay,
+    spread_ms,
+)
 
 
 def test_instant_is_lead_ahead():

@@ -4,14 +4,21 @@ and JAX captures made here (no cluster)."""
 from __future__ import annotations
 
 import gzip
-import os
 import json
-from pathlib import Path
+import os
 import time
+from pathlib import Path
 
 import pytest
 
-from ray_tpu_profile.analysis.timeline import TOOL_TRACK, Event, build_timeline, keep_longest, tool_events, write_timeline
+from ray_tpu_profile.analysis.timeline import (
+    TOOL_TRACK,
+    Event,
+    build_timeline,
+    keep_longest,
+    tool_events,
+    write_timeline,
+)
 from ray_tpu_profile.analysis.traces import torch_trace_events, xplane_events
 
 
@@ -38,15 +45,27 @@ def test_keep_longest_under_the_cap_keeps_everything():
 
 def _host(name, start_ns):
     """A manifest host entry with one shape whose capture began at start_ns."""
-    return {"name": name, "status": "ok", "files": [],
-            "shapes": {"1x8x8": {"phases": {"warmup": None, "profiled": None},
-                                 "capture": {"start_ns": start_ns, "stop_ns": start_ns + 2_000_000}}}}
+    return {
+        "name": name,
+        "status": "ok",
+        "files": [],
+        "shapes": {
+            "1x8x8": {
+                "phases": {"warmup": None, "profiled": None},
+                "capture": {"start_ns": start_ns, "stop_ns": start_ns + 2_000_000},
+            }
+        },
+    }
 
 
 def test_timeline_one_process_per_host_aligned_on_wall_clock():
     t0 = 1_800_000_000_000_000_000
-    manifest = {"run_id": "r", "capture": {"start_skew_ms": 0.25}, "workload": {"shape": "1x8x8"},
-                "hosts": [_host("a", t0), _host("b", t0 + 250_000)]}
+    manifest = {
+        "run_id": "r",
+        "capture": {"start_skew_ms": 0.25},
+        "workload": {"shape": "1x8x8"},
+        "hosts": [_host("a", t0), _host("b", t0 + 250_000)],
+    }
     events = {
         "a": (tool_events(manifest["hosts"][0]), keep_longest([("cpu", "step", t0 + 1000, 500)], 10)),
         "b": (tool_events(manifest["hosts"][1]), keep_longest([("cpu", "step", t0 + 251_000, 500)], 10)),
@@ -54,7 +73,9 @@ def test_timeline_one_process_per_host_aligned_on_wall_clock():
     trace = build_timeline(manifest, events, 10)
     names = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "process_name"}
     assert names == {1: "a", 2: "b"}
-    capture = {names[e["pid"]]: e["ts"] for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "capture 1x8x8"}
+    capture = {
+        names[e["pid"]]: e["ts"] for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "capture 1x8x8"
+    }
     assert capture == {"a": 0.0, "b": 250.0}  # microseconds: exactly the skew
     steps = {names[e["pid"]]: (e["ts"], e["dur"], e["tid"]) for e in trace["traceEvents"] if e["name"] == "step"}
     assert steps == {"a": (1.0, 0.5, 1), "b": (251.0, 0.5, 1)}
@@ -72,11 +93,15 @@ def test_timeline_puts_each_host_on_the_drivers_clock():
     a, b = _host("a", t0), _host("b", t0 + 20_000_000 + 300_000)
     a["clock"], b["clock"] = {"offset_ms": 0.0}, {"offset_ms": 20.0}
     manifest = {"run_id": "r", "capture": {"start_skew_ms": 0.3}, "workload": {"shape": "1x8x8"}, "hosts": [a, b]}
-    events = {"a": (tool_events(a), keep_longest([("cpu", "step", t0 + 1000, 500)], 10)),
-              "b": (tool_events(b), keep_longest([("cpu", "step", t0 + 20_301_000, 500)], 10))}
+    events = {
+        "a": (tool_events(a), keep_longest([("cpu", "step", t0 + 1000, 500)], 10)),
+        "b": (tool_events(b), keep_longest([("cpu", "step", t0 + 20_301_000, 500)], 10)),
+    }
     trace = build_timeline(manifest, events, 10)
     names = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "process_name"}
-    capture = {names[e["pid"]]: e["ts"] for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "capture 1x8x8"}
+    capture = {
+        names[e["pid"]]: e["ts"] for e in trace["traceEvents"] if e["ph"] == "X" and e["name"] == "capture 1x8x8"
+    }
     steps = {names[e["pid"]]: e["ts"] for e in trace["traceEvents"] if e["name"] == "step"}
     assert capture == {"a": 0.0, "b": 300.0} and steps == {"a": 1.0, "b": 301.0}  # the skew, not the clocks' 20 ms
     assert trace["otherData"]["clock_shift_ms"] == {"a": 0.0, "b": 20.0}
@@ -86,13 +111,19 @@ def test_timeline_puts_each_host_on_the_drivers_clock():
 def test_tool_events_are_the_iterations_per_shape():
     phase = {"iteration_starts_s": [10.0, 10.5], "latencies_s": [0.25, 0.5]}
     host = _host("a", 10_000_000_000)
-    host["shapes"] = {"1x8x8": {"phases": {"warmup": phase, "profiled": None},
-                                "capture": {"start_ns": 11_000_000_000, "stop_ns": 11_100_000_000}},
-                      "2x8x8": {"phases": {"warmup": None, "profiled": None}, "capture": None}}
+    host["shapes"] = {
+        "1x8x8": {
+            "phases": {"warmup": phase, "profiled": None},
+            "capture": {"start_ns": 11_000_000_000, "stop_ns": 11_100_000_000},
+        },
+        "2x8x8": {"phases": {"warmup": None, "profiled": None}, "capture": None},
+    }
     events = tool_events(host)
-    assert events == [Event(TOOL_TRACK, "warmup 0 1x8x8", 10_000_000_000, 250_000_000),
-                      Event(TOOL_TRACK, "warmup 1 1x8x8", 10_500_000_000, 500_000_000),
-                      Event(TOOL_TRACK, "capture 1x8x8", 11_000_000_000, 100_000_000)]
+    assert events == [
+        Event(TOOL_TRACK, "warmup 0 1x8x8", 10_000_000_000, 250_000_000),
+        Event(TOOL_TRACK, "warmup 1 1x8x8", 10_500_000_000, 500_000_000),
+        Event(TOOL_TRACK, "capture 1x8x8", 11_000_000_000, 100_000_000),
+    ]
 
 
 def test_torch_trace_events_are_at_wall_clock_time(tmp_path):
@@ -146,14 +177,28 @@ def _run_dir_with_a_torch_trace_and_a_broken_one(run_dir):
     (run_dir / "hosts" / "b").mkdir(parents=True)
     (run_dir / "hosts" / "b" / "b.pt.trace.json").write_text("{half a fil")
     latency_s = {"warmup": [0.1], "profiled": [0.2, 0.3]}
-    ok = {**_host("a", time.time_ns()), "stage": "done", "error": None, "latency_s": {"load": 1.0, **latency_s},
-          "files": [{"path": "hosts/a/a.pt.trace.json", "bytes": 1}]}
-    failed = {**_host("b", time.time_ns()), "status": "failed", "stage": "verify", "error": "not a trace",
-              "latency_s": {"load": 1.0, **latency_s}, "files": [{"path": "hosts/b/b.pt.trace.json", "bytes": 1}]}
+    ok = {
+        **_host("a", time.time_ns()),
+        "stage": "done",
+        "error": None,
+        "latency_s": {"load": 1.0, **latency_s},
+        "files": [{"path": "hosts/a/a.pt.trace.json", "bytes": 1}],
+    }
+    failed = {
+        **_host("b", time.time_ns()),
+        "status": "failed",
+        "stage": "verify",
+        "error": "not a trace",
+        "latency_s": {"load": 1.0, **latency_s},
+        "files": [{"path": "hosts/b/b.pt.trace.json", "bytes": 1}],
+    }
     for host in (ok, failed):
         host["shapes"]["1x8x8"]["latency_s"] = latency_s
-    (run_dir / "manifest.json").write_text(json.dumps({"run_id": "r", "status": "partial", "capture": {},
-                                                       "workload": {"shape": "1x8x8"}, "hosts": [ok, failed]}))
+    (run_dir / "manifest.json").write_text(
+        json.dumps(
+            {"run_id": "r", "status": "partial", "capture": {}, "workload": {"shape": "1x8x8"}, "hosts": [ok, failed]}
+        )
+    )
 
 
 def test_write_timeline_reads_a_run_directory(tmp_path):
@@ -164,8 +209,12 @@ def test_write_timeline_reads_a_run_directory(tmp_path):
     trace = json.loads(gzip.decompress(path.read_bytes()))
     hosts = trace["otherData"]["downsampling"]["hosts"]
     assert hosts["a"]["kept"] == 5 and hosts["a"]["trace_events"] > 5
-    assert {k: v for k, v in hosts["b"].items() if k != "unreadable"} == \
-        {"trace_events": 0, "kept": 0, "dropped": 0, "shortest_kept_us": None}
+    assert {k: v for k, v in hosts["b"].items() if k != "unreadable"} == {
+        "trace_events": 0,
+        "kept": 0,
+        "dropped": 0,
+        "shortest_kept_us": None,
+    }
     assert hosts["a"]["unreadable"] == [] and len(hosts["b"]["unreadable"]) == 1
     assert hosts["b"]["unreadable"][0].startswith("hosts/b/b.pt.trace.json: JSONDecodeError")
     pids = {e["pid"] for e in trace["traceEvents"]}

@@ -8,8 +8,16 @@ import random
 
 import pytest
 
-from ray_tpu_profile.analysis.verdict import (MIN_SAMPLES, compare, critical_count, kept_iterations, normal_critical_count,
-                                     samples_to_resolve, spread, u_distribution)
+from ray_tpu_profile.analysis.verdict import (
+    MIN_SAMPLES,
+    compare,
+    critical_count,
+    kept_iterations,
+    normal_critical_count,
+    samples_to_resolve,
+    spread,
+    u_distribution,
+)
 
 
 def noisy(n: int, scale: float, noise: float, seed: int) -> list[float]:
@@ -62,7 +70,10 @@ def test_exact_distribution_and_critical_values_match_the_tables():
 
 def test_more_noise_needs_more_samples_and_none_need_no_more_than_the_minimum():
     assert samples_to_resolve([0.0] * 6) == MIN_SAMPLES
-    quiet, loud = samples_to_resolve([0.02 * x for x in range(-3, 4)]), samples_to_resolve([0.2 * x for x in range(-3, 4)])
+    quiet, loud = (
+        samples_to_resolve([0.02 * x for x in range(-3, 4)]),
+        samples_to_resolve([0.2 * x for x in range(-3, 4)]),
+    )
     assert quiet < loud
     assert samples_to_resolve([5.0 * x for x in range(-3, 4)]) is None
 
