@@ -290,7 +290,7 @@ def diff(
     """
     import tempfile
 
-    from ray_tpu_profile.analysis.diff import diff_runs, gate_failures, open_run
+    from ray_tpu_profile.analysis.diff import diff_runs, open_run
     from ray_tpu_profile.analysis.diff_output import print_diff, write_diff
 
     if fail_above is not None and not (fail_above >= 0 and math.isfinite(fail_above)):
@@ -312,21 +312,28 @@ def diff(
         # Not a terminal (a CI log, a pipe): rich would assume 80 columns and cut host names.
         print_diff(result, Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160))
     if fail_above is not None:
-        over, blind = gate_failures(result, fail_above, allow_few_samples)
-        if over:
-            click.echo(
-                f"ray-tpu-profile: slower by more than {fail_above:g}%: "
-                + ", ".join(f"{r['host']} {r['shape']} {100 * (r['ratio'] - 1):+.1f}%" for r in over),
-                err=True,
-            )
-        if blind:
-            click.echo(
-                f"ray-tpu-profile: could not have seen a {fail_above:g}% regression (--allow-few-samples "
-                "to pass these): " + ", ".join(f"{r['host']} {r['shape']} {r['verdict']}: {r['note']}" for r in blind),
-                err=True,
-            )
-        if over or blind:
-            sys.exit(1)
+        _gate_diff(result, fail_above, allow_few_samples)
+
+
+def _gate_diff(result: dict, fail_above: float, allow_few_samples: bool) -> None:
+    """The --fail-above CI gate: says which host/shapes fail it, on stderr, and exits 1 if any do."""
+    from ray_tpu_profile.analysis.diff import gate_failures
+
+    over, blind = gate_failures(result, fail_above, allow_few_samples)
+    if over:
+        click.echo(
+            f"ray-tpu-profile: slower by more than {fail_above:g}%: "
+            + ", ".join(f"{r['host']} {r['shape']} {100 * (r['ratio'] - 1):+.1f}%" for r in over),
+            err=True,
+        )
+    if blind:
+        click.echo(
+            f"ray-tpu-profile: could not have seen a {fail_above:g}% regression (--allow-few-samples "
+            "to pass these): " + ", ".join(f"{r['host']} {r['shape']} {r['verdict']}: {r['note']}" for r in blind),
+            err=True,
+        )
+    if over or blind:
+        sys.exit(1)
 
 
 @cli.command(
@@ -439,16 +446,7 @@ def attach(
         with attaching.AttachSession(address) as session:
             found = attaching.find_servers(session, timeout_s)
             attaching.chosen_servers(found, config)
-        listed = attaching.listing(found, name)
-        if json_output:
-            click.echo(json.dumps(listed, indent=2))
-        else:
-            for s in listed:
-                role = s["role"] + (str(s["rank"]) if s["rank"] is not None else "")
-                click.echo(
-                    f"{s['host']:<16} pid {s['pid']:<8} {role:<12} "
-                    f"port {s['port']:<6} {s['profiler']:<4} {s['name'] or '-'}"
-                )
+        _echo_servers(attaching.listing(found, name), json_output)
         return
     with _stdout_to_stderr():  # the profiler client, traced here, prints to fd 1: stdout stays for --json
         manifest, location = attaching.execute(config, ["ray-tpu-profile", *sys.argv[1:]], Progress(quiet=quiet))
@@ -462,6 +460,19 @@ def attach(
 
             click.echo(describe(load) if "error" not in load else f"server load: not read ({load['error']})")
     sys.exit(EXIT_BY_STATUS[manifest["status"]])
+
+
+def _echo_servers(listed: list[dict], json_output: bool) -> None:
+    """`attach --list`: the registered servers, one line each (host, pid, role, port), or as JSON."""
+    if json_output:
+        click.echo(json.dumps(listed, indent=2))
+    else:
+        for s in listed:
+            role = s["role"] + (str(s["rank"]) if s["rank"] is not None else "")
+            click.echo(
+                f"{s['host']:<16} pid {s['pid']:<8} {role:<12} "
+                f"port {s['port']:<6} {s['profiler']:<4} {s['name'] or '-'}"
+            )
 
 
 @cli.command()

@@ -125,19 +125,11 @@ def plan(config: RunConfig, argv: list[str]) -> dict[str, Any]:
     ) as info:
         found = cluster.discover_hosts()
         hosts, whole_slice, run.engines = stages.choose_hosts(run, found)
-    slices = sorted({h.slice_name for h in found if h.slice_name})
     first = config.workloads[0]
     spans = run.engines_span_hosts
     return {
         "cluster": info,
-        "slices": [
-            {
-                "name": s,
-                "hosts": [h.name for h in found if h.slice_name == s],
-                "pod_type": next(h.pod_type for h in found if h.slice_name == s),
-            }
-            for s in slices
-        ],
+        "slices": _slices_json(found),
         "hosts": [h.to_json() for h in hosts],
         "engines": [e.to_json() for e in run.engines],
         "placement": {
@@ -172,3 +164,16 @@ def plan(config: RunConfig, argv: list[str]) -> dict[str, Any]:
             "env": layout.redacted_env(run.actor_env),
         },
     }
+
+
+def _slices_json(found: list) -> list[dict[str, Any]]:
+    """The TPU slices among the hosts found, by name: each one's hosts and pod type, for `plan`."""
+    slices = sorted({h.slice_name for h in found if h.slice_name})
+    return [
+        {
+            "name": s,
+            "hosts": [h.name for h in found if h.slice_name == s],
+            "pod_type": next(h.pod_type for h in found if h.slice_name == s),
+        }
+        for s in slices
+    ]

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from ray_tpu_profile.config import Workload
 from ray_tpu_profile.core import schedule
@@ -140,22 +141,7 @@ def measure_clocks(run: RunState, hosts: Barrier, shape: ShapeRun | None = None)
     from ray_tpu_profile.core.clocks import NtpState, untrusted_reason
     from ray_tpu_profile.driver import clock_exchange
 
-    states = hosts.run(
-        Stage.CLOCKS,
-        lambda h: h.clock_state(),
-        lambda r, state: (
-            "kernel clock "
-            + (
-                "(simulated host: the machine's clock, shared)"
-                if state["simulated"]
-                else "n/a"
-                if state["ntp"] is None
-                else "synchronised"
-                if state["ntp"]["synchronised"]
-                else "NOT synchronised"
-            )
-        ),
-    )
+    states = hosts.run(Stage.CLOCKS, lambda h: h.clock_state(), lambda r, state: _describe_clock_state(state))
     healthy = hosts.healthy()
     found = clock_exchange.measure_offsets({r.host.name: hosts.handles[r.host.name].clock_ns for r in healthy})
     hosts.check_stop()
@@ -195,6 +181,19 @@ def measure_clocks(run: RunState, hosts: Barrier, shape: ShapeRun | None = None)
             hosts.progress.note(
                 f"warning: {record.host.name}: {warning}; its alignment with the other hosts is only as good as that"
             )
+
+
+def _describe_clock_state(state: dict[str, Any]) -> str:
+    """A host's progress line for its clock state (host.clock_state()): its kernel clock discipline."""
+    return "kernel clock " + (
+        "(simulated host: the machine's clock, shared)"
+        if state["simulated"]
+        else "n/a"
+        if state["ntp"] is None
+        else "synchronised"
+        if state["ntp"]["synchronised"]
+        else "NOT synchronised"
+    )
 
 
 def load(run: RunState, hosts: Barrier) -> None:
