@@ -16,7 +16,6 @@ from ray_tpu_profile.attach import registry
 from ray_tpu_profile.attach.registry import ServerEntry
 from ray_tpu_profile.host.files import HostFiles
 
-WARMUP_CAPTURE_MS = 50
 SERVER_ANSWER_S = 5.0
 """A registered server accepts connections at once (it runs in a live process)."""
 CALL_TIMEOUT_S = 60.0
@@ -60,7 +59,7 @@ class AttachActor(HostFiles):
         process pays for tracer set-up and would start late; it also proves the server
         answers). Returns trace name -> None, or why that server cannot be traced. A
         warm-up that saw no traced work still proves the server answers."""
-        from ray_tpu_profile.profilers.server import NO_EVENTS, ServerNotReady, wait_for_server
+        from ray_tpu_profile.profilers.server import NO_EVENTS, WARMUP_CAPTURE_MS, ServerNotReady, wait_for_server
 
         for data in servers:
             entry = ServerEntry.from_json(data)
@@ -129,20 +128,19 @@ class AttachActor(HostFiles):
 def _backend(
     entry: ServerEntry, trace_dir: Path, name: str, session_id: str, duration_ms: int, python_tracer_level: int
 ) -> Any:
-    args = dict(
+    """The capture client of a registered server (profilers.server_backend, as run's hosts use)."""
+    from ray_tpu_profile.profilers import server_backend
+
+    return server_backend(
+        entry.profiler,
+        trace_dir,
+        name,
         session_id=session_id,
         delay_ms=0,
         duration_ms=duration_ms,
         port=entry.port,
         python_tracer_level=python_tracer_level,
     )
-    if entry.profiler == "xla":
-        from ray_tpu_profile.profilers.xla import XlaServerProfiler
-
-        return XlaServerProfiler(trace_dir, name, **args)
-    from ray_tpu_profile.profilers.jax import JaxServerProfiler
-
-    return JaxServerProfiler(trace_dir, name, **args)
 
 
 def _each(backends: dict[str, Any], call, timeout_s: float, timed_out) -> dict[str, Any]:

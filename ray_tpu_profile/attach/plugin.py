@@ -42,25 +42,17 @@ def register() -> None:
 
 def start_and_register() -> ServerEntry:
     import atexit
-    import importlib.util
     import multiprocessing
     import socket
 
     from ray_tpu_profile.attach import registry
-    from ray_tpu_profile.profilers.server import free_local_port
+    from ray_tpu_profile.profilers.server import free_local_port, server_kind_here, start_profiler_server
 
     global _server
     role, rank = registry.role_of(multiprocessing.current_process().name, _initialising_worker_rank())
-    xla = importlib.util.find_spec("torch_xla") is not None and importlib.util.find_spec("tpu_inference") is None
+    kind = server_kind_here()
     port = free_local_port()
-    if xla:
-        import torch_xla.debug.profiler as xp
-
-        _server = xp.start_server(port)
-    else:
-        import jax.profiler
-
-        _server = jax.profiler.start_server(port)
+    _server = start_profiler_server(kind, port)
     ray = sys.modules.get("ray")
     in_ray = ray is not None and ray.is_initialized()
     entry = ServerEntry(
@@ -69,7 +61,7 @@ def start_and_register() -> ServerEntry:
         pid=os.getpid(),
         started_ticks=registry.process_started_ticks(os.getpid()),
         port=port,
-        profiler="xla" if xla else "jax",
+        profiler=kind,
         role=role,
         rank=rank,
         name=os.environ.get(NAME_ENV) or None,

@@ -23,15 +23,8 @@ def start_profiler_server(worker: Any, profiler: str) -> dict[str, Any]:
     """A profiler server (JAX's, or torch_xla's for profiler "xla") in this worker, on a
     port the OS picks; its identity and port, so that a capture client on the same host
     traces this process."""
-    from ray_tpu_profile.profilers.server import free_local_port
+    from ray_tpu_profile.profilers.server import free_local_port, start_profiler_server
 
     port = free_local_port()
-    if profiler == "xla":
-        import torch_xla.debug.profiler as xp
-
-        _SERVERS.append(xp.start_server(port))
-    else:
-        import jax.profiler
-
-        _SERVERS.append(jax.profiler.start_server(port))
+    _SERVERS.append(start_profiler_server("xla" if profiler == "xla" else "jax", port))
     return {**identify(worker), "port": port}

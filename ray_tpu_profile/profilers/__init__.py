@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ray_tpu_profile.config import Capture
 from ray_tpu_profile.profilers.base import CaptureBackend
+
+if TYPE_CHECKING:
+    from ray_tpu_profile.profilers.server import ServerBackend
 
 
 def make_backend(capture: Capture, trace_dir: Path, host_name: str, session_id: str) -> CaptureBackend:
@@ -14,7 +18,10 @@ def make_backend(capture: Capture, trace_dir: Path, host_name: str, session_id: 
         from ray_tpu_profile.profilers.torch import VllmTorchProfiler
 
         return VllmTorchProfiler(trace_dir, host_name)
-    server_args = dict(
+    return server_backend(
+        capture.profiler,
+        trace_dir,
+        host_name,
         session_id=session_id,
         delay_ms=capture.delay_ms,
         duration_ms=capture.duration_ms,
@@ -22,12 +29,17 @@ def make_backend(capture: Capture, trace_dir: Path, host_name: str, session_id: 
         ready_timeout_s=capture.server_wait_s,
         python_tracer_level=capture.python_tracer_level,
     )
-    if capture.profiler == "jax":
+
+
+def server_backend(kind: str, trace_dir: Path, host_name: str, **server_args: Any) -> ServerBackend:
+    """The client side of a TSL profiler server of kind "jax" or "xla" (profilers.server),
+    for `run`'s hosts and `attach`'s registered servers alike."""
+    if kind == "jax":
         from ray_tpu_profile.profilers.jax import JaxServerProfiler
 
         return JaxServerProfiler(trace_dir, host_name, **server_args)
-    if capture.profiler == "xla":
+    if kind == "xla":
         from ray_tpu_profile.profilers.xla import XlaServerProfiler
 
         return XlaServerProfiler(trace_dir, host_name, **server_args)
-    raise ValueError(f"unknown profiler {capture.profiler!r}")
+    raise ValueError(f"unknown profiler server {kind!r}")

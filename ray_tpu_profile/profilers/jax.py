@@ -3,18 +3,11 @@ xprof's client. On CPU the python tracer records vLLM's own Python calls."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from ray_tpu_profile.profilers.server import ServerBackend, trace_with_xprof
 
 
 class JaxServerProfiler(ServerBackend):
     name = "jax"
-
-    def _start_server(self, port: int) -> Any:
-        import jax
-
-        return jax.profiler.start_server(port)
 
     def _trace(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
         trace_with_xprof(

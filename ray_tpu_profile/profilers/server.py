@@ -36,6 +36,30 @@ class ServerNotReady(RuntimeError):
     pass
 
 
+def start_profiler_server(kind: str, port: int) -> Any:
+    """A TSL profiler server in this process: JAX's (kind "jax") or torch_xla's ("xla").
+    The one place the tool starts one (run's hosts, engine workers, the attach plugin).
+    Keep the object returned alive: a collected server object yields empty traces."""
+    if kind == "xla":
+        import torch_xla.debug.profiler as xp
+
+        return xp.start_server(port)
+    if kind == "jax":
+        import jax.profiler
+
+        return jax.profiler.start_server(port)
+    raise ValueError(f"unknown profiler server {kind!r}")
+
+
+def server_kind_here(find_spec: Callable[[str], Any] | None = None) -> str:
+    """The server this Python environment's vLLM stack profiles with: torch_xla's where
+    torch_xla is installed without tpu-inference, else JAX's (as --profiler auto chooses)."""
+    import importlib.util
+
+    find = find_spec or importlib.util.find_spec
+    return "xla" if find("torch_xla") is not None and find("tpu_inference") is None else "jax"
+
+
 def free_local_port() -> int:
     """A port free right now on this host (the OS picks; never a fixed 9012)."""
     with socket.socket() as s:
@@ -145,17 +169,12 @@ class ServerBackend(CaptureBackend):
         self.session_id = f"{self.run_session_id}-{shape_tag}" if shape_tag else self.run_session_id
 
     @abstractmethod
-    def _start_server(self, port: int) -> Any:
-        """Start the server in this process; the object returned is kept alive (a
-        collected server object yields empty traces)."""
-
-    @abstractmethod
     def _trace(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
         """Blocking client call that writes <logdir>/plugins/profile/<session>/<host>.xplane.pb."""
 
     def attach(self, llm: Any) -> None:
         if self.own_server:
-            self.server = self._start_server(self.port)
+            self.server = start_profiler_server(self.name, self.port)
         self.server_wait_s = wait_for_server(self.port, self.ready_timeout_s)
 
     def trace_worker(self, worker: dict[str, Any]) -> None:

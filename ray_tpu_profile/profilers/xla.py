@@ -7,18 +7,12 @@ import importlib.util
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from ray_tpu_profile.profilers.server import ServerBackend, trace_with_xprof
 
 
 class XlaServerProfiler(ServerBackend):
     name = "xla"
-
-    def _start_server(self, port: int) -> Any:
-        import torch_xla.debug.profiler as xp
-
-        return xp.start_server(port)
 
     def _trace(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
         if importlib.util.find_spec("xprof") is not None:
