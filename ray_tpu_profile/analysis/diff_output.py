@@ -22,10 +22,13 @@ VERDICT_STYLE = {
 }
 
 
-def print_diff(diff: dict[str, Any], console: Console) -> None:
-    a, b = diff["a"], diff["b"]
-    console.print(f"A: {a['location']} ({a['profiler']}, {a['status']})")
-    console.print(f"B: {b['location']} ({b['profiler']}, {b['status']})")
+def _seconds(value: float | None) -> str:
+    """A latency in seconds, or '-' where there is none."""
+    return "-" if value is None else f"{value:.4f} s"
+
+
+def _latency_table(diff: dict[str, Any]) -> Table:
+    """The latency table: one row per host and shape, A against B, with the verdict."""
     table = Table(
         title="latency per host and shape (median of iterations after the first warmup one + profiled)",
         title_justify="left",
@@ -33,23 +36,22 @@ def print_diff(diff: dict[str, Any], console: Console) -> None:
     for column in ("host", "shape", "A median", "B median", "n A/B", "spread A/B", "B/A", "95% interval", "verdict"):
         table.add_column(column, justify="left" if column in ("host", "shape", "verdict") else "right", no_wrap=True)
     for r in diff["latency"]:
-        seconds = lambda v: "-" if v is None else f"{v:.4f} s"  # noqa: E731
         table.add_row(
             r["host"] + (f" ({r['engine']})" if r.get("engine") and r["verdict"] == "no iterations" else ""),
             r["shape"],
-            seconds(r["a_median_s"]),
-            seconds(r["b_median_s"]),
+            _seconds(r["a_median_s"]),
+            _seconds(r["b_median_s"]),
             f"{r['a_n']}/{r['b_n']}",
             "-" if r["a_spread"] is None else f"{100 * r['a_spread']:.1f}%/{100 * r['b_spread']:.1f}%",
             "-" if r["ratio"] is None else f"{r['ratio']:.3f}",
             "-" if r["interval"] is None else f"{r['interval'][0]:.3f}-{r['interval'][1]:.3f}",
             f"[{VERDICT_STYLE[r['verdict']]}]{r['verdict']}[/]",
         )
-    console.print(table)
-    for r in diff["latency"]:
-        if r["note"]:
-            console.print(f"  {r['host']} {r['shape']}: {r['verdict']}: {r['note']}")
-    console.print(f"rule: {diff['rule']}")
+    return table
+
+
+def _print_not_compared(diff: dict[str, Any], console: Console) -> None:
+    """The hosts and shapes in only one of the runs, which are not compared."""
     for key, what in (
         ("hosts_only_in_a", "hosts only in A"),
         ("hosts_only_in_b", "hosts only in B"),
@@ -58,7 +60,10 @@ def print_diff(diff: dict[str, Any], console: Console) -> None:
     ):
         if diff[key]:
             console.print(f"{what} (not compared): {', '.join(diff[key])}")
-    hosts = diff["hosts"]
+
+
+def _print_hosts(hosts: dict[str, Any], console: Console) -> None:
+    """The hosts' summary, and each side's slowest host and capture start skew."""
     console.print(f"hosts: {hosts['summary']}")
     for side in ("a", "b"):
         s = hosts[side]
@@ -70,30 +75,49 @@ def print_diff(diff: dict[str, Any], console: Console) -> None:
             or "-"
         )
         console.print(f"  {side.upper()}: slowest host {s['slowest_host'] or '-'}; capture start skew {skew}")
+
+
+def _print_host_ops(name: str, host: dict[str, Any], console: Console) -> None:
+    """One host's operation comparison: totals, counts, engine steps and top changes."""
+    if not host["compared"]:
+        console.print(f"  {name}: not compared: {host['reason']}")
+        return
+    counts = ", ".join(f"{n} {k}" for k, n in host["counts"].items())
+    console.print(f"  {name}: {host['a_total_ms']:.2f} -> {host['b_total_ms']:.2f} ms; {counts}")
+    steps = host["steps"]
+    if steps["a"]["mean_ms"] and steps["b"]["mean_ms"]:
+        console.print(
+            f"    engine steps per iteration {steps['a']['per_iteration']:.1f} -> "
+            f"{steps['b']['per_iteration']:.1f}, {steps['a']['mean_ms']:.2f} -> "
+            f"{steps['b']['mean_ms']:.2f} ms per step"
+        )
+    for label, entries in (("increases", host["top_increases"][:5]), ("decreases", host["top_decreases"][:5])):
+        if entries:
+            console.print(
+                f"    top {label}: "
+                + ", ".join(f"{e['name'][:48]} {e['delta_ms']:+.3f} ms ({100 * e['share']:.0f}%)" for e in entries)
+            )
+
+
+def print_diff(diff: dict[str, Any], console: Console) -> None:
+    """The diff for people: both runs, the latency table, the hosts and the operations."""
+    a, b = diff["a"], diff["b"]
+    console.print(f"A: {a['location']} ({a['profiler']}, {a['status']})")
+    console.print(f"B: {b['location']} ({b['profiler']}, {b['status']})")
+    console.print(_latency_table(diff))
+    for r in diff["latency"]:
+        if r["note"]:
+            console.print(f"  {r['host']} {r['shape']}: {r['verdict']}: {r['note']}")
+    console.print(f"rule: {diff['rule']}")
+    _print_not_compared(diff, console)
+    _print_hosts(diff["hosts"], console)
     ops = diff["ops"]
     if not ops["compared"]:
         console.print(f"operations not compared: {ops['reason']}")
         return
     console.print(f"operations ({ops['unit']}):")
     for name, host in ops["hosts"].items():
-        if not host["compared"]:
-            console.print(f"  {name}: not compared: {host['reason']}")
-            continue
-        counts = ", ".join(f"{n} {k}" for k, n in host["counts"].items())
-        console.print(f"  {name}: {host['a_total_ms']:.2f} -> {host['b_total_ms']:.2f} ms; {counts}")
-        steps = host["steps"]
-        if steps["a"]["mean_ms"] and steps["b"]["mean_ms"]:
-            console.print(
-                f"    engine steps per iteration {steps['a']['per_iteration']:.1f} -> "
-                f"{steps['b']['per_iteration']:.1f}, {steps['a']['mean_ms']:.2f} -> "
-                f"{steps['b']['mean_ms']:.2f} ms per step"
-            )
-        for label, entries in (("increases", host["top_increases"][:5]), ("decreases", host["top_decreases"][:5])):
-            if entries:
-                console.print(
-                    f"    top {label}: "
-                    + ", ".join(f"{e['name'][:48]} {e['delta_ms']:+.3f} ms ({100 * e['share']:.0f}%)" for e in entries)
-                )
+        _print_host_ops(name, host, console)
 
 
 def diff_text(diff: dict[str, Any]) -> str:

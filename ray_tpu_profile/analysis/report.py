@@ -43,7 +43,7 @@ def slowest_host(manifest: dict[str, Any]) -> tuple[str, float, float] | None:
     }
     if not means:
         return None
-    name = max(means, key=means.get)
+    name = max(means, key=means.__getitem__)
     return name, means[name], statistics.median(means.values())
 
 
@@ -225,8 +225,18 @@ def _spread_text(entry: dict[str, Any]) -> str:
     return f"{100 * entry['spread']:.1f}% of {entry['kept_n']}"
 
 
-def print_report(report: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console(highlight=False, soft_wrap=True, width=None if _is_tty() else 160)
+def _stat(stats: dict[str, Any] | None, key: str) -> str:
+    """One latency statistic in seconds, or '-' where there are none."""
+    return "-" if not stats else f"{stats[key]:.4f}"
+
+
+def _latency_cells(profiled: dict[str, Any] | None, warmup: dict[str, Any] | None) -> list[str]:
+    """The profiled mean, p50, p90, max and std, and the warmup mean, as table cells."""
+    return [*(_stat(profiled, key) for key in ("mean", "p50", "p90", "max", "std")), _stat(warmup, "mean")]
+
+
+def _hosts_table(report: dict[str, Any]) -> Table:
+    """The report's main table: one row per host, its latency, trace bytes and top operation."""
     table = Table(
         title=f"run {report['run_id']} ({report['status']}), shape {report['shape']}, {report['profiler']}",
         title_justify="left",
@@ -247,49 +257,36 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         table.add_column(
             column, justify="left" if column in ("host", "status", "top op (self)") else "right", no_wrap=True
         )
-
-    def fmt(stats, key):
-        return "-" if not stats else f"{stats[key]:.4f}"
-
     for h in report["hosts"]:
-        p, w = h["profiled_s"], h["warmup_s"]
         top = h["top_operations"][0] if h["top_operations"] else None
         table.add_row(
             h["name"],
             h["status"],
-            fmt(p, "mean"),
-            fmt(p, "p50"),
-            fmt(p, "p90"),
-            fmt(p, "max"),
-            fmt(p, "std"),
-            fmt(w, "mean"),
+            *_latency_cells(h["profiled_s"], h["warmup_s"]),
             _spread_text(h),
             f"{h['trace_bytes']:,}",
             f"{top['name'][:48]} {100 * top['share']:.0f}%" if top else "-",
         )
-    console.print(table)
-    shapes = list(dict.fromkeys(s for h in report["hosts"] for s in h["shapes"]))
-    if len(shapes) > 1:  # a sweep: the table above is its first shape; every shape here
-        per_shape = Table(title="per shape (seconds)", title_justify="left")
-        for column in ("shape", "host", "profiled mean", "p50", "p90", "max", "std", "warmup mean", "spread"):
-            per_shape.add_column(column, justify="left" if column in ("shape", "host") else "right", no_wrap=True)
-        for shape in shapes:
-            for h in report["hosts"]:
-                done = h["shapes"].get(shape)
-                if done:
-                    p, w = done["profiled_s"], done["warmup_s"]
-                    per_shape.add_row(
-                        shape,
-                        h["name"],
-                        fmt(p, "mean"),
-                        fmt(p, "p50"),
-                        fmt(p, "p90"),
-                        fmt(p, "max"),
-                        fmt(p, "std"),
-                        fmt(w, "mean"),
-                        _spread_text(done),
-                    )
-        console.print(per_shape)
+    return table
+
+
+def _shapes_table(report: dict[str, Any], shapes: list[str]) -> Table:
+    """A sweep's latency per shape and host (seconds)."""
+    per_shape = Table(title="per shape (seconds)", title_justify="left")
+    for column in ("shape", "host", "profiled mean", "p50", "p90", "max", "std", "warmup mean", "spread"):
+        per_shape.add_column(column, justify="left" if column in ("shape", "host") else "right", no_wrap=True)
+    for shape in shapes:
+        for h in report["hosts"]:
+            done = h["shapes"].get(shape)
+            if done:
+                per_shape.add_row(
+                    shape, h["name"], *_latency_cells(done["profiled_s"], done["warmup_s"]), _spread_text(done)
+                )
+    return per_shape
+
+
+def _print_run_notes(report: dict[str, Any], console: Console) -> None:
+    """The lines under the tables about the whole run: skew, clock warnings, slowest host, failures, load."""
     by_shape = report.get("capture_start_skew_by_shape") or {}
     for shape, text in by_shape.items():
         console.print(f"capture start skew{' ' + shape if len(by_shape) > 1 else ''}: {text}")
@@ -306,6 +303,10 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         from ray_tpu_profile.analysis.server_load import describe
 
         console.print(describe(load) if "error" not in load else f"server load: not read ({load['error']})")
+
+
+def _print_host_operations(report: dict[str, Any], console: Console) -> None:
+    """Each host's top self-time operations and engine steps, one line each."""
     for h in report["hosts"]:
         if h["top_operations"]:
             ops = ", ".join(f"{o['name'][:40]} {100 * o['share']:.1f}%" for o in h["top_operations"][:5])
@@ -313,6 +314,17 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         steps = h.get("steps") or {}
         if steps.get("count"):
             console.print(f"{h['name']} engine steps: {steps['count']}, {steps['mean_ms']:.2f} ms per step")
+
+
+def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    """report.json for people: the hosts table, a sweep's per-shape table and the notes under them."""
+    console = console or Console(highlight=False, soft_wrap=True, width=None if _is_tty() else 160)
+    console.print(_hosts_table(report))
+    shapes = list(dict.fromkeys(s for h in report["hosts"] for s in h["shapes"]))
+    if len(shapes) > 1:  # a sweep: the table above is its first shape; every shape here
+        console.print(_shapes_table(report, shapes))
+    _print_run_notes(report, console)
+    _print_host_operations(report, console)
 
 
 def write_report(

@@ -111,25 +111,7 @@ def build_timeline(
     trace: list[dict[str, Any]] = []
     for pid, name in enumerate(names, start=1):
         own, kept = host_events[name]
-        label = host_label(by_name[name])
-        trace.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": label}})
-        trace.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": pid}})
-        tids: dict[str, int] = {TOOL_TRACK: 0}
-        for event in [*own, *kept.events]:
-            tid = tids.setdefault(event.track, len(tids))
-            trace.append(
-                {
-                    "ph": "X",
-                    "name": event.name,
-                    "pid": pid,
-                    "tid": tid,
-                    "ts": (event.start_ns - shift_ns[name] - origin_ns) / 1000,
-                    "dur": event.duration_ns / 1000,
-                }
-            )
-        for track, tid in tids.items():
-            trace.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": track}})
-            trace.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid, "args": {"sort_index": tid}})
+        trace += _process_trace(pid, host_label(by_name[name]), [*own, *kept.events], shift_ns[name], origin_ns)
     return {
         "displayTimeUnit": "ms",
         "traceEvents": trace,
@@ -142,20 +124,50 @@ def build_timeline(
             "(clock_shift_ms); ts = microseconds since origin_ns (epoch ns)",
             "clock_shift_ms": {name: shift / 1e6 for name, shift in shift_ns.items()},
             "capture_start_skew_ms_by_shape": skew_by_shape(manifest),
-            "downsampling": {
-                "rule": f"per host, the {max_events_per_host} longest trace events are kept (ties: the earlier one), "
-                "the rest dropped; the tool's own iteration and capture events are always kept",
-                "max_events_per_host": max_events_per_host,
-                "hosts": {
-                    name: {
-                        "trace_events": kept.total,
-                        "kept": len(kept.events),
-                        "dropped": kept.total - len(kept.events),
-                        "shortest_kept_us": None if kept.shortest_kept_ns is None else kept.shortest_kept_ns / 1000,
-                    }
-                    for name, (_, kept) in host_events.items()
-                },
-            },
+            "downsampling": _downsampling(host_events, max_events_per_host),
+        },
+    }
+
+
+def _process_trace(pid: int, label: str, events: list[Event], shift_ns: int, origin_ns: int) -> list[dict[str, Any]]:
+    """One host's process in the trace: its name, its events on the driver's clock, a thread per track."""
+    trace: list[dict[str, Any]] = [
+        {"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": label}},
+        {"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": pid}},
+    ]
+    tids: dict[str, int] = {TOOL_TRACK: 0}
+    for event in events:
+        tid = tids.setdefault(event.track, len(tids))
+        trace.append(
+            {
+                "ph": "X",
+                "name": event.name,
+                "pid": pid,
+                "tid": tid,
+                "ts": (event.start_ns - shift_ns - origin_ns) / 1000,
+                "dur": event.duration_ns / 1000,
+            }
+        )
+    for track, tid in tids.items():
+        trace.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": track}})
+        trace.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid, "args": {"sort_index": tid}})
+    return trace
+
+
+def _downsampling(host_events: dict[str, tuple[list[Event], Kept]], max_events_per_host: int) -> dict[str, Any]:
+    """The timeline's otherData.downsampling: the rule, and what was kept and dropped per host."""
+    return {
+        "rule": f"per host, the {max_events_per_host} longest trace events are kept (ties: the earlier one), "
+        "the rest dropped; the tool's own iteration and capture events are always kept",
+        "max_events_per_host": max_events_per_host,
+        "hosts": {
+            name: {
+                "trace_events": kept.total,
+                "kept": len(kept.events),
+                "dropped": kept.total - len(kept.events),
+                "shortest_kept_us": None if kept.shortest_kept_ns is None else kept.shortest_kept_ns / 1000,
+            }
+            for name, (_, kept) in host_events.items()
         },
     }
 

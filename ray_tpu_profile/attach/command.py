@@ -411,92 +411,12 @@ def _verify(run_dir: Path, traced: Traced) -> dict[str, dict[str, Any]]:
 def _manifest(
     config: AttachConfig, argv: list[str], run_id: str, found: dict[str, list[ServerEntry]], traced: Traced
 ) -> dict[str, Any]:
-    from ray_tpu_profile.core.clocks import skew, untrusted_reason
+    """attach's manifest.json: the run's outcome, its capture and one entry per traced server."""
     from ray_tpu_profile.core.versions import package_versions
 
-    entries, outcomes, offsets, starts, session_id = (
-        traced.entries,
-        traced.outcomes,
-        traced.offsets,
-        traced.starts,
-        run_id,
-    )
-    measured = skew(
-        {name: s["start_ns"] for name, s in starts.items()},
-        {name: offsets[host] for name, (host, _) in entries.items() if host in offsets},
-    )
-    statuses = [o["status"] for o in outcomes.values()]
-    status = "ok" if all(s == "ok" for s in statuses) else "partial" if "ok" in statuses else "failed"
-    delivered = [n for n, o in outcomes.items() if o["status"] == "ok" and not o.get("idle")]
-    error = (
-        None
-        if status == "ok"
-        else f"{len(statuses) - statuses.count('ok')} of {len(statuses)} server(s) failed: "
-        + ", ".join(n for n, o in outcomes.items() if o["status"] != "ok")
-    )
-    if not delivered and status != "failed":
-        status, error = "failed", "no traced process ran anything in the window: was the deployment serving?"
-    profilers = sorted({e.profiler for _, e in entries.values()})
-    capture = {
-        "profiler": ", ".join(profilers),
-        "chosen_by": "the registered servers",
-        "delay_ms": config.delay_ms,
-        "duration_ms": config.duration_ms,
-        "session": session_id,
-        "python_tracer_level": config.python_tracer_level,
-        "start_skew_ms": measured.skew_ms,
-        "start_skew_uncertainty_ms": measured.uncertainty_ms,
-        "start_skew_raw_ms": measured.raw_ms,
-    }
-
-    def host_entry(name: str, host: str, entry: ServerEntry) -> dict[str, Any]:
-        outcome = outcomes[name]
-        clock = (
-            {
-                **offsets[host].to_json(),
-                "warning": untrusted_reason(offsets[host], None, config.max_clock_uncertainty_ms),
-            }
-            if host in offsets
-            else None
-        )
-        checked = {
-            **starts.get(name, {}),
-            "client_call_plans": outcome.get("client_call_plans"),
-            "idle": bool(outcome.get("idle")),
-        }
-        return {
-            "name": name,
-            "host": host,
-            "node_id": entry.node_id,
-            "node_ip": None,
-            "chips": None,
-            "slice_name": None,
-            "worker_id": None,
-            "pid": entry.pid,
-            "engine": entry.name,
-            "ranks": [entry.rank] if entry.rank is not None else [],
-            "worker": None,
-            "role": entry.role,
-            "server": entry.to_json(),
-            "clock": clock,
-            "scratch_dir": None,
-            "status": outcome["status"],
-            "stage": outcome["stage"],
-            "error": outcome["error"],
-            "files": outcome["files"],
-            "capture": checked,
-            "latency_s": {"load": None, "warmup": [], "profiled": []},
-            "phases": {"load": None, "warmup": None, "profiled": None},
-            "shapes": {
-                SHAPE: {
-                    "latency_s": {"warmup": [], "profiled": []},
-                    "phases": {"warmup": None, "traced": None, "profiled": None},
-                    "capture": checked,
-                    "clock": clock,
-                }
-            },
-        }
-
+    outcomes = traced.outcomes
+    capture = _capture_section(config, traced, run_id)
+    status, error, delivered = _run_status(outcomes)
     failed = [n for n, o in outcomes.items() if o["status"] != "ok"]
     return {
         "schema_version": 1,
@@ -522,7 +442,101 @@ def _manifest(
         "timings_by_shape_s": {},
         "engines": [],
         "outputs": {"reports_error": None, "publish_error": None},
-        "hosts": [host_entry(name, host, entry) for name, (host, entry) in entries.items()],
+        "hosts": [_host_entry(config, traced, name, host, entry) for name, (host, entry) in traced.entries.items()],
+    }
+
+
+def _run_status(outcomes: dict[str, dict[str, Any]]) -> tuple[str, str | None, list[str]]:
+    """The run's status and error from its servers' outcomes, and the servers that delivered a trace."""
+    statuses = [o["status"] for o in outcomes.values()]
+    status = "ok" if all(s == "ok" for s in statuses) else "partial" if "ok" in statuses else "failed"
+    delivered = [n for n, o in outcomes.items() if o["status"] == "ok" and not o.get("idle")]
+    error = (
+        None
+        if status == "ok"
+        else f"{len(statuses) - statuses.count('ok')} of {len(statuses)} server(s) failed: "
+        + ", ".join(n for n, o in outcomes.items() if o["status"] != "ok")
+    )
+    if not delivered and status != "failed":
+        status, error = "failed", "no traced process ran anything in the window: was the deployment serving?"
+    return status, error, delivered
+
+
+def _capture_section(config: AttachConfig, traced: Traced, session_id: str) -> dict[str, Any]:
+    """The manifest's capture: the profilers, the window and the measured start skew across servers."""
+    from ray_tpu_profile.core.clocks import skew
+
+    entries, offsets = traced.entries, traced.offsets
+    measured = skew(
+        {name: s["start_ns"] for name, s in traced.starts.items()},
+        {name: offsets[host] for name, (host, _) in entries.items() if host in offsets},
+    )
+    profilers = sorted({e.profiler for _, e in entries.values()})
+    return {
+        "profiler": ", ".join(profilers),
+        "chosen_by": "the registered servers",
+        "delay_ms": config.delay_ms,
+        "duration_ms": config.duration_ms,
+        "session": session_id,
+        "python_tracer_level": config.python_tracer_level,
+        "start_skew_ms": measured.skew_ms,
+        "start_skew_uncertainty_ms": measured.uncertainty_ms,
+        "start_skew_raw_ms": measured.raw_ms,
+    }
+
+
+def _host_clock(config: AttachConfig, offsets: dict[str, Any], host: str) -> dict[str, Any] | None:
+    """A host's measured clock offset and any warning about it; None where none was measured."""
+    from ray_tpu_profile.core.clocks import untrusted_reason
+
+    if host not in offsets:
+        return None
+    return {
+        **offsets[host].to_json(),
+        "warning": untrusted_reason(offsets[host], None, config.max_clock_uncertainty_ms),
+    }
+
+
+def _host_entry(config: AttachConfig, traced: Traced, name: str, host: str, entry: ServerEntry) -> dict[str, Any]:
+    """One traced server's entry in the manifest's hosts, shaped like `run`'s."""
+    outcome = traced.outcomes[name]
+    clock = _host_clock(config, traced.offsets, host)
+    checked = {
+        **traced.starts.get(name, {}),
+        "client_call_plans": outcome.get("client_call_plans"),
+        "idle": bool(outcome.get("idle")),
+    }
+    return {
+        "name": name,
+        "host": host,
+        "node_id": entry.node_id,
+        "node_ip": None,
+        "chips": None,
+        "slice_name": None,
+        "worker_id": None,
+        "pid": entry.pid,
+        "engine": entry.name,
+        "ranks": [entry.rank] if entry.rank is not None else [],
+        "worker": None,
+        "role": entry.role,
+        "server": entry.to_json(),
+        "clock": clock,
+        "scratch_dir": None,
+        "status": outcome["status"],
+        "stage": outcome["stage"],
+        "error": outcome["error"],
+        "files": outcome["files"],
+        "capture": checked,
+        "latency_s": {"load": None, "warmup": [], "profiled": []},
+        "phases": {"load": None, "warmup": None, "profiled": None},
+        "shapes": {
+            SHAPE: {
+                "latency_s": {"warmup": [], "profiled": []},
+                "phases": {"warmup": None, "traced": None, "profiled": None},
+                "capture": checked,
+                "clock": clock,
+            }
+        },
     }
 
 
