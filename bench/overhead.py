@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
-import tempfile
+
+from run_cli import run_measured
 
 
 def host_max(manifest: dict, phase: str) -> float:
@@ -51,28 +50,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("run_flags", nargs="*")
     args = parser.parse_args()
-    runs = []
-    for i in range(args.repeats):
-        with tempfile.TemporaryDirectory() as out:
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "ray_tpu_profile",
-                    "run",
-                    "--json",
-                    "--quiet",
-                    "--profile-result-dir",
-                    out,
-                    *args.run_flags,
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode != 0:
-                sys.exit(f"run {i} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-            runs.append(split(json.loads(proc.stdout)))
+    runs = [split(run_measured(*args.run_flags, label=f"run {i}").manifest) for i in range(args.repeats)]
     keys = [
         "cluster_start",
         "cluster_stop",

@@ -18,13 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
-import threading
-import time
+
+from run_cli import run_measured
 
 STAGES = (
     "cluster_start",
@@ -67,43 +63,8 @@ def host_max(manifest: dict, phase: str) -> float:
 
 
 def one_run(hosts: int) -> dict:
-    with tempfile.TemporaryDirectory() as out:
-        started = time.monotonic()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ray_tpu_profile",
-                "run",
-                "--json",
-                "--quiet",
-                "--hosts",
-                str(hosts),
-                "--profile-result-dir",
-                out,
-                *FLAGS,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        # Reaped here with wait4, for its peak RSS (communicate() would reap it without).
-        texts: dict[str, str] = {}
-        readers = [
-            threading.Thread(target=lambda k=k, f=f: texts.__setitem__(k, f.read()))
-            for k, f in (("out", proc.stdout), ("err", proc.stderr))
-        ]
-        for reader in readers:
-            reader.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        for reader in readers:
-            reader.join()
-        wall_s = time.monotonic() - started
-    stdout, stderr = texts["out"], texts["err"]
-    if proc.returncode != 0:
-        sys.exit(f"{hosts} host(s) failed ({proc.returncode}): {stderr[-3000:]}")
-    manifest = json.loads(stdout)
+    measured = run_measured("--hosts", str(hosts), *FLAGS, label=f"{hosts} host(s)")
+    manifest = measured.manifest
     t = manifest["timings_s"]
     stages = {s: t.get(s, 0.0) for s in STAGES}
     host_work = {
@@ -125,12 +86,12 @@ def one_run(hosts: int) -> dict:
         "stages": stages,
         "host_work": host_work,
         "total_s": t["total"],
-        "wall_s": wall_s,
+        "wall_s": measured.wall_s,
         "overhead_s": t["total"] - outside,
         "overhead_share": (t["total"] - outside) / run_s,
         "skew_ms": manifest["capture"].get("start_skew_ms"),
         "skew_raw_ms": manifest["capture"].get("start_skew_raw_ms"),
-        "driver_peak_rss_mb": usage.ru_maxrss / 1024,
+        "driver_peak_rss_mb": measured.peak_rss_mb,
     }
 
 

@@ -11,39 +11,16 @@ parts (model load per run) what the ratio becomes when loading takes minutes.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
-import tempfile
-import time
+
+from run_cli import run_measured
 
 SHAPES = ["1x64x1", "4x16x16", "8x8x32", "2x32x8"]
 
 
 def run(*flags: str) -> tuple[float, dict]:
-    with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ray_tpu_profile",
-                "run",
-                "--json",
-                "--quiet",
-                "--profile-result-dir",
-                out,
-                "--num-iters-warmup",
-                "3",
-                *flags,
-            ],
-            capture_output=True,
-            text=True,
-        )
-        wall_s = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"run {flags} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return wall_s, json.loads(proc.stdout)
+    """One run of the embedded default with flags: its wall time in seconds and its manifest."""
+    measured = run_measured("--num-iters-warmup", "3", *flags, label=f"run {flags}")
+    return measured.wall_s, measured.manifest
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from support.cli import run_cli
+from support.cli import run_cli, start_cli
 from support.cluster import live_run_resources
 
 
@@ -71,22 +71,9 @@ AFTER_VLLM_PARSED = [
 
 
 def test_bad_input_found_once_vllm_parsed_the_engine_flags(sim_cluster, tmp_path):
-    import os
-    import subprocess
-
-    from support.cli import CLI, REPO
-
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     outs = [tmp_path / f"profiles{i}" for i in range(len(AFTER_VLLM_PARSED))]
     procs = [
-        subprocess.Popen(
-            [*CLI, "run", "--address", sim_cluster.address, "--profile-result-dir", str(out), *args],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        start_cli("run", "--address", sim_cluster.address, "--profile-result-dir", str(out), *args)
         for out, (args, _) in zip(outs, AFTER_VLLM_PARSED)
     ]
     for proc, out, (args, expected) in zip(procs, outs, AFTER_VLLM_PARSED):

@@ -12,24 +12,11 @@ from __future__ import annotations
 
 import pytest
 
-from support.cli import load_manifest, run_cli
+from support.cli import TINY_WORKLOAD, load_manifest, run_ok
 from support.cluster import module_cluster, wait_until_released
 
 SHIFT_MS = 40.0
-WORKLOAD = [
-    "--profiler",
-    "jax",
-    "--duration-ms",
-    "300",
-    "--input-len",
-    "16",
-    "--output-len",
-    "16",
-    "--batch-size",
-    "4",
-    "--num-iters-warmup",
-    "2",
-]
+WORKLOAD = ["--profiler", "jax", "--duration-ms", "300", *TINY_WORKLOAD, "--num-iters-warmup", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +31,7 @@ def shifted_cluster(tmp_path_factory):
 
 
 def run_on(cluster, out, *flags):
-    proc = run_cli("run", "--address", cluster.address, "--profile-result-dir", str(out), *WORKLOAD, *flags)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    (run_dir,) = list(out.iterdir())
+    proc, run_dir = run_ok(cluster.address, out, *WORKLOAD, *flags)
     manifest = load_manifest(run_dir)
     starts = {h["name"]: h["capture"]["start_ns"] for h in manifest["hosts"]}  # from the xplanes: the real clock
     return proc, manifest, starts

@@ -9,12 +9,16 @@ import gzip
 import json
 import os
 import signal
-import subprocess
 
 import pytest
 
-from support.cli import CLI, REPO, load_manifest, run_cli, wait_for_stage
+from support.cli import load_manifest, run_cli, start_cli, wait_for_stage
 from support.cluster import STATE_API, module_cluster, wait_until_released
+
+# The workload of the runs here, each an engine of 2 ranks.
+ENGINE_WORKLOAD = ["--input-len", "16", "--output-len", "64", "--batch-size", "4"]
+# vLLM's flag for an engine of 2 ranks: it spans two of the 1-chip hosts.
+TP2 = ["--", "--tensor-parallel-size", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +64,10 @@ def test_one_engine_across_two_hosts_decode_traced_on_both_at_one_instant(one_ch
         "--profile-result-dir",
         str(tmp_path),
         "--json",
-        "--input-len",
-        "16",
-        "--output-len",
-        "64",
-        "--batch-size",
-        "4",
+        *ENGINE_WORKLOAD,
         "--num-iters-warmup",
         "3",
-        "--",
-        "--tensor-parallel-size",
-        "2",
+        *TP2,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     run_dir = only_run_dir(tmp_path)
@@ -116,36 +113,20 @@ def test_two_engines_traced_by_torch_and_a_worker_killed_in_warmup_fails_only_it
     of engine1 (on local-sim-w3) is killed for real while the hosts warm up. engine1 fails
     on both its hosts with the reason; engine0 delivers each host's own worker's trace.
     (One run for both: an engine load on 4 simulated hosts costs minutes on 2 cores.)"""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen(
-        [
-            *CLI,
-            "run",
-            "--address",
-            one_chip_hosts.address,
-            "--profiler",
-            "torch",
-            "--profile-result-dir",
-            str(tmp_path),
-            "--input-len",
-            "16",
-            "--output-len",
-            "64",
-            "--batch-size",
-            "4",
-            "--num-iters-warmup",
-            "20",
-            "--timeout-s",
-            "240",
-            "--",
-            "--tensor-parallel-size",
-            "2",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start_cli(
+        "run",
+        "--address",
+        one_chip_hosts.address,
+        "--profiler",
+        "torch",
+        "--profile-result-dir",
+        str(tmp_path),
+        *ENGINE_WORKLOAD,
+        "--num-iters-warmup",
+        "20",
+        "--timeout-s",
+        "240",
+        *TP2,
     )
     try:
         manifest = wait_for_stage(tmp_path, "warmup")
@@ -194,26 +175,10 @@ def test_plan_shows_engines_and_bad_input_names_what_fits(one_chip_hosts, tmp_pa
         (["--chips-per-host", "1"], [], "--chips-per-host 1: only for the local simulated cluster"),
     ]
     # Side by side, each its own CLI process: each imports vLLM first (10-20 s here).
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     outs = [tmp_path / f"out{i}" for i in range(len(cases))]
     procs = [
-        subprocess.Popen(
-            [
-                *CLI,
-                "run",
-                "--address",
-                one_chip_hosts.address,
-                *flags,
-                "--profile-result-dir",
-                str(out),
-                "--",
-                *engine_flags,
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        start_cli(
+            "run", "--address", one_chip_hosts.address, *flags, "--profile-result-dir", str(out), "--", *engine_flags
         )
         for out, (flags, engine_flags, _) in zip(outs, cases)
     ]

@@ -12,33 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from support.cli import CLI, REPO, load_manifest, wait_for_stage
+from support.cli import REPO, TINY_WORKLOAD, load_manifest, start_cli, wait_for_stage
 from support.cluster import wait_until_released
 
 
 def start_run(sim_cluster, tmp_path, *flags: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.Popen(
-        [
-            *CLI,
-            "run",
-            "--address",
-            sim_cluster.address,
-            "--profile-result-dir",
-            str(tmp_path),
-            "--input-len",
-            "16",
-            "--output-len",
-            "16",
-            "--batch-size",
-            "4",
-            *flags,
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    """Start a run of the tiny workload on sim_cluster into tmp_path, with flags."""
+    return start_cli(
+        "run", "--address", sim_cluster.address, "--profile-result-dir", str(tmp_path), *TINY_WORKLOAD, *flags
     )
 
 

@@ -10,22 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from support.cli import load_manifest, run_cli
+from support.cli import load_manifest, run_cli, run_ok
 from support.cluster import wait_until_released
 
 SMALL = ["--input-len", "16", "--output-len", "8", "--batch-size", "4", "--num-iters-warmup", "2", "--num-iters", "2"]
 # Enough kept iterations (6 warmups after the first + 2 profiled = 8 a side) for diff's rank test to
 # decide: with SMALL's 3 a side it says "too few samples". Warmups are untraced, so this adds no trace.
 DIFFABLE = [*SMALL, "--num-iters-warmup", "7"]
+# The jax runs that diff compares: 1.5 s windows over DIFFABLE's iterations, the manifest printed.
+JAX_DIFFABLE = ["--json", "--profiler", "jax", "--duration-ms", "1500", *DIFFABLE]
 
 
 @pytest.fixture(scope="module")
 def finished_run(sim_cluster, tmp_path_factory):
-    out = tmp_path_factory.mktemp("profiles")
-    proc = run_cli("run", "--address", sim_cluster.address, "--profile-result-dir", str(out), "--json", *SMALL)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = [p for p in out.iterdir()]
-    return proc, run_dir
+    return run_ok(sim_cluster.address, tmp_path_factory.mktemp("profiles"), "--json", *SMALL)
 
 
 def test_manifest_says_ok_for_every_host(finished_run):
@@ -86,9 +84,7 @@ def test_nothing_left_running(finished_run):
 
 def test_embedded_default_runs_with_no_cluster(tmp_path):
     """The README's first command: no address, a local cluster of 2 simulated hosts."""
-    proc = run_cli("run", "--profile-result-dir", str(tmp_path), *SMALL)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = list(tmp_path.iterdir())
+    proc, run_dir = run_ok(None, tmp_path, *SMALL)
     manifest = load_manifest(run_dir)
     assert manifest["status"] == "ok" and manifest["cluster"]["kind"] == "local-simulated"
     assert len(manifest["hosts"]) == 2
@@ -98,22 +94,7 @@ def test_embedded_default_runs_with_no_cluster(tmp_path):
 
 @pytest.fixture(scope="module")
 def jax_run(sim_cluster, tmp_path_factory):
-    out = tmp_path_factory.mktemp("profiles-jax")
-    proc = run_cli(
-        "run",
-        "--address",
-        sim_cluster.address,
-        "--profile-result-dir",
-        str(out),
-        "--json",
-        "--profiler",
-        "jax",
-        "--duration-ms",
-        "1500",
-        *DIFFABLE,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = list(out.iterdir())
+    _, run_dir = run_ok(sim_cluster.address, tmp_path_factory.mktemp("profiles-jax"), *JAX_DIFFABLE)
     return run_dir
 
 
@@ -360,23 +341,7 @@ def test_view_without_xprof_says_what_to_install(jax_run, tmp_path):
 def jax_run_8x_batch(sim_cluster, tmp_path_factory):
     """jax_run's flags with 8x the batch (the last --batch-size wins)."""
     out = tmp_path_factory.mktemp("profiles-jax-8x")
-    proc = run_cli(
-        "run",
-        "--address",
-        sim_cluster.address,
-        "--profile-result-dir",
-        str(out),
-        "--json",
-        "--profiler",
-        "jax",
-        "--duration-ms",
-        "1500",
-        *DIFFABLE,
-        "--batch-size",
-        "32",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = list(out.iterdir())
+    _, run_dir = run_ok(sim_cluster.address, out, *JAX_DIFFABLE, "--batch-size", "32")
     return run_dir
 
 

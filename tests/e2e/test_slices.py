@@ -11,7 +11,7 @@ import pytest
 from ray.cluster_utils import Cluster
 
 from ray_tpu_profile.placement.cluster import simulated_host_node_args
-from support.cli import load_manifest, run_cli
+from support.cli import load_manifest, run_cli, run_ok
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +77,11 @@ def test_an_engine_larger_than_its_slice_says_what_would_fit(two_slices):
 def test_run_uses_the_placement_plan_showed(two_slices, tmp_path):
     address, node_ids = two_slices
     planned = json.loads(plan(address, "--slice", "slice-b").stdout)
-    proc = run_cli(
-        "run",
-        "--address",
+    _, run_dir = run_ok(
         address,
+        tmp_path,
         "--slice",
         "slice-b",
-        "--profile-result-dir",
-        str(tmp_path),
         "--input-len",
         "8",
         "--output-len",
@@ -96,8 +93,6 @@ def test_run_uses_the_placement_plan_showed(two_slices, tmp_path):
         "--env",
         "XLA_HLO_DEBUG=1",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run_dir,) = list(tmp_path.iterdir())
     manifest = load_manifest(run_dir)
     assert [(h["name"], h["node_id"]) for h in manifest["hosts"]] == [
         (h["name"], h["node_id"]) for h in planned["hosts"]

@@ -13,6 +13,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "ray_tpu_profile"]
 LOOPBACK = "127.0.0.1"
+# The smallest workload of the tiny model: every host runs it in seconds.
+TINY_WORKLOAD = ["--input-len", "16", "--output-len", "16", "--batch-size", "4"]
 
 
 def free_port() -> int:
@@ -21,11 +23,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_cli(*args: str, env: dict | None = None, timeout_s: float = 600) -> subprocess.CompletedProcess:
+def cli_env(env: dict | None = None) -> dict[str, str]:
+    """This process's environment plus env, without RAY_ADDRESS unless env sets it."""
     full_env = {**os.environ, **(env or {})}
     if "RAY_ADDRESS" not in (env or {}):
         full_env.pop("RAY_ADDRESS", None)  # the local-cluster default must not find one
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=full_env, timeout=timeout_s, cwd=REPO)
+    return full_env
+
+
+def run_cli(*args: str, env: dict | None = None, timeout_s: float = 600) -> subprocess.CompletedProcess:
+    """Run the CLI to the end, as a user runs it from the repository."""
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=cli_env(env), timeout=timeout_s, cwd=REPO)
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    """Start the CLI as a user runs it from the repository, its output piped as text."""
+    return subprocess.Popen(
+        [*CLI, *args], cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def run_ok(address: str | None, out: Path, *flags: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """`run` on the cluster at address (None: the local default) into out: it must exit 0 and
+    leave exactly one run directory there, which is returned with the process."""
+    where = ["--address", address] if address is not None else []
+    proc = run_cli("run", *where, "--profile-result-dir", str(out), *flags)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (run_dir,) = list(out.iterdir())
+    return proc, run_dir
 
 
 def load_manifest(run_dir: Path) -> dict:
