@@ -22,6 +22,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from ray_tpu_profile.analysis.steps import STEP
 from ray_tpu_profile.analysis.summary_stats import self_times
@@ -35,6 +36,14 @@ TOOL_CONTROL_FILE = "actor.py"
 TOOL_CONTROL_FUNCTIONS = ("finish_capture", "start_capture")
 TOOL_CONTROL = re.compile(rf"^\${re.escape(TOOL_CONTROL_FILE)}:\d+ ({'|'.join(TOOL_CONTROL_FUNCTIONS)})$")
 XPLANE_STEP = re.compile(r"^\$\w*model_runner\.py:\d+ execute_model$")
+
+
+class StepSummary(TypedDict):
+    """Engine steps in one host's traces (report.json's `steps`)."""
+
+    count: int
+    total_ms: float
+    mean_ms: float | None
 
 
 @dataclass
@@ -53,7 +62,7 @@ class OpProfile:
     step_ms: float = 0.0
     left_out_ms: dict[str, float] = field(default_factory=dict)
 
-    def steps(self) -> dict[str, float | int | None]:
+    def steps(self) -> StepSummary:
         return {
             "count": self.step_count,
             "total_ms": self.step_ms,

@@ -63,14 +63,13 @@ def read_xplane(path: Path) -> XplaneInfo:
         data = ProfileData.from_file(str(path))
     except Exception as e:  # xprof's own parse error, named in the host's failure reason
         raise XplaneError(f"{path.name}: xprof cannot read it ({e})") from None
-    start, stop = _capture_times(data)
+    start, stop = _capture_times(data, path.name)
     planes = [plane.name for plane in data.planes]
     events = sum(len(line.events) for plane in data.planes for line in plane.lines)
-    if start is None:
-        raise XplaneError(f"{path.name}: no profile_start_time (not a profiler capture?)")
     if events == 0:
         raise XplaneError(f"{path.name}: no trace event collected")
-    pids = {dict(plane.stats).get("process_id") for plane in data.planes} - {None}
+    stated = (dict(plane.stats).get("process_id") for plane in data.planes)
+    pids = {pid for pid in stated if pid is not None}
     return XplaneInfo(
         start_ns=start,
         stop_ns=stop,
@@ -80,13 +79,17 @@ def read_xplane(path: Path) -> XplaneInfo:
     )
 
 
-def _capture_times(data) -> tuple[int | None, int | None]:
-    """(profile_start_time, profile_stop_time) from the plane stats that carry them."""
+def _capture_times(data, name: str) -> tuple[int, int]:
+    """(profile_start_time, profile_stop_time) from the plane stats that carry them;
+    XplaneError naming the file when they are missing or not numbers."""
     for plane in data.planes:
         stats = dict(plane.stats)
         if "profile_start_time" in stats:
-            return int(stats["profile_start_time"]), int(stats["profile_stop_time"])
-    return None, None
+            try:
+                return int(stats["profile_start_time"]), int(stats["profile_stop_time"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise XplaneError(f"{name}: unreadable capture times ({type(e).__name__}: {e})") from None
+    raise XplaneError(f"{name}: no profile_start_time (not a profiler capture?)")
 
 
 def capture_start_ns(path: Path) -> int:
@@ -102,10 +105,7 @@ def capture_times_ns(path: Path) -> tuple[int, int]:
         data = ProfileData.from_file(str(path))
     except Exception as e:  # xprof's own parse error, named in the message
         raise XplaneError(f"{Path(path).name}: xprof cannot read it ({e})") from None
-    start, stop = _capture_times(data)
-    if start is None:
-        raise XplaneError(f"{Path(path).name}: no profile_start_time (not a profiler capture?)")
-    return start, stop
+    return _capture_times(data, Path(path).name)
 
 
 def event_names(path: Path) -> set[str]:

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 CHUNK_BYTES = 8 << 20
 """One read, transfer or upload step: bounds memory per file whatever its size."""
@@ -68,7 +68,9 @@ def write_text_whole(path: Path, text: str) -> None:
 
 def open_trace(path: Path) -> IO[bytes]:
     """A trace file for reading, gunzipped if its name ends in .gz."""
-    return gzip.open(path) if str(path).endswith(".gz") else open(path, "rb")
+    if str(path).endswith(".gz"):
+        return cast(IO[bytes], gzip.open(path))
+    return open(path, "rb")
 
 
 def cache_root() -> Path:

@@ -2,11 +2,59 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from ray_tpu_profile.core.hosts import Host
+
+
+class HostStatus(StrEnum):
+    """A host's status in a run (the manifest's hosts[].status)."""
+
+    PENDING = "pending"
+    OK = "ok"
+    FAILED = "failed"
+
+
+class RunStatus(StrEnum):
+    """A run's status (the manifest's `status`); the exit code follows it alone."""
+
+    OK = "ok"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+def run_status(host_statuses: Iterable[str], stopped: bool) -> RunStatus:
+    """ok: every host (or traced process) delivered; partial: some did; failed: none did;
+    stopped: interrupted. One rule for `run` and `attach`."""
+    statuses = list(host_statuses)
+    if stopped:
+        return RunStatus.STOPPED
+    ok = sum(s == HostStatus.OK for s in statuses)
+    if statuses and ok == len(statuses):
+        return RunStatus.OK
+    return RunStatus.PARTIAL if ok else RunStatus.FAILED
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """The vLLM worker process traced on a host of an engine across hosts (the manifest's
+    hosts[].worker): its rank in the engine, process, Ray node and profiler server port."""
+
+    rank: int
+    pid: int
+    node_id: str | None = None
+    port: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WorkerIdentity:
+        return cls(int(data["rank"]), int(data["pid"]), data.get("node_id"), data.get("port"))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -77,11 +125,25 @@ class FileEntry:
 
 
 @dataclass
+class ShapeRecord:
+    """What one host did for one shape of the run (the manifest's hosts[].shapes[shape])."""
+
+    warmup: PhaseTiming | None = None
+    profiled: PhaseTiming | None = None
+    traced: PhaseTiming | None = None
+    """The warmup iteration a --phase decode window was timed in, under a throwaway trace."""
+    capture: dict[str, Any] | None = None
+    """The capture check read back from the host's trace (xplane times, events; torch steps)."""
+    clock: dict[str, Any] | None = None
+    """The clock offset this shape's capture was scheduled with."""
+
+
+@dataclass
 class HostRecord:
     """What the driver knows about one host, updated stage by stage."""
 
     host: Host
-    status: str = "pending"
+    status: HostStatus = HostStatus.PENDING
     """pending -> ok | failed."""
     stage: Stage = Stage.PLACE
     """The last stage this host entered."""
@@ -92,14 +154,13 @@ class HostRecord:
     load: PhaseTiming | None = None
     files: list[dict[str, Any]] = field(default_factory=list)
     """Gathered files: path relative to the run directory, bytes, sha256."""
-    shapes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per shape of the run, in run order: its "warmup" and "profiled" PhaseTiming and its
-    "capture" check (read back from the host's trace)."""
+    shapes: dict[str, ShapeRecord] = field(default_factory=dict)
+    """Per shape of the run, in run order."""
     engine: str | None = None
     """The engine this host runs (engines.EngineAssignment.name)."""
     ranks: tuple[int, ...] = ()
     """The engine's ranks on this host."""
-    worker: dict[str, Any] | None = None
+    worker: WorkerIdentity | None = None
     """The engine worker process traced on this host: rank, pid, node_id (and port for a
     profiler server). For an engine within one host, the actor's own process."""
     clock: dict[str, Any] | None = None
@@ -109,22 +170,26 @@ class HostRecord:
     # The manifest's top-level host fields describe the first shape (the only one outside a sweep).
     @property
     def warmup(self) -> PhaseTiming | None:
-        return self._first_shape().get("warmup")
+        return self._first_shape().warmup
 
     @property
     def profiled(self) -> PhaseTiming | None:
-        return self._first_shape().get("profiled")
+        return self._first_shape().profiled
 
     @property
     def capture(self) -> dict[str, Any] | None:
-        return self._first_shape().get("capture")
+        return self._first_shape().capture
 
-    def _first_shape(self) -> dict[str, Any]:
-        return next(iter(self.shapes.values()), {})
+    def _first_shape(self) -> ShapeRecord:
+        return next(iter(self.shapes.values()), ShapeRecord())
+
+    def shape(self, name: str) -> ShapeRecord:
+        """This host's record of shape `name`, made on first use."""
+        return self.shapes.setdefault(name, ShapeRecord())
 
     @property
     def healthy(self) -> bool:
-        return self.status != "failed"
+        return self.status != HostStatus.FAILED
 
     def fail(self, stage: Stage, error: str) -> None:
-        self.status, self.stage, self.error = "failed", stage, error
+        self.status, self.stage, self.error = HostStatus.FAILED, stage, error

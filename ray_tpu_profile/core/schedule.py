@@ -9,6 +9,7 @@ good as that measurement (+- half the shortest actor-call round trip) plus the w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 NS_PER_MS = 1_000_000
@@ -65,7 +66,7 @@ def plan_again(trace_start_ns: int, call_at_ns: int, called_ns: int) -> bool:
     return late and (trace_start_ns - called_ns) // NS_PER_MS >= CLIENT_SETUP_MS
 
 
-def spread_ms(starts_ns: dict[str, int]) -> float | None:
+def spread_ms(starts_ns: Mapping[str, int]) -> float | None:
     """Largest minus smallest start, in ms; None with no starts."""
     if not starts_ns:
         return None
@@ -155,9 +156,9 @@ def phase_time_window(
     (end_s)."""
     import math
 
-    slow_prefill = max(prefill_s, key=prefill_s.get)
-    fast_prefill = min(prefill_s, key=prefill_s.get)
-    fast_end = min(end_s, key=end_s.get)
+    slow_prefill = max(prefill_s, key=prefill_s.__getitem__)
+    fast_prefill = min(prefill_s, key=prefill_s.__getitem__)
+    fast_end = min(end_s, key=end_s.__getitem__)
     if phase == "decode":
         start_ms = math.ceil(prefill_s[slow_prefill] * 1000 * PREFILL_MARGIN + guard_ms)
         end_ms = math.floor(end_s[fast_end] * 1000 * (1 - END_MARGIN) - guard_ms)

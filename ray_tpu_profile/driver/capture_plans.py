@@ -11,7 +11,7 @@ from typing import Any
 
 from ray_tpu_profile.config import Capture
 from ray_tpu_profile.core import clocks, schedule
-from ray_tpu_profile.core.records import HostRecord, PhaseTiming, Stage
+from ray_tpu_profile.core.records import HostRecord, PhaseTiming, ShapeRecord, Stage
 from ray_tpu_profile.core.schedule import StepWindow, TimeWindow, Window
 from ray_tpu_profile.driver.barrier import Barrier
 from ray_tpu_profile.driver.state import RunState, ShapeRun
@@ -62,10 +62,10 @@ class ServerPlan(CapturePlan):
         if not done:
             return None
 
-        def samples(d: dict[str, PhaseTiming], key: str) -> tuple[float, ...]:
+        def samples(d: ShapeRecord, key: str) -> tuple[float, ...]:
             # The first warmup iteration also warmed up the profiler: left out.
-            warmup = getattr(d["warmup"], key)
-            return (warmup[1:] or warmup) + (getattr(d["traced"], key) if "traced" in d else ())
+            warmup = getattr(d.warmup, key)
+            return (warmup[1:] or warmup) + (getattr(d.traced, key) if d.traced else ())
 
         # Per host the extreme the window must clear, not a median: the profiled iteration
         # varies. Decode: the latest prefill end and earliest last token; prefill: the
@@ -90,13 +90,11 @@ class ServerPlan(CapturePlan):
         def keep(record: HostRecord, phase: PhaseTiming) -> str:
             if not phase.prefill_s:  # a host of an engine across hosts traced its worker only
                 return "traced its worker through its owner's iteration"
-            record.shapes.setdefault(shape.workload.shape, {})["traced"] = phase
+            record.shape(shape.workload.shape).traced = phase
             return f"traced warmup iteration: prefill over {phase.prefill_s[0] * 1000:.1f} ms"
 
         # Every host traces as long as its engine's owner needs to cover prefill.
-        owners_warmup = {
-            r.host.name: run.owner_record(r).shapes[shape.workload.shape]["warmup"] for r in hosts.healthy()
-        }
+        owners_warmup = {r.host.name: run.owner_record(r).shapes[shape.workload.shape].warmup for r in hosts.healthy()}
         covered_ms = {name: schedule.traced_cover_ms(warmup.prefill_s) for name, warmup in owners_warmup.items()}
 
         # At one instant on every host, as the capture will be: hosts that share cores slow
@@ -127,7 +125,7 @@ class ServerPlan(CapturePlan):
                 hosts.fail(record, Stage.VERIFY, str(e))
                 continue
             owner = run.owner_record(record)  # its iterations, for a host of an engine across hosts
-            problem = phase_problem(shape.window, owner.shapes.get(name, {}).get("profiled"), xplane) or worker_problem(
+            problem = phase_problem(shape.window, owner.shape(name).profiled, xplane) or worker_problem(
                 record, {xplane.process_id} - {None}
             )
             if problem:
@@ -137,7 +135,7 @@ class ServerPlan(CapturePlan):
             # The trace is stamped by the host's clock; the plan is on the driver's.
             offset = shape.clock_offsets.get(record.host.name)
             start_on_driver_ns = offset.to_driver_ns(xplane.start_ns) if offset else xplane.start_ns
-            checked = record.shapes.setdefault(name, {})["capture"] = {
+            checked = record.shape(name).capture = {
                 "xplane": expected,
                 "start_ns": xplane.start_ns,
                 "stop_ns": xplane.stop_ns,
@@ -165,10 +163,10 @@ def worker_problem(record: HostRecord, traced_pids: set[int]) -> str | None:
     process (the pid the worker reported on this host), not from another host's."""
     if not record.worker or not traced_pids:
         return None
-    if record.worker["pid"] not in traced_pids:
+    if record.worker.pid not in traced_pids:
         return (
             f"the trace came from pid {', '.join(map(str, sorted(traced_pids)))}, not from this host's worker "
-            f"(rank {record.worker['rank']}, pid {record.worker['pid']})"
+            f"(rank {record.worker.rank}, pid {record.worker.pid})"
         )
     return None
 
@@ -234,7 +232,7 @@ class TorchPlan(CapturePlan):
                     for kind, n in torch_trace_steps(run.run_dir / f["path"]).items():
                         counts[kind] += n
                     pids |= torch_trace_pids(run.run_dir / f["path"]) if record.worker else set()
-            record.shapes.setdefault(shape.workload.shape, {})["capture"] = {"steps": counts}
+            record.shape(shape.workload.shape).capture = {"steps": counts}
             problem = (check_phase(phase, counts) if phase != "all" else None) or worker_problem(record, pids)
             if problem:
                 hosts.fail(record, Stage.VERIFY, problem)
@@ -243,6 +241,5 @@ class TorchPlan(CapturePlan):
                     Stage.VERIFY,
                     record.host.name,
                     f"{counts['prefill']} prefill and "
-                    f"{counts['decode']} decode step(s)"
-                    + (f", from pid {record.worker['pid']}" if record.worker else ""),
+                    f"{counts['decode']} decode step(s)" + (f", from pid {record.worker.pid}" if record.worker else ""),
                 )

@@ -14,7 +14,7 @@ from typing import Any
 
 from ray_tpu_profile.config import Workload
 from ray_tpu_profile.core import schedule
-from ray_tpu_profile.core.records import HostRecord, PhaseTiming, Stage
+from ray_tpu_profile.core.records import HostRecord, HostStatus, PhaseTiming, Stage, WorkerIdentity
 from ray_tpu_profile.driver.barrier import Barrier, describe_error
 from ray_tpu_profile.driver.capture_plans import CapturePlan
 from ray_tpu_profile.driver.progress import Progress
@@ -171,7 +171,7 @@ def measure_clocks(run: RunState, hosts: Barrier, shape: ShapeRun | None = None)
         }
         if shape is not None:
             shape.clock_offsets[record.host.name] = offset
-            record.shapes.setdefault(shape.workload.shape, {})["clock"] = measured
+            record.shape(shape.workload.shape).clock = measured
         hosts.progress.host_ok(
             Stage.CLOCKS,
             record.host.name,
@@ -236,12 +236,12 @@ def find_workers(run: RunState, hosts: Barrier) -> None:
                 f"rank {worker['rank']} runs on node {worker['node_id']}, not on this host ({record.host.node_id})",
             )
         else:
-            record.worker = worker
-    workers = {r.host.name: r.worker for r in hosts.healthy()}
+            record.worker = WorkerIdentity.from_json(worker)
+    workers = {r.host.name: r.worker.to_json() for r in hosts.healthy() if r.worker}
     hosts.run(
         Stage.WORKERS,
         lambda h: h.trace_worker(workers[h.name]),
-        lambda r, waited_s: f"tracing rank {r.worker['rank']}, pid {r.worker['pid']}",
+        lambda r, waited_s: f"tracing rank {r.worker.rank}, pid {r.worker.pid}",
     )
 
 
@@ -289,7 +289,7 @@ def name_dead_workers(run: RunState, hosts: Barrier, stage: Stage) -> None:
             except Exception:  # its actor is gone too (killed with its engine): nothing to ask
                 continue
             if not alive:
-                gone.append(f"the worker of rank {r.worker['rank']} on {r.host.name} (pid {r.worker['pid']}) is gone")
+                gone.append(f"the worker of rank {r.worker.rank} on {r.host.name} (pid {r.worker.pid}) is gone")
         if gone:
             for r in members:
                 r.error = f"{r.error} [{'; '.join(gone)}]"
@@ -328,7 +328,7 @@ def capture(run: RunState, hosts: Barrier, shape: ShapeRun, plan: CapturePlan) -
 
 def _keep(shape: ShapeRun, key: str):
     def on_result(record: HostRecord, phase: PhaseTiming) -> str:
-        record.shapes.setdefault(shape.workload.shape, {})[key] = phase
+        setattr(record.shape(shape.workload.shape), key, phase)
         latencies = phase.latencies_s
         return (
             f"{len(latencies)} iteration(s), mean {sum(latencies) / len(latencies):.3f} s"
@@ -371,7 +371,7 @@ def gather(run: RunState, hosts: Barrier) -> None:
         except Exception as e:  # recorded per host; other hosts' gathers go on
             hosts.fail(record, Stage.GATHER, describe_error(e))
             return
-        record.status = "ok"
+        record.status = HostStatus.OK
         total = sum(f["bytes"] for f in record.files)
         where = (
             f"written by the host to {run.result_url}, traces read back and sha256 verified"

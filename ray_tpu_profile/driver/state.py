@@ -10,7 +10,7 @@ from typing import Any
 
 from ray_tpu_profile.config import Capture, RunConfig, Workload
 from ray_tpu_profile.core.clocks import ClockOffset
-from ray_tpu_profile.core.records import EngineRole, HostRecord, Stage
+from ray_tpu_profile.core.records import EngineRole, HostRecord, HostStatus, RunStatus, Stage, run_status
 from ray_tpu_profile.core.schedule import Window
 from ray_tpu_profile.core.versions import package_versions
 from ray_tpu_profile.placement.engines import EngineAssignment
@@ -208,16 +208,16 @@ class RunState:
         """Hosts still pending when the run ends (it stopped or failed as a whole) fail
         at the stage it ended in."""
         for r in self.records:
-            if r.status == "pending":
+            if r.status == HostStatus.PENDING:
                 r.fail(self.stage, self.error or f"did not finish (run ended during {self.stage})")
 
     @property
-    def status(self) -> str:
+    def status(self) -> RunStatus:
         """ok | partial | failed | stopped; a failed publish fails the run (the exit code
         follows this, so the two always agree)."""
         if self.publish_error and not self.stopped:
-            return "failed"
-        return layout.run_status(self.records, self.stopped)
+            return RunStatus.FAILED
+        return run_status((r.status for r in self.records), self.stopped)
 
     def capture_json(self) -> dict[str, Any]:
         # The top-level fields describe the first shape (the only one outside a sweep).

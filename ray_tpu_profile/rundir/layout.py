@@ -92,17 +92,6 @@ def redacted_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def run_status(records: Iterable[HostRecord], stopped: bool) -> str:
-    """ok: every host delivered; partial: some did; failed: none did; stopped: interrupted."""
-    records = list(records)
-    if stopped:
-        return "stopped"
-    ok = sum(r.status == "ok" for r in records)
-    if records and ok == len(records):
-        return "ok"
-    return "partial" if ok else "failed"
-
-
 def build_manifest(
     *,
     run_id: str,
@@ -155,7 +144,7 @@ def host_manifest(r: HostRecord) -> dict[str, Any]:
         "pid": r.pid,
         "engine": r.engine,
         "ranks": list(r.ranks),
-        "worker": r.worker,
+        "worker": r.worker.to_json() if r.worker else None,
         "clock": r.clock,
         "scratch_dir": r.scratch_dir,
         "status": r.status,
@@ -175,13 +164,16 @@ def host_manifest(r: HostRecord) -> dict[str, Any]:
         "shapes": {
             shape: {
                 "latency_s": {
-                    key: list(done[key].latencies_s) if done.get(key) else [] for key in ("warmup", "profiled")
+                    "warmup": list(done.warmup.latencies_s) if done.warmup else [],
+                    "profiled": list(done.profiled.latencies_s) if done.profiled else [],
                 },
                 "phases": {
-                    key: done[key].to_json() if done.get(key) else None for key in ("warmup", "traced", "profiled")
+                    "warmup": done.warmup.to_json() if done.warmup else None,
+                    "traced": done.traced.to_json() if done.traced else None,
+                    "profiled": done.profiled.to_json() if done.profiled else None,
                 },
-                "capture": done.get("capture"),
-                "clock": done.get("clock"),
+                "capture": done.capture,
+                "clock": done.clock,
             }
             for shape, done in r.shapes.items()
         },
@@ -254,7 +246,8 @@ def build_latency(shapes: list[str], records: Iterable[HostRecord]) -> dict[str,
     records = list(records)
 
     def latencies(r: HostRecord, shape: str, key: str) -> list[float]:
-        phase = r.shapes.get(shape, {}).get(key)
+        done = r.shapes.get(shape)
+        phase = getattr(done, key) if done else None
         return list(phase.latencies_s) if phase else []
 
     return {

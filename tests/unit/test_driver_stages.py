@@ -97,7 +97,7 @@ def test_a_decode_window_clears_the_slowest_traced_prefill_on_any_host(tmp_path,
     assert window.delay_ms + window.duration_ms <= 280  # ends before the earliest last token
     at = {args for f in fakes.values() for m, args in f.calls if m == "traced_iteration"}
     assert len(at) == 1  # one instant for every host's traced iteration
-    assert run.records[1].shapes[shape.workload.shape]["traced"] is traced["h1"]
+    assert run.records[1].shapes[shape.workload.shape].traced is traced["h1"]
     assert "window" in run.timings.by_shape_s[shape.workload.shape]
 
 
@@ -163,7 +163,7 @@ def test_torch_verification_fails_only_the_host_whose_trace_holds_another_phase(
     run.shapes["4x8x8"] = stages.ShapeRun(run.config.workload, None)
     stages.verify(run, hosts, TorchPlan(run.capture))
     ok, bad = run.records
-    assert ok.healthy and ok.shapes["4x8x8"]["capture"] == {"steps": {"prefill": 0, "decode": 3}}
+    assert ok.healthy and ok.shapes["4x8x8"].capture == {"steps": {"prefill": 0, "decode": 3}}
     assert bad.stage == Stage.VERIFY and bad.error == "--phase decode captured 1 prefill and 1 decode step(s)"
 
 
@@ -262,7 +262,7 @@ def test_each_host_of_an_engine_traces_its_own_worker(tmp_path, pool):
     assert [args for m, args in fakes["h1"].calls if m == "trace_worker"] == [
         ({"rank": 1, "pid": 101, "node_id": "node-h1", "port": 9001},)
     ]
-    assert h0.worker["pid"] == 100 and h1.worker["rank"] == 1 and h0.healthy and h1.healthy
+    assert h0.worker.pid == 100 and h1.worker.rank == 1 and h0.healthy and h1.healthy
     # engine1's ranks run on each other's hosts: both its hosts fail, engine0 is untouched
     assert h2.error == "rank 0 runs on node node-h3, not on this host (node-h2)"
     assert h3.error.startswith("its engine failed: h2 failed at workers: rank 0 runs on node node-h3")
@@ -329,7 +329,7 @@ def test_clocks_are_measured_before_the_capture_and_each_host_waits_on_its_own(t
     assert abs(h1.clock["offset_ms"] - 40) <= h1.clock["uncertainty_ms"]
     assert h1.clock["warning"] == "its kernel says the clock is not synchronised (NTP)"
     assert [m["measured"] for m in h1.clock["measurements"]] == ["at place", "before the capture of 4x8x8"]
-    assert h1.shapes["4x8x8"]["clock"] == h1.clock["measurements"][-1]
+    assert h1.shapes["4x8x8"].clock == h1.clock["measurements"][-1]
     planned = run.shapes["4x8x8"].planned
     (given_h0,) = [args for m, args in fakes["h0"].calls if m == "profile"]
     (given_h1,) = [args for m, args in fakes["h1"].calls if m == "profile"]
