@@ -84,6 +84,37 @@ def config_option(kind: type, name: str, **overrides):
     return click.option(flag_name, name, default=default, **{**options, **overrides})
 
 
+def attach_options(command):
+    """attach's flags, from AttachConfig's fields (config.flag), plus --list."""
+    from ray_tpu_profile.config import AttachConfig
+
+    options = [
+        config_option(AttachConfig, "address"),
+        config_option(AttachConfig, "name"),
+        click.option(
+            "--list",
+            "list_only",
+            is_flag=True,
+            help="List the registered servers (host, pid, role, port); capture nothing.",
+        ),
+        *(
+            config_option(AttachConfig, name)
+            for name in (
+                "duration_ms",
+                "delay_ms",
+                "profile_result_dir",
+                "server_url",
+                "python_tracer_level",
+                "timeout_s",
+                "max_clock_uncertainty_ms",
+            )
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def run_options(command):
     """The flags `run` and `plan` share: plan shows what run would do with them."""
     from ray_tpu_profile.config import Capture, Placement, RunConfig, Workload
@@ -344,65 +375,7 @@ Enable it in the deployment first (nothing is restarted by attach):
 Exit codes: 0 ok, 2 bad input (nothing registered, --name matching nothing), 3 partial
 (some servers failed), 4 failed."""
 )
-@click.option(
-    "--address",
-    default=None,
-    metavar="ADDR",
-    envvar="RAY_ADDRESS",
-    show_envvar=True,
-    help="A Ray cluster: trace the servers registered on all its nodes. Default: this host's.",
-)
-@click.option(
-    "--name", default=None, metavar="NAME", help="Only the deployment started with RAY_TPU_PROFILE_ATTACH_NAME=NAME."
-)
-@click.option(
-    "--list", "list_only", is_flag=True, help="List the registered servers (host, pid, role, port); capture nothing."
-)
-@click.option("--duration-ms", type=int, default=2000, show_default=True, metavar="MS", help="How long to trace.")
-@click.option(
-    "--delay-ms",
-    type=int,
-    default=0,
-    show_default=True,
-    metavar="MS",
-    help="Start tracing this long after every host is ready (the instant is the same on every host).",
-)
-@click.option(
-    "--profile-result-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    metavar="DIR",
-    help="Where the run directory goes (as `run`'s).",
-)
-@click.option(
-    "--server-url",
-    default=None,
-    metavar="URL",
-    help="http://HOST:PORT of the `vllm serve`: the report adds its load around the window, from /metrics.",
-)
-@click.option(
-    "--python-tracer-level",
-    type=click.IntRange(0, 1),
-    default=1,
-    show_default=True,
-    help="1 records every Python call (vLLM's host side); 0 for smaller traces.",
-)
-@click.option(
-    "--timeout-s",
-    type=float,
-    default=120.0,
-    show_default=True,
-    metavar="S",
-    help="How long a host may take to answer each step (find, warm-up, gather) beyond the window.",
-)
-@click.option(
-    "--max-clock-uncertainty-ms",
-    type=float,
-    default=1.0,
-    show_default=True,
-    metavar="MS",
-    help="Warn about a host whose clock offset is known less exactly than this.",
-)
+@attach_options
 @click.option("--json", "json_output", is_flag=True, help="Print JSON on stdout instead of the table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines (failures still print).")
 def attach(
@@ -428,9 +401,10 @@ def attach(
     """
     from ray_tpu_profile.analysis.report import print_summary
     from ray_tpu_profile.attach import command as attaching
+    from ray_tpu_profile.config import AttachConfig
     from ray_tpu_profile.driver.progress import Progress
 
-    config = attaching.AttachConfig(
+    config = AttachConfig(
         address=address,
         name=name,
         duration_ms=duration_ms,

@@ -418,3 +418,82 @@ def check_writable_dir(path: Path, flag: str) -> None:
         tempfile.TemporaryDirectory(dir=probe_at).cleanup()
     except OSError as e:
         raise ConfigError(flag, str(path), f"not writable ({e.strerror})") from None
+
+
+@dataclass(frozen=True)
+class AttachConfig:
+    """What `attach` traces, for how long, and where its run directory goes."""
+
+    address: str | None = flag(
+        None,
+        "--address",
+        "A Ray cluster: trace the servers registered on all its nodes. Default: this host's.",
+        envvar="RAY_ADDRESS",
+        metavar="ADDR",
+    )
+    name: str | None = flag(
+        None, "--name", "Only the deployment started with RAY_TPU_PROFILE_ATTACH_NAME=NAME.", metavar="NAME"
+    )
+    duration_ms: int = flag(2000, "--duration-ms", "How long to trace.", type=int, metavar="MS")
+    delay_ms: int = flag(
+        0,
+        "--delay-ms",
+        "Start tracing this long after every host is ready (the instant is the same on every host).",
+        type=int,
+        metavar="MS",
+    )
+    profile_result_dir: Path | None = flag(
+        None, "--profile-result-dir", "Where the run directory goes (as `run`'s).", type=Path, metavar="DIR"
+    )
+    server_url: str | None = flag(
+        None,
+        "--server-url",
+        "http://HOST:PORT of the `vllm serve`: the report adds its load around the window, from /metrics.",
+        metavar="URL",
+    )
+    python_tracer_level: int = flag(
+        1,
+        "--python-tracer-level",
+        "1 records every Python call (vLLM's host side); 0 for smaller traces.",
+        type=int,
+    )
+    timeout_s: float = flag(
+        120.0,
+        "--timeout-s",
+        "How long a host may take to answer each step (find, warm-up, gather) beyond the window.",
+        type=float,
+        metavar="S",
+    )
+    max_clock_uncertainty_ms: float = flag(
+        1.0,
+        "--max-clock-uncertainty-ms",
+        "Warn about a host whose clock offset is known less exactly than this.",
+        type=float,
+        metavar="MS",
+    )
+
+    def validate(self, list_only: bool) -> None:
+        import math
+
+        if self.python_tracer_level not in (0, 1):
+            raise ConfigError("--python-tracer-level", self.python_tracer_level, "must be 0 or 1")
+        for name, value in (
+            ("--timeout-s", self.timeout_s),
+            ("--max-clock-uncertainty-ms", self.max_clock_uncertainty_ms),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(name, value, "must be a positive number")
+        if self.duration_ms <= 0:
+            raise ConfigError("--duration-ms", self.duration_ms, "must be a positive number of milliseconds")
+        if self.delay_ms < 0:
+            raise ConfigError("--delay-ms", self.delay_ms, "must be 0 or more milliseconds")
+        if not list_only and self.profile_result_dir is None:
+            raise ConfigError("--profile-result-dir", "(none)", "is needed to capture (or --list to only list)")
+        if (
+            self.profile_result_dir is not None
+            and self.profile_result_dir.exists()
+            and not self.profile_result_dir.is_dir()
+        ):
+            raise ConfigError("--profile-result-dir", str(self.profile_result_dir), "is a file, not a directory")
+        if self.server_url is not None and not self.server_url.startswith(("http://", "https://")):
+            raise ConfigError("--server-url", self.server_url, "must be http://HOST:PORT of a `vllm serve`")

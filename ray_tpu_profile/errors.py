@@ -13,7 +13,12 @@ EXIT_FAILED = 4
 EXIT_STOPPED = 5
 
 
-class ConfigError(ValueError):
+class ToolError(Exception):
+    """Every error this tool raises on purpose: its message is written for the tool's user
+    (what failed and why), so it is shown as it is, never as a traceback."""
+
+
+class ConfigError(ToolError, ValueError):
     """Bad input, found before any model loads. Names the flag and the value."""
 
     def __init__(self, flag: str, value: object, reason: str):

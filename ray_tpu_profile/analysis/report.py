@@ -10,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ray_tpu_profile.errors import ToolError
+
 
 def _mean(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3f}" if values else "-"
@@ -408,5 +410,5 @@ def _derive_from_traces(
     return derived
 
 
-class ReportError(RuntimeError):
+class ReportError(ToolError, RuntimeError):
     """Some of the derived outputs could not be written (each named)."""

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ray_tpu_profile.errors import ToolError
 
-class XplaneError(ValueError):
+
+class XplaneError(ToolError, ValueError):
     pass
 
 

@@ -20,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ray_tpu_profile.attach.registry import ServerEntry, matching
+from ray_tpu_profile.config import AttachConfig
+from ray_tpu_profile.core.hosts import Host
+from ray_tpu_profile.core.records import HostRecord, HostStatus, RunStatus, ShapeRecord, Stage, run_status
+from ray_tpu_profile.core.schedule import DEFAULT_LEAD_MS, NS_PER_MS
+from ray_tpu_profile.driver.finish import derive_reports
 from ray_tpu_profile.driver.progress import Progress
 from ray_tpu_profile.driver.signals import StopSignals
 from ray_tpu_profile.errors import ConfigError, RunStopped
@@ -27,39 +32,9 @@ from ray_tpu_profile.rundir import layout
 
 SHAPE = "live"
 """The one 'shape' of an attach run: whatever the deployment was serving."""
-LEAD_MS = 300
 LOAD_CONTEXT_S = 1.0
 """/metrics is read this long before the window and after it, besides at its ends."""
 HOW_TO_ENABLE = 'start vLLM with RAY_TPU_PROFILE_ATTACH=1 in its environment (README, "Profile a running server")'
-
-
-@dataclass(frozen=True)
-class AttachConfig:
-    address: str | None
-    name: str | None
-    duration_ms: int
-    delay_ms: int
-    profile_result_dir: Path | None
-    server_url: str | None = None
-    python_tracer_level: int = 1
-    timeout_s: float = 120.0
-    max_clock_uncertainty_ms: float = 1.0
-
-    def validate(self, list_only: bool) -> None:
-        if self.duration_ms <= 0:
-            raise ConfigError("--duration-ms", self.duration_ms, "must be a positive number of milliseconds")
-        if self.delay_ms < 0:
-            raise ConfigError("--delay-ms", self.delay_ms, "must be 0 or more milliseconds")
-        if not list_only and self.profile_result_dir is None:
-            raise ConfigError("--profile-result-dir", "(none)", "is needed to capture (or --list to only list)")
-        if (
-            self.profile_result_dir is not None
-            and self.profile_result_dir.exists()
-            and not self.profile_result_dir.is_dir()
-        ):
-            raise ConfigError("--profile-result-dir", str(self.profile_result_dir), "is a file, not a directory")
-        if self.server_url is not None and not self.server_url.startswith(("http://", "https://")):
-            raise ConfigError("--server-url", self.server_url, "must be http://HOST:PORT of a `vllm serve`")
 
 
 @dataclass
@@ -180,31 +155,41 @@ class Traced:
     """Trace name -> (host, its registry entry)."""
     handles: dict[str, AttachTarget]
     progress: Progress
-    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stage: str = "warmup"
+    records: dict[str, HostRecord] = field(default_factory=dict)
+    """Trace name -> its record, as `run` keeps one per host: status, stage, error, files."""
+    idle: set[str] = field(default_factory=set)
+    """Processes that answered but ran nothing traced in the window: kept, not failed."""
+    call_plans: dict[str, int] = field(default_factory=dict)
+    stage: Stage = Stage.WARMUP
     offsets: dict[str, Any] = field(default_factory=dict)
     starts: dict[str, dict[str, Any]] = field(default_factory=dict)
     load: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.outcomes = {name: {"status": "ok", "stage": "done", "error": None, "files": []} for name in self.entries}
+        self.records = {
+            name: HostRecord(
+                Host(name=name, node_id=entry.node_id or "", node_ip="", chips=0),  # the manifest says null
+                status=HostStatus.OK,
+                stage=Stage.DONE,
+                pid=entry.pid,
+                engine=entry.name,
+                ranks=(entry.rank,) if entry.rank is not None else (),
+            )
+            for name, (_, entry) in self.entries.items()
+        }
         self._mark = time.monotonic()
 
-    def names_on(self, host: str, live_only: bool = True) -> list[str]:
-        return [
-            n
-            for n, (h, _) in self.entries.items()
-            if h == host
-            and (not live_only or (self.outcomes[n]["status"] == "ok" and not self.outcomes[n].get("idle")))
-        ]
+    def names_on(self, host: str) -> list[str]:
+        """The processes on host still being traced (not failed, not idle)."""
+        return [n for n, (h, _) in self.entries.items() if h == host and self.records[n].healthy and n not in self.idle]
 
-    def fail(self, name: str, stage: str, error: str) -> None:
-        if self.outcomes[name]["status"] == "ok":
-            self.outcomes[name].update(status="failed", stage=stage, error=error)
+    def fail(self, name: str, stage: Stage, error: str) -> None:
+        if self.records[name].healthy:
+            self.records[name].fail(stage, error)
             self.progress.host_failed(stage, name, error)
 
-    def done(self, stage: str, next_stage: str) -> None:
+    def done(self, stage: Stage, next_stage: Stage) -> None:
         """stage is over (timed); next_stage begins."""
         now = time.monotonic()
         self.timings[stage], self._mark, self.stage = round(now - self._mark, 3), now, next_stage
@@ -235,24 +220,27 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
         try:
             _warm_up(config, traced, run_id, chosen)
             traced.offsets = _clock_offsets(traced.handles) if config.address else {}
-            traced.done("clocks", "capture")
+            traced.done(Stage.CLOCKS, Stage.CAPTURE)
             sampler = _capture(config, traced)
-            traced.done("capture", "gather")
+            traced.done(Stage.CAPTURE, Stage.GATHER)
             _gather(traced, run_dir, config)
-            traced.done("gather", "verify")
+            traced.done(Stage.GATHER, Stage.VERIFY)
             traced.starts = _verify(run_dir, traced)
-            traced.done("verify", "done")
+            traced.done(Stage.VERIFY, Stage.DONE)
             traced.load = sampler.result(timeout_s=LOAD_CONTEXT_S + 30) if sampler else None
         except RunStopped as e:  # Ctrl-C, `ray job stop`: what was gathered and verified is kept
             stopped = f"stopped during {traced.stage} ({e.signal_name})"
-            for name, outcome in traced.outcomes.items():
-                if outcome["status"] == "ok" and name not in traced.starts and not outcome.get("idle"):
+            for name in traced.records:
+                if name not in traced.starts and name not in traced.idle:
                     traced.fail(name, traced.stage, stopped)
     manifest = _manifest(config, argv, run_id, found, traced)
     if stopped:
-        manifest.update(status="stopped", stage=traced.stage, error=stopped)
+        manifest.update(status=RunStatus.STOPPED, stage=traced.stage, error=stopped)
     layout.write_json_atomic(run_dir / layout.MANIFEST, manifest)
-    _write_reports(run_dir, manifest, progress)
+    reports_error, stop_signal = derive_reports(run_dir, None, progress, "on the run directory")
+    manifest["outputs"]["reports_error"] = reports_error
+    if stop_signal:
+        manifest.update(status=RunStatus.STOPPED, stage=Stage.REPORTS, error=f"stopped during reports ({stop_signal})")
     manifest["timings_s"]["total"] = round(time.monotonic() - started, 3)
     layout.write_json_atomic(run_dir / layout.MANIFEST, manifest)
     final = Path(config.profile_result_dir) / run_id
@@ -274,8 +262,8 @@ def _warm_up(config: AttachConfig, traced: Traced, session_id: str, chosen: dict
         for name in traced.names_on(host):
             error = result[name] if isinstance(result, dict) else f"host {host}: {result}"
             if error:
-                traced.fail(name, "warmup", error)
-    traced.done("warmup", "clocks")
+                traced.fail(name, Stage.WARMUP, error)
+    traced.done(Stage.WARMUP, Stage.CLOCKS)
 
 
 def _capture(config: AttachConfig, traced: Traced) -> Any:
@@ -283,7 +271,7 @@ def _capture(config: AttachConfig, traced: Traced) -> Any:
     the /metrics sampler when --server-url was given."""
     from ray_tpu_profile.profilers.server import NO_EVENTS
 
-    instant_ns = time.time_ns() + (LEAD_MS + config.delay_ms) * 1_000_000
+    instant_ns = time.time_ns() + (DEFAULT_LEAD_MS + config.delay_ms) * NS_PER_MS
     sampler = None
     if config.server_url:
         from ray_tpu_profile.analysis.server_load import LoadSampler
@@ -308,12 +296,12 @@ def _capture(config: AttachConfig, traced: Traced) -> Any:
             if error and NO_EVENTS in error:
                 # The process answered but ran nothing traced in the window (a frontend
                 # between requests, an idle replica): kept as idle, not failed.
-                traced.outcomes[name]["idle"] = True
+                traced.idle.add(name)
                 traced.progress.note(f"  {name}: idle, no traced work in the window")
             elif error:
-                traced.fail(name, "capture", error)
+                traced.fail(name, Stage.CAPTURE, error)
             else:
-                traced.outcomes[name]["client_call_plans"] = result[name]["client_call_plans"]
+                traced.call_plans[name] = result[name]["client_call_plans"]
     return sampler
 
 
@@ -345,7 +333,7 @@ def _gather(traced: Traced, run_dir: Path, config: AttachConfig) -> None:
     from ray_tpu_profile.core.files import sha256_file
     from ray_tpu_profile.driver.gather import gather_host
 
-    handles, outcomes = traced.handles, traced.outcomes
+    handles, records = traced.handles, traced.records
 
     def one_host(host: str) -> None:
         handle = handles[host]
@@ -357,7 +345,7 @@ def _gather(traced: Traced, run_dir: Path, config: AttachConfig) -> None:
                         dest_rel = layout.host_file_dest(name, path.relative_to(source).as_posix())
                         (run_dir / dest_rel).parent.mkdir(parents=True, exist_ok=True)
                         os.replace(path, run_dir / dest_rel)
-                        outcomes[name]["files"].append(
+                        records[name].files.append(
                             {
                                 "path": dest_rel.as_posix(),
                                 "bytes": (run_dir / dest_rel).stat().st_size,
@@ -366,9 +354,9 @@ def _gather(traced: Traced, run_dir: Path, config: AttachConfig) -> None:
                         )
                 else:
                     handle.call("select", name).result(timeout=config.timeout_s)
-                    gather_host(handle.target, name, run_dir, config.timeout_s, gathered=outcomes[name]["files"])
+                    gather_host(handle.target, name, run_dir, config.timeout_s, gathered=records[name].files)
             except Exception as e:  # that process's failure; what it delivered stays listed
-                traced.fail(name, "gather", f"{type(e).__name__}: {e}")
+                traced.fail(name, Stage.GATHER, f"{type(e).__name__}: {e}")
 
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(handles)))) as pool:
         list(pool.map(one_host, handles))
@@ -387,17 +375,17 @@ def _verify(run_dir: Path, traced: Traced) -> dict[str, dict[str, Any]]:
     for name, (host, entry) in traced.entries.items():
         if name not in traced.names_on(host):
             continue
-        xplanes = [f["path"] for f in traced.outcomes[name]["files"] if f["path"].endswith(".xplane.pb")]
+        xplanes = [f["path"] for f in traced.records[name].files if f["path"].endswith(".xplane.pb")]
         if len(xplanes) != 1:
-            fail(name, "verify", f"{len(xplanes)} xplane files delivered, expected 1")
+            fail(name, Stage.VERIFY, f"{len(xplanes)} xplane files delivered, expected 1")
             continue
         try:
             info = read_xplane(run_dir / xplanes[0])
         except XplaneError as e:
-            fail(name, "verify", str(e))
+            fail(name, Stage.VERIFY, str(e))
             continue
         if info.process_id is not None and info.process_id != entry.pid:
-            fail(name, "verify", f"the xplane is of pid {info.process_id}, the registered server's is {entry.pid}")
+            fail(name, Stage.VERIFY, f"the xplane is of pid {info.process_id}, the registered server's is {entry.pid}")
             continue
         checked[name] = {
             "start_ns": info.start_ns,
@@ -411,54 +399,52 @@ def _verify(run_dir: Path, traced: Traced) -> dict[str, dict[str, Any]]:
 def _manifest(
     config: AttachConfig, argv: list[str], run_id: str, found: dict[str, list[ServerEntry]], traced: Traced
 ) -> dict[str, Any]:
-    """attach's manifest.json: the run's outcome, its capture and one entry per traced server."""
+    """attach's manifest.json: `run`'s (layout.build_manifest over one record per traced
+    process), plus the servers found and the server's load."""
     from ray_tpu_profile.core.versions import package_versions
 
-    outcomes = traced.outcomes
-    capture = _capture_section(config, traced, run_id)
-    status, error, delivered = _run_status(outcomes)
-    failed = [n for n, o in outcomes.items() if o["status"] != "ok"]
-    return {
-        "schema_version": 1,
-        "mode": "attach",
-        "run_id": run_id,
-        "status": status,
-        "stage": "done" if status == "ok" else outcomes[failed[0]]["stage"] if failed else "capture",
-        "error": error,
-        "result_url": None,
-        "command": layout.redacted_argv(argv),
-        "versions": package_versions(),
-        "workload": {"shape": SHAPE, "shapes": [SHAPE], "deployment": config.name},
-        "capture": capture,
-        "cluster": {"kind": "existing" if config.address else "this host", "address": config.address},
-        "engine": {},
-        "servers": {
-            "found": listing(found, None),
-            "traced": delivered,
-            "idle": [n for n, o in outcomes.items() if o.get("idle")],
+    records = traced.records
+    for name, (host, _) in traced.entries.items():
+        clock = _host_clock(config, traced.offsets, host)
+        capture = {**traced.starts.get(name, {}), "client_call_plans": traced.call_plans.get(name)}
+        records[name].clock = clock
+        records[name].shapes[SHAPE] = ShapeRecord(capture={**capture, "idle": name in traced.idle}, clock=clock)
+    status, error, delivered = _run_status(traced)
+    failed = [r for r in records.values() if not r.healthy]
+    manifest = layout.build_manifest(
+        run_id=run_id,
+        status=status,
+        stage=Stage.DONE if status == RunStatus.OK else failed[0].stage if failed else Stage.CAPTURE,
+        error=error,
+        command=layout.redacted_argv(argv),
+        versions=package_versions(),
+        workload={"shape": SHAPE, "shapes": [SHAPE], "deployment": config.name},
+        capture=_capture_section(config, traced, run_id),
+        cluster={"kind": "existing" if config.address else "this host", "address": config.address},
+        engine={},
+        records=records.values(),
+        timings_s=traced.timings,
+        host_extras={
+            # A traced process is not a TPU host of the cluster's: no address, chips or slice of its own.
+            name: {"node_id": entry.node_id, "node_ip": None, "chips": None}
+            | {"host": host, "role": entry.role, "server": entry.to_json()}
+            for name, (host, entry) in traced.entries.items()
         },
-        "load": traced.load,
-        "timings_s": traced.timings,
-        "timings_by_shape_s": {},
-        "engines": [],
-        "outputs": {"reports_error": None, "publish_error": None},
-        "hosts": [_host_entry(config, traced, name, host, entry) for name, (host, entry) in traced.entries.items()],
-    }
-
-
-def _run_status(outcomes: dict[str, dict[str, Any]]) -> tuple[str, str | None, list[str]]:
-    """The run's status and error from its servers' outcomes, and the servers that delivered a trace."""
-    statuses = [o["status"] for o in outcomes.values()]
-    status = "ok" if all(s == "ok" for s in statuses) else "partial" if "ok" in statuses else "failed"
-    delivered = [n for n, o in outcomes.items() if o["status"] == "ok" and not o.get("idle")]
-    error = (
-        None
-        if status == "ok"
-        else f"{len(statuses) - statuses.count('ok')} of {len(statuses)} server(s) failed: "
-        + ", ".join(n for n, o in outcomes.items() if o["status"] != "ok")
     )
-    if not delivered and status != "failed":
-        status, error = "failed", "no traced process ran anything in the window: was the deployment serving?"
+    servers = {"found": listing(found, None), "traced": delivered, "idle": sorted(traced.idle)}
+    return {"mode": "attach", **manifest, "servers": servers, "load": traced.load}
+
+
+def _run_status(traced: Traced) -> tuple[RunStatus, str | None, list[str]]:
+    """The run's status (run's rule) and error, and the processes that delivered a trace;
+    a run where every healthy process was idle captured nothing and fails."""
+    records = traced.records
+    status = run_status((r.status for r in records.values()), stopped=False)
+    delivered = [n for n, r in records.items() if r.healthy and n not in traced.idle]
+    failed = [n for n, r in records.items() if not r.healthy]
+    error = None if not failed else f"{len(failed)} of {len(records)} server(s) failed: " + ", ".join(failed)
+    if not delivered and status != RunStatus.FAILED:
+        status, error = RunStatus.FAILED, "no traced process ran anything in the window: was the deployment serving?"
     return status, error, delivered
 
 
@@ -495,61 +481,3 @@ def _host_clock(config: AttachConfig, offsets: dict[str, Any], host: str) -> dic
         **offsets[host].to_json(),
         "warning": untrusted_reason(offsets[host], None, config.max_clock_uncertainty_ms),
     }
-
-
-def _host_entry(config: AttachConfig, traced: Traced, name: str, host: str, entry: ServerEntry) -> dict[str, Any]:
-    """One traced server's entry in the manifest's hosts, shaped like `run`'s."""
-    outcome = traced.outcomes[name]
-    clock = _host_clock(config, traced.offsets, host)
-    checked = {
-        **traced.starts.get(name, {}),
-        "client_call_plans": outcome.get("client_call_plans"),
-        "idle": bool(outcome.get("idle")),
-    }
-    return {
-        "name": name,
-        "host": host,
-        "node_id": entry.node_id,
-        "node_ip": None,
-        "chips": None,
-        "slice_name": None,
-        "worker_id": None,
-        "pid": entry.pid,
-        "engine": entry.name,
-        "ranks": [entry.rank] if entry.rank is not None else [],
-        "worker": None,
-        "role": entry.role,
-        "server": entry.to_json(),
-        "clock": clock,
-        "scratch_dir": None,
-        "status": outcome["status"],
-        "stage": outcome["stage"],
-        "error": outcome["error"],
-        "files": outcome["files"],
-        "capture": checked,
-        "latency_s": {"load": None, "warmup": [], "profiled": []},
-        "phases": {"load": None, "warmup": None, "profiled": None},
-        "shapes": {
-            SHAPE: {
-                "latency_s": {"warmup": [], "profiled": []},
-                "phases": {"warmup": None, "traced": None, "profiled": None},
-                "capture": checked,
-                "clock": clock,
-            }
-        },
-    }
-
-
-def _write_reports(run_dir: Path, manifest: dict[str, Any], progress: Progress) -> None:
-    from ray_tpu_profile.analysis.report import write_report
-
-    try:
-        write_report(run_dir, None, progress.note)
-    except Exception as e:  # the traces and manifest are in place; only what derives from them is missing
-        manifest["outputs"]["reports_error"] = f"{type(e).__name__}: {e}"
-        progress.host_failed(
-            "reports",
-            "all",
-            f"reports not written ({manifest['outputs']['reports_error']}); "
-            "`ray-tpu-profile report --write` tries again",
-        )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray_tpu_profile.core.schedule import NS_PER_MS, spread_ms
+from ray_tpu_profile.errors import ToolError
 
 MIN_SAMPLES = 3
 """Round trips needed for an estimate: one can be slowed by anything (a GC, a busy core)."""
@@ -40,7 +41,7 @@ class ClockSample:
         return self.received_ns - self.sent_ns
 
 
-class ClockError(ValueError):
+class ClockError(ToolError, ValueError):
     """Too few usable round trips to say anything about a host's clock."""
 
 

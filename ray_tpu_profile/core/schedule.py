@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+from ray_tpu_profile.errors import ToolError
+
 NS_PER_MS = 1_000_000
 DEFAULT_LEAD_MS = 300
 """Covers dispatching the call to every host and opening the profiler client."""
@@ -100,7 +102,7 @@ def traced_cover_ms(prefill_s: tuple[float, ...]) -> int:
     return math.ceil(3 * prefill_ms) + 50
 
 
-class WindowError(ValueError):
+class WindowError(ToolError, ValueError):
     """The requested window cannot hold the phase; the message says what would fit."""
 
 

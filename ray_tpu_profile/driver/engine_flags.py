@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ray_tpu_profile.errors import ToolError
+
 SPEC_VERSION = 1
 PLAIN_TYPES = {"str": str, "int": int, "float": float}
 
@@ -38,7 +40,7 @@ class EngineFlags:
     """"cache" or "vllm"."""
 
 
-class NotPlain(Exception):
+class NotPlain(ToolError):
     """The cached spec cannot decide this command line: vLLM's parser must."""
 
 

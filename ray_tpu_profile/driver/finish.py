@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 from ray_tpu_profile.core.records import Stage
 from ray_tpu_profile.driver.progress import Progress
@@ -29,30 +30,41 @@ def record_outcome(run: RunState) -> None:
 
 
 def write_reports(run: RunState, timeline_max_events: int | None, progress: Progress) -> None:
-    """report.json / report.txt, timeline.json.gz and report.png. Each output fails on its
-    own, and a failure costs nothing already captured (run.reports_error says which). A
-    stop now (Ctrl-C; SIGTERM from `ray job stop`) ends the reports and is recorded, but
-    never keeps a remote run's manifest from being published."""
-    from ray_tpu_profile.analysis.report import write_report
-
+    """report.json / report.txt, timeline.json.gz and report.png (derive_reports). A stop
+    now (Ctrl-C; SIGTERM from `ray job stop`) ends the reports and is recorded, but never
+    keeps a remote run's manifest from being published."""
     run.timings.begin(Stage.REPORTS, None)
     try:
-        with StopSignals(at_once=True):
-            write_report(run.run_dir, timeline_max_events, progress.note)
-    except RunStopped as e:
-        run.stopped, run.stage = True, Stage.REPORTS
-        run.error = run.error or f"stopped during reports ({e.signal_name})"
-        progress.host_failed(Stage.REPORTS, "all", run.error)
-    except Exception as e:  # the traces and manifest are in place; only what derives from them is missing
-        run.reports_error = f"{type(e).__name__}: {e}"
         where = f"on a copy of {run.result_url}" if run.result_url else "on the run directory"
-        progress.host_failed(
-            Stage.REPORTS,
-            "all",
-            f"reports not written ({run.reports_error}); `ray-tpu-profile report --write` {where} tries again",
-        )
+        run.reports_error, stop_signal = derive_reports(run.run_dir, timeline_max_events, progress, where)
+        if stop_signal:
+            run.stopped, run.stage = True, Stage.REPORTS
+            run.error = run.error or f"stopped during reports ({stop_signal})"
+            progress.host_failed(Stage.REPORTS, "all", run.error)
     finally:
         run.timings.close()
+
+
+def derive_reports(
+    run_dir: Path, timeline_max_events: int | None, progress: Progress, where: str
+) -> tuple[str | None, str | None]:
+    """Everything `report --write` derives from a run directory, for `run` and `attach`
+    alike. Each output fails on its own, and a failure costs nothing already captured.
+    Returns (why reports are missing, or None; the signal that stopped them, or None)."""
+    from ray_tpu_profile.analysis.report import write_report
+
+    try:
+        with StopSignals(at_once=True):
+            write_report(run_dir, timeline_max_events, progress.note)
+    except RunStopped as e:
+        return None, e.signal_name
+    except Exception as e:  # the traces and manifest are in place; only what derives from them is missing
+        error = f"{type(e).__name__}: {e}"
+        progress.host_failed(
+            Stage.REPORTS, "all", f"reports not written ({error}); `ray-tpu-profile report --write` {where} tries again"
+        )
+        return error, None
+    return None, None
 
 
 def finish(run: RunState, progress: Progress) -> str:

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from ray_tpu_profile.core.files import CHUNK_BYTES, Digest, written_whole
+from ray_tpu_profile.errors import ToolError
 from ray_tpu_profile.rundir.layout import host_file_dest
 
 WINDOW_CHUNKS = 4
 """Chunk reads in flight per host: enough to keep the pipe busy, few enough to bound memory."""
 
 
-class GatherError(RuntimeError):
+class GatherError(ToolError, RuntimeError):
     pass
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from ray_tpu_profile.core.host_clock import now_ns
 from ray_tpu_profile.core.schedule import NS_PER_MS, TimeWindow, plan_again, split_trace_delay
+from ray_tpu_profile.errors import ToolError
 from ray_tpu_profile.profilers.base import CaptureBackend
 
 XPLANE_DIR = "xplane"
@@ -32,7 +33,7 @@ NO_EVENTS = "No trace event was collected"
 """The TSL client's message for a capture whose window held no traced work."""
 
 
-class ServerNotReady(RuntimeError):
+class ServerNotReady(ToolError, RuntimeError):
     pass
 
 

@@ -110,8 +110,11 @@ def build_manifest(
     engines: list[dict[str, Any]] | None = None,
     result_url: str | None = None,
     outputs: dict[str, str | None] | None = None,
+    host_extras: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The public manifest (README "manifest.json")."""
+    """The public manifest (README "manifest.json"), for `run` and `attach` alike; host_extras:
+    fields added to a host's entry by name (attach: the traced process's host, role, server)."""
+    extras = host_extras or {}
     return {
         "schema_version": 1,
         "run_id": run_id,
@@ -129,7 +132,7 @@ def build_manifest(
         "timings_by_shape_s": timings_by_shape_s or {},
         "engines": engines or [],
         "outputs": outputs or {"reports_error": None, "publish_error": None},
-        "hosts": [host_manifest(r) for r in records],
+        "hosts": [{**host_manifest(r), **extras.get(r.host.name, {})} for r in records],
     }
 
 

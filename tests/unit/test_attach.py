@@ -12,8 +12,9 @@ import pytest
 
 from ray_tpu_profile.analysis.server_load import MetricsSample, describe, load_context, parse_metrics
 from ray_tpu_profile.attach import registry
-from ray_tpu_profile.attach.command import AttachConfig, chosen_servers, listing
+from ray_tpu_profile.attach.command import chosen_servers, listing
 from ray_tpu_profile.attach.registry import ServerEntry, role_of
+from ray_tpu_profile.config import AttachConfig
 from ray_tpu_profile.errors import ConfigError
 
 
@@ -102,6 +103,10 @@ def test_nothing_registered_or_a_name_matching_nothing_says_so():
         ({"delay_ms": -1}, "--delay-ms"),
         ({"profile_result_dir": None}, "--profile-result-dir"),
         ({"server_url": "localhost:8000"}, "--server-url"),
+        ({"timeout_s": -1.0}, "--timeout-s"),
+        ({"timeout_s": float("nan")}, "--timeout-s"),
+        ({"max_clock_uncertainty_ms": float("inf")}, "--max-clock-uncertainty-ms"),
+        ({"python_tracer_level": 2}, "--python-tracer-level"),
     ],
 )
 def test_bad_flags_name_the_flag(kw, flag):
