@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
+
 UNCHANGED_FRACTION = 0.05
 """An operation whose per-iteration self time moved by no more than this fraction of A's is unchanged."""
 TOP_OPS = 10
@@ -36,7 +38,7 @@ class Run:
     """"A" or "B"."""
     location: str
     run_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
 
 def open_run(location: str, label: str, scratch: Path) -> Run:
@@ -72,19 +74,21 @@ def open_run(location: str, label: str, scratch: Path) -> Run:
     return Run(label, location, run_dir, manifest)
 
 
-def latency_samples(host: dict[str, Any], shape: str) -> list[float]:
+def latency_samples(host: HostEntry, shape: str) -> list[float]:
     from ray_tpu_profile.analysis.verdict import kept_iterations
 
-    return kept_iterations((host["shapes"].get(shape) or {}).get("latency_s") or {})
+    done = host["shapes"].get(shape)
+    return kept_iterations(done["latency_s"]) if done else []
 
 
-def iterations_to_run(host: dict[str, Any], shape: str, need_n: int) -> int:
+def iterations_to_run(host: HostEntry, shape: str, need_n: int) -> int:
     """--num-iters that gives need_n kept iterations with this host's warmups."""
-    warmups = len(((host["shapes"].get(shape) or {}).get("latency_s") or {}).get("warmup", []))
+    done = host["shapes"].get(shape)
+    warmups = len(done["latency_s"]["warmup"]) if done else 0
     return max(1, need_n - max(0, warmups - 1))
 
 
-def latency_row(host_a: dict[str, Any], host_b: dict[str, Any], shape_a: str, shape_b: str) -> dict[str, Any]:
+def latency_row(host_a: HostEntry, host_b: HostEntry, shape_a: str, shape_b: str) -> dict[str, Any]:
     """One host and shape, A against B, by verdict.py's rule."""
     from ray_tpu_profile.analysis.verdict import NEED_N_MAX, RESOLVE_RATIO, compare
 
@@ -137,12 +141,12 @@ def latency_row(host_a: dict[str, Any], host_b: dict[str, Any], shape_a: str, sh
     return row
 
 
-def host_key(host: dict[str, Any]) -> str:
+def host_key(host: HostEntry) -> str:
     """Hosts are matched by name, and by engine where engines span hosts."""
     return f"{host['name']} ({host['engine']})" if host.get("worker") else host["name"]
 
 
-def diff_latency(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+def diff_latency(a: Manifest, b: Manifest) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """Rows per host and shape present in both runs, and what is only in one."""
     hosts_a = {host_key(h): h for h in a["hosts"]}
     hosts_b = {host_key(h): h for h in b["hosts"]}
@@ -170,7 +174,7 @@ def shape_pairs(shapes_a: list[str], shapes_b: list[str]) -> list[tuple[str, str
     return [(s, s) for s in shapes_a if s in shapes_b]
 
 
-def profiled_iterations(manifest: dict[str, Any], host: dict[str, Any]) -> int:
+def profiled_iterations(manifest: Manifest, host: HostEntry) -> int:
     """Profiled iterations behind a host's traces: its own, or its engine owner's."""
     owner_name = next((e["owner"] for e in manifest.get("engines", []) if host["name"] in e["hosts"]), host["name"])
     owner = next(h for h in manifest["hosts"] if h["name"] == owner_name)
@@ -218,7 +222,7 @@ def diff_ops_of_host(a_ms: dict[str, float], b_ms: dict[str, float], top: int = 
     }
 
 
-def host_ops(run: Run, host: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any], list[str]]:
+def host_ops(run: Run, host: HostEntry) -> tuple[dict[str, float], dict[str, Any], list[str]]:
     """(self ms per operation per profiled iteration, steps per iteration, unreadable files)."""
     from ray_tpu_profile.analysis.ops import operation_profile
     from ray_tpu_profile.analysis.traces import host_trace_events
@@ -272,12 +276,12 @@ def diff_ops(a: Run, b: Run, top: int = TOP_OPS) -> dict[str, Any]:
     }
 
 
-def diff_hosts(a: dict[str, Any], b: dict[str, Any], latency: list[dict[str, Any]]) -> dict[str, Any]:
+def diff_hosts(a: Manifest, b: Manifest, latency: list[dict[str, Any]]) -> dict[str, Any]:
     """The slowest host and skew of each run, and whether some hosts regressed while others did not."""
     from ray_tpu_profile.analysis.report import slowest_host
     from ray_tpu_profile.rundir.layout import skew_text_by_shape
 
-    def side(manifest: dict[str, Any]) -> dict[str, Any]:
+    def side(manifest: Manifest) -> dict[str, Any]:
         slowest = slowest_host(manifest)
         return {
             "slowest_host": slowest[0] if slowest else None,

@@ -22,7 +22,8 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TypedDict
+
+from typing_extensions import TypedDict
 
 from ray_tpu_profile.analysis.steps import STEP
 from ray_tpu_profile.analysis.summary_stats import self_times

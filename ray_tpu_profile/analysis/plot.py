@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ray_tpu_profile.core.files import written_whole
+from ray_tpu_profile.rundir.manifest_types import Manifest
 
 PLOT = "report.png"
 WARMUP_COLOUR = "#b0b0b0"
@@ -15,7 +16,7 @@ CAPTURE_COLOUR = "#f28e2b"
 SHAPE_COLOURS = ("#4e79a7", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
 
 
-def plot_data(manifest: dict[str, Any]) -> dict[str, Any]:
+def plot_data(manifest: Manifest) -> dict[str, Any]:
     """What the figure shows, in plain numbers (tested without drawing)."""
     from ray_tpu_profile.analysis.timeline import clock_shift_ns
     from ray_tpu_profile.rundir.layout import host_captures, host_iterations, host_label
@@ -56,7 +57,7 @@ def plot_data(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_plot(run_dir: Path, manifest: dict[str, Any]) -> Path:
+def write_plot(run_dir: Path, manifest: Manifest) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display on a Ray head node
@@ -164,7 +165,7 @@ def _timeline_panel(ax, data: dict[str, Any], colour: dict[str, str]) -> None:
 
 
 def _offsets_panel(
-    ax, data: dict[str, Any], offsets: list[dict[str, Any]], colour: dict[str, str], manifest: dict[str, Any]
+    ax, data: dict[str, Any], offsets: list[dict[str, Any]], colour: dict[str, str], manifest: Manifest
 ) -> None:
     """Capture start offsets from the planned instant: the skew, at a readable scale; one
     bar per shape of a sweep, side by side in each host's row."""

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from ray_tpu_profile.analysis.report_types import HostReport, Report
 from ray_tpu_profile.errors import ToolError
+from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
 
 
 def _mean(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3f}" if values else "-"
 
 
-def summary_table(manifest: dict[str, Any]) -> Table:
+def summary_table(manifest: Manifest) -> Table:
     from ray_tpu_profile.rundir import layout
 
     table = Table(title=f"run {manifest['run_id']}: {manifest['status']}", title_justify="left")
@@ -38,7 +40,7 @@ def summary_table(manifest: dict[str, Any]) -> Table:
     return table
 
 
-def slowest_host(manifest: dict[str, Any]) -> tuple[str, float, float] | None:
+def slowest_host(manifest: Manifest) -> tuple[str, float, float] | None:
     """(name, its profiled mean, the median host's) among hosts with profiled latencies."""
     means = {
         h["name"]: statistics.fmean(h["latency_s"]["profiled"]) for h in manifest["hosts"] if h["latency_s"]["profiled"]
@@ -49,7 +51,7 @@ def slowest_host(manifest: dict[str, Any]) -> tuple[str, float, float] | None:
     return name, means[name], statistics.median(means.values())
 
 
-def print_summary(manifest: dict[str, Any], run_dir: Path, console: Console | None = None) -> None:
+def print_summary(manifest: Manifest, run_dir: Path, console: Console | None = None) -> None:
     # Not a terminal (a Ray job log, a pipe): rich would assume 80 columns and wrap names.
     console = console or Console(highlight=False, soft_wrap=True, width=None if _is_tty() else 160)
     console.print(summary_table(manifest))
@@ -127,8 +129,8 @@ def print_plan(planned: dict[str, Any], console: Console | None = None) -> None:
 
 
 def host_report(
-    host: dict[str, Any], events: Iterable[tuple[str, str, int, int]], unreadable: list[str], top: int = 10
-) -> dict[str, Any]:
+    host: HostEntry, events: Iterable[tuple[str, str, int, int]], unreadable: list[str], top: int = 10
+) -> HostReport:
     """One host's part of report.json, from its trace events (unreadable: the trace files
     that could not be read, filled while events are read)."""
     from ray_tpu_profile.analysis.ops import operation_profile
@@ -136,10 +138,10 @@ def host_report(
     from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
     from ray_tpu_profile.analysis.verdict import kept_iterations, spread
 
-    def noise(latency_s: dict[str, list[float]]) -> dict[str, Any]:
-        """What diff's verdict would compare: the kept iterations and their spread."""
+    def spread_of(latency_s: Mapping[str, Any]) -> float | None:
+        """The spread of what diff's verdict would compare (the kept iterations)."""
         kept = kept_iterations(latency_s)
-        return {"kept_n": len(kept), "spread": spread(kept) if kept else None}
+        return spread(kept) if kept else None
 
     ops = operation_profile(events)  # self times in ms; the profiler's and tool's own left out
     totals = ops.self_ms
@@ -152,7 +154,8 @@ def host_report(
         "error": host["error"],
         "warmup_s": latency_stats(host["latency_s"]["warmup"]),
         "profiled_s": latency_stats(host["latency_s"]["profiled"]),
-        **noise(host["latency_s"]),
+        "kept_n": len(kept_iterations(host["latency_s"])),
+        "spread": spread_of(host["latency_s"]),
         "trace_bytes": sum(f["bytes"] for f in host["files"]),
         "traces": [f["path"] for f in host["files"] if f["path"].endswith(TRACE_SUFFIXES)],
         "unreadable_traces": unreadable,
@@ -163,14 +166,15 @@ def host_report(
             shape: {
                 "warmup_s": latency_stats(done["latency_s"]["warmup"]),
                 "profiled_s": latency_stats(done["latency_s"]["profiled"]),
-                **noise(done["latency_s"]),
+                "kept_n": len(kept_iterations(done["latency_s"])),
+                "spread": spread_of(done["latency_s"]),
             }
-            for shape, done in host.get("shapes", {}).items()
+            for shape, done in host["shapes"].items()
         },
     }
 
 
-def build_report(run_dir: Path, top: int = 10, hosts: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def build_report(run_dir: Path, top: int = 10, hosts: dict[str, HostReport] | None = None) -> Report:
     """report.json: per host latency statistics, top operations by self time from its own
     trace, trace bytes; capture skew; the slowest host against the median; failures.
     hosts: each host's host_report, where the caller has read the traces already (made
@@ -198,9 +202,9 @@ def build_report(run_dir: Path, top: int = 10, hosts: dict[str, dict[str, Any]] 
         "capture_start_skew_ms_by_shape": layout.skew_by_shape(manifest),
         "capture_start_skew_by_shape": layout.skew_text_by_shape(manifest),
         "clocks": {
-            h["name"]: {k: h["clock"][k] for k in ("offset_ms", "uncertainty_ms", "warning")}
+            h["name"]: {"offset_ms": c["offset_ms"], "uncertainty_ms": c["uncertainty_ms"], "warning": c["warning"]}
             for h in manifest["hosts"]
-            if h.get("clock")
+            if (c := h.get("clock"))  # none in run directories from before clocks were measured
         },
         "slowest_host": None
         if slowest is None
@@ -380,7 +384,7 @@ def write_report(
 
 
 def _derive_from_traces(
-    run_dir: Path, manifest: dict[str, Any], max_events: int, failures: dict[str, str], note: Callable[[str], None]
+    run_dir: Path, manifest: Manifest, max_events: int, failures: dict[str, str], note: Callable[[str], None]
 ) -> dict[str, dict[str, Any]]:
     """Each host's report entry and timeline events, from one read of its traces, one host
     in memory at a time. An output that fails is named in failures and not derived further."""

@@ -8,8 +8,27 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 
+from typing_extensions import TypedDict
 
-def latency_stats(values: list[float]) -> dict[str, float] | None:
+
+class LatencyStats(TypedDict):
+    """summary_stats.latency_stats of a list of iteration latencies, in seconds."""
+
+    n: int
+    mean: float
+    p50: float
+    p90: float
+    max: float
+    std: float
+
+
+class Operation(TypedDict):
+    name: str
+    self_ms: float
+    share: float
+
+
+def latency_stats(values: list[float]) -> LatencyStats | None:
     """mean, p50, p90, max, std of iteration latencies (seconds)."""
     if not values:
         return None
@@ -52,7 +71,7 @@ def self_times(intervals: Iterable[tuple[str, str, float, float]]) -> dict[str, 
     return dict(totals)
 
 
-def top_operations(self_time: dict[str, float], count: int = 10) -> list[dict]:
+def top_operations(self_time: dict[str, float], count: int = 10) -> list[Operation]:
     total = sum(v for v in self_time.values() if v > 0) or 1.0
     ranked = sorted(self_time.items(), key=lambda kv: kv[1], reverse=True)[:count]
     return [{"name": name, "self_ms": value, "share": value / total} for name, value in ranked]

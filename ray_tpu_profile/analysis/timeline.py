@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ray_tpu_profile.core.files import written_whole
+from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
 
 TIMELINE = "timeline.json.gz"
 DEFAULT_MAX_EVENTS_PER_HOST = 100_000
@@ -69,7 +70,7 @@ def keep_longest(events: Iterable[tuple[str, str, int, int]], cap: int) -> Kept:
     return Kept(kept, total, min((e.duration_ns for e in kept), default=None))
 
 
-def tool_events(host: dict[str, Any]) -> list[Event]:
+def tool_events(host: HostEntry) -> list[Event]:
     """The tool's own record of a host, from the manifest: each generate call (warmup and
     profiled, per shape) and, where its trace says when tracing ran, each capture window."""
     from ray_tpu_profile.rundir.layout import host_captures, host_iterations
@@ -85,15 +86,15 @@ def tool_events(host: dict[str, Any]) -> list[Event]:
     return events
 
 
-def clock_shift_ns(host: dict[str, Any]) -> int:
+def clock_shift_ns(host: HostEntry) -> int:
     """What puts a host's events on the driver's clock: its last measured clock offset
     (0 where none was measured, e.g. a run from before clocks were measured)."""
-    clock = host.get("clock") or {}
-    return round(clock["offset_ms"] * 1e6) if clock.get("offset_ms") is not None else 0
+    clock = host.get("clock")
+    return round(clock["offset_ms"] * 1e6) if clock and clock.get("offset_ms") is not None else 0
 
 
 def build_timeline(
-    manifest: dict[str, Any], host_events: dict[str, tuple[list[Event], Kept]], max_events_per_host: int
+    manifest: Manifest, host_events: dict[str, tuple[list[Event], Kept]], max_events_per_host: int
 ) -> dict[str, Any]:
     """The Chrome trace (JSON object form) from each host's own events and kept trace events."""
     from ray_tpu_profile.rundir.layout import host_label, skew_by_shape
@@ -173,7 +174,7 @@ def _downsampling(host_events: dict[str, tuple[list[Event], Kept]], max_events_p
 
 
 def host_timeline(
-    host: dict[str, Any], events: Iterable[tuple[str, str, int, int]], unreadable: list[str], max_events_per_host: int
+    host: HostEntry, events: Iterable[tuple[str, str, int, int]], unreadable: list[str], max_events_per_host: int
 ) -> tuple[list[Event], Kept, list[str]]:
     """One host's part of the timeline: its tool events, its kept trace events, and the
     trace files that could not be read (filled while events are read)."""

@@ -8,9 +8,9 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ray_tpu_profile.core.files import open_trace
+from ray_tpu_profile.rundir.manifest_types import HostEntry
 
 TRACE_SUFFIXES = (".xplane.pb", ".pt.trace.json.gz", ".pt.trace.json")
 """Files the driver itself reads (verification, skew, reports)."""
@@ -43,7 +43,7 @@ def torch_trace_events(path: Path) -> Iterator[tuple[str, str, int, int]]:
             yield track, e.get("name", "?"), base_ns + round(e["ts"] * 1000), round(e["dur"] * 1000)
 
 
-def host_trace_events(run_dir: Path, host: dict[str, Any], errors: list[str]) -> Iterator[tuple[str, str, int, int]]:
+def host_trace_events(run_dir: Path, host: HostEntry, errors: list[str]) -> Iterator[tuple[str, str, int, int]]:
     """(track, name, start epoch ns, duration ns) of every trace file a host delivered. Its
     listed files were verified on arrival, a failed host's too; one that is still not a
     readable trace (what failed the host at verify, say) goes into errors."""
@@ -70,7 +70,7 @@ class HostTraces:
     unreadable: list[str] = field(default_factory=list)
 
 
-def read_host_traces(run_dir: Path, host: dict[str, Any]) -> HostTraces:
+def read_host_traces(run_dir: Path, host: HostEntry) -> HostTraces:
     traces = HostTraces(events=[])
     traces.events.extend(host_trace_events(run_dir, host, traces.unreadable))
     return traces

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 ALPHA = 0.05
 """Two-sided level: a 95% interval."""
@@ -55,7 +57,7 @@ class Comparison:
     """Median absolute deviation as a share of the median (0.05 = 5%)."""
 
 
-def kept_iterations(latency_s: dict[str, list[float]]) -> list[float]:
+def kept_iterations(latency_s: Mapping[str, Any]) -> list[float]:
     """The samples of a host and shape: its iterations after the first warmup one (which also
     warms caches and the profiler up) plus its profiled ones."""
     return list(latency_s.get("warmup", [])[1:]) + list(latency_s.get("profiled", []))

@@ -13,10 +13,11 @@ import re
 import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
 
 from ray_tpu_profile.core.files import write_text_whole
 from ray_tpu_profile.core.records import HostRecord
+from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
 
 MANIFEST = "manifest.json"
 LATENCY = "latency.json"
@@ -61,7 +62,7 @@ def host_file_dest(host: str, relpath: str) -> PurePosixPath:
     return PurePosixPath(HOSTS_DIR) / host / rel
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
+def read_manifest(run_dir: Path) -> Manifest:
     return json.loads((Path(run_dir) / MANIFEST).read_text())
 
 
@@ -111,11 +112,11 @@ def build_manifest(
     result_url: str | None = None,
     outputs: dict[str, str | None] | None = None,
     host_extras: dict[str, dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """The public manifest (README "manifest.json"), for `run` and `attach` alike; host_extras:
     fields added to a host's entry by name (attach: the traced process's host, role, server)."""
     extras = host_extras or {}
-    return {
+    manifest = {
         "schema_version": 1,
         "run_id": run_id,
         "status": status,
@@ -134,10 +135,11 @@ def build_manifest(
         "outputs": outputs or {"reports_error": None, "publish_error": None},
         "hosts": [{**host_manifest(r), **extras.get(r.host.name, {})} for r in records],
     }
+    return cast(Manifest, manifest)
 
 
-def host_manifest(r: HostRecord) -> dict[str, Any]:
-    return {
+def host_manifest(r: HostRecord) -> HostEntry:
+    entry = {
         "name": r.host.name,
         "node_id": r.host.node_id,
         "node_ip": r.host.node_ip,
@@ -181,25 +183,31 @@ def host_manifest(r: HostRecord) -> dict[str, Any]:
             for shape, done in r.shapes.items()
         },
     }
+    return cast(HostEntry, entry)
 
 
 # Reading a manifest back (reports, timeline, plot) -----------------------------------
 
 
-def host_iterations(host: dict[str, Any]) -> Iterator[tuple[str, str, int, float, float]]:
+def host_iterations(host: HostEntry) -> Iterator[tuple[str, str, int, float, float]]:
     """(shape, "warmup" | "traced" | "profiled", index, wall-clock start s, latency s) of
     every generate call a manifest host entry records ("traced": the warmup iteration a
     --phase decode window was timed in, under a throwaway trace)."""
     for shape, done in host["shapes"].items():
-        for kind in ("warmup", "traced", "profiled"):
-            phase = done["phases"].get(kind)
+        phases = done["phases"]
+        # .get: "traced" came later in schema_version 1; older run directories lack it.
+        for kind, phase in (
+            ("warmup", phases.get("warmup")),
+            ("traced", phases.get("traced")),
+            ("profiled", phases.get("profiled")),
+        ):
             for i, (start_s, latency_s) in enumerate(
                 zip(phase["iteration_starts_s"], phase["latencies_s"]) if phase else ()
             ):
                 yield shape, kind, i, start_s, latency_s
 
 
-def host_label(host: dict[str, Any]) -> str:
+def host_label(host: HostEntry) -> str:
     """A host as reports, timeline and plot name it: with its engine and ranks when its
     engine spans hosts (hosts are listed engine by engine, so they group)."""
     if not host.get("worker"):
@@ -207,7 +215,7 @@ def host_label(host: dict[str, Any]) -> str:
     return f"{host['name']} ({host['engine']}, rank {', '.join(map(str, host['ranks']))})"
 
 
-def host_captures(host: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+def host_captures(host: HostEntry) -> Iterator[tuple[str, dict[str, Any]]]:
     """(shape, capture check) for every shape whose trace said when tracing ran."""
     for shape, done in host["shapes"].items():
         capture = done.get("capture") or {}
@@ -215,7 +223,7 @@ def host_captures(host: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
             yield shape, capture
 
 
-def skew_text_by_shape(manifest: dict[str, Any]) -> dict[str, str]:
+def skew_text_by_shape(manifest: Manifest) -> dict[str, str]:
     """Each shape's capture start skew as reports say it: on the driver's clock, with its
     clock uncertainty and the figure on the hosts' own clocks (clocks.describe_skew)."""
     from ray_tpu_profile.core.clocks import describe_skew
@@ -230,12 +238,18 @@ def skew_text_by_shape(manifest: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def clock_warnings(manifest: dict[str, Any]) -> dict[str, str]:
+def clock_warnings(manifest: Manifest) -> dict[str, str]:
     """Host name -> why its clock cannot be trusted, for the hosts that have a warning."""
-    return {h["name"]: h["clock"]["warning"] for h in manifest["hosts"] if (h.get("clock") or {}).get("warning")}
+    return {h["name"]: warning for h in manifest["hosts"] if (warning := host_clock_warning(h))}
 
 
-def skew_by_shape(manifest: dict[str, Any]) -> dict[str, float | None]:
+def host_clock_warning(host: HostEntry) -> str | None:
+    """Why a host's clock cannot be trusted, or None (also where none was measured)."""
+    clock = host.get("clock")
+    return clock["warning"] if clock else None
+
+
+def skew_by_shape(manifest: Manifest) -> dict[str, float | None]:
     """Capture start skew of each shape (a sweep's are under capture.shapes; the top-level
     one is the first shape's, the only one outside a sweep)."""
     shapes = manifest["capture"].get("shapes") or {}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from support.cli import CLI, LOOPBACK, REPO, free_port, run_cli
+from support.cli import CLI, LOOPBACK, REPO, free_port, load_manifest, load_report, run_cli, validated
 
 AMX_SITE = REPO / "scripts" / "amx-site"
 SERVER_START_S = 300
@@ -160,10 +160,10 @@ def test_attach_captures_the_model_steps_under_load_and_the_server_keeps_serving
         for thread in threads:
             thread.join(timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    manifest = json.loads(proc.stdout)
+    manifest = validated("manifest", json.loads(proc.stdout))
     assert manifest["mode"] == "attach" and manifest["status"] == "ok"
     run_dir = next(tmp_path.iterdir())
-    assert (run_dir / "manifest.json").is_file() and (run_dir / "report.json").is_file()
+    assert (run_dir / "manifest.json").is_file() and load_report(run_dir)["hosts"]
     assert "server load:" in (run_dir / "report.txt").read_text()
     # The engine's processes (its core, and the worker the multiprocess executor starts)
     # were traced; the model steps are in one of them.
@@ -259,7 +259,7 @@ def test_ctrl_c_during_a_capture_stops_it_and_keeps_the_run_directory(served, tm
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 5, stderr[-3000:]
     (run_dir,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = load_manifest(run_dir)
     assert manifest["status"] == "stopped" and "SIGINT" in manifest["error"], manifest["error"]
     assert all(h["status"] == "failed" and "stopped during" in h["error"] for h in manifest["hosts"])
     assert _healthy(served.url)  # the deployment never noticed

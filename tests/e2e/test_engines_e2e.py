@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from support.cli import load_manifest, run_cli, start_cli, wait_for_stage
+from support.cli import load_manifest, load_report, run_cli, start_cli, wait_for_stage
 from support.cluster import STATE_API, module_cluster, wait_until_released
 
 # The workload of the runs here, each an engine of 2 ranks.
@@ -95,7 +95,7 @@ def test_one_engine_across_two_hosts_decode_traced_on_both_at_one_instant(one_ch
     assert window["kind"] == "time" and window["phase"] == "decode"
     assert owner["shapes"]["4x16x64"]["phases"]["traced"]["prefill_s"]  # the owner's traced warmup iteration
     # reports group hosts by engine
-    report = json.loads((run_dir / "report.json").read_text())
+    report = load_report(run_dir)
     assert [(h["name"], h["engine"], h["ranks"]) for h in report["hosts"]] == [
         ("local-sim-w0", "engine0", [0]),
         ("local-sim-w1", "engine0", [1]),

@@ -11,7 +11,7 @@ import json
 import secrets
 from pathlib import Path
 
-from support.cli import run_cli
+from support.cli import load_manifest, load_report, run_cli
 from support.cluster import wait_until_released
 
 SMALL = ["--input-len", "16", "--output-len", "8", "--batch-size", "4", "--num-iters-warmup", "2", "--num-iters", "2"]
@@ -52,7 +52,7 @@ def test_file_url_hosts_write_directly(sim_cluster, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = list(root.iterdir())
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = load_manifest(run_dir)
     assert manifest["result_url"] == f"file://{root}/{run_dir.name}"
     assert f"run directory: file://{root}/{run_dir.name}" in proc.stdout
     assert_delivered(manifest, lambda p: (run_dir / p).read_bytes(), ".xplane.pb")
@@ -62,7 +62,7 @@ def test_file_url_hosts_write_directly(sim_cluster, tmp_path):
     assert {"latency.json", "report.json", "report.txt", "timeline.json.gz", "report.png"} <= {
         p.name for p in run_dir.iterdir()
     }
-    report = json.loads((run_dir / "report.json").read_text())
+    report = load_report(run_dir)
     assert all(h["top_operations"] for h in report["hosts"])  # from the traces the driver read back
     assert not list(local_tmp.glob("ray-tpu-profile-*"))  # the driver's temporary copy is removed
     assert wait_until_released() == ([], [])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support.cli import load_manifest, run_cli, run_ok
+from support.cli import load_manifest, load_report, run_cli, run_ok
 from support.cluster import wait_until_released
 
 SMALL = ["--input-len", "16", "--output-len", "8", "--batch-size", "4", "--num-iters-warmup", "2", "--num-iters", "2"]
@@ -184,7 +184,7 @@ def test_view_serves_every_host_in_one_session(jax_run):
 def test_report_is_written_and_matches_the_manifest(jax_run):
     import importlib.util
 
-    report = json.loads((jax_run / "report.json").read_text())
+    report = load_report(jax_run)
     manifest = load_manifest(jax_run)
     latency = json.loads((jax_run / "latency.json").read_text())["shapes"]["4x16x8"]
 
@@ -229,7 +229,7 @@ def test_torch_report_ranks_operations_not_the_profilers_span_or_step_annotation
     from ray_tpu_profile.analysis.steps import STEP
 
     _, run_dir = finished_run
-    report = json.loads((run_dir / "report.json").read_text())
+    report = load_report(run_dir)
     for host in report["hosts"]:
         names = [op["name"] for op in host["top_operations"]]
         assert names and not any(n.startswith("PyTorch Profiler") or STEP.match(n) for n in names), names

@@ -54,7 +54,7 @@ def run_ok(address: str | None, out: Path, *flags: str) -> tuple[subprocess.Comp
 
 
 def load_manifest(run_dir: Path) -> dict:
-    return json.loads((run_dir / "manifest.json").read_text())
+    return validated("manifest", json.loads((run_dir / "manifest.json").read_text()))
 
 
 def wait_for_stage(root: Path, stage: str, deadline_s: float = 240) -> dict:
@@ -70,3 +70,17 @@ def wait_for_stage(root: Path, stage: str, deadline_s: float = 240) -> dict:
                 return manifest
         time.sleep(0.05)
     raise AssertionError(f"run never reached {stage}")
+
+
+def validated(kind: str, data: dict) -> dict:
+    """data, checked against the published JSON Schema of `kind` ("manifest" or "report"):
+    every manifest and report the tests read from a run directory goes through here."""
+    import jsonschema
+
+    schema_path = REPO / "ray_tpu_profile" / "rundir" / "schemas" / f"{kind}.schema.json"
+    jsonschema.Draft202012Validator(json.loads(schema_path.read_text())).validate(data)
+    return data
+
+
+def load_report(run_dir: Path) -> dict:
+    return validated("report", json.loads((run_dir / "report.json").read_text()))
