@@ -26,7 +26,8 @@ def test_the_published_schemas_are_what_the_types_say(monkeypatch):
 def a_manifest() -> dict:
     record = HostRecord(Host("h0", "node-0", "127.0.0.1", 4), status=HostStatus.OK, stage=Stage.DONE)
     record.load = PhaseTiming(1.0, 2.0)
-    record.shapes["1x8x8"] = ShapeRecord(warmup=PhaseTiming(2.0, 3.0, (0.5, 0.5)), profiled=PhaseTiming(3.0, 4.0, (1.0,)))
+    warmup, profiled = PhaseTiming(2.0, 3.0, (0.5, 0.5)), PhaseTiming(3.0, 4.0, (1.0,))
+    record.shapes["1x8x8"] = ShapeRecord(warmup=warmup, profiled=profiled)
     return build_manifest(
         run_id="r",
         status=RunStatus.OK,
