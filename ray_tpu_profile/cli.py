@@ -8,6 +8,7 @@ import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -378,20 +379,7 @@ Exit codes: 0 ok, 2 bad input (nothing registered, --name matching nothing), 3 p
 @attach_options
 @click.option("--json", "json_output", is_flag=True, help="Print JSON on stdout instead of the table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines (failures still print).")
-def attach(
-    address,
-    name,
-    list_only,
-    duration_ms,
-    delay_ms,
-    profile_result_dir,
-    server_url,
-    python_tracer_level,
-    timeout_s,
-    max_clock_uncertainty_ms,
-    json_output,
-    quiet,
-) -> None:
+def attach(list_only: bool, json_output: bool, quiet: bool, **flags: Any) -> None:
     """Profile a live vLLM deployment on every host at one instant, under its real traffic.
 
     Finds the profiler servers vLLM processes registered (the package's vLLM plugin, on with
@@ -404,23 +392,13 @@ def attach(
     from ray_tpu_profile.config import AttachConfig
     from ray_tpu_profile.driver.progress import Progress
 
-    config = AttachConfig(
-        address=address,
-        name=name,
-        duration_ms=duration_ms,
-        delay_ms=delay_ms,
-        profile_result_dir=profile_result_dir,
-        server_url=server_url,
-        python_tracer_level=python_tracer_level,
-        timeout_s=timeout_s,
-        max_clock_uncertainty_ms=max_clock_uncertainty_ms,
-    )
+    config = AttachConfig(**flags)  # every other flag is an AttachConfig field (attach_options)
     config.validate(list_only)
     if list_only:
-        with attaching.AttachSession(address) as session:
-            found = attaching.find_servers(session, timeout_s)
+        with attaching.AttachSession(config.address) as session:
+            found = attaching.find_servers(session, config.timeout_s)
             attaching.chosen_servers(found, config)
-        _echo_servers(attaching.listing(found, name), json_output)
+        _echo_servers(attaching.listing(found, config.name), json_output)
         return
     with _stdout_to_stderr():  # the profiler client, traced here, prints to fd 1: stdout stays for --json
         manifest, location = attaching.execute(config, ["ray-tpu-profile", *sys.argv[1:]], Progress(quiet=quiet))

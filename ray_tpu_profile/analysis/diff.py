@@ -313,25 +313,25 @@ def diff_hosts(a: Manifest, b: Manifest, latency: list[dict[str, Any]]) -> dict[
     }
 
 
+def _describe(run: Run) -> dict[str, Any]:
+    """One side of the diff as its output names it."""
+    m = run.manifest
+    return {
+        "location": run.location,
+        "run_id": m["run_id"],
+        "status": m["status"],
+        "profiler": m["capture"].get("profiler"),
+        "shapes": m["workload"]["shapes"],
+    }
+
+
 def diff_runs(a: Run, b: Run, top: int = TOP_OPS) -> dict[str, Any]:
     from ray_tpu_profile.analysis import verdict
 
     latency, only = diff_latency(a.manifest, b.manifest)
     return {
-        "a": {
-            "location": a.location,
-            "run_id": a.manifest["run_id"],
-            "status": a.manifest["status"],
-            "profiler": a.manifest["capture"].get("profiler"),
-            "shapes": a.manifest["workload"]["shapes"],
-        },
-        "b": {
-            "location": b.location,
-            "run_id": b.manifest["run_id"],
-            "status": b.manifest["status"],
-            "profiler": b.manifest["capture"].get("profiler"),
-            "shapes": b.manifest["workload"]["shapes"],
-        },
+        "a": _describe(a),
+        "b": _describe(b),
         "rule": verdict.RULE,
         "ops_rule": (
             f"operations: one total per run (self time per profiled iteration), so no test applies: "

@@ -3,19 +3,11 @@ xprof's client. On CPU the python tracer records vLLM's own Python calls."""
 
 from __future__ import annotations
 
-from ray_tpu_profile.profilers.server import ServerBackend, trace_with_xprof
+from ray_tpu_profile.profilers.server import ServerBackend
 
 
 class JaxServerProfiler(ServerBackend):
     name = "jax"
 
     def _trace(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
-        trace_with_xprof(
-            service_addr,
-            logdir,
-            duration_ms,
-            delay_ms,
-            session_id=self.session_id,
-            host_name=self.host_name,
-            python_tracer_level=self.python_tracer_level,
-        )
+        self._trace_with_xprof(service_addr, logdir, duration_ms, delay_ms)

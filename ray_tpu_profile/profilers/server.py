@@ -173,6 +173,18 @@ class ServerBackend(CaptureBackend):
     def _trace(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
         """Blocking client call that writes <logdir>/plugins/profile/<session>/<host>.xplane.pb."""
 
+    def _trace_with_xprof(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
+        """_trace through xprof's client, which names the session and host for us."""
+        trace_with_xprof(
+            service_addr,
+            logdir,
+            duration_ms,
+            delay_ms,
+            session_id=self.session_id,
+            host_name=self.host_name,
+            python_tracer_level=self.python_tracer_level,
+        )
+
     def attach(self, llm: Any) -> None:
         if self.own_server:
             self.server = start_profiler_server(self.name, self.port)

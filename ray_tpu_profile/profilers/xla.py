@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ray_tpu_profile.profilers.server import ServerBackend, trace_with_xprof
+from ray_tpu_profile.profilers.server import ServerBackend
 
 
 class XlaServerProfiler(ServerBackend):
@@ -17,15 +17,7 @@ class XlaServerProfiler(ServerBackend):
     def _trace(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
         if importlib.util.find_spec("xprof") is not None:
             # Same TSL service; xprof's client also names the session and host for us.
-            return trace_with_xprof(
-                service_addr,
-                logdir,
-                duration_ms,
-                delay_ms,
-                session_id=self.session_id,
-                host_name=self.host_name,
-                python_tracer_level=self.python_tracer_level,
-            )
+            return self._trace_with_xprof(service_addr, logdir, duration_ms, delay_ms)
         import torch_xla.debug.profiler as xp
 
         # torch_xla's client names the session by time and the file by hostname: trace
