@@ -1,0 +1,258 @@
+"""Which chip or host the others wait for: every collective occurrence matched across its
+participants (the devices of one engine, on one host and across hosts), on the driver's
+clock. Pure: participants' events in, occurrences and stragglers out.
+
+Matching. The same collective call carries different `run_id` / `all_reduce_unique_id` on
+different chips (a chip that ran other programs first has other ids), so those are never
+used: the k-th occurrence of a collective op of one program (program_id, else the XLA
+module's name) with one op name on one participant is the k-th on every other.
+
+Times. Every participant's times are shifted onto the driver's clock by its host's measured
+offset (ClockOffset.to_driver_ns); the bound on a difference of two hosts' times is the sum
+of their offsets' uncertainties. A collective's op starts on all participants together once
+the last has arrived, so the spread of the op starts after correction is an independent
+check of the correction: an occurrence whose spread exceeds the bound says so.
+
+Arrival. When the participant reached the collective: the start of a wait event of its own
+just before the op where the trace has one (`barrier-cores`, `dependency-wait` on TPU),
+else the start of its enclosing module execution where the trace has modules and the op is
+the module's first collective, else the op's own start (host-level collectives, where the
+op's duration includes its wait). Its wait is from its arrival until the last participant
+arrived.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+COLLECTIVE_CATEGORIES = (
+    "all-reduce",
+    "all-gather",
+    "reduce-scatter",
+    "all-to-all",
+    "collective-permute",
+    "send",
+    "recv",
+    "collective-broadcast",
+)
+WAIT_EVENTS = ("barrier-cores", "dependency-wait")
+"""TraceMe events in which a TPU chip waits for the others before a collective."""
+NS_PER_MS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Participant:
+    """A device (or, without device planes, a host's process) taking part in collectives."""
+
+    host: str
+    device: str
+    """The plane name (`/device:TPU:0`), or `host` for host-level participants."""
+
+
+@dataclass(frozen=True)
+class CollectiveOp:
+    """One execution of a collective op on one participant, on its host's clock."""
+
+    name: str
+    program: str
+    """program_id, else the XLA module's name (what one compiled program's calls share)."""
+    start_ns: int
+    duration_ns: int
+    arrive_ns: int
+    """When the participant reached it (see the module docstring); <= start_ns."""
+
+
+@dataclass
+class Arrival:
+    """One participant's part in one occurrence, on the driver's clock."""
+
+    participant: Participant
+    arrive_ns: int
+    start_ns: int
+    duration_ns: int
+    wait_ns: int = 0
+
+
+@dataclass
+class Occurrence:
+    """The k-th call of one collective of one program, across its participants."""
+
+    name: str
+    program: str
+    occurrence: int
+    arrivals: list[Arrival]
+    bound_ns: int
+    """Clock-alignment bound on differences between these participants' times."""
+
+    @property
+    def last(self) -> Arrival:
+        return max(self.arrivals, key=lambda a: (a.arrive_ns, a.participant.host, a.participant.device))
+
+    @property
+    def max_wait_ns(self) -> int:
+        return max(a.wait_ns for a in self.arrivals)
+
+    @property
+    def start_spread_ns(self) -> int:
+        starts = [a.start_ns for a in self.arrivals]
+        return max(starts) - min(starts)
+
+    def to_json(self) -> dict:
+        last = self.last.participant
+        return {
+            "name": self.name,
+            "program": self.program,
+            "occurrence": self.occurrence,
+            "participants": [
+                {
+                    "host": a.participant.host,
+                    "device": a.participant.device,
+                    "arrive_ns": a.arrive_ns,
+                    "start_ns": a.start_ns,
+                    "duration_ms": a.duration_ns / NS_PER_MS,
+                    "wait_ms": a.wait_ns / NS_PER_MS,
+                }
+                for a in self.arrivals
+            ],
+            "last": {"host": last.host, "device": last.device},
+            "max_wait_ms": self.max_wait_ns / NS_PER_MS,
+            "start_spread_ms": self.start_spread_ns / NS_PER_MS,
+            "bound_ms": self.bound_ns / NS_PER_MS,
+            "start_spread_exceeds_bound": self.start_spread_ns > self.bound_ns,
+        }
+
+
+def is_collective(name: str, category: str | None) -> bool:
+    """A collective op, by its hlo_category where the trace has one, else by its HLO name
+    (`all-reduce.3`, `all-gather-start.1`, ...)."""
+    text = (category or name).lower()
+    return any(text.startswith(c) for c in COLLECTIVE_CATEGORIES)
+
+
+def match_occurrences(
+    ops: Mapping[Participant, Iterable[CollectiveOp]],
+    to_driver_ns: Mapping[str, Callable[[int], int]] | None = None,
+    uncertainty_ns: Mapping[str, int] | None = None,
+) -> list[Occurrence]:
+    """Occurrences of every collective that all participants ran, in time order.
+
+    ops: each participant's collective ops (any order). to_driver_ns: host -> a callable
+    taking a host-clock time to the driver's clock (ClockOffset.to_driver_ns); hosts
+    without one keep their own clock. uncertainty_ns: host -> its offset's uncertainty.
+    Occurrences some participant did not run (its trace ended first) are left out."""
+    shift = dict(to_driver_ns or {})
+    uncertainty = dict(uncertainty_ns or {})
+    sequences: dict[tuple[str, str], dict[Participant, list[CollectiveOp]]] = defaultdict(dict)
+    for participant, calls in ops.items():
+        for op in sorted(calls, key=lambda o: o.start_ns):
+            sequences[(op.program, op.name)].setdefault(participant, []).append(op)
+    participants = list(ops)
+    found = []
+    for (program, name), by_participant in sequences.items():
+        if set(by_participant) != set(participants):
+            continue  # not a collective of all of them (another group's, or one trace lacks it)
+        count = min(len(calls) for calls in by_participant.values())
+        hosts = {p.host for p in participants}
+        bounds = sorted((uncertainty.get(h, 0) for h in hosts), reverse=True)
+        bound_ns = sum(bounds[:2]) if len(hosts) > 1 else 0
+        for k in range(count):
+            arrivals = [_on_driver(p, by_participant[p][k], shift.get(p.host)) for p in participants]
+            latest = max(a.arrive_ns for a in arrivals)
+            for a in arrivals:
+                a.wait_ns = latest - a.arrive_ns
+            found.append(Occurrence(name, program, k, arrivals, bound_ns))
+    found.sort(key=lambda o: (min(a.start_ns for a in o.arrivals), o.program, o.name))
+    return found
+
+
+def _on_driver(participant: Participant, op: CollectiveOp, to_driver: Callable[[int], int] | None) -> Arrival:
+    def move(t: int) -> int:
+        return to_driver(t) if to_driver else t
+
+    return Arrival(participant, move(op.arrive_ns), move(op.start_ns), op.duration_ns)
+
+
+@dataclass
+class Straggler:
+    """Per engine: who arrived last how often, and what it cost the others."""
+
+    engine: str
+    occurrences: int
+    last_counts: dict[Participant, int] = field(default_factory=dict)
+    waited_ns: dict[Participant, int] = field(default_factory=dict)
+    """Total wait each participant inflicted on the others when it arrived last."""
+    wait_per_step_ns: list[int] = field(default_factory=list)
+    """Per step (engine step window), the others' wait summed over its occurrences."""
+    step_ns: list[int] = field(default_factory=list)
+
+    @property
+    def worst(self) -> Participant | None:
+        if not self.last_counts:
+            return None
+        return max(self.last_counts, key=lambda p: (self.last_counts[p], self.waited_ns.get(p, 0)))
+
+    def to_json(self) -> dict:
+        worst = self.worst
+        return {
+            "engine": self.engine,
+            "occurrences": self.occurrences,
+            "last": [
+                {"host": p.host, "device": p.device, "times": n, "waited_ms": self.waited_ns.get(p, 0) / NS_PER_MS}
+                for p, n in sorted(self.last_counts.items(), key=lambda kv: -kv[1])
+            ],
+            "straggler": None if worst is None else {"host": worst.host, "device": worst.device},
+            "wait_per_step_ms": _median_ms(self.wait_per_step_ns),
+            "wait_share_of_step": _share(self.wait_per_step_ns, self.step_ns),
+            "verdict": self.verdict(),
+        }
+
+    def verdict(self) -> str:
+        """One line for report.txt."""
+        worst = self.worst
+        if worst is None:
+            return f"{self.engine}: no collective ran on every participant"
+        who = worst.host if worst.device == "host" else f"{worst.host} {worst.device}"
+        line = (
+            f"{self.engine}: {who} arrived last at {self.last_counts[worst]} of {self.occurrences} collectives; "
+            f"the others waited {self.waited_ns.get(worst, 0) / NS_PER_MS:.1f} ms on it in all"
+        )
+        per_step = _median_ms(self.wait_per_step_ns)
+        if per_step is not None:
+            line += f", {per_step:.2f} ms per step (median)"
+            share = _share(self.wait_per_step_ns, self.step_ns)
+            if share is not None:
+                line += f", {100 * share:.0f}% of the step"
+        if self.last_counts[worst] * 2 <= self.occurrences:
+            line += "; no participant dominates"
+        return line
+
+
+def stragglers(engine: str, occurrences: list[Occurrence], steps_ns: Iterable[tuple[int, int]] = ()) -> Straggler:
+    """Who holds engine back: the last arrival of each occurrence, the wait it inflicts on the
+    others, and per step (steps_ns: (start, end) on the driver's clock) the others' wait."""
+    result = Straggler(engine, len(occurrences))
+    for o in occurrences:
+        last = o.last
+        result.last_counts[last.participant] = result.last_counts.get(last.participant, 0) + 1
+        inflicted = sum(a.wait_ns for a in o.arrivals)
+        result.waited_ns[last.participant] = result.waited_ns.get(last.participant, 0) + inflicted
+    for start, end in steps_ns:
+        inside = [o for o in occurrences if start <= o.last.arrive_ns < end]
+        if inside:
+            # What the step lost to late arrivals: each occurrence's longest wait, summed.
+            result.wait_per_step_ns.append(sum(o.max_wait_ns for o in inside))
+            result.step_ns.append(end - start)
+    return result
+
+
+def _median_ms(values: list[int]) -> float | None:
+    return statistics.median(values) / NS_PER_MS if values else None
+
+
+def _share(waits: list[int], steps: list[int]) -> float | None:
+    if not waits or not steps:
+        return None
+    return statistics.median(w / s for w, s in zip(waits, steps) if s > 0)

@@ -1,0 +1,107 @@
+"""Collectives matched across participants on the driver's clock: arrivals, waits, the last
+arrival, the start spread as a check of the clock correction, and stragglers."""
+
+from __future__ import annotations
+
+from ray_tpu_profile.analysis.collectives import (
+    CollectiveOp,
+    Participant,
+    is_collective,
+    match_occurrences,
+    stragglers,
+)
+from ray_tpu_profile.core.clocks import ClockOffset
+
+MS = 1_000_000
+A0, A1 = Participant("host-a", "/device:TPU:0"), Participant("host-a", "/device:TPU:1")
+B0, B1 = Participant("host-b", "/device:TPU:0"), Participant("host-b", "/device:TPU:1")
+SKEW_NS = 40 * MS
+"""host-b's clock reads 40 ms ahead of the driver's (and of host-a's, which is exact)."""
+
+
+def op(arrive_ms: float, start_ms: float, name="all-reduce.1", program="7", host_b=False, duration_ms=0.5):
+    shift = SKEW_NS if host_b else 0
+    return CollectiveOp(
+        name, program, round(start_ms * MS) + shift, round(duration_ms * MS), round(arrive_ms * MS) + shift
+    )
+
+
+def steps_with_a1_late():
+    """Three steps of one all-reduce each: every chip arrives at 10 ms into the step except
+    host-a's TPU 1, 3 ms late; the op starts on all chips once it is there (plus 2 us jitter)."""
+    ops = {p: [] for p in (A0, A1, B0, B1)}
+    for step in range(3):
+        t0 = 100.0 * step
+        for p in ops:
+            late = 3.0 if p == A1 else 0.0
+            jitter = 0.002 if p.host == "host-b" else 0.0
+            ops[p].append(op(t0 + 10 + late, t0 + 13 + jitter, host_b=p.host == "host-b"))
+    return ops
+
+
+def corrections(offset_ns=SKEW_NS, uncertainty_ns=50_000):
+    offsets = {"host-a": ClockOffset(0, uncertainty_ns, 0, ()), "host-b": ClockOffset(offset_ns, uncertainty_ns, 0, ())}
+    return {h: o.to_driver_ns for h, o in offsets.items()}, {h: o.uncertainty_ns for h, o in offsets.items()}
+
+
+def test_on_the_driver_s_clock_the_late_chip_is_last_and_the_others_wait_for_it():
+    shift, bound = corrections()
+    found = match_occurrences(steps_with_a1_late(), shift, bound)
+    assert [(o.name, o.program, o.occurrence) for o in found] == [("all-reduce.1", "7", k) for k in range(3)]
+    for o in found:
+        assert o.last.participant == A1
+        waits = {a.participant: a.wait_ns for a in o.arrivals}
+        assert waits == {A0: 3 * MS, A1: 0, B0: 3 * MS, B1: 3 * MS}
+        assert o.max_wait_ns == 3 * MS
+        # The op starts together once corrected: 2 us apart, within the 100 us bound.
+        assert o.start_spread_ns == 2_000 and o.bound_ns == 100_000 and not o.to_json()["start_spread_exceeds_bound"]
+
+
+def test_without_the_correction_the_answer_is_wrong_and_the_start_spread_says_so():
+    found = match_occurrences(steps_with_a1_late())
+    for o in found:
+        assert o.last.participant.host == "host-b"  # 40 ms "late" by its own clock alone
+        assert o.start_spread_ns > 39 * MS
+    # With the offsets known but the correction's bound exceeded, each occurrence says so.
+    shift, _ = corrections(offset_ns=SKEW_NS - 5 * MS)  # off by 5 ms, claiming 50 us
+    off = match_occurrences(steps_with_a1_late(), shift, {"host-a": 50_000, "host-b": 50_000})
+    assert all(o.to_json()["start_spread_exceeds_bound"] for o in off)
+
+
+def test_occurrences_match_by_program_name_and_order_not_by_ids():
+    # Chips ran the same program's two all-reduces and an all-gather, listed in any order;
+    # a collective only some participants ran (another group's) is not an occurrence.
+    ops = {
+        A0: [op(30, 30, "all-gather.2"), op(10, 10), op(20, 20), op(5, 5, "all-reduce.9", program="other")],
+        B0: [op(20.5, 20.5, host_b=True), op(10.5, 10.5, host_b=True), op(30.5, 30.5, "all-gather.2", host_b=True)],
+    }
+    shift, bound = corrections()
+    found = match_occurrences(ops, shift, bound)
+    assert [(o.name, o.occurrence) for o in found] == [("all-reduce.1", 0), ("all-reduce.1", 1), ("all-gather.2", 0)]
+    assert all(o.last.participant == B0 and o.max_wait_ns == MS // 2 for o in found)
+
+
+def test_stragglers_name_the_chip_the_others_wait_for_per_step():
+    shift, bound = corrections()
+    found = match_occurrences(steps_with_a1_late(), shift, bound)
+    result = stragglers("engine0", found, [(round(100 * s * MS), round(100 * (s + 1) * MS)) for s in range(3)])
+    out = result.to_json()
+    assert out["straggler"] == {"host": "host-a", "device": "/device:TPU:1"}
+    assert out["last"][0] == {"host": "host-a", "device": "/device:TPU:1", "times": 3, "waited_ms": 27.0}
+    assert out["wait_per_step_ms"] == 3.0 and out["wait_share_of_step"] == 0.03
+    assert out["verdict"] == (
+        "engine0: host-a /device:TPU:1 arrived last at 3 of 3 collectives; the others waited 27.0 ms on it in all, "
+        "3.00 ms per step (median), 3% of the step"
+    )
+
+
+def test_no_participant_dominates_when_the_last_one_changes():
+    ops = {A0: [op(10, 11), op(20.2, 21)], B0: [op(10.2, 11, host_b=True), op(20, 21, host_b=True)]}
+    shift, bound = corrections()
+    result = stragglers("engine0", match_occurrences(ops, shift, bound))
+    assert result.verdict().endswith("no participant dominates")
+
+
+def test_collectives_by_category_or_name():
+    assert is_collective("fusion.3", "all-reduce") and is_collective("all-gather-start.1", None)
+    assert not is_collective("dot.4", "convolution") and not is_collective("copy.1", None)
