@@ -1,0 +1,136 @@
+"""What each chip did in the capture window, apart from its host's threads: busy and idle
+time, time per HLO category, top ops by self time, executions per XLA module, and achieved
+FLOP/s and HBM bandwidth against the chip's peak. Pure: a device's events in, its summary
+out (report.json's `devices`). Host-side events keep their own ranking (ops.py); device
+time is never mixed into it.
+
+Categories: the op's `hlo_category` stat where the trace has one (TPU traces do), else
+from its HLO name (`all-reduce.3` -> all-reduce, `dot.1` -> convolution as XProf counts it,
+`loop_fusion.2` -> loop fusion, ...). Self time respects nesting on a line (an op inside
+another counts once, in the inner one).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray_tpu_profile.analysis.summary_stats import self_times, top_operations
+
+OPS_LINES = ("XLA Ops",)
+"""Lines of a device plane whose events are HLO ops (async ops' `Async XLA Ops` overlap them)."""
+MODULES_LINE = "XLA Modules"
+NS_PER_MS = 1_000_000
+NAME_CATEGORIES = (
+    (re.compile(r"^(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute|collective-broadcast)"), None),
+    (re.compile(r"^(send|recv)(-done)?\b"), "send/recv"),
+    (re.compile(r"^(dot|convolution)\b"), "convolution"),
+    (re.compile(r"^(loop|input|output|kloop|kinput|koutput)_?fusion"), None),
+    (re.compile(r"^fusion\b"), "fusion"),
+    (re.compile(r"^copy(-start|-done)?\b"), "copy"),
+    (re.compile(r"^custom-call\b"), "custom-call"),
+)
+
+
+def category_of(name: str, stats: Mapping[str, Any]) -> str:
+    """An op's HLO category: its `hlo_category` stat, else one read from its name."""
+    stated = stats.get("hlo_category")
+    if stated:
+        return str(stated)
+    base = str(stats.get("hlo_op") or name).lower()
+    for pattern, category in NAME_CATEGORIES:
+        m = pattern.match(base)
+        if m:
+            if category is not None:
+                return category
+            word = m.group(1)
+            return f"{word.removeprefix('k')} fusion" if "fusion" in m.group(0) else word
+    return "other"
+
+
+@dataclass(frozen=True)
+class DeviceEvent:
+    """One event of a device plane (or a device's events on host threads), on its host's clock."""
+
+    line: str
+    name: str
+    start_ns: int
+    duration_ns: int
+    stats: Mapping[str, Any] = field(default_factory=dict)
+
+
+def busy_ns(intervals: Iterable[tuple[int, int]], window: tuple[int, int]) -> int:
+    """The length of the union of (start, end) intervals, clipped to window."""
+    total, reached = 0, window[0]
+    for start, end in sorted(intervals):
+        start, end = max(start, reached), min(end, window[1])
+        if end > start:
+            total += end - start
+            reached = end
+    return total
+
+
+def device_summary(
+    host: str,
+    device: str,
+    kind: str,
+    events: Iterable[DeviceEvent],
+    window: tuple[int, int],
+    plane_stats: Mapping[str, Any] | None = None,
+    top: int = 10,
+) -> dict[str, Any]:
+    """report.json's entry for one device: its ops and modules within window (host-clock ns)."""
+    ops, modules = [], []
+    for e in events:
+        if e.start_ns + e.duration_ns <= window[0] or e.start_ns >= window[1]:
+            continue
+        if e.line in OPS_LINES:
+            ops.append(e)
+        elif e.line == MODULES_LINE:
+            modules.append(e)
+    busy = busy_ns(((e.start_ns, e.start_ns + e.duration_ns) for e in ops), window)
+    self_ns = self_times((e.line, e.name, e.start_ns, e.duration_ns) for e in ops)
+    by_name = {e.name: e for e in ops}
+    categories: dict[str, float] = defaultdict(float)
+    for name, ns in self_ns.items():
+        categories[category_of(name, by_name[name].stats)] += ns / NS_PER_MS
+    flops = sum(float(e.stats.get("flops") or 0) for e in ops)
+    bytes_accessed = sum(float(e.stats.get("bytes_accessed") or 0) for e in ops)
+    stats = plane_stats or {}
+    busy_s = busy / 1e9
+    peak_tflops, peak_hbm_gbps = stats.get("peak_teraflops_per_second"), stats.get("peak_hbm_bw_gigabytes_per_second")
+    return {
+        "host": host,
+        "device": device,
+        "kind": kind,
+        "window_ms": (window[1] - window[0]) / NS_PER_MS,
+        "busy_ms": busy / NS_PER_MS,
+        "idle_ms": (window[1] - window[0] - busy) / NS_PER_MS,
+        "categories_ms": dict(sorted(categories.items(), key=lambda kv: -kv[1])),
+        "top_ops": top_operations({n: ns / NS_PER_MS for n, ns in self_ns.items()}, top),
+        "modules": _modules(modules),
+        "flops_per_s": flops / busy_s if busy_s and flops else None,
+        "peak_flops_per_s": float(peak_tflops) * 1e12 if peak_tflops else None,
+        "hbm_bytes_per_s": bytes_accessed / busy_s if busy_s and bytes_accessed else None,
+        "peak_hbm_bytes_per_s": float(peak_hbm_gbps) * 1e9 if peak_hbm_gbps else None,
+    }
+
+
+def _modules(executions: list[DeviceEvent]) -> list[dict[str, Any]]:
+    """Executions per XLA module, most time first."""
+    by_module: dict[str, list[int]] = defaultdict(list)
+    for e in executions:
+        by_module[e.name].append(e.duration_ns)
+    return [
+        {
+            "name": name,
+            "executions": len(durations),
+            "total_ms": sum(durations) / NS_PER_MS,
+            "mean_ms": sum(durations) / len(durations) / NS_PER_MS,
+            "max_ms": max(durations) / NS_PER_MS,
+        }
+        for name, durations in sorted(by_module.items(), key=lambda kv: -sum(kv[1]))
+    ]
