@@ -84,8 +84,9 @@ class Occurrence:
     program: str
     occurrence: int
     arrivals: list[Arrival]
-    bound_ns: int
-    """Clock-alignment bound on differences between these participants' times."""
+    bound_ns: int | None
+    """Clock-alignment bound on differences between these participants' times (0 on one
+    host; None when some host's offset was not measured)."""
 
     @property
     def last(self) -> Arrival:
@@ -120,8 +121,8 @@ class Occurrence:
             "last": {"host": last.host, "device": last.device},
             "max_wait_ms": self.max_wait_ns / NS_PER_MS,
             "start_spread_ms": self.start_spread_ns / NS_PER_MS,
-            "bound_ms": self.bound_ns / NS_PER_MS,
-            "start_spread_exceeds_bound": self.start_spread_ns > self.bound_ns,
+            "bound_ms": None if self.bound_ns is None else self.bound_ns / NS_PER_MS,
+            "start_spread_exceeds_bound": None if self.bound_ns is None else self.start_spread_ns > self.bound_ns,
         }
 
 
@@ -156,8 +157,10 @@ def match_occurrences(
             continue  # not a collective of all of them (another group's, or one trace lacks it)
         count = min(len(calls) for calls in by_participant.values())
         hosts = {p.host for p in participants}
-        bounds = sorted((uncertainty.get(h, 0) for h in hosts), reverse=True)
-        bound_ns = sum(bounds[:2]) if len(hosts) > 1 else 0
+        bound_ns: int | None = 0
+        if len(hosts) > 1:
+            known = sorted((uncertainty[h] for h in hosts if h in uncertainty), reverse=True)
+            bound_ns = sum(known[:2]) if len(known) == len(hosts) else None
         for k in range(count):
             arrivals = [_on_driver(p, by_participant[p][k], shift.get(p.host)) for p in participants]
             latest = max(a.arrive_ns for a in arrivals)

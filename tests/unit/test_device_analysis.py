@@ -1,0 +1,97 @@
+"""Device and collective analysis of TPU-like xplanes written here (no TPU on this machine):
+two hosts of two chips, one chip slow, one host's clock 40 ms ahead and measured so."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ray_tpu_profile.analysis.device_analysis import analyse_devices
+from ray_tpu_profile.analysis.device_traces import collective_ops, read_device_traces
+from support.tpu_traces import MS, Slow, tpu_run_dir
+
+AHEAD = {"host-b": 40 * MS}
+
+
+def analysed(run_dir):
+    return analyse_devices(run_dir, json.loads((run_dir / "manifest.json").read_text()))
+
+
+def test_each_chip_arrives_where_its_compute_ends_or_its_barrier_begins(tmp_path):
+    run_dir = tpu_run_dir(tmp_path, slow=Slow("host-a", 1, 3.0), steps=2)
+    traces = {t.device: t for t in read_device_traces(run_dir / "plugins/profile/run1/host-a.xplane.pb")}
+    assert set(traces) == {"/device:TPU:0", "/device:TPU:1"}
+    fast, slow = collective_ops(traces["/device:TPU:0"]), collective_ops(traces["/device:TPU:1"])
+    # Chip 0 waits in barrier-cores from 10 ms until the op starts at 13 ms; chip 1 arrives at 13 ms.
+    assert [(o.start_ns - o.arrive_ns) / MS for o in fast] == [3.0, 3.0]
+    assert [(o.start_ns - o.arrive_ns) / MS for o in slow] == [0.0, 0.0]
+    assert {o.program for o in fast + slow} == {"42"}  # by program, though run ids differ per chip
+
+
+def test_the_slow_chip_is_named_on_the_driver_s_clock_and_only_with_the_offsets(tmp_path):
+    run_dir = tpu_run_dir(tmp_path / "known", slow=Slow("host-a", 1, 3.0), clock_ahead_ns=AHEAD)
+    result = analysed(run_dir)
+    (straggler,) = result["stragglers"]
+    assert straggler["straggler"] == {"host": "host-a", "device": "/device:TPU:1"}
+    assert straggler["verdict"].startswith("engine0: host-a /device:TPU:1 arrived last at 3 of 3 collectives")
+    assert straggler["wait_per_step_ms"] == pytest.approx(3.0, abs=0.01)
+    assert result["collectives_total"] == 3
+    for o in result["collectives"]:
+        assert o["name"] == "all-reduce.3" and o["last"] == {"host": "host-a", "device": "/device:TPU:1"}
+        assert o["max_wait_ms"] == pytest.approx(3.0, abs=0.01)
+        # The op starts 1 us apart across hosts once corrected: within the 0.1 ms bound.
+        assert o["start_spread_ms"] == pytest.approx(0.001) and not o["start_spread_exceeds_bound"]
+        assert len(o["participants"]) == 4
+    # Without the measured offsets, host-b's 40 ms-ahead clock makes its chips look last.
+    blind = analysed(
+        tpu_run_dir(tmp_path / "unknown", slow=Slow("host-a", 1, 3.0), clock_ahead_ns=AHEAD, clock_known=False)
+    )
+    assert blind["stragglers"][0]["straggler"]["host"] == "host-b"
+    # ... and the ops' start spread, 40 ms where they start together, shows the clocks disagree.
+    assert all(o["start_spread_ms"] > 39 and o["bound_ms"] is None for o in blind["collectives"])
+
+
+def test_device_summaries_hold_busy_idle_categories_modules_and_waits(tmp_path):
+    result = analysed(tpu_run_dir(tmp_path, slow=Slow("host-a", 1, 3.0), clock_ahead_ns=AHEAD))
+    by_device = {(d["host"], d["device"]): d for d in result["devices"]}
+    assert len(by_device) == 4
+    fast, slow = by_device[("host-b", "/device:TPU:0")], by_device[("host-a", "/device:TPU:1")]
+    assert fast["categories_ms"] == pytest.approx({"loop fusion": 27.0, "copy": 3.0, "all-reduce": 1.5})
+    assert slow["categories_ms"] == pytest.approx({"loop fusion": 36.0, "copy": 3.0, "all-reduce": 1.5})
+    assert fast["busy_ms"] + fast["idle_ms"] == pytest.approx(300.0) and fast["window_ms"] == 300.0
+    assert fast["modules"][0]["name"] == "jit_step(42)" and fast["modules"][0]["executions"] == 3
+    assert fast["collective_wait_ms"] == pytest.approx(9.0, abs=0.01) and slow["collective_wait_ms"] == 0.0
+    assert fast["peak_flops_per_s"] == 918e12 and fast["flops_per_s"] == pytest.approx(6e9 / 31.5e-3)
+
+
+def test_without_a_slow_chip_no_one_dominates(tmp_path):
+    result = analysed(tpu_run_dir(tmp_path, clock_ahead_ns=AHEAD))
+    assert all(o["max_wait_ms"] < 0.01 for o in result["collectives"])
+
+
+def test_category_totals_match_xprof_s_own_hlo_stats_of_the_same_file(tmp_path):
+    """XProf's hlo_stats (its per-op self time, summed over a host's device planes) against
+    the device summaries' categories: within 1%."""
+    from collections import defaultdict
+
+    from xprof.convert.raw_to_tool_data import xspace_to_tool_data
+
+    run_dir = tpu_run_dir(tmp_path, slow=Slow("host-a", 1, 3.0))
+    path = run_dir / "plugins/profile/run1/host-a.xplane.pb"
+    # use_saved_result=False: XProf caches its op stats beside the file.
+    raw, _ = xspace_to_tool_data([str(path)], "hlo_stats", {"use_saved_result": False})
+    table = json.loads(raw)
+    columns = [c["id"] for c in table["cols"]]
+    xprof_ms: dict[str, float] = defaultdict(float)
+    for row in table["rows"]:
+        values = dict(zip(columns, (cell["v"] for cell in row["c"])))
+        xprof_ms[values["category"]] += values["total_self_time"] / 1000  # us
+    ours: dict[str, float] = defaultdict(float)
+    for device in analysed(run_dir)["devices"]:
+        if device["host"] == "host-a":
+            for category, ms in device["categories_ms"].items():
+                ours[category] += ms
+    assert set(ours) == set(xprof_ms) == {"loop fusion", "copy", "all-reduce"}
+    for category, ms in xprof_ms.items():
+        assert ours[category] == pytest.approx(ms, rel=0.01), category
