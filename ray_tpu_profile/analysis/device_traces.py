@@ -43,13 +43,14 @@ def read_device_traces(path: Path) -> list[DeviceTrace]:
 
     devices: list[DeviceTrace] = []
     cpu: dict[int, DeviceTrace] = {}
-    for plane in read_planes(path, select=lambda name: bool(DEVICE_PLANE.match(name)) or name == HOST_PLANE):
-        if plane.name == HOST_PLANE:
-            for event in _cpu_hlo_events(plane):
-                ordinal = int(event.stats["device_ordinal"])
-                trace = cpu.setdefault(ordinal, DeviceTrace(f"/device:CPU:{ordinal}", "CPU"))
-                trace.events.append(event)
-            continue
+    # The host plane only where XLA ran ops on CPU (its stats name hlo_op): a plane of
+    # Python-tracer events is skipped unread.
+    for plane in read_planes(path, select=lambda name: name == HOST_PLANE, requires_stat="hlo_op"):
+        for event in _cpu_hlo_events(plane):
+            ordinal = int(event.stats["device_ordinal"])
+            trace = cpu.setdefault(ordinal, DeviceTrace(f"/device:CPU:{ordinal}", "CPU"))
+            trace.events.append(event)
+    for plane in read_planes(path, select=lambda name: bool(DEVICE_PLANE.match(name))):
         kind = plane.name.split(":")[1]
         trace = DeviceTrace(plane.name, kind, dict(plane.stats))
         for line in plane.lines:

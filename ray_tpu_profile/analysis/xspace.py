@@ -205,8 +205,13 @@ class PlaneRecord:
     lines: tuple[LineRecord, ...]
 
 
-def read_planes(path: Path | str, select: Callable[[str], bool] | None = None) -> Iterator[PlaneRecord]:
-    """Each plane of an xplane file (or those whose name `select` accepts), one at a time."""
+def read_planes(
+    path: Path | str, select: Callable[[str], bool] | None = None, requires_stat: str | None = None
+) -> Iterator[PlaneRecord]:
+    """Each plane of an xplane file (or those whose name `select` accepts), one at a time.
+    A plane `select` refuses is never parsed (its name is read off the wire); with
+    requires_stat, a plane none of whose stats has that name is skipped before its events
+    become records (a host plane of Python-tracer events, when looking for XLA ops)."""
     path = Path(path)
     if not path.is_file():
         raise XSpaceError(f"{path.name}: no such file")
@@ -214,13 +219,38 @@ def read_planes(path: Path | str, select: Callable[[str], bool] | None = None) -
         return
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         for plane_bytes in _plane_chunks(buf, path.name):
+            if select is not None and not select(_plane_name(plane_bytes, path.name)):
+                continue
             plane = XPlane()
             try:
                 plane.ParseFromString(plane_bytes)
             except Exception as e:  # protobuf's DecodeError, named with the file
                 raise XSpaceError(f"{path.name}: unreadable XPlane ({e})") from None
-            if select is None or select(plane.name):
-                yield _plane_record(plane)
+            if requires_stat is not None and all(m.name != requires_stat for m in plane.stat_metadata.values()):
+                continue
+            yield _plane_record(plane)
+
+
+def _plane_name(plane: bytes, file_name: str) -> str:
+    """An XPlane's name (its field 2), read off the wire without parsing its lines."""
+    pos, end = 0, len(plane)
+    while pos < end:
+        key, pos = _varint(plane, pos, file_name)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            _, pos = _varint(plane, pos, file_name)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == 2:
+            length, pos = _varint(plane, pos, file_name)
+            if number == 2:
+                return bytes(plane[pos : pos + length]).decode("utf-8", errors="replace")
+            pos += length
+        else:
+            raise XSpaceError(f"{file_name}: not an XSpace (wire type {wire_type} in a plane)")
+    return ""
 
 
 def _plane_chunks(buf: mmap.mmap, name: str) -> Iterator[bytes]:
@@ -248,7 +278,7 @@ def _plane_chunks(buf: mmap.mmap, name: str) -> Iterator[bytes]:
         raise XSpaceError(f"{name}: truncated (a field runs past the end of the file)")
 
 
-def _varint(buf: mmap.mmap, pos: int, name: str) -> tuple[int, int]:
+def _varint(buf: mmap.mmap | bytes, pos: int, name: str) -> tuple[int, int]:
     """The protobuf varint at pos, and the position after it."""
     value, shift = 0, 0
     while True:

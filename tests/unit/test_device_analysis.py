@@ -95,3 +95,26 @@ def test_category_totals_match_xprof_s_own_hlo_stats_of_the_same_file(tmp_path):
     assert set(ours) == set(xprof_ms) == {"loop fusion", "copy", "all-reduce"}
     for category, ms in xprof_ms.items():
         assert ours[category] == pytest.approx(ms, rel=0.01), category
+
+
+def test_xla_on_cpu_gives_one_device_per_ordinal_and_a_python_tracer_plane_gives_none(tmp_path):
+    from ray_tpu_profile.analysis.xspace import EventSpec, LineSpec, PlaneSpec, write_xspace
+
+    def op(name, start_ms, ordinal):
+        stats = {"hlo_op": name, "hlo_module": "jit_run_model", "program_id": 5, "device_ordinal": ordinal}
+        return EventSpec(name, round(start_ms * MS) * 1000, MS * 1000, stats=stats)
+
+    python = [EventSpec("$model_runner.py:10 execute_model", 0, 5 * MS * 1000)]
+    thunks = [op("dot.1", 0, 0), op("all-reduce.2", 1, 0), op("dot.1", 0, 1), op("all-reduce.2", 1.2, 1)]
+    xla = write_xspace(
+        tmp_path / "xla.xplane.pb",
+        [PlaneSpec("/host:CPU", [LineSpec("python", 10, python), LineSpec("XLA thunks", 10, thunks)])],
+    )
+    traces = read_device_traces(xla)
+    assert [(t.device, t.kind, sorted(e.name for e in t.events)) for t in traces] == [
+        ("/device:CPU:0", "CPU", ["all-reduce.2", "dot.1"]),
+        ("/device:CPU:1", "CPU", ["all-reduce.2", "dot.1"]),
+    ]
+    assert [o.name for o in collective_ops(traces[1])] == ["all-reduce.2"]
+    only_python = write_xspace(tmp_path / "py.xplane.pb", [PlaneSpec("/host:CPU", [LineSpec("python", 10, python)])])
+    assert read_device_traces(only_python) == []
