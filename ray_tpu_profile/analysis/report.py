@@ -179,10 +179,12 @@ def build_report(run_dir: Path, top: int = 10, hosts: dict[str, HostReport] | No
     trace, trace bytes; capture skew; the slowest host against the median; failures.
     hosts: each host's host_report, where the caller has read the traces already (made
     with its own top)."""
+    from ray_tpu_profile.analysis.device_analysis import analyse_devices
     from ray_tpu_profile.analysis.traces import host_trace_events
     from ray_tpu_profile.rundir import layout
 
     manifest = layout.read_manifest(run_dir)
+    devices = analyse_devices(run_dir, manifest, top)
     entries = []
     for h in manifest["hosts"]:
         if hosts is not None:
@@ -221,6 +223,11 @@ def build_report(run_dir: Path, top: int = 10, hosts: dict[str, HostReport] | No
             if h["status"] != "ok"
         ],
         "hosts": entries,
+        "devices": devices["devices"],
+        "collectives": devices["collectives"],
+        "collectives_total": devices["collectives_total"],
+        "stragglers": devices["stragglers"],
+        "unreadable_device_traces": devices["unreadable"],
     }
 
 
@@ -330,7 +337,34 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     if len(shapes) > 1:  # a sweep: the table above is its first shape; every shape here
         console.print(_shapes_table(report, shapes))
     _print_run_notes(report, console)
+    _print_devices(report, console)
     _print_host_operations(report, console)
+
+
+def _print_devices(report: dict[str, Any], console: Console) -> None:
+    """Per device: busy share of its window, waiting at collectives, top categories; then
+    each engine's straggler verdict (report.json's devices and stragglers)."""
+    devices = report.get("devices") or []  # none in a report.json from before device analysis
+    if devices:
+        table = Table(title="devices (in each host's capture window)", title_justify="left")
+        for column in ("host", "device", "busy", "collective wait", "idle", "top categories (self time)"):
+            table.add_column(
+                column, justify="left" if column in ("host", "device", "top categories (self time)") else "right"
+            )
+        for d in devices:
+            window = d["window_ms"] or 1.0
+            top = ", ".join(f"{name} {ms:.1f} ms" for name, ms in list(d["categories_ms"].items())[:3])
+            table.add_row(
+                d["host"],
+                d["device"],
+                f"{100 * d['busy_ms'] / window:.0f}%",
+                f"{d.get('collective_wait_ms', 0.0):.1f} ms",
+                f"{d['idle_ms']:.1f} ms",
+                top or "-",
+            )
+        console.print(table)
+    for s in report.get("stragglers") or []:
+        console.print(f"collectives: {s['verdict']}")
 
 
 def write_report(

@@ -60,6 +60,81 @@ class HostClockSummary(TypedDict):
     warning: str | None
 
 
+class ModuleExecutions(TypedDict):
+    name: str
+    executions: int
+    total_ms: float
+    mean_ms: float
+    max_ms: float
+
+
+class DeviceReport(TypedDict):
+    """One device's part of the capture window (devices.device_summary)."""
+
+    host: str
+    device: str
+    """The plane name, e.g. /device:TPU:0 (or /device:CPU:N for XLA on CPU)."""
+    kind: str
+    window_ms: float
+    busy_ms: float
+    idle_ms: float
+    categories_ms: dict[str, float]
+    top_ops: list[Operation]
+    modules: list[ModuleExecutions]
+    flops_per_s: float | None
+    peak_flops_per_s: float | None
+    hbm_bytes_per_s: float | None
+    peak_hbm_bytes_per_s: float | None
+    collective_wait_ms: float
+
+
+class CollectiveParticipant(TypedDict):
+    host: str
+    device: str
+    arrive_ns: int
+    """On the driver's clock (epoch ns)."""
+    start_ns: int
+    duration_ms: float
+    wait_ms: float
+
+
+class DeviceName(TypedDict):
+    host: str
+    device: str
+
+
+class CollectiveReport(TypedDict):
+    """One occurrence of a collective across an engine's devices (collectives.Occurrence)."""
+
+    engine: str
+    name: str
+    program: str
+    occurrence: int
+    participants: list[CollectiveParticipant]
+    last: DeviceName
+    max_wait_ms: float
+    start_spread_ms: float
+    bound_ms: float | None
+    start_spread_exceeds_bound: bool | None
+
+
+class LastArrivals(TypedDict):
+    host: str
+    device: str
+    times: int
+    waited_ms: float
+
+
+class StragglerReport(TypedDict):
+    engine: str
+    occurrences: int
+    last: list[LastArrivals]
+    straggler: DeviceName | None
+    wait_per_step_ms: float | None
+    wait_share_of_step: float | None
+    verdict: str
+
+
 class Report(TypedDict):
     """report.json."""
 
@@ -77,3 +152,9 @@ class Report(TypedDict):
     load: dict[str, Any] | None
     failed_hosts: list[FailedHost]
     hosts: list[HostReport]
+    devices: list[DeviceReport]
+    collectives: list[CollectiveReport]
+    collectives_total: int
+    """Occurrences matched; collectives lists at most COLLECTIVES_KEPT, longest wait first."""
+    stragglers: list[StragglerReport]
+    unreadable_device_traces: list[str]
