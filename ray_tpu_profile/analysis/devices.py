@@ -112,11 +112,23 @@ def device_summary(
         "categories_ms": dict(sorted(categories.items(), key=lambda kv: -kv[1])),
         "top_ops": top_operations({n: ns / NS_PER_MS for n, ns in self_ns.items()}, top),
         "modules": _modules(modules),
+        "steps_ms": _steps_ms(modules),
         "flops_per_s": flops / busy_s if busy_s and flops else None,
         "peak_flops_per_s": float(peak_tflops) * 1e12 if peak_tflops else None,
         "hbm_bytes_per_s": bytes_accessed / busy_s if busy_s and bytes_accessed else None,
         "peak_hbm_bytes_per_s": float(peak_hbm_gbps) * 1e9 if peak_hbm_gbps else None,
     }
+
+
+def _steps_ms(executions: list[DeviceEvent]) -> list[float]:
+    """The durations of the device's most executed module (its step): diff's samples."""
+    if not executions:
+        return []
+    counts: dict[str, int] = defaultdict(int)
+    for e in executions:
+        counts[e.name] += 1
+    step = max(counts, key=lambda name: (counts[name], name))
+    return [e.duration_ns / NS_PER_MS for e in sorted(executions, key=lambda e: e.start_ns) if e.name == step]
 
 
 def _modules(executions: list[DeviceEvent]) -> list[dict[str, Any]]:

@@ -313,6 +313,44 @@ def diff_hosts(a: Manifest, b: Manifest, latency: list[dict[str, Any]]) -> dict[
     }
 
 
+def diff_devices(a: Run, b: Run) -> list[dict[str, Any]]:
+    """Per host and device in both runs: step time (the device's step module executions,
+    by verdict.py's rule, as latency), busy time, collective wait and category time A vs B."""
+    from ray_tpu_profile.analysis.device_analysis import analyse_devices
+    from ray_tpu_profile.analysis.verdict import compare
+
+    side_a = {(d["host"], d["device"]): d for d in analyse_devices(a.run_dir, a.manifest)["devices"]}
+    side_b = {(d["host"], d["device"]): d for d in analyse_devices(b.run_dir, b.manifest)["devices"]}
+    rows = []
+    for key in (k for k in side_a if k in side_b):
+        da, db = side_a[key], side_b[key]
+        row: dict[str, Any] = {
+            "host": key[0],
+            "device": key[1],
+            "a_n": len(da["steps_ms"]),
+            "b_n": len(db["steps_ms"]),
+            "busy_ms": [da["busy_ms"], db["busy_ms"]],
+            "collective_wait_ms": [da["collective_wait_ms"], db["collective_wait_ms"]],
+            "categories_ms": {
+                c: [da["categories_ms"].get(c, 0.0), db["categories_ms"].get(c, 0.0)]
+                for c in dict.fromkeys([*da["categories_ms"], *db["categories_ms"]])
+            },
+        }
+        if da["steps_ms"] and db["steps_ms"]:
+            c = compare(da["steps_ms"], db["steps_ms"])
+            row.update(
+                step_ratio=c.ratio,
+                interval=None if c.interval is None else list(c.interval),
+                verdict=c.verdict,
+                smallest_slower_ratio=c.smallest_slower_ratio,
+                need_n=c.need_n,
+            )
+        else:
+            row.update(step_ratio=None, interval=None, verdict="no steps", smallest_slower_ratio=None, need_n=None)
+        rows.append(row)
+    return rows
+
+
 def _describe(run: Run) -> dict[str, Any]:
     """One side of the diff as its output names it."""
     m = run.manifest
@@ -341,6 +379,7 @@ def diff_runs(a: Run, b: Run, top: int = TOP_OPS) -> dict[str, Any]:
         **only,
         "ops": diff_ops(a, b, top),
         "hosts": diff_hosts(a.manifest, b.manifest, latency),
+        "devices": diff_devices(a, b),
     }
 
 

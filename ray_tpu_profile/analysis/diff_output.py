@@ -99,6 +99,18 @@ def _print_host_ops(name: str, host: dict[str, Any], console: Console) -> None:
             )
 
 
+def _print_devices(diff: dict[str, Any], console: Console) -> None:
+    """Per device: step time B/A with its verdict, busy time and collective wait A -> B."""
+    for d in diff.get("devices") or []:
+        step = (
+            "-" if d["step_ratio"] is None else f"step {d['step_ratio']:.3f}x ({d['verdict']}, {d['a_n']}/{d['b_n']})"
+        )
+        console.print(
+            f"  {d['host']} {d['device']}: {step}; busy {d['busy_ms'][0]:.1f} -> {d['busy_ms'][1]:.1f} ms; "
+            f"collective wait {d['collective_wait_ms'][0]:.1f} -> {d['collective_wait_ms'][1]:.1f} ms"
+        )
+
+
 def print_diff(diff: dict[str, Any], console: Console) -> None:
     """The diff for people: both runs, the latency table, the hosts and the operations."""
     a, b = diff["a"], diff["b"]
@@ -111,6 +123,9 @@ def print_diff(diff: dict[str, Any], console: Console) -> None:
     console.print(f"rule: {diff['rule']}")
     _print_not_compared(diff, console)
     _print_hosts(diff["hosts"], console)
+    if diff.get("devices"):
+        console.print("devices (step: the device's most executed XLA module, by the same rule):")
+        _print_devices(diff, console)
     ops = diff["ops"]
     if not ops["compared"]:
         console.print(f"operations not compared: {ops['reason']}")

@@ -81,6 +81,8 @@ class DeviceReport(TypedDict):
     categories_ms: dict[str, float]
     top_ops: list[Operation]
     modules: list[ModuleExecutions]
+    steps_ms: list[float]
+    """Each execution of the device's most executed module (its step), in order."""
     flops_per_s: float | None
     peak_flops_per_s: float | None
     hbm_bytes_per_s: float | None

@@ -118,3 +118,23 @@ def test_xla_on_cpu_gives_one_device_per_ordinal_and_a_python_tracer_plane_gives
     assert [o.name for o in collective_ops(traces[1])] == ["all-reduce.2"]
     only_python = write_xspace(tmp_path / "py.xplane.pb", [PlaneSpec("/host:CPU", [LineSpec("python", 10, python)])])
     assert read_device_traces(only_python) == []
+
+
+def test_diff_compares_each_device_s_steps_by_the_latency_rule(tmp_path):
+    from ray_tpu_profile.analysis.diff import Run, diff_devices
+
+    def run(name, slow_ms):
+        run_dir = tpu_run_dir(tmp_path / name, steps=8, slow=Slow("host-a", 1, slow_ms), clock_ahead_ns=AHEAD)
+        return Run(name, name, run_dir, json.loads((run_dir / "manifest.json").read_text()))
+
+    rows = {(r["host"], r["device"]): r for r in diff_devices(run("a", 1.0), run("b", 9.0))}
+    assert len(rows) == 4
+    slow = rows[("host-a", "/device:TPU:1")]
+    # Every chip's step waits for the slowest: 8 ms more each step, on all four.
+    assert all(r["verdict"] == "slower" and r["a_n"] == r["b_n"] == 8 for r in rows.values())
+    assert slow["step_ratio"] == pytest.approx((10 + 9 + 0.5) / (10 + 1 + 0.5), rel=1e-3)
+    assert slow["categories_ms"]["loop fusion"][1] - slow["categories_ms"]["loop fusion"][0] == pytest.approx(64.0)
+    fast = rows[("host-b", "/device:TPU:0")]
+    assert fast["collective_wait_ms"][1] - fast["collective_wait_ms"][0] == pytest.approx(64.0, abs=0.1)
+    same = diff_devices(run("c", 1.0), run("d", 1.0))
+    assert all(r["verdict"] == "within noise" for r in same)
