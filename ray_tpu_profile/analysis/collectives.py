@@ -38,6 +38,8 @@ COLLECTIVE_CATEGORIES = (
     "recv",
     "collective-broadcast",
 )
+TOGETHER_NS = 1_000
+"""Arrivals closer than this (or than the clocks' bound) are together: no one was last."""
 WAIT_EVENTS = ("barrier-cores", "dependency-wait")
 """TraceMe events in which a TPU chip waits for the others before a collective."""
 NS_PER_MS = 1_000_000
@@ -95,6 +97,11 @@ class Occurrence:
     @property
     def max_wait_ns(self) -> int:
         return max(a.wait_ns for a in self.arrivals)
+
+    @property
+    def has_last(self) -> bool:
+        """Whether someone arrived last by more than the clocks can tell apart."""
+        return self.max_wait_ns > max(self.bound_ns or 0, TOGETHER_NS)
 
     @property
     def start_spread_ns(self) -> int:
@@ -215,8 +222,13 @@ class Straggler:
     def verdict(self) -> str:
         """One line for report.txt."""
         worst = self.worst
-        if worst is None:
+        if not self.occurrences:
             return f"{self.engine}: no collective ran on every participant"
+        if worst is None:
+            return (
+                f"{self.engine}: every participant arrived together (within the clocks' bound) "
+                f"at all {self.occurrences} collectives: no straggler"
+            )
         who = worst.host if worst.device == "host" else f"{worst.host} {worst.device}"
         line = (
             f"{self.engine}: {who} arrived last at {self.last_counts[worst]} of {self.occurrences} collectives; "
@@ -238,6 +250,8 @@ def stragglers(engine: str, occurrences: list[Occurrence], steps_ns: Iterable[tu
     others, and per step (steps_ns: (start, end) on the driver's clock) the others' wait."""
     result = Straggler(engine, len(occurrences))
     for o in occurrences:
+        if not o.has_last:
+            continue  # arrived together, as far as the clocks can tell
         last = o.last
         result.last_counts[last.participant] = result.last_counts.get(last.participant, 0) + 1
         inflicted = sum(a.wait_ns for a in o.arrivals)

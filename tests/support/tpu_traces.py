@@ -31,9 +31,16 @@ class Slow:
 
 
 def tpu_planes(
-    host_index: int, chips: int, steps: int, slow: Slow | None, host: str, clock_ahead_ns: int
+    host_index: int,
+    chips: int,
+    steps: int,
+    slow: Slow | None,
+    host: str,
+    clock_ahead_ns: int,
+    origin_ns: int = ORIGIN_NS,
 ) -> list[PlaneSpec]:
-    """One host's device planes plus its Task Environment (capture times, its own clock)."""
+    """One host's device planes plus its Task Environment (capture times, its own clock);
+    origin_ns: the driver's clock at the first step."""
     late_ms = max(slow.extra_ms, 0.0) if slow else 0.0
     planes = []
     for chip in range(chips):
@@ -77,7 +84,7 @@ def tpu_planes(
             )
             if start_ns > arrive_ns:
                 waits.append(EventSpec("barrier-cores", arrive_ns * PS_PER_NS, (start_ns - arrive_ns) * PS_PER_NS))
-        origin = ORIGIN_NS + clock_ahead_ns
+        origin = origin_ns + clock_ahead_ns
         planes.append(
             PlaneSpec(
                 f"/device:TPU:{chip}",
@@ -89,10 +96,10 @@ def tpu_planes(
                 stats={"peak_teraflops_per_second": 918.0, "peak_hbm_bw_gigabytes_per_second": 1640.0},
             )
         )
-    stop_ns = ORIGIN_NS + clock_ahead_ns + round(steps * STEP_MS * MS)
+    stop_ns = origin_ns + clock_ahead_ns + round(steps * STEP_MS * MS)
     planes.append(
         PlaneSpec(
-            "Task Environment", stats={"profile_start_time": ORIGIN_NS + clock_ahead_ns, "profile_stop_time": stop_ns}
+            "Task Environment", stats={"profile_start_time": origin_ns + clock_ahead_ns, "profile_stop_time": stop_ns}
         )
     )
     return planes

@@ -68,6 +68,10 @@ def test_device_summaries_hold_busy_idle_categories_modules_and_waits(tmp_path):
 def test_without_a_slow_chip_no_one_dominates(tmp_path):
     result = analysed(tpu_run_dir(tmp_path, clock_ahead_ns=AHEAD))
     assert all(o["max_wait_ms"] < 0.01 for o in result["collectives"])
+    (straggler,) = result["stragglers"]
+    assert straggler["straggler"] is None and straggler["verdict"] == (
+        "engine0: every participant arrived together (within the clocks' bound) at all 3 collectives: no straggler"
+    )
 
 
 def test_category_totals_match_xprof_s_own_hlo_stats_of_the_same_file(tmp_path):
