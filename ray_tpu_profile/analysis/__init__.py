@@ -1,1 +1,1 @@
-"""What a run's traces say: reading them, operations, statistics, verdicts, reports, timeline, plot, diff."""
+"""What a run's traces say: operations, statistics, verdicts, devices, collectives, reports, timeline, diff."""

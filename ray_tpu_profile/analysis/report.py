@@ -397,7 +397,7 @@ def write_report(
         return "report.json, report.txt written"
 
     def timeline() -> str:
-        write_timeline(run_dir, max_events, hosts=derived[TIMELINE])
+        write_timeline(run_dir, max_events, hosts=derived[TIMELINE], collectives=report.get("collectives"))
         return f"{TIMELINE} written: every host's trace on one wall-clock axis, for Perfetto (ui.perfetto.dev)"
 
     def plot() -> str:

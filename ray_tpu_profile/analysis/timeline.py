@@ -155,6 +155,36 @@ def _process_trace(pid: int, label: str, events: list[Event], shift_ns: int, ori
     return trace
 
 
+WAIT_TID_BASE = 1_000_000
+"""Waits go on tracks of their own, numbered apart from the trace's own tracks."""
+
+
+def collective_waits(collectives: list[dict[str, Any]], pids: dict[str, int], origin_ns: int) -> list[dict[str, Any]]:
+    """Each collective occurrence as a wait slice per participant (from its arrival to the
+    op's start, on a `collective waits <device>` track of its host), linked across the
+    participants by one Perfetto flow in arrival order, ending at the last to arrive."""
+    events: list[dict[str, Any]] = []
+    tracks: dict[tuple[int, str], int] = {}
+    for flow_id, o in enumerate(collectives, start=1):
+        arrivals = sorted((p for p in o["participants"] if p["host"] in pids), key=lambda p: p["arrive_ns"])
+        for i, p in enumerate(arrivals):
+            pid = pids[p["host"]]
+            tid = tracks.setdefault((pid, p["device"]), WAIT_TID_BASE + len(tracks))
+            ts = (p["arrive_ns"] - origin_ns) / 1000
+            name = f"{o['name']} #{o['occurrence']} wait"
+            dur = max((p["start_ns"] - p["arrive_ns"]) / 1000, 0.001)
+            args = {"wait_ms": p["wait_ms"], "last": o["last"], "engine": o.get("engine")}
+            events.append({"ph": "X", "name": name, "pid": pid, "tid": tid, "ts": ts, "dur": dur, "args": args})
+            phase = "s" if i == 0 else "f" if i == len(arrivals) - 1 else "t"
+            flow = {"ph": phase, "id": flow_id, "name": o["name"], "cat": "collective", "pid": pid, "tid": tid}
+            events.append({**flow, "ts": ts, **({"bp": "e"} if phase == "f" else {})})
+    for (pid, device), tid in tracks.items():
+        events.append(
+            {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": f"collective waits {device}"}}
+        )
+    return events
+
+
 def _downsampling(host_events: dict[str, tuple[list[Event], Kept]], max_events_per_host: int) -> dict[str, Any]:
     """The timeline's otherData.downsampling: the rule, and what was kept and dropped per host."""
     return {
@@ -185,9 +215,11 @@ def write_timeline(
     run_dir: Path,
     max_events_per_host: int = DEFAULT_MAX_EVENTS_PER_HOST,
     hosts: dict[str, tuple[list[Event], Kept, list[str]]] | None = None,
+    collectives: list[dict[str, Any]] | None = None,
 ) -> Path:
     """timeline.json.gz in the run directory, from its manifest and every host's traces
-    (hosts: each host's host_timeline, where the caller has read the traces already)."""
+    (hosts: each host's host_timeline, where the caller has read the traces already;
+    collectives: report.json's, drawn as waits linked across their participants)."""
     from ray_tpu_profile.analysis.traces import host_trace_events
     from ray_tpu_profile.rundir.layout import read_manifest
 
@@ -202,6 +234,9 @@ def write_timeline(
             )
     host_events = {name: (own, kept) for name, (own, kept, _) in hosts.items()}
     trace = build_timeline(manifest, host_events, max_events_per_host)
+    if collectives:
+        pids = {name: pid for pid, name in enumerate(trace["otherData"]["hosts"], start=1)}
+        trace["traceEvents"] += collective_waits(collectives, pids, trace["otherData"]["origin_ns"])
     for name, (_, _, problems) in hosts.items():
         trace["otherData"]["downsampling"]["hosts"][name]["unreadable"] = problems
     path = run_dir / TIMELINE

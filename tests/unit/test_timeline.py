@@ -288,3 +288,30 @@ def test_write_report_one_output_failing_costs_the_others_nothing(tmp_path):
     assert str(e.value).startswith("timeline.json.gz: IsADirectoryError") and ";" not in str(e.value)
     assert {"report.json", "report.txt", "report.png"} <= {p.name for p in tmp_path.iterdir()}
     assert not (tmp_path / "timeline.json.gz").exists()
+
+
+def test_collective_waits_are_slices_linked_by_one_flow_ending_at_the_last_arrival():
+    from ray_tpu_profile.analysis.timeline import collective_waits
+
+    occurrence = {
+        "engine": "engine0",
+        "name": "all-reduce.3",
+        "occurrence": 0,
+        "last": {"host": "b", "device": "/device:TPU:0"},
+        "participants": [
+            {"host": "b", "device": "/device:TPU:0", "arrive_ns": 5_000, "start_ns": 5_000, "wait_ms": 0.0},
+            {"host": "a", "device": "/device:TPU:0", "arrive_ns": 2_000, "start_ns": 5_000, "wait_ms": 0.003},
+            {"host": "a", "device": "/device:TPU:1", "arrive_ns": 3_000, "start_ns": 5_000, "wait_ms": 0.002},
+        ],
+    }
+    events = collective_waits([occurrence], {"a": 1, "b": 2}, origin_ns=1_000)
+    slices = [(e["pid"], e["ts"], e["dur"]) for e in events if e["ph"] == "X"]
+    assert slices == [(1, 1.0, 3.0), (1, 2.0, 2.0), (2, 4.0, 0.001)]  # us since the origin
+    flow = [(e["ph"], e["pid"], e["ts"]) for e in events if e.get("cat") == "collective"]
+    assert flow == [("s", 1, 1.0), ("t", 1, 2.0), ("f", 2, 4.0)]
+    names = sorted(e["args"]["name"] for e in events if e["ph"] == "M")
+    assert names == [
+        "collective waits /device:TPU:0",
+        "collective waits /device:TPU:0",
+        "collective waits /device:TPU:1",
+    ]
