@@ -57,7 +57,8 @@ def plot_data(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def write_plot(run_dir: Path, manifest: Manifest) -> Path:
+def write_plot(run_dir: Path, manifest: Manifest, devices: list[dict[str, Any]] | None = None) -> Path:
+    """report.png; devices (report.json's): a panel of each device's busy, collective wait and idle time."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display on a Ray head node
@@ -66,20 +67,20 @@ def write_plot(run_dir: Path, manifest: Manifest) -> Path:
     data = plot_data(manifest)
     colour = {shape: SHAPE_COLOURS[i % len(SHAPE_COLOURS)] for i, shape in enumerate(data["shapes"])}
     offsets = [w for w in data["windows"] if w["start_offset_ms"] is not None]
-    panels = 3 if offsets else 2
+    panels = 2 + bool(offsets) + bool(devices)
     row_panel_height_in = max(2.0, 0.45 * len(data["hosts"]) + 1.2)
-    fig, axes = plt.subplots(
-        panels,
-        1,
-        figsize=(11, 3.2 + row_panel_height_in * (panels - 1)),
-        gridspec_kw={"height_ratios": [3.2] + [row_panel_height_in] * (panels - 1)},
-    )
+    heights = [3.2] + [row_panel_height_in] * (1 + bool(offsets))
+    if devices:
+        heights.append(max(2.0, 0.3 * len(devices) + 1.2))
+    fig, axes = plt.subplots(panels, 1, figsize=(11, sum(heights)), gridspec_kw={"height_ratios": heights})
     title = f"run {manifest['run_id']} ({manifest['status']}), profiler {manifest['capture'].get('profiler')}"
     fig.suptitle(title, fontsize=11)
     _latency_panel(axes[0], data, colour)
     _timeline_panel(axes[1], data, colour)
     if offsets:
         _offsets_panel(axes[2], data, offsets, colour, manifest)
+    if devices:
+        _devices_panel(axes[-1], devices)
     fig.tight_layout()
     path = Path(run_dir) / PLOT
     try:
@@ -88,6 +89,24 @@ def write_plot(run_dir: Path, manifest: Manifest) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def _devices_panel(ax, devices: list[dict[str, Any]]) -> None:
+    """Per host and device, its capture window split into busy (running ops), waiting for the
+    others at collectives (no op runs while a chip waits, so that time is out of idle), and idle."""
+    labels = [f"{d['host']} {d['device']}" for d in devices]
+    busy = [d["busy_ms"] for d in devices]
+    wait = [min(d.get("collective_wait_ms", 0.0), d["idle_ms"]) for d in devices]
+    idle = [d["idle_ms"] - w for d, w in zip(devices, wait)]
+    rows = range(len(devices))
+    ax.barh(rows, busy, color="#4e79a7", label="busy")
+    ax.barh(rows, wait, left=busy, color="#e15759", label="waiting at collectives")
+    ax.barh(rows, idle, left=[b + w for b, w in zip(busy, wait)], color="#bab0ac", label="idle")
+    ax.set_yticks(list(rows), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms of the capture window")
+    ax.set_title("devices: busy, waiting for the others, idle", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
 
 
 def _latency_panel(ax, data: dict[str, Any], colour: dict[str, str]) -> None:

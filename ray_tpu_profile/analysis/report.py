@@ -401,7 +401,7 @@ def write_report(
         return f"{TIMELINE} written: every host's trace on one wall-clock axis, for Perfetto (ui.perfetto.dev)"
 
     def plot() -> str:
-        write_plot(run_dir, manifest)
+        write_plot(run_dir, manifest, report.get("devices"))
         return f"{PLOT} written"
 
     for name, write in (("report.json", text_report), (TIMELINE, timeline), (PLOT, plot)):
