@@ -4,7 +4,7 @@
 (a JAX profiler server in each model process). The model is loaded once per host; then
 --trials captures each way, alternating:
 
-  synchronised: the driver measures every host's clock offset (clock_sync: 8 actor-call
+  synchronised: the driver measures every host's clock offset (clock_exchange: 8 actor-call
                 round trips per host), picks one instant T, and every host traces from
                 T on its own clock (T + its offset) and starts its iterations just after
                 (the clocks and capture stages' way)

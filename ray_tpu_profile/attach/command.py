@@ -1,9 +1,9 @@
 """`ray-tpu-profile attach`: trace a live vLLM deployment's registered profiler servers
-(attach_plugin) on every host at one instant, without restarting it, into a run directory
+(plugin.py) on every host at one instant, without restarting it, into a run directory
 like `run`'s (mode "attach"): one XProf session, manifest, reports and timeline.
 
 With --address, every node of the Ray cluster is asked (a pinned actor per node,
-attach_host.AttachActor); without it, this host's registry is read and traced from this
+node_actor.AttachActor); without it, this host's registry is read and traced from this
 process. The order: find -> warm up each client -> clocks -> one instant -> capture ->
 gather -> verify -> manifest and reports.
 """

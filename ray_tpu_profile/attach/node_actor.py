@@ -1,6 +1,6 @@
 """`attach`'s side on one host: which registered profiler servers live there, a warm-up
 capture of each, the capture of each at the instant the driver gave, and the files handed
-back (host_files.HostFiles). Runs as a Ray actor pinned to its node (`attach --address`) or
+back (host.files.HostFiles). Runs as a Ray actor pinned to its node (`attach --address`) or
 as a plain object in the CLI's own process (this host's `vllm serve`). The capture client
 always runs on the server's own host, against localhost: the servers listen nowhere else.
 """

@@ -1,7 +1,7 @@
 """A vLLM general plugin (entry point group `vllm.general_plugins`) that makes a live
 deployment attachable: with RAY_TPU_PROFILE_ATTACH=1 in a process's environment, it starts a
 profiler server in that process (JAX's; torch_xla's on a torch_xla stack) on a port the OS
-picks and registers it (attach_registry). Without the variable it does nothing.
+picks and registers it (registry.py). Without the variable it does nothing.
 
 vLLM calls general plugins once per process: in the process that parses the engine flags
 (`vllm serve`'s API server, or one holding an LLM), in the engine-core process and in every

@@ -1,4 +1,4 @@
-"""Where live vLLM processes say they run a profiler server (attach_plugin), and how
+"""Where live vLLM processes say they run a profiler server (plugin.py), and how
 `attach` finds them again.
 
 One entry per process: its host, pid, port, role and deployment name. In a process that

@@ -1,5 +1,5 @@
 """Each host's clock against the driver's, NTP-style, and what that means for the skew.
-Pure: samples in, estimates out (the driver's exchange is in clock_sync.py, the host's
+Pure: samples in, estimates out (the driver's exchange is in driver/clock_exchange.py, the host's
 clock in host_clock.py).
 
 The driver notes its clock before a call (sent), the host answers its own clock (host),

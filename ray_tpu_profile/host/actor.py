@@ -59,7 +59,7 @@ class HostActor(HostFiles):
         }
 
     def clock_ns(self) -> int:
-        """This host's clock, for the driver's offset exchange (clock_sync.py): nothing else
+        """This host's clock, for the driver's offset exchange (driver/clock_exchange.py): nothing else
         happens in the call, so its round trip is as short as an actor call gets."""
         return host_clock.now_ns()
 

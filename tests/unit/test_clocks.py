@@ -132,7 +132,7 @@ def test_untrusted_clocks_are_named():
 
 
 def test_measure_offsets_on_host_handles_with_shifted_clocks():
-    """clock_sync over plain futures: each host answers its clock + a known shift."""
+    """clock_exchange over plain futures: each host answers its clock + a known shift."""
     import time
 
     def clock(shift_ns: int):
