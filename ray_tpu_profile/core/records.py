@@ -48,13 +48,20 @@ class WorkerIdentity:
     pid: int
     node_id: str | None = None
     port: int | None = None
+    """The worker's profiler server (jax / xla)."""
+    trace_dir: str | None = None
+    """Where the worker writes its trace (torch), for its host to collect."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WorkerIdentity:
-        return cls(int(data["rank"]), int(data["pid"]), data.get("node_id"), data.get("port"))
+        return cls(int(data["rank"]), int(data["pid"]), data.get("node_id"), data.get("port"), data.get("trace_dir"))
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """As the worker reported itself (trace_dir only where it has one)."""
+        data = asdict(self)
+        if self.trace_dir is None:
+            del data["trace_dir"]
+        return data
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,8 @@ class WorkerJson(TypedDict):
     pid: int
     node_id: str | None
     port: int | None
+    trace_dir: NotRequired[str]
+    """torch: where the worker writes its trace."""
 
 
 class ClockMeasurement(TypedDict):

@@ -129,7 +129,7 @@ def test_two_engines_traced_by_torch_and_a_worker_killed_in_warmup_fails_only_it
         *TP2,
     )
     try:
-        manifest = wait_for_stage(tmp_path, "warmup")
+        manifest = wait_for_stage(tmp_path, "warmup", proc=proc)
         victim = next(h for h in manifest["hosts"] if h["name"] == "local-sim-w3")
         os.kill(victim["worker"]["pid"], signal.SIGKILL)
         stdout, stderr = proc.communicate(timeout=300)

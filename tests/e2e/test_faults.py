@@ -44,7 +44,7 @@ def assert_partial(proc, stdout, stderr, tmp_path, victim, stage, reason):
 def test_host_killed_during_a_stage_gives_partial_run(sim_cluster, tmp_path, stage):
     proc = start_run(sim_cluster, tmp_path, "--num-iters-warmup", "40")
     try:
-        victim = wait_for_stage(tmp_path, stage)["hosts"][1]
+        victim = wait_for_stage(tmp_path, stage, proc=proc)["hosts"][1]
         os.kill(victim["pid"], signal.SIGKILL)
         stdout, stderr = proc.communicate(timeout=300)
     finally:
@@ -57,7 +57,7 @@ def test_hung_host_times_out_and_the_rest_carry_on(sim_cluster, tmp_path):
     proc = start_run(sim_cluster, tmp_path, "--num-iters-warmup", "40", "--timeout-s", "45")
     victim = None
     try:
-        victim = wait_for_stage(tmp_path, "warmup")["hosts"][1]
+        victim = wait_for_stage(tmp_path, "warmup", proc=proc)["hosts"][1]
         os.kill(victim["pid"], signal.SIGSTOP)
         stdout, stderr = proc.communicate(timeout=300)
     finally:
@@ -77,7 +77,7 @@ def test_ctrl_c_during_warmup_stops_cleanly_and_keeps_the_run(sim_cluster, tmp_p
     signum = signal.SIGINT
     proc = start_run(sim_cluster, tmp_path, "--num-iters-warmup", "200")
     try:
-        wait_for_stage(tmp_path, "warmup")
+        wait_for_stage(tmp_path, "warmup", proc=proc)
         proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
@@ -98,7 +98,7 @@ def test_host_killed_during_gather_keeps_what_arrived(sim_cluster, tmp_path):
     capture, as a large XLA dump would be; the kill lands once a chunk of it has arrived."""
     proc = start_run(sim_cluster, tmp_path)
     try:
-        victim = wait_for_stage(tmp_path, "capture")["hosts"][1]
+        victim = wait_for_stage(tmp_path, "capture", proc=proc)["hosts"][1]
         dump = Path(victim["scratch_dir"]) / "xla_dump" / "module_0001.after_optimizations.txt"
         dump.parent.mkdir(parents=True)
         with open(dump, "wb") as f:

@@ -57,10 +57,14 @@ def load_manifest(run_dir: Path) -> dict:
     return validated("manifest", json.loads((run_dir / "manifest.json").read_text()))
 
 
-def wait_for_stage(root: Path, stage: str, deadline_s: float = 240) -> dict:
-    """Poll a run's staging manifest (rewritten at every stage) until the run reaches stage."""
+def wait_for_stage(root: Path, stage: str, deadline_s: float = 240, proc: subprocess.Popen | None = None) -> dict:
+    """Poll a run's staging manifest (rewritten at every stage) until the run reaches stage;
+    if proc (the run) exits first, fail at once with what it said."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            _, stderr = proc.communicate()
+            raise AssertionError(f"the run exited with {proc.returncode} before {stage}: {stderr[-3000:]}")
         for path in root.glob(".*.partial/manifest.json"):
             try:
                 manifest = json.loads(path.read_text())
@@ -69,7 +73,8 @@ def wait_for_stage(root: Path, stage: str, deadline_s: float = 240) -> dict:
             if manifest["stage"] == stage:
                 return manifest
         time.sleep(0.05)
-    raise AssertionError(f"run never reached {stage}")
+    reached = [json.loads(p.read_text())["stage"] for p in root.glob(".*.partial/manifest.json")]
+    raise AssertionError(f"run never reached {stage} in {deadline_s} s (stage now: {reached or 'no manifest'})")
 
 
 def validated(kind: str, data: dict) -> dict:
