@@ -15,6 +15,7 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 "${cli[@]}" --profiler torch --profile-result-dir "$scratch/torch" "${workload[@]}"
 "${cli[@]}" --profiler jax --duration-ms 1500 --profile-result-dir "$scratch/jax" "${workload[@]}"
+mkdir -p tests/data
 for kind in torch jax; do
   run=("$scratch/$kind"/*)
   dest="tests/data/$kind-2hosts"

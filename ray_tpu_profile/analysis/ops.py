@@ -36,6 +36,8 @@ TOOL_CONTROL_FILE = "actor.py"
 """The file of the host actor's capture-control methods, as the python tracer names it."""
 TOOL_CONTROL_FUNCTIONS = ("finish_capture", "start_capture")
 TOOL_CONTROL = re.compile(rf"^\${re.escape(TOOL_CONTROL_FILE)}:\d+ ({'|'.join(TOOL_CONTROL_FUNCTIONS)})$")
+DEVICE_TRACK_PREFIX = "/device:"
+"""xprof's trace converter names a device plane's tracks `<plane name> <line name>`."""
 XPLANE_STEP = re.compile(r"^\$\w*model_runner\.py:\d+ execute_model$")
 
 
@@ -72,10 +74,13 @@ class OpProfile:
 
 
 def operation_profile(events: Iterable[tuple[str, str, int, int]]) -> OpProfile:
-    """From (track, name, start ns, duration ns) events of one host's traces."""
+    """From (track, name, start ns, duration ns) events of one host's traces. Events of a
+    device's tracks (`/device:TPU:0 XLA Ops`, ...) are the devices' (devices.py), never
+    ranked with the host's."""
     by_track: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
     for track, name, start_ns, duration_ns in events:
-        by_track[track].append((start_ns, duration_ns, name))
+        if not track.startswith(DEVICE_TRACK_PREFIX):
+            by_track[track].append((start_ns, duration_ns, name))
     profile = OpProfile()
     kept: list[tuple[str, str, float, float]] = []
     left_out: dict[str, float] = defaultdict(float)

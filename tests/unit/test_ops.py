@@ -63,3 +63,12 @@ def test_the_capture_control_rule_follows_the_actor_methods_it_names():
         _, line = inspect.getsourcelines(method)
         assert Path(inspect.getsourcefile(method)).name == TOOL_CONTROL_FILE
         assert TOOL_CONTROL.match(f"${TOOL_CONTROL_FILE}:{line} {name}")
+
+
+def test_device_tracks_are_never_ranked_with_the_host_s_operations():
+    from ray_tpu_profile.analysis.ops import operation_profile
+
+    profile = operation_profile(
+        [("/host:CPU python", "$llm.py:1 generate", 0, 10 * MS), ("/device:TPU:0 XLA Ops", "fusion.1", 0, 9 * MS)]
+    )
+    assert profile.self_ms == {"$llm.py:1 generate": pytest.approx(10.0)}

@@ -1,0 +1,98 @@
+"""What the device and collective analysis costs on TPU-sized device planes, against reading
+the same xplane once.
+
+A run directory of one engine across 2 hosts is written here (tests/support/tpu_traces.py:
+4 chips per host, each step a compute op, a nested copy and an all-reduce, with
+barrier-cores waits), scaled by --steps to about 4 events per chip and step. The baseline
+is reading every host's xplane once into plain records (xspace.read_planes, which the
+analysis uses); then the analysis (analysis/device_analysis.analyse_devices: device
+summaries, collectives matched across both hosts on the driver's clock, stragglers) as a
+ratio of it, per million device events, and the peak memory of each (a child process per
+measurement, its peak RSS from the kernel).
+
+    .venv/bin/python bench/devices.py [--steps 25000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def child(kind: str, run_dir: str) -> None:
+    """One measurement in this (fresh) process: prints seconds and events."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from ray_tpu_profile.analysis.device_analysis import analyse_devices
+    from ray_tpu_profile.analysis.xspace import read_planes
+
+    root = Path(run_dir)
+    manifest = json.loads((root / "manifest.json").read_text())
+    started = time.perf_counter()
+    if kind == "read":
+        events = sum(
+            len(line.events)
+            for h in manifest["hosts"]
+            for plane in read_planes(root / h["files"][0]["path"])
+            for line in plane.lines
+        )
+    else:
+        result = analyse_devices(root, manifest)
+        events = result["collectives_total"]
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "events": events, "peak_rss_mb": peak_mb}))
+
+
+def measure(kind: str, run_dir: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, str(run_dir)], capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=25_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", nargs=2, metavar=("KIND", "RUN_DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(*args.child)
+    sys.path.insert(0, str(REPO / "tests"))
+    from support.tpu_traces import MS, Slow, tpu_run_dir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        run_dir = tpu_run_dir(
+            Path(tmp), chips=4, steps=args.steps, slow=Slow("host-a", 1, 3.0), clock_ahead_ns={"host-b": 40 * MS}
+        )
+        written_s = time.perf_counter() - t0
+        size_mb = sum(p.stat().st_size for p in run_dir.rglob("*.xplane.pb")) / 1e6
+        runs = {kind: [measure(kind, run_dir) for _ in range(args.repeats)] for kind in ("read", "analyse")}
+    events = runs["read"][0]["events"]
+    read_s = statistics.median(r["seconds"] for r in runs["read"])
+    analyse_s = statistics.median(r["seconds"] for r in runs["analyse"])
+    print(
+        f"2 hosts x 4 chips, {args.steps:,} steps: {events:,} device events, {size_mb:.0f} MB of xplanes "
+        f"(written in {written_s:.0f} s); median of {args.repeats}, each in a fresh process"
+    )
+    for kind, seconds in (("read once (baseline)", read_s), ("device analysis", analyse_s)):
+        peak = max(r["peak_rss_mb"] for r in runs["read" if kind.startswith("read") else "analyse"])
+        print(
+            f"{kind:<22} {seconds:7.2f} s  {seconds / read_s:5.2f}x baseline  "
+            f"{seconds / (events / 1e6):6.2f} s per million events  peak RSS {peak:,.0f} MB"
+        )
+    print(f"collectives matched: {runs['analyse'][0]['events']:,}")
+
+
+if __name__ == "__main__":
+    main()
