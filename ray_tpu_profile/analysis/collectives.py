@@ -23,10 +23,13 @@ arrived.
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import accumulate
 
 COLLECTIVE_CATEGORIES = (
     "all-reduce",
@@ -90,7 +93,7 @@ class Occurrence:
     """Clock-alignment bound on differences between these participants' times (0 on one
     host; None when some host's offset was not measured)."""
 
-    @property
+    @cached_property
     def last(self) -> Arrival:
         return max(self.arrivals, key=lambda a: (a.arrive_ns, a.participant.host, a.participant.device))
 
@@ -256,11 +259,15 @@ def stragglers(engine: str, occurrences: list[Occurrence], steps_ns: Iterable[tu
         result.last_counts[last.participant] = result.last_counts.get(last.participant, 0) + 1
         inflicted = sum(a.wait_ns for a in o.arrivals)
         result.waited_ns[last.participant] = result.waited_ns.get(last.participant, 0) + inflicted
+    # What a step lost to late arrivals: the longest wait of each occurrence whose last
+    # arrival falls in it, summed (occurrences sorted once; each step a bisect).
+    ordered = sorted((o.last.arrive_ns, o.max_wait_ns) for o in occurrences)
+    arrivals = [t for t, _ in ordered]
+    lost = list(accumulate((w for _, w in ordered), initial=0))
     for start, end in steps_ns:
-        inside = [o for o in occurrences if start <= o.last.arrive_ns < end]
-        if inside:
-            # What the step lost to late arrivals: each occurrence's longest wait, summed.
-            result.wait_per_step_ns.append(sum(o.max_wait_ns for o in inside))
+        first, past = bisect.bisect_left(arrivals, start), bisect.bisect_left(arrivals, end)
+        if past > first:
+            result.wait_per_step_ns.append(lost[past] - lost[first])
             result.step_ns.append(end - start)
     return result
 
