@@ -13,12 +13,13 @@ hosts' times is the sum of their uncertainties.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ray_tpu_profile.analysis.collectives import Occurrence, Participant, match_occurrences, stragglers
-from ray_tpu_profile.analysis.device_traces import DeviceTrace, collective_ops, read_device_traces
-from ray_tpu_profile.analysis.devices import MODULES_LINE, device_summary
+from ray_tpu_profile.analysis.collectives import CollectiveOp, Occurrence, Participant, match_occurrences, stragglers
+from ray_tpu_profile.analysis.device_traces import collective_ops, iter_device_traces
+from ray_tpu_profile.analysis.devices import MODULES_LINE, DeviceEvent, device_summary
 from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
 
 COLLECTIVES_KEPT = 1000
@@ -28,30 +29,38 @@ NS_PER_MS = 1_000_000
 
 def analyse_devices(run_dir: Path, manifest: Manifest, top: int = 10) -> dict[str, Any]:
     """{"devices": [...], "collectives": [...], "collectives_total": n, "stragglers": [...],
-    "unreadable": [...]} for the run directory's xplanes."""
-    traces: dict[str, list[DeviceTrace]] = {}
+    "unreadable": [...]} for the run directory's xplanes. Each device plane is summarised as
+    it is read and let go: what is kept is its summary, its collective ops and, for a host's
+    first device, its module executions (the engine's steps)."""
     devices, unreadable = [], []
+    ops: dict[Participant, list[CollectiveOp]] = {}
+    executions: dict[str, list[DeviceEvent]] = {}
     for host in manifest["hosts"]:
         for f in host["files"]:
             if not f["path"].endswith(".xplane.pb"):
                 continue
+            path = Path(run_dir) / f["path"]
             try:
-                found = read_device_traces(Path(run_dir) / f["path"])
+                window = _window(host, path)
+                for trace in iter_device_traces(path):
+                    devices.append(
+                        device_summary(host["name"], trace.device, trace.kind, trace.events, window, trace.stats, top)
+                    )
+                    ops[Participant(host["name"], trace.device)] = collective_ops(trace)
+                    executions.setdefault(host["name"], [e for e in trace.events if e.line == MODULES_LINE])
             except (ValueError, OSError) as e:
                 unreadable.append(f"{f['path']}: {type(e).__name__}: {e}")
-                continue
-            traces.setdefault(host["name"], []).extend(found)
-            window = _window(host, found)
-            devices += [device_summary(host["name"], t.device, t.kind, t.events, window, t.stats, top) for t in found]
     occurrences, straggling = [], []
+    shift, uncertainty = _clocks(manifest)
     for engine, hosts in _engines(manifest).items():
-        found_occurrences = _engine_occurrences(hosts, traces, manifest)
-        if not found_occurrences:
+        mine = {p: calls for p, calls in ops.items() if p.host in hosts and calls}
+        found = match_occurrences(mine, shift, uncertainty) if len(mine) > 1 else []
+        if not found:
             continue
-        for o in found_occurrences:
-            occurrences.append((engine, o))
-        steps = _steps(hosts, traces, manifest)
-        straggling.append(stragglers(engine, found_occurrences, steps).to_json())
+        occurrences += [(engine, o) for o in found]
+        first_host = next((h for h in hosts if executions.get(h)), None)
+        steps = _steps(executions.get(first_host, []), shift.get(first_host)) if first_host else []
+        straggling.append(stragglers(engine, found, steps).to_json())
     _add_waits(devices, [o for _, o in occurrences])
     kept = sorted(occurrences, key=lambda eo: -eo[1].max_wait_ns)[:COLLECTIVES_KEPT]
     kept.sort(key=lambda eo: min(a.start_ns for a in eo[1].arrivals))
@@ -64,14 +73,14 @@ def analyse_devices(run_dir: Path, manifest: Manifest, top: int = 10) -> dict[st
     }
 
 
-def _window(host: HostEntry, traces: list[DeviceTrace]) -> tuple[int, int]:
-    """The host's capture window (host clock), else the span of its device events."""
+def _window(host: HostEntry, path: Path) -> tuple[int, int]:
+    """The host's capture window (host clock): its manifest's, else the xplane's own."""
+    from ray_tpu_profile.analysis.xplane import capture_times_ns
+
     capture = host.get("capture") or {}
     if capture.get("start_ns") is not None and capture.get("stop_ns") is not None:
         return int(capture["start_ns"]), int(capture["stop_ns"])
-    starts = [e.start_ns for t in traces for e in t.events]
-    ends = [e.start_ns + e.duration_ns for t in traces for e in t.events]
-    return (min(starts), max(ends)) if starts else (0, 0)
+    return capture_times_ns(path)
 
 
 def _engines(manifest: Manifest) -> dict[str, list[str]]:
@@ -95,28 +104,14 @@ def _clocks(manifest: Manifest) -> tuple[dict[str, Any], dict[str, int]]:
     return shift, uncertainty
 
 
-def _engine_occurrences(hosts: list[str], traces: dict[str, list[DeviceTrace]], manifest: Manifest) -> list[Occurrence]:
-    ops = {Participant(h, t.device): collective_ops(t) for h in hosts for t in traces.get(h, [])}
-    ops = {p: calls for p, calls in ops.items() if calls}
-    if len(ops) < 2:
+def _steps(executions: list[DeviceEvent], to_driver: Callable[[int], int] | None) -> list[tuple[int, int]]:
+    """An engine's steps on the driver's clock: the executions of the most frequent XLA
+    module of its first device (one jitted step per execution)."""
+    if not executions:
         return []
-    shift, uncertainty = _clocks(manifest)
-    return match_occurrences(ops, shift, uncertainty)
-
-
-def _steps(hosts: list[str], traces: dict[str, list[DeviceTrace]], manifest: Manifest) -> list[tuple[int, int]]:
-    """The engine's steps on the driver's clock: the executions of the most frequent XLA
-    module on its first device (one jitted step per execution)."""
-    first = next((t for h in hosts for t in traces.get(h, [])), None)
-    if first is None:
-        return []
-    modules = [e for e in first.events if e.line == MODULES_LINE]
-    if not modules:
-        return []
-    step_module, _ = Counter(e.name for e in modules).most_common(1)[0]
-    host = next(h for h in hosts if first in traces.get(h, []))
-    shift = _clocks(manifest)[0].get(host, lambda t: t)
-    return [(shift(e.start_ns), shift(e.start_ns + e.duration_ns)) for e in modules if e.name == step_module]
+    step_module, _ = Counter(e.name for e in executions).most_common(1)[0]
+    move = to_driver or (lambda t: t)
+    return [(move(e.start_ns), move(e.start_ns + e.duration_ns)) for e in executions if e.name == step_module]
 
 
 def _add_waits(devices: list[dict[str, Any]], occurrences: list[Occurrence]) -> None:

@@ -38,10 +38,15 @@ class DeviceTrace:
 
 
 def read_device_traces(path: Path) -> list[DeviceTrace]:
-    """The devices of one xplane, in plane order (CPU devices of XLA on CPU last)."""
+    """The devices of one xplane, in plane order (CPU devices of XLA on CPU first)."""
+    return list(iter_device_traces(path))
+
+
+def iter_device_traces(path: Path) -> Iterator[DeviceTrace]:
+    """The devices of one xplane one at a time: a caller that summarises each and lets it go
+    holds one device plane's events at once, not the host's."""
     from ray_tpu_profile.analysis.xspace import read_planes
 
-    devices: list[DeviceTrace] = []
     cpu: dict[int, DeviceTrace] = {}
     # The host plane only where XLA ran ops on CPU (its stats name hlo_op): a plane of
     # Python-tracer events is skipped unread.
@@ -50,6 +55,7 @@ def read_device_traces(path: Path) -> list[DeviceTrace]:
             ordinal = int(event.stats["device_ordinal"])
             trace = cpu.setdefault(ordinal, DeviceTrace(f"/device:CPU:{ordinal}", "CPU"))
             trace.events.append(event)
+    yield from (cpu[k] for k in sorted(cpu))
     for plane in read_planes(path, select=lambda name: bool(DEVICE_PLANE.match(name))):
         kind = plane.name.split(":")[1]
         trace = DeviceTrace(plane.name, kind, dict(plane.stats))
@@ -57,8 +63,7 @@ def read_device_traces(path: Path) -> list[DeviceTrace]:
             trace.events.extend(
                 DeviceEvent(line.name, e.name, e.start_ns, e.end_ns - e.start_ns, e.stats) for e in line.events
             )
-        devices.append(trace)
-    return devices + [cpu[k] for k in sorted(cpu)]
+        yield trace
 
 
 def _cpu_hlo_events(plane: Any) -> Iterator[DeviceEvent]:
