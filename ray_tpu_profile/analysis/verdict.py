@@ -37,6 +37,8 @@ RESOLVE_RATIO = 1.10
 EXACT_MAX_PAIRS = 2500
 """Above this many pairs (50 x 50) the normal approximation of U is used (error well under 1%)."""
 NEED_N_MAX = 200
+MIN_TIME = 1e-9
+"""Times at or below zero are taken as this (the rank test only needs their order)."""
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,13 @@ def normal_critical_count(m: int, n: int, alpha: float = ALPHA) -> int:
     return max(0, math.floor(pairs / 2 - z * math.sqrt(pairs * (m + n + 1) / 12) + 0.5))
 
 
+def _log(value: float) -> float:
+    """A time's logarithm; a zero time (a step that ran nothing, a clock tick) counts as 1 ns."""
+    return math.log(max(value, MIN_TIME))
+
+
 def _centred_logs(values: list[float]) -> list[float]:
-    logs = [math.log(v) for v in values]
+    logs = [_log(v) for v in values]
     middle = statistics.median(logs)
     return [v - middle for v in logs]
 
@@ -161,13 +168,13 @@ def _quantile(ordered: list[float], p: float) -> float:
 
 def compare(a: list[float], b: list[float]) -> Comparison:
     """The verdict on B against A (both non-empty, positive)."""
-    ratio = statistics.median(b) / statistics.median(a)
+    ratio = statistics.median(b) / max(statistics.median(a), MIN_TIME)
     need_n = samples_to_resolve(_centred_logs(a) + _centred_logs(b))
     spreads = spread(a), spread(b)
     if min(len(a), len(b)) < MIN_SAMPLES:
         return Comparison("too few samples", ratio, None, None, need_n, *spreads)
     k = critical_count(len(a), len(b))
-    differences = _differences_of([math.log(x) for x in a], [math.log(y) for y in b])
+    differences = _differences_of([_log(x) for x in a], [_log(y) for y in b])
     low, high = math.exp(differences[k - 1]), math.exp(differences[len(differences) - k])
     verdict = "slower" if low > 1 else "faster" if high < 1 else "within noise"
     return Comparison(verdict, ratio, (low, high), smallest_slower_ratio(a, b), need_n, *spreads)

@@ -81,3 +81,8 @@ def test_more_noise_needs_more_samples_and_none_need_no_more_than_the_minimum():
 def test_kept_iterations_and_spread():
     assert kept_iterations({"warmup": [9.0, 1.0, 2.0], "profiled": [3.0]}) == [1.0, 2.0, 3.0]
     assert spread([1.0, 1.0, 1.1, 0.9, 10.0]) == pytest.approx(0.1)
+
+
+def test_zero_times_do_not_break_the_rule():
+    c = compare([0.0, 1.0, 1.0, 1.1, 0.9], [1.0, 1.0, 1.05, 0.95, 1.0])
+    assert c.verdict == "within noise"
