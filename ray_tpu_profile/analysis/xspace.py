@@ -233,28 +233,22 @@ def read_planes(
 
 def _plane_name(plane: bytes, file_name: str) -> str:
     """An XPlane's name (its field 2), read off the wire without parsing its lines."""
-    pos, end = 0, len(plane)
-    while pos < end:
-        key, pos = _varint(plane, pos, file_name)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            _, pos = _varint(plane, pos, file_name)
-        elif wire_type == 1:
-            pos += 8
-        elif wire_type == 5:
-            pos += 4
-        elif wire_type == 2:
-            length, pos = _varint(plane, pos, file_name)
-            if number == 2:
-                return bytes(plane[pos : pos + length]).decode("utf-8", errors="replace")
-            pos += length
-        else:
-            raise XSpaceError(f"{file_name}: not an XSpace (wire type {wire_type} in a plane)")
+    for number, start, end in _length_delimited(plane, file_name):
+        if number == 2:
+            return bytes(plane[start:end]).decode("utf-8", errors="replace")
     return ""
 
 
 def _plane_chunks(buf: mmap.mmap, name: str) -> Iterator[bytes]:
     """The serialized XPlanes (XSpace field 1), split off the wire without parsing the rest."""
+    for number, start, end in _length_delimited(buf, name):
+        if number == 1:
+            yield buf[start:end]  # a copy of this plane only
+
+
+def _length_delimited(buf: mmap.mmap | bytes, name: str) -> Iterator[tuple[int, int, int]]:
+    """(field number, start, end) of each length-delimited field of one message on the wire,
+    the other fields skipped; XSpaceError naming the file when it is not well formed."""
     pos, end = 0, len(buf)
     while pos < end:
         key, pos = _varint(buf, pos, name)
@@ -269,8 +263,7 @@ def _plane_chunks(buf: mmap.mmap, name: str) -> Iterator[bytes]:
             length, pos = _varint(buf, pos, name)
             if pos + length > end:
                 raise XSpaceError(f"{name}: truncated (a field runs past the end of the file)")
-            if number == 1:
-                yield buf[pos : pos + length]  # a copy of this plane only
+            yield number, pos, pos + length
             pos += length
         else:
             raise XSpaceError(f"{name}: not an XSpace (wire type {wire_type} at byte {pos})")
