@@ -47,7 +47,8 @@ def analyse_devices(run_dir: Path, manifest: Manifest, top: int = 10) -> dict[st
                         device_summary(host["name"], trace.device, trace.kind, trace.events, window, trace.stats, top)
                     )
                     ops[Participant(host["name"], trace.device)] = collective_ops(trace)
-                    executions.setdefault(host["name"], [e for e in trace.events if e.line == MODULES_LINE])
+                    if not executions.get(host["name"]):  # the host's first device that ran modules
+                        executions[host["name"]] = [e for e in trace.events if e.line == MODULES_LINE]
             except (ValueError, OSError) as e:
                 unreadable.append(f"{f['path']}: {type(e).__name__}: {e}")
     occurrences, straggling = [], []
@@ -92,15 +93,20 @@ def _engines(manifest: Manifest) -> dict[str, list[str]]:
     return engines
 
 
-def _clocks(manifest: Manifest) -> tuple[dict[str, Any], dict[str, int]]:
-    """host -> its clock onto the driver's, and host -> its offset's uncertainty (ns)."""
-    shift, uncertainty = {}, {}
+def _clocks(manifest: Manifest) -> tuple[dict[str, Callable[[int], int]], dict[str, int]]:
+    """host -> its clock onto the driver's (ClockOffset.to_driver_ns), and host -> its
+    offset's uncertainty (ns), for the hosts whose offset was measured."""
+    from ray_tpu_profile.core.clocks import ClockOffset
+
+    shift: dict[str, Callable[[int], int]] = {}
+    uncertainty: dict[str, int] = {}
     for host in manifest["hosts"]:
         clock = host.get("clock")
         if clock and clock.get("offset_ms") is not None:
-            offset_ns = round(clock["offset_ms"] * NS_PER_MS)
-            shift[host["name"]] = lambda t, o=offset_ns: t - o
-            uncertainty[host["name"]] = round(clock["uncertainty_ms"] * NS_PER_MS)
+            offset = ClockOffset(
+                round(clock["offset_ms"] * NS_PER_MS), round(clock["uncertainty_ms"] * NS_PER_MS), 0, ()
+            )
+            shift[host["name"]], uncertainty[host["name"]] = offset.to_driver_ns, offset.uncertainty_ns
     return shift, uncertainty
 
 
