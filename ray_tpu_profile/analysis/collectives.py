@@ -4,14 +4,19 @@ clock. Pure: participants' events in, occurrences and stragglers out.
 
 Matching. The same collective call carries different `run_id` / `all_reduce_unique_id` on
 different chips (a chip that ran other programs first has other ids), so those are never
-used: the k-th occurrence of a collective op of one program (program_id, else the XLA
-module's name) with one op name on one participant is the k-th on every other.
+used: the calls of a collective op of one program (program_id, else the XLA module's name)
+with one op name are matched in order across participants. Captures start at one instant
+only to within a few ms, so one participant's trace may begin a call or two after
+another's: each participant's sequence is aligned to the first's by the index shift that
+brings their ends together (a collective completes on all participants together, once the
+last one's data is in), and only calls every participant traced are occurrences.
 
 Times. Every participant's times are shifted onto the driver's clock by its host's measured
 offset (ClockOffset.to_driver_ns); the bound on a difference of two hosts' times is the sum
 of their offsets' uncertainties. A collective's op starts on all participants together once
 the last has arrived, so the spread of the op starts after correction is an independent
-check of the correction: an occurrence whose spread exceeds the bound says so.
+check of the correction: an occurrence whose spread exceeds the bound says so. (Host-level
+ops hold their wait, so there it is their ends that meet: see Occurrence.together_at.)
 
 Arrival. When the participant reached the collective: the start of a wait event of its own
 just before the op where the trace has one (`barrier-cores`, `dependency-wait` on TPU),
@@ -54,7 +59,12 @@ class Participant:
 
     host: str
     device: str
-    """The plane name (`/device:TPU:0`), or `host` for host-level participants."""
+    """The plane name (`/device:TPU:0`); for a host-level participant (a traced process
+    without device planes) `host`, or `rank N` where a host delivered several."""
+
+    @property
+    def host_level(self) -> bool:
+        return not self.device.startswith("/device:")
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,25 @@ class Occurrence:
         starts = [a.start_ns for a in self.arrivals]
         return max(starts) - min(starts)
 
+    @property
+    def end_spread_ns(self) -> int:
+        ends = [a.start_ns + a.duration_ns for a in self.arrivals]
+        return max(ends) - min(ends)
+
+    @property
+    def together_at(self) -> str:
+        """Where the participants' ops meet, so where their spread checks the clocks: a
+        device op starts on all chips together once the last has arrived; a host-level
+        op (which holds its wait) ends on all ranks together."""
+        return "end" if all(a.participant.host_level for a in self.arrivals) else "start"
+
+    @property
+    def spread_exceeds_bound(self) -> bool | None:
+        if self.bound_ns is None:
+            return None
+        spread = self.end_spread_ns if self.together_at == "end" else self.start_spread_ns
+        return spread > self.bound_ns
+
     def to_json(self) -> dict:
         last = self.last.participant
         return {
@@ -131,8 +160,10 @@ class Occurrence:
             "last": {"host": last.host, "device": last.device},
             "max_wait_ms": self.max_wait_ns / NS_PER_MS,
             "start_spread_ms": self.start_spread_ns / NS_PER_MS,
+            "end_spread_ms": self.end_spread_ns / NS_PER_MS,
+            "together_at": self.together_at,
             "bound_ms": None if self.bound_ns is None else self.bound_ns / NS_PER_MS,
-            "start_spread_exceeds_bound": None if self.bound_ns is None else self.start_spread_ns > self.bound_ns,
+            "spread_exceeds_bound": self.spread_exceeds_bound,
         }
 
 
@@ -165,20 +196,58 @@ def match_occurrences(
     for (program, name), by_participant in sequences.items():
         if set(by_participant) != set(participants):
             continue  # not a collective of all of them (another group's, or one trace lacks it)
-        count = min(len(calls) for calls in by_participant.values())
         hosts = {p.host for p in participants}
         bound_ns: int | None = 0
         if len(hosts) > 1:
             known = sorted((uncertainty[h] for h in hosts if h in uncertainty), reverse=True)
             bound_ns = sum(known[:2]) if len(known) == len(hosts) else None
-        for k in range(count):
-            arrivals = [_on_driver(p, by_participant[p][k], shift.get(p.host)) for p in participants]
+        on_driver = {p: [_on_driver(p, op, shift.get(p.host)) for op in by_participant[p]] for p in participants}
+        reference = on_driver[participants[0]]
+        shifts = {p: sequence_shift(reference, calls) for p, calls in on_driver.items()}
+        first = max(0, *(-s for s in shifts.values()))
+        past = min(len(reference), *(len(on_driver[p]) - s for p, s in shifts.items()))
+        for k in range(first, past):
+            arrivals = [_copy(on_driver[p][k + shifts[p]]) for p in participants]
             latest = max(a.arrive_ns for a in arrivals)
             for a in arrivals:
                 a.wait_ns = latest - a.arrive_ns
-            found.append(Occurrence(name, program, k, arrivals, bound_ns))
+            found.append(Occurrence(name, program, k - first, arrivals, bound_ns))
     found.sort(key=lambda o: (min(a.start_ns for a in o.arrivals), o.program, o.name))
     return found
+
+
+SHIFT_PROBES = 5
+"""Places in the reference sequence from which candidate shifts are taken."""
+SHIFT_SAMPLES = 201
+"""Calls compared to score a candidate shift (evenly spaced over the overlap)."""
+
+
+def sequence_shift(reference: list[Arrival], calls: list[Arrival]) -> int:
+    """The s for which calls[k + s] is the reference's k-th call: of the shifts that put a
+    call's end nearest a reference call's end at a few probe places, the one whose median
+    end difference over the overlap is smallest (ties: the smaller shift)."""
+    if not reference or not calls:
+        return 0
+    ends = [a.start_ns + a.duration_ns for a in calls]
+    reference_ends = [a.start_ns + a.duration_ns for a in reference]
+    candidates = {0}
+    for probe in {round(i * (len(reference) - 1) / max(1, SHIFT_PROBES - 1)) for i in range(SHIFT_PROBES)}:
+        j = bisect.bisect_left(ends, reference_ends[probe])
+        candidates.update(j + d - probe for d in (-1, 0) if 0 <= j + d < len(ends))
+
+    def score(s: int) -> tuple[float, int, int]:
+        overlap = range(max(0, -s), min(len(reference), len(ends) - s))
+        if not overlap:
+            return (float("inf"), 0, abs(s))
+        step = max(1, len(overlap) // SHIFT_SAMPLES)
+        gaps = [abs(ends[k + s] - reference_ends[k]) for k in overlap[::step]]
+        return (statistics.median(gaps), -len(overlap), abs(s))
+
+    return min(candidates, key=score)
+
+
+def _copy(arrival: Arrival) -> Arrival:
+    return Arrival(arrival.participant, arrival.arrive_ns, arrival.start_ns, arrival.duration_ns)
 
 
 def _on_driver(participant: Participant, op: CollectiveOp, to_driver: Callable[[int], int] | None) -> Arrival:
@@ -238,14 +307,14 @@ class Straggler:
             f"the others waited {self.waited_ns.get(worst, 0) / NS_PER_MS:.1f} ms on it in all"
         )
         per_step = _median_ms(self.wait_per_step_ns)
-        if per_step is not None:
-            line += f", {per_step:.2f} ms per step (median)"
-            share = _share(self.wait_per_step_ns, self.step_ns)
-            if share is not None:
-                line += f", {100 * share:.0f}% of the step"
-        if self.last_counts[worst] * 2 <= self.occurrences:
-            line += "; no participant dominates"
-        return line
+        share = _share(self.wait_per_step_ns, self.step_ns)
+        step_cost = "" if per_step is None else f"{per_step:.2f} ms per step (median)"
+        if step_cost and share is not None:
+            step_cost += f", {100 * share:.0f}% of the step"
+        if self.last_counts[worst] * 2 > self.occurrences:
+            return line + (f", {step_cost}" if step_cost else "")
+        # Last by chance, not at most calls: the per-step wait is not on it.
+        return line + "; no participant dominates" + (f"; waits at collectives {step_cost}" if step_cost else "")
 
 
 def stragglers(engine: str, occurrences: list[Occurrence], steps_ns: Iterable[tuple[int, int]] = ()) -> Straggler:

@@ -5,7 +5,8 @@ each host's xplane's device planes (device_traces.py); a run without device plan
 traces, or jax on CPU without XLA's HLO events) has none of them.
 
 An engine's participants are the devices of its hosts (manifest `engines`; a run without
-engines: each host is its own). Each host's times go onto the driver's clock by its last
+engines: each host is its own), or, where its devices ran no collective, its hosts'
+traced processes (host_collectives.py). Each host's times go onto the driver's clock by its last
 measured clock offset (manifest hosts[].clock), and the bound on a difference of two
 hosts' times is the sum of their uncertainties.
 """
@@ -13,13 +14,14 @@ hosts' times is the sum of their uncertainties.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ray_tpu_profile.analysis.collectives import CollectiveOp, Occurrence, Participant, match_occurrences, stragglers
 from ray_tpu_profile.analysis.device_traces import collective_ops, iter_device_traces
 from ray_tpu_profile.analysis.devices import MODULES_LINE, DeviceEvent, device_summary
+from ray_tpu_profile.analysis.host_collectives import HostCollectives, host_collectives
 from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
 
 COLLECTIVES_KEPT = 1000
@@ -27,11 +29,18 @@ COLLECTIVES_KEPT = 1000
 NS_PER_MS = 1_000_000
 
 
-def analyse_devices(run_dir: Path, manifest: Manifest, top: int = 10) -> dict[str, Any]:
+def analyse_devices(
+    run_dir: Path, manifest: Manifest, top: int = 10, host_level: Mapping[str, HostCollectives] | None = None
+) -> dict[str, Any]:
     """{"devices": [...], "collectives": [...], "collectives_total": n, "stragglers": [...],
     "unreadable": [...]} for the run directory's xplanes. Each device plane is summarised as
     it is read and let go: what is kept is its summary, its collective ops and, for a host's
-    first device, its module executions (the engine's steps)."""
+    first device, its module executions (the engine's steps).
+
+    An engine whose devices ran no collective (no device planes: torch traces, jax on CPU)
+    is analysed at host level: each host's process is a participant (host_collectives.py).
+    host_level: host -> its HostCollectives where the caller read the traces already; else
+    they are read here, only if some engine needs them."""
     devices, unreadable = [], []
     ops: dict[Participant, list[CollectiveOp]] = {}
     executions: dict[str, list[DeviceEvent]] = {}
@@ -55,12 +64,24 @@ def analyse_devices(run_dir: Path, manifest: Manifest, top: int = 10) -> dict[st
     shift, uncertainty = _clocks(manifest)
     for engine, hosts in _engines(manifest).items():
         mine = {p: calls for p, calls in ops.items() if p.host in hosts and calls}
+        steps: list[tuple[int, int]] = []
+        if len(mine) > 1:
+            first_host = next((h for h in hosts if executions.get(h)), None)
+            steps = _steps(executions.get(first_host, []), shift.get(first_host)) if first_host else []
+        elif len(hosts) > 1:  # no device collectives: the hosts' processes take part
+            if host_level is None:
+                # A file that cannot be read is already named in its host's report entry.
+                host_level = read_host_collectives(run_dir, manifest, unreadable=[])
+            of_hosts = {h: host_level.get(h, HostCollectives()) for h in hosts}
+            mine = {Participant(h, label): calls for h, c in of_hosts.items() for label, calls in c.ops.items()}
+            first_host = next((h for h, c in of_hosts.items() if c.steps_ns), None)
+            if first_host:
+                move = shift.get(first_host) or (lambda t: t)
+                steps = [(move(start), move(end)) for start, end in of_hosts[first_host].steps_ns]
         found = match_occurrences(mine, shift, uncertainty) if len(mine) > 1 else []
         if not found:
             continue
         occurrences += [(engine, o) for o in found]
-        first_host = next((h for h in hosts if executions.get(h)), None)
-        steps = _steps(executions.get(first_host, []), shift.get(first_host)) if first_host else []
         straggling.append(stragglers(engine, found, steps).to_json())
     _add_waits(devices, [o for _, o in occurrences])
     kept = sorted(occurrences, key=lambda eo: -eo[1].max_wait_ns)[:COLLECTIVES_KEPT]
@@ -72,6 +93,17 @@ def analyse_devices(run_dir: Path, manifest: Manifest, top: int = 10) -> dict[st
         "stragglers": straggling,
         "unreadable": unreadable,
     }
+
+
+def read_host_collectives(run_dir: Path, manifest: Manifest, unreadable: list[str]) -> dict[str, HostCollectives]:
+    """Every host's HostCollectives, its traces read one host at a time (files that cannot
+    be read go into unreadable)."""
+    from ray_tpu_profile.analysis.traces import host_trace_files
+
+    found = {}
+    for host in manifest["hosts"]:
+        found[host["name"]] = host_collectives(dict(host_trace_files(run_dir, host, unreadable)))
+    return found
 
 
 def _window(host: HostEntry, path: Path) -> tuple[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -13,6 +13,10 @@ from rich.table import Table
 from ray_tpu_profile.analysis.report_types import HostReport, Report
 from ray_tpu_profile.errors import ToolError
 from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
+
+if TYPE_CHECKING:
+    from ray_tpu_profile.analysis.host_collectives import HostCollectives
+    from ray_tpu_profile.analysis.traces import HostTraces
 
 
 def _mean(values: list[float]) -> str:
@@ -174,17 +178,23 @@ def host_report(
     }
 
 
-def build_report(run_dir: Path, top: int = 10, hosts: dict[str, HostReport] | None = None) -> Report:
+def build_report(
+    run_dir: Path,
+    top: int = 10,
+    hosts: dict[str, HostReport] | None = None,
+    host_level: dict[str, HostCollectives] | None = None,
+) -> Report:
     """report.json: per host latency statistics, top operations by self time from its own
-    trace, trace bytes; capture skew; the slowest host against the median; failures.
-    hosts: each host's host_report, where the caller has read the traces already (made
-    with its own top)."""
+    trace, trace bytes; capture skew; the slowest host against the median; failures;
+    devices, collectives and stragglers (device_analysis.py). hosts, host_level: each
+    host's host_report and host-level collectives, where the caller has read the traces
+    already (made with its own top)."""
     from ray_tpu_profile.analysis.device_analysis import analyse_devices
     from ray_tpu_profile.analysis.traces import host_trace_events
     from ray_tpu_profile.rundir import layout
 
     manifest = layout.read_manifest(run_dir)
-    devices = analyse_devices(run_dir, manifest, top)
+    devices = analyse_devices(run_dir, manifest, top, host_level)
     entries = []
     for h in manifest["hosts"]:
         if hosts is not None:
@@ -386,10 +396,10 @@ def write_report(
     report: dict[str, Any] = {}
     # Each output on its own: a trace one of them cannot use must not cost the others.
     failures: dict[str, str] = {}
-    derived = _derive_from_traces(run_dir, manifest, max_events, failures, note)
+    derived, host_level = _derive_from_traces(run_dir, manifest, max_events, failures, note)
 
     def text_report() -> str:
-        report.update(build_report(run_dir, hosts=derived["report.json"]))
+        report.update(build_report(run_dir, hosts=derived["report.json"], host_level=host_level))
         write_json_atomic(run_dir / "report.json", report)
         buffer = io.StringIO()
         print_report(report, Console(file=buffer, width=160, highlight=False, soft_wrap=True))
@@ -419,15 +429,25 @@ def write_report(
 
 def _derive_from_traces(
     run_dir: Path, manifest: Manifest, max_events: int, failures: dict[str, str], note: Callable[[str], None]
-) -> dict[str, dict[str, Any]]:
-    """Each host's report entry and timeline events, from one read of its traces, one host
-    in memory at a time. An output that fails is named in failures and not derived further."""
+) -> tuple[dict[str, dict[str, Any]], dict[str, HostCollectives]]:
+    """Each host's report entry and timeline events, and for report.json its host-level
+    collectives, from one read of its traces, one host in memory at a time. An output that
+    fails is named in failures and not derived further."""
     import time
 
+    from ray_tpu_profile.analysis.host_collectives import host_collectives
     from ray_tpu_profile.analysis.timeline import TIMELINE, host_timeline
     from ray_tpu_profile.analysis.traces import read_host_traces
 
+    def for_report(h: HostEntry, traces: HostTraces) -> HostReport:
+        host_level[h["name"]] = host_collectives(traces.file_events())
+        return host_report(h, traces.events, traces.unreadable)
+
+    def for_timeline(h: HostEntry, traces: HostTraces) -> Any:
+        return host_timeline(h, traces.events, traces.unreadable, max_events)
+
     derived: dict[str, dict[str, Any]] = {"report.json": {}, TIMELINE: {}}
+    host_level: dict[str, HostCollectives] = {}
     started, events = time.monotonic(), 0
     for h in manifest["hosts"]:
         try:
@@ -437,15 +457,15 @@ def _derive_from_traces(
                 failures.setdefault(name, f"{name}: {type(e).__name__}: {e}")
             continue
         events += len(traces.events)
-        for name, derive, *args in (("report.json", host_report), (TIMELINE, host_timeline, max_events)):
+        for name, derive in (("report.json", for_report), (TIMELINE, for_timeline)):
             if name not in failures:
                 try:
-                    derived[name][h["name"]] = derive(h, traces.events, traces.unreadable, *args)
+                    derived[name][h["name"]] = derive(h, traces)
                 except Exception as e:  # that output fails, named by the caller; the other goes on
                     failures[name] = f"{name}: {type(e).__name__}: {e}"
         del traces  # before the next host's are read
     note(f"traces read: {events:,} events from {len(manifest['hosts'])} host(s) ({time.monotonic() - started:.1f} s)")
-    return derived
+    return derived, host_level
 
 
 class ReportError(ToolError, RuntimeError):

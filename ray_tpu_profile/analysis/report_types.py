@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from typing_extensions import TypedDict
 
@@ -106,7 +106,8 @@ class DeviceName(TypedDict):
 
 
 class CollectiveReport(TypedDict):
-    """One occurrence of a collective across an engine's devices (collectives.Occurrence)."""
+    """One occurrence of a collective across an engine's devices, or its hosts' processes
+    where there are no device planes (collectives.Occurrence)."""
 
     engine: str
     name: str
@@ -116,8 +117,12 @@ class CollectiveReport(TypedDict):
     last: DeviceName
     max_wait_ms: float
     start_spread_ms: float
+    end_spread_ms: float
+    together_at: Literal["start", "end"]
+    """Where the ops meet once the last has arrived: device ops start together, host-level
+    ops (which hold their wait) end together; that spread checks the clock correction."""
     bound_ms: float | None
-    start_spread_exceeds_bound: bool | None
+    spread_exceeds_bound: bool | None
 
 
 class LastArrivals(TypedDict):

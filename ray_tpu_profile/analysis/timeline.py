@@ -160,9 +160,10 @@ WAIT_TID_BASE = 1_000_000
 
 
 def collective_waits(collectives: list[dict[str, Any]], pids: dict[str, int], origin_ns: int) -> list[dict[str, Any]]:
-    """Each collective occurrence as a wait slice per participant (from its arrival to the
-    op's start, on a `collective waits <device>` track of its host), linked across the
-    participants by one Perfetto flow in arrival order, ending at the last to arrive."""
+    """Each collective occurrence as a wait slice per participant (from its arrival until the
+    last participant arrived, on a `collective waits <device>` track of its host; a host-
+    level op holds its wait, so the slice is not its op's start minus its arrival), linked
+    across the participants by one Perfetto flow in arrival order, ending at the last."""
     events: list[dict[str, Any]] = []
     tracks: dict[tuple[int, str], int] = {}
     for flow_id, o in enumerate(collectives, start=1):
@@ -172,7 +173,7 @@ def collective_waits(collectives: list[dict[str, Any]], pids: dict[str, int], or
             tid = tracks.setdefault((pid, p["device"]), WAIT_TID_BASE + len(tracks))
             ts = (p["arrive_ns"] - origin_ns) / 1000
             name = f"{o['name']} #{o['occurrence']} wait"
-            dur = max((p["start_ns"] - p["arrive_ns"]) / 1000, 0.001)
+            dur = max(p["wait_ms"] * 1000, 0.001)
             args = {"wait_ms": p["wait_ms"], "last": o["last"], "engine": o.get("engine")}
             events.append({"ph": "X", "name": name, "pid": pid, "tid": tid, "ts": ts, "dur": dur, "args": args})
             phase = "s" if i == 0 else "f" if i == len(arrivals) - 1 else "t"

@@ -47,30 +47,51 @@ def host_trace_events(run_dir: Path, host: HostEntry, errors: list[str]) -> Iter
     """(track, name, start epoch ns, duration ns) of every trace file a host delivered. Its
     listed files were verified on arrival, a failed host's too; one that is still not a
     readable trace (what failed the host at verify, say) goes into errors."""
+    for _, events in host_trace_files(run_dir, host, errors):
+        yield from events
+
+
+def host_trace_files(
+    run_dir: Path, host: HostEntry, errors: list[str]
+) -> Iterator[tuple[str, Iterator[tuple[str, str, int, int]]]]:
+    """(path in the run directory, its events) for each trace file of a host (errors: as
+    host_trace_events)."""
+    for f in host["files"]:
+        if f["path"].endswith(TRACE_SUFFIXES):
+            yield f["path"], _file_events(Path(run_dir) / f["path"], f["path"], errors)
+
+
+def _file_events(path: Path, name: str, errors: list[str]) -> Iterator[tuple[str, str, int, int]]:
     from ray_tpu_profile.analysis.xplane import XplaneError
 
-    for f in host["files"]:
-        if not f["path"].endswith(TRACE_SUFFIXES):
-            continue
-        path = Path(run_dir) / f["path"]
-        reader = xplane_events if f["path"].endswith(".xplane.pb") else torch_trace_events
-        try:
-            # Both readers parse the whole file before the first event: a bad file yields none.
-            yield from reader(path)
-        except (XplaneError, OSError, ValueError, KeyError) as e:
-            errors.append(f"{f['path']}: {type(e).__name__}: {e}")
+    reader = xplane_events if name.endswith(".xplane.pb") else torch_trace_events
+    try:
+        # Both readers parse the whole file before the first event: a bad file yields none.
+        yield from reader(path)
+    except (XplaneError, OSError, ValueError, KeyError) as e:
+        errors.append(f"{name}: {type(e).__name__}: {e}")
 
 
 @dataclass
 class HostTraces:
     """One host's trace events, read once for everything derived from them at the end of
-    a run (report and timeline each reading them again cost a second full read)."""
+    a run (report and timeline each reading them again cost a second full read).
+
+    files: path in the run directory -> (first, past) index of its events in `events`."""
 
     events: list[tuple[str, str, int, int]]
     unreadable: list[str] = field(default_factory=list)
+    files: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def file_events(self) -> dict[str, Iterator[tuple[str, str, int, int]]]:
+        """Each file's events, without copying them."""
+        return {path: (self.events[i] for i in range(first, past)) for path, (first, past) in self.files.items()}
 
 
 def read_host_traces(run_dir: Path, host: HostEntry) -> HostTraces:
     traces = HostTraces(events=[])
-    traces.events.extend(host_trace_events(run_dir, host, traces.unreadable))
+    for path, events in host_trace_files(run_dir, host, traces.unreadable):
+        first = len(traces.events)
+        traces.events.extend(events)
+        traces.files[path] = (first, len(traces.events))
     return traces

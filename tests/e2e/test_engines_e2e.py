@@ -21,13 +21,23 @@ ENGINE_WORKLOAD = ["--input-len", "16", "--output-len", "64", "--batch-size", "4
 TP2 = ["--", "--tensor-parallel-size", "2"]
 
 
+SLOW_MS = 10.0
+"""local-sim-w3 reaches each collective this late (sim_platform's test-only hook): a host
+with slower compute, for the straggler analysis to name."""
+
+
 @pytest.fixture(scope="module")
 def one_chip_hosts(tmp_path_factory):
     """Head (no TPU, dashboard for the state API) + 4 simulated TPU hosts of 1 chip each,
-    each with its own TMPDIR, as `--chips-per-host 1` makes them."""
+    each with its own TMPDIR, as `--chips-per-host 1` makes them; the last one is slow
+    (SLOW_MS): only runs on all 4 hosts use it, as engine1's rank 1."""
     from ray_tpu_profile.placement.cluster import simulated_host_node_args
+    from ray_tpu_profile.sim_platform.communicator import SIMULATED_SLOW_ENV
 
-    with module_cluster(tmp_path_factory, simulated_host_node_args(4, chips_per_host=1), "one-chip-host") as cluster:
+    slow = lambda i: {SIMULATED_SLOW_ENV: str(SLOW_MS)} if i == 3 else {}  # noqa: E731
+    with module_cluster(
+        tmp_path_factory, simulated_host_node_args(4, chips_per_host=1), "one-chip-host", slow
+    ) as cluster:
         yield cluster
 
 
@@ -157,6 +167,58 @@ def test_two_engines_traced_by_torch_and_a_worker_killed_in_warmup_fails_only_it
         steps = {e["pid"] for e in events if e.get("name", "").startswith("execute_context_")}
         assert steps == {host["worker"]["pid"]}, (host["name"], steps)
     assert len({h["worker"]["pid"] for h in delivered}) == 2
+    assert not vllm_workers_alive() and wait_until_released() == ([], [])
+
+
+def test_the_slow_host_of_an_engine_is_named_its_straggler_and_an_even_engine_has_none(one_chip_hosts, tmp_path):
+    """Two engines of two hosts each under the torch profiler; local-sim-w3 (engine1's rank 1)
+    reaches every collective SLOW_MS late. Without device planes the collectives are matched
+    at host level (the gloo transport events of each rank's trace), on the driver's clock:
+    engine1's report names local-sim-w3 and its partner's wait; engine0's hosts are even."""
+    proc = run_cli(
+        "run",
+        "--address",
+        one_chip_hosts.address,
+        "--profiler",
+        "torch",
+        "--profile-result-dir",
+        str(tmp_path),
+        "--json",
+        "--input-len",
+        "16",
+        "--output-len",
+        "16",
+        "--batch-size",
+        "4",
+        "--num-iters-warmup",
+        "2",
+        *TP2,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_dir = only_run_dir(tmp_path)
+    report = load_report(run_dir)
+    by_engine = {s["engine"]: s for s in report["stragglers"]}
+    assert set(by_engine) == {"engine0", "engine1"}, report["stragglers"]
+    slowed, even = by_engine["engine1"], by_engine["engine0"]
+    # Every call of the slowed host's engine waits SLOW_MS for it, far above the clocks'
+    # bound (~1 ms here) and gloo's own jitter (up to ~4 ms seen on 2 busy cores).
+    assert slowed["straggler"] == {"host": "local-sim-w3", "device": "host"}, slowed
+    assert slowed["last"][0]["times"] >= 0.9 * slowed["occurrences"], slowed
+    assert slowed["verdict"].startswith(f"engine1: local-sim-w3 arrived last at {slowed['last'][0]['times']} of ")
+    assert slowed["wait_per_step_ms"] >= SLOW_MS / 2, slowed
+    # The even engine: whoever is last is so by chance, not at most calls.
+    assert all(entry["times"] * 2 <= even["occurrences"] for entry in even["last"]), even
+    assert even["wait_per_step_ms"] is None or even["wait_per_step_ms"] < slowed["wait_per_step_ms"] / 2, even
+    engine1 = [c for c in report["collectives"] if c["engine"] == "engine1"]
+    assert engine1 and {c["name"] for c in engine1} <= {"gloo:all_reduce", "gloo:all_gather"}
+    for c in engine1:
+        assert {p["host"] for p in c["participants"]} == {"local-sim-w2", "local-sim-w3"}
+        assert c["together_at"] == "end"
+    # report.txt says it in one line; the timeline links each call's participants.
+    assert slowed["verdict"] in (run_dir / "report.txt").read_text()
+    timeline = json.load(gzip.open(run_dir / "timeline.json.gz"))
+    flows = [e for e in timeline["traceEvents"] if e.get("cat") == "collective"]
+    assert {e["ph"] for e in flows} == {"s", "f"}
     assert not vllm_workers_alive() and wait_until_released() == ([], [])
 
 
