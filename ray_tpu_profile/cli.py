@@ -355,13 +355,13 @@ def _gate_diff(result: dict, fail_above: float, allow_few_samples: bool) -> None
     if over:
         click.echo(
             f"ray-tpu-profile: slower by more than {fail_above:g}%: "
-            + ", ".join(f"{r['host']} {r['shape']} {100 * (r['ratio'] - 1):+.1f}%" for r in over),
+            + ", ".join(f"{r['what']} {100 * (r['ratio'] or 1) - 100:+.1f}%" for r in over),
             err=True,
         )
     if blind:
         click.echo(
             f"ray-tpu-profile: could not have seen a {fail_above:g}% regression (--allow-few-samples "
-            "to pass these): " + ", ".join(f"{r['host']} {r['shape']} {r['verdict']}: {r['note']}" for r in blind),
+            "to pass these): " + ", ".join(f"{r['what']} {r['verdict']}: {r['note']}" for r in blind),
             err=True,
         )
     if over or blind:

@@ -287,6 +287,7 @@ class Straggler:
             ],
             "straggler": None if worst is None else {"host": worst.host, "device": worst.device},
             "wait_per_step_ms": _median_ms(self.wait_per_step_ns),
+            "steps_wait_ms": [w / NS_PER_MS for w in self.wait_per_step_ns],
             "wait_share_of_step": _share(self.wait_per_step_ns, self.step_ns),
             "verdict": self.verdict(),
         }

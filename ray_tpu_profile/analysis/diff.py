@@ -21,9 +21,14 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from typing_extensions import TypedDict
 
 from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
+
+if TYPE_CHECKING:
+    from ray_tpu_profile.analysis.verdict import Comparison
 
 UNCHANGED_FRACTION = 0.05
 """An operation whose per-iteration self time moved by no more than this fraction of A's is unchanged."""
@@ -313,14 +318,50 @@ def diff_hosts(a: Manifest, b: Manifest, latency: list[dict[str, Any]]) -> dict[
     }
 
 
-def diff_devices(a: Run, b: Run) -> list[dict[str, Any]]:
-    """Per host and device in both runs: step time (the device's step module executions,
-    by verdict.py's rule, as latency), busy time, collective wait and category time A vs B."""
+def diff_devices(a: Run, b: Run) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(devices, collectives). devices: per host and device in both runs, step time (the
+    device's step module executions, by verdict.py's rule, as latency), busy time,
+    collective wait and category time A vs B. collectives: per engine in both runs, its
+    straggler in each and the others' wait per step, by the same rule."""
     from ray_tpu_profile.analysis.device_analysis import analyse_devices
+
+    analysed_a, analysed_b = analyse_devices(a.run_dir, a.manifest), analyse_devices(b.run_dir, b.manifest)
+    return _device_rows(analysed_a["devices"], analysed_b["devices"]), _collective_rows(
+        analysed_a["stragglers"], analysed_b["stragglers"]
+    )
+
+
+def _collective_rows(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from ray_tpu_profile.analysis.verdict import compare
 
-    side_a = {(d["host"], d["device"]): d for d in analyse_devices(a.run_dir, a.manifest)["devices"]}
-    side_b = {(d["host"], d["device"]): d for d in analyse_devices(b.run_dir, b.manifest)["devices"]}
+    side_b = {s["engine"]: s for s in b}
+    rows = []
+    for sa in a:
+        sb = side_b.get(sa["engine"])
+        if sb is None:
+            continue
+        row: dict[str, Any] = {
+            "engine": sa["engine"],
+            "straggler": [sa["straggler"], sb["straggler"]],
+            "verdicts": [sa["verdict"], sb["verdict"]],
+            "wait_per_step_ms": [sa["wait_per_step_ms"], sb["wait_per_step_ms"]],
+            "a_n": len(sa["steps_wait_ms"]),
+            "b_n": len(sb["steps_wait_ms"]),
+        }
+        if sa["steps_wait_ms"] and sb["steps_wait_ms"]:
+            c = compare(sa["steps_wait_ms"], sb["steps_wait_ms"])
+            row.update(wait_ratio=c.ratio, interval=None if c.interval is None else list(c.interval), verdict=c.verdict)
+        else:
+            row.update(wait_ratio=None, interval=None, verdict="no steps")
+        rows.append(row)
+    return rows
+
+
+def _device_rows(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from ray_tpu_profile.analysis.verdict import compare
+
+    side_a = {(d["host"], d["device"]): d for d in a}
+    side_b = {(d["host"], d["device"]): d for d in b}
     rows = []
     for key in (k for k in side_a if k in side_b):
         da, db = side_a[key], side_b[key]
@@ -344,11 +385,31 @@ def diff_devices(a: Run, b: Run) -> list[dict[str, Any]]:
                 verdict=c.verdict,
                 smallest_slower_ratio=c.smallest_slower_ratio,
                 need_n=c.need_n,
+                note=_device_note(c, len(da["steps_ms"]), len(db["steps_ms"])),
             )
         else:
-            row.update(step_ratio=None, interval=None, verdict="no steps", smallest_slower_ratio=None, need_n=None)
+            row.update(
+                step_ratio=None, interval=None, verdict="no steps", smallest_slower_ratio=None, need_n=None, note=""
+            )
         rows.append(row)
     return rows
+
+
+def _device_note(c: Comparison, a_n: int, b_n: int) -> str:
+    """What a device row could not decide, as latency rows say it (steps are the samples)."""
+    from ray_tpu_profile.analysis.verdict import NEED_N_MAX, RESOLVE_RATIO
+
+    change = f"a {100 * (RESOLVE_RATIO - 1):.0f}% change"
+    advice = (
+        f"even {NEED_N_MAX} steps a side would not decide {change} at this noise"
+        if c.need_n is None
+        else f"{c.need_n} steps a side decide {change} here"
+    )
+    if c.verdict == "too few samples":
+        return f"{a_n} and {b_n} steps; {advice}"
+    if c.verdict == "within noise":
+        return f"could call {c.smallest_slower_ratio:.2f}x or more slower; {advice}"
+    return ""
 
 
 def _describe(run: Run) -> dict[str, Any]:
@@ -379,24 +440,51 @@ def diff_runs(a: Run, b: Run, top: int = TOP_OPS) -> dict[str, Any]:
         **only,
         "ops": diff_ops(a, b, top),
         "hosts": diff_hosts(a.manifest, b.manifest, latency),
-        "devices": diff_devices(a, b),
+        **dict(zip(("devices", "collectives"), diff_devices(a, b))),
     }
 
 
-def gate_failures(diff: dict[str, Any], percent: float, allow_few_samples: bool) -> tuple[list, list]:
-    """--fail-above: (rows slower by more than percent, rows that could not have seen such a
-    regression: too few samples, or within noise whose smallest callable ratio is above the
-    threshold). The second list is empty with allow_few_samples."""
+class GateRow(TypedDict):
+    what: str
+    """`<host> <shape>` for latency, `<host> <device> step` for a device's step time."""
+    ratio: float | None
+    verdict: str
+    note: str
+
+
+def gate_failures(diff: dict[str, Any], percent: float, allow_few_samples: bool) -> tuple[list[GateRow], list[GateRow]]:
+    """--fail-above, over latency rows and devices' step time alike: (rows slower by more
+    than percent, rows that could not have seen such a regression: too few samples, or
+    within noise whose smallest callable ratio is above the threshold). The second list is
+    empty with allow_few_samples."""
     limit = 1 + percent / 100
-    over = [r for r in diff["latency"] if r["verdict"] == "slower" and r["ratio"] > limit]
+    rows: list[tuple[GateRow, float | None]] = [
+        (
+            {"what": f"{r['host']} {r['shape']}", "ratio": r["ratio"], "verdict": r["verdict"], "note": r["note"]},
+            r["smallest_slower_ratio"],
+        )
+        for r in diff["latency"]
+    ] + [
+        (
+            {
+                "what": f"{d['host']} {d['device']} step",
+                "ratio": d["step_ratio"],
+                "verdict": d["verdict"],
+                "note": d["note"],
+            },
+            d["smallest_slower_ratio"],
+        )
+        for d in diff.get("devices") or []
+    ]
+    over = [r for r, _ in rows if r["verdict"] == "slower" and r["ratio"] is not None and r["ratio"] > limit]
     blind = (
         []
         if allow_few_samples
         else [
             r
-            for r in diff["latency"]
+            for r, smallest in rows
             if r["verdict"] == "too few samples"
-            or (r["verdict"] == "within noise" and r["smallest_slower_ratio"] > limit)
+            or (r["verdict"] == "within noise" and smallest is not None and smallest > limit)
         ]
     )
     return over, blind

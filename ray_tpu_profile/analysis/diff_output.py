@@ -111,6 +111,20 @@ def _print_devices(diff: dict[str, Any], console: Console) -> None:
         )
 
 
+def _print_collectives(diff: dict[str, Any], console: Console) -> None:
+    """Per engine: its straggler in A and B, and the others' wait per step A -> B."""
+    for c in diff.get("collectives") or []:
+        names = [
+            "none" if s is None else s["host"] if s["device"] == "host" else f"{s['host']} {s['device']}"
+            for s in c["straggler"]
+        ]
+        waits = ["-" if w is None else f"{w:.2f}" for w in c["wait_per_step_ms"]]
+        ratio = "" if c["wait_ratio"] is None else f" ({c['wait_ratio']:.3f}x, {c['verdict']}, {c['a_n']}/{c['b_n']})"
+        console.print(
+            f"  {c['engine']}: straggler {names[0]} -> {names[1]}; wait per step {waits[0]} -> {waits[1]} ms{ratio}"
+        )
+
+
 def print_diff(diff: dict[str, Any], console: Console) -> None:
     """The diff for people: both runs, the latency table, the hosts and the operations."""
     a, b = diff["a"], diff["b"]
@@ -126,6 +140,9 @@ def print_diff(diff: dict[str, Any], console: Console) -> None:
     if diff.get("devices"):
         console.print("devices (step: the device's most executed XLA module, by the same rule):")
         _print_devices(diff, console)
+    if diff.get("collectives"):
+        console.print("collectives (the others' wait per step, by the same rule):")
+        _print_collectives(diff, console)
     ops = diff["ops"]
     if not ops["compared"]:
         console.print(f"operations not compared: {ops['reason']}")

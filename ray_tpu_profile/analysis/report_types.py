@@ -138,6 +138,8 @@ class StragglerReport(TypedDict):
     last: list[LastArrivals]
     straggler: DeviceName | None
     wait_per_step_ms: float | None
+    steps_wait_ms: list[float]
+    """Per step, the others' wait at its collectives (what diff compares)."""
     wait_share_of_step: float | None
     verdict: str
 

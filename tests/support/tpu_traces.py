@@ -105,6 +105,10 @@ def tpu_planes(
     return planes
 
 
+SHAPE = "4x16x8"
+LATENCY_S = {"warmup": [0.5, 0.101, 0.099, 0.1, 0.102], "profiled": [0.1]}
+
+
 def tpu_run_dir(
     root: Path,
     hosts: tuple[str, ...] = ("host-a", "host-b"),
@@ -117,7 +121,8 @@ def tpu_run_dir(
 ) -> Path:
     """A run directory of one engine across `hosts`: their xplanes in one XProf session and a
     manifest whose hosts' clocks (when clock_known) hold the offsets the xplanes were
-    stamped with. Only the manifest fields the analysis reads are filled."""
+    stamped with. Only the manifest fields the analysis and `diff` read are filled (the
+    same iteration latencies in every run: only the chips differ)."""
     ahead = clock_ahead_ns or {}
     manifest_hosts = []
     for i, host in enumerate(hosts):
@@ -138,8 +143,18 @@ def tpu_run_dir(
                 "clock": {"offset_ms": offset_ns / MS, "uncertainty_ms": uncertainty_ns / MS, "warning": None}
                 if clock_known
                 else None,
+                "worker": None,
+                "latency_s": LATENCY_S,
+                "shapes": {SHAPE: {"latency_s": LATENCY_S}},
             }
         )
-    manifest = {"engines": [{"name": "engine0", "hosts": list(hosts)}], "hosts": manifest_hosts}
+    manifest = {
+        "run_id": root.name,
+        "status": "ok",
+        "workload": {"shape": SHAPE, "shapes": [SHAPE]},
+        "capture": {"profiler": "jax", "start_skew_ms": 0.0},
+        "engines": [{"name": "engine0", "hosts": list(hosts), "owner": hosts[0]}],
+        "hosts": manifest_hosts,
+    }
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root

@@ -131,7 +131,8 @@ def test_diff_compares_each_device_s_steps_by_the_latency_rule(tmp_path):
         run_dir = tpu_run_dir(tmp_path / name, steps=8, slow=Slow("host-a", 1, slow_ms), clock_ahead_ns=AHEAD)
         return Run(name, name, run_dir, json.loads((run_dir / "manifest.json").read_text()))
 
-    rows = {(r["host"], r["device"]): r for r in diff_devices(run("a", 1.0), run("b", 9.0))}
+    devices, collectives = diff_devices(run("a", 1.0), run("b", 9.0))
+    rows = {(r["host"], r["device"]): r for r in devices}
     assert len(rows) == 4
     slow = rows[("host-a", "/device:TPU:1")]
     # Every chip's step waits for the slowest: 8 ms more each step, on all four.
@@ -140,5 +141,23 @@ def test_diff_compares_each_device_s_steps_by_the_latency_rule(tmp_path):
     assert slow["categories_ms"]["loop fusion"][1] - slow["categories_ms"]["loop fusion"][0] == pytest.approx(64.0)
     fast = rows[("host-b", "/device:TPU:0")]
     assert fast["collective_wait_ms"][1] - fast["collective_wait_ms"][0] == pytest.approx(64.0, abs=0.1)
-    same = diff_devices(run("c", 1.0), run("d", 1.0))
+    # The engine's straggler in both, and the others' wait per step: 8 ms more in B.
+    (engine,) = collectives
+    assert engine["straggler"] == [{"host": "host-a", "device": "/device:TPU:1"}] * 2
+    assert engine["verdict"] == "slower" and engine["a_n"] == engine["b_n"] == 8
+    assert engine["wait_per_step_ms"][1] - engine["wait_per_step_ms"][0] == pytest.approx(8.0, abs=0.01)
+    same, _ = diff_devices(run("c", 1.0), run("d", 1.0))
     assert all(r["verdict"] == "within noise" for r in same)
+
+
+def test_a_gate_fails_on_a_device_step_that_regressed(tmp_path):
+    """--fail-above gates each device's step time as it gates latency: the hosts' iteration
+    latencies are the same in both runs, the chips' steps are 8 ms slower in B."""
+    from support.cli import run_cli
+
+    a = tpu_run_dir(tmp_path / "a", steps=8, slow=Slow("host-a", 1, 1.0), clock_ahead_ns=AHEAD)
+    b = tpu_run_dir(tmp_path / "b", steps=8, slow=Slow("host-a", 1, 9.0), clock_ahead_ns=AHEAD)
+    gate = run_cli("diff", str(a), str(b), "--fail-above", "10", "--allow-few-samples")
+    assert gate.returncode == 1, gate.stderr
+    assert "slower by more than 10%: " in gate.stderr and "host-a /device:TPU:1 step +" in gate.stderr
+    assert run_cli("diff", str(a), str(a), "--fail-above", "10", "--allow-few-samples").returncode == 0
