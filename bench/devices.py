@@ -8,7 +8,7 @@ is reading every host's xplane once into plain records (xspace.read_planes, whic
 analysis uses); then the analysis (analysis/device_analysis.analyse_devices: device
 summaries, collectives matched across both hosts on the driver's clock, stragglers) as a
 ratio of it, per million device events, and the peak memory of each (a child process per
-measurement, its peak RSS from the kernel).
+measurement, its own peak RSS from the kernel: VmHWM).
 
     .venv/bin/python bench/devices.py [--steps 25000] [--repeats 3]
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS: the kernel's VmHWM, which starts afresh at exec. Not
+    getrusage's ru_maxrss, which a child inherits from the process it was forked from (the
+    bench's, having written the xplanes), so it read the same for every measurement."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def child(kind: str, run_dir: str) -> None:
@@ -48,7 +57,7 @@ def child(kind: str, run_dir: str) -> None:
         result = analyse_devices(root, manifest)
         events = result["collectives_total"]
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({"seconds": seconds, "events": events, "peak_rss_mb": peak_mb}))
 
 

@@ -67,7 +67,7 @@ class Participant:
         return not self.device.startswith("/device:")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CollectiveOp:
     """One execution of a collective op on one participant, on its host's clock."""
 
@@ -80,7 +80,7 @@ class CollectiveOp:
     """When the participant reached it (see the module docstring); <= start_ns."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Arrival:
     """One participant's part in one occurrence, on the driver's clock."""
 
@@ -207,7 +207,8 @@ def match_occurrences(
         first = max(0, *(-s for s in shifts.values()))
         past = min(len(reference), *(len(on_driver[p]) - s for p, s in shifts.items()))
         for k in range(first, past):
-            arrivals = [_copy(on_driver[p][k + shifts[p]]) for p in participants]
+            # Each participant's call is in one occurrence at most: its Arrival is used as is.
+            arrivals = [on_driver[p][k + shifts[p]] for p in participants]
             latest = max(a.arrive_ns for a in arrivals)
             for a in arrivals:
                 a.wait_ns = latest - a.arrive_ns
@@ -244,10 +245,6 @@ def sequence_shift(reference: list[Arrival], calls: list[Arrival]) -> int:
         return (statistics.median(gaps), -len(overlap), abs(s))
 
     return min(candidates, key=score)
-
-
-def _copy(arrival: Arrival) -> Arrival:
-    return Arrival(arrival.participant, arrival.arrive_ns, arrival.start_ns, arrival.duration_ns)
 
 
 def _on_driver(participant: Participant, op: CollectiveOp, to_driver: Callable[[int], int] | None) -> Arrival:

@@ -53,11 +53,11 @@ def analyse_devices(
                 window = _window(host, path)
                 for trace in iter_device_traces(path):
                     devices.append(
-                        device_summary(host["name"], trace.device, trace.kind, trace.events, window, trace.stats, top)
+                        device_summary(host["name"], trace.device, trace.kind, trace.events(), window, trace.stats, top)
                     )
                     ops[Participant(host["name"], trace.device)] = collective_ops(trace)
                     if not executions.get(host["name"]):  # the host's first device that ran modules
-                        executions[host["name"]] = [e for e in trace.events if e.line == MODULES_LINE]
+                        executions[host["name"]] = list(trace.events(lambda line: line == MODULES_LINE))
             except (ValueError, OSError) as e:
                 unreadable.append(f"{f['path']}: {type(e).__name__}: {e}")
     occurrences, straggling = [], []

@@ -11,15 +11,18 @@ one `XLA Ops` line per ordinal.
 from __future__ import annotations
 
 import bisect
+import heapq
 import re
-from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray_tpu_profile.analysis.collectives import WAIT_EVENTS, CollectiveOp, is_collective
 from ray_tpu_profile.analysis.devices import MODULES_LINE, OPS_LINES, DeviceEvent
+
+if TYPE_CHECKING:
+    from ray_tpu_profile.analysis.xspace import PlaneStream
 
 DEVICE_PLANE = re.compile(r"^/device:(TPU|GPU):\d+$")
 HOST_PLANE = "/host:CPU"
@@ -29,46 +32,57 @@ WAIT_SLACK_NS = 1_000
 
 @dataclass
 class DeviceTrace:
-    """One device's plane: its name, kind, plane stats (peaks) and events on its host's clock."""
+    """One device: its name, kind, plane stats (peaks) and events on its host's clock.
+
+    A device plane's events are walked from its parsed plane each time `events()` is called
+    (never all held as objects: a TPU chip's plane has millions); a CPU device's, gathered
+    off the host plane's threads, are few and held."""
 
     device: str
     kind: str
     stats: dict[str, Any] = field(default_factory=dict)
-    events: list[DeviceEvent] = field(default_factory=list)
+    held: list[DeviceEvent] = field(default_factory=list)
+    plane: PlaneStream | None = None
+
+    def events(self, lines: Callable[[str], bool] | None = None) -> Iterator[DeviceEvent]:
+        """Its events (on the lines that `lines` accepts), line by line."""
+        if self.plane is None:
+            yield from (e for e in self.held if lines is None or lines(e.line))
+            return
+        for line, events in self.plane.lines(lines):
+            for e in events:
+                yield DeviceEvent(line, e.name, e.start_ns, e.end_ns - e.start_ns, e.stats)
 
 
 def read_device_traces(path: Path) -> list[DeviceTrace]:
-    """The devices of one xplane, in plane order (CPU devices of XLA on CPU first)."""
+    """The devices of one xplane, in plane order (CPU devices of XLA on CPU first). Each
+    device plane stays parsed: for tests and small files."""
     return list(iter_device_traces(path))
 
 
 def iter_device_traces(path: Path) -> Iterator[DeviceTrace]:
     """The devices of one xplane one at a time: a caller that summarises each and lets it go
-    holds one device plane's events at once, not the host's."""
-    from ray_tpu_profile.analysis.xspace import read_planes
+    holds one device plane at once, not the host's."""
+    from ray_tpu_profile.analysis.xspace import stream_planes
 
     cpu: dict[int, DeviceTrace] = {}
     # The host plane only where XLA ran ops on CPU (its stats name hlo_op): a plane of
     # Python-tracer events is skipped unread.
-    for plane in read_planes(path, select=lambda name: name == HOST_PLANE, requires_stat="hlo_op"):
+    for plane in stream_planes(path, select=lambda name: name == HOST_PLANE, requires_stat="hlo_op"):
         for event in _cpu_hlo_events(plane):
             ordinal = int(event.stats["device_ordinal"])
             trace = cpu.setdefault(ordinal, DeviceTrace(f"/device:CPU:{ordinal}", "CPU"))
-            trace.events.append(event)
+            trace.held.append(event)
+    for trace in cpu.values():
+        trace.held.sort(key=lambda e: e.start_ns)  # several threads' events, in time order
     yield from (cpu[k] for k in sorted(cpu))
-    for plane in read_planes(path, select=lambda name: bool(DEVICE_PLANE.match(name))):
-        kind = plane.name.split(":")[1]
-        trace = DeviceTrace(plane.name, kind, dict(plane.stats))
-        for line in plane.lines:
-            trace.events.extend(
-                DeviceEvent(line.name, e.name, e.start_ns, e.end_ns - e.start_ns, e.stats) for e in line.events
-            )
-        yield trace
+    for plane in stream_planes(path, select=lambda name: bool(DEVICE_PLANE.match(name))):
+        yield DeviceTrace(plane.name, plane.name.split(":")[1], dict(plane.stats), plane=plane)
 
 
-def _cpu_hlo_events(plane: Any) -> Iterator[DeviceEvent]:
-    for line in plane.lines:
-        for e in line.events:
+def _cpu_hlo_events(plane: PlaneStream) -> Iterator[DeviceEvent]:
+    for _, events in plane.lines():
+        for e in events:
             if "hlo_op" in e.stats and "device_ordinal" in e.stats:
                 yield DeviceEvent(OPS_LINES[0], e.name, e.start_ns, e.end_ns - e.start_ns, e.stats)
 
@@ -77,21 +91,42 @@ def collective_ops(trace: DeviceTrace) -> list[CollectiveOp]:
     """The collective ops a device ran, each with when the device arrived at it: the start of
     a wait event ending as the op starts (`barrier-cores`), else the end of the device's
     previous op in the same module execution, else the module execution's start, else the
-    op's own start."""
-    ops = sorted((e for e in trace.events if e.line in OPS_LINES), key=lambda e: e.start_ns)
-    modules = sorted((e for e in trace.events if e.line == MODULES_LINE), key=lambda e: e.start_ns)
+    op's own start. One walk of its ops in time order; only the collectives are kept."""
+    modules = sorted(trace.events(lambda line: line == MODULES_LINE), key=lambda e: e.start_ns)
     module_starts = [m.start_ns for m in modules]
-    waits = sorted((e for e in trace.events if e.name in WAIT_EVENTS), key=lambda e: e.start_ns + e.duration_ns)
+    waits = sorted((e for e in trace.events() if e.name in WAIT_EVENTS), key=lambda e: e.start_ns + e.duration_ns)
     wait_ends = [w.start_ns + w.duration_ns for w in waits]
+    ops = trace.events(lambda line: line in OPS_LINES)
+    try:
+        # A device line is written in time order: walked as it comes, nothing held...
+        return _collectives_of(_in_time_order(ops), modules, module_starts, waits, wait_ends)
+    except _OutOfOrder:
+        # ...else all its ops, sorted.
+        ordered = sorted(trace.events(lambda line: line in OPS_LINES), key=lambda e: e.start_ns)
+        return _collectives_of(iter(ordered), modules, module_starts, waits, wait_ends)
+
+
+def _collectives_of(
+    ops: Iterator[DeviceEvent],
+    modules: list[DeviceEvent],
+    module_starts: list[int],
+    waits: list[DeviceEvent],
+    wait_ends: list[int],
+) -> list[CollectiveOp]:
     found = []
-    earlier: dict[int, list[int]] = defaultdict(list)  # per module execution: the ends of its ops so far
+    current = -1  # the module execution of the ops walked last
+    running: list[int] = []  # ends of its ops still running at the op's start (a heap)
+    done_ns = 0  # the latest end of its ops that ended by the op's start
     for op in ops:
         i = bisect.bisect_right(module_starts, op.start_ns) - 1
         module = modules[i] if i >= 0 and modules[i].start_ns + modules[i].duration_ns >= op.start_ns else None
+        if i != current:
+            current, running, done_ns = i, [], 0
+        while running and running[0] <= op.start_ns:
+            done_ns = max(done_ns, heapq.heappop(running))
         if is_collective(op.name, _category(op)):
             # Busy until its last op that ended before this one (an op enclosing it does not count).
-            done = [end for end in earlier[i] if end <= op.start_ns] if module else []
-            arrive = _wait_start(waits, wait_ends, op, module) or max(done, default=0)
+            arrive = _wait_start(waits, wait_ends, op, module) or (done_ns if module else 0)
             arrive = max(arrive, module.start_ns if module else op.start_ns)
             program = op.stats.get("program_id")
             found.append(
@@ -104,8 +139,21 @@ def collective_ops(trace: DeviceTrace) -> list[CollectiveOp]:
                 )
             )
         if module:
-            earlier[i].append(op.start_ns + op.duration_ns)
+            heapq.heappush(running, op.start_ns + op.duration_ns)
     return found
+
+
+class _OutOfOrder(Exception):
+    """An op started before the one walked before it."""
+
+
+def _in_time_order(events: Iterator[DeviceEvent]) -> Iterator[DeviceEvent]:
+    last = None
+    for e in events:
+        if last is not None and e.start_ns < last:
+            raise _OutOfOrder
+        last = e.start_ns
+        yield e
 
 
 def _category(op: DeviceEvent) -> str | None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ray_tpu_profile.analysis.summary_stats import self_times, top_operations
+from ray_tpu_profile.analysis.summary_stats import top_operations
 
 OPS_LINES = ("XLA Ops",)
 """Lines of a device plane whose events are HLO ops (async ops' `Async XLA Ops` overlap them)."""
@@ -82,23 +82,39 @@ def device_summary(
     plane_stats: Mapping[str, Any] | None = None,
     top: int = 10,
 ) -> dict[str, Any]:
-    """report.json's entry for one device: its ops and modules within window (host-clock ns)."""
-    ops, modules = [], []
+    """report.json's entry for one device: its ops and modules within window (host-clock ns).
+    One pass over events (a generator is fine): each op becomes a few numbers in arrays
+    (its line, name, start, end: 28 bytes), not an object, so a chip's millions of ops fit."""
+    from array import array
+
+    names: dict[str, int] = {}  # op name -> its index in the arrays' name column
+    categories_of: list[str] = []  # by name index: the category of the name's first op
+    lines: dict[str, int] = {}
+    line_ids, name_ids, starts, ends = array("b"), array("i"), array("q"), array("q")
+    modules: list[DeviceEvent] = []
+    flops = bytes_accessed = 0.0
     for e in events:
         if e.start_ns + e.duration_ns <= window[0] or e.start_ns >= window[1]:
             continue
         if e.line in OPS_LINES:
-            ops.append(e)
+            name_id = names.get(e.name)
+            if name_id is None:
+                name_id = names[e.name] = len(names)
+                categories_of.append(category_of(e.name, e.stats))
+            line_ids.append(lines.setdefault(e.line, len(lines)))
+            name_ids.append(name_id)
+            starts.append(e.start_ns)
+            ends.append(e.start_ns + e.duration_ns)
+            flops += float(e.stats.get("flops") or 0)
+            bytes_accessed += float(e.stats.get("bytes_accessed") or 0)
         elif e.line == MODULES_LINE:
             modules.append(e)
-    busy = busy_ns(((e.start_ns, e.start_ns + e.duration_ns) for e in ops), window)
-    self_ns = self_times((e.line, e.name, e.start_ns, e.duration_ns) for e in ops)
-    by_name = {e.name: e for e in ops}
+    busy = _busy_ns(starts, ends, window)
+    self_by_id = _self_ns(line_ids, name_ids, starts, ends, len(names))
+    self_ns = {name: int(self_by_id[i]) for name, i in names.items()}
     categories: dict[str, float] = defaultdict(float)
-    for name, ns in self_ns.items():
-        categories[category_of(name, by_name[name].stats)] += ns / NS_PER_MS
-    flops = sum(float(e.stats.get("flops") or 0) for e in ops)
-    bytes_accessed = sum(float(e.stats.get("bytes_accessed") or 0) for e in ops)
+    for i, category in enumerate(categories_of):
+        categories[category] += self_by_id[i] / NS_PER_MS
     stats = plane_stats or {}
     busy_s = busy / 1e9
     peak_tflops, peak_hbm_gbps = stats.get("peak_teraflops_per_second"), stats.get("peak_hbm_bw_gigabytes_per_second")
@@ -118,6 +134,62 @@ def device_summary(
         "hbm_bytes_per_s": bytes_accessed / busy_s if busy_s and bytes_accessed else None,
         "peak_hbm_bytes_per_s": float(peak_hbm_gbps) * 1e9 if peak_hbm_gbps else None,
     }
+
+
+def _busy_ns(starts: Any, ends: Any, window: tuple[int, int]) -> int:
+    """The length of the union of the [start, end) intervals, clipped to window."""
+    import numpy as np
+
+    if not len(starts):
+        return 0
+    start = np.clip(np.frombuffer(starts, dtype=np.int64), window[0], window[1])
+    end = np.clip(np.frombuffer(ends, dtype=np.int64), window[0], window[1])
+    order = np.argsort(start, kind="stable")
+    start, end = start[order], end[order]
+    # What each interval adds is its part past the furthest end of those before it.
+    reached = np.maximum.accumulate(np.concatenate(([window[0]], end[:-1])))
+    return int(np.clip(end - np.maximum(start, reached), 0, None).sum())
+
+
+CHUNK = 1 << 16
+"""Ops walked per chunk by _self_ns (Python ints for a chunk, not for a chip's millions)."""
+
+
+def _self_ns(line_ids: Any, name_ids: Any, starts: Any, ends: Any, name_count: int) -> list[int]:
+    """Self time per name index: each op's duration less that of the ops nested in it on the
+    same line (an op inside another counts once, in the inner one)."""
+    import numpy as np
+
+    totals = [0] * name_count
+    if not len(starts):
+        return totals
+    start = np.frombuffer(starts, dtype=np.int64)
+    end = np.frombuffer(ends, dtype=np.int64)
+    line = np.frombuffer(line_ids, dtype=np.int8)
+    name = np.frombuffer(name_ids, dtype=np.int32)
+    # By line, then start, the longer first: a parent before what it encloses.
+    order = np.lexsort((start - end, start, line))
+    stack: list[list[int]] = []  # [end, name index, child time] of the enclosing ops
+    previous_line = None
+    for first in range(0, len(order), CHUNK):
+        chunk = order[first : first + CHUNK]
+        for ln, s, e, n in zip(line[chunk].tolist(), start[chunk].tolist(), end[chunk].tolist(), name[chunk].tolist()):
+            if ln != previous_line:
+                while stack:
+                    _, done, child = stack.pop()
+                    totals[done] -= child
+                previous_line = ln
+            while stack and stack[-1][0] <= s:
+                _, done, child = stack.pop()
+                totals[done] -= child
+            if stack:
+                stack[-1][2] += e - s
+            totals[n] += e - s
+            stack.append([e, n, 0])
+    while stack:
+        _, done, child = stack.pop()
+        totals[done] -= child
+    return totals
 
 
 def _steps_ms(executions: list[DeviceEvent]) -> list[float]:

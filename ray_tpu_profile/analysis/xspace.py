@@ -212,6 +212,11 @@ def read_planes(
     A plane `select` refuses is never parsed (its name is read off the wire); with
     requires_stat, a plane none of whose stats has that name is skipped before its events
     become records (a host plane of Python-tracer events, when looking for XLA ops)."""
+    for plane in _parsed_planes(path, select, requires_stat):
+        yield _plane_record(plane)
+
+
+def _parsed_planes(path: Path | str, select: Callable[[str], bool] | None, requires_stat: str | None) -> Iterator[Any]:
     path = Path(path)
     if not path.is_file():
         raise XSpaceError(f"{path.name}: no such file")
@@ -226,9 +231,44 @@ def read_planes(
                 plane.ParseFromString(plane_bytes)
             except Exception as e:  # protobuf's DecodeError, named with the file
                 raise XSpaceError(f"{path.name}: unreadable XPlane ({e})") from None
+            del plane_bytes  # the wire copy of this plane, before the next is read
             if requires_stat is not None and all(m.name != requires_stat for m in plane.stat_metadata.values()):
                 continue
-            yield _plane_record(plane)
+            yield plane
+
+
+@dataclass
+class PlaneStream:
+    """One parsed XPlane whose events become records only as they are walked: what a caller
+    that summarises a plane holds is the parsed protobuf (compact, native), not a Python
+    object per event. `lines()` may be walked more than once."""
+
+    id: int
+    name: str
+    stats: dict[str, StatValue]
+    _plane: Any
+    _stat_names: dict[int, str]
+    _events_meta: dict[int, tuple[str, dict[str, StatValue]]]
+
+    def line_names(self) -> list[str]:
+        return [line.name for line in self._plane.lines]
+
+    def lines(self, select: Callable[[str], bool] | None = None) -> Iterator[tuple[str, Iterator[EventRecord]]]:
+        """(line name, its events one at a time) for each line (that select accepts)."""
+        for line in self._plane.lines:
+            if select is None or select(line.name):
+                yield line.name, _line_events(line, self._events_meta, self._stat_names)
+
+
+def stream_planes(
+    path: Path | str, select: Callable[[str], bool] | None = None, requires_stat: str | None = None
+) -> Iterator[PlaneStream]:
+    """As read_planes, but each plane as a PlaneStream: its events are not made records up
+    front (a TPU chip's plane holds millions)."""
+    for plane in _parsed_planes(path, select, requires_stat):
+        stat_names = {key: meta.name for key, meta in plane.stat_metadata.items()}
+        events_meta = {key: (meta.name, _stats(meta.stats, stat_names)) for key, meta in plane.event_metadata.items()}
+        yield PlaneStream(plane.id, plane.name, _stats(plane.stats, stat_names), plane, stat_names, events_meta)
 
 
 def _plane_name(plane: bytes, file_name: str) -> str:
@@ -301,19 +341,29 @@ def _line_record(
     line: Any, events_meta: Mapping[int, tuple[str, dict[str, StatValue]]], stat_names: Mapping[int, str]
 ) -> LineRecord:
     """One XLine as a LineRecord, its events' names and stats resolved through the plane's metadata."""
-    events = []
+    return LineRecord(
+        id=line.id,
+        name=line.name,
+        timestamp_ns=line.timestamp_ns,
+        events=tuple(_line_events(line, events_meta, stat_names)),
+    )
+
+
+def _line_events(
+    line: Any, events_meta: Mapping[int, tuple[str, dict[str, StatValue]]], stat_names: Mapping[int, str]
+) -> Iterator[EventRecord]:
+    timestamp_ns = line.timestamp_ns
     for event in line.events:
         name, meta_stats = events_meta.get(event.metadata_id, ("", {}))
-        events.append(
-            EventRecord(
-                name=name,
-                start_ns=line.timestamp_ns + event.offset_ps // 1000,
-                duration_ns=event.duration_ps / 1000,
-                end_ns=line.timestamp_ns + (event.offset_ps + event.duration_ps) // 1000,
-                stats={**meta_stats, **_stats(event.stats, stat_names)},
-            )
+        own = event.stats
+        yield EventRecord(
+            name=name,
+            start_ns=timestamp_ns + event.offset_ps // 1000,
+            duration_ns=event.duration_ps / 1000,
+            end_ns=timestamp_ns + (event.offset_ps + event.duration_ps) // 1000,
+            # The metadata's stats dict is shared, not copied, where the event has none of its own.
+            stats={**meta_stats, **_stats(own, stat_names)} if len(own) else meta_stats,
         )
-    return LineRecord(id=line.id, name=line.name, timestamp_ns=line.timestamp_ns, events=tuple(events))
 
 
 def _stats(stats: Iterable[Any], stat_names: Mapping[int, str]) -> dict[str, StatValue]:

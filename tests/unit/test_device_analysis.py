@@ -115,7 +115,7 @@ def test_xla_on_cpu_gives_one_device_per_ordinal_and_a_python_tracer_plane_gives
         [PlaneSpec("/host:CPU", [LineSpec("python", 10, python), LineSpec("XLA thunks", 10, thunks)])],
     )
     traces = read_device_traces(xla)
-    assert [(t.device, t.kind, sorted(e.name for e in t.events)) for t in traces] == [
+    assert [(t.device, t.kind, sorted(e.name for e in t.events())) for t in traces] == [
         ("/device:CPU:0", "CPU", ["all-reduce.2", "dot.1"]),
         ("/device:CPU:1", "CPU", ["all-reduce.2", "dot.1"]),
     ]
@@ -161,3 +161,25 @@ def test_a_gate_fails_on_a_device_step_that_regressed(tmp_path):
     assert gate.returncode == 1, gate.stderr
     assert "slower by more than 10%: " in gate.stderr and "host-a /device:TPU:1 step +" in gate.stderr
     assert run_cli("diff", str(a), str(a), "--fail-above", "10", "--allow-few-samples").returncode == 0
+
+
+def test_ops_out_of_time_order_give_what_ops_in_order_give(tmp_path):
+    """A device line is walked as it comes when in time order; one that is not (events
+    written out of order) is sorted first, with the same arrivals and summary."""
+    import random
+
+    from ray_tpu_profile.analysis.device_traces import DeviceTrace
+    from ray_tpu_profile.analysis.devices import device_summary
+
+    run_dir = tpu_run_dir(tmp_path, slow=Slow("host-a", 1, 3.0), steps=4)
+    (trace, _) = read_device_traces(run_dir / "plugins/profile/run1/host-a.xplane.pb")
+    events = list(trace.events())
+    shuffled = events[:]
+    random.Random(7).shuffle(shuffled)
+    assert shuffled != events
+    in_order, out_of_order = DeviceTrace("d", "TPU", held=events), DeviceTrace("d", "TPU", held=shuffled)
+    assert collective_ops(out_of_order) == collective_ops(in_order) == collective_ops(trace)
+    assert len(collective_ops(trace)) == 4
+    window = (min(e.start_ns for e in events), max(e.start_ns + e.duration_ns for e in events))
+    summaries = [device_summary("h", "d", "TPU", iter(evs), window) for evs in (events, shuffled)]
+    assert summaries[0] == summaries[1] and summaries[0]["busy_ms"] > 0
