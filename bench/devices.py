@@ -4,11 +4,12 @@ the same xplane once.
 A run directory of one engine across 2 hosts is written here (tests/support/tpu_traces.py:
 4 chips per host, each step a compute op, a nested copy and an all-reduce, with
 barrier-cores waits), scaled by --steps to about 4 events per chip and step. The baseline
-is reading every host's xplane once into plain records (xspace.read_planes, which the
-analysis uses); then the analysis (analysis/device_analysis.analyse_devices: device
-summaries, collectives matched across both hosts on the driver's clock, stragglers) as a
-ratio of it, per million device events, and the peak memory of each (a child process per
-measurement, its own peak RSS from the kernel: VmHWM).
+is reading every host's xplane once into plain records (xspace.read_planes); then the
+analysis (analysis/device_analysis.analyse_devices: device summaries, collectives matched
+across both hosts on the driver's clock, stragglers) as a ratio of it, per million device
+events: once in one process, once with each host in a worker process of its own. Each
+measurement runs in a child process of its own, with its peak RSS from the kernel (VmHWM;
+for the parallel one, the parent's only: its workers' are not counted).
 
     .venv/bin/python bench/devices.py [--steps 25000] [--repeats 3]
 """
@@ -54,7 +55,9 @@ def child(kind: str, run_dir: str) -> None:
             for line in plane.lines
         )
     else:
-        result = analyse_devices(root, manifest)
+        # "analyse": as `report` would (here: one process, the xplanes being small);
+        # "parallel": each host in its own worker process.
+        result = analyse_devices(root, manifest, workers=2 if kind == "parallel" else 1)
         events = result["collectives_total"]
     seconds = time.perf_counter() - started
     peak_mb = peak_rss_mb()
@@ -86,18 +89,24 @@ def main() -> None:
         )
         written_s = time.perf_counter() - t0
         size_mb = sum(p.stat().st_size for p in run_dir.rglob("*.xplane.pb")) / 1e6
-        runs = {kind: [measure(kind, run_dir) for _ in range(args.repeats)] for kind in ("read", "analyse")}
+        kinds = ("read", "analyse", "parallel")
+        runs = {kind: [measure(kind, run_dir) for _ in range(args.repeats)] for kind in kinds}
     events = runs["read"][0]["events"]
     read_s = statistics.median(r["seconds"] for r in runs["read"])
-    analyse_s = statistics.median(r["seconds"] for r in runs["analyse"])
     print(
         f"2 hosts x 4 chips, {args.steps:,} steps: {events:,} device events, {size_mb:.0f} MB of xplanes "
         f"(written in {written_s:.0f} s); median of {args.repeats}, each in a fresh process"
     )
-    for kind, seconds in (("read once (baseline)", read_s), ("device analysis", analyse_s)):
-        peak = max(r["peak_rss_mb"] for r in runs["read" if kind.startswith("read") else "analyse"])
+    labels = {
+        "read": "read once (baseline)",
+        "analyse": "device analysis",
+        "parallel": "the same, 2 host workers",
+    }
+    for kind, label in labels.items():
+        seconds = statistics.median(r["seconds"] for r in runs[kind])
+        peak = max(r["peak_rss_mb"] for r in runs[kind])
         print(
-            f"{kind:<22} {seconds:7.2f} s  {seconds / read_s:5.2f}x baseline  "
+            f"{label:<26} {seconds:7.2f} s  {seconds / read_s:5.2f}x baseline  "
             f"{seconds / (events / 1e6):6.2f} s per million events  peak RSS {peak:,.0f} MB"
         )
     print(f"collectives matched: {runs['analyse'][0]['events']:,}")

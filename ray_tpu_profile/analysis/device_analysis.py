@@ -14,7 +14,8 @@ hosts' times is the sum of their uncertainties.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,11 @@ NS_PER_MS = 1_000_000
 
 
 def analyse_devices(
-    run_dir: Path, manifest: Manifest, top: int = 10, host_level: Mapping[str, HostCollectives] | None = None
+    run_dir: Path,
+    manifest: Manifest,
+    top: int = 10,
+    host_level: Mapping[str, HostCollectives] | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """{"devices": [...], "collectives": [...], "collectives_total": n, "stragglers": [...],
     "unreadable": [...]} for the run directory's xplanes. Each device plane is summarised as
@@ -40,26 +45,18 @@ def analyse_devices(
     An engine whose devices ran no collective (no device planes: torch traces, jax on CPU)
     is analysed at host level: each host's process is a participant (host_collectives.py).
     host_level: host -> its HostCollectives where the caller read the traces already; else
-    they are read here, only if some engine needs them."""
+    they are read here, only if some engine needs them.
+
+    Hosts' xplanes are analysed in parallel processes (workers; None: as many as pay, see
+    parallel_hosts) where they are big enough for that to pay."""
     devices, unreadable = [], []
     ops: dict[Participant, list[CollectiveOp]] = {}
     executions: dict[str, list[DeviceEvent]] = {}
-    for host in manifest["hosts"]:
-        for f in host["files"]:
-            if not f["path"].endswith(".xplane.pb"):
-                continue
-            path = Path(run_dir) / f["path"]
-            try:
-                window = _window(host, path)
-                for trace in iter_device_traces(path):
-                    devices.append(
-                        device_summary(host["name"], trace.device, trace.kind, trace.events(), window, trace.stats, top)
-                    )
-                    ops[Participant(host["name"], trace.device)] = collective_ops(trace)
-                    if not executions.get(host["name"]):  # the host's first device that ran modules
-                        executions[host["name"]] = list(trace.events(lambda line: line == MODULES_LINE))
-            except (ValueError, OSError) as e:
-                unreadable.append(f"{f['path']}: {type(e).__name__}: {e}")
+    for host in _each_host(run_dir, manifest, top, workers):
+        devices += host.devices
+        unreadable += host.unreadable
+        ops.update({Participant(host.name, device): calls for device, calls in host.ops.items()})
+        executions[host.name] = host.executions
     occurrences, straggling = [], []
     shift, uncertainty = _clocks(manifest)
     for engine, hosts in _engines(manifest).items():
@@ -93,6 +90,78 @@ def analyse_devices(
         "stragglers": straggling,
         "unreadable": unreadable,
     }
+
+
+@dataclass
+class HostDevices:
+    """What one host's xplanes give the analysis: its devices' summaries, each device's
+    collective ops, its first device's module executions (the engine's steps), and files
+    that could not be read. Picklable: made in a worker process where hosts run in parallel."""
+
+    name: str
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    ops: dict[str, list[CollectiveOp]] = field(default_factory=dict)
+    executions: list[DeviceEvent] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def host_devices(run_dir: Path, host: HostEntry, top: int) -> HostDevices:
+    """One host's HostDevices: each device plane summarised as it is read and let go."""
+    found = HostDevices(host["name"])
+    for f in host["files"]:
+        if not f["path"].endswith(".xplane.pb"):
+            continue
+        path = Path(run_dir) / f["path"]
+        try:
+            window = _window(host, path)
+            for trace in iter_device_traces(path):
+                found.devices.append(
+                    device_summary(host["name"], trace.device, trace.kind, trace.events(), window, trace.stats, top)
+                )
+                if calls := collective_ops(trace):
+                    found.ops[trace.device] = calls
+                if not found.executions:  # the host's first device that ran modules
+                    found.executions = list(trace.events(lambda line: line == MODULES_LINE))
+        except (ValueError, OSError) as e:
+            found.unreadable.append(f"{f['path']}: {type(e).__name__}: {e}")
+    return found
+
+
+PARALLEL_FROM_BYTES = 64 << 20
+"""Below this many bytes of xplanes in all, hosts are analysed in this process: starting
+worker processes (each imports the analysis, ~1 s) would cost more than it saves."""
+MEMORY_PER_XPLANE_BYTE = 8
+"""What analysing an xplane may hold at its peak, per byte of the file (bench/RESULTS.md
+`devices`: the parsed plane ~5.5x its wire size, plus arrays): how many hosts at once fit."""
+
+
+def parallel_hosts(xplane_bytes: list[int], cpus: int, available_bytes: int) -> int:
+    """How many hosts to analyse at once: 1 below PARALLEL_FROM_BYTES, else as many as there
+    are CPUs, hosts, and memory for the largest xplanes side by side."""
+    if sum(xplane_bytes) < PARALLEL_FROM_BYTES or len(xplane_bytes) < 2:
+        return 1
+    per_host = MEMORY_PER_XPLANE_BYTE * max(xplane_bytes)
+    return max(1, min(cpus, len(xplane_bytes), available_bytes // max(per_host, 1)))
+
+
+def _each_host(run_dir: Path, manifest: Manifest, top: int, workers: int | None) -> Iterator[HostDevices]:
+    """Every host's HostDevices, in manifest order: in worker processes where that pays."""
+    import os
+
+    hosts = [h for h in manifest["hosts"] if any(f["path"].endswith(".xplane.pb") for f in h["files"])]
+    if workers is None:
+        sizes = [sum(f["bytes"] for f in h["files"] if f["path"].endswith(".xplane.pb")) for h in hosts]
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        workers = parallel_hosts(sizes, os.cpu_count() or 1, available)
+    if workers <= 1:
+        yield from (host_devices(run_dir, h, top) for h in hosts)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the caller may be the Ray driver, whose threads a fork would copy mid-state.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(host_devices, [run_dir] * len(hosts), hosts, [top] * len(hosts))
 
 
 def read_host_collectives(run_dir: Path, manifest: Manifest, unreadable: list[str]) -> dict[str, HostCollectives]:

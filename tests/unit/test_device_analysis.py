@@ -183,3 +183,23 @@ def test_ops_out_of_time_order_give_what_ops_in_order_give(tmp_path):
     window = (min(e.start_ns for e in events), max(e.start_ns + e.duration_ns for e in events))
     summaries = [device_summary("h", "d", "TPU", iter(evs), window) for evs in (events, shuffled)]
     assert summaries[0] == summaries[1] and summaries[0]["busy_ms"] > 0
+
+
+def test_hosts_analysed_in_worker_processes_give_what_one_process_gives(tmp_path):
+    run_dir = tpu_run_dir(tmp_path, slow=Slow("host-a", 1, 3.0), steps=6, clock_ahead_ns=AHEAD)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    alone = analyse_devices(run_dir, manifest, workers=1)
+    assert analyse_devices(run_dir, manifest, workers=2) == alone
+    assert alone["stragglers"][0]["straggler"] == {"host": "host-a", "device": "/device:TPU:1"}
+
+
+def test_hosts_run_in_parallel_only_where_it_pays_and_memory_allows():
+    from ray_tpu_profile.analysis.device_analysis import PARALLEL_FROM_BYTES, parallel_hosts
+
+    gb = 1 << 30
+    assert parallel_hosts([1 << 20] * 8, cpus=16, available_bytes=64 * gb) == 1  # small: not worth a process
+    assert parallel_hosts([PARALLEL_FROM_BYTES], cpus=16, available_bytes=64 * gb) == 1  # one host
+    assert parallel_hosts([gb] * 64, cpus=16, available_bytes=256 * gb) == 16  # CPUs
+    assert parallel_hosts([gb] * 4, cpus=16, available_bytes=256 * gb) == 4  # hosts
+    assert parallel_hosts([gb] * 64, cpus=16, available_bytes=40 * gb) == 5  # memory: 8 GB a host
+    assert parallel_hosts([gb] * 64, cpus=16, available_bytes=2 * gb) == 1  # never none
