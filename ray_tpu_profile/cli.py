@@ -102,6 +102,7 @@ def attach_options(command):
             config_option(AttachConfig, name)
             for name in (
                 "duration_ms",
+                "allow_long_capture",
                 "delay_ms",
                 "profile_result_dir",
                 "server_url",

@@ -8,7 +8,9 @@ its flag name, help and default here, once (`flag()`); cli.py builds its options
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -23,6 +25,11 @@ BACKEND_PACKAGES = {"torch": (), "jax": (("jax", "jax"), ("xprof", "xprof")), "x
 DEFAULT_SIMULATED_HOSTS = 2
 DEFAULT_SIMULATED_CHIPS = 4
 PHASES = ("all", "prefill", "decode")
+ATTACH_MAX_DURATION_MS = 30_000
+"""The longest attach traces a live server without --allow-long-capture: the Python tracer
+at level 1 slows serving and its buffer grows for as long as the trace runs."""
+ATTACH_MAX_DELAY_MS = 3_600_000
+"""An hour: a later start holds every host's actor (and the servers' one session) waiting."""
 
 
 def flag(default: Any, name: str, help: str, **options: Any) -> Any:
@@ -152,11 +159,11 @@ class Capture:
             raise ConfigError("--duration-ms", self.duration_ms, "must be more than 0")
         if self.port is not None and not 0 < self.port < 65536:
             raise ConfigError("--profiler-port", self.port, "must be a TCP port (1-65535)")
-        if self.server_wait_s <= 0:
+        if not (math.isfinite(self.server_wait_s) and self.server_wait_s > 0):
             raise ConfigError("--server-wait-s", self.server_wait_s, "must be more than 0")
         if self.python_tracer_level not in (0, 1):
             raise ConfigError("--python-tracer-level", self.python_tracer_level, "must be 0 or 1")
-        if self.max_clock_uncertainty_ms <= 0:
+        if not (math.isfinite(self.max_clock_uncertainty_ms) and self.max_clock_uncertainty_ms > 0):
             raise ConfigError("--max-clock-uncertainty-ms", self.max_clock_uncertainty_ms, "must be more than 0")
         if self.phase not in PHASES:
             raise ConfigError("--phase", self.phase, f"must be one of {', '.join(PHASES)}")
@@ -237,7 +244,7 @@ class Placement:
     def validate(self) -> Placement:
         if self.hosts is not None and self.hosts < 1:
             raise ConfigError("--hosts", self.hosts, "must be 1 or more")
-        if self.stage_timeout_s <= 0:
+        if not (math.isfinite(self.stage_timeout_s) and self.stage_timeout_s > 0):
             raise ConfigError("--timeout-s", self.stage_timeout_s, "must be more than 0")
         if self.chips_per_host is not None:
             if self.address:
@@ -434,7 +441,20 @@ class AttachConfig:
     name: str | None = flag(
         None, "--name", "Only the deployment started with RAY_TPU_PROFILE_ATTACH_NAME=NAME.", metavar="NAME"
     )
-    duration_ms: int = flag(2000, "--duration-ms", "How long to trace.", type=int, metavar="MS")
+    duration_ms: int = flag(
+        2000,
+        "--duration-ms",
+        f"How long to trace. At most {ATTACH_MAX_DURATION_MS} ms on a live server unless --allow-long-capture.",
+        type=int,
+        metavar="MS",
+    )
+    allow_long_capture: bool = flag(
+        False,
+        "--allow-long-capture",
+        f"Allow --duration-ms above {ATTACH_MAX_DURATION_MS}: a long trace with the Python tracer on slows "
+        "serving and grows the server's memory for as long as it runs.",
+        is_flag=True,
+    )
     delay_ms: int = flag(
         0,
         "--delay-ms",
@@ -473,8 +493,6 @@ class AttachConfig:
     )
 
     def validate(self, list_only: bool) -> None:
-        import math
-
         if self.python_tracer_level not in (0, 1):
             raise ConfigError("--python-tracer-level", self.python_tracer_level, "must be 0 or 1")
         for name, value in (
@@ -485,8 +503,23 @@ class AttachConfig:
                 raise ConfigError(name, value, "must be a positive number")
         if self.duration_ms <= 0:
             raise ConfigError("--duration-ms", self.duration_ms, "must be a positive number of milliseconds")
+        if self.duration_ms > ATTACH_MAX_DURATION_MS and not self.allow_long_capture:
+            raise ConfigError(
+                "--duration-ms",
+                self.duration_ms,
+                f"is above {ATTACH_MAX_DURATION_MS} ms on a live server (--allow-long-capture to trace longer)",
+            )
         if self.delay_ms < 0:
             raise ConfigError("--delay-ms", self.delay_ms, "must be 0 or more milliseconds")
+        if self.delay_ms > ATTACH_MAX_DELAY_MS:
+            raise ConfigError("--delay-ms", self.delay_ms, f"must be at most {ATTACH_MAX_DELAY_MS} ms")
+        # A URL given as a Path reads `gs:/bucket/x`: a scheme of two letters or more, a colon, a slash.
+        if self.profile_result_dir is not None and re.match(
+            r"^[A-Za-z][A-Za-z0-9+.-]+:/", str(self.profile_result_dir)
+        ):
+            raise ConfigError(
+                "--profile-result-dir", str(self.profile_result_dir), "must be a local directory (attach writes no URL)"
+            )
         if not list_only and self.profile_result_dir is None:
             raise ConfigError("--profile-result-dir", "(none)", "is needed to capture (or --list to only list)")
         if (

@@ -330,7 +330,7 @@ def _clock_offsets(handles: dict[str, AttachTarget]) -> dict[str, Any]:
 def _gather(traced: Traced, run_dir: Path, config: AttachConfig) -> None:
     """Each traced process's files into the run directory, verified: through Ray, host by
     host side by side (each host's processes one after another); locally, moved into place."""
-    from ray_tpu_profile.core.files import sha256_file
+    from ray_tpu_profile.core.files import move_file, sha256_file
     from ray_tpu_profile.driver.gather import gather_host
 
     handles, records = traced.handles, traced.records
@@ -344,7 +344,8 @@ def _gather(traced: Traced, run_dir: Path, config: AttachConfig) -> None:
                     for path in sorted(p for p in source.rglob("*") if p.is_file()):
                         dest_rel = layout.host_file_dest(name, path.relative_to(source).as_posix())
                         (run_dir / dest_rel).parent.mkdir(parents=True, exist_ok=True)
-                        os.replace(path, run_dir / dest_rel)
+                        # The scratch may be on another filesystem than the result dir.
+                        move_file(path, run_dir / dest_rel)
                         records[name].files.append(
                             {
                                 "path": dest_rel.as_posix(),

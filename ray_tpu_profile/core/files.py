@@ -61,6 +61,27 @@ def written_whole(path: Path, temp_name: str | None = None) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def move_file(source: Path, dest: Path) -> None:
+    """source to dest, whole or not at all: a rename where both are on one filesystem, else
+    (EXDEV: a tmpfs scratch, another disk, a FUSE mount) a copy written beside dest, synced
+    and renamed into place, and only then is source removed. A failure leaves source."""
+    import errno
+    import shutil
+
+    try:
+        os.replace(source, dest)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    with written_whole(dest, f".{Path(dest).name}.part") as tmp:
+        with open(source, "rb") as src, open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out, CHUNK_BYTES)
+            out.flush()
+            os.fsync(out.fileno())
+    os.unlink(source)
+
+
 def write_text_whole(path: Path, text: str) -> None:
     with written_whole(path) as tmp:
         tmp.write_text(text)

@@ -35,7 +35,7 @@ def write_reports(run: RunState, timeline_max_events: int | None, progress: Prog
     keeps a remote run's manifest from being published."""
     run.timings.begin(Stage.REPORTS, None)
     try:
-        where = f"on a copy of {run.result_url}" if run.result_url else "on the run directory"
+        where = f"on a copy of {layout.redacted_url(run.result_url)}" if run.result_url else "on the run directory"
         run.reports_error, stop_signal = derive_reports(run.run_dir, timeline_max_events, progress, where)
         if stop_signal:
             run.stopped, run.stage = True, Stage.REPORTS
@@ -72,7 +72,7 @@ def finish(run: RunState, progress: Progress) -> str:
     name, or published to the result URL (the temporary local copy removed once there).
     Returns where the run directory is."""
     if run.result_url and _publish(run, progress):
-        return run.result_url
+        return layout.redacted_url(run.result_url)  # printed and in --json: no password
     run.timings.end()
     run.write_manifest()
     final = run.local_root / run.run_id
@@ -91,12 +91,15 @@ def _publish(run: RunState, progress: Progress) -> bool:
         publish_run(run.run_dir, run.result_url, final_manifest=lambda: (run.timings.end(), run.write_manifest()))
     except Exception as e:  # the hosts' files are there; the driver's stay here, and the manifest says so
         run.timings.end()
-        run.publish_error = f"{type(e).__name__}: {e}"
+        run.publish_error = layout.redacted_url(f"{type(e).__name__}: {e}")
         if run.error is None:
             run.stage = Stage.PUBLISH
-            run.error = f"publish: could not write the manifest and reports to {run.result_url} ({run.publish_error})"
+            run.error = (
+                f"publish: could not write the manifest and reports to {layout.redacted_url(run.result_url)} "
+                f"({layout.redacted_url(run.publish_error)})"
+            )
         progress.host_failed(Stage.PUBLISH, "all", f"{run.error}; they are in {run.local_root / run.run_id}")
         return False
     shutil.rmtree(run.local_root)  # the temporary copy, now uploaded
-    progress.note(f"manifest and reports written to {run.result_url}")
+    progress.note(f"manifest and reports written to {layout.redacted_url(run.result_url)}")
     return True

@@ -158,7 +158,7 @@ def plan(config: RunConfig, argv: list[str]) -> dict[str, Any]:
             "duration_ms": run.capture.duration_ms,
         },
         "engine": {
-            "argv": run.engine_argv,
+            "argv": layout.redacted_argv(run.engine_argv),
             "tensor_parallel_size": run.tensor_parallel_size,
             "pipeline_parallel_size": run.pipeline_parallel_size,
             "env": layout.redacted_env(run.actor_env),

@@ -247,7 +247,7 @@ class RunState:
                 "slice_requested": config.placement.slice_name,
             },
             engine={
-                "argv": self.engine_argv,
+                "argv": layout.redacted_argv(self.engine_argv),
                 "env": layout.redacted_env(self.actor_env),
                 "tiny_model": self.tiny_model,
             },
@@ -255,7 +255,7 @@ class RunState:
             timings_by_shape_s=self.timings.by_shape_s,
             engines=[e.to_json() for e in self.engines],
             records=self.records,
-            result_url=self.result_url,
+            result_url=None if self.result_url is None else layout.redacted_url(self.result_url),
             outputs={"reports_error": self.reports_error, "publish_error": self.publish_error},
         )
 

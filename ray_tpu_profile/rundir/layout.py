@@ -80,16 +80,42 @@ def redacted_env(env: dict[str, str]) -> dict[str, str]:
     return {k: "<redacted>" if _SECRET_KEY.search(k) else v for k, v in env.items()}
 
 
+_SECRET_FLAG_WORDS = frozenset({"token", "key", "secret", "password", "passwd", "credential", "credentials", "apikey"})
+"""A flag one of whose words (split at - and _) is one of these takes a secret: --hf-token,
+--api-key, --aws-secret. Not --max-num-batched-tokens or --tokenizer (other words)."""
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:\s]*):(?P<password>[^/@\s]*)@")
+REDACTED = "<redacted>"
+
+
+def redacted_url(text: str) -> str:
+    """text with the password of every URL in it replaced (`sftp://me:<redacted>@host/x`)."""
+    return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+
+
+def _secret_flag(arg: str) -> bool:
+    if not arg.startswith("-"):
+        return False
+    words = re.split(r"[-_]+", arg.lstrip("-").split("=", 1)[0].lower())
+    return any(word in _SECRET_FLAG_WORDS for word in words)
+
+
 def redacted_argv(argv: list[str]) -> list[str]:
-    """The command line as recorded: `--env NAME=VALUE` redacted as in redacted_env."""
-    out, after_env = [], False
+    """A command line as recorded or shown (the tool's own and the engine's flags): `--env
+    NAME=VALUE` redacted as in redacted_env, the value of every flag whose name says it is a
+    secret (`--hf-token X`, `--api-key=X`), and the password of every URL."""
+    out, after_env, after_secret = [], False, False
     for arg in argv:
         prefix, body = ("--env=", arg[6:]) if arg.startswith("--env=") else ("", arg)
         if (after_env or prefix) and "=" in body:
             name, value = body.split("=", 1)
             body = f"{name}={redacted_env({name: value})[name]}"
-        out.append(prefix + body)
+        elif after_secret and not arg.startswith("-"):
+            body = REDACTED
+        elif _secret_flag(arg) and "=" in arg:
+            body = f"{arg.split('=', 1)[0]}={REDACTED}"
+        out.append(redacted_url(prefix + body))
         after_env = arg == "--env"
+        after_secret = _secret_flag(arg) and "=" not in arg
     return out
 
 

@@ -107,6 +107,10 @@ def test_nothing_registered_or_a_name_matching_nothing_says_so():
         ({"timeout_s": float("nan")}, "--timeout-s"),
         ({"max_clock_uncertainty_ms": float("inf")}, "--max-clock-uncertainty-ms"),
         ({"python_tracer_level": 2}, "--python-tracer-level"),
+        # issue 25: bounds on a live server, and no silent local ./gs:/ directory
+        ({"duration_ms": 30_001}, "--duration-ms"),
+        ({"delay_ms": 3_600_001}, "--delay-ms"),
+        ({"profile_result_dir": Path("gs://bucket/x")}, "--profile-result-dir"),
     ],
 )
 def test_bad_flags_name_the_flag(kw, flag):
@@ -149,3 +153,9 @@ def test_the_plugin_does_nothing_without_its_variable(monkeypatch):
     monkeypatch.delenv("RAY_TPU_PROFILE_ATTACH", raising=False)
     plugin.register()
     assert plugin._server is None
+
+
+def test_a_long_capture_on_a_live_server_is_asked_for_by_name():
+    with pytest.raises(ConfigError, match="--allow-long-capture"):
+        config(duration_ms=60_000).validate(list_only=False)
+    config(duration_ms=60_000, allow_long_capture=True).validate(list_only=False)

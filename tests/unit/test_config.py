@@ -48,6 +48,10 @@ def test_input_plus_output_must_fit_max_model_len():
         (Capture(profiler="nope"), "--profiler"),
         (Capture(python_tracer_level=2), "--python-tracer-level"),
         (Capture(max_clock_uncertainty_ms=0), "--max-clock-uncertainty-ms"),
+        # issue 25: nan passed `<= 0` checks
+        (Capture(max_clock_uncertainty_ms=float("nan")), "--max-clock-uncertainty-ms"),
+        (Capture(server_wait_s=float("nan")), "--server-wait-s"),
+        (Capture(server_wait_s=float("inf")), "--server-wait-s"),
     ],
 )
 def test_capture_window(capture, flag):
@@ -62,6 +66,10 @@ def test_placement():
     assert (e.value.flag, e.value.value) == ("--hosts", 0)
     with pytest.raises(ConfigError):
         Placement(stage_timeout_s=0).validate()
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ConfigError) as e:
+            Placement(stage_timeout_s=bad).validate()
+        assert e.value.flag == "--timeout-s"
     assert Placement().simulated_hosts == 2 and Placement(hosts=3).simulated_hosts == 3
 
 

@@ -176,3 +176,44 @@ def test_a_worker_s_identity_round_trips_with_what_its_backend_added():
     jax = {"rank": 0, "pid": 7, "node_id": "n0", "port": 9012}
     assert WorkerIdentity.from_json(torch).to_json() == torch
     assert WorkerIdentity.from_json(jax).to_json() == jax
+
+
+def test_secrets_in_flags_and_urls_are_not_written_down():
+    """Issue 25: `-- --hf-token ...` and passwords in URLs were recorded verbatim in the
+    manifest's command and engine.argv; flags that only mention tokens keep their values."""
+    from ray_tpu_profile.rundir.layout import redacted_argv, redacted_url
+
+    argv = [
+        "run",
+        "--profile-result-dir",
+        "sftp://me:hunter2@files.example/runs",
+        "--",
+        "--hf-token",
+        "hf_abc",
+        "--api-key=sk-1",
+        "--aws_secret",
+        "s3cr3t",
+        "--max-num-batched-tokens",
+        "512",
+        "--tokenizer",
+        "/models/t",
+        "--server-url=http://u:pw@127.0.0.1:8000/v1",
+    ]
+    assert redacted_argv(argv) == [
+        "run",
+        "--profile-result-dir",
+        "sftp://me:<redacted>@files.example/runs",
+        "--",
+        "--hf-token",
+        "<redacted>",
+        "--api-key=<redacted>",
+        "--aws_secret",
+        "<redacted>",
+        "--max-num-batched-tokens",
+        "512",
+        "--tokenizer",
+        "/models/t",
+        "--server-url=http://u:<redacted>@127.0.0.1:8000/v1",
+    ]
+    assert redacted_url("OSError: gs://bucket/x and s3://k:v@b/y") == "OSError: gs://bucket/x and s3://k:<redacted>@b/y"
+    assert "hunter2" not in " ".join(redacted_argv(argv))
