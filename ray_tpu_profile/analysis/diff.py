@@ -49,11 +49,9 @@ class Run:
 def open_run(location: str, label: str, scratch: Path) -> Run:
     """A run directory, or a result URL whose manifest and trace files are read down into
     scratch first. ConfigError (naming RUN_A / RUN_B) when it is not a run."""
-    import json
-
     from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
     from ray_tpu_profile.errors import ConfigError
-    from ray_tpu_profile.rundir.layout import MANIFEST
+    from ray_tpu_profile.rundir.layout import MANIFEST, read_manifest
     from ray_tpu_profile.rundir.remote import download_file, filesystem, is_url, join
 
     argument = f"RUN_{label}"
@@ -63,14 +61,14 @@ def open_run(location: str, label: str, scratch: Path) -> Run:
             raise ConfigError(argument, location, "is not a directory")
         if not (run_dir / MANIFEST).is_file():
             raise ConfigError(argument, location, f"has no {MANIFEST} (not a ray-tpu-profile run directory)")
-        return Run(label, location, run_dir, json.loads((run_dir / MANIFEST).read_text()))
+        return Run(label, location, run_dir, read_manifest(run_dir, argument, location))
     fs, path = filesystem(location)
     if not fs.isfile(f"{path}/{MANIFEST}"):
         raise ConfigError(argument, location, f"has no {MANIFEST} (not a ray-tpu-profile run directory)")
     run_dir = scratch / label
     run_dir.mkdir(parents=True)
     download_file(join(location, MANIFEST), str(run_dir / MANIFEST))
-    manifest = json.loads((run_dir / MANIFEST).read_text())
+    manifest = read_manifest(run_dir, argument, location)  # its paths checked before any is written here
     for host in manifest["hosts"]:
         for f in host["files"]:
             if f["path"].endswith(TRACE_SUFFIXES):

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from ray_tpu_profile.core.files import write_text_whole
 from ray_tpu_profile.core.records import HostRecord
+from ray_tpu_profile.errors import ConfigError
 from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
 
 MANIFEST = "manifest.json"
@@ -62,8 +63,46 @@ def host_file_dest(host: str, relpath: str) -> PurePosixPath:
     return PurePosixPath(HOSTS_DIR) / host / rel
 
 
-def read_manifest(run_dir: Path) -> Manifest:
-    return json.loads((Path(run_dir) / MANIFEST).read_text())
+def read_manifest(run_dir: Path, argument: str = "RUN_DIR", location: str | None = None) -> Manifest:
+    """A run directory's manifest, checked before anything reads a path out of it: a run
+    directory may come from a shared bucket, and its manifest names files that `report`
+    and `diff` open (and, for a URL, write). ConfigError naming `argument` (exit 2) when it
+    is not JSON, not shaped like a manifest, or names a path outside the run directory."""
+    where = location or str(run_dir)
+    try:
+        data = json.loads((Path(run_dir) / MANIFEST).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(argument, where, f"{MANIFEST} cannot be read ({type(e).__name__}: {e})") from None
+    problem = manifest_problem(data)
+    if problem:
+        raise ConfigError(argument, where, f"{MANIFEST} is not a ray-tpu-profile manifest: {problem}")
+    return data
+
+
+def manifest_problem(data: Any) -> str | None:
+    """What is wrong with a manifest where the readers index it, or None: its hosts, their
+    names (a path part each) and files (paths inside the run directory, byte counts)."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    for key, kind in (("run_id", str), ("status", str), ("hosts", list), ("workload", dict), ("capture", dict)):
+        if not isinstance(data.get(key), kind):
+            return f"`{key}` missing or not a {kind.__name__}"
+    for host in data["hosts"]:
+        if not isinstance(host, dict) or not isinstance(host.get("name"), str):
+            return "a host without a name"
+        name = host["name"]
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            return f"host name {name!r} is not one path part"
+        if not isinstance(host.get("files"), list):
+            return f"host {name}: `files` missing or not a list"
+        for f in host["files"]:
+            if not isinstance(f, dict) or not isinstance(f.get("path"), str) or not isinstance(f.get("bytes"), int):
+                return f"host {name}: a file without a path and a byte count"
+            try:
+                safe_relpath(f["path"])
+            except ValueError:
+                return f"host {name}: file path {f['path']!r} is outside the run directory"
+    return None
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -194,3 +194,45 @@ def test_a_result_url_is_read_down_and_compared(tmp_path):
     assert diff["b"]["location"] == local.resolve().as_uri() and diff["latency"][0]["verdict"] == "within noise"
     missing = run_cli("diff", str(local), (tmp_path / "nothing").as_uri())
     assert missing.returncode == 2 and "RUN_B file://" in missing.stderr and "has no manifest.json" in missing.stderr
+
+
+def test_a_result_url_whose_manifest_names_paths_outside_its_run_is_refused_before_anything_is_written(tmp_path):
+    """Issue 25: paths of a remote manifest were joined unchecked, so whoever can write to a
+    shared bucket could make `diff` write a trace-named file anywhere on the reader's machine
+    (here an absolute path under tmp_path, whose source the bucket holds)."""
+    target = tmp_path / "owned.pt.trace.json.gz"
+    m = manifest({"h0": NOISY})
+    m["hosts"][0]["files"] = [{"path": str(target), "bytes": 5, "sha256": "-"}]
+    remote = write_run(tmp_path, "remote", m)
+    planted = remote / str(target).lstrip("/")  # what join(URL, path) reads for that path
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(b"owned")
+    local = write_run(tmp_path, "a", manifest({"h0": NOISY}))
+    proc = run_cli("diff", str(local), remote.resolve().as_uri())
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "is outside the run directory" in line and line.startswith("ray-tpu-profile: error: RUN_B file://")
+    assert not target.exists()
+    escaping = manifest({"h0": NOISY})
+    escaping["hosts"][0]["files"] = [{"path": "hosts/h0/../../../x.pt.trace.json.gz", "bytes": 1, "sha256": "-"}]
+    bad = run_cli("diff", str(local), str(write_run(tmp_path, "escaping", escaping)))
+    assert bad.returncode == 2 and "outside the run directory" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("{not json", "manifest.json cannot be read"),
+        ("[]", "not a JSON object"),
+        ('{"run_id": "r", "status": "ok", "workload": {}, "capture": {}}', "`hosts` missing"),
+    ],
+)
+def test_a_malformed_manifest_is_one_line_and_exit_2_for_report_and_diff(tmp_path, content, problem):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(content)
+    for argv in (["report", str(run)], ["diff", str(run), str(run)]):
+        proc = run_cli(*argv)
+        assert proc.returncode == 2, proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith("ray-tpu-profile: error: RUN_") and problem in line, line
