@@ -398,6 +398,8 @@ def attach(list_only: bool, json_output: bool, quiet: bool, **flags: Any) -> Non
     if list_only:
         with attaching.AttachSession(config.address) as session:
             found = attaching.find_servers(session, config.timeout_s)
+            for problem in session.problems:
+                click.echo(f"ray-tpu-profile: registry entry skipped: {problem}", err=True)
             attaching.chosen_servers(found, config)
         _echo_servers(attaching.listing(found, config.name), json_output)
         return

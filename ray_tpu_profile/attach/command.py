@@ -59,6 +59,8 @@ class AttachSession:
         self.address = address
         self.hosts: list[AttachTarget] = []
         self.kv_entries: list[dict[str, Any]] = []
+        self.problems: list[str] = []
+        """Registry entries skipped (malformed, untrusted), each with why: said, not fatal."""
         self._pool: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> AttachSession:
@@ -91,7 +93,7 @@ class AttachSession:
                     name=f"ray-tpu-profile-attach-{os.getpid()}-{name}",
                 ).remote(name, node_id)
                 self.hosts.append(AttachTarget(name, actor))
-            self.kv_entries = [e.to_json() for e in registry.kv_entries()]
+            self.kv_entries = [e.to_json() for e in registry.kv_entries(self.problems)]
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -112,9 +114,15 @@ class AttachSession:
 
 
 def find_servers(session: AttachSession, timeout_s: float) -> dict[str, list[ServerEntry]]:
-    """Host name -> its live registered servers."""
+    """Host name -> its live registered servers. Entries that could not be read (malformed,
+    another user's directory) are skipped and added to session.problems."""
     futures = {h.name: h.call("servers", session.kv_entries) for h in session.hosts}
-    return {name: [ServerEntry.from_json(e) for e in f.result(timeout=timeout_s)] for name, f in futures.items()}
+    found = {}
+    for name, future in futures.items():
+        answer = future.result(timeout=timeout_s)
+        found[name] = [ServerEntry.from_json(e) for e in answer["servers"]]
+        session.problems += answer["problems"]
+    return found
 
 
 def chosen_servers(found: dict[str, list[ServerEntry]], config: AttachConfig) -> dict[str, list[ServerEntry]]:
@@ -204,6 +212,8 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
     stopped = None
     with AttachSession(config.address) as session, StopSignals(at_once=True):
         found = find_servers(session, config.timeout_s)
+        for problem in session.problems:
+            progress.note(f"attach: registry entry skipped: {problem}")
         chosen = chosen_servers(found, config)
         run_id = layout.new_run_id()
         run_dir = layout.staging_dir(config.profile_result_dir, run_id)

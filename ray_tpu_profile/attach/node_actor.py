@@ -35,17 +35,23 @@ class AttachActor(HostFiles):
         self.output_dir = self.base_dir
         self._backends: dict[str, Any] = {}
 
-    def servers(self, kv_entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """This host's live servers: its registry directory, and the cluster's KV entries of
-        this node whose process still runs."""
-        found = {e.pid: e for e in registry.live_file_entries()}
+    def servers(self, kv_entries: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        """{"servers": this host's live servers (its registry directory, and the cluster's KV
+        entries of this node whose process still runs), "problems": entries skipped, why}."""
+        problems: list[str] = []
+        try:
+            found = {e.pid: e for e in registry.live_file_entries(problems=problems)}
+        except registry.UnsafeRegistry as e:  # not this user's own: nothing in it is trusted
+            found = {}
+            problems.append(f"{self.host_name}: registry not read: {e}")
         for data in kv_entries:
             entry = ServerEntry.from_json(data)
             if entry.node_id == self.node_id and registry.is_alive(entry):
                 found.setdefault(entry.pid, entry)
-        return [
+        servers = [
             {**e.to_json(), "node_id": e.node_id or self.node_id} for e in sorted(found.values(), key=lambda e: e.pid)
         ]
+        return {"servers": servers, "problems": [f"{self.host_name}: {p}" for p in problems]}
 
     def now_ns(self) -> int:
         from ray_tpu_profile.core.host_clock import now_ns

@@ -51,10 +51,15 @@ def start_and_register() -> ServerEntry:
     global _server
     role, rank = registry.role_of(multiprocessing.current_process().name, _initialising_worker_rank())
     kind = server_kind_here()
-    port = free_local_port()
-    _server = start_profiler_server(kind, port)
     ray = sys.modules.get("ray")
     in_ray = ray is not None and ray.is_initialized()
+    if not in_ray:
+        registry.private_dir(registry.registry_dir())  # UnsafeRegistry before any server starts
+    port = free_local_port()
+    _server = start_profiler_server(kind, port)
+    if not registry.listens_here(port):
+        # Another process took the port between the probe and the bind: not ours to register.
+        raise RuntimeError(f"the {kind} profiler server could not bind port {port} (another process holds it)")
     entry = ServerEntry(
         hostname=socket.gethostname(),
         node_id=ray.get_runtime_context().get_node_id() if in_ray else None,

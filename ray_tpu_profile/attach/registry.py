@@ -14,7 +14,10 @@ Pure apart from the file, /proc and KV functions at the end.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -72,8 +75,58 @@ class ServerEntry:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ServerEntry:
+    def from_json(cls, data: Any) -> ServerEntry:
+        """An entry as written; EntryError saying what is wrong with one that is not (a
+        registry is shared: one bad entry must not stop attach for everyone, and its role
+        and pid become file names and liveness checks)."""
+        problem = entry_problem(data)
+        if problem:
+            raise EntryError(problem)
         return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+
+
+class EntryError(ValueError):
+    """A registry entry that is not one this tool wrote (wrong types, values out of range)."""
+
+
+ROLES = (ROLE_ENGINE_CORE, ROLE_WORKER, ROLE_FRONTEND)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+"""A deployment name (RAY_TPU_PROFILE_ATTACH_NAME): part of trace file names, so no separators."""
+HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+"""A host name as the OS gives it (up to a 253-character FQDN): part of a registry file's name."""
+
+
+def entry_problem(data: Any) -> str | None:
+    """What is wrong with a registry entry as read, or None."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+
+    def is_int(key: str) -> bool:
+        return isinstance(data.get(key), int) and not isinstance(data.get(key), bool)
+
+    if not isinstance(data.get("hostname"), str) or not HOSTNAME.match(data["hostname"]):
+        return f"hostname {data.get('hostname')!r}"
+    if data.get("node_id") is not None and not isinstance(data["node_id"], str):
+        return f"node_id {data['node_id']!r}"
+    if not is_int("pid") or data["pid"] <= 1:  # pid 1 is init, never a vLLM process
+        return f"pid {data.get('pid')!r}"
+    if data.get("started_ticks") is not None and not is_int("started_ticks"):
+        return f"started_ticks {data['started_ticks']!r}"
+    if not is_int("port") or not 1 <= data["port"] <= 65535:
+        return f"port {data.get('port')!r}"
+    if data.get("profiler") not in ("jax", "xla"):
+        return f"profiler {data.get('profiler')!r}"
+    if data.get("role") not in ROLES:
+        return f"role {data.get('role')!r}"
+    if data["role"] == ROLE_WORKER and (not is_int("rank") or data["rank"] < 0):
+        return f"rank {data.get('rank')!r} of a worker"
+    if data["role"] != ROLE_WORKER and data.get("rank") is not None:
+        return f"rank {data['rank']!r} of a {data['role']}"
+    if data.get("name") is not None and (not isinstance(data["name"], str) or not NAME.match(data["name"])):
+        return f"name {data['name']!r}"
+    if not isinstance(data.get("registered_at_s"), (int, float)) or not math.isfinite(data["registered_at_s"]):
+        return f"registered_at_s {data.get('registered_at_s')!r}"
+    return None
 
 
 def role_of(process_name: str, worker_rank: int | None) -> tuple[str, int | None]:
@@ -101,6 +154,22 @@ def registry_dir() -> Path:
     return cache_root() / "attach"
 
 
+class UnsafeRegistry(RuntimeError):
+    """The registry directory is not this user's own (owner, or others may write or read)."""
+
+
+def private_dir(directory: Path) -> Path:
+    """directory, created 0700 where missing; UnsafeRegistry where it is another user's or
+    others may use it: entries there say which ports a capture goes to and where traces go."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = directory.stat()
+    if st.st_uid != os.getuid():
+        raise UnsafeRegistry(f"{directory} belongs to uid {st.st_uid}, not this user ({os.getuid()})")
+    if st.st_mode & 0o077:
+        raise UnsafeRegistry(f"{directory} is open to other users (mode {stat.S_IMODE(st.st_mode):o}; 0700 expected)")
+    return directory
+
+
 def process_started_ticks(pid: int) -> int | None:
     """Start time of pid in clock ticks since boot; None when there is no such process
     (or no /proc to ask)."""
@@ -112,28 +181,74 @@ def process_started_ticks(pid: int) -> int | None:
     return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
+def listens_here(port: int, pid: int | None = None) -> bool:
+    """Whether process pid (default: this one) holds a listening TCP socket on port. A
+    profiler server whose bind failed (a busy port) only logs it and returns: the port is
+    then another process's, and must not be registered or traced as this one's."""
+    import psutil
+
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
+
+
 def is_alive(entry: ServerEntry) -> bool:
-    """Whether the entry's process still runs on this host (same pid, same start time)."""
+    """Whether the entry's process still runs on this host (same pid, same start time). An
+    entry without a start time is alive only where there is no /proc to check it by."""
     started = process_started_ticks(entry.pid)
-    return started is not None and (entry.started_ticks is None or started == entry.started_ticks)
+    if entry.started_ticks is None:
+        return started is None and not Path("/proc/self/stat").exists() and _pid_exists(entry.pid)
+    return started == entry.started_ticks
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_file_entry(entry: ServerEntry, directory: Path | None = None) -> Path:
-    directory = directory or registry_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    """The entry's file, whole and synced before it is renamed into place, in a 0700
+    directory of this user's."""
+    directory = private_dir(directory or registry_dir())
     path = directory / f"{entry.hostname}-{entry.pid}.json"
     temp = path.with_suffix(".tmp")
-    temp.write_text(json.dumps(entry.to_json()))
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(entry.to_json()))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(temp, path)
     return path
 
 
-def live_file_entries(directory: Path | None = None) -> list[ServerEntry]:
-    """This host's entries whose process runs; entries of processes gone are removed."""
+def live_file_entries(directory: Path | None = None, problems: list[str] | None = None) -> list[ServerEntry]:
+    """This host's entries whose process runs. Entries of this host's processes that are
+    gone are removed; other hosts' (a home shared over NFS) are left to their hosts; an entry
+    that cannot be read is skipped and named in problems."""
+    import socket
+
     directory = directory or registry_dir()
+    if not directory.is_dir():
+        return []
+    private_dir(directory)
+    here = socket.gethostname()
     entries = []
-    for path in sorted(directory.glob("*.json")) if directory.is_dir() else ():
-        entry = ServerEntry.from_json(json.loads(path.read_text()))
+    for path in sorted(directory.glob("*.json")):
+        try:
+            entry = ServerEntry.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError) as e:  # EntryError, JSON's: that entry only
+            if problems is not None:
+                problems.append(f"{path}: {type(e).__name__}: {e}")
+            continue
+        if entry.hostname != here:
+            continue
         if is_alive(entry):
             entries.append(entry)
         else:
@@ -153,10 +268,20 @@ def kv_delete(key: str) -> None:
     internal_kv._internal_kv_del(key, namespace=KV_NAMESPACE)
 
 
-def kv_entries() -> list[ServerEntry]:
-    """Every entry in the cluster's KV store, live or not (liveness is checked on its node)."""
+def kv_entries(problems: list[str] | None = None) -> list[ServerEntry]:
+    """Every entry in the cluster's KV store, live or not (liveness is checked on its node);
+    one that cannot be read is skipped and named in problems."""
     from ray.experimental import internal_kv
 
     keys = internal_kv._internal_kv_list("", namespace=KV_NAMESPACE)
-    values = [internal_kv._internal_kv_get(k, namespace=KV_NAMESPACE) for k in keys]
-    return [ServerEntry.from_json(json.loads(v)) for v in values if v is not None]
+    entries = []
+    for key in keys:
+        value = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE)
+        if value is None:
+            continue
+        try:
+            entries.append(ServerEntry.from_json(json.loads(value)))
+        except ValueError as e:
+            if problems is not None:
+                problems.append(f"KV {key!r}: {type(e).__name__}: {e}")
+    return entries

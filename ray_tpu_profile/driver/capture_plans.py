@@ -159,14 +159,22 @@ class ServerPlan(CapturePlan):
 
 
 def worker_problem(record: HostRecord, traced_pids: set[int]) -> str | None:
-    """For a host of an engine across hosts: whether its trace came from its own worker
-    process (the pid the worker reported on this host), not from another host's."""
-    if not record.worker or not traced_pids:
+    """Whether a host's trace came from the process it was to trace: for a host of an
+    engine across hosts its own worker (the pid the worker reported on this host), not
+    another host's; else the host's actor, which runs the engine and its profiler server
+    (not whatever other process listens on that port)."""
+    if not traced_pids:
         return None
-    if record.worker.pid not in traced_pids:
+    if record.worker:
+        if record.worker.pid not in traced_pids:
+            return (
+                f"the trace came from pid {', '.join(map(str, sorted(traced_pids)))}, not from this host's worker "
+                f"(rank {record.worker.rank}, pid {record.worker.pid})"
+            )
+    elif record.pid is not None and record.pid not in traced_pids:
         return (
-            f"the trace came from pid {', '.join(map(str, sorted(traced_pids)))}, not from this host's worker "
-            f"(rank {record.worker.rank}, pid {record.worker.pid})"
+            f"the trace came from pid {', '.join(map(str, sorted(traced_pids)))}, not from this host's engine "
+            f"process (pid {record.pid}): another process listens on its profiler port"
         )
     return None
 

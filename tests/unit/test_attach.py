@@ -3,7 +3,11 @@ errors say, and the server-load figures from Prometheus text. No vLLM, no Ray.""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -52,18 +56,72 @@ def test_an_entry_round_trips_through_json():
     assert ServerEntry.from_json(e.to_json()) == e
 
 
-def test_registry_keeps_live_processes_and_prunes_gone_or_reused_ones(tmp_path):
+def test_registry_keeps_live_processes_and_prunes_gone_or_reused_ones_of_this_host_only(tmp_path):
+    here = socket.gethostname()
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     me = registry.process_started_ticks(os.getpid())
     assert me is not None
-    registry.write_file_entry(entry(started_ticks=me), tmp_path)
-    registry.write_file_entry(entry(pid=gone.pid), tmp_path)
-    reused = ServerEntry(**{**entry(started_ticks=me + 1).to_json(), "hostname": "other"})  # same pid, other start
-    registry.write_file_entry(reused, tmp_path)
+
+    def on(host, **kw):
+        return ServerEntry(**{**entry(**kw).to_json(), "hostname": host})
+
+    registry.write_file_entry(on(here, started_ticks=me), tmp_path)
+    registry.write_file_entry(on(here, pid=gone.pid, started_ticks=me), tmp_path)
+    reused = on(f"{here}-x", started_ticks=me + 1)  # same pid, other start: another process
+    (tmp_path / f"{here}-reused.json").write_text(json.dumps({**reused.to_json(), "hostname": here}))
+    # Another host's entry in a home shared over NFS: its pid means nothing here, and it is
+    # that host's to prune, not this one's.
+    registry.write_file_entry(on("other-host", pid=gone.pid, started_ticks=me), tmp_path)
     live = registry.live_file_entries(tmp_path)
-    assert [e.pid for e in live] == [os.getpid()] and live[0].hostname == "h"
-    assert sorted(p.name for p in tmp_path.glob("*.json")) == [f"h-{os.getpid()}.json"]
+    assert [(e.hostname, e.pid) for e in live] == [(here, os.getpid())]
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == sorted(
+        [f"{here}-{os.getpid()}.json", f"other-host-{gone.pid}.json"]
+    )
+    assert stat.S_IMODE(os.stat(tmp_path / f"{here}-{os.getpid()}.json").st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"pid": 1}, "pid 1"),
+        ({"pid": "12"}, "pid '12'"),
+        ({"port": 0}, "port 0"),
+        ({"port": 70000}, "port 70000"),
+        ({"role": "../../etc"}, "role '../../etc'"),
+        ({"role": "worker", "rank": None}, "rank None of a worker"),
+        ({"name": "../x"}, "name '../x'"),
+        ({"hostname": ""}, "hostname ''"),
+        ({"profiler": "torch"}, "profiler 'torch'"),
+        ({"registered_at_s": float("nan")}, "registered_at_s nan"),
+    ],
+)
+def test_a_bad_registry_entry_is_refused_by_name(change, problem):
+    with pytest.raises(registry.EntryError, match=re.escape(problem)):
+        ServerEntry.from_json({**entry().to_json(), **change})
+
+
+def test_one_bad_entry_is_skipped_and_said_not_fatal_to_everyone(tmp_path):
+    me = registry.process_started_ticks(os.getpid())
+    here = socket.gethostname()
+    registry.write_file_entry(ServerEntry(**{**entry(started_ticks=me).to_json(), "hostname": here}), tmp_path)
+    (tmp_path / "empty.json").write_text("")
+    (tmp_path / "evil.json").write_text(json.dumps({**entry().to_json(), "role": "../x"}))
+    problems = []
+    assert [e.pid for e in registry.live_file_entries(tmp_path, problems)] == [os.getpid()]
+    assert len(problems) == 2 and any("role '../x'" in p for p in problems)
+
+
+def test_a_registry_directory_others_can_use_is_not_trusted(tmp_path):
+    shared = tmp_path / "attach"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(registry.UnsafeRegistry, match="open to other users"):
+        registry.live_file_entries(shared)
+    with pytest.raises(registry.UnsafeRegistry):
+        registry.write_file_entry(entry(started_ticks=1), shared)
+    fresh = registry.private_dir(tmp_path / "new" / "attach")
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
 
 
 def test_the_registry_directory_follows_xdg_cache_home(monkeypatch, tmp_path):
@@ -159,3 +217,31 @@ def test_a_long_capture_on_a_live_server_is_asked_for_by_name():
     with pytest.raises(ConfigError, match="--allow-long-capture"):
         config(duration_ms=60_000).validate(list_only=False)
     config(duration_ms=60_000, allow_long_capture=True).validate(list_only=False)
+
+
+def test_a_profiler_server_whose_bind_failed_is_not_taken_for_this_process(tmp_path):
+    """Issue 25: on a busy port JAX's server only logs "Unable to bind" and returns, and the
+    plugin registered a port another process held. Here another process holds it for real;
+    the check the plugin and the registry make sees that the port is not this process's."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert registry.listens_here(port)  # this test's own socket
+        busy = _server_in_a_child(port)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    assert (busy, _server_in_a_child(free)) == ("not mine", "mine")
+
+
+def _server_in_a_child(port: int) -> str:
+    code = (
+        "from ray_tpu_profile.profilers.server import start_profiler_server\n"
+        "from ray_tpu_profile.attach.registry import listens_here\n"
+        f"server = start_profiler_server('jax', {port})\n"
+        f"print('mine' if listens_here({port}) else 'not mine')\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    return child.stdout.strip().splitlines()[-1]

@@ -346,3 +346,19 @@ def test_clocks_are_measured_before_the_capture_and_each_host_waits_on_its_own(t
     assert any(
         line[0] == "note" and line[1].startswith("warning: h1: its kernel says") for line in hosts.progress.lines
     )
+
+
+def test_a_trace_from_another_process_than_the_one_to_trace_fails_the_host():
+    """Issue 25: a single-host engine's trace was taken from whoever listened on its profiler
+    port; only hosts of engines across hosts had their trace's pid checked."""
+    from ray_tpu_profile.core.hosts import Host
+    from ray_tpu_profile.core.records import HostRecord, WorkerIdentity
+    from ray_tpu_profile.driver.capture_plans import worker_problem
+
+    record = HostRecord(host=Host(name="h0", node_id="n0", node_ip="127.0.0.1", chips=4), pid=100)
+    assert worker_problem(record, {100}) is None
+    assert "not from this host's engine process (pid 100)" in worker_problem(record, {4242})
+    record.worker = WorkerIdentity(rank=1, pid=200, node_id="n0", port=None, trace_dir=None)
+    assert worker_problem(record, {200}) is None
+    assert "not from this host's worker (rank 1, pid 200)" in worker_problem(record, {100})
+    assert worker_problem(record, set()) is None  # an xplane that names no pid: nothing to check
