@@ -5,6 +5,7 @@ after the window. Pure apart from fetch() and LoadSampler.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -22,13 +23,24 @@ COUNTERS = (PROMPT_TOKENS, GENERATION_TOKENS, REQUESTS_DONE)
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
+MAX_METRICS_BYTES = 16 << 20
+"""A /metrics page is read up to this much: a server that sends more is not vLLM's."""
+
+
 def parse_metrics(text: str) -> dict[str, float]:
-    """Each named metric summed over its label sets (a deployment's engines, finish reasons)."""
+    """Each named metric summed over its label sets (a deployment's engines, finish reasons).
+    Only finite numbers: a NaN or Inf sample (Prometheus allows them) is left out, as it
+    would make the manifest invalid JSON and every rate from it meaningless."""
     totals: dict[str, float] = {}
     for line in text.splitlines():
         match = _SAMPLE.match(line)
         if match and match.group(1) in GAUGES + COUNTERS:
-            totals[match.group(1)] = totals.get(match.group(1), 0.0) + float(match.group(3))
+            try:
+                value = float(match.group(3))
+            except ValueError:
+                continue  # not a number: not a sample this report can use
+            if math.isfinite(value):
+                totals[match.group(1)] = totals.get(match.group(1), 0.0) + value
     return totals
 
 
@@ -87,7 +99,10 @@ def fetch(url: str, timeout_s: float = 5.0) -> dict[str, float]:
     import urllib.request
 
     with urllib.request.urlopen(f"{url.rstrip('/')}/metrics", timeout=timeout_s) as response:
-        return parse_metrics(response.read().decode())
+        body = response.read(MAX_METRICS_BYTES + 1)
+    if len(body) > MAX_METRICS_BYTES:
+        raise ValueError(f"{url}/metrics is larger than {MAX_METRICS_BYTES >> 20} MiB: not a vLLM server's")
+    return parse_metrics(body.decode(errors="replace"))
 
 
 class LoadSampler:

@@ -191,8 +191,11 @@ def load_spec() -> dict[str, Any] | None:
     path = spec_path()
     if path is None or not path.is_file():
         return None
-    spec = json.loads(path.read_text())
-    return spec if spec.get("spec_version") == SPEC_VERSION else None
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None  # a cache file cut short or garbled is a miss: rebuilt from vLLM's parser
+    return spec if isinstance(spec, dict) and spec.get("spec_version") == SPEC_VERSION else None
 
 
 def save_spec(spec: dict[str, Any]) -> None:

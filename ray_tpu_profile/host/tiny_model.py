@@ -34,7 +34,11 @@ def is_built(model_dir: Path) -> bool:
     marker = model_dir / _MARKER
     if not marker.is_file():
         return False
-    return json.loads(marker.read_text()).get("version") == TINY_MODEL_VERSION
+    try:
+        built = json.loads(marker.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False  # a marker cut short or garbled: the model is built again
+    return isinstance(built, dict) and built.get("version") == TINY_MODEL_VERSION
 
 
 def ensure_tiny_model(model_dir: Path | None = None, seed: int = 0) -> Path:

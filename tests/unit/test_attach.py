@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_tpu_profile.analysis.server_load import MetricsSample, describe, load_context, parse_metrics
+from ray_tpu_profile.analysis.server_load import RUNNING, MetricsSample, describe, load_context, parse_metrics
 from ray_tpu_profile.attach import registry
 from ray_tpu_profile.attach.command import chosen_servers, listing
 from ray_tpu_profile.attach.registry import ServerEntry, role_of
@@ -245,3 +245,50 @@ def _server_in_a_child(port: int) -> str:
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert child.returncode == 0, child.stderr[-2000:]
     return child.stdout.strip().splitlines()[-1]
+
+
+def test_metrics_keep_only_finite_samples_so_the_manifest_stays_json():
+    """Issue 25: a NaN sample made manifest.json invalid JSON."""
+    values = parse_metrics(
+        "vllm:num_requests_running 2\n"
+        'vllm:num_requests_running{engine="1"} NaN\n'
+        "vllm:prompt_tokens_total +Inf\n"
+        "vllm:generation_tokens_total not-a-number\n"
+        "vllm:num_requests_waiting 1e400\n"
+    )
+    assert values == {RUNNING: 2.0}
+    samples = [MetricsSample(float(t), values) for t in range(4)]
+    json.dumps(load_context(samples), allow_nan=False)  # raises on NaN or Inf
+
+
+def test_a_metrics_page_is_read_only_so_far():
+    """Issue 25: /metrics was read whole, however much a server (or whatever listens at the
+    URL) sent. A server on loopback here sends more than the bound."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from ray_tpu_profile.analysis import server_load
+
+    class Endless(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            chunk = b"vllm:num_requests_running 1\n" * 40_000
+            try:
+                for _ in range(server_load.MAX_METRICS_BYTES // len(chunk) + 2):
+                    self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client stopped reading at its bound: what is tested
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ValueError, match="larger than 16 MiB"):
+            server_load.fetch(f"http://127.0.0.1:{server.server_address[1]}", timeout_s=30)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -82,3 +82,27 @@ def test_engine_flags_agree_with_vllm_and_keep_vllms_errors(tmp_path, monkeypatc
         engine_flags([*argv, "--no-such-flag"], trusted_count=len(argv))
     with pytest.raises(ConfigError, match="tensor"):
         engine_flags([*argv, "--tensor-parallel-size", "two"], trusted_count=len(argv))
+
+
+def test_a_corrupt_cached_spec_is_a_cache_miss_not_a_broken_tool(tmp_path, monkeypatch):
+    """Issue 25: a spec file cut short (a full disk, a kill mid-write by another tool) made
+    every run fail until it was deleted by hand."""
+    from ray_tpu_profile.driver.engine_flags import load_spec, spec_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    argv = ["--model", "m", *TINY_MODEL_ENGINE_DEFAULTS]
+    engine_flags(argv, trusted_count=len(argv))  # builds the cache
+    path = spec_path()
+    path.write_text(path.read_text()[:100])
+    assert load_spec() is None
+    assert engine_flags(argv, trusted_count=len(argv)).parsed_by == "vllm"  # and the cache is rebuilt
+    assert engine_flags(argv, trusted_count=len(argv)).parsed_by == "cache"
+
+
+def test_a_corrupt_tiny_model_marker_means_build_again(tmp_path):
+    from ray_tpu_profile.host.tiny_model import _MARKER, is_built
+
+    (tmp_path / _MARKER).write_text('{"vers')
+    assert is_built(tmp_path) is False
+    (tmp_path / _MARKER).write_text("[1]")
+    assert is_built(tmp_path) is False
