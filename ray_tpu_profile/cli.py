@@ -434,22 +434,22 @@ def _echo_servers(listed: list[dict], json_output: bool) -> None:
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--port", type=int, default=None, metavar="PORT", help="HTTP port. Default: a free one.")
 def view(run_dir: Path, port: int | None) -> None:
-    """Open a run in XProf: starts `xprof --logdir RUN_DIR` on a free port (and a free gRPC
-    port, not xprof's fixed 50051), prints the URL, stops on Ctrl-C."""
-    import shutil
+    """Open a run in XProf: its web UI on 127.0.0.1 only (a free port unless --port), with
+    no capture button; prints the URL, stops on Ctrl-C. From another machine: an SSH tunnel
+    (ssh -L PORT:127.0.0.1:PORT host)."""
+    import importlib.util
     import subprocess
 
     from ray_tpu_profile.profilers.server import free_local_port
+    from ray_tpu_profile.rundir.view_server import LOOPBACK
 
-    xprof = Path(sys.executable).with_name("xprof")
-    xprof = str(xprof) if xprof.exists() else shutil.which("xprof")
-    if xprof is None:
+    if importlib.util.find_spec("xprof") is None:
         raise ConfigError("view", str(run_dir), "needs XProf, which is not installed here: pip install xprof")
     port = port or free_local_port()
     server = subprocess.Popen(
-        [xprof, "--logdir", str(run_dir), "--port", str(port), "--grpc_port", str(free_local_port())]
+        [sys.executable, "-m", "ray_tpu_profile.rundir.view_server", str(run_dir.resolve()), str(port)]
     )
-    click.echo(f"XProf for {run_dir}: http://localhost:{port}/  (Ctrl-C to stop)", err=True)
+    click.echo(f"XProf for {run_dir}: http://{LOOPBACK}:{port}/  (Ctrl-C to stop)", err=True)
     # Ctrl-C and SIGTERM both end the viewer; the server gets SIGTERM and is waited for.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

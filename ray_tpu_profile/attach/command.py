@@ -34,6 +34,8 @@ SHAPE = "live"
 """The one 'shape' of an attach run: whatever the deployment was serving."""
 LOAD_CONTEXT_S = 1.0
 """/metrics is read this long before the window and after it, besides at its ends."""
+CLEANUP_WAIT_S = 10.0
+"""How long the nodes' actors get to remove their scratch before they are killed."""
 HOW_TO_ENABLE = 'start vLLM with RAY_TPU_PROFILE_ATTACH=1 in its environment (README, "Profile a running server")'
 
 
@@ -108,6 +110,10 @@ class AttachSession:
             return
         import ray
 
+        # Each node's scratch goes with its actor (--list made one too); a host that does
+        # not answer keeps its own, named in the error it already raised.
+        cleaned = [host.target.cleanup.remote() for host in self.hosts]
+        ray.wait(cleaned, num_returns=len(cleaned), timeout=CLEANUP_WAIT_S)
         for host in self.hosts:
             ray.kill(host.target)
         ray.shutdown()

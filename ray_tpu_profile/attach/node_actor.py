@@ -46,8 +46,12 @@ class AttachActor(HostFiles):
             problems.append(f"{self.host_name}: registry not read: {e}")
         for data in kv_entries:
             entry = ServerEntry.from_json(data)
-            if entry.node_id == self.node_id and registry.is_alive(entry):
+            if entry.node_id != self.node_id:
+                continue  # another node's, checked there
+            if registry.is_alive(entry):
                 found.setdefault(entry.pid, entry)
+            else:  # its process was killed before it could remove its entry: pruned here, on its node
+                registry.kv_delete(entry.key)
         servers = [
             {**e.to_json(), "node_id": e.node_id or self.node_id} for e in sorted(found.values(), key=lambda e: e.pid)
         ]

@@ -30,14 +30,14 @@ class HostActor(HostFiles):
 
     Args:
         host_name: the host's name in the run (hosts.Host.name): trace files and sessions carry it.
-        run_id: the run's id; output_dir is <scratch_root>/ray-tpu-profile/<run_id>/<host_name>.
+        run_id: the run's id; output_dir is <scratch_root>/ray-tpu-profile-<run_id>-<host_name>-<random>,
+            made 0700 (mkdtemp): a name no other user can guess or take first, nor read from.
         scratch_root: where the host writes before the gather (default: the system temp dir).
     """
 
     def __init__(self, host_name: str, run_id: str, scratch_root: str | None = None):
         self.host_name = host_name
-        root = Path(scratch_root or tempfile.gettempdir()) / "ray-tpu-profile" / run_id / host_name
-        root.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix=f"ray-tpu-profile-{run_id}-{host_name}-", dir=scratch_root))
         # Everything this host hands back lives under output_dir; nothing else is sent.
         self.output_dir = root
         self.engine = None

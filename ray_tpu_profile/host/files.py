@@ -3,7 +3,6 @@ in chunks for the gather or uploaded to a result URL, and removed once verified.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 from pathlib import Path
@@ -89,12 +88,6 @@ class HostFiles:
         return path
 
     def cleanup(self) -> None:
-        """Drop the host-side copy once the driver has verified the gathered one."""
+        """Drop the host-side copy once the driver has verified the gathered one (the
+        host's scratch directory is its own, made for this run: nothing else is in it)."""
         shutil.rmtree(self.output_dir)
-        try:
-            self.output_dir.parent.rmdir()  # the run's folder goes with its last host
-        except OSError as e:
-            # Simulated hosts of one run can share this folder: another host still has
-            # files there (ENOTEMPTY) or removed it first (ENOENT). Anything else is real.
-            if e.errno not in (errno.ENOTEMPTY, errno.ENOENT, errno.EEXIST):
-                raise

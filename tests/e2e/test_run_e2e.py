@@ -141,13 +141,18 @@ def test_jax_capture_starts_together_and_reports_skew(jax_run):
     assert all(h["capture"]["start_offset_ms"] >= 0 for h in manifest["hosts"])
 
 
-def test_view_serves_every_host_in_one_session(jax_run):
-    """`ray-tpu-profile view`: xprof on free ports; its own data endpoints (over loopback)
-    list one run with every host; Ctrl-C stops it cleanly."""
+def test_view_serves_every_host_in_one_session_from_loopback_only(jax_run):
+    """`ray-tpu-profile view`: XProf's UI on a free port; its own data endpoints (over
+    loopback) list one run with every host; it listens on 127.0.0.1 only (read from the
+    OS's socket table: `xprof --logdir` listened on every interface, web server and gRPC
+    worker both), has no capture route; Ctrl-C stops it cleanly."""
     import signal
     import subprocess
     import time
+    import urllib.error
     import urllib.request
+
+    import psutil
 
     from support.cli import CLI, free_port
 
@@ -174,11 +179,22 @@ def test_view_serves_every_host_in_one_session(jax_run):
         assert runs == [jax_run.name]
         hosts = get(f"hosts?run={jax_run.name}&tag=trace_viewer")
         assert sorted(h["hostname"] for h in hosts) == ["local-sim-w0", "local-sim-w1"]
+        processes = [psutil.Process(viewer.pid), *psutil.Process(viewer.pid).children(recursive=True)]
+        listening = {
+            (c.laddr.ip, c.laddr.port)
+            for p in processes
+            for c in p.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        }
+        assert listening == {("127.0.0.1", port)}, listening
+        with pytest.raises(urllib.error.HTTPError) as capture:
+            get("capture_profile?service_addr=127.0.0.1:1&duration=1")
+        assert capture.value.code == 404
     finally:
         viewer.send_signal(signal.SIGINT)
         _, stderr = viewer.communicate(timeout=60)
     assert viewer.returncode == 0, stderr[-2000:]
-    assert f"http://localhost:{port}/" in stderr
+    assert f"http://127.0.0.1:{port}/" in stderr
 
 
 def test_report_is_written_and_matches_the_manifest(jax_run):
