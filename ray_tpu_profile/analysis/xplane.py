@@ -72,13 +72,11 @@ def read_xplane(path: Path) -> XplaneInfo:
         raise XplaneError(f"{path.name}: no trace event collected")
     stated = (dict(plane.stats).get("process_id") for plane in data.planes)
     pids = {pid for pid in stated if pid is not None}
-    return XplaneInfo(
-        start_ns=start,
-        stop_ns=stop,
-        planes=tuple(planes),
-        events=events,
-        process_id=int(pids.pop()) if len(pids) == 1 else None,
-    )
+    try:
+        process_id = int(pids.pop()) if len(pids) == 1 else None
+    except (TypeError, ValueError) as e:  # a crafted file's process_id: named, not a traceback
+        raise XplaneError(f"{path.name}: unreadable process_id ({type(e).__name__}: {e})") from None
+    return XplaneInfo(start_ns=start, stop_ns=stop, planes=tuple(planes), events=events, process_id=process_id)
 
 
 def _capture_times(data, name: str) -> tuple[int, int]:

@@ -38,3 +38,22 @@ def test_an_xplane_over_xprofs_2_gib_limit_or_empty_says_so_and_what_to_do(tmp_p
     with pytest.raises(XplaneError, match=r"w1.xplane.pb: 0 bytes\. .*outgrew XProf's 2 GiB protobuf limit") as e:
         read_xplane(empty)
     assert "a shorter --duration-ms, or --python-tracer-level 0" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "stats, problem",
+    [
+        ({"profile_start_time": 10}, "unreadable capture times"),  # no stop time
+        ({"profile_start_time": "soon", "profile_stop_time": 20}, "unreadable capture times"),
+        ({"profile_start_time": 10, "profile_stop_time": 20, "process_id": "me"}, "unreadable process_id"),
+    ],
+)
+def test_a_crafted_xplane_is_an_xplane_error_not_a_traceback(tmp_path, stats, problem):
+    """Issue 25: well-formed protobuf with fields of the wrong kind, as verify reads it."""
+    from ray_tpu_profile.analysis.xspace import EventSpec, LineSpec, PlaneSpec, write_xspace
+
+    path = tmp_path / "h.xplane.pb"
+    line = LineSpec("python", timestamp_ns=0, events=[EventSpec("f", 0, 1000)])
+    write_xspace(path, [PlaneSpec("/host:CPU", [line], stats=stats)])
+    with pytest.raises(XplaneError, match=problem):
+        read_xplane(path)
