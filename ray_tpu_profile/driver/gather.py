@@ -19,6 +19,9 @@ from ray_tpu_profile.rundir.layout import host_file_dest
 
 WINDOW_CHUNKS = 4
 """Chunk reads in flight per host: enough to keep the pipe busy, few enough to bound memory."""
+GATHER_HOSTS_AT_ONCE = 16
+"""Hosts gathered side by side (the others wait their turn): with WINDOW_CHUNKS chunks of
+CHUNK_BYTES each, the driver's memory in flight is bounded however many hosts a run has."""
 
 
 class GatherError(ToolError, RuntimeError):

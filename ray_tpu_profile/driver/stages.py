@@ -380,9 +380,17 @@ def gather(run: RunState, hosts: Barrier) -> None:
         )
         hosts.progress.host_ok(Stage.GATHER, record.host.name, f"{len(record.files)} file(s), {total:,} bytes, {where}")
 
-    with ThreadPoolExecutor(max_workers=max(1, len(healthy))) as pool:
+    with ThreadPoolExecutor(max_workers=gather_workers(len(healthy))) as pool:
         list(pool.map(one, healthy))
     hosts.check_stop()
+
+
+def gather_workers(hosts: int) -> int:
+    """Hosts gathered at once: all of them up to GATHER_HOSTS_AT_ONCE, so that the driver
+    holds at most that many hosts' chunks in flight (16 x 4 x 8 MiB = 512 MiB), not 64's."""
+    from ray_tpu_profile.driver.gather import GATHER_HOSTS_AT_ONCE
+
+    return max(1, min(hosts, GATHER_HOSTS_AT_ONCE))
 
 
 def verify(run: RunState, hosts: Barrier, plan: CapturePlan) -> None:

@@ -362,3 +362,13 @@ def test_a_trace_from_another_process_than_the_one_to_trace_fails_the_host():
     assert worker_problem(record, {200}) is None
     assert "not from this host's worker (rank 1, pid 200)" in worker_problem(record, {100})
     assert worker_problem(record, set()) is None  # an xplane that names no pid: nothing to check
+
+
+def test_the_driver_gathers_a_bounded_number_of_hosts_at_once():
+    """Issue 25: one thread per host with 4 x 8 MiB in flight each was about 2 GiB at 64 hosts."""
+    from ray_tpu_profile.core.files import CHUNK_BYTES
+    from ray_tpu_profile.driver.gather import WINDOW_CHUNKS
+    from ray_tpu_profile.driver.stages import gather_workers
+
+    assert [gather_workers(n) for n in (0, 1, 2, 16, 64, 256)] == [1, 1, 2, 16, 16, 16]
+    assert gather_workers(256) * WINDOW_CHUNKS * CHUNK_BYTES <= 512 << 20
