@@ -253,14 +253,15 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
     if stopped:
         manifest.update(status=RunStatus.STOPPED, stage=traced.stage, error=stopped)
     layout.write_json_atomic(run_dir / layout.MANIFEST, manifest)
-    reports_error, stop_signal = derive_reports(run_dir, None, progress, "on the run directory")
+    # In place before the reports (as run's): a kill while they are derived hides nothing.
+    final = Path(config.profile_result_dir) / run_id
+    os.replace(run_dir, final)
+    reports_error, stop_signal = derive_reports(final, None, progress, "on the run directory")
     manifest["outputs"]["reports_error"] = reports_error
     if stop_signal:
         manifest.update(status=RunStatus.STOPPED, stage=Stage.REPORTS, error=f"stopped during reports ({stop_signal})")
     manifest["timings_s"]["total"] = round(time.monotonic() - started, 3)
-    layout.write_json_atomic(run_dir / layout.MANIFEST, manifest)
-    final = Path(config.profile_result_dir) / run_id
-    os.replace(run_dir, final)
+    layout.write_json_atomic(final / layout.MANIFEST, manifest)
     return manifest, final
 
 

@@ -83,8 +83,13 @@ def move_file(source: Path, dest: Path) -> None:
 
 
 def write_text_whole(path: Path, text: str) -> None:
+    """text as path's content, whole: written beside it and synced to disk before the
+    rename, so a crash after the rename cannot leave an empty manifest in its place."""
     with written_whole(path) as tmp:
-        tmp.write_text(text)
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def open_trace(path: Path) -> IO[bytes]:

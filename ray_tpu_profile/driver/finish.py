@@ -67,17 +67,31 @@ def derive_reports(
     return None, None
 
 
+def place(run: RunState) -> None:
+    """A local run's directory, renamed from its staging name into place once its traces are
+    verified and its manifest written, before the reports: a kill while they are derived
+    (they take minutes on big traces) leaves a complete run where it belongs, whose
+    reports `report --write` can make, not one hidden under its staging name. A run that
+    goes to a result URL is built here and published whole by finish()."""
+    if run.result_url:
+        return
+    final = run.local_root / run.run_id
+    os.replace(run.run_dir, final)
+    run.run_dir = final
+
+
 def finish(run: RunState, progress: Progress) -> str:
-    """The final manifest, and the run directory in its place: renamed from its staging
-    name, or published to the result URL (the temporary local copy removed once there).
-    Returns where the run directory is."""
+    """The final manifest, and the run directory in its place (placed already, or published
+    to the result URL, the temporary local copy removed once there). Returns where the run
+    directory is."""
     if run.result_url and _publish(run, progress):
         return layout.redacted_url(run.result_url)  # printed and in --json: no password
     run.timings.end()
     run.write_manifest()
     final = run.local_root / run.run_id
-    os.replace(run.run_dir, final)
-    run.run_dir = final
+    if run.run_dir != final:  # a result URL's run whose publishing failed: kept here
+        os.replace(run.run_dir, final)
+        run.run_dir = final
     return str(final)
 
 

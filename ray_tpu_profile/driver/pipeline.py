@@ -55,6 +55,7 @@ def execute(
         stages.gather(run, hosts)
         stages.verify(run, hosts, plan)
     finish.record_outcome(run)
+    finish.place(run)
     finish.write_reports(run, timeline_max_events, progress)
     run.location = finish.finish(run, progress)
     return run

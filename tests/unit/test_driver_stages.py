@@ -372,3 +372,29 @@ def test_the_driver_gathers_a_bounded_number_of_hosts_at_once():
 
     assert [gather_workers(n) for n in (0, 1, 2, 16, 64, 256)] == [1, 1, 2, 16, 16, 16]
     assert gather_workers(256) * WINDOW_CHUNKS * CHUNK_BYTES <= 512 << 20
+
+
+def test_a_local_run_is_in_place_before_its_reports(tmp_path):
+    """Issue 25: a kill while reports were derived left a finished run under its hidden
+    staging name. place() renames it once its manifest is written; finish() leaves it."""
+    from types import SimpleNamespace
+
+    from ray_tpu_profile.driver import finish
+    from ray_tpu_profile.rundir import layout
+
+    staging = layout.staging_dir(tmp_path, "r1")
+    staging.mkdir()
+    (staging / "manifest.json").write_text("{}")
+    written = []
+    run = SimpleNamespace(
+        result_url=None,
+        local_root=tmp_path,
+        run_id="r1",
+        run_dir=staging,
+        timings=SimpleNamespace(end=lambda: None),
+        write_manifest=lambda: written.append(run.run_dir),
+    )
+    finish.place(run)
+    assert run.run_dir == tmp_path / "r1" and (tmp_path / "r1" / "manifest.json").is_file() and not staging.exists()
+    assert finish.finish(run, progress=None) == str(tmp_path / "r1")
+    assert written == [tmp_path / "r1"]  # the final manifest, in place
