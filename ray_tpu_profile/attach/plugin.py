@@ -56,10 +56,7 @@ def start_and_register() -> ServerEntry:
     if not in_ray:
         registry.private_dir(registry.registry_dir())  # UnsafeRegistry before any server starts
     port = free_local_port()
-    _server = start_profiler_server(kind, port)
-    if not registry.listens_here(port):
-        # Another process took the port between the probe and the bind: not ours to register.
-        raise RuntimeError(f"the {kind} profiler server could not bind port {port} (another process holds it)")
+    _server = start_profiler_server(kind, port)  # PortTaken: another process took it since the probe
     entry = ServerEntry(
         hostname=socket.gethostname(),
         node_id=ray.get_runtime_context().get_node_id() if in_ray else None,

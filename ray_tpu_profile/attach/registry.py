@@ -181,19 +181,6 @@ def process_started_ticks(pid: int) -> int | None:
     return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
-def listens_here(port: int, pid: int | None = None) -> bool:
-    """Whether process pid (default: this one) holds a listening TCP socket on port. A
-    profiler server whose bind failed (a busy port) only logs it and returns: the port is
-    then another process's, and must not be registered or traced as this one's."""
-    import psutil
-
-    try:
-        connections = psutil.Process(pid).net_connections(kind="tcp")
-    except psutil.Error:
-        return False
-    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
-
-
 def is_alive(entry: ServerEntry) -> bool:
     """Whether the entry's process still runs on this host (same pid, same start time). An
     entry without a start time is alive only where there is no /proc to check it by."""

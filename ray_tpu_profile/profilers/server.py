@@ -37,19 +37,40 @@ class ServerNotReady(ToolError, RuntimeError):
     pass
 
 
+class PortTaken(ToolError, RuntimeError):
+    """The profiler server could not bind its port: another process listens there."""
+
+
 def start_profiler_server(kind: str, port: int) -> Any:
     """A TSL profiler server in this process: JAX's (kind "jax") or torch_xla's ("xla").
     The one place the tool starts one (run's hosts, engine workers, the attach plugin).
-    Keep the object returned alive: a collected server object yields empty traces."""
+    Keep the object returned alive: a collected server object yields empty traces.
+    PortTaken where the server did not get the port (TSL only logs "Unable to bind" and
+    returns): whatever listens there is another process's, never to be traced as this."""
     if kind == "xla":
         import torch_xla.debug.profiler as xp
 
-        return xp.start_server(port)
-    if kind == "jax":
+        server = xp.start_server(port)
+    elif kind == "jax":
         import jax.profiler
 
-        return jax.profiler.start_server(port)
-    raise ValueError(f"unknown profiler server {kind!r}")
+        server = jax.profiler.start_server(port)
+    else:
+        raise ValueError(f"unknown profiler server {kind!r}")
+    if not listens_here(port):
+        raise PortTaken(f"the {kind} profiler server could not bind port {port}: another process listens there")
+    return server
+
+
+def listens_here(port: int, pid: int | None = None) -> bool:
+    """Whether process pid (default: this one) holds a listening TCP socket on port."""
+    import psutil
+
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
 
 
 def server_kind_here(find_spec: Callable[[str], Any] | None = None) -> str:
