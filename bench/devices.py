@@ -11,7 +11,7 @@ events: once in one process, once with each host in a worker process of its own.
 measurement runs in a child process of its own, with its peak RSS from the kernel (VmHWM;
 for the parallel one, the parent's only: its workers' are not counted).
 
-    .venv/bin/python bench/devices.py [--steps 25000] [--repeats 3]
+    .venv/bin/python bench/devices.py [--steps 25000] [--repeats 3] [--hosts 1|2]
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=25_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--hosts", type=int, choices=(1, 2), default=2, help="1: one host's xplane as big as --steps makes it"
+    )
     parser.add_argument("--child", nargs=2, metavar=("KIND", "RUN_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -85,16 +88,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         run_dir = tpu_run_dir(
-            Path(tmp), chips=4, steps=args.steps, slow=Slow("host-a", 1, 3.0), clock_ahead_ns={"host-b": 40 * MS}
+            Path(tmp),
+            hosts=("host-a", "host-b")[: args.hosts],
+            chips=4,
+            steps=args.steps,
+            slow=Slow("host-a", 1, 3.0),
+            clock_ahead_ns={"host-b": 40 * MS},
         )
         written_s = time.perf_counter() - t0
         size_mb = sum(p.stat().st_size for p in run_dir.rglob("*.xplane.pb")) / 1e6
-        kinds = ("read", "analyse", "parallel")
+        kinds = ("read", "analyse", "parallel") if args.hosts > 1 else ("read", "analyse")
         runs = {kind: [measure(kind, run_dir) for _ in range(args.repeats)] for kind in kinds}
     events = runs["read"][0]["events"]
     read_s = statistics.median(r["seconds"] for r in runs["read"])
     print(
-        f"2 hosts x 4 chips, {args.steps:,} steps: {events:,} device events, {size_mb:.0f} MB of xplanes "
+        f"{args.hosts} host(s) x 4 chips, {args.steps:,} steps: {events:,} device events, {size_mb:.0f} MB of xplanes "
         f"(written in {written_s:.0f} s); median of {args.repeats}, each in a fresh process"
     )
     labels = {
@@ -102,7 +110,7 @@ def main() -> None:
         "analyse": "device analysis",
         "parallel": "the same, 2 host workers",
     }
-    for kind, label in labels.items():
+    for kind, label in ((k, v) for k, v in labels.items() if k in runs):
         seconds = statistics.median(r["seconds"] for r in runs[kind])
         peak = max(r["peak_rss_mb"] for r in runs[kind])
         print(
