@@ -65,7 +65,9 @@ def analyse_devices(
         if len(mine) > 1:
             first_host = next((h for h in hosts if executions.get(h)), None)
             steps = _steps(executions.get(first_host, []), shift.get(first_host)) if first_host else []
-        elif len(hosts) > 1:  # no device collectives: the hosts' processes take part
+        elif len(hosts) > 1 or host_level is not None:
+            # No device collectives: the hosts' processes take part (an engine on one host
+            # too, where the caller has them at hand: its ranks' trace files, one each).
             if host_level is None:
                 # A file that cannot be read is already named in its host's report entry.
                 host_level = read_host_collectives(run_dir, manifest, unreadable=[])

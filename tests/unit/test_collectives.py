@@ -150,3 +150,26 @@ def test_host_level_participants_arrive_at_their_transport_call_and_the_slow_one
     assert result.last_counts == {Participant("host-b", "host"): 5}
     assert result.verdict().startswith("engine0: host-b arrived last at 5 of 5 collectives")
     assert result.to_json()["wait_per_step_ms"] == 5.0
+
+
+def test_a_host_with_several_ranks_traced_gives_a_participant_per_rank_and_its_steps():
+    """torch traces of an engine within one host: one file per rank. The process group's
+    transport events are its ops (c10d's own op only enqueues them); steps are vLLM's."""
+    from ray_tpu_profile.analysis.host_collectives import host_collectives
+
+    def rank(late_ms):
+        return [
+            ("python", "execute_context_1(4)_generation_0(0)", 0, 30 * MS),
+            ("python", "c10d::allreduce_", round((10 + late_ms) * MS), 50_000),
+            ("gloo worker", "gloo:all_reduce", round((10 + late_ms) * MS), round((5 - late_ms) * MS)),
+        ]
+
+    found = host_collectives(
+        {"hosts/h/torch/h_rank0.1.pt.trace.json.gz": rank(0), "hosts/h/torch/h_rank1.2.pt.trace.json.gz": rank(3)}
+    )
+    assert sorted(found.ops) == ["rank 0", "rank 1"]
+    assert {op.name for ops in found.ops.values() for op in ops} == {"gloo:all_reduce"}
+    assert found.steps_ns == [(0, 30 * MS), (0, 30 * MS)]
+    (o,) = match_occurrences({Participant("h", label): ops for label, ops in found.ops.items()})
+    assert o.last.participant == Participant("h", "rank 1") and o.max_wait_ns == 3 * MS and o.end_spread_ns == 0
+    assert o.together_at == "end" and o.bound_ns == 0
