@@ -53,6 +53,9 @@ def start_and_register() -> ServerEntry:
     kind = server_kind_here()
     ray = sys.modules.get("ray")
     in_ray = ray is not None and ray.is_initialized()
+    name = os.environ.get(NAME_ENV) or None
+    if name is not None and not registry.NAME.match(name):  # attach would refuse the entry
+        raise ValueError(f"{NAME_ENV}={name!r}: letters, digits, '.', '_' and '-' only, at most 64")
     if not in_ray:
         registry.private_dir(registry.registry_dir())  # UnsafeRegistry before any server starts
     port = free_local_port()
@@ -66,7 +69,7 @@ def start_and_register() -> ServerEntry:
         profiler=kind,
         role=role,
         rank=rank,
-        name=os.environ.get(NAME_ENV) or None,
+        name=name,
         registered_at_s=time.time(),
     )
     if in_ray:
