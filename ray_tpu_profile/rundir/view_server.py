@@ -6,7 +6,7 @@
 connect to any address it is given. Here the same plugin serves from 127.0.0.1 only; no
 gRPC worker is started (conversions run in this process, as xprof's own do when no
 distributed workers are configured: checked with the trace viewer and overview page);
-the capture button is hidden and its route removed."""
+the capture button is hidden and its route answers 404."""
 
 from __future__ import annotations
 
@@ -25,9 +25,14 @@ def serve(logdir: str, port: int) -> None:
     context.src_prefix = None
     plugin = xprof_server.ProfilePluginLoader().load(context)
     apps = plugin.get_plugin_apps
-    # The route stays unknown to the app: a request for it gets xprof's own 404.
-    plugin.get_plugin_apps = lambda: {route: app for route, app in apps().items() if route != CAPTURE_ROUTE}
+    # Answered, not dropped: an unknown route under the plugin's prefix would get the UI's page.
+    plugin.get_plugin_apps = lambda: {**apps(), CAPTURE_ROUTE: _capture_refused}
     xprof_server.run_server(plugin, LOOPBACK, port)
+
+
+def _capture_refused(environ: dict, start_response) -> list[bytes]:
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"capture is off: ray-tpu-profile view only shows what a run captured\n"]
 
 
 if __name__ == "__main__":

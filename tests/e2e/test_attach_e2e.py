@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -186,7 +187,7 @@ def test_a_registered_server_that_does_not_answer_fails_alone_and_the_others_del
 
     mute = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     entry = ServerEntry(
-        hostname="mute",
+        hostname=socket.gethostname(),  # this host's: another host's entry is that host's to read
         node_id=None,
         pid=mute.pid,
         started_ticks=process_started_ticks(mute.pid),
