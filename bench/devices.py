@@ -11,7 +11,7 @@ events: once in one process, once with each host in a worker process of its own.
 measurement runs in a child process of its own, with its peak RSS from the kernel (VmHWM;
 for the parallel one, the parent's only: its workers' are not counted).
 
-    .venv/bin/python bench/devices.py [--steps 25000] [--repeats 3] [--hosts 1|2]
+    .venv/bin/python bench/devices.py [--steps 25000] [--repeats 3] [--hosts 1|2] [--chips N]
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument(
         "--hosts", type=int, choices=(1, 2), default=2, help="1: one host's xplane as big as --steps makes it"
     )
+    parser.add_argument("--chips", type=int, default=4, help="device planes per host (1: one plane as big as it gets)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "RUN_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -90,9 +91,9 @@ def main() -> None:
         run_dir = tpu_run_dir(
             Path(tmp),
             hosts=("host-a", "host-b")[: args.hosts],
-            chips=4,
+            chips=args.chips,
             steps=args.steps,
-            slow=Slow("host-a", 1, 3.0),
+            slow=Slow("host-a", min(1, args.chips - 1), 3.0),
             clock_ahead_ns={"host-b": 40 * MS},
         )
         written_s = time.perf_counter() - t0
@@ -102,7 +103,8 @@ def main() -> None:
     events = runs["read"][0]["events"]
     read_s = statistics.median(r["seconds"] for r in runs["read"])
     print(
-        f"{args.hosts} host(s) x 4 chips, {args.steps:,} steps: {events:,} device events, {size_mb:.0f} MB of xplanes "
+        f"{args.hosts} host(s) x {args.chips} chip(s), {args.steps:,} steps: {events:,} device events, "
+        f"{size_mb:.0f} MB of xplanes "
         f"(written in {written_s:.0f} s); median of {args.repeats}, each in a fresh process"
     )
     labels = {
