@@ -74,6 +74,12 @@ def print_summary(manifest: Manifest, run_dir: Path, console: Console | None = N
         console.print(
             f"slowest host: {name}, profiled mean {mean:.3f} s, {100 * (mean / median - 1):+.1f}% vs the median host"
         )
+    # What the chips did and whom they waited for, where the run's reports are here to read.
+    report = Path(str(run_dir)) / "report.json"
+    if "://" not in str(run_dir) and report.is_file():
+        import json
+
+        _print_devices(json.loads(report.read_text()), console)
     for host in manifest["hosts"]:
         if host["error"]:
             console.print(f"{host['name']}: {host['error']}")

@@ -86,3 +86,27 @@ def test_report_of_a_sweep_has_a_row_per_shape_and_host():
     rows = [line for line in console.export_text().splitlines() if "x8x8" in line and ("│ a" in line or "│ b" in line)]
     assert len(rows) == 4
     assert any("4x8x8" in r and "│ b" in r and "0.0900" in r for r in rows)  # mean of 0.06 and 0.12
+
+
+def test_summary_shows_the_devices_and_the_straggler_line_of_the_run_s_report(tmp_path):
+    """The console summary at the end of `run` / `attach` says whom the engine waited for,
+    as report.txt does (read from the run's report.json)."""
+    import json
+
+    from rich.console import Console
+
+    from ray_tpu_profile.analysis.device_analysis import analyse_devices
+    from support.tpu_traces import MS, Slow, tpu_run_dir
+
+    run_dir = tpu_run_dir(tmp_path / "run", steps=4, slow=Slow("host-a", 1, 3.0), clock_ahead_ns={"host-b": 40 * MS})
+    analysed = analyse_devices(run_dir, json.loads((run_dir / "manifest.json").read_text()))
+    (run_dir / "report.json").write_text(json.dumps(analysed))
+    console = Console(record=True, width=200)
+    print_summary(manifest({"host-a": [1.0], "host-b": []}), run_dir, console)
+    text = console.export_text()
+    (verdict,) = [s["verdict"] for s in analysed["stragglers"]]
+    assert f"collectives: {verdict}" in text and verdict.startswith("engine0: host-a /device:TPU:1 arrived last")
+    assert "devices (in each host's capture window)" in text and "/device:TPU:1" in text
+    console = Console(record=True, width=200)
+    print_summary(manifest({"a": [1.0]}), tmp_path / "no-report-here", console)
+    assert "collectives:" not in console.export_text()
