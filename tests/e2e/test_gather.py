@@ -29,7 +29,8 @@ def host_actor(cls=HostActor, name="h0"):
         yield actor, out
     finally:
         ray.kill(actor)
-        shutil.rmtree(out.parent, ignore_errors=True)
+        # The actor's own scratch only: its parent is the node's temp dir, shared by everything.
+        shutil.rmtree(out, ignore_errors=True)
 
 
 class PeakRss:
