@@ -132,9 +132,9 @@ def host_devices(run_dir: Path, host: HostEntry, top: int) -> HostDevices:
 PARALLEL_FROM_BYTES = 64 << 20
 """Below this many bytes of xplanes in all, hosts are analysed in this process: starting
 worker processes (each imports the analysis, ~1 s) would cost more than it saves."""
-MEMORY_PER_XPLANE_BYTE = 8
+MEMORY_PER_XPLANE_BYTE = 12
 """What analysing an xplane may hold at its peak, per byte of the file (bench/RESULTS.md
-`devices`: the parsed plane ~5.5x its wire size, plus arrays): how many hosts at once fit."""
+`devices`: 2.5 GB for one 232 MB plane, ~11x): how many hosts at once fit."""
 
 
 def parallel_hosts(xplane_bytes: list[int], cpus: int, available_bytes: int) -> int:

@@ -201,5 +201,5 @@ def test_hosts_run_in_parallel_only_where_it_pays_and_memory_allows():
     assert parallel_hosts([PARALLEL_FROM_BYTES], cpus=16, available_bytes=64 * gb) == 1  # one host
     assert parallel_hosts([gb] * 64, cpus=16, available_bytes=256 * gb) == 16  # CPUs
     assert parallel_hosts([gb] * 4, cpus=16, available_bytes=256 * gb) == 4  # hosts
-    assert parallel_hosts([gb] * 64, cpus=16, available_bytes=40 * gb) == 5  # memory: 8 GB a host
+    assert parallel_hosts([gb] * 64, cpus=16, available_bytes=40 * gb) == 3  # memory: 12 GB a host
     assert parallel_hosts([gb] * 64, cpus=16, available_bytes=2 * gb) == 1  # never none
