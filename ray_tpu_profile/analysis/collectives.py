@@ -90,6 +90,10 @@ class Arrival:
     duration_ns: int
     wait_ns: int = 0
 
+    @property
+    def end_ns(self) -> int:
+        return self.start_ns + self.duration_ns
+
 
 @dataclass
 class Occurrence:
@@ -123,7 +127,7 @@ class Occurrence:
 
     @property
     def end_spread_ns(self) -> int:
-        ends = [a.start_ns + a.duration_ns for a in self.arrivals]
+        ends = [a.end_ns for a in self.arrivals]
         return max(ends) - min(ends)
 
     @property
@@ -229,8 +233,8 @@ def sequence_shift(reference: list[Arrival], calls: list[Arrival]) -> int:
     end difference over the overlap is smallest (ties: the smaller shift)."""
     if not reference or not calls:
         return 0
-    ends = [a.start_ns + a.duration_ns for a in calls]
-    reference_ends = [a.start_ns + a.duration_ns for a in reference]
+    ends = [a.end_ns for a in calls]
+    reference_ends = [a.end_ns for a in reference]
     candidates = {0}
     for probe in {round(i * (len(reference) - 1) / max(1, SHIFT_PROBES - 1)) for i in range(SHIFT_PROBES)}:
         j = bisect.bisect_left(ends, reference_ends[probe])

@@ -71,12 +71,7 @@ def analyse_devices(
             if host_level is None:
                 # A file that cannot be read is already named in its host's report entry.
                 host_level = read_host_collectives(run_dir, manifest, unreadable=[])
-            of_hosts = {h: host_level.get(h, HostCollectives()) for h in hosts}
-            mine = {Participant(h, label): calls for h, c in of_hosts.items() for label, calls in c.ops.items()}
-            first_host = next((h for h, c in of_hosts.items() if c.steps_ns), None)
-            if first_host:
-                move = shift.get(first_host) or (lambda t: t)
-                steps = [(move(start), move(end)) for start, end in of_hosts[first_host].steps_ns]
+            mine, steps = _host_level(hosts, host_level, shift)
         found = match_occurrences(mine, shift, uncertainty) if len(mine) > 1 else []
         if not found:
             continue
@@ -219,8 +214,25 @@ def _steps(executions: list[DeviceEvent], to_driver: Callable[[int], int] | None
     if not executions:
         return []
     step_module, _ = Counter(e.name for e in executions).most_common(1)[0]
+    windows = [(e.start_ns, e.start_ns + e.duration_ns) for e in executions if e.name == step_module]
+    return _on_driver(windows, to_driver)
+
+
+def _host_level(
+    hosts: list[str], host_level: Mapping[str, HostCollectives], shift: Mapping[str, Callable[[int], int]]
+) -> tuple[dict[Participant, list[CollectiveOp]], list[tuple[int, int]]]:
+    """An engine's host-level participants, and its steps (its first host's with any) on
+    the driver's clock."""
+    of_hosts = {h: host_level.get(h, HostCollectives()) for h in hosts}
+    mine = {Participant(h, label): calls for h, c in of_hosts.items() for label, calls in c.ops.items()}
+    first_host = next((h for h, c in of_hosts.items() if c.steps_ns), None)
+    steps = _on_driver(of_hosts[first_host].steps_ns, shift.get(first_host)) if first_host else []
+    return mine, steps
+
+
+def _on_driver(windows: list[tuple[int, int]], to_driver: Callable[[int], int] | None) -> list[tuple[int, int]]:
     move = to_driver or (lambda t: t)
-    return [(move(e.start_ns), move(e.start_ns + e.duration_ns)) for e in executions if e.name == step_module]
+    return [(move(start), move(end)) for start, end in windows]
 
 
 def _add_waits(devices: list[dict[str, Any]], occurrences: list[Occurrence]) -> None:

@@ -94,7 +94,9 @@ def collective_ops(trace: DeviceTrace) -> list[CollectiveOp]:
     op's own start. One walk of its ops in time order; only the collectives are kept."""
     modules = sorted(trace.events(lambda line: line == MODULES_LINE), key=lambda e: e.start_ns)
     module_starts = [m.start_ns for m in modules]
-    waits = sorted((e for e in trace.events() if e.name in WAIT_EVENTS), key=lambda e: e.start_ns + e.duration_ns)
+    # Wait events are TraceMe events: the ops and modules lines (the bulk of a plane) are not walked again.
+    others = trace.events(lambda line: line not in OPS_LINES and line != MODULES_LINE)
+    waits = sorted((e for e in others if e.name in WAIT_EVENTS), key=lambda e: e.start_ns + e.duration_ns)
     wait_ends = [w.start_ns + w.duration_ns for w in waits]
     ops = trace.events(lambda line: line in OPS_LINES)
     try:

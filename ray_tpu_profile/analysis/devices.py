@@ -73,6 +73,32 @@ def busy_ns(intervals: Iterable[tuple[int, int]], window: tuple[int, int]) -> in
     return total
 
 
+class _OpColumns:
+    """A device's ops as columns: line, name index, start, end (21 bytes an op), with each
+    name's category (from its first op) and the FLOPs and bytes summed as they come."""
+
+    def __init__(self) -> None:
+        from array import array
+
+        self.names: dict[str, int] = {}  # op name -> its index in the name column
+        self.categories: list[str] = []  # by name index
+        self.lines: dict[str, int] = {}
+        self.line_ids, self.name_ids, self.starts, self.ends = array("b"), array("i"), array("q"), array("q")
+        self.flops = self.bytes_accessed = 0.0
+
+    def add(self, e: DeviceEvent) -> None:
+        name_id = self.names.get(e.name)
+        if name_id is None:
+            name_id = self.names[e.name] = len(self.names)
+            self.categories.append(category_of(e.name, e.stats))
+        self.line_ids.append(self.lines.setdefault(e.line, len(self.lines)))
+        self.name_ids.append(name_id)
+        self.starts.append(e.start_ns)
+        self.ends.append(e.start_ns + e.duration_ns)
+        self.flops += float(e.stats.get("flops") or 0)
+        self.bytes_accessed += float(e.stats.get("bytes_accessed") or 0)
+
+
 def device_summary(
     host: str,
     device: str,
@@ -84,36 +110,20 @@ def device_summary(
 ) -> dict[str, Any]:
     """report.json's entry for one device: its ops and modules within window (host-clock ns).
     One pass over events (a generator is fine): each op becomes a few numbers in arrays
-    (its line, name, start, end: 28 bytes), not an object, so a chip's millions of ops fit."""
-    from array import array
-
-    names: dict[str, int] = {}  # op name -> its index in the arrays' name column
-    categories_of: list[str] = []  # by name index: the category of the name's first op
-    lines: dict[str, int] = {}
-    line_ids, name_ids, starts, ends = array("b"), array("i"), array("q"), array("q")
-    modules: list[DeviceEvent] = []
-    flops = bytes_accessed = 0.0
+    (_OpColumns), not an object, so a chip's millions of ops fit."""
+    ops, modules = _OpColumns(), []
     for e in events:
         if e.start_ns + e.duration_ns <= window[0] or e.start_ns >= window[1]:
             continue
         if e.line in OPS_LINES:
-            name_id = names.get(e.name)
-            if name_id is None:
-                name_id = names[e.name] = len(names)
-                categories_of.append(category_of(e.name, e.stats))
-            line_ids.append(lines.setdefault(e.line, len(lines)))
-            name_ids.append(name_id)
-            starts.append(e.start_ns)
-            ends.append(e.start_ns + e.duration_ns)
-            flops += float(e.stats.get("flops") or 0)
-            bytes_accessed += float(e.stats.get("bytes_accessed") or 0)
+            ops.add(e)
         elif e.line == MODULES_LINE:
             modules.append(e)
-    busy = _busy_ns(starts, ends, window)
-    self_by_id = _self_ns(line_ids, name_ids, starts, ends, len(names))
-    self_ns = {name: int(self_by_id[i]) for name, i in names.items()}
+    busy = _busy_ns(ops.starts, ops.ends, window)
+    self_by_id = _self_ns(ops.line_ids, ops.name_ids, ops.starts, ops.ends, len(ops.names))
+    self_ns = {name: int(self_by_id[i]) for name, i in ops.names.items()}
     categories: dict[str, float] = defaultdict(float)
-    for i, category in enumerate(categories_of):
+    for i, category in enumerate(ops.categories):
         categories[category] += self_by_id[i] / NS_PER_MS
     stats = plane_stats or {}
     busy_s = busy / 1e9
@@ -129,9 +139,9 @@ def device_summary(
         "top_ops": top_operations({n: ns / NS_PER_MS for n, ns in self_ns.items()}, top),
         "modules": _modules(modules),
         "steps_ms": _steps_ms(modules),
-        "flops_per_s": flops / busy_s if busy_s and flops else None,
+        "flops_per_s": ops.flops / busy_s if busy_s and ops.flops else None,
         "peak_flops_per_s": float(peak_tflops) * 1e12 if peak_tflops else None,
-        "hbm_bytes_per_s": bytes_accessed / busy_s if busy_s and bytes_accessed else None,
+        "hbm_bytes_per_s": ops.bytes_accessed / busy_s if busy_s and ops.bytes_accessed else None,
         "peak_hbm_bytes_per_s": float(peak_hbm_gbps) * 1e9 if peak_hbm_gbps else None,
     }
 

@@ -93,7 +93,7 @@ def iterations_to_run(host: HostEntry, shape: str, need_n: int) -> int:
 
 def latency_row(host_a: HostEntry, host_b: HostEntry, shape_a: str, shape_b: str) -> dict[str, Any]:
     """One host and shape, A against B, by verdict.py's rule."""
-    from ray_tpu_profile.analysis.verdict import NEED_N_MAX, RESOLVE_RATIO, compare
+    from ray_tpu_profile.analysis.verdict import compare
 
     sa, sb = latency_samples(host_a, shape_a), latency_samples(host_b, shape_b)
     row: dict[str, Any] = {
@@ -129,19 +129,30 @@ def latency_row(host_a: HostEntry, host_b: HostEntry, shape_a: str, shape_b: str
         smallest_slower_ratio=c.smallest_slower_ratio,
         need_n=c.need_n,
     )
-    change = f"a {100 * (RESOLVE_RATIO - 1):.0f}% change"
-    if c.need_n is None:
-        advice = f"even {NEED_N_MAX} iterations a side would not decide {change} at this noise"
-    else:
+    enough = None
+    if c.need_n is not None:
         runs = max(iterations_to_run(host_a, shape_a, c.need_n), iterations_to_run(host_b, shape_b, c.need_n))
-        advice = f"--num-iters {runs} or more decides {change} here"
-    if c.verdict == "too few samples":
-        row["note"] = f"{len(sa)} and {len(sb)} iterations; {advice}"
-    elif c.verdict == "within noise":
-        row["note"] = f"could call {c.smallest_slower_ratio:.2f}x or more slower; {advice}"
-    else:
-        row["note"] = ""
+        enough = f"--num-iters {runs} or more decides"
+    row["note"] = verdict_note(c, len(sa), len(sb), "iterations", enough)
     return row
+
+
+def verdict_note(c: Comparison, a_n: int, b_n: int, samples: str, enough: str | None) -> str:
+    """What a row could not decide, and what would: samples names them ("iterations"),
+    enough says how many decide a RESOLVE_RATIO change ("--num-iters 8 or more decides"),
+    None when even NEED_N_MAX would not. Empty for a row that was decided."""
+    from ray_tpu_profile.analysis.verdict import NEED_N_MAX, RESOLVE_RATIO
+
+    change = f"a {100 * (RESOLVE_RATIO - 1):.0f}% change"
+    if enough is None:
+        advice = f"even {NEED_N_MAX} {samples} a side would not decide {change} at this noise"
+    else:
+        advice = f"{enough} {change} here"
+    if c.verdict == "too few samples":
+        return f"{a_n} and {b_n} {samples}; {advice}"
+    if c.verdict == "within noise":
+        return f"could call {c.smallest_slower_ratio:.2f}x or more slower; {advice}"
+    return ""
 
 
 def host_key(host: HostEntry) -> str:
@@ -383,7 +394,13 @@ def _device_rows(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[
                 verdict=c.verdict,
                 smallest_slower_ratio=c.smallest_slower_ratio,
                 need_n=c.need_n,
-                note=_device_note(c, len(da["steps_ms"]), len(db["steps_ms"])),
+                note=verdict_note(
+                    c,
+                    len(da["steps_ms"]),
+                    len(db["steps_ms"]),
+                    "steps",
+                    None if c.need_n is None else f"{c.need_n} steps a side decide",
+                ),
             )
         else:
             row.update(
@@ -391,23 +408,6 @@ def _device_rows(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[
             )
         rows.append(row)
     return rows
-
-
-def _device_note(c: Comparison, a_n: int, b_n: int) -> str:
-    """What a device row could not decide, as latency rows say it (steps are the samples)."""
-    from ray_tpu_profile.analysis.verdict import NEED_N_MAX, RESOLVE_RATIO
-
-    change = f"a {100 * (RESOLVE_RATIO - 1):.0f}% change"
-    advice = (
-        f"even {NEED_N_MAX} steps a side would not decide {change} at this noise"
-        if c.need_n is None
-        else f"{c.need_n} steps a side decide {change} here"
-    )
-    if c.verdict == "too few samples":
-        return f"{a_n} and {b_n} steps; {advice}"
-    if c.verdict == "within noise":
-        return f"could call {c.smallest_slower_ratio:.2f}x or more slower; {advice}"
-    return ""
 
 
 def _describe(run: Run) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from ray_tpu_profile.analysis.report_types import HostReport, Report
+from ray_tpu_profile.analysis.report_types import HostReport, Report, SlowestHost
 from ray_tpu_profile.errors import ToolError
 from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
 
@@ -208,7 +208,6 @@ def build_report(
         else:
             unreadable: list[str] = []
             entries.append(host_report(h, host_trace_events(run_dir, h, unreadable), unreadable, top))
-    slowest = slowest_host(manifest)
     return {
         "run_id": manifest["run_id"],
         "status": manifest["status"],
@@ -224,14 +223,7 @@ def build_report(
             for h in manifest["hosts"]
             if (c := h.get("clock"))  # none in run directories from before clocks were measured
         },
-        "slowest_host": None
-        if slowest is None
-        else {
-            "name": slowest[0],
-            "profiled_mean_s": slowest[1],
-            "median_host_profiled_mean_s": slowest[2],
-            "slower_than_median": slowest[1] / slowest[2] - 1 if slowest[2] else None,
-        },
+        "slowest_host": _slowest_json(manifest),
         "load": manifest.get("load"),
         "failed_hosts": [
             {"name": h["name"], "stage": h["stage"], "error": h["error"]}
@@ -244,6 +236,20 @@ def build_report(
         "collectives_total": devices["collectives_total"],
         "stragglers": devices["stragglers"],
         "unreadable_device_traces": devices["unreadable"],
+    }
+
+
+def _slowest_json(manifest: Manifest) -> SlowestHost | None:
+    """report.json's `slowest_host`: the slowest host against the median host."""
+    slowest = slowest_host(manifest)
+    if slowest is None:
+        return None
+    name, mean_s, median_s = slowest
+    return {
+        "name": name,
+        "profiled_mean_s": mean_s,
+        "median_host_profiled_mean_s": median_s,
+        "slower_than_median": mean_s / median_s - 1 if median_s else None,
     }
 
 

@@ -56,31 +56,22 @@ def only_run_dir(root):
     return run_dir
 
 
+def engine_run(cluster, out, *flags: str):
+    """A run of engines of 2 ranks (TP2) on the cluster into out, as --json; its run directory."""
+    proc = run_cli("run", "--address", cluster.address, "--profile-result-dir", str(out), "--json", *flags, *TP2)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return only_run_dir(out)
+
+
 def test_one_engine_across_two_hosts_decode_traced_on_both_at_one_instant(one_chip_hosts, tmp_path):
     from ray_tpu_profile.analysis.xplane import event_names, read_xplane
 
     # --phase decode, the users' headline job: the window is placed from the owner's traced
     # warmup iteration and every host's trace is checked to lie inside its decode.
-    proc = run_cli(
-        "run",
-        "--address",
-        one_chip_hosts.address,
-        "--hosts",
-        "2",
-        "--profiler",
-        "jax",
-        "--phase",
-        "decode",
-        "--profile-result-dir",
-        str(tmp_path),
-        "--json",
-        *ENGINE_WORKLOAD,
-        "--num-iters-warmup",
-        "3",
-        *TP2,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    run_dir = only_run_dir(tmp_path)
+    run_dir = engine_run(
+        one_chip_hosts, tmp_path, "--hosts", "2", "--profiler", "jax", "--phase", "decode", *ENGINE_WORKLOAD,
+        "--num-iters-warmup", "3",
+    )  # fmt: skip
     manifest = load_manifest(run_dir)
     assert [(e["name"], e["hosts"], e["owner"], e["tensor_parallel_size"]) for e in manifest["engines"]] == [
         ("engine0", ["local-sim-w0", "local-sim-w1"], "local-sim-w0", 2)
@@ -175,27 +166,10 @@ def test_the_slow_host_of_an_engine_is_named_its_straggler_and_an_even_engine_ha
     reaches every collective SLOW_MS late. Without device planes the collectives are matched
     at host level (the gloo transport events of each rank's trace), on the driver's clock:
     engine1's report names local-sim-w3 and its partner's wait; engine0's hosts are even."""
-    proc = run_cli(
-        "run",
-        "--address",
-        one_chip_hosts.address,
-        "--profiler",
-        "torch",
-        "--profile-result-dir",
-        str(tmp_path),
-        "--json",
-        "--input-len",
-        "16",
-        "--output-len",
-        "16",
-        "--batch-size",
-        "4",
-        "--num-iters-warmup",
-        "2",
-        *TP2,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    run_dir = only_run_dir(tmp_path)
+    run_dir = engine_run(
+        one_chip_hosts, tmp_path, "--profiler", "torch", "--input-len", "16", "--output-len", "16",
+        "--batch-size", "4", "--num-iters-warmup", "2",
+    )  # fmt: skip
     report = load_report(run_dir)
     by_engine = {s["engine"]: s for s in report["stragglers"]}
     assert set(by_engine) == {"engine0", "engine1"}, report["stragglers"]
