@@ -29,6 +29,7 @@ arrived.
 from __future__ import annotations
 
 import bisect
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -270,6 +271,20 @@ class Straggler:
     wait_per_step_ns: list[int] = field(default_factory=list)
     """Per step (engine step window), the others' wait summed over its occurrences."""
     step_ns: list[int] = field(default_factory=list)
+    participants: int = 2
+    """Participants per occurrence: by chance each is last at 1/participants of them."""
+
+    @property
+    def dominated(self) -> bool:
+        """Whether the worst participant is last more often than chance explains (see
+        dominates): with clocks known to microseconds every occurrence has a last arrival,
+        and between even hosts it is a coin toss."""
+        worst = self.worst
+        if worst is None:
+            return False
+        total_wait_ns = sum(self.waited_ns.values())
+        wait_share = self.waited_ns.get(worst, 0) / total_wait_ns if total_wait_ns else 0.0
+        return dominates(self.last_counts[worst], sum(self.last_counts.values()), self.participants, wait_share)
 
     @property
     def worst(self) -> Participant | None:
@@ -286,7 +301,7 @@ class Straggler:
                 {"host": p.host, "device": p.device, "times": n, "waited_ms": self.waited_ns.get(p, 0) / NS_PER_MS}
                 for p, n in sorted(self.last_counts.items(), key=lambda kv: -kv[1])
             ],
-            "straggler": None if worst is None else {"host": worst.host, "device": worst.device},
+            "straggler": None if worst is None or not self.dominated else {"host": worst.host, "device": worst.device},
             "wait_per_step_ms": _median_ms(self.wait_per_step_ns),
             "steps_wait_ms": [w / NS_PER_MS for w in self.wait_per_step_ns],
             "wait_share_of_step": _share(self.wait_per_step_ns, self.step_ns),
@@ -313,16 +328,44 @@ class Straggler:
         step_cost = "" if per_step is None else f"{per_step:.2f} ms per step (median)"
         if step_cost and share is not None:
             step_cost += f", {100 * share:.0f}% of the step"
-        if self.last_counts[worst] * 2 > self.occurrences:
+        if self.dominated:
             return line + (f", {step_cost}" if step_cost else "")
-        # Last by chance, not at most calls: the per-step wait is not on it.
+        # Last by chance: the per-step wait is not on it.
         return line + "; no participant dominates" + (f"; waits at collectives {step_cost}" if step_cost else "")
+
+
+CHANCE_P = 0.001
+"""A participant dominates when being last at least that often has this probability or
+less by chance alone (each of n participants last at 1/n of the occurrences)."""
+WAIT_SHARE = 0.8
+"""Or, with too few occurrences for chance to be ruled out, when the others' waits on it
+are at least this share of all their waits."""
+
+
+def dominates(last_times: int, counted: int, participants: int, wait_share: float = 0.0) -> bool:
+    """Whether last_times of counted occurrences (with a last arrival) is more than chance:
+    a majority of them, and either a one-sided binomial tail P(X >= last_times), X ~
+    B(counted, 1/participants), of at most CHANCE_P (normal approximation beyond 1000
+    occurrences), or wait_share (its part of the waits it and the others inflicted) of at
+    least WAIT_SHARE. Between even hosts whose clocks are known to microseconds every
+    occurrence has a last arrival: 49 of 96 is a coin toss, not a straggler."""
+    if counted == 0 or last_times * 2 <= counted:
+        return False
+    if wait_share >= WAIT_SHARE:
+        return True
+    p = 1 / max(participants, 2)
+    if counted <= 1000:
+        tail = sum(math.comb(counted, k) * p**k * (1 - p) ** (counted - k) for k in range(last_times, counted + 1))
+    else:
+        mean, sd = counted * p, math.sqrt(counted * p * (1 - p))
+        tail = 0.5 * math.erfc((last_times - 0.5 - mean) / (sd * math.sqrt(2)))
+    return tail <= CHANCE_P
 
 
 def stragglers(engine: str, occurrences: list[Occurrence], steps_ns: Iterable[tuple[int, int]] = ()) -> Straggler:
     """Who holds engine back: the last arrival of each occurrence, the wait it inflicts on the
     others, and per step (steps_ns: (start, end) on the driver's clock) the others' wait."""
-    result = Straggler(engine, len(occurrences))
+    result = Straggler(engine, len(occurrences), participants=max((len(o.arrivals) for o in occurrences), default=2))
     for o in occurrences:
         if not o.has_last:
             continue  # arrived together, as far as the clocks can tell

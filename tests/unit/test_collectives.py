@@ -173,3 +173,17 @@ def test_a_host_with_several_ranks_traced_gives_a_participant_per_rank_and_its_s
     (o,) = match_occurrences({Participant("h", label): ops for label, ops in found.ops.items()})
     assert o.last.participant == Participant("h", "rank 1") and o.max_wait_ns == 3 * MS and o.end_spread_ns == 0
     assert o.together_at == "end" and o.bound_ns == 0
+
+
+def test_a_coin_toss_between_even_participants_is_not_a_straggler():
+    """Clocks known to microseconds give every occurrence a last arrival: between two even
+    hosts that is chance (seen on a real TP 2 run: 49 of 96 against 47). A real straggler
+    is last far more often than chance, or takes most of the waits."""
+    from ray_tpu_profile.analysis.collectives import dominates
+
+    assert not dominates(49, 96, 2, wait_share=0.51)
+    assert dominates(96, 96, 2) and dominates(70, 96, 2)  # P(X >= 70) ~ 4e-6 by chance
+    assert not dominates(60, 96, 2)  # ~0.009: not rare enough
+    assert dominates(3, 3, 4, wait_share=1.0)  # too few to rule out chance; all the waits on it
+    assert not dominates(2, 4, 2, wait_share=1.0)  # not a majority
+    assert dominates(1100, 2000, 4) and not dominates(1030, 2000, 2)  # normal approximation beyond 1000
