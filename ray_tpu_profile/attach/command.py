@@ -1,10 +1,10 @@
-"""`ray-tpu-profile attach`: trace a live vLLM deployment's registered profiler servers
-(plugin.py) on every host at one instant, without restarting it, into a run directory
+"""`ray-tpu-profile attach`: trace a live vLLM deployment's registered processes
+(plugin.py: each opened a capture socket) on every host at one instant, without restarting it, into a run directory
 like `run`'s (mode "attach"): one XProf session, manifest, reports and timeline.
 
 With --address, every node of the Ray cluster is asked (a pinned actor per node,
 node_actor.AttachActor); without it, this host's registry is read and traced from this
-process. The order: find -> warm up each client -> clocks -> one instant -> capture ->
+process. The order: find -> warm up each process -> clocks -> one instant -> capture ->
 gather -> verify -> manifest and reports.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray_tpu_profile.attach.registry import ServerEntry, matching
+from ray_tpu_profile.attach.registry import RegistryEntry, matching
 from ray_tpu_profile.config import AttachConfig
 from ray_tpu_profile.core.hosts import Host
 from ray_tpu_profile.core.records import HostRecord, HostStatus, RunStatus, ShapeRecord, Stage, run_status
@@ -119,19 +119,19 @@ class AttachSession:
         ray.shutdown()
 
 
-def find_servers(session: AttachSession, timeout_s: float) -> dict[str, list[ServerEntry]]:
+def find_servers(session: AttachSession, timeout_s: float) -> dict[str, list[RegistryEntry]]:
     """Host name -> its live registered servers. Entries that could not be read (malformed,
     another user's directory) are skipped and added to session.problems."""
     futures = {h.name: h.call("servers", session.kv_entries) for h in session.hosts}
     found = {}
     for name, future in futures.items():
         answer = future.result(timeout=timeout_s)
-        found[name] = [ServerEntry.from_json(e) for e in answer["servers"]]
+        found[name] = [RegistryEntry.from_json(e) for e in answer["servers"]]
         session.problems += answer["problems"]
     return found
 
 
-def chosen_servers(found: dict[str, list[ServerEntry]], config: AttachConfig) -> dict[str, list[ServerEntry]]:
+def chosen_servers(found: dict[str, list[RegistryEntry]], config: AttachConfig) -> dict[str, list[RegistryEntry]]:
     """The servers --name selects, by host; ConfigError when there are none."""
     where = f"in the Ray cluster at {config.address}" if config.address else "on this host"
     everything = [e for entries in found.values() for e in entries]
@@ -139,19 +139,19 @@ def chosen_servers(found: dict[str, list[ServerEntry]], config: AttachConfig) ->
         raise ConfigError(
             "--address",
             config.address or "(none: this host)",
-            f"no profiler server is registered {where}; {HOW_TO_ENABLE}",
+            f"no vLLM process is registered for attach {where}; {HOW_TO_ENABLE}",
         )
     chosen = {host: matching(entries, config.name) for host, entries in found.items()}
     chosen = {host: entries for host, entries in chosen.items() if entries}
     if not chosen:
         names = sorted({e.name or "(unnamed)" for e in everything})
         raise ConfigError(
-            "--name", config.name, f"matches no registered server {where}; names there: {', '.join(names)}"
+            "--name", config.name, f"matches no registered process {where}; names there: {', '.join(names)}"
         )
     return chosen
 
 
-def listing(found: dict[str, list[ServerEntry]], name: str | None) -> list[dict[str, Any]]:
+def listing(found: dict[str, list[RegistryEntry]], name: str | None) -> list[dict[str, Any]]:
     from ray_tpu_profile.attach.node_actor import trace_host_name
 
     return [
@@ -165,7 +165,7 @@ def listing(found: dict[str, list[ServerEntry]], name: str | None) -> list[dict[
 class Traced:
     """The processes being traced, by trace name, with what became of each."""
 
-    entries: dict[str, tuple[str, ServerEntry]]
+    entries: dict[str, tuple[str, RegistryEntry]]
     """Trace name -> (host, its registry entry)."""
     handles: dict[str, AttachTarget]
     progress: Progress
@@ -176,6 +176,8 @@ class Traced:
     call_plans: dict[str, int] = field(default_factory=dict)
     stage: Stage = Stage.WARMUP
     offsets: dict[str, Any] = field(default_factory=dict)
+    clock_channels: dict[str, str] = field(default_factory=dict)
+    """How each host's offset was measured (clock_exchange: "udp", or "actor call (why)")."""
     starts: dict[str, dict[str, Any]] = field(default_factory=dict)
     load: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -231,11 +233,11 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
         )
         traced.timings["find"] = round(time.monotonic() - started, 3)
         progress.note(
-            f"attach: {len(traced.entries)} server(s) on {len(traced.handles)} host(s): {', '.join(traced.entries)}"
+            f"attach: {len(traced.entries)} process(es) on {len(traced.handles)} host(s): {', '.join(traced.entries)}"
         )
         try:
             _warm_up(config, traced, run_id, chosen)
-            traced.offsets = _clock_offsets(traced.handles) if config.address else {}
+            traced.offsets, traced.clock_channels = _clock_offsets(traced.handles) if config.address else ({}, {})
             traced.done(Stage.CLOCKS, Stage.CAPTURE)
             sampler = _capture(config, traced)
             traced.done(Stage.CAPTURE, Stage.GATHER)
@@ -265,9 +267,9 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
     return manifest, final
 
 
-def _warm_up(config: AttachConfig, traced: Traced, session_id: str, chosen: dict[str, list[ServerEntry]]) -> None:
-    """A client per server on its host, and a throwaway capture of each; a server that
-    does not answer fails here."""
+def _warm_up(config: AttachConfig, traced: Traced, session_id: str, chosen: dict[str, list[RegistryEntry]]) -> None:
+    """A backend per registered process on its host, and a throwaway capture of each; a
+    process that does not answer fails here."""
     prepared = _each_host(
         traced.handles,
         lambda h: h.call(
@@ -284,9 +286,9 @@ def _warm_up(config: AttachConfig, traced: Traced, session_id: str, chosen: dict
 
 
 def _capture(config: AttachConfig, traced: Traced) -> Any:
-    """Every live server traced from one instant (each host's in its own clock); returns
+    """Every live registered process traced from one instant (each host's in its own clock); returns
     the /metrics sampler when --server-url was given."""
-    from ray_tpu_profile.profilers.server import NO_EVENTS
+    from ray_tpu_profile.profilers.time_window import NO_EVENTS
 
     instant_ns = time.time_ns() + (DEFAULT_LEAD_MS + config.delay_ms) * NS_PER_MS
     sampler = None
@@ -337,11 +339,31 @@ def _each_host(
     return results
 
 
-def _clock_offsets(handles: dict[str, AttachTarget]) -> dict[str, Any]:
-    from ray_tpu_profile.driver.clock_exchange import measure_offsets
+def _clock_offsets(handles: dict[str, AttachTarget]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each host's clock offset (as `run` measures it: over its node actor's clock echo,
+    else actor calls), and the channel each was measured on."""
+    import secrets
 
-    measured = measure_offsets({name: (lambda h=h: h.call("now_ns")) for name, h in handles.items()})
-    return {name: offset for name, offset in measured.items() if not isinstance(offset, BaseException)}
+    from ray_tpu_profile.driver import clock_exchange
+    from ray_tpu_profile.driver.stages import driver_node_ip
+    from ray_tpu_profile.host.clock_echo import TOKEN_BYTES
+
+    token, driver_ip = secrets.token_bytes(TOKEN_BYTES), driver_node_ip()
+    opened = _each_host(handles, lambda h: h.call("open_clock_echo", token, driver_ip), clock_exchange.CALL_TIMEOUT_S)
+    echoes = {name: e["address"] for name, e in opened.items() if isinstance(e, dict) and e.get("address")}
+    try:
+        measured = clock_exchange.measure_with_fallback(
+            {name: clock_exchange.udp_sampler(tuple(address), token) for name, address in echoes.items()},
+            {name: clock_exchange.actor_call_sampler(lambda h=h: h.call("now_ns")) for name, h in handles.items()},
+        )
+    finally:
+        _each_host(
+            {name: handles[name] for name in echoes},
+            lambda h: h.call("close_clock_echo"),
+            clock_exchange.CALL_TIMEOUT_S,
+        )
+    offsets = {name: found for name, (found, _) in measured.items() if not isinstance(found, BaseException)}
+    return offsets, {name: channel for name, (_, channel) in measured.items()}
 
 
 def _gather(traced: Traced, run_dir: Path, config: AttachConfig) -> None:
@@ -403,7 +425,7 @@ def _verify(run_dir: Path, traced: Traced) -> dict[str, dict[str, Any]]:
             fail(name, Stage.VERIFY, str(e))
             continue
         if info.process_id is not None and info.process_id != entry.pid:
-            fail(name, Stage.VERIFY, f"the xplane is of pid {info.process_id}, the registered server's is {entry.pid}")
+            fail(name, Stage.VERIFY, f"the xplane is of pid {info.process_id}, the registered process's is {entry.pid}")
             continue
         checked[name] = {
             "start_ns": info.start_ns,
@@ -415,7 +437,7 @@ def _verify(run_dir: Path, traced: Traced) -> dict[str, dict[str, Any]]:
 
 
 def _manifest(
-    config: AttachConfig, argv: list[str], run_id: str, found: dict[str, list[ServerEntry]], traced: Traced
+    config: AttachConfig, argv: list[str], run_id: str, found: dict[str, list[RegistryEntry]], traced: Traced
 ) -> dict[str, Any]:
     """attach's manifest.json: `run`'s (layout.build_manifest over one record per traced
     process), plus the servers found and the server's load."""
@@ -423,7 +445,7 @@ def _manifest(
 
     records = traced.records
     for name, (host, _) in traced.entries.items():
-        clock = _host_clock(config, traced.offsets, host)
+        clock = _host_clock(config, traced.offsets, traced.clock_channels, host)
         capture = {**traced.starts.get(name, {}), "client_call_plans": traced.call_plans.get(name)}
         records[name].clock = clock
         records[name].shapes[SHAPE] = ShapeRecord(capture={**capture, "idle": name in traced.idle}, clock=clock)
@@ -460,7 +482,7 @@ def _run_status(traced: Traced) -> tuple[RunStatus, str | None, list[str]]:
     status = run_status((r.status for r in records.values()), stopped=False)
     delivered = [n for n, r in records.items() if r.healthy and n not in traced.idle]
     failed = [n for n, r in records.items() if not r.healthy]
-    error = None if not failed else f"{len(failed)} of {len(records)} server(s) failed: " + ", ".join(failed)
+    error = None if not failed else f"{len(failed)} of {len(records)} process(es) failed: " + ", ".join(failed)
     if not delivered and status != RunStatus.FAILED:
         status, error = RunStatus.FAILED, "no traced process ran anything in the window: was the deployment serving?"
     return status, error, delivered
@@ -489,7 +511,9 @@ def _capture_section(config: AttachConfig, traced: Traced, session_id: str) -> d
     }
 
 
-def _host_clock(config: AttachConfig, offsets: dict[str, Any], host: str) -> dict[str, Any] | None:
+def _host_clock(
+    config: AttachConfig, offsets: dict[str, Any], channels: dict[str, str], host: str
+) -> dict[str, Any] | None:
     """A host's measured clock offset and any warning about it; None where none was measured."""
     from ray_tpu_profile.core.clocks import untrusted_reason
 
@@ -497,5 +521,6 @@ def _host_clock(config: AttachConfig, offsets: dict[str, Any], host: str) -> dic
         return None
     return {
         **offsets[host].to_json(),
+        "channel": channels.get(host, ""),
         "warning": untrusted_reason(offsets[host], None, config.max_clock_uncertainty_ms),
     }

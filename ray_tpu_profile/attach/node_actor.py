@@ -1,8 +1,8 @@
-"""`attach`'s side on one host: which registered profiler servers live there, a warm-up
-capture of each, the capture of each at the instant the driver gave, and the files handed
-back (host.files.HostFiles). Runs as a Ray actor pinned to its node (`attach --address`) or
-as a plain object in the CLI's own process (this host's `vllm serve`). The capture client
-always runs on the server's own host, against localhost: the servers listen nowhere else.
+"""`attach`'s side on one host: which registered processes live there, a warm-up capture
+of each, the capture of each at the instant the driver gave, and the files handed back
+(host.files.HostFiles). Runs as a Ray actor pinned to its node (`attach --address`) or as a
+plain object in the CLI's own process (this host's `vllm serve`). It asks each process over
+its capture socket, a Unix socket on this host: nothing else can reach one.
 """
 
 from __future__ import annotations
@@ -13,21 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from ray_tpu_profile.attach import registry
-from ray_tpu_profile.attach.registry import ServerEntry
+from ray_tpu_profile.attach.registry import RegistryEntry
+from ray_tpu_profile.host.clock_echo import ClockEchoHost
 from ray_tpu_profile.host.files import HostFiles
 
-SERVER_ANSWER_S = 5.0
-"""A registered server accepts connections at once (it runs in a live process)."""
 CALL_TIMEOUT_S = 60.0
-"""Beyond a capture's own window: a server that has not answered by then is not going to."""
+"""Beyond a capture's own window: a process that has not answered by then is not going to."""
 
 
-def trace_host_name(host_name: str, entry: ServerEntry) -> str:
+def trace_host_name(host_name: str, entry: RegistryEntry) -> str:
     """A traced process's name in the XProf session and the manifest: host.role-pid."""
     return f"{host_name}.{entry.label}"
 
 
-class AttachActor(HostFiles):
+class AttachActor(ClockEchoHost, HostFiles):
     def __init__(self, host_name: str, node_id: str | None = None, output_root: str | None = None):
         self.host_name = host_name
         self.node_id = node_id
@@ -36,7 +35,7 @@ class AttachActor(HostFiles):
         self._backends: dict[str, Any] = {}
 
     def servers(self, kv_entries: list[dict[str, Any]]) -> dict[str, list[Any]]:
-        """{"servers": this host's live servers (its registry directory, and the cluster's KV
+        """{"servers": this host's live registered processes (its registry directory, and the cluster's KV
         entries of this node whose process still runs), "problems": entries skipped, why}."""
         problems: list[str] = []
         try:
@@ -45,7 +44,7 @@ class AttachActor(HostFiles):
             found = {}
             problems.append(f"{self.host_name}: registry not read: {e}")
         for data in kv_entries:
-            entry = ServerEntry.from_json(data)
+            entry = RegistryEntry.from_json(data)
             if entry.node_id != self.node_id:
                 continue  # another node's, checked there
             if registry.is_alive(entry):
@@ -65,31 +64,32 @@ class AttachActor(HostFiles):
     def prepare(
         self, servers: list[dict[str, Any]], session_id: str, duration_ms: int, python_tracer_level: int
     ) -> dict[str, str | None]:
-        """A client per server, and a throwaway capture of each (the first capture in a
-        process pays for tracer set-up and would start late; it also proves the server
-        answers). Returns trace name -> None, or why that server cannot be traced. A
-        warm-up that saw no traced work still proves the server answers."""
-        from ray_tpu_profile.profilers.server import NO_EVENTS, WARMUP_CAPTURE_MS, ServerNotReady, wait_for_server
+        """A backend per registered process, and a throwaway capture of each (the first
+        capture in a process pays for tracer set-up and would start late; it also proves the
+        process answers). Returns trace name -> None, or why that process cannot be traced.
+        A warm-up that saw no traced work still proves the process answers."""
+        from ray_tpu_profile.core.host_clock import now_ns
+        from ray_tpu_profile.profilers import capture_socket
+        from ray_tpu_profile.profilers.time_window import NO_EVENTS, WARMUP_CAPTURE_MS
 
         for data in servers:
-            entry = ServerEntry.from_json(data)
+            entry = RegistryEntry.from_json(data)
             name = trace_host_name(self.host_name, entry)
             self._backends[name] = _backend(
                 entry, self.base_dir / name, name, session_id, duration_ms, python_tracer_level
             )
 
         def warm(name: str, backend: Any, scratch: Path) -> str | None:
-            # The client says "no trace event was collected" for a server that is not there
-            # as for one with nothing to trace: whether it listens is asked first.
+            # Whether it answers, and is the registered process, is asked first.
             try:
-                wait_for_server(backend.port, SERVER_ANSWER_S)
-            except ServerNotReady as e:
+                capture_socket.ping(backend.socket_path, backend.traced_pid)
+            except (capture_socket.CaptureRefused, capture_socket.NotThisProcess) as e:
                 return str(e)
             try:
-                backend._trace(f"localhost:{backend.port}", str(scratch), WARMUP_CAPTURE_MS, 0)
-            except Exception as e:  # that server's failure, returned per server
+                backend._trace(scratch, WARMUP_CAPTURE_MS, now_ns())
+            except Exception as e:  # that process's failure, returned per process
                 if NO_EVENTS not in str(e):
-                    return f"profiler server on localhost:{backend.port} did not take a warm-up capture: {e}"
+                    return f"{backend.trigger} did not take a warm-up capture: {e}"
             return None
 
         with tempfile.TemporaryDirectory(prefix="ray-tpu-profile-attach-warmup-") as scratch:
@@ -97,11 +97,11 @@ class AttachActor(HostFiles):
                 self._backends,
                 lambda name, b: warm(name, b, Path(scratch) / name),
                 WARMUP_CAPTURE_MS / 1000 + CALL_TIMEOUT_S,
-                lambda timeout_s: f"profiler server did not answer a warm-up capture within {timeout_s:g} s",
+                lambda timeout_s: f"no answer to a warm-up capture within {timeout_s:g} s",
             )
 
     def capture(self, instant_ns: int, names: list[str]) -> dict[str, dict[str, Any]]:
-        """The prepared servers named traced from instant_ns (this host's clock); returns
+        """The prepared processes named traced from instant_ns (this host's clock); returns
         trace name -> {"error": None or why, "client_call_plans": n}."""
         from ray_tpu_profile.core.host_clock import now_ns
 
@@ -110,7 +110,7 @@ class AttachActor(HostFiles):
                 backend.start(None, instant_ns)
                 backend.stop(None)  # bounded: the window plus 60 s
                 error = None
-            except Exception as e:  # that server's failure, returned per server
+            except Exception as e:  # that process's failure, returned per process
                 error = str(e)
             return {"error": error, "client_call_plans": backend.client_call_plans}
 
@@ -136,26 +136,28 @@ class AttachActor(HostFiles):
 
 
 def _backend(
-    entry: ServerEntry, trace_dir: Path, name: str, session_id: str, duration_ms: int, python_tracer_level: int
+    entry: RegistryEntry, trace_dir: Path, name: str, session_id: str, duration_ms: int, python_tracer_level: int
 ) -> Any:
-    """The capture client of a registered server (profilers.server_backend, as run's hosts use)."""
-    from ray_tpu_profile.profilers import server_backend
+    """The backend of a registered process (profilers.time_window_backend, as run's hosts
+    use), asking it over its capture socket."""
+    from ray_tpu_profile.profilers import time_window_backend
 
-    return server_backend(
+    backend = time_window_backend(
         entry.profiler,
         trace_dir,
         name,
         session_id=session_id,
         delay_ms=0,
         duration_ms=duration_ms,
-        port=entry.port,
         python_tracer_level=python_tracer_level,
     )
+    backend.socket_path, backend.traced_pid = entry.socket, entry.pid
+    return backend
 
 
 def _each(backends: dict[str, Any], call, timeout_s: float, timed_out) -> dict[str, Any]:
     """call(name, backend) for every backend at once, one thread each (each waits on its own
-    server); results by name, timed_out(timeout_s) for a call still going after timeout_s."""
+    process); results by name, timed_out(timeout_s) for a call still going after timeout_s."""
     import time
 
     results: dict[str, Any] = {}

@@ -1,7 +1,8 @@
 """A vLLM general plugin (entry point group `vllm.general_plugins`) that makes a live
-deployment attachable: with RAY_TPU_PROFILE_ATTACH=1 in a process's environment, it starts a
-profiler server in that process (JAX's; torch_xla's on a torch_xla stack) on a port the OS
-picks and registers it (registry.py). Without the variable it does nothing.
+deployment attachable: with RAY_TPU_PROFILE_ATTACH=1 in a process's environment, it opens a
+capture socket in that process (profilers.capture_socket: a Unix socket in a 0700 directory,
+answering only this user; JAX's profiler, or torch_xla's on a torch_xla stack) and registers
+it (registry.py). No port is opened. Without the variable it does nothing.
 
 vLLM calls general plugins once per process: in the process that parses the engine flags
 (`vllm serve`'s API server, or one holding an LLM), in the engine-core process and in every
@@ -18,54 +19,52 @@ import sys
 import time
 from typing import Any
 
-from ray_tpu_profile.attach.registry import ENABLE_ENV, NAME_ENV, ServerEntry
+from ray_tpu_profile.attach.registry import ENABLE_ENV, NAME_ENV, RegistryEntry
 
 logger = logging.getLogger("ray_tpu_profile.attach.command")
 
-_server: Any = None
-"""The server object, kept alive here: a collected server object yields empty traces."""
+_listener: Any = None
+"""This process's capture socket, kept open for its life."""
 
 
 def register() -> None:
     """The entry point vLLM calls."""
-    if os.environ.get(ENABLE_ENV) != "1" or _server is not None:
+    if os.environ.get(ENABLE_ENV) != "1" or _listener is not None:
         return
     try:
         entry = start_and_register()
     except Exception as e:  # a deployment must not fail to serve because it cannot be profiled
-        logger.warning("ray-tpu-profile attach: no profiler server in pid %d: %s: %s", os.getpid(), type(e).__name__, e)
+        logger.warning("ray-tpu-profile attach: no capture socket in pid %d: %s: %s", os.getpid(), type(e).__name__, e)
         return
-    logger.info(
-        "ray-tpu-profile attach: %s profiler server of %s on localhost:%d", entry.profiler, entry.label, entry.port
-    )
+    logger.info("ray-tpu-profile attach: %s capture socket of %s at %s", entry.profiler, entry.label, entry.socket)
 
 
-def start_and_register() -> ServerEntry:
+def start_and_register() -> RegistryEntry:
     import atexit
     import multiprocessing
     import socket
 
     from ray_tpu_profile.attach import registry
-    from ray_tpu_profile.profilers.server import free_local_port, server_kind_here, start_profiler_server
+    from ray_tpu_profile.profilers.capture_socket import CaptureListener
+    from ray_tpu_profile.profilers.time_window import profiler_kind_here
 
-    global _server
+    global _listener
     role, rank = registry.role_of(multiprocessing.current_process().name, _initialising_worker_rank())
-    kind = server_kind_here()
+    kind = profiler_kind_here()
     ray = sys.modules.get("ray")
     in_ray = ray is not None and ray.is_initialized()
     name = os.environ.get(NAME_ENV) or None
     if name is not None and not registry.NAME.match(name):  # attach would refuse the entry
         raise ValueError(f"{NAME_ENV}={name!r}: letters, digits, '.', '_' and '-' only, at most 64")
     if not in_ray:
-        registry.private_dir(registry.registry_dir())  # UnsafeRegistry before any server starts
-    port = free_local_port()
-    _server = start_profiler_server(kind, port)  # PortTaken: another process took it since the probe
-    entry = ServerEntry(
+        registry.private_dir(registry.registry_dir())  # UnsafeRegistry before any socket opens
+    listener = CaptureListener(kind)
+    entry = RegistryEntry(
         hostname=socket.gethostname(),
         node_id=ray.get_runtime_context().get_node_id() if in_ray else None,
         pid=os.getpid(),
         started_ticks=registry.process_started_ticks(os.getpid()),
-        port=port,
+        socket=str(listener.path),
         profiler=kind,
         role=role,
         rank=rank,
@@ -78,15 +77,17 @@ def start_and_register() -> ServerEntry:
     else:
         path = registry.write_file_entry(entry)
         atexit.register(path.unlink, missing_ok=True)
-    # A child forked from here (vLLM's fork start method) has no server thread: let vLLM
-    # load the plugins again there, so it starts and registers its own.
+    atexit.register(listener.close)
+    _listener = listener
+    # A child forked from here (vLLM's fork start method) has no listening thread: let vLLM
+    # load the plugins again there, so it opens and registers its own.
     os.register_at_fork(after_in_child=_forget_in_child)
     return entry
 
 
 def _forget_in_child() -> None:
-    global _server
-    _server = None
+    global _listener
+    _listener = None
     plugins = sys.modules.get("vllm.plugins")
     if plugins is not None:
         plugins.plugins_loaded = False

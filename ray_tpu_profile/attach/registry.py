@@ -1,7 +1,7 @@
-"""Where live vLLM processes say they run a profiler server (plugin.py), and how
+"""Where live vLLM processes say they can be traced (plugin.py: a capture socket), and how
 `attach` finds them again.
 
-One entry per process: its host, pid, port, role and deployment name. In a process that
+One entry per process: its host, pid, capture socket, role and deployment name. In a process that
 is part of a Ray cluster (ray.is_initialized() there: vLLM's Ray workers) the entry goes to
 Ray's KV store, so `attach --address` finds it from anywhere; otherwise to a file in a
 directory on the host, `$XDG_CACHE_HOME/ray-tpu-profile/attach/` (default
@@ -34,8 +34,8 @@ holding an LLM (which runs the engine core in-process when vLLM's multiprocessin
 
 
 @dataclass(frozen=True)
-class ServerEntry:
-    """One registered profiler server.
+class RegistryEntry:
+    """One registered process that can be traced.
 
     Attributes:
         hostname: the host's name as the OS gives it.
@@ -43,7 +43,7 @@ class ServerEntry:
         pid, started_ticks: the process, and its start time in clock ticks since boot
             (/proc/<pid>/stat field 22), so a pid reused by another process is not taken
             for it.
-        port: its profiler server, on localhost.
+        socket: its capture socket (profilers.capture_socket), a Unix socket on its host.
         profiler: "jax" or "xla" (torch_xla's server).
         role, rank: ROLE_*; rank for a worker.
         name: RAY_TPU_PROFILE_ATTACH_NAME of the process (None if unset).
@@ -54,7 +54,7 @@ class ServerEntry:
     node_id: str | None
     pid: int
     started_ticks: int | None
-    port: int
+    socket: str
     profiler: str
     role: str
     rank: int | None
@@ -75,7 +75,7 @@ class ServerEntry:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Any) -> ServerEntry:
+    def from_json(cls, data: Any) -> RegistryEntry:
         """An entry as written; EntryError saying what is wrong with one that is not (a
         registry is shared: one bad entry must not stop attach for everyone, and its role
         and pid become file names and liveness checks)."""
@@ -92,6 +92,10 @@ class EntryError(ValueError):
 ROLES = (ROLE_ENGINE_CORE, ROLE_WORKER, ROLE_FRONTEND)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 """A deployment name (RAY_TPU_PROFILE_ATTACH_NAME): part of trace file names, so no separators."""
+CAPTURE_SOCKET = re.compile(r"^/(?:[^/\x00]+/)*ray-tpu-profile-capture-[A-Za-z0-9_]+/capture\.sock$")
+"""A capture socket's path as capture_socket.CaptureListener makes it (absolute, no '..':
+a path's parts must not be only dots, checked in entry_problem); whether it is this user's
+own is checked before it is asked (capture_socket.socket_problem)."""
 HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 """A host name as the OS gives it (up to a 253-character FQDN): part of a registry file's name."""
 
@@ -112,8 +116,10 @@ def entry_problem(data: Any) -> str | None:
         return f"pid {data.get('pid')!r}"
     if data.get("started_ticks") is not None and not is_int("started_ticks"):
         return f"started_ticks {data['started_ticks']!r}"
-    if not is_int("port") or not 1 <= data["port"] <= 65535:
-        return f"port {data.get('port')!r}"
+    if not isinstance(data.get("socket"), str) or not CAPTURE_SOCKET.match(data["socket"]):
+        return f"socket {data.get('socket')!r}"
+    if any(part in (".", "..") for part in data["socket"].split("/")):
+        return f"socket {data['socket']!r}"
     if data.get("profiler") not in ("jax", "xla"):
         return f"profiler {data.get('profiler')!r}"
     if data.get("role") not in ROLES:
@@ -140,7 +146,7 @@ def role_of(process_name: str, worker_rank: int | None) -> tuple[str, int | None
     return ROLE_FRONTEND, None
 
 
-def matching(entries: list[ServerEntry], name: str | None) -> list[ServerEntry]:
+def matching(entries: list[RegistryEntry], name: str | None) -> list[RegistryEntry]:
     """The entries of deployment `name` (all when None)."""
     return [e for e in entries if name is None or e.name == name]
 
@@ -160,7 +166,7 @@ class UnsafeRegistry(RuntimeError):
 
 def private_dir(directory: Path) -> Path:
     """directory, created 0700 where missing; UnsafeRegistry where it is another user's or
-    others may use it: entries there say which ports a capture goes to and where traces go."""
+    others may use it: entries there say which sockets a capture is asked of and where traces go."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = directory.stat()
     if st.st_uid != os.getuid():
@@ -181,7 +187,7 @@ def process_started_ticks(pid: int) -> int | None:
     return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
-def is_alive(entry: ServerEntry) -> bool:
+def is_alive(entry: RegistryEntry) -> bool:
     """Whether the entry's process still runs on this host (same pid, same start time). An
     entry without a start time is alive only where there is no /proc to check it by."""
     started = process_started_ticks(entry.pid)
@@ -200,7 +206,7 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
-def write_file_entry(entry: ServerEntry, directory: Path | None = None) -> Path:
+def write_file_entry(entry: RegistryEntry, directory: Path | None = None) -> Path:
     """The entry's file, whole and synced before it is renamed into place, in a 0700
     directory of this user's."""
     directory = private_dir(directory or registry_dir())
@@ -215,7 +221,7 @@ def write_file_entry(entry: ServerEntry, directory: Path | None = None) -> Path:
     return path
 
 
-def live_file_entries(directory: Path | None = None, problems: list[str] | None = None) -> list[ServerEntry]:
+def live_file_entries(directory: Path | None = None, problems: list[str] | None = None) -> list[RegistryEntry]:
     """This host's entries whose process runs. Entries of this host's processes that are
     gone are removed; other hosts' (a home shared over NFS) are left to their hosts; an entry
     that cannot be read is skipped and named in problems."""
@@ -229,7 +235,7 @@ def live_file_entries(directory: Path | None = None, problems: list[str] | None 
     entries = []
     for path in sorted(directory.glob("*.json")):
         try:
-            entry = ServerEntry.from_json(json.loads(path.read_text()))
+            entry = RegistryEntry.from_json(json.loads(path.read_text()))
         except (OSError, ValueError) as e:  # EntryError, JSON's: that entry only
             if problems is not None:
                 problems.append(f"{path}: {type(e).__name__}: {e}")
@@ -243,7 +249,7 @@ def live_file_entries(directory: Path | None = None, problems: list[str] | None 
     return entries
 
 
-def kv_put(entry: ServerEntry) -> None:
+def kv_put(entry: RegistryEntry) -> None:
     from ray.experimental import internal_kv
 
     internal_kv._internal_kv_put(entry.key, json.dumps(entry.to_json()), namespace=KV_NAMESPACE)
@@ -255,7 +261,7 @@ def kv_delete(key: str) -> None:
     internal_kv._internal_kv_del(key, namespace=KV_NAMESPACE)
 
 
-def kv_entries(problems: list[str] | None = None) -> list[ServerEntry]:
+def kv_entries(problems: list[str] | None = None) -> list[RegistryEntry]:
     """Every entry in the cluster's KV store, live or not (liveness is checked on its node);
     one that cannot be read is skipped and named in problems."""
     from ray.experimental import internal_kv
@@ -267,7 +273,7 @@ def kv_entries(problems: list[str] | None = None) -> list[ServerEntry]:
         if value is None:
             continue
         try:
-            entries.append(ServerEntry.from_json(json.loads(value)))
+            entries.append(RegistryEntry.from_json(json.loads(value)))
         except ValueError as e:
             if problems is not None:
                 problems.append(f"KV {key!r}: {type(e).__name__}: {e}")

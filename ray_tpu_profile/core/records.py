@@ -42,19 +42,19 @@ def run_status(host_statuses: Iterable[str], stopped: bool) -> RunStatus:
 @dataclass(frozen=True)
 class WorkerIdentity:
     """The vLLM worker process traced on a host of an engine across hosts (the manifest's
-    hosts[].worker): its rank in the engine, process, Ray node and profiler server port."""
+    hosts[].worker): its rank in the engine, process, Ray node and capture socket."""
 
     rank: int
     pid: int
     node_id: str | None = None
-    port: int | None = None
-    """The worker's profiler server (jax / xla)."""
+    socket: str | None = None
+    """The worker's capture socket (jax / xla; profilers.capture_socket)."""
     trace_dir: str | None = None
     """Where the worker writes its trace (torch), for its host to collect."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WorkerIdentity:
-        return cls(int(data["rank"]), int(data["pid"]), data.get("node_id"), data.get("port"), data.get("trace_dir"))
+        return cls(int(data["rank"]), int(data["pid"]), data.get("node_id"), data.get("socket"), data.get("trace_dir"))
 
     def to_json(self) -> dict[str, Any]:
         """As the worker reported itself (trace_dir only where it has one)."""

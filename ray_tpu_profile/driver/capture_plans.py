@@ -109,18 +109,28 @@ class ServerPlan(CapturePlan):
 
     def verify_shape(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
         """Each host must have delivered exactly its own xplane, readable by xprof. Its
-        profile_start_time is when tracing really began there: the skew comes from it."""
-        from ray_tpu_profile.analysis.xplane import XplaneError, read_xplane
+        profile_start_time is when tracing really began there: the skew comes from it.
+        Each host read its own back right after its capture (time_window.check_xplane), all
+        at once; the driver reads one only where its host could not (no xprof there), and
+        the gathered copy is the host's by its sha256 (gather)."""
+        from ray_tpu_profile.analysis.xplane import XplaneError, XplaneInfo, read_xplane
 
         name, planned_ns = shape.workload.shape, shape.planned["trace_start_ns"]
         session = f"{run.run_id}-{shape.tag}" if shape.tag else run.run_id
+        checks = hosts.run(Stage.VERIFY, lambda h: h.xplane_checks(), lambda r, c: _describe_check(c.get(session)))
         starts = {}
         for record in hosts.healthy():
             expected = f"plugins/profile/{session}/{record.host.name}.xplane.pb"
+            check = checks.get(record.host.name, {}).get(session) or {}
             try:
                 if expected not in {f["path"] for f in record.files}:
                     raise XplaneError(f"the capture wrote no {expected}")
-                xplane = read_xplane(run.run_dir / expected)
+                if "error" in check:
+                    raise XplaneError(check["error"])
+                if "start_ns" in check:
+                    xplane = XplaneInfo(**{**check, "planes": tuple(check["planes"])})
+                else:
+                    xplane = read_xplane(run.run_dir / expected)
             except XplaneError as e:
                 hosts.fail(record, Stage.VERIFY, str(e))
                 continue
@@ -141,6 +151,7 @@ class ServerPlan(CapturePlan):
                 "stop_ns": xplane.stop_ns,
                 "start_offset_ms": (start_on_driver_ns - planned_ns) / schedule.NS_PER_MS,
                 "events": xplane.events,
+                "read_on": "host" if "start_ns" in check else "driver",
             }
             hosts.progress.host_ok(
                 Stage.VERIFY,
@@ -156,6 +167,15 @@ class ServerPlan(CapturePlan):
         }
         if starts:
             hosts.progress.note(f"{name}: capture start skew across {len(starts)} host(s): {skew.describe()}")
+
+
+def _describe_check(check: dict[str, Any] | None) -> str:
+    """A host's progress line for its own reading of its xplane."""
+    if not check:
+        return "no xplane read on the host"
+    if "events" in check:
+        return f"xplane read on the host: {check['events']:,} events"
+    return f"xplane not read on the host ({check.get('skipped') or check.get('error')})"
 
 
 def worker_problem(record: HostRecord, traced_pids: set[int]) -> str | None:

@@ -138,16 +138,32 @@ def measure_clocks(run: RunState, hosts: Barrier, shape: ShapeRun | None = None)
     state, kept on its record; with a shape, its window and capture are scheduled with
     these offsets. A host whose clock cannot be trusted is warned about, in the progress
     and in the manifest, not failed: its traces are good, their alignment is what is in doubt."""
+    import secrets
+
     from ray_tpu_profile.core.clocks import NtpState, untrusted_reason
     from ray_tpu_profile.driver import clock_exchange
+    from ray_tpu_profile.host.clock_echo import TOKEN_BYTES
 
-    states = hosts.run(Stage.CLOCKS, lambda h: h.clock_state(), lambda r, state: _describe_clock_state(state))
+    token, driver_ip = secrets.token_bytes(TOKEN_BYTES), driver_node_ip()
+    states = hosts.run(
+        Stage.CLOCKS, lambda h: h.clock_state(token, driver_ip), lambda r, state: _describe_clock_state(state)
+    )
     healthy = hosts.healthy()
-    found = clock_exchange.measure_offsets({r.host.name: hosts.handles[r.host.name].clock_ns for r in healthy})
+    echoes = {name: state["echo"] for name, state in states.items() if (state.get("echo") or {}).get("address")}
+    try:
+        found = clock_exchange.measure_with_fallback(
+            {name: clock_exchange.udp_sampler(tuple(e["address"]), token) for name, e in echoes.items()},
+            {r.host.name: clock_exchange.actor_call_sampler(hosts.handles[r.host.name].clock_ns) for r in healthy},
+        )
+    finally:
+        _close_clock_echoes(hosts, list(echoes))
     hosts.check_stop()
     when = f"before the capture of {shape.workload.shape}" if shape else "at place"
     for record in healthy:
-        offset = found[record.host.name]
+        offset, channel = found[record.host.name]
+        echo_error = (states[record.host.name].get("echo") or {}).get("error")
+        if echo_error:
+            channel = f"{clock_exchange.CHANNEL_ACTOR_CALL} (no clock echo: {echo_error})"
         if isinstance(offset, BaseException):
             hosts.fail(record, Stage.CLOCKS, f"clock exchange failed: {describe_error(offset)}")
             continue
@@ -163,6 +179,7 @@ def measure_clocks(run: RunState, hosts: Barrier, shape: ShapeRun | None = None)
         earlier = record.clock["measurements"] if record.clock else []
         record.clock = {
             **offset.to_json(),
+            "channel": channel,
             "measured": when,
             "ntp": state["ntp"],
             "simulated": state["simulated"],
@@ -181,6 +198,27 @@ def measure_clocks(run: RunState, hosts: Barrier, shape: ShapeRun | None = None)
             hosts.progress.note(
                 f"warning: {record.host.name}: {warning}; its alignment with the other hosts is only as good as that"
             )
+
+
+def driver_node_ip() -> str:
+    """The address the hosts' clock echoes answer: this driver's node's, as Ray knows it
+    (loopback without a Ray session: hosts that are fakes in tests open no echo)."""
+    import ray
+
+    return ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+
+
+def _close_clock_echoes(hosts: Barrier, names: list[str]) -> None:
+    """Close the hosts' clock echoes (each closes itself if this never reaches it); a host
+    that cannot be reached is said, not failed: the exchange it served is over."""
+    from ray_tpu_profile.driver.clock_exchange import CALL_TIMEOUT_S
+
+    futures = {name: hosts.handles[name].close_clock_echo() for name in names}
+    for name, future in futures.items():
+        try:
+            future.result(timeout=CALL_TIMEOUT_S)
+        except Exception as e:  # said; the echo closes itself when idle (clock_echo.IDLE_CLOSE_S)
+            hosts.progress.note(f"{name}: clock echo not closed ({describe_error(e)}); it closes itself when idle")
 
 
 def _describe_clock_state(state: dict[str, Any]) -> str:

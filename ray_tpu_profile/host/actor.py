@@ -16,13 +16,14 @@ from ray_tpu_profile.config import Capture, Workload
 from ray_tpu_profile.core import host_clock
 from ray_tpu_profile.core.records import EngineRole, PhaseTiming
 from ray_tpu_profile.core.schedule import Window
+from ray_tpu_profile.host.clock_echo import ClockEchoHost
 from ray_tpu_profile.host.files import HostFiles
 
 TRACED_ATTEMPTS = 3
 """Traced warmup iterations tried before a --phase decode window is given up on."""
 
 
-class HostActor(HostFiles):
+class HostActor(ClockEchoHost, HostFiles):
     """One host's side of a run: its vLLM engine and capture backend in this process, and
     the files they wrote (under output_dir) until the driver has them. Every call returns
     plain data (records.PhaseTiming, FileEntry, dicts); an error raised here fails this host at
@@ -63,13 +64,20 @@ class HostActor(HostFiles):
         happens in the call, so its round trip is as short as an actor call gets."""
         return host_clock.now_ns()
 
-    def clock_state(self) -> dict[str, Any]:
-        """What the kernel says of this host's clock discipline, and whether the host is
-        simulated (then it shares the machine's one clock with the other simulated hosts)."""
+    def clock_state(self, echo_token: bytes | None = None, driver_ip: str | None = None) -> dict[str, Any]:
+        """What the kernel says of this host's clock discipline, whether the host is
+        simulated (then it shares the machine's one clock with the other simulated hosts),
+        and, given the driver's token and address, its clock echo opened for the exchange
+        ("echo": open_clock_echo's answer)."""
         from ray_tpu_profile.sim_platform import SIMULATED_TPU_ENV
 
         ntp = host_clock.ntp_state()
-        return {"ntp": ntp.to_json() if ntp else None, "simulated": os.environ.get(SIMULATED_TPU_ENV) == "1"}
+        echo = self.open_clock_echo(echo_token, driver_ip) if echo_token and driver_ip else None
+        return {
+            "ntp": ntp.to_json() if ntp else None,
+            "simulated": os.environ.get(SIMULATED_TPU_ENV) == "1",
+            "echo": echo,
+        }
 
     def load(
         self,
@@ -81,7 +89,7 @@ class HostActor(HostFiles):
         role: EngineRole | None = None,
     ) -> PhaseTiming:
         """The capture backend, and the engine where it runs here: in this process for an
-        engine within one host (its profiler server too); for an engine across hosts, on
+        engine within one host (its capture too); for an engine across hosts, on
         its owner, with vLLM's Ray executor placing a worker per chip on every host of it.
         Any other host of such an engine loads nothing: its worker belongs to the owner."""
         from ray_tpu_profile.host.engine import Engine, parse_engine_args
@@ -109,7 +117,7 @@ class HostActor(HostFiles):
 
     def engine_workers(self) -> list[dict[str, Any]] | None:
         """The owner of an engine across hosts: every worker's rank, pid and node, with a
-        profiler server started in each for a server backend (engine_workers.py), and the
+        capture socket opened in each for a time-window backend (engine_workers.py), and the
         directory its torch traces go to on each host. None on any other host."""
         from ray_tpu_profile.host import engine_workers
 
@@ -117,7 +125,7 @@ class HostActor(HostFiles):
             return None
         llm = self.engine.llm
         if getattr(self.backend, "uses_server", False):
-            workers = llm.collective_rpc(engine_workers.start_profiler_server, args=(self.backend.name,))
+            workers = llm.collective_rpc(engine_workers.open_capture_socket, args=(self.backend.name,))
         else:
             workers = llm.collective_rpc(engine_workers.identify)
         trace_dir = getattr(self.backend, "engine_dir", None)
@@ -125,7 +133,7 @@ class HostActor(HostFiles):
 
     def trace_worker(self, worker: dict[str, Any]) -> float:
         """This host traces that worker of its engine (on this host); returns how long its
-        profiler server took to answer (0 for torch)."""
+        capture socket took to answer (0 for torch)."""
         self.worker = worker
         self.backend.trace_worker(worker)
         return getattr(self.backend, "server_wait_s", 0.0)
@@ -161,7 +169,7 @@ class HostActor(HostFiles):
 
     def warmup(self) -> PhaseTiming:
         """--num-iters-warmup iterations, the first ones also warming up the capture
-        backend (a server backend may need a few more than asked: they are counted). A host
+        backend (a time-window backend may need a few more than asked: they are counted). A host
         without the engine (across hosts) only warms up its capture."""
         started, first_mark = time.time(), len(getattr(self.engine, "marks", []))
         latencies = self.backend.warm_up(self.engine.run_once_s if self.engine else None)
@@ -174,7 +182,7 @@ class HostActor(HostFiles):
 
     def traced_iteration(self, at_ns: int, covered_ms: int | None = None) -> PhaseTiming:
         """One more warmup iteration, inside a throwaway trace of the capture's own
-        configuration (server backends, before placing a --phase decode window): how long
+        configuration (time-window backends, before placing a --phase decode window): how long
         prefill and decode take while traced. The trace covers prefill with room (3x its untraced
         time + 50 ms); an end of decode seen after the trace is over can only be earlier
         than a traced one, which keeps a window computed from it inside decode. Its trace
@@ -208,7 +216,7 @@ class HostActor(HostFiles):
                 f"trace ({(trace_stop_ns - trace_start_ns) / NS_PER_MS:.1f} ms)"
             )
             # Prefill outgrew the trace (seen: 6x its untraced time, right after a sweep's
-            # previous capture on the same server): again, covering twice what it took, from
+            # previous capture in the same process): again, covering twice what it took, from
             # a new instant of this host's own (the driver's has passed).
             covered_ms = max(covered_ms, math.ceil(2 * (prefill_over_ns - begun_ns) / NS_PER_MS) + 50)
             at_ns = capture_instant_ns(host_clock.now_ns())
@@ -232,7 +240,7 @@ class HostActor(HostFiles):
 
     def run_profiled(self, at_ns: int | None) -> PhaseTiming:
         """The profiled iterations, begun at the run's common instant at_ns on every host."""
-        from ray_tpu_profile.profilers.server import wait_until_ns
+        from ray_tpu_profile.profilers.time_window import wait_until_ns
 
         if self.engine is None:  # its engine's owner runs them
             return PhaseTiming(started_at_s=time.time(), finished_at_s=time.time())
@@ -264,5 +272,10 @@ class HostActor(HostFiles):
         path = self.output_dir / "xplane" / "plugins" / "profile" / session_id / f"{self.host_name}.xplane.pb"
         return read_xplane(path).start_ns
 
+    def xplane_checks(self) -> dict[str, dict[str, Any]]:
+        """Session -> this host's reading of its own xplane of that capture (jax / xla;
+        profilers.time_window.check_xplane); empty for torch."""
+        return dict(getattr(self.backend, "xplane_checks", {}))
+
     def capture_info(self) -> dict[str, Any]:
-        return {**self.backend.describe(), "port": getattr(self.backend, "port", None)}
+        return self.backend.describe()

@@ -7,9 +7,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-_SERVERS: list[Any] = []
-"""Profiler servers started in this worker process, kept alive here: a collected server
-object yields empty traces."""
+_LISTENERS: list[Any] = []
+"""Capture sockets opened in this worker process, kept open for its life."""
 
 
 def identify(worker: Any) -> dict[str, Any]:
@@ -19,12 +18,15 @@ def identify(worker: Any) -> dict[str, Any]:
     return {"rank": int(worker.rank), "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
 
-def start_profiler_server(worker: Any, profiler: str) -> dict[str, Any]:
-    """A profiler server (JAX's, or torch_xla's for profiler "xla") in this worker, on a
-    port the OS picks; its identity and port, so that a capture client on the same host
-    traces this process."""
-    from ray_tpu_profile.profilers.server import free_local_port, start_profiler_server
+def open_capture_socket(worker: Any, profiler: str) -> dict[str, Any]:
+    """A capture socket in this worker (profilers.capture_socket, for JAX's profiler, or
+    torch_xla's for profiler "xla"): its identity and socket path, so that the tool's actor
+    on the same host can have this process traced at an instant. Opens no port."""
+    from ray_tpu_profile.profilers import in_process
+    from ray_tpu_profile.profilers.capture_socket import CaptureListener
 
-    port = free_local_port()
-    _SERVERS.append(start_profiler_server("xla" if profiler == "xla" else "jax", port))
-    return {**identify(worker), "port": port}
+    kind = "xla" if profiler == "xla" else "jax"
+    in_process.prepare(kind)  # the worker is built: its first capture need not pay for it
+    listener = CaptureListener(kind)
+    _LISTENERS.append(listener)
+    return {**identify(worker), "socket": str(listener.path)}

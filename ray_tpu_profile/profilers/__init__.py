@@ -9,7 +9,7 @@ from ray_tpu_profile.config import Capture
 from ray_tpu_profile.profilers.base import CaptureBackend
 
 if TYPE_CHECKING:
-    from ray_tpu_profile.profilers.server import ServerBackend
+    from ray_tpu_profile.profilers.time_window import TimeWindowBackend
 
 
 def make_backend(capture: Capture, trace_dir: Path, host_name: str, session_id: str) -> CaptureBackend:
@@ -18,7 +18,7 @@ def make_backend(capture: Capture, trace_dir: Path, host_name: str, session_id: 
         from ray_tpu_profile.profilers.torch import VllmTorchProfiler
 
         return VllmTorchProfiler(trace_dir, host_name)
-    return server_backend(
+    return time_window_backend(
         capture.profiler,
         trace_dir,
         host_name,
@@ -31,15 +31,15 @@ def make_backend(capture: Capture, trace_dir: Path, host_name: str, session_id: 
     )
 
 
-def server_backend(kind: str, trace_dir: Path, host_name: str, **server_args: Any) -> ServerBackend:
-    """The client side of a TSL profiler server of kind "jax" or "xla" (profilers.server),
+def time_window_backend(kind: str, trace_dir: Path, host_name: str, **server_args: Any) -> TimeWindowBackend:
+    """The client side of a TSL profiler server of kind "jax" or "xla" (profilers.time_window),
     for `run`'s hosts and `attach`'s registered servers alike."""
     if kind == "jax":
-        from ray_tpu_profile.profilers.jax import JaxServerProfiler
+        from ray_tpu_profile.profilers.jax import JaxProfiler
 
-        return JaxServerProfiler(trace_dir, host_name, **server_args)
+        return JaxProfiler(trace_dir, host_name, **server_args)
     if kind == "xla":
-        from ray_tpu_profile.profilers.xla import XlaServerProfiler
+        from ray_tpu_profile.profilers.xla import XlaProfiler
 
-        return XlaServerProfiler(trace_dir, host_name, **server_args)
+        return XlaProfiler(trace_dir, host_name, **server_args)
     raise ValueError(f"unknown profiler server {kind!r}")

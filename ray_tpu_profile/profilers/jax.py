@@ -1,13 +1,13 @@
-"""JAX's profiler server (jax.profiler.start_server) in the model's process, traced with
-xprof's client. On CPU the python tracer records vLLM's own Python calls."""
+"""JAX's XLA profiler in the model's process (profilers.time_window). On CPU its python
+tracer records vLLM's own Python calls."""
 
 from __future__ import annotations
 
-from ray_tpu_profile.profilers.server import ServerBackend
+from ray_tpu_profile.profilers.time_window import TimeWindowBackend
 
 
-class JaxServerProfiler(ServerBackend):
+class JaxProfiler(TimeWindowBackend):
     name = "jax"
 
-    def _trace(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
+    def _server_client(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
         self._trace_with_xprof(service_addr, logdir, duration_ms, delay_ms)

@@ -1,5 +1,14 @@
-"""Backends that run a TSL profiler server (torch_xla, JAX) in the model's process and
-take a detached trace of it from the same host at a given instant."""
+"""The time-window backends (JAX's XLA profiler, torch_xla's): a trace of the model's
+process from an instant, for a duration, taken in that process itself. Three triggers:
+
+- in-process (the default): the host's actor runs the model and calls the profiler's
+  in-process session (in_process.capture) at the instant;
+- capture socket: another process on the host (a worker of an engine across hosts, a live
+  vLLM process under `attach`) is asked over its Unix socket (capture_socket) to do so;
+- --profiler-port: a TSL profiler server the model process already runs (for example
+  tpu-inference's JAX_PROFILER_SERVER_PORT), traced with xprof's gRPC client on localhost.
+
+The tool itself opens no port (issue 25: a TSL server listens on every interface)."""
 
 from __future__ import annotations
 
@@ -13,10 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ray_tpu_profile.core import host_clock
 from ray_tpu_profile.core.host_clock import now_ns
 from ray_tpu_profile.core.schedule import NS_PER_MS, TimeWindow, plan_again, split_trace_delay
 from ray_tpu_profile.errors import ToolError
 from ray_tpu_profile.profilers.base import CaptureBackend
+from ray_tpu_profile.profilers.in_process import NO_EVENTS
 
 XPLANE_DIR = "xplane"
 """Under the host's output dir: <XPLANE_DIR>/plugins/profile/<session>/<host>.xplane.pb."""
@@ -29,37 +40,14 @@ WARMUP_CAPTURE_ATTEMPTS = 3
 TRACED_LEAD_IN_MS = 20
 """Between that trace's start and its iteration's: the iteration must lie inside the trace,
 and a start on a loaded host was seen up to 5 ms late."""
-NO_EVENTS = "No trace event was collected"
-"""The TSL client's message for a capture whose window held no traced work."""
 
 
 class ServerNotReady(ToolError, RuntimeError):
     pass
 
 
-class PortTaken(ToolError, RuntimeError):
-    """The profiler server could not bind its port: another process listens there."""
-
-
-def start_profiler_server(kind: str, port: int) -> Any:
-    """A TSL profiler server in this process: JAX's (kind "jax") or torch_xla's ("xla").
-    The one place the tool starts one (run's hosts, engine workers, the attach plugin).
-    Keep the object returned alive: a collected server object yields empty traces.
-    PortTaken where the server did not get the port (TSL only logs "Unable to bind" and
-    returns): whatever listens there is another process's, never to be traced as this."""
-    if kind == "xla":
-        import torch_xla.debug.profiler as xp
-
-        server = xp.start_server(port)
-    elif kind == "jax":
-        import jax.profiler
-
-        server = jax.profiler.start_server(port)
-    else:
-        raise ValueError(f"unknown profiler server {kind!r}")
-    if not listens_here(port):
-        raise PortTaken(f"the {kind} profiler server could not bind port {port}: another process listens there")
-    return server
+class NotThisProcess(ToolError, RuntimeError):
+    """--profiler-port names a port another process listens on, not the model process."""
 
 
 def listens_here(port: int, pid: int | None = None) -> bool:
@@ -73,9 +61,9 @@ def listens_here(port: int, pid: int | None = None) -> bool:
     return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
 
 
-def server_kind_here(find_spec: Callable[[str], Any] | None = None) -> str:
-    """The server this Python environment's vLLM stack profiles with: torch_xla's where
-    torch_xla is installed without tpu-inference, else JAX's (as --profiler auto chooses)."""
+def profiler_kind_here(find_spec: Callable[[str], Any] | None = None) -> str:
+    """The profiler this Python environment's vLLM stack runs on: torch_xla's where torch_xla
+    is installed without tpu-inference, else JAX's (as --profiler auto chooses)."""
     import importlib.util
 
     find = find_spec or importlib.util.find_spec
@@ -148,10 +136,35 @@ def wait_for_server(port: int, timeout_s: float, poll_s: float = 0.05) -> float:
     )
 
 
-class ServerBackend(CaptureBackend):
-    """Subclasses start the server and call their client's trace()."""
+def check_xplane(path: Path) -> dict[str, Any]:
+    """An xplane read back where it was written (xprof, as the driver's verify would): its
+    capture times, event count and process id; {"error": why} for one xprof cannot read or
+    that holds nothing; {"skipped": why} where xprof is not installed here (the driver then
+    reads it itself). Every host reads its own at once, so the driver need not (issue 26)."""
+    import importlib.util
+
+    if importlib.util.find_spec("xprof") is None:
+        return {"skipped": "xprof is not installed on this host"}
+    from ray_tpu_profile.analysis.xplane import XplaneError, read_xplane
+
+    try:
+        info = read_xplane(path)
+    except XplaneError as e:
+        return {"error": str(e)}
+    return {
+        "start_ns": info.start_ns,
+        "stop_ns": info.stop_ns,
+        "planes": list(info.planes),
+        "events": info.events,
+        "process_id": info.process_id,
+    }
+
+
+class TimeWindowBackend(CaptureBackend):
+    """Subclasses name the profiler (name) and its TSL server client (_server_client)."""
 
     uses_server = True
+    """A time window (for capture_plans: not the torch profiler's engine steps)."""
 
     def __init__(
         self,
@@ -170,20 +183,32 @@ class ServerBackend(CaptureBackend):
         self.session_id = session_id
         self.delay_ms = delay_ms
         self.duration_ms = duration_ms
-        self.own_server = port is None
-        self.port = port or free_local_port()
+        self.port = port
+        """--profiler-port: the model process's own TSL server; None: no server."""
+        self.socket_path: str | None = None
+        self.traced_pid: int | None = None
+        """The process the capture socket must belong to (None: this one, in-process)."""
         self.ready_timeout_s = ready_timeout_s
         self.python_tracer_level = python_tracer_level
-        self.server: Any = None
+        self.server_wait_s = 0.0
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self.trace_called_at_ns: int | None = None
         self.warmed_up = False
         self.warmup_capture_attempts: int | None = None
         """Throwaway captures it took to get one with events (see WARMUP_CAPTURE_ATTEMPTS)."""
-        self.client_delay_ms: int | None = None
         self.client_call_plans: int | None = None
-        """How many times the client call was planned (see schedule.plan_again)."""
+        """--profiler-port: how many times the client call was planned (see schedule.plan_again)."""
+        self.xplane_checks: dict[str, dict[str, Any]] = {}
+        """Session -> this host's own reading of its xplane (check_xplane), for the driver's verify."""
+
+    @property
+    def trigger(self) -> str:
+        """How a capture is started, for the manifest and messages."""
+        if self.socket_path:
+            return f"capture socket {self.socket_path}"
+        if self.port:
+            return f"profiler server localhost:{self.port}"
+        return "in-process"
 
     def set_shape(self, shape_tag: str | None) -> None:
         """Each shape of a sweep is its own XProf session: <run>-<shape>."""
@@ -191,11 +216,12 @@ class ServerBackend(CaptureBackend):
         self.session_id = f"{self.run_session_id}-{shape_tag}" if shape_tag else self.run_session_id
 
     @abstractmethod
-    def _trace(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
-        """Blocking client call that writes <logdir>/plugins/profile/<session>/<host>.xplane.pb."""
+    def _server_client(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
+        """--profiler-port: blocking TSL client call that writes
+        <logdir>/plugins/profile/<session>/<host>.xplane.pb."""
 
     def _trace_with_xprof(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
-        """_trace through xprof's client, which names the session and host for us."""
+        """_server_client through xprof's client, which names the session and host for us."""
         trace_with_xprof(
             service_addr,
             logdir,
@@ -206,24 +232,72 @@ class ServerBackend(CaptureBackend):
             python_tracer_level=self.python_tracer_level,
         )
 
+    def _trace(self, logdir: Path, duration_ms: int, start_ns: int) -> None:
+        """Trace from start_ns (this host's clock) for duration_ms; returns when the xplane
+        is written under logdir."""
+        if self.port:
+            return self._trace_server(logdir, duration_ms, start_ns)
+        from ray_tpu_profile.profilers import capture_socket, in_process
+
+        args = {
+            "session_id": self.session_id,
+            "host_name": self.host_name,
+            # The profiler stamps and waits on the real wall clock, not a simulated host's view.
+            "wall_start_ns": start_ns - host_clock.SHIFT_NS,
+            "duration_ms": duration_ms,
+            "python_tracer_level": self.python_tracer_level,
+        }
+        if self.socket_path:
+            capture_socket.request_capture(self.socket_path, self.traced_pid, logdir=logdir, **args)
+        else:
+            in_process.capture(self.name, logdir, **args)
+
+    def _trace_server(self, logdir: Path, duration_ms: int, start_ns: int) -> None:
+        """The TSL client, called so that tracing begins at start_ns: its delay is whole
+        milliseconds counted from the call, so the call itself is timed."""
+        plans = 0
+        while True:
+            plans += 1
+            call_at_ns, client_delay_ms = split_trace_delay(start_ns, now_ns())
+            wait_until_ns(call_at_ns)
+            called_ns = now_ns()
+            if not plan_again(start_ns, call_at_ns, called_ns):
+                break
+        self.client_call_plans = plans
+        self._server_client(f"localhost:{self.port}", str(logdir), duration_ms, client_delay_ms)
+
     def attach(self, llm: Any) -> None:
-        if self.own_server:
-            self.server = start_profiler_server(self.name, self.port)
-        self.server_wait_s = wait_for_server(self.port, self.ready_timeout_s)
+        """In-process: the profiler made ready (in_process.prepare). --profiler-port: the
+        model process's own server must answer, and be this process's (simulated hosts
+        share one localhost: another's would answer too)."""
+        if not self.port:
+            from ray_tpu_profile.profilers import in_process
+
+            in_process.prepare(self.name)
+        else:
+            self.server_wait_s = wait_for_server(self.port, self.ready_timeout_s)
+            if not listens_here(self.port):
+                raise NotThisProcess(
+                    f"--profiler-port {self.port}: another process listens there, not this model process"
+                )
 
     def trace_worker(self, worker: dict[str, Any]) -> None:
-        """An engine across hosts: trace the server its owner started in this host's worker."""
-        self.port, self.own_server = int(worker["port"]), False
-        self.server_wait_s = wait_for_server(self.port, self.ready_timeout_s)
+        """An engine across hosts: trace its worker on this host, over the capture socket
+        the worker opened (host.engine_workers)."""
+        from ray_tpu_profile.profilers import capture_socket
+
+        self.socket_path, self.traced_pid = worker["socket"], int(worker["pid"])
+        started = time.monotonic()
+        capture_socket.ping(self.socket_path, self.traced_pid)
+        self.server_wait_s = time.monotonic() - started
 
     def warm_up(self, run_once: Callable[[], float] | None) -> list[float]:
         """A throwaway capture over warmup iterations. The first capture in a process pays
-        for client and tracer set-up (seen: ~190 ms late vs ~6 ms after), so the real
-        one would start late by a different amount on every host; it also proves the
-        server captures before the real window. Iterations run until it has finished,
-        so its window always holds work (an empty capture is an error). Once per process:
-        later warmups (the next shapes of a sweep) only run iterations; a throwaway
-        capture right after the last shape's capture was seen to find the server busy."""
+        for tracer set-up (seen: 190-640 ms), so the real one would start late by a different
+        amount on every host; it also proves the capture works before the real window.
+        Iterations run until it has finished, so its window always holds work (an empty
+        capture is an error). Once per process: later warmups (the next shapes of a sweep)
+        only run iterations."""
         if self.warmed_up:
             return [run_once()] if run_once else []
         scratch = Path(tempfile.mkdtemp(prefix="ray-tpu-profile-warmup-"))
@@ -232,7 +306,7 @@ class ServerBackend(CaptureBackend):
         def trace() -> None:
             for attempt in range(1, WARMUP_CAPTURE_ATTEMPTS + 1):
                 try:
-                    self._trace(f"localhost:{self.port}", str(scratch), WARMUP_CAPTURE_MS, 0)
+                    self._trace(scratch, WARMUP_CAPTURE_MS, now_ns())
                     self.warmup_capture_attempts = attempt
                     return
                 except BaseException as e:  # re-raised below in the caller's thread
@@ -252,7 +326,7 @@ class ServerBackend(CaptureBackend):
             thread.join(timeout=WARMUP_CAPTURE_MS / 1000 + 60)
             shutil.rmtree(scratch, ignore_errors=True)
         if errors:
-            raise RuntimeError(f"warm-up capture on localhost:{self.port} failed: {errors[0]}") from errors[0]
+            raise RuntimeError(f"warm-up capture ({self.trigger}) failed: {errors[0]}") from errors[0]
         self.warmed_up = True
         return latencies
 
@@ -271,23 +345,9 @@ class ServerBackend(CaptureBackend):
 
     def _capture(self, trace_start_ns: int) -> None:
         try:
-            self._call_client(trace_start_ns, self.logdir, self.duration_ms)
+            self._trace(self.logdir, self.duration_ms, trace_start_ns)
         except BaseException as e:  # handed to stop(), which raises it in the actor call
             self._error = e
-
-    def _call_client(self, trace_start_ns: int, logdir: Path, duration_ms: int) -> None:
-        """Call the client so that tracing begins at trace_start_ns; returns when the trace
-        is written under logdir."""
-        plans = 0
-        while True:
-            plans += 1
-            call_at_ns, client_delay_ms = split_trace_delay(trace_start_ns, now_ns())
-            wait_until_ns(call_at_ns)
-            called_ns = now_ns()
-            if not plan_again(trace_start_ns, call_at_ns, called_ns):
-                break
-        self.trace_called_at_ns, self.client_delay_ms, self.client_call_plans = called_ns, client_delay_ms, plans
-        self._trace(f"localhost:{self.port}", str(logdir), duration_ms, client_delay_ms)
 
     def run_traced(
         self, run_once: Callable[[], float] | None, covered_ms: int, at_ns: int
@@ -302,12 +362,11 @@ class ServerBackend(CaptureBackend):
 
         scratch = Path(tempfile.mkdtemp(prefix="ray-tpu-profile-traced-"))
         errors: list[BaseException] = []
-        trace_start_ns = at_ns
         duration_ms = TRACED_LEAD_IN_MS + covered_ms
 
         def trace() -> None:
             try:
-                self._call_client(trace_start_ns, scratch, duration_ms)
+                self._trace(scratch, duration_ms, at_ns)
             except BaseException as e:  # re-raised below in the caller's thread
                 errors.append(e)
 
@@ -315,16 +374,16 @@ class ServerBackend(CaptureBackend):
         thread.start()
         try:
             try:
-                wait_until_ns(trace_start_ns + TRACED_LEAD_IN_MS * NS_PER_MS)  # tracing first
+                wait_until_ns(at_ns + TRACED_LEAD_IN_MS * NS_PER_MS)  # tracing first
                 latency_s = run_once() if run_once else None
             finally:  # even when the iteration failed: the trace must end before its folder goes
                 thread.join(timeout=duration_ms / 1000 + 60)
             if errors:
                 raise RuntimeError(
-                    f"traced warmup iteration's capture on localhost:{self.port} failed: {errors[0]}"
+                    f"traced warmup iteration's capture ({self.trigger}) failed: {errors[0]}"
                 ) from errors[0]
             if thread.is_alive():
-                raise TimeoutError(f"traced warmup iteration's capture on localhost:{self.port} did not finish")
+                raise TimeoutError(f"traced warmup iteration's capture ({self.trigger}) did not finish")
             written = list(scratch.glob("plugins/profile/*/*.xplane.pb"))
             if len(written) != 1:
                 raise RuntimeError(f"traced warmup iteration's capture wrote {len(written)} xplane files, expected 1")
@@ -339,7 +398,7 @@ class ServerBackend(CaptureBackend):
         assert self._thread is not None, "start() was not called"
         self._thread.join(timeout=self.delay_ms / 1000 + self.duration_ms / 1000 + 60)
         if self._thread.is_alive():
-            raise TimeoutError(f"capture on localhost:{self.port} did not finish 60 s after its window")
+            raise TimeoutError(f"capture ({self.trigger}) did not finish 60 s after its window")
         if self._error is not None:
             hint = (
                 " (the window held no traced work: did the profiled iterations end before tracing began? "
@@ -347,14 +406,16 @@ class ServerBackend(CaptureBackend):
                 if NO_EVENTS in str(self._error)
                 else ""
             )
-            raise RuntimeError(f"capture on localhost:{self.port} failed: {self._error}{hint}") from self._error
+            raise RuntimeError(f"capture ({self.trigger}) failed: {self._error}{hint}") from self._error
+        xplane = self.logdir / "plugins" / "profile" / self.session_id / f"{self.host_name}.xplane.pb"
+        self.xplane_checks[self.session_id] = check_xplane(xplane)
 
     def describe(self) -> dict[str, Any]:
         return {
             "profiler": self.name,
             "window": {"kind": "time", "delay_ms": self.delay_ms, "duration_ms": self.duration_ms},
             "session": self.session_id,
-            "server": {"host": "localhost", "started_by": "ray-tpu-profile" if self.own_server else "model process"},
+            "trigger": self.trigger,
             "warmup_capture_attempts": self.warmup_capture_attempts,
             "client_call_plans": self.client_call_plans,
         }

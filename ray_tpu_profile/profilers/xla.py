@@ -1,5 +1,5 @@
-"""torch_xla's profiler server (torch_xla.debug.profiler.start_server) in the model's
-process, for vLLM builds that run on torch_xla (the seed's stack)."""
+"""torch_xla's XLA profiler in the model's process (profilers.time_window), for vLLM builds
+that run on torch_xla (the seed's stack)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import os
 import tempfile
 from pathlib import Path
 
-from ray_tpu_profile.profilers.server import ServerBackend
+from ray_tpu_profile.profilers.time_window import TimeWindowBackend
 
 
-class XlaServerProfiler(ServerBackend):
+class XlaProfiler(TimeWindowBackend):
     name = "xla"
 
-    def _trace(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
+    def _server_client(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
         if importlib.util.find_spec("xprof") is not None:
             # Same TSL service; xprof's client also names the session and host for us.
             return self._trace_with_xprof(service_addr, logdir, duration_ms, delay_ms)
@@ -24,7 +24,7 @@ class XlaServerProfiler(ServerBackend):
         # into a fresh directory, then move its one xplane to <session>/<host>.xplane.pb.
         scratch = Path(tempfile.mkdtemp(prefix="xla-trace-", dir=logdir))
         # timeout_s=0: one request. torch_xla's client otherwise retries for 120 s, and a
-        # retry writes a second session (seen under load); attach() already saw the server.
+        # retry writes a second session (seen under load); attach() already saw the server (--profiler-port).
         xp.trace(
             service_addr,
             str(scratch),

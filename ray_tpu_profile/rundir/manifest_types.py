@@ -73,7 +73,8 @@ class WorkerJson(TypedDict):
     rank: int
     pid: int
     node_id: str | None
-    port: int | None
+    socket: str | None
+    """jax / xla: the worker's capture socket (a Unix socket on its host)."""
     trace_dir: NotRequired[str]
     """torch: where the worker writes its trace."""
 
@@ -92,6 +93,8 @@ class HostClock(TypedDict):
     round_trip_ms: float
     round_trips_ms: list[float]
     warning: str | None
+    channel: NotRequired[str]
+    """How it was measured: "udp" (the host's clock echo), or "actor call (why not udp)"."""
     measured: NotRequired[str]
     ntp: NotRequired[dict[str, Any] | None]
     simulated: NotRequired[bool]

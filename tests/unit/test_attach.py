@@ -17,7 +17,7 @@ import pytest
 from ray_tpu_profile.analysis.server_load import RUNNING, MetricsSample, describe, load_context, parse_metrics
 from ray_tpu_profile.attach import registry
 from ray_tpu_profile.attach.command import chosen_servers, listing
-from ray_tpu_profile.attach.registry import ServerEntry, role_of
+from ray_tpu_profile.attach.registry import RegistryEntry, role_of
 from ray_tpu_profile.config import AttachConfig
 from ray_tpu_profile.errors import ConfigError
 
@@ -28,13 +28,13 @@ def entry(
     role: str = "engine-core",
     rank: int | None = None,
     started_ticks: int | None = None,
-) -> ServerEntry:
-    return ServerEntry(
+) -> RegistryEntry:
+    return RegistryEntry(
         hostname="h",
         node_id=None,
         pid=pid,
         started_ticks=started_ticks,
-        port=4321,
+        socket="/tmp/ray-tpu-profile-capture-abc123/capture.sock",
         profiler="jax",
         role=role,
         rank=rank,
@@ -53,7 +53,7 @@ def test_roles_of_vllm_processes():
 
 def test_an_entry_round_trips_through_json():
     e = entry(rank=None)
-    assert ServerEntry.from_json(e.to_json()) == e
+    assert RegistryEntry.from_json(e.to_json()) == e
 
 
 def test_registry_keeps_live_processes_and_prunes_gone_or_reused_ones_of_this_host_only(tmp_path):
@@ -64,7 +64,7 @@ def test_registry_keeps_live_processes_and_prunes_gone_or_reused_ones_of_this_ho
     assert me is not None
 
     def on(host, **kw):
-        return ServerEntry(**{**entry(**kw).to_json(), "hostname": host})
+        return RegistryEntry(**{**entry(**kw).to_json(), "hostname": host})
 
     registry.write_file_entry(on(here, started_ticks=me), tmp_path)
     registry.write_file_entry(on(here, pid=gone.pid, started_ticks=me), tmp_path)
@@ -86,8 +86,10 @@ def test_registry_keeps_live_processes_and_prunes_gone_or_reused_ones_of_this_ho
     [
         ({"pid": 1}, "pid 1"),
         ({"pid": "12"}, "pid '12'"),
-        ({"port": 0}, "port 0"),
-        ({"port": 70000}, "port 70000"),
+        ({"socket": 4321}, "socket 4321"),
+        ({"socket": "relative/ray-tpu-profile-capture-x/capture.sock"}, "socket 'relative/"),
+        ({"socket": "/tmp/../etc/ray-tpu-profile-capture-x/capture.sock"}, "socket '/tmp/../etc/"),
+        ({"socket": "/tmp/ray-tpu-profile-capture-x/other.sock"}, "socket '/tmp/ray-tpu-profile-capture-x/other"),
         ({"role": "../../etc"}, "role '../../etc'"),
         ({"role": "worker", "rank": None}, "rank None of a worker"),
         ({"name": "../x"}, "name '../x'"),
@@ -98,13 +100,13 @@ def test_registry_keeps_live_processes_and_prunes_gone_or_reused_ones_of_this_ho
 )
 def test_a_bad_registry_entry_is_refused_by_name(change, problem):
     with pytest.raises(registry.EntryError, match=re.escape(problem)):
-        ServerEntry.from_json({**entry().to_json(), **change})
+        RegistryEntry.from_json({**entry().to_json(), **change})
 
 
 def test_one_bad_entry_is_skipped_and_said_not_fatal_to_everyone(tmp_path):
     me = registry.process_started_ticks(os.getpid())
     here = socket.gethostname()
-    registry.write_file_entry(ServerEntry(**{**entry(started_ticks=me).to_json(), "hostname": here}), tmp_path)
+    registry.write_file_entry(RegistryEntry(**{**entry(started_ticks=me).to_json(), "hostname": here}), tmp_path)
     (tmp_path / "empty.json").write_text("")
     (tmp_path / "evil.json").write_text(json.dumps({**entry().to_json(), "role": "../x"}))
     problems = []
@@ -148,9 +150,11 @@ def test_name_picks_its_deployment_and_listing_names_every_server():
 
 
 def test_nothing_registered_or_a_name_matching_nothing_says_so():
-    with pytest.raises(ConfigError, match="no profiler server is registered on this host.*RAY_TPU_PROFILE_ATTACH=1"):
+    with pytest.raises(
+        ConfigError, match="no vLLM process is registered for attach on this host.*RAY_TPU_PROFILE_ATTACH=1"
+    ):
         chosen_servers({"host0": []}, config())
-    with pytest.raises(ConfigError, match="--name.*nope.*matches no registered server.*canary, prod"):
+    with pytest.raises(ConfigError, match="--name.*nope.*matches no registered process.*canary, prod"):
         chosen_servers({"host0": [entry(name="prod"), entry(pid=2, name="canary")]}, config(name="nope"))
 
 
@@ -210,46 +214,13 @@ def test_the_plugin_does_nothing_without_its_variable(monkeypatch):
 
     monkeypatch.delenv("RAY_TPU_PROFILE_ATTACH", raising=False)
     plugin.register()
-    assert plugin._server is None
+    assert plugin._listener is None
 
 
 def test_a_long_capture_on_a_live_server_is_asked_for_by_name():
     with pytest.raises(ConfigError, match="--allow-long-capture"):
         config(duration_ms=60_000).validate(list_only=False)
     config(duration_ms=60_000, allow_long_capture=True).validate(list_only=False)
-
-
-def test_a_profiler_server_whose_bind_failed_is_not_taken_for_this_process(tmp_path):
-    """Issue 25: on a busy port JAX's server only logs "Unable to bind" and returns, and the
-    plugin registered (and run traced) a port another process held. Here another process
-    holds it for real: starting the server says so, where a free port works."""
-    from ray_tpu_profile.profilers.server import listens_here
-
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        assert listens_here(port)  # this test's own socket
-        busy = _server_in_a_child(port)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = probe.getsockname()[1]
-    assert busy.startswith("PortTaken: the jax profiler server could not bind port")
-    assert _server_in_a_child(free) == "listening"
-
-
-def _server_in_a_child(port: int) -> str:
-    code = (
-        "from ray_tpu_profile.profilers.server import listens_here, start_profiler_server\n"
-        "try:\n"
-        f"    server = start_profiler_server('jax', {port})\n"
-        f"    print('listening' if listens_here({port}) else 'not listening')\n"
-        "except Exception as e:\n"
-        "    print(f'{type(e).__name__}: {e}')\n"
-    )
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert child.returncode == 0, child.stderr[-2000:]
-    return child.stdout.strip().splitlines()[-1]
 
 
 def test_metrics_keep_only_finite_samples_so_the_manifest_stays_json():

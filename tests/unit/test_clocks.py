@@ -148,7 +148,12 @@ def test_measure_offsets_on_host_handles_with_shifted_clocks():
         future.set_exception(ConnectionError("actor gone"))
         return future
 
-    found = clock_exchange.measure_offsets({"a": clock(0), "b": clock(-40 * MS), "c": broken})
+    found = clock_exchange.measure_offsets(
+        {
+            name: clock_exchange.actor_call_sampler(call)
+            for name, call in (("a", clock(0)), ("b", clock(-40 * MS)), ("c", broken))
+        }
+    )
     assert abs(found["a"].offset_ns) <= found["a"].uncertainty_ns
     assert abs(found["b"].offset_ns + 40 * MS) <= found["b"].uncertainty_ns
     assert len(found["a"].round_trips_ns) == clock_exchange.ROUND_TRIPS

@@ -246,7 +246,10 @@ def test_each_host_of_an_engine_traces_its_own_worker(tmp_path, pool):
 
     def workers_of(first: str, second: str, swap: bool = False):
         nodes = [f"node-{first}", f"node-{second}"][:: -1 if swap else 1]
-        return lambda: [{"rank": i, "pid": 100 + i, "node_id": nodes[i], "port": 9000 + i} for i in range(2)]
+        return lambda: [
+            {"rank": i, "pid": 100 + i, "node_id": nodes[i], "socket": f"/tmp/ray-tpu-profile-capture-{i}/capture.sock"}
+            for i in range(2)
+        ]
 
     fakes = {
         "h0": FakeHost(pool, engine_workers=workers_of("h0", "h1")),
@@ -260,7 +263,7 @@ def test_each_host_of_an_engine_traces_its_own_worker(tmp_path, pool):
     stages.find_workers(run, hosts)
     h0, h1, h2, h3 = run.records
     assert [args for m, args in fakes["h1"].calls if m == "trace_worker"] == [
-        ({"rank": 1, "pid": 101, "node_id": "node-h1", "port": 9001},)
+        ({"rank": 1, "pid": 101, "node_id": "node-h1", "socket": "/tmp/ray-tpu-profile-capture-1/capture.sock"},)
     ]
     assert h0.worker.pid == 100 and h1.worker.rank == 1 and h0.healthy and h1.healthy
     # engine1's ranks run on each other's hosts: both its hosts fail, engine0 is untouched
@@ -313,7 +316,7 @@ def test_clocks_are_measured_before_the_capture_and_each_host_waits_on_its_own(t
         "h1": FakeHost(
             pool,
             clock_ns=shifted_clock(40_000_000),
-            clock_state=lambda: unsynchronised,
+            clock_state=lambda token, driver_ip: unsynchronised,
             profile=lambda it_ns, trace_ns, window: iterations(2.0, 0.01, 0.1, 1),
         ),
         "h2": FakeHost(pool, clock_ns=lambda: "not a clock"),
@@ -327,6 +330,7 @@ def test_clocks_are_measured_before_the_capture_and_each_host_waits_on_its_own(t
     assert h2.stage == Stage.CLOCKS and h2.error.startswith("clock exchange failed: ValueError")
     assert abs(h0.clock["offset_ms"]) <= h0.clock["uncertainty_ms"] and h0.clock["warning"] is None
     assert abs(h1.clock["offset_ms"] - 40) <= h1.clock["uncertainty_ms"]
+    assert h1.clock["channel"] == "actor call (no clock echo)"  # fakes open none
     assert h1.clock["warning"] == "its kernel says the clock is not synchronised (NTP)"
     assert [m["measured"] for m in h1.clock["measurements"]] == ["at place", "before the capture of 4x8x8"]
     assert h1.shapes["4x8x8"].clock == h1.clock["measurements"][-1]
@@ -358,7 +362,7 @@ def test_a_trace_from_another_process_than_the_one_to_trace_fails_the_host():
     record = HostRecord(host=Host(name="h0", node_id="n0", node_ip="127.0.0.1", chips=4), pid=100)
     assert worker_problem(record, {100}) is None
     assert "not from this host's engine process (pid 100)" in worker_problem(record, {4242})
-    record.worker = WorkerIdentity(rank=1, pid=200, node_id="n0", port=None, trace_dir=None)
+    record.worker = WorkerIdentity(rank=1, pid=200, node_id="n0", socket=None, trace_dir=None)
     assert worker_problem(record, {200}) is None
     assert "not from this host's worker (rank 1, pid 200)" in worker_problem(record, {100})
     assert worker_problem(record, set()) is None  # an xplane that names no pid: nothing to check

@@ -172,8 +172,8 @@ def test_host_labels_name_the_engine_only_when_it_spans_hosts():
 def test_a_worker_s_identity_round_trips_with_what_its_backend_added():
     from ray_tpu_profile.core.records import WorkerIdentity
 
-    torch = {"rank": 1, "pid": 42, "node_id": "n1", "port": None, "trace_dir": "/tmp/t/engine0"}
-    jax = {"rank": 0, "pid": 7, "node_id": "n0", "port": 9012}
+    torch = {"rank": 1, "pid": 42, "node_id": "n1", "socket": None, "trace_dir": "/tmp/t/engine0"}
+    jax = {"rank": 0, "pid": 7, "node_id": "n0", "socket": "/tmp/ray-tpu-profile-capture-x/capture.sock"}
     assert WorkerIdentity.from_json(torch).to_json() == torch
     assert WorkerIdentity.from_json(jax).to_json() == jax
 

@@ -11,8 +11,8 @@ import pytest
 
 from ray_tpu_profile.config import Capture
 from ray_tpu_profile.errors import ConfigError
-from ray_tpu_profile.profilers.jax import JaxServerProfiler
-from ray_tpu_profile.profilers.server import (
+from ray_tpu_profile.profilers.jax import JaxProfiler
+from ray_tpu_profile.profilers.time_window import (
     NO_EVENTS,
     WARMUP_CAPTURE_ATTEMPTS,
     ServerNotReady,
@@ -38,12 +38,34 @@ def test_wait_for_a_listening_server_returns():
 
 def test_backend_pointed_at_a_process_without_a_server_fails_in_attach(tmp_path):
     # --profiler-port names a port where the model process runs no server.
-    backend = JaxServerProfiler(
+    backend = JaxProfiler(
         tmp_path, "h0", session_id="s", delay_ms=0, duration_ms=100, port=free_local_port(), ready_timeout_s=0.5
     )
     with pytest.raises(ServerNotReady, match="did not answer within 0.5 s"):
         backend.attach(llm=None)
-    assert backend.server is None  # it did not start one of its own
+
+
+def test_a_profiler_port_another_process_listens_on_is_not_traced_as_this_one(tmp_path):
+    """Issue 25: simulated hosts share one localhost, and on a busy port JAX's server only
+    logs "Unable to bind": whoever answers on --profiler-port must be the model process.
+    Here a real JAX server runs in another process."""
+    import subprocess
+    import sys
+
+    from ray_tpu_profile.profilers.time_window import NotThisProcess, listens_here
+
+    port = free_local_port()
+    code = f"import sys, jax.profiler; s = jax.profiler.start_server({port}); print('up', flush=True); sys.stdin.read()"
+    other = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "up"
+        assert listens_here(port, other.pid) and not listens_here(port)
+        backend = JaxProfiler(tmp_path, "h0", session_id="s", delay_ms=0, duration_ms=100, port=port)
+        with pytest.raises(NotThisProcess, match=f"--profiler-port {port}: another process listens there"):
+            backend.attach(llm=None)
+    finally:
+        other.stdin.close()
+        other.wait(timeout=60)
 
 
 def test_auto_picks_by_what_vllm_runs_on():
@@ -72,16 +94,16 @@ def test_cli_refuses_xla_without_torch_xla(tmp_path):
     assert not (tmp_path / "p").exists()
 
 
-class _FlakyFirstCapture(JaxServerProfiler):
+class _FlakyFirstCapture(JaxProfiler):
     """A fault this machine cannot cause on demand: a first capture that comes back empty
-    (its tracer set-up outlasting the 50 ms window). The client call is replaced by one
-    that fails like xprof's client does, a given number of times, then succeeds."""
+    (its tracer set-up outlasting the 50 ms window). The capture is replaced by one that
+    fails as an empty one does, a given number of times, then succeeds."""
 
     def __init__(self, *args, empty: int, message: str = NO_EVENTS, **kwargs):
         super().__init__(*args, **kwargs)
         self.empty, self.message, self.calls = empty, message, 0
 
-    def _trace(self, service_addr, logdir, duration_ms, delay_ms):
+    def _trace(self, logdir, duration_ms, start_ns):
         self.calls += 1
         if self.calls <= self.empty:
             raise RuntimeError(f"{self.message} because there were no responses from clients")
@@ -109,13 +131,13 @@ def test_warm_up_capture_does_not_retry_other_errors(tmp_path):
 
 
 def test_traced_iteration_runs_inside_a_real_throwaway_trace(tmp_path):
-    """run_traced (the timing behind a --phase window) with JAX's real server in this
-    process: the iteration runs inside the trace it asked for, and the trace is removed.
-    (The server stays up for this test process's life, as it would in a model process.)"""
+    """run_traced (the timing behind a --phase window) with JAX's real profiler in this
+    process (in-process, as in a model process): the iteration runs inside the trace it
+    asked for, and the trace is removed."""
     import jax
     import jax.numpy as jnp
 
-    backend = JaxServerProfiler(tmp_path, "h0", session_id="s", delay_ms=0, duration_ms=100)
+    backend = JaxProfiler(tmp_path, "h0", session_id="s", delay_ms=0, duration_ms=100)
     backend.attach(llm=None)
     f = jax.jit(lambda x: x @ x)
     spans = []

@@ -1,0 +1,218 @@
+"""How a jax / xla capture is started (issue 25: nothing the tool starts is reachable from
+another machine): in-process in the model's own process, or asked of another process on
+the host over its capture socket. Real JAX profiler sessions in a child process, real Unix
+sockets, the OS's socket table; no cluster."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ray_tpu_profile.analysis.xplane import read_xplane
+from ray_tpu_profile.profilers import capture_socket, time_window_backend
+from ray_tpu_profile.profilers.capture_socket import CaptureRefused, NotThisProcess, request_problem, socket_problem
+from ray_tpu_profile.profilers.jax import JaxProfiler
+from ray_tpu_profile.profilers.time_window import profiler_kind_here
+
+CHILD = """
+import sys, threading
+from ray_tpu_profile.profilers.capture_socket import CaptureListener
+
+listener = CaptureListener("jax")
+print(listener.path, flush=True)
+stdin_closed = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stdin_closed.set()), daemon=True).start()
+
+def spin():  # Python work for the tracer to record
+    x = 0
+    for i in range(500):
+        x += i
+
+while not stdin_closed.is_set():
+    spin()
+listener.close()
+print("closed", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def traced_child():
+    """A process that opened a capture socket (as the attach plugin and engine workers do)."""
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    path = proc.stdout.readline().strip()
+    assert path, "the child printed no socket path"
+    yield proc, path
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_the_stack_decides_the_profiler_kind():
+    def installed(*names):
+        return lambda name: object() if name in names else None
+
+    assert profiler_kind_here(installed()) == "jax"
+    assert profiler_kind_here(installed("torch_xla")) == "xla"
+    assert profiler_kind_here(installed("torch_xla", "tpu_inference")) == "jax"  # tpu-inference runs JAX
+
+
+def test_backends_come_from_one_factory_and_say_how_they_trigger(tmp_path):
+    backend = time_window_backend("jax", tmp_path, "h0", session_id="s", delay_ms=0, duration_ms=10)
+    assert isinstance(backend, JaxProfiler) and backend.trigger == "in-process" and backend.session_id == "s"
+    assert backend.describe()["trigger"] == "in-process"
+    external = time_window_backend("jax", tmp_path, "h0", session_id="s", delay_ms=0, duration_ms=10, port=1234)
+    assert external.trigger == "profiler server localhost:1234"
+    with pytest.raises(ValueError, match="unknown profiler server 'torch'"):
+        time_window_backend("torch", tmp_path, "h0")
+
+
+def test_a_capture_socket_is_private_and_nothing_listens_on_the_network(traced_child):
+    proc, path = traced_child
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and stat.S_ISSOCK(os.stat(path).st_mode)
+    assert stat.S_IMODE(os.stat(Path(path).parent).st_mode) == 0o700
+    assert socket_problem(path) is None
+    # The OS's socket table: the traced process listens on no TCP/UDP address at all.
+    assert [c for c in psutil.Process(proc.pid).net_connections(kind="inet") if c.status == "LISTEN"] == []
+    assert path in {c.laddr for c in psutil.Process(proc.pid).net_connections(kind="unix")}
+
+
+def test_a_capture_asked_over_the_socket_traces_that_process_from_its_instant(traced_child, tmp_path):
+    proc, path = traced_child
+    capture_socket.ping(path, proc.pid)
+    starts_ms = []
+    for i in range(2):  # the first also pays for the profiler's set-up in that process
+        planned_ns = time.time_ns() + 300_000_000
+        written = capture_socket.request_capture(
+            path,
+            proc.pid,
+            logdir=tmp_path,
+            session_id="sess",
+            host_name=f"h{i}",
+            wall_start_ns=planned_ns,
+            duration_ms=100,
+            python_tracer_level=1,
+        )
+        assert written == tmp_path / "plugins" / "profile" / "sess" / f"h{i}.xplane.pb"
+        info = read_xplane(written)
+        assert info.process_id == proc.pid and info.events > 0
+        starts_ms.append((info.start_ns - planned_ns) / 1e6)
+    # Tracing began at the instant, not before it, and well inside the window after it.
+    assert 0 <= starts_ms[-1] < 50, starts_ms
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plugins"]  # its scratch is gone
+
+
+def test_a_socket_answered_by_another_process_is_not_asked_for_a_capture(traced_child, tmp_path):
+    proc, path = traced_child
+    with pytest.raises(NotThisProcess, match=f"served by pid {proc.pid}, not pid {proc.pid + 1}"):
+        capture_socket.request_capture(
+            path,
+            proc.pid + 1,
+            logdir=tmp_path,
+            session_id="s",
+            host_name="h",
+            wall_start_ns=time.time_ns(),
+            duration_ms=10,
+            python_tracer_level=0,
+        )
+    assert not (tmp_path / "plugins").exists()
+
+
+def test_one_capture_at_a_time_and_bad_requests_are_answered_not_obeyed(traced_child, tmp_path):
+    proc, path = traced_child
+    args = dict(logdir=tmp_path, session_id="s", host_name="h", duration_ms=400, python_tracer_level=1)
+    first: list[Path] = []
+    thread = threading.Thread(
+        target=lambda: first.append(
+            capture_socket.request_capture(path, proc.pid, wall_start_ns=time.time_ns(), **args)
+        )
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not any(tmp_path.glob(".in-process-*")) and time.monotonic() < deadline:  # until the first has begun
+        time.sleep(0.005)
+    with pytest.raises(CaptureRefused, match="another capture is running in this process"):
+        capture_socket.request_capture(path, proc.pid, wall_start_ns=time.time_ns(), **{**args, "host_name": "h2"})
+    thread.join(timeout=60)
+    assert first and first[0].is_file()
+    answer = capture_socket.ask(path, {"op": "capture", "logdir": "relative"}, proc.pid, 5)
+    assert answer["error"].startswith("bad request: logdir 'relative'") and answer["pid"] == proc.pid
+
+
+def test_a_socket_this_user_does_not_own_privately_is_refused(tmp_path):
+    open_dir = tmp_path / "ray-tpu-profile-capture-open"
+    open_dir.mkdir()
+    open_dir.chmod(0o755)
+    path = open_dir / "capture.sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+        assert "not this user's own (0700)" in socket_problem(str(path))
+        with pytest.raises(CaptureRefused, match="not this user's own"):
+            capture_socket.ping(str(path), None)
+        open_dir.chmod(0o700)
+        assert socket_problem(str(path)) is None
+    with pytest.raises(CaptureRefused, match="No such file"):
+        capture_socket.ping(str(tmp_path / "gone" / "capture.sock"), None)
+    assert "not a capture.sock path" in socket_problem(str(tmp_path / "x.sock"))
+    assert "an absolute path" in socket_problem("ray-tpu-profile-capture-x/capture.sock")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another user")
+def test_another_user_cannot_reach_a_capture_socket(traced_child):
+    """A real process of another uid (nobody) tries to connect: the 0700 directory stops it."""
+    _, path = traced_child
+    code = (
+        "import os, socket\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n"
+        f"    s.connect({path!r}); print('connected')\n"
+        "except OSError as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert child.stdout.strip() == "PermissionError", child.stdout + child.stderr
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"op": "shell"}, "op 'shell'"),
+        ({"logdir": "out"}, "logdir 'out'"),
+        ({"session_id": "../x"}, "session_id '../x'"),
+        ({"host_name": "a/b"}, "host_name 'a/b'"),
+        ({"duration_ms": 0}, "duration_ms 0"),
+        ({"duration_ms": "5"}, "must be integers"),
+        ({"python_tracer_level": 2}, "python_tracer_level 2"),
+        ({"wall_start_ns": time.time_ns() + 10**13}, "the window ends"),
+    ],
+)
+def test_a_bad_capture_request_is_refused_by_name(change, problem):
+    good = {
+        "op": "capture",
+        "logdir": "/tmp/x",
+        "session_id": "s",
+        "host_name": "h",
+        "wall_start_ns": time.time_ns(),
+        "duration_ms": 100,
+        "python_tracer_level": 1,
+    }
+    assert request_problem(good) is None and request_problem({"op": "ping"}) is None
+    assert problem in request_problem({**good, **change})
+
+
+def test_the_process_closes_its_socket_and_directory(traced_child):
+    """Last in this module: it ends the child the others asked."""
+    proc, path = traced_child
+    proc.stdin.close()
+    assert proc.stdout.readline().strip() == "closed"
+    proc.wait(timeout=30)
+    assert not Path(path).parent.exists()
