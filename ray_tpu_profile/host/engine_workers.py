@@ -22,11 +22,8 @@ def open_capture_socket(worker: Any, profiler: str) -> dict[str, Any]:
     """A capture socket in this worker (profilers.capture_socket, for JAX's profiler, or
     torch_xla's for profiler "xla"): its identity and socket path, so that the tool's actor
     on the same host can have this process traced at an instant. Opens no port."""
-    from ray_tpu_profile.profilers import in_process
     from ray_tpu_profile.profilers.capture_socket import CaptureListener
 
-    kind = "xla" if profiler == "xla" else "jax"
-    in_process.prepare(kind)  # the worker is built: its first capture need not pay for it
-    listener = CaptureListener(kind)
+    listener = CaptureListener("xla" if profiler == "xla" else "jax")
     _LISTENERS.append(listener)
     return {**identify(worker), "socket": str(listener.path)}

@@ -1,5 +1,6 @@
 """A capture taken inside the model's own process: the XLA profiler's in-process session
-(JAX's jax.profiler.start_trace, torch_xla's xp.start_trace), begun at an instant of the
+(jaxlib's ProfilerSession, which jax.profiler.start_trace wraps; torch_xla's
+xp.start_trace), begun at an instant of the
 wall clock and stopped after its window, written as
 <logdir>/plugins/profile/<session_id>/<host_name>.xplane.pb.
 
@@ -54,17 +55,6 @@ def wait_until_wall_ns(instant_ns: int) -> None:
         threading.Event().wait(remaining_s)
 
 
-def prepare(kind: str) -> None:
-    """Before the first capture in the model's process: JAX initialises its backends on its
-    first trace (0.6-9 s seen), which would make the warm-up capture, and the warmup
-    iterations run around it, that much longer. Not at import or plugin load: JAX must not
-    start its threads in a process vLLM forks afterwards."""
-    if kind == "jax":
-        import jax
-
-        jax.devices()
-
-
 def capture(
     kind: str,
     logdir: Path,
@@ -105,18 +95,23 @@ def capture(
 
 
 def _jax_trace(scratch: Path, start_ns: int, stop_ns: int, python_tracer_level: int) -> None:
-    import jax.profiler
+    # jaxlib's ProfilerSession, which jax.profiler.start_trace wraps, and which a TSL
+    # profiler server runs for a remote client. Not start_trace itself: it initialises every
+    # JAX backend first, and in a vLLM process that does not run the model (the API server
+    # under attach) on a TPU host that would claim the TPU. A process that runs the model
+    # has its backend, and so its device tracer, already.
+    from jax._src.lib import _profiler
 
-    options = jax.profiler.ProfileOptions()
+    options = _profiler.ProfileOptions()
     options.host_tracer_level = 2
     options.python_tracer_level = python_tracer_level
     options.start_timestamp_ns = start_ns  # TSL begins tracing here (now, if it has passed)
     wait_until_wall_ns(start_ns - START_LEAD_MS * NS_PER_MS)
-    jax.profiler.start_trace(str(scratch), profiler_options=options)
+    session = _profiler.ProfilerSession(options)
     try:
         wait_until_wall_ns(stop_ns)
     finally:
-        jax.profiler.stop_trace()
+        session.stop_and_export(str(scratch))
 
 
 def _xla_trace(scratch: Path, start_ns: int, stop_ns: int, python_tracer_level: int) -> None:
