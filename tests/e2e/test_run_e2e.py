@@ -134,7 +134,8 @@ def test_jax_capture_starts_together_and_reports_skew(jax_run):
         # No NTP warning on simulated hosts (one clock); only a round trip slowed by load may warn.
         assert clock["warning"] is None or clock["warning"].startswith("its clock offset is only known"), clock
         assert [m["measured"] for m in clock["measurements"]] == ["at place", "before the capture of 4x16x8"]
-        assert len(clock["round_trips_ms"]) == 8 and min(clock["round_trips_ms"]) == clock["round_trip_ms"]
+        assert clock["channel"] == "udp" and len(clock["round_trips_ms"]) == 48  # the clock echo
+        assert min(clock["round_trips_ms"]) == clock["round_trip_ms"]
     uncertainties = sorted(h["clock"]["uncertainty_ms"] for h in manifest["hosts"])
     assert capture["start_skew_uncertainty_ms"] == pytest.approx(sum(uncertainties[-2:]))
     # Tracing began at (not before) the planned instant on every host, read from the xplanes.
@@ -424,7 +425,9 @@ def test_diff_of_8x_the_batch_is_slower_on_every_host_and_fails_the_gate(jax_run
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
     diff = json.loads(proc.stdout)
-    assert [(r["a_n"], r["b_n"]) for r in diff["latency"]] == [(8, 8), (8, 8)]
+    # At least the iterations asked for (7 warmup less the first, and 2 profiled): the warmup
+    # runs more while its throwaway capture, the first in each process, is still going.
+    assert all(r["a_n"] >= 8 and r["b_n"] >= 8 for r in diff["latency"]), diff["latency"]
     # One shape each: compared with each other, every host slower in B.
     assert [(r["host"], r["shape"], r["verdict"]) for r in diff["latency"]] == [
         ("local-sim-w0", "4x16x8 -> 32x16x8", "slower"),
