@@ -353,7 +353,10 @@ def _clock_offsets(handles: dict[str, AttachTarget]) -> tuple[dict[str, Any], di
     echoes = {name: e["address"] for name, e in opened.items() if isinstance(e, dict) and e.get("address")}
     try:
         measured = clock_exchange.measure_with_fallback(
-            {name: clock_exchange.udp_sampler(tuple(address), token) for name, address in echoes.items()},
+            {
+                name: clock_exchange.udp_sampler(tuple(address), token, source_ip=driver_ip)
+                for name, address in echoes.items()
+            },
             {name: clock_exchange.actor_call_sampler(lambda h=h: h.call("now_ns")) for name, h in handles.items()},
         )
     finally:

@@ -63,9 +63,12 @@ def udp_sampler(
     round_trips: int = UDP_ROUND_TRIPS,
     reply_timeout_s: float = UDP_REPLY_TIMEOUT_S,
     max_lost: int = UDP_MAX_LOST,
+    source_ip: str | None = None,
 ) -> Sampler:
-    """round_trips datagrams to one host's clock echo at address (host/clock_echo.py);
-    ClockError when more than max_lost go unanswered."""
+    """round_trips datagrams to one host's clock echo at address (host/clock_echo.py), sent
+    from source_ip where given (the driver's address the echo answers: on a host with
+    several addresses the kernel might pick another); ClockError when more than max_lost go
+    unanswered."""
     from ray_tpu_profile.host.clock_echo import REPLY, REQUEST
 
     def sample() -> list[ClockSample]:
@@ -73,6 +76,8 @@ def udp_sampler(
         samples: list[ClockSample] = []
         lost = 0
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            if source_ip is not None:
+                sock.bind((source_ip, 0))
             sock.connect(address)  # only that address's datagrams are received
             sock.settimeout(reply_timeout_s)
             seq = 0

@@ -152,7 +152,10 @@ def measure_clocks(run: RunState, hosts: Barrier, shape: ShapeRun | None = None)
     echoes = {name: state["echo"] for name, state in states.items() if (state.get("echo") or {}).get("address")}
     try:
         found = clock_exchange.measure_with_fallback(
-            {name: clock_exchange.udp_sampler(tuple(e["address"]), token) for name, e in echoes.items()},
+            {
+                name: clock_exchange.udp_sampler(tuple(e["address"]), token, source_ip=driver_ip)
+                for name, e in echoes.items()
+            },
             {r.host.name: clock_exchange.actor_call_sampler(hosts.handles[r.host.name].clock_ns) for r in healthy},
         )
     finally:

@@ -30,7 +30,9 @@ def test_offsets_over_udp_are_known_to_a_fraction_of_a_millisecond(monkeypatch, 
     monkeypatch.setattr(host_clock, "now_ns", lambda: time.time_ns() + 7 * MS)
     echo = ClockEcho(token, LOOPBACK, LOOPBACK)
     try:
-        found = clock_exchange.measure_offsets({"h": clock_exchange.udp_sampler(echo.address, token)})["h"]
+        found = clock_exchange.measure_offsets(
+            {"h": clock_exchange.udp_sampler(echo.address, token, source_ip=LOOPBACK)}
+        )["h"]
     finally:
         counts = echo.close()
     assert abs(found.offset_ns - 7 * MS) <= found.uncertainty_ns < MS, found
@@ -81,6 +83,21 @@ def test_a_host_whose_echo_does_not_answer_is_measured_over_actor_calls_and_says
     assert abs(offset.offset_ns) <= offset.uncertainty_ns
     assert found["b"][1] == "actor call (no clock echo)"
     assert len(offset.round_trips_ns) == clock_exchange.ROUND_TRIPS
+
+
+def test_datagrams_from_another_of_the_drivers_addresses_are_not_answered(token):
+    """The echo answers the driver's address only: a sampler sending from another address
+    of the same machine (127.0.0.2 here) gets nothing back and gives up after max_lost."""
+    echo = ClockEcho(token, LOOPBACK, LOOPBACK)
+    try:
+        sampler = clock_exchange.udp_sampler(
+            echo.address, token, reply_timeout_s=0.05, max_lost=1, source_ip="127.0.0.2"
+        )
+        with pytest.raises(clock_exchange.ClockError, match="2 of 2 datagrams unanswered"):
+            sampler()
+    finally:
+        counts = echo.close()
+    assert counts == {"answered": 0, "ignored": 2}
 
 
 def test_an_echo_left_open_is_closed_by_close_and_says_what_it_answered(token):
