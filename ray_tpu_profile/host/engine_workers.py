@@ -22,8 +22,11 @@ def open_capture_socket(worker: Any, profiler: str) -> dict[str, Any]:
     """A capture socket in this worker (profilers.capture_socket, for JAX's profiler, or
     torch_xla's for profiler "xla"): its identity and socket path, so that the tool's actor
     on the same host can have this process traced at an instant. Opens no port."""
+    from ray_tpu_profile.profilers import in_process
     from ray_tpu_profile.profilers.capture_socket import CaptureListener
 
-    listener = CaptureListener("xla" if profiler == "xla" else "jax")
+    kind = "xla" if profiler == "xla" else "jax"
+    in_process.prepare(kind)  # the worker is built: its first capture need not import them
+    listener = CaptureListener(kind)
     _LISTENERS.append(listener)
     return {**identify(worker), "socket": str(listener.path)}

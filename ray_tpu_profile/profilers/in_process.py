@@ -55,6 +55,18 @@ def wait_until_wall_ns(instant_ns: int) -> None:
         threading.Event().wait(remaining_s)
 
 
+def prepare(kind: str) -> None:
+    """Import what a capture needs, before the first one: importing JAX takes seconds, and
+    done by the warm-up capture's thread it holds the GIL while the warmup iterations run,
+    slowing all of them (a --phase window is placed from their timings). Imports only: no
+    JAX backend is initialised (see _jax_trace)."""
+    if kind == "jax":
+        from jax._src.lib import _profiler  # noqa: F401 - imported for its cost, now
+    else:
+        import torch_xla.debug.profiler  # noqa: F401 - imported for its cost, now
+    from ray_tpu_profile.analysis import xspace  # noqa: F401 - is_empty's reader
+
+
 def capture(
     kind: str,
     logdir: Path,

@@ -267,10 +267,14 @@ class TimeWindowBackend(CaptureBackend):
         self._server_client(f"localhost:{self.port}", str(logdir), duration_ms, client_delay_ms)
 
     def attach(self, llm: Any) -> None:
-        """--profiler-port: the model process's own server must answer, and be this
-        process's (simulated hosts share one localhost: another's would answer too).
-        In-process: nothing to start."""
-        if self.port:
+        """In-process: what the capture needs is imported now (in_process.prepare).
+        --profiler-port: the model process's own server must answer, and be this process's
+        (simulated hosts share one localhost: another's would answer too)."""
+        if not self.port:
+            from ray_tpu_profile.profilers import in_process
+
+            in_process.prepare(self.name)
+        else:
             self.server_wait_s = wait_for_server(self.port, self.ready_timeout_s)
             if not listens_here(self.port):
                 raise NotThisProcess(
