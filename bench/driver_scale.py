@@ -18,6 +18,8 @@ Stages, at each host count, each timed on the driver:
             each (16 hosts at a time), echoes closed
   barrier   one Barrier.run over every host with a call that does nothing (median of 5):
             what each stage boundary costs
+  ray_round the same calls with a bare ray.get (median of 5): Ray's own part of a barrier
+            round, the baseline for it
   verify    the hosts' own xplane readings, one barrier round (they read at once), then
             the driver's check of each gathered file's sha256 against the host's
   gather    every host's files into one run directory (gather_host, 16 hosts at once)
@@ -51,7 +53,7 @@ from ray_tpu_profile.host.files import HostFiles
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "tests" / "data" / "jax-2hosts"
-STAGES = ("place", "clocks", "barrier", "verify", "gather", "reports")
+STAGES = ("place", "clocks", "barrier", "ray_round", "verify", "gather", "reports")
 
 
 class StandInHost(ClockEchoHost, HostFiles):
@@ -159,6 +161,9 @@ def one_count(n: int, template: dict, xplane: Path, work: Path) -> dict[str, flo
         times["clocks"], _ = timed(clocks)
         rounds = [timed(lambda: barrier.run("warmup", lambda h: h.nothing()))[0] for _ in range(5)]
         times["barrier"] = statistics.median(rounds)
+        # Ray's own share of a round: the same calls with a bare ray.get, no barrier.
+        bare = [timed(lambda: ray.get([a.nothing.remote() for a in actors.values()]))[0] for _ in range(5)]
+        times["ray_round"] = statistics.median(bare)
 
         run_dir = work / run_id
         run_dir.mkdir()
