@@ -182,6 +182,7 @@ def test_a_coin_toss_between_even_participants_is_not_a_straggler():
     from ray_tpu_profile.analysis.collectives import dominates
 
     assert not dominates(49, 96, 2, wait_share=0.51)
+    assert not dominates(55, 89, 2, wait_share=0.85)  # seen in CI: a few long stalls, not a straggler
     assert dominates(96, 96, 2) and dominates(70, 96, 2)  # P(X >= 70) ~ 4e-6 by chance
     assert not dominates(60, 96, 2)  # ~0.009: not rare enough
     assert dominates(3, 3, 4, wait_share=1.0)  # too few to rule out chance; all the waits on it
