@@ -141,7 +141,6 @@ def measure_clocks(run: RunState, hosts: Barrier, shape: ShapeRun | None = None)
     import secrets
 
     from ray_tpu_profile.core.clocks import NtpState, untrusted_reason
-    from ray_tpu_profile.driver import clock_exchange
     from ray_tpu_profile.host.clock_echo import TOKEN_BYTES
 
     token, driver_ip = secrets.token_bytes(TOKEN_BYTES), driver_node_ip()
@@ -149,24 +148,11 @@ def measure_clocks(run: RunState, hosts: Barrier, shape: ShapeRun | None = None)
         Stage.CLOCKS, lambda h: h.clock_state(token, driver_ip), lambda r, state: _describe_clock_state(state)
     )
     healthy = hosts.healthy()
-    echoes = {name: state["echo"] for name, state in states.items() if (state.get("echo") or {}).get("address")}
-    try:
-        found = clock_exchange.measure_with_fallback(
-            {
-                name: clock_exchange.udp_sampler(tuple(e["address"]), token, source_ip=driver_ip)
-                for name, e in echoes.items()
-            },
-            {r.host.name: clock_exchange.actor_call_sampler(hosts.handles[r.host.name].clock_ns) for r in healthy},
-        )
-    finally:
-        _close_clock_echoes(hosts, list(echoes))
+    found = _exchange_clocks(hosts, healthy, states, token, driver_ip)
     hosts.check_stop()
     when = f"before the capture of {shape.workload.shape}" if shape else "at place"
     for record in healthy:
         offset, channel = found[record.host.name]
-        echo_error = (states[record.host.name].get("echo") or {}).get("error")
-        if echo_error:
-            channel = f"{clock_exchange.CHANNEL_ACTOR_CALL} (no clock echo: {echo_error})"
         if isinstance(offset, BaseException):
             hosts.fail(record, Stage.CLOCKS, f"clock exchange failed: {describe_error(offset)}")
             continue
@@ -201,6 +187,31 @@ def measure_clocks(run: RunState, hosts: Barrier, shape: ShapeRun | None = None)
             hosts.progress.note(
                 f"warning: {record.host.name}: {warning}; its alignment with the other hosts is only as good as that"
             )
+
+
+def _exchange_clocks(
+    hosts: Barrier, healthy: list[HostRecord], states: dict[str, Any], token: bytes, driver_ip: str
+) -> dict[str, tuple[Any, str]]:
+    """Each healthy host's (offset or error, channel): over its clock echo where it opened
+    one (states: clock_state's answers), else over actor calls; echoes closed after."""
+    from ray_tpu_profile.driver import clock_exchange
+
+    echoes = {name: state["echo"] for name, state in states.items() if (state.get("echo") or {}).get("address")}
+    try:
+        found = clock_exchange.measure_with_fallback(
+            {
+                name: clock_exchange.udp_sampler(tuple(e["address"]), token, source_ip=driver_ip)
+                for name, e in echoes.items()
+            },
+            {r.host.name: clock_exchange.actor_call_sampler(hosts.handles[r.host.name].clock_ns) for r in healthy},
+        )
+    finally:
+        _close_clock_echoes(hosts, list(echoes))
+    for name, (offset, _) in found.items():
+        echo_error = (states.get(name, {}).get("echo") or {}).get("error")
+        if echo_error:
+            found[name] = (offset, f"{clock_exchange.CHANNEL_ACTOR_CALL} (no clock echo: {echo_error})")
+    return found
 
 
 def driver_node_ip() -> str:

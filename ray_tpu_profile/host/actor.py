@@ -60,15 +60,12 @@ class HostActor(ClockEchoHost, HostFiles):
         }
 
     def clock_ns(self) -> int:
-        """This host's clock, for the driver's offset exchange (driver/clock_exchange.py): nothing else
-        happens in the call, so its round trip is as short as an actor call gets."""
+        """This host's clock, for the driver's fallback clock exchange over actor calls."""
         return host_clock.now_ns()
 
     def clock_state(self, echo_token: bytes | None = None, driver_ip: str | None = None) -> dict[str, Any]:
-        """What the kernel says of this host's clock discipline, whether the host is
-        simulated (then it shares the machine's one clock with the other simulated hosts),
-        and, given the driver's token and address, its clock echo opened for the exchange
-        ("echo": open_clock_echo's answer)."""
+        """This host's kernel clock discipline, whether it is simulated (sharing the machine's
+        clock), and, given the driver's token and address, its clock echo ("echo")."""
         from ray_tpu_profile.sim_platform import SIMULATED_TPU_ENV
 
         ntp = host_clock.ntp_state()
@@ -140,11 +137,9 @@ class HostActor(ClockEchoHost, HostFiles):
 
     def worker_alive(self) -> bool:
         """Whether the worker process this host traces still runs (it is on this host)."""
-        try:
-            os.kill(self.worker["pid"], 0)
-        except ProcessLookupError:
-            return False
-        return True
+        import psutil
+
+        return psutil.pid_exists(self.worker["pid"])
 
     def collect_traces(self) -> list[str]:
         """An engine across hosts, after a capture: this host's ranks' trace files, moved
@@ -273,8 +268,7 @@ class HostActor(ClockEchoHost, HostFiles):
         return read_xplane(path).start_ns
 
     def xplane_checks(self) -> dict[str, dict[str, Any]]:
-        """Session -> this host's reading of its own xplane of that capture (jax / xla;
-        profilers.time_window.check_xplane); empty for torch."""
+        """Session -> this host's reading of its own xplane (time_window.check_xplane)."""
         return dict(getattr(self.backend, "xplane_checks", {}))
 
     def capture_info(self) -> dict[str, Any]:

@@ -136,6 +136,19 @@ def wait_for_server(port: int, timeout_s: float, poll_s: float = 0.05) -> float:
     )
 
 
+def timed_client_call(start_ns: int) -> tuple[int, int]:
+    """Wait until a TSL client call with a whole-millisecond delay begins tracing at
+    start_ns; returns (that delay, how many times the call was planned). A late wake-up
+    is planned again (schedule.plan_again)."""
+    plans = 0
+    while True:
+        plans += 1
+        call_at_ns, client_delay_ms = split_trace_delay(start_ns, now_ns())
+        wait_until_ns(call_at_ns)
+        if not plan_again(start_ns, call_at_ns, now_ns()):
+            return client_delay_ms, plans
+
+
 def check_xplane(path: Path) -> dict[str, Any]:
     """An xplane read back where it was written (xprof, as the driver's verify would): its
     capture times, event count and process id; {"error": why} for one xprof cannot read or
@@ -222,14 +235,9 @@ class TimeWindowBackend(CaptureBackend):
 
     def _trace_with_xprof(self, service_addr: str, logdir: str, duration_ms: int, delay_ms: int) -> None:
         """_server_client through xprof's client, which names the session and host for us."""
+        options = {"session_id": self.session_id, "host_name": self.host_name}
         trace_with_xprof(
-            service_addr,
-            logdir,
-            duration_ms,
-            delay_ms,
-            session_id=self.session_id,
-            host_name=self.host_name,
-            python_tracer_level=self.python_tracer_level,
+            service_addr, logdir, duration_ms, delay_ms, **options, python_tracer_level=self.python_tracer_level
         )
 
     def _trace(self, logdir: Path, duration_ms: int, start_ns: int) -> None:
@@ -253,18 +261,9 @@ class TimeWindowBackend(CaptureBackend):
             in_process.capture(self.name, logdir, **args)
 
     def _trace_server(self, logdir: Path, duration_ms: int, start_ns: int) -> None:
-        """The TSL client, called so that tracing begins at start_ns: its delay is whole
-        milliseconds counted from the call, so the call itself is timed."""
-        plans = 0
-        while True:
-            plans += 1
-            call_at_ns, client_delay_ms = split_trace_delay(start_ns, now_ns())
-            wait_until_ns(call_at_ns)
-            called_ns = now_ns()
-            if not plan_again(start_ns, call_at_ns, called_ns):
-                break
-        self.client_call_plans = plans
-        self._server_client(f"localhost:{self.port}", str(logdir), duration_ms, client_delay_ms)
+        """The TSL client, called so that tracing begins at start_ns (timed_client_call)."""
+        delay_ms, self.client_call_plans = timed_client_call(start_ns)
+        self._server_client(f"localhost:{self.port}", str(logdir), duration_ms, delay_ms)
 
     def attach(self, llm: Any) -> None:
         """In-process: what the capture needs is imported now (in_process.prepare).
