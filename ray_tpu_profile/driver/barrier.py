@@ -8,7 +8,7 @@ logic runs without a cluster in tests (tests/test_barrier.py).
 
 from __future__ import annotations
 
-import concurrent.futures
+import queue
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -35,19 +35,41 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}".strip()
 
 
+class DoneFutures:
+    """Futures handed over as they complete: one callback per future, so waiting on N
+    futures costs O(N) in all (concurrent.futures.wait, called again after each completion,
+    installs a waiter on every pending future each time: O(N^2) for a round of N hosts)."""
+
+    def __init__(self, futures: Iterable[Future]):
+        self._done: queue.SimpleQueue[Future] = queue.SimpleQueue()
+        for future in futures:
+            future.add_done_callback(self._done.put)
+
+    def wait(self, timeout_s: float) -> list[Future]:
+        """Those completed since the last call, waiting up to timeout_s for the first."""
+        try:
+            done = [self._done.get(timeout=timeout_s) if timeout_s > 0 else self._done.get_nowait()]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                done.append(self._done.get_nowait())
+            except queue.Empty:
+                return done
+
+
 def completed_in_slices(
     futures: Iterable[Future], timeout_s: float, check_stop: Callable[[], None]
 ) -> Iterator[Future]:
     """Each future as it completes, until all have or timeout_s has passed (those left
     are not yielded). check_stop is called at least every WAIT_SLICE_S and may raise."""
     pending = set(futures)
+    completions = DoneFutures(pending)
     deadline = time.monotonic() + timeout_s
     while pending:
-        slice_s = min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic()))
-        done, pending = concurrent.futures.wait(
-            pending, timeout=slice_s, return_when=concurrent.futures.FIRST_COMPLETED
-        )
+        done = completions.wait(min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic())))
         check_stop()
+        pending.difference_update(done)
         yield from done
         if not done and time.monotonic() >= deadline:
             return
@@ -141,14 +163,16 @@ class Barrier:
         healthy = self.healthy()
         self.progress.stage(stage, [r.host.name for r in healthy])
         pending = {call(self.handles[r.host.name]): r for r in healthy}
+        completions = DoneFutures(pending)
         results: dict[str, Any] = {}
         deadline = time.monotonic() + self.timeout_s
         while pending:
-            slice_s = min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic()))
-            done, _ = concurrent.futures.wait(pending, timeout=slice_s, return_when=concurrent.futures.FIRST_COMPLETED)
+            done = completions.wait(min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic())))
             self.check_stop()
             for future in done:
-                record = pending.pop(future)
+                record = pending.pop(future, None)
+                if record is None:  # its host failed with its engine: no longer waited for
+                    continue
                 if record.healthy:
                     self._keep(stage, record, future, results, on_result)
             for future, record in list(pending.items()):

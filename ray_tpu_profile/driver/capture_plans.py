@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 from ray_tpu_profile.config import Capture
 from ray_tpu_profile.core import clocks, schedule
 from ray_tpu_profile.core.records import HostRecord, PhaseTiming, ShapeRecord, Stage
 from ray_tpu_profile.core.schedule import StepWindow, TimeWindow, Window
-from ray_tpu_profile.driver.barrier import Barrier
+from ray_tpu_profile.driver.barrier import Barrier, describe_error, result_watching_stop
 from ray_tpu_profile.driver.state import RunState, ShapeRun
 
 
@@ -37,6 +38,11 @@ class CapturePlan(ABC):
 
     def after_capture(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
         """Once every host has captured this shape (default: nothing)."""
+
+    def missed_phase(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> dict[str, str]:
+        """Host name -> why its just-taken trace is not inside --phase of its profiled
+        iteration, for the hosts that can tell before the gather (default: none can)."""
+        return {}
 
     @abstractmethod
     def verify_shape(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
@@ -107,6 +113,29 @@ class ServerPlan(CapturePlan):
             keep,
         )
 
+    def missed_phase(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> dict[str, str]:
+        """From each host's own reading of its xplane (a host without xprof cannot tell:
+        verify reads its trace later), all asked at once."""
+        if not isinstance(shape.window, TimeWindow) or not hosts.healthy():
+            return {}
+        session = _session(run, shape)
+        asked = {r.host.name: (r, hosts.handles[r.host.name].xplane_checks()) for r in hosts.healthy()}
+        missed = {}
+        for name, (record, future) in asked.items():
+            try:
+                check = result_watching_stop(future, hosts.timeout_s, hosts.check_stop).get(session) or {}
+            except Exception as e:  # this host's failure; the others' checks go on
+                hosts.fail(record, Stage.CAPTURE, describe_error(e))
+                continue
+            if "start_ns" not in check:
+                continue
+            trace = TraceSpan(check["start_ns"], check["stop_ns"])
+            profiled = run.owner_record(record).shape(shape.workload.shape).profiled
+            problem = phase_problem(shape.window, profiled, trace)
+            if problem:
+                missed[name] = problem
+        return missed
+
     def verify_shape(self, run: RunState, hosts: Barrier, shape: ShapeRun) -> None:
         """Each host must have delivered exactly its own xplane, readable by xprof. Its
         profile_start_time is when tracing really began there: the skew comes from it.
@@ -116,7 +145,7 @@ class ServerPlan(CapturePlan):
         from ray_tpu_profile.analysis.xplane import XplaneError, XplaneInfo, read_xplane
 
         name, planned_ns = shape.workload.shape, shape.planned["trace_start_ns"]
-        session = f"{run.run_id}-{shape.tag}" if shape.tag else run.run_id
+        session = _session(run, shape)
         checks = hosts.run(Stage.VERIFY, lambda h: h.xplane_checks(), lambda r, c: _describe_check(c.get(session)))
         starts = {}
         for record in hosts.healthy():
@@ -135,9 +164,9 @@ class ServerPlan(CapturePlan):
                 hosts.fail(record, Stage.VERIFY, str(e))
                 continue
             owner = run.owner_record(record)  # its iterations, for a host of an engine across hosts
-            problem = phase_problem(shape.window, owner.shape(name).profiled, xplane) or worker_problem(
-                record, {xplane.process_id} - {None}
-            )
+            problem = phase_problem(
+                shape.window, owner.shape(name).profiled, TraceSpan(xplane.start_ns, xplane.stop_ns)
+            ) or worker_problem(record, {xplane.process_id} - {None})
             if problem:
                 hosts.fail(record, Stage.VERIFY, problem)
                 continue
@@ -167,6 +196,19 @@ class ServerPlan(CapturePlan):
         }
         if starts:
             hosts.progress.note(f"{name}: capture start skew across {len(starts)} host(s): {skew.describe()}")
+
+
+@dataclass(frozen=True)
+class TraceSpan:
+    """When a host's trace began and ended (epoch ns, its own clock)."""
+
+    start_ns: int
+    stop_ns: int
+
+
+def _session(run: RunState, shape: ShapeRun) -> str:
+    """The xprof session of a shape's capture: one per shape in a sweep."""
+    return f"{run.run_id}-{shape.tag}" if shape.tag else run.run_id
 
 
 def _describe_check(check: dict[str, Any] | None) -> str:
@@ -199,7 +241,7 @@ def worker_problem(record: HostRecord, traced_pids: set[int]) -> str | None:
     return None
 
 
-def phase_problem(window: TimeWindow | None, profiled: PhaseTiming | None, trace: Any) -> str | None:
+def phase_problem(window: TimeWindow | None, profiled: PhaseTiming | None, trace: TraceSpan) -> str | None:
     """Whether the trace [start_ns, stop_ns] of a host lies inside the window's phase of its
     first profiled iteration, per vLLM's request metrics (prefill over at the first token
     of every request). None: it does, or there is no phase window to check."""

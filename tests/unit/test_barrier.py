@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 import ray.exceptions
 
 from ray_tpu_profile.core.hosts import Host
 from ray_tpu_profile.core.records import HostRecord, Stage
-from ray_tpu_profile.driver.barrier import Barrier, completed_in_slices, result_watching_stop
+from ray_tpu_profile.driver.barrier import Barrier, DoneFutures, completed_in_slices, result_watching_stop
 from ray_tpu_profile.errors import RunStopped
 from support.fakes import HANG, FakeHost, Said, named
 
@@ -113,3 +113,30 @@ def test_waiting_in_slices(pool):
     looks = []
     assert list(completed_in_slices([pool.submit(threading.Event().wait, 0.7)], 5.0, lambda: looks.append(1)))
     assert len(looks) >= 2  # looked at the stop flag while waiting, not only at the end
+
+
+class CountingFuture(Future):
+    """A Future that counts the callbacks and waiters put on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.installs = 0
+
+    def add_done_callback(self, fn) -> None:
+        self.installs += 1
+        super().add_done_callback(fn)
+
+
+def test_done_futures_hands_each_future_over_once_and_puts_one_callback_on_each():
+    """A round over N hosts costs one callback per future, not one waiter per pending
+    future per completion (O(N^2) with concurrent.futures.wait)."""
+    futures = [CountingFuture() for _ in range(64)]
+    futures[0].set_result(0)  # completed before it is watched: handed over too
+    done = DoneFutures(futures)
+    assert done.wait(0) == [futures[0]]
+    assert done.wait(0.01) == []  # nothing more yet: waits, then nothing
+    seen = []
+    for i, future in enumerate(futures[1:], 1):
+        future.set_result(i)
+        seen += done.wait(1.0)
+    assert seen == futures[1:] and all(f.installs == 1 for f in futures)

@@ -122,6 +122,77 @@ def test_a_host_that_fails_its_traced_iteration_leaves_the_window_to_the_others(
     assert "(h1;" in shape.window.chosen_from and shape.window.delay_ms >= 10 * PREFILL_MARGIN
 
 
+def test_a_trace_that_missed_its_phase_is_taken_again_on_every_host(tmp_path, pool):
+    """h0's first profiled prefill runs 4x its warm-up's (as on 2 shared cores), so its
+    trace, as it read it back, begins inside prefill: every host captures again, at a new
+    instant, and the run keeps the second capture and says what the first missed."""
+    run = run_state(tmp_path, profiler="jax", phase="decode", duration_given=False)
+    slow_prefills_left = {"h0": 1, "h1": 0}
+    traces: dict[str, tuple[int, int]] = {}
+
+    def profile(name, it_ns, trace_ns, window):
+        slow = slow_prefills_left[name] > 0
+        slow_prefills_left[name] -= slow
+        traces[name] = (trace_ns, trace_ns + window.duration_ms * 1_000_000)
+        return iterations(it_ns / 1e9, 0.050 if slow else 0.012, 0.300, 1)
+
+    def checks(name):
+        start_ns, stop_ns = traces[name]
+        return {run.run_id: {"start_ns": start_ns, "stop_ns": stop_ns, "events": 10}}
+
+    fakes = {
+        n: FakeHost(
+            pool,
+            warmup=lambda: iterations(1.0, 0.010, 0.300),
+            traced_iteration=lambda at_ns, covered_ms: iterations(5.0, 0.012, 0.300, 1),
+            profile=lambda it_ns, trace_ns, window, n=n: profile(n, it_ns, trace_ns, window),
+            xplane_checks=lambda n=n: checks(n),
+            capture_info=lambda: {"profiler": "jax"},
+        )
+        for n in ("h0", "h1")
+    }
+    hosts = barrier_over(run, fakes)
+    plan = make_plan(run.capture)
+    with stages.shape_stages(run, run.config.workload) as shape:
+        stages.warm_up(run, hosts, shape)
+        stages.place_window(run, hosts, shape, plan)
+        stages.capture(run, hosts, shape, plan)
+    assert shape.window.delay_ms < 50  # placed from 12 ms prefills: the slow one began inside it
+    instants = [[args for m, args in f.calls if m == "profile"] for f in fakes.values()]
+    assert [len(i) for i in instants] == [2, 2] and instants[0] == instants[1]  # both hosts, both times
+    assert instants[0][0][0] < instants[0][1][0]  # at a new instant
+    assert shape.planned["capture_attempts"] == 2 and shape.planned["iterations_start_ns"] == instants[0][1][0]
+    (missed,) = shape.planned["missed_phase"]
+    assert missed["attempt"] == 1 and set(missed["hosts"]) == {"h0"} and "not inside decode" in missed["hosts"]["h0"]
+    assert all(r.healthy for r in run.records)
+    notes = [line[1] for line in hosts.progress.lines if line[0] == "note"]
+    assert any(n.startswith("capture 1 of 3: the trace missed --phase decode on h0 (") for n in notes), notes
+
+
+def test_a_trace_that_misses_its_phase_every_time_is_taken_so_many_times_and_left_to_verify(tmp_path, pool):
+    run = run_state(tmp_path, profiler="jax", phase="decode", duration_given=False)
+    fakes = {
+        n: FakeHost(
+            pool,
+            warmup=lambda: iterations(1.0, 0.010, 0.300),
+            traced_iteration=lambda at_ns, covered_ms: iterations(5.0, 0.012, 0.300, 1),
+            profile=lambda it_ns, trace_ns, window: iterations(it_ns / 1e9, 0.200, 0.300, 1),
+            xplane_checks=lambda: {run.run_id: {"start_ns": 0, "stop_ns": 1, "events": 1}},
+            capture_info=lambda: {"profiler": "jax"},
+        )
+        for n in ("h0", "h1")
+    }
+    hosts = barrier_over(run, fakes)
+    plan = make_plan(run.capture)
+    with stages.shape_stages(run, run.config.workload) as shape:
+        stages.warm_up(run, hosts, shape)
+        stages.place_window(run, hosts, shape, plan)
+        stages.capture(run, hosts, shape, plan)
+    assert shape.planned["capture_attempts"] == stages.CAPTURE_ATTEMPTS
+    assert [m["attempt"] for m in shape.planned["missed_phase"]] == list(range(1, stages.CAPTURE_ATTEMPTS))
+    assert all(r.healthy for r in run.records)  # verify fails them, on the gathered trace
+
+
 def test_a_torch_phase_window_is_in_engine_steps_and_the_capture_gets_it(tmp_path, pool):
     run = run_state(tmp_path, profiler="torch", phase="decode")
     fakes = {
