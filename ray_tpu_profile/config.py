@@ -136,8 +136,9 @@ class Capture:
         True,
         "--clock-correction/--no-clock-correction",
         help="Each host waits for the capture instant on its own clock, shifted by that clock's offset from "
-        "the driver's (measured NTP-style before each capture from 8 actor-call round trips; known to at "
-        "most half the shortest). Off: every host waits until its own clock reads "
+        "the driver's (measured NTP-style before each capture from 48 UDP round trips to a clock echo in "
+        "each host's actor, or 8 actor calls where UDP cannot reach it; known to at most half the shortest). "
+        "Off: every host waits until its own clock reads "
         "the driver's instant, as if the clocks agreed; offsets are still measured and reported.",
     )
     max_clock_uncertainty_ms: float = flag(
