@@ -21,7 +21,7 @@ from typing import Any
 
 from ray_tpu_profile.analysis.collectives import CollectiveOp, Occurrence, Participant, match_occurrences, stragglers
 from ray_tpu_profile.analysis.device_traces import collective_ops, iter_device_traces
-from ray_tpu_profile.analysis.devices import MODULES_LINE, DeviceEvent, device_summary
+from ray_tpu_profile.analysis.devices import MODULES_LINE, DeviceEvent, device_summary, step_module
 from ray_tpu_profile.analysis.host_collectives import HostCollectives, host_collectives
 from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
 
@@ -209,12 +209,12 @@ def _clocks(manifest: Manifest) -> tuple[dict[str, Callable[[int], int]], dict[s
 
 
 def _steps(executions: list[DeviceEvent], to_driver: Callable[[int], int] | None) -> list[tuple[int, int]]:
-    """An engine's steps on the driver's clock: the executions of the most frequent XLA
-    module of its first device (one jitted step per execution)."""
+    """An engine's steps on the driver's clock: the executions of its first device's step
+    module (devices.step_module)."""
     if not executions:
         return []
-    step_module, _ = Counter(e.name for e in executions).most_common(1)[0]
-    windows = [(e.start_ns, e.start_ns + e.duration_ns) for e in executions if e.name == step_module]
+    step = step_module(executions)
+    windows = [(e.start_ns, e.start_ns + e.duration_ns) for e in executions if e.name == step]
     return _on_driver(windows, to_driver)
 
 

@@ -30,6 +30,7 @@ NAME_CATEGORIES = (
     (re.compile(r"^(dot|convolution)\b"), "convolution"),
     (re.compile(r"^(loop|input|output|kloop|kinput|koutput)_?fusion"), None),
     (re.compile(r"^fusion\b"), "fusion"),
+    (re.compile(r"^\w*_fusion\b"), "fusion"),  # XLA CPU's named fusions: bitcast_gather_fusion.3
     (re.compile(r"^copy(-start|-done)?\b"), "copy"),
     (re.compile(r"^custom-call\b"), "custom-call"),
 )
@@ -203,14 +204,23 @@ def _self_ns(line_ids: Any, name_ids: Any, starts: Any, ends: Any, name_count: i
 
 
 def _steps_ms(executions: list[DeviceEvent]) -> list[float]:
-    """The durations of the device's most executed module (its step): diff's samples."""
+    """The durations of the device's step: diff's samples (step_module)."""
     if not executions:
         return []
+    step = step_module(executions)
+    return [e.duration_ns / NS_PER_MS for e in sorted(executions, key=lambda e: e.start_ns) if e.name == step]
+
+
+def step_module(executions: list[DeviceEvent]) -> str:
+    """A device's step: its most executed XLA module (one jitted step per execution), the
+    one taking the most time among those executed as often (vLLM's TPU stack runs its
+    model, logits and sampling modules once per step each)."""
     counts: dict[str, int] = defaultdict(int)
+    total_ns: dict[str, float] = defaultdict(float)
     for e in executions:
         counts[e.name] += 1
-    step = max(counts, key=lambda name: (counts[name], name))
-    return [e.duration_ns / NS_PER_MS for e in sorted(executions, key=lambda e: e.start_ns) if e.name == step]
+        total_ns[e.name] += e.duration_ns
+    return max(counts, key=lambda name: (counts[name], total_ns[name], name))
 
 
 def _modules(executions: list[DeviceEvent]) -> list[dict[str, Any]]:

@@ -212,8 +212,34 @@ def read_planes(
     A plane `select` refuses is never parsed (its name is read off the wire); with
     requires_stat, a plane none of whose stats has that name is skipped before its events
     become records (a host plane of Python-tracer events, when looking for XLA ops)."""
+    origin_ns = profile_start_ns(path)
     for plane in _parsed_planes(path, select, requires_stat):
-        yield _plane_record(plane)
+        yield _plane_record(plane, origin_ns)
+
+
+TASK_ENVIRONMENT_PLANE = "Task Environment"
+"""Where the TSL profiler writes profile_start_time / profile_stop_time (epoch ns)."""
+
+
+def profile_start_ns(path: Path | str) -> int:
+    """The capture's profile_start_time (0 where the file has none: a hand-built XSpace).
+
+    TSL writes a capture with its lines' timestamps made relative to that start
+    (NormalizeTimestamps: every line that began at or after it); the readers here add it
+    back, so that every event is at its epoch time, as EventRecord says."""
+    for plane in _parsed_planes(path, lambda name: name == TASK_ENVIRONMENT_PLANE, None):
+        stat_names = {key: meta.name for key, meta in plane.stat_metadata.items()}
+        start = _stats(plane.stats, stat_names).get("profile_start_time")
+        if isinstance(start, int):
+            return start
+    return 0
+
+
+def _line_origin_ns(line_timestamp_ns: int, origin_ns: int) -> int:
+    """What to add to a line's timestamp for epoch time: the capture's start for a line made
+    relative to it (far below it), nothing for one left absolute (one that began before
+    the start) or when the file names no start."""
+    return origin_ns if line_timestamp_ns < origin_ns // 2 else 0
 
 
 def _parsed_planes(path: Path | str, select: Callable[[str], bool] | None, requires_stat: str | None) -> Iterator[Any]:
@@ -249,6 +275,8 @@ class PlaneStream:
     _plane: Any
     _stat_names: dict[int, str]
     _events_meta: dict[int, tuple[str, dict[str, StatValue]]]
+    _origin_ns: int = 0
+    """The capture's profile_start_time, added to its relative line timestamps."""
 
     def line_names(self) -> list[str]:
         return [line.name for line in self._plane.lines]
@@ -257,7 +285,7 @@ class PlaneStream:
         """(line name, its events one at a time) for each line (that select accepts)."""
         for line in self._plane.lines:
             if select is None or select(line.name):
-                yield line.name, _line_events(line, self._events_meta, self._stat_names)
+                yield line.name, _line_events(line, self._events_meta, self._stat_names, self._origin_ns)
 
 
 def stream_planes(
@@ -265,10 +293,12 @@ def stream_planes(
 ) -> Iterator[PlaneStream]:
     """As read_planes, but each plane as a PlaneStream: its events are not made records up
     front (a TPU chip's plane holds millions)."""
+    origin_ns = profile_start_ns(path)
     for plane in _parsed_planes(path, select, requires_stat):
         stat_names = {key: meta.name for key, meta in plane.stat_metadata.items()}
         events_meta = {key: (meta.name, _stats(meta.stats, stat_names)) for key, meta in plane.event_metadata.items()}
-        yield PlaneStream(plane.id, plane.name, _stats(plane.stats, stat_names), plane, stat_names, events_meta)
+        stats = _stats(plane.stats, stat_names)
+        yield PlaneStream(plane.id, plane.name, stats, plane, stat_names, events_meta, origin_ns)
 
 
 def _plane_name(plane: bytes, file_name: str) -> str:
@@ -325,34 +355,41 @@ def _varint(buf: mmap.mmap | bytes, pos: int, name: str) -> tuple[int, int]:
         shift += 7
 
 
-def _plane_record(plane: Any) -> PlaneRecord:
-    """One parsed XPlane as plain records."""
+def _plane_record(plane: Any, origin_ns: int = 0) -> PlaneRecord:
+    """One parsed XPlane as plain records (origin_ns: profile_start_ns)."""
     stat_names = {key: meta.name for key, meta in plane.stat_metadata.items()}
     events_meta = {key: (meta.name, _stats(meta.stats, stat_names)) for key, meta in plane.event_metadata.items()}
     return PlaneRecord(
         id=plane.id,
         name=plane.name,
         stats=_stats(plane.stats, stat_names),
-        lines=tuple(_line_record(line, events_meta, stat_names) for line in plane.lines),
+        lines=tuple(_line_record(line, events_meta, stat_names, origin_ns) for line in plane.lines),
     )
 
 
 def _line_record(
-    line: Any, events_meta: Mapping[int, tuple[str, dict[str, StatValue]]], stat_names: Mapping[int, str]
+    line: Any,
+    events_meta: Mapping[int, tuple[str, dict[str, StatValue]]],
+    stat_names: Mapping[int, str],
+    origin_ns: int = 0,
 ) -> LineRecord:
-    """One XLine as a LineRecord, its events' names and stats resolved through the plane's metadata."""
+    """One XLine as a LineRecord, its events' names and stats resolved through the plane's
+    metadata, its timestamp at epoch time."""
     return LineRecord(
         id=line.id,
         name=line.name,
-        timestamp_ns=line.timestamp_ns,
-        events=tuple(_line_events(line, events_meta, stat_names)),
+        timestamp_ns=line.timestamp_ns + _line_origin_ns(line.timestamp_ns, origin_ns),
+        events=tuple(_line_events(line, events_meta, stat_names, origin_ns)),
     )
 
 
 def _line_events(
-    line: Any, events_meta: Mapping[int, tuple[str, dict[str, StatValue]]], stat_names: Mapping[int, str]
+    line: Any,
+    events_meta: Mapping[int, tuple[str, dict[str, StatValue]]],
+    stat_names: Mapping[int, str],
+    origin_ns: int = 0,
 ) -> Iterator[EventRecord]:
-    timestamp_ns = line.timestamp_ns
+    timestamp_ns = line.timestamp_ns + _line_origin_ns(line.timestamp_ns, origin_ns)
     for event in line.events:
         name, meta_stats = events_meta.get(event.metadata_id, ("", {}))
         own = event.stats

@@ -265,3 +265,33 @@ def _self_time_ns_by_category(events: Sequence[EventRecord]) -> dict[str, float]
     for index, ns in self_ns.items():
         totals[str(events[index].stats["hlo_category"])] += ns
     return dict(totals)
+
+
+def test_lines_made_relative_to_the_capture_start_are_read_at_their_epoch_time(tmp_path):
+    """TSL writes a capture with each line's timestamp made relative to profile_start_time
+    (NormalizeTimestamps: every line that began at or after it): the readers add the start
+    back, and leave alone a line that began before it (still absolute) and a file without
+    a start (a hand-built XSpace)."""
+    from ray_tpu_profile.analysis.xspace import profile_start_ns, stream_planes
+
+    relative = EventSpec("all-reduce.1", 2_000_000, 1_000_000, stats={"hlo_op": "all-reduce.1"})
+    absolute = EventSpec("PjitFunction(step)", 0, 5_000_000)
+    environment = PlaneSpec(
+        "Task Environment", stats={"profile_start_time": PROFILE_START_NS, "profile_stop_time": PROFILE_STOP_NS}
+    )
+    host = PlaneSpec(
+        "/host:CPU", [LineSpec("tf_XLAEigen/1", 12_168, [relative]), LineSpec("python", T0_NS, [absolute])]
+    )
+    path = write_xspace(tmp_path / "tsl.xplane.pb", [host, environment])
+
+    assert profile_start_ns(path) == PROFILE_START_NS
+    (plane, _) = read_planes(path)
+    assert [line.timestamp_ns for line in plane.lines] == [PROFILE_START_NS + 12_168, T0_NS]
+    assert plane.lines[0].events[0].start_ns == PROFILE_START_NS + 12_168 + 2_000
+    assert plane.lines[1].events[0].start_ns == T0_NS
+    (streamed, _) = stream_planes(path)
+    assert [next(events).start_ns for _, events in streamed.lines()] == [PROFILE_START_NS + 14_168, T0_NS]
+
+    no_start = write_xspace(tmp_path / "hand.xplane.pb", [host])
+    assert profile_start_ns(no_start) == 0
+    assert next(iter(read_planes(no_start))).lines[0].events[0].start_ns == 12_168 + 2_000
