@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ray_tpu_profile.config import Capture
@@ -142,6 +142,7 @@ class ServerPlan(CapturePlan):
         Each host read its own back right after its capture (time_window.check_xplane), all
         at once; the driver reads one only where its host could not (no xprof there), and
         the gathered copy is the host's by its sha256 (gather)."""
+        from ray_tpu_profile.analysis.device_traces import xla_work
         from ray_tpu_profile.analysis.xplane import XplaneError, XplaneInfo, read_xplane
 
         name, planned_ns = shape.workload.shape, shape.planned["trace_start_ns"]
@@ -157,16 +158,20 @@ class ServerPlan(CapturePlan):
                 if "error" in check:
                     raise XplaneError(check["error"])
                 if "start_ns" in check:
-                    xplane = XplaneInfo(**{**check, "planes": tuple(check["planes"])})
+                    read = {f.name: check[f.name] for f in fields(XplaneInfo) if f.name in check}
+                    xplane, work = XplaneInfo(**{**read, "planes": tuple(check["planes"])}), check.get("xla")
                 else:
                     xplane = read_xplane(run.run_dir / expected)
+                    work = xla_work(run.run_dir / expected).to_json() if run.model_on_xla else None
             except XplaneError as e:
                 hosts.fail(record, Stage.VERIFY, str(e))
                 continue
             owner = run.owner_record(record)  # its iterations, for a host of an engine across hosts
-            problem = phase_problem(
-                shape.window, owner.shape(name).profiled, TraceSpan(xplane.start_ns, xplane.stop_ns)
-            ) or worker_problem(record, {xplane.process_id} - {None})
+            problem = (
+                phase_problem(shape.window, owner.shape(name).profiled, TraceSpan(xplane.start_ns, xplane.stop_ns))
+                or worker_problem(record, {xplane.process_id} - {None})
+                or xla_problem(run, work)
+            )
             if problem:
                 hosts.fail(record, Stage.VERIFY, problem)
                 continue
@@ -181,6 +186,7 @@ class ServerPlan(CapturePlan):
                 "start_offset_ms": (start_on_driver_ns - planned_ns) / schedule.NS_PER_MS,
                 "events": xplane.events,
                 "read_on": "host" if "start_ns" in check else "driver",
+                **({"xla": work} if work is not None else {}),
             }
             hosts.progress.host_ok(
                 Stage.VERIFY,
@@ -237,6 +243,23 @@ def worker_problem(record: HostRecord, traced_pids: set[int]) -> str | None:
         return (
             f"the trace came from pid {', '.join(map(str, sorted(traced_pids)))}, not from this host's engine "
             f"process (pid {record.pid}): another process listens on its profiler port"
+        )
+    return None
+
+
+def xla_problem(run: RunState, work: dict[str, Any] | None) -> str | None:
+    """Where vLLM runs the model on XLA (tpu-inference), whether a host's trace (its
+    device_traces.xla_work) misses the model's XLA ops, or its collectives when the engine
+    has more than one device (TP across a host's chips, or across hosts). None: it holds
+    them, or there is nothing to check (another stack; a trace read before xla_work)."""
+    if not run.model_on_xla or work is None:
+        return None
+    if not work["ops_by_module"]:
+        return "the trace holds no XLA op: the model's XLA programs did not run in the window"
+    if run.tensor_parallel_size > 1 and not work["collectives"]:
+        return (
+            f"the trace holds XLA ops of {', '.join(work['ops_by_module'])} but no collective, with "
+            f"--tensor-parallel-size {run.tensor_parallel_size}"
         )
     return None
 

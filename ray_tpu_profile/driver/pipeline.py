@@ -72,14 +72,19 @@ def validate(config: RunConfig, argv: list[str]) -> RunState:
     from ray_tpu_profile.host.tiny_model import default_tiny_model_dir
     from ray_tpu_profile.placement import local_capacity
     from ray_tpu_profile.rundir import layout
+    from ray_tpu_profile.sim_platform import tpu_inference_cpu
 
     started = time.monotonic()
     placement = config.placement
     if placement.address is None:  # before vLLM is imported: a typo in --hosts fails in seconds
         local_capacity.check_simulated_hosts(placement.simulated_hosts, local_capacity.this_machine())
+        tpu_inference_cpu.driver_env_defaults()  # vLLM's TPU stack, if installed, without a TPU
     capture, chosen_by = config.capture.resolve()
     tiny_model = config.model is None
-    engine_argv = engine.engine_argv(config.model or str(default_tiny_model_dir()), config.engine_argv, tiny_model)
+    model_on_xla = importlib.util.find_spec("tpu_inference") is not None
+    engine_argv = engine.engine_argv(
+        config.model or str(default_tiny_model_dir()), config.engine_argv, tiny_model, tpu_stack=model_on_xla
+    )
     # vLLM itself parses them when the cached spec cannot decide (engine_flags); the
     # model, and the tiny model's defaults, are the tool's own.
     engine_args = engine_flags(engine_argv, trusted_count=len(engine_argv) - len(config.engine_argv))
@@ -107,7 +112,8 @@ def validate(config: RunConfig, argv: list[str]) -> RunState:
         result_url=f"{config.profile_result_url}/{run_id}" if config.profile_result_url else None,
         timings=StageTimings(started=started),
     )  # the run's total counts validation too
-    run.bundle_per_chip = importlib.util.find_spec("tpu_inference") is None
+    run.model_on_xla = model_on_xla
+    run.bundle_per_chip = not model_on_xla
     run.timings.add("validate", time.monotonic() - started)
     return run
 

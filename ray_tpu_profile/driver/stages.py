@@ -259,6 +259,8 @@ def load(run: RunState, hosts: Barrier) -> None:
         lambda h: h.load(run.engine_argv, first, run.capture, run.run_id, run.tiny_model, roles[h.name]),
         keep,
     )
+    if run.model_on_xla and hosts.healthy():  # vLLM's TPU stack: on simulated hosts, some parts stand in
+        run.stand_ins = hosts.call_one(hosts.healthy()[0], lambda h: h.stand_ins())
 
 
 def find_workers(run: RunState, hosts: Barrier) -> None:

@@ -132,6 +132,12 @@ class RunState:
     """Whether the chosen hosts are a whole TPU slice (reserved through ray.util.tpu)."""
     engines: list[EngineAssignment] = field(default_factory=list)
     """The vLLM engines the hosts run (engines.plan_engines)."""
+    model_on_xla: bool = False
+    """vLLM runs the model through tpu-inference (JAX, installed here): every trace must
+    hold XLA's work, and collectives where an engine has more than one device."""
+    stand_ins: dict[str, str] = field(default_factory=dict)
+    """Parts of vLLM's TPU stack that ran another way than on a TPU (simulated hosts:
+    sim_platform.tpu_inference_cpu), by part, as the first host's process reported them."""
     bundle_per_chip: bool = True
     """An engine across hosts: vLLM's Ray executor takes one placement-group bundle per
     chip; tpu-inference's (where it is installed) one per host with all its chips."""
@@ -250,6 +256,8 @@ class RunState:
                 "argv": layout.redacted_argv(self.engine_argv),
                 "env": layout.redacted_env(self.actor_env),
                 "tiny_model": self.tiny_model,
+                "stack": "tpu-inference" if self.model_on_xla else "vllm",
+                "stand_ins": self.stand_ins,
             },
             timings_s=self.timings.to_json(),
             timings_by_shape_s=self.timings.by_shape_s,

@@ -273,3 +273,11 @@ class HostActor(ClockEchoHost, HostFiles):
 
     def capture_info(self) -> dict[str, Any]:
         return self.backend.describe()
+
+    def stand_ins(self) -> dict[str, str]:
+        """What this process runs another way than vLLM's TPU stack does on a TPU (on a
+        simulated host: sim_platform.tpu_inference_cpu's patches that took effect here);
+        {} where nothing was patched."""
+        from ray_tpu_profile.sim_platform import tpu_inference_cpu
+
+        return tpu_inference_cpu.stand_ins_here()

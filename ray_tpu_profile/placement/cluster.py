@@ -20,7 +20,7 @@ from ray_tpu_profile.core.hosts import (
     hosts_from_nodes,
 )
 from ray_tpu_profile.placement.engines import EngineAssignment
-from ray_tpu_profile.sim_platform import SIMULATED_TPU_ENV
+from ray_tpu_profile.sim_platform import SIMULATED_TPU_ENV, tpu_inference_cpu
 
 SIMULATED_SLICE = "local-sim"
 SIMULATED_CHIPS_PER_HOST = 4
@@ -56,6 +56,8 @@ def simulated_host_node_args(
             "TPU_ACCELERATOR_TYPE": pod_type,
             # vLLM's Ray executor runs here through the simulated TPU platform (sim_platform).
             SIMULATED_TPU_ENV: "1",
+            # vLLM's TPU stack, where installed: the host's chips as fake JAX CPU devices.
+            **tpu_inference_cpu.node_env(chips_per_host),
         }
         args.append(dict(num_cpus=1, resources=resources, labels=labels, env_vars=env_vars))
     return args

@@ -151,13 +151,15 @@ def timed_client_call(start_ns: int) -> tuple[int, int]:
 
 def check_xplane(path: Path) -> dict[str, Any]:
     """An xplane read back where it was written (xprof, as the driver's verify would): its
-    capture times, event count and process id; {"error": why} for one xprof cannot read or
-    that holds nothing; {"skipped": why} where xprof is not installed here (the driver then
-    reads it itself). Every host reads its own at once, so the driver need not (issue 26)."""
+    capture times, event count, process id and what XLA ran in it (device_traces.xla_work);
+    {"error": why} for one xprof cannot read or that holds nothing; {"skipped": why} where
+    xprof is not installed here (the driver then reads it itself). Every host reads its own
+    at once, so the driver need not (issue 26)."""
     import importlib.util
 
     if importlib.util.find_spec("xprof") is None:
         return {"skipped": "xprof is not installed on this host"}
+    from ray_tpu_profile.analysis.device_traces import xla_work
     from ray_tpu_profile.analysis.xplane import XplaneError, read_xplane
 
     try:
@@ -170,6 +172,7 @@ def check_xplane(path: Path) -> dict[str, Any]:
         "planes": list(info.planes),
         "events": info.events,
         "process_id": info.process_id,
+        "xla": xla_work(path).to_json(),
     }
 
 

