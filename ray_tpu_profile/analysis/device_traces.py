@@ -148,11 +148,10 @@ def _collectives_of(
             # Busy until its last op that ended before this one (an op enclosing it does not count).
             arrive = _wait_start(waits, wait_ends, op, module) or (done_ns if module else 0)
             arrive = max(arrive, module.start_ns if module else op.start_ns)
-            program = op.stats.get("program_id")
             found.append(
                 CollectiveOp(
                     op.name,
-                    str(program) if program is not None else module.name if module else "?",
+                    _program(op, module),
                     op.start_ns,
                     op.duration_ns,
                     min(arrive, op.start_ns),
@@ -161,6 +160,20 @@ def _collectives_of(
         if module:
             heapq.heappush(running, op.start_ns + op.duration_ns)
     return found
+
+
+def _program(op: DeviceEvent, module: DeviceEvent | None) -> str:
+    """What an op's occurrences are matched by across devices, with its name: its XLA
+    module's name where the op names it (XLA on CPU, whose program_id is each process's own
+    count: 121 on one host is 120 on the next), else its program_id, else the module
+    execution it runs in."""
+    named = op.stats.get("hlo_module")
+    if named:
+        return str(named)
+    program = op.stats.get("program_id")
+    if program is not None:
+        return str(program)
+    return module.name if module else "?"
 
 
 class _OutOfOrder(Exception):

@@ -73,6 +73,9 @@ class EngineRole:
     """Whether the engine core runs here (always, for an engine within one host)."""
     spans_hosts: bool
     ranks: tuple[int, ...]
+    node_ids: tuple[str, ...] = ()
+    """The Ray nodes of the engine's hosts, its owner's first (simulated hosts join their
+    workers into one JAX cluster by them: sim_platform.tpu_inference_cpu)."""
 
 
 class Stage(StrEnum):

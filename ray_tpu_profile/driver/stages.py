@@ -265,8 +265,10 @@ def load(run: RunState, hosts: Barrier) -> None:
 
 def find_workers(run: RunState, hosts: Barrier) -> None:
     """Each host's worker process, for engines that span hosts: every engine's owner asks
-    its workers (with a profiler server started in each, for jax / xla) where they run;
-    each host then traces the worker of its first rank there, which must be on this host."""
+    its workers (with a capture socket opened in each, for jax / xla) where they run; each
+    host then traces the worker of its first rank there, which must be on this host (vLLM's
+    Ray executor: a worker per chip), or the worker on its node (tpu-inference's: one per
+    host, ranked by that executor)."""
     if not run.engines_span_hosts:
         return
     found = hosts.run(
@@ -274,13 +276,22 @@ def find_workers(run: RunState, hosts: Barrier) -> None:
         lambda h: h.engine_workers(),
         lambda r, workers: f"{len(workers)} worker(s)" if workers else "not the owner",
     )
-    by_rank = {
-        r.host.name: {w["rank"]: w for w in found.get(run.owner_record(r).host.name) or ()} for r in hosts.healthy()
-    }
+    engine_workers = {r.host.name: found.get(run.owner_record(r).host.name) or [] for r in hosts.healthy()}
     for record in hosts.healthy():
         if not record.healthy:  # failed with its engine, earlier in this loop
             continue
-        worker = by_rank[record.host.name].get(record.ranks[0])
+        if not run.bundle_per_chip:
+            # tpu-inference: one worker per host with all its chips, ranked by its executor.
+            mine = sorted(
+                (w for w in engine_workers[record.host.name] if w["node_id"] == record.host.node_id),
+                key=lambda w: w["rank"],
+            )
+            if mine:
+                record.worker = WorkerIdentity.from_json(mine[0])
+            else:
+                hosts.fail(record, Stage.WORKERS, f"no worker of its engine runs on this host ({record.host.node_id})")
+            continue
+        worker = next((w for w in engine_workers[record.host.name] if w["rank"] == record.ranks[0]), None)
         if worker is None:
             hosts.fail(record, Stage.WORKERS, f"its engine has no rank {record.ranks[0]}")
         elif worker["node_id"] != record.host.node_id:

@@ -187,9 +187,13 @@ class RunState:
         return {h.name: [m.name for m in e.hosts] for e in self.engines for h in e.hosts}
 
     def engine_roles(self) -> dict[str, EngineRole]:
-        return {
-            h.name: EngineRole(e.name, h == e.owner, e.spans_hosts, e.ranks(h)) for e in self.engines for h in e.hosts
-        }
+        roles = {}
+        for e in self.engines:
+            node_ids = tuple(h.node_id for h in sorted(e.hosts, key=lambda h: h != e.owner))
+            roles.update(
+                {h.name: EngineRole(e.name, h == e.owner, e.spans_hosts, e.ranks(h), node_ids) for h in e.hosts}
+            )
+        return roles
 
     def owner_record(self, record: HostRecord) -> HostRecord:
         """The record of the host that owns record's engine (where its iterations run).

@@ -106,11 +106,22 @@ class HostActor(ClockEchoHost, HostFiles):
             engine_args.model = str(ensure_tiny_model())
         if self.role.spans_hosts:
             engine_args.distributed_executor_backend = "ray"
+            self._share_jax_cluster()
         self.backend.configure(engine_args, self.role.engine if self.role.spans_hosts else None)
         self.engine = Engine.build(engine_args, workload)
         if not self.role.spans_hosts:
             self.backend.attach(self.engine.llm)
         return PhaseTiming(started_at_s=started, finished_at_s=time.time())
+
+    def _share_jax_cluster(self) -> None:
+        """vLLM's TPU stack on simulated hosts: the engine's workers form one JAX cluster,
+        coordinated from this (the owner's) node (tpu_inference_cpu.share_jax_cluster); on a
+        TPU slice the TPU runtime does, and this does nothing."""
+        import ray
+
+        from ray_tpu_profile.sim_platform import tpu_inference_cpu
+
+        tpu_inference_cpu.share_jax_cluster(ray.util.get_node_ip_address(), self.role.node_ids)
 
     def engine_workers(self) -> list[dict[str, Any]] | None:
         """The owner of an engine across hosts: every worker's rank, pid and node, with a

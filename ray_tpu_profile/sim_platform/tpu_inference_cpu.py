@@ -21,6 +21,7 @@ import functools
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -111,6 +112,57 @@ def node_env(chips: int) -> dict[str, str]:
     return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={chips}"}
 
 
+JAX_CLUSTER_ENV = "RAY_TPU_PROFILE_JAX_CLUSTER"
+"""An engine across simulated hosts: where its workers' JAX cluster is coordinated, and
+each host's process id in it (JSON, from share_jax_cluster)."""
+
+
+def share_jax_cluster(coordinator_ip: str, node_ids: Sequence[str]) -> bool:
+    """The owner of an engine across simulated hosts, before it builds the engine: a JAX
+    coordinator address on its own node (a port free now) and a process id per host (the
+    owner's node first: its worker runs the coordinator), handed to every worker through
+    vLLM's Ray executor (VLLM_RAY_EXTRA_ENV_VARS_TO_COPY). False, and nothing set, outside
+    a simulated host."""
+    import socket
+
+    if not is_simulated_tpu_inference_process():
+        return False
+    with socket.socket() as probe:
+        probe.bind((coordinator_ip, 0))
+        port = probe.getsockname()[1]
+    os.environ[JAX_CLUSTER_ENV] = json.dumps(
+        {"coordinator": f"{coordinator_ip}:{port}", "process_ids": {node: i for i, node in enumerate(node_ids)}}
+    )
+    copied = [v for v in os.environ.get("VLLM_RAY_EXTRA_ENV_VARS_TO_COPY", "").split(",") if v]
+    os.environ["VLLM_RAY_EXTRA_ENV_VARS_TO_COPY"] = ",".join(dict.fromkeys([*copied, JAX_CLUSTER_ENV]))
+    return True
+
+
+def _join_jax_cluster(cluster: dict[str, Any]) -> None:
+    """This worker joins its engine's JAX cluster: CPU collectives over gloo (XLA's CPU
+    default has none across processes), its process id by the Ray node it runs on; then
+    jax.devices("cpu") keeps to this process's devices, as a TPU host's CPU devices are
+    its own (tpu-inference stages weights on jax.devices("cpu")[0]: in a CPU cluster that
+    is process 0's, and resharding from it across hosts fails)."""
+    import jax
+    import ray
+
+    process_ids = cluster["process_ids"]
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        cluster["coordinator"],
+        num_processes=len(process_ids),
+        process_id=process_ids[ray.get_runtime_context().get_node_id()],
+    )
+    all_devices = jax.devices
+
+    @functools.wraps(all_devices)
+    def devices(backend: Any = None) -> list[Any]:
+        return jax.local_devices(backend=backend) if backend == "cpu" else all_devices(backend)
+
+    jax.devices = devices
+
+
 def stand_ins_here() -> dict[str, str]:
     """STAND_INS whose patch took effect in this process, by part ({} elsewhere)."""
     patched = set(applied_patches()["patched"])
@@ -196,9 +248,45 @@ def patch_utils(utils: Any) -> None:
     patch_memory_stats(utils)
 
 
+def patch_topology_order(distributed_utils: Any) -> None:
+    """tpu_inference.distributed.utils.get_device_topology_order_id: a multi-host worker's
+    rank among the hosts, from the lowest chip .coords of each process; CPU devices have
+    none: the rank of its process index."""
+    original = distributed_utils.get_device_topology_order_id
+
+    @functools.wraps(original)
+    def get_device_topology_order_id(local_devices: Sequence[Any], global_devices: Sequence[Any]) -> int:
+        if not (_all_cpu(local_devices) and _all_cpu(global_devices)):
+            return original(local_devices, global_devices)
+        processes = sorted({d.process_index for d in global_devices})
+        return processes.index(local_devices[0].process_index)
+
+    distributed_utils.get_device_topology_order_id = get_device_topology_order_id
+
+
+def patch_worker_join(tpu_worker: Any) -> None:
+    """tpu_inference.worker.tpu_worker.TPUWorker.init_device: on a TPU slice the TPU runtime
+    makes every host's worker one JAX cluster; on simulated hosts the workers of an engine
+    across hosts join one over gloo first (share_jax_cluster says where), before the worker
+    first touches JAX."""
+    worker_class = tpu_worker.TPUWorker
+    original = worker_class.init_device
+
+    @functools.wraps(original)
+    def init_device(self: Any, *args: Any, **kwargs: Any) -> Any:
+        cluster = os.environ.get(JAX_CLUSTER_ENV)
+        if cluster:
+            _join_jax_cluster(json.loads(cluster))
+        return original(self, *args, **kwargs)
+
+    worker_class.init_device = init_device
+
+
 # The module each patch applies to, patched right after that module has executed.
 PATCHES: dict[str, Callable[[ModuleType], None]] = {
     "tpu_inference.utils": patch_utils,
+    "tpu_inference.distributed.utils": patch_topology_order,
+    "tpu_inference.worker.tpu_worker": patch_worker_join,
     "tpu_inference.tpu_info": patch_vmem_size,
     "tpu_inference.models.common.compiler_options": patch_compiler_options,
     "tpu_inference.kernels.ragged_paged_attention.v3.kernel": patch_attention,

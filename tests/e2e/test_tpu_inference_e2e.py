@@ -112,3 +112,45 @@ def test_the_stack_on_fake_devices_gives_hugging_faces_greedy_tokens_at_tp_2(tpu
     (engine,) = result["engine_workers"]
     assert engine["pid"] != result["this_process"]["pid"]  # the engine core's own process
     assert "tpu_inference.kernels.ragged_paged_attention.v3.kernel" in engine["patched"]
+
+
+def test_one_engine_across_two_hosts_traces_each_hosts_worker_and_matches_its_all_reduces_across_hosts(
+    tpu_python, tmp_path
+):
+    """TP 4 over 2 hosts of 2 fake devices: tpu-inference's Ray executor (one worker per
+    host with all its chips), the workers joined into one JAX cluster over gloo; each host
+    traces its own worker at the one instant, and the report matches every all-reduce
+    across the 4 devices of both hosts."""
+    _, run_dir = run_in(
+        tpu_python,
+        tmp_path,
+        "--hosts",
+        "2",
+        "--chips-per-host",
+        "2",
+        *TINY_WORKLOAD,
+        "--num-iters-warmup",
+        "2",
+        "--",
+        "--tensor-parallel-size",
+        "4",
+    )
+    manifest = manifest_of(run_dir)
+    assert manifest["status"] == "ok", manifest["error"]
+    ((engine),) = manifest["engines"]
+    assert engine["hosts"] == ["local-sim-w0", "local-sim-w1"]
+    workers = {h["name"]: h["worker"] for h in manifest["hosts"]}
+    assert sorted(w["rank"] for w in workers.values()) == [0, 1]
+    assert workers["local-sim-w0"]["pid"] != workers["local-sim-w1"]["pid"]
+    shape = manifest["workload"]["shape"]
+    for host in manifest["hosts"]:
+        xla = host["shapes"][shape]["capture"]["xla"]
+        assert xla["devices"] == 2 and xla["collectives"] > 0, (host["name"], xla)
+    report = json.loads((run_dir / "report.json").read_text())
+    all_reduces = [c for c in report["collectives"] if c["name"].startswith("all-reduce")]
+    assert all_reduces
+    for c in all_reduces:
+        assert sorted({p["host"] for p in c["participants"]}) == ["local-sim-w0", "local-sim-w1"]
+        assert len(c["participants"]) == 4
+    (stragglers,) = report["stragglers"]
+    assert stragglers["engine"] == engine["name"] and stragglers["occurrences"] == report["collectives_total"]

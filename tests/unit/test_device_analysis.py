@@ -231,3 +231,33 @@ def test_xla_work_counts_devices_ops_per_module_and_collectives_and_nothing_in_p
     assert (work.devices, work.ops_by_module, work.collectives) == (2, {"jit_run_model_impl": 4, "jit_sample": 1}, 2)
     only_python = write_xspace(tmp_path / "py.xplane.pb", [PlaneSpec("/host:CPU", [LineSpec("python", 10, python)])])
     assert xla_work(only_python).to_json() == {"devices": 0, "ops_by_module": {}, "collectives": 0}
+
+
+def test_a_cpu_clusters_collectives_match_across_processes_by_module_not_by_their_own_program_ids(tmp_path):
+    """Each process of a JAX CPU cluster numbers its programs itself (121 on one host is 120
+    on the next): its collectives are matched by the module that names them."""
+    from ray_tpu_profile.analysis.collectives import Participant, match_occurrences
+    from ray_tpu_profile.analysis.xspace import EventSpec, LineSpec, PlaneSpec, write_xspace
+
+    def host_trace(name, program_id, ordinals, arrive_ms):
+        ops = [
+            EventSpec(
+                "all-reduce.2",
+                round(arrive_ms * MS) * 1000,
+                MS * 1000,
+                stats={
+                    "hlo_op": "all-reduce.2",
+                    "hlo_module": "jit_run_model_impl",
+                    "program_id": program_id,
+                    "device_ordinal": o,
+                },
+            )
+            for o in ordinals
+        ]
+        path = write_xspace(tmp_path / f"{name}.xplane.pb", [PlaneSpec("/host:CPU", [LineSpec("XLA thunks", 0, ops)])])
+        return {Participant(name, t.device): collective_ops(t) for t in read_device_traces(path)}
+
+    ops = {**host_trace("h0", 121, (0, 1), 1.0), **host_trace("h1", 120, (2048, 2049), 3.0)}
+    assert {calls[0].program for calls in ops.values()} == {"jit_run_model_impl"}
+    (occurrence,) = match_occurrences(ops)
+    assert occurrence.last.participant.host == "h1" and len(occurrence.arrivals) == 4
