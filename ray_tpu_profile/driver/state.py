@@ -27,6 +27,15 @@ def engine_across_hosts_env(engine: EngineAssignment, bundle_per_chip: bool) -> 
     return {"TPU_MULTIHOST_BACKEND": "ray"}
 
 
+def engine_roles(engines: list[EngineAssignment]) -> dict[str, EngineRole]:
+    """Host name -> what it does for its engine (the engine's nodes: its owner's first)."""
+    roles = {}
+    for e in engines:
+        node_ids = tuple(h.node_id for h in sorted(e.hosts, key=lambda h: h != e.owner))
+        roles.update({h.name: EngineRole(e.name, h == e.owner, e.spans_hosts, e.ranks(h), node_ids) for h in e.hosts})
+    return roles
+
+
 SHAPE_STAGES = (Stage.SHAPE, Stage.WARMUP, Stage.CLOCKS, Stage.WINDOW, Stage.CAPTURE)
 """Stages run once per shape of a sweep: timed per shape as well as in total."""
 
@@ -187,13 +196,7 @@ class RunState:
         return {h.name: [m.name for m in e.hosts] for e in self.engines for h in e.hosts}
 
     def engine_roles(self) -> dict[str, EngineRole]:
-        roles = {}
-        for e in self.engines:
-            node_ids = tuple(h.node_id for h in sorted(e.hosts, key=lambda h: h != e.owner))
-            roles.update(
-                {h.name: EngineRole(e.name, h == e.owner, e.spans_hosts, e.ranks(h), node_ids) for h in e.hosts}
-            )
-        return roles
+        return engine_roles(self.engines)
 
     def owner_record(self, record: HostRecord) -> HostRecord:
         """The record of the host that owns record's engine (where its iterations run).
