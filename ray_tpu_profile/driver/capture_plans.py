@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray_tpu_profile.config import Capture
 from ray_tpu_profile.core import clocks, schedule
@@ -16,6 +16,9 @@ from ray_tpu_profile.core.records import HostRecord, PhaseTiming, ShapeRecord, S
 from ray_tpu_profile.core.schedule import StepWindow, TimeWindow, Window
 from ray_tpu_profile.driver.barrier import Barrier, describe_error, result_watching_stop
 from ray_tpu_profile.driver.state import RunState, ShapeRun
+
+if TYPE_CHECKING:
+    from ray_tpu_profile.analysis.xplane import XplaneInfo
 
 
 class CapturePlan(ABC):
@@ -142,8 +145,7 @@ class ServerPlan(CapturePlan):
         Each host read its own back right after its capture (time_window.check_xplane), all
         at once; the driver reads one only where its host could not (no xprof there), and
         the gathered copy is the host's by its sha256 (gather)."""
-        from ray_tpu_profile.analysis.device_traces import xla_work
-        from ray_tpu_profile.analysis.xplane import XplaneError, XplaneInfo, read_xplane
+        from ray_tpu_profile.analysis.xplane import XplaneError
 
         name, planned_ns = shape.workload.shape, shape.planned["trace_start_ns"]
         session = _session(run, shape)
@@ -153,16 +155,7 @@ class ServerPlan(CapturePlan):
             expected = f"plugins/profile/{session}/{record.host.name}.xplane.pb"
             check = checks.get(record.host.name, {}).get(session) or {}
             try:
-                if expected not in {f["path"] for f in record.files}:
-                    raise XplaneError(f"the capture wrote no {expected}")
-                if "error" in check:
-                    raise XplaneError(check["error"])
-                if "start_ns" in check:
-                    read = {f.name: check[f.name] for f in fields(XplaneInfo) if f.name in check}
-                    xplane, work = XplaneInfo(**{**read, "planes": tuple(check["planes"])}), check.get("xla")
-                else:
-                    xplane = read_xplane(run.run_dir / expected)
-                    work = xla_work(run.run_dir / expected).to_json() if run.model_on_xla else None
+                xplane, work = _delivered_xplane(run, record, expected, check)
             except XplaneError as e:
                 hosts.fail(record, Stage.VERIFY, str(e))
                 continue
@@ -215,6 +208,26 @@ class TraceSpan:
 def _session(run: RunState, shape: ShapeRun) -> str:
     """The xprof session of a shape's capture: one per shape in a sweep."""
     return f"{run.run_id}-{shape.tag}" if shape.tag else run.run_id
+
+
+def _delivered_xplane(
+    run: RunState, record: HostRecord, expected: str, check: dict[str, Any]
+) -> tuple[XplaneInfo, dict[str, Any] | None]:
+    """(XplaneInfo, its xla_work) of the xplane a host delivered: as the host read it
+    (check), else read here (a host without xprof). XplaneError when it delivered none, or
+    one that cannot be read."""
+    from ray_tpu_profile.analysis.device_traces import xla_work
+    from ray_tpu_profile.analysis.xplane import XplaneError, XplaneInfo, read_xplane
+
+    if expected not in {f["path"] for f in record.files}:
+        raise XplaneError(f"the capture wrote no {expected}")
+    if "error" in check:
+        raise XplaneError(check["error"])
+    if "start_ns" in check:
+        read = {f.name: check[f.name] for f in fields(XplaneInfo) if f.name in check}
+        return XplaneInfo(**{**read, "planes": tuple(check["planes"])}), check.get("xla")
+    work = xla_work(run.run_dir / expected).to_json() if run.model_on_xla else None
+    return read_xplane(run.run_dir / expected), work
 
 
 def _describe_check(check: dict[str, Any] | None) -> str:

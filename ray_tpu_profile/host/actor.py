@@ -89,8 +89,11 @@ class HostActor(ClockEchoHost, HostFiles):
         engine within one host (its capture too); for an engine across hosts, on
         its owner, with vLLM's Ray executor placing a worker per chip on every host of it.
         Any other host of such an engine loads nothing: its worker belongs to the owner."""
+        import ray
+
         from ray_tpu_profile.host.engine import Engine, parse_engine_args
         from ray_tpu_profile.profilers import make_backend
+        from ray_tpu_profile.sim_platform import tpu_inference_cpu
 
         started = time.time()
         self.role = role or EngineRole(self.host_name, owner=True, spans_hosts=False, ranks=())
@@ -106,22 +109,13 @@ class HostActor(ClockEchoHost, HostFiles):
             engine_args.model = str(ensure_tiny_model())
         if self.role.spans_hosts:
             engine_args.distributed_executor_backend = "ray"
-            self._share_jax_cluster()
+            # vLLM's TPU stack on simulated hosts: its workers' JAX cluster, coordinated here.
+            tpu_inference_cpu.share_jax_cluster(ray.util.get_node_ip_address(), self.role.node_ids)
         self.backend.configure(engine_args, self.role.engine if self.role.spans_hosts else None)
         self.engine = Engine.build(engine_args, workload)
         if not self.role.spans_hosts:
             self.backend.attach(self.engine.llm)
         return PhaseTiming(started_at_s=started, finished_at_s=time.time())
-
-    def _share_jax_cluster(self) -> None:
-        """vLLM's TPU stack on simulated hosts: the engine's workers form one JAX cluster,
-        coordinated from this (the owner's) node (tpu_inference_cpu.share_jax_cluster); on a
-        TPU slice the TPU runtime does, and this does nothing."""
-        import ray
-
-        from ray_tpu_profile.sim_platform import tpu_inference_cpu
-
-        tpu_inference_cpu.share_jax_cluster(ray.util.get_node_ip_address(), self.role.node_ids)
 
     def engine_workers(self) -> list[dict[str, Any]] | None:
         """The owner of an engine across hosts: every worker's rank, pid and node, with a
@@ -187,14 +181,11 @@ class HostActor(ClockEchoHost, HostFiles):
         return self.last_warmup
 
     def traced_iteration(self, at_ns: int, covered_ms: int | None = None) -> PhaseTiming:
-        """One more warmup iteration, inside a throwaway trace of the capture's own
-        configuration (time-window backends, before placing a --phase decode window): how long
-        prefill and decode take while traced. The trace covers prefill with room (3x its untraced
-        time + 50 ms); an end of decode seen after the trace is over can only be earlier
-        than a traced one, which keeps a window computed from it inside decode. Its trace
-        begins at at_ns, one instant for every host, as the capture's will. A host without
-        the engine (across hosts) traces its worker for covered_ms (from its owner's warmup)
-        while the owner runs the iteration."""
+        """One more warmup iteration in a throwaway trace begun at at_ns (one instant for
+        every host), to place a --phase decode window: how long prefill and decode take
+        while traced. The trace covers prefill with room (3x untraced + 50 ms); a decode end
+        seen after it is over can only be earlier than a traced one. A host without the
+        engine (across hosts) traces its worker for covered_ms while the owner iterates."""
         import math
 
         from ray_tpu_profile.core.schedule import NS_PER_MS, capture_instant_ns, traced_cover_ms
@@ -210,21 +201,13 @@ class HostActor(ClockEchoHost, HostFiles):
                 self.engine.run_once_s, covered_ms, at_ns
             )
             phase = self._phase(started, [latency_s], first_mark)
-            if not phase.prefill_s:
-                raise RuntimeError("the traced warmup iteration gave no request metrics to place the window with")
-            begun_ns = round(phase.iteration_starts_s[0] * 1e9)
-            prefill_over_ns = begun_ns + round(phase.prefill_s[0] * 1e9)
-            if trace_start_ns <= begun_ns < prefill_over_ns <= trace_stop_ns:
+            problem, prefill_ns = _prefill_outside(phase, trace_start_ns, trace_stop_ns)
+            if problem is None:
                 return phase
-            problem = (
-                f"the traced warmup iteration's prefill ({(begun_ns - trace_start_ns) / NS_PER_MS:.1f}-"
-                f"{(prefill_over_ns - trace_start_ns) / NS_PER_MS:.1f} ms into its trace) was not inside the "
-                f"trace ({(trace_stop_ns - trace_start_ns) / NS_PER_MS:.1f} ms)"
-            )
             # Prefill outgrew the trace (seen: 6x its untraced time, right after a sweep's
             # previous capture in the same process): again, covering twice what it took, from
             # a new instant of this host's own (the driver's has passed).
-            covered_ms = max(covered_ms, math.ceil(2 * (prefill_over_ns - begun_ns) / NS_PER_MS) + 50)
+            covered_ms = max(covered_ms, math.ceil(2 * prefill_ns / NS_PER_MS) + 50)
             at_ns = capture_instant_ns(host_clock.now_ns())
         raise RuntimeError(f"{problem} in {TRACED_ATTEMPTS} attempts")
 
@@ -292,3 +275,21 @@ class HostActor(ClockEchoHost, HostFiles):
         from ray_tpu_profile.sim_platform import tpu_inference_cpu
 
         return tpu_inference_cpu.stand_ins_here()
+
+
+def _prefill_outside(phase: PhaseTiming, trace_start_ns: int, trace_stop_ns: int) -> tuple[str | None, int]:
+    """(Why the traced warmup iteration's prefill was not inside its trace, or None; how long
+    that prefill took, ns)."""
+    from ray_tpu_profile.core.schedule import NS_PER_MS
+
+    if not phase.prefill_s:
+        raise RuntimeError("the traced warmup iteration gave no request metrics to place the window with")
+    begun_ns = round(phase.iteration_starts_s[0] * 1e9)
+    prefill_over_ns = begun_ns + round(phase.prefill_s[0] * 1e9)
+    if trace_start_ns <= begun_ns < prefill_over_ns <= trace_stop_ns:
+        return None, prefill_over_ns - begun_ns
+    return (
+        f"the traced warmup iteration's prefill ({(begun_ns - trace_start_ns) / NS_PER_MS:.1f}-"
+        f"{(prefill_over_ns - trace_start_ns) / NS_PER_MS:.1f} ms into its trace) was not inside the "
+        f"trace ({(trace_stop_ns - trace_start_ns) / NS_PER_MS:.1f} ms)"
+    ), prefill_over_ns - begun_ns

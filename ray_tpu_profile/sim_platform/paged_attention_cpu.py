@@ -177,7 +177,6 @@ def ragged_paged_attention(
     heads_per_kv_head = num_q_heads // num_kv_heads
     max_num_seqs = kv_lens.shape[0]
     pages_per_seq = page_indices.shape[0] // max_num_seqs
-    page_size = kv_cache.shape[1]
     num_seqs = distribution[2]
 
     token_seq, token_pos, token_valid = _token_sequences(num_tokens, kv_lens, cu_q_lens, num_seqs)
@@ -191,20 +190,67 @@ def ragged_paged_attention(
             token_pos,
             token_valid,
         )
-    token_kv_len = kv_lens[token_seq]
+    q = _queries_for_scores(queries, kv_cache.dtype, q_scale, num_kv_heads, heads_per_kv_head)
+    running_sum, acc = _attend_pages(
+        q,
+        kv_cache,
+        page_indices,
+        pages_per_seq,
+        token_seq,
+        token_pos,
+        kv_lens,
+        num_seqs,
+        score_scale=sm_scale * (k_scale or 1.0) * (q_scale or 1.0),
+        use_causal_mask=use_causal_mask,
+        sliding_window=sliding_window,
+        soft_cap=soft_cap,
+    )
 
+    out = acc / jnp.where(running_sum > 0, running_sum, 1.0)[..., None]
+    if v_scale is not None:
+        out = out * v_scale
+    out = jnp.where(token_valid[:, None, None, None], out, 0.0)
+    return out.reshape(num_tokens, num_q_heads, head_dim).astype(queries.dtype), kv_cache
+
+
+def _queries_for_scores(
+    queries: jax.Array, cache_dtype: Any, q_scale: float | None, num_kv_heads: int, heads_per_kv_head: int
+) -> jax.Array:
+    """Queries in float32, grouped by the KV head they share [tokens, kv_heads, group, head_dim]."""
     q = queries
+    num_tokens, _, head_dim = queries.shape
     if q_scale is not None:
         # As the kernel: queries quantized to the cache's dtype, scale re-applied to scores.
-        if jnp.issubdtype(kv_cache.dtype, jnp.floating):
-            info = jnp.finfo(kv_cache.dtype)
+        if jnp.issubdtype(cache_dtype, jnp.floating):
+            info = jnp.finfo(cache_dtype)
             q = jnp.clip(q / q_scale, float(info.min), float(info.max))
-        q = q.astype(kv_cache.dtype)
-    q = q.astype(jnp.float32).reshape(num_tokens, num_kv_heads, heads_per_kv_head, head_dim)
-    score_scale = sm_scale * (k_scale or 1.0) * (q_scale or 1.0)
+        q = q.astype(cache_dtype)
+    return q.astype(jnp.float32).reshape(num_tokens, num_kv_heads, heads_per_kv_head, head_dim)
+
+
+def _attend_pages(
+    q: jax.Array,
+    kv_cache: jax.Array,
+    page_indices: jax.Array,
+    pages_per_seq: int,
+    token_seq: jax.Array,
+    token_pos: jax.Array,
+    kv_lens: jax.Array,
+    num_seqs: jax.Array,
+    *,
+    score_scale: float,
+    use_causal_mask: bool,
+    sliding_window: int | None,
+    soft_cap: float | None,
+) -> tuple[jax.Array, jax.Array]:
+    """(softmax denominators, weighted value sums) of every token over the pages of its
+    sequence, folded in page by page with an online softmax."""
+    num_tokens, num_kv_heads, heads_per_kv_head, head_dim = q.shape
+    page_size = kv_cache.shape[1]
+    max_num_seqs = kv_lens.shape[0]
+    token_kv_len = kv_lens[token_seq]
 
     def attend_page(page_number, carry):
-        # One page of every token's sequence, folded in with an online softmax.
         running_max, running_sum, acc = carry
         page_keys, page_values = _read_page(
             kv_cache, page_indices, pages_per_seq, token_seq, page_number, num_kv_heads, head_dim
@@ -241,9 +287,4 @@ def ragged_paged_attention(
     longest_kv_len = jnp.max(jnp.where(jnp.arange(max_num_seqs) < num_seqs, kv_lens, 0))
     num_pages = jnp.minimum((longest_kv_len + page_size - 1) // page_size, pages_per_seq)
     _, running_sum, acc = jax.lax.fori_loop(0, num_pages, attend_page, init)
-
-    out = acc / jnp.where(running_sum > 0, running_sum, 1.0)[..., None]
-    if v_scale is not None:
-        out = out * v_scale
-    out = jnp.where(token_valid[:, None, None, None], out, 0.0)
-    return out.reshape(num_tokens, num_q_heads, head_dim).astype(queries.dtype), kv_cache
+    return running_sum, acc
