@@ -260,11 +260,11 @@ def load(run: RunState, hosts: Barrier) -> None:
         keep,
     )
     if run.model_on_xla and hosts.healthy():  # vLLM's TPU stack: on simulated hosts, some parts stand in
-        first = hosts.healthy()[0]
+        asked = hosts.healthy()[0]
         try:
-            run.stand_ins = hosts.call_one(first, lambda h: h.stand_ins())
+            run.stand_ins = hosts.call_one(asked, lambda h: h.stand_ins())
         except Exception as e:  # that host's failure, as any at load
-            hosts.fail(first, Stage.LOAD, describe_error(e))
+            hosts.fail(asked, Stage.LOAD, describe_error(e))
 
 
 def find_workers(run: RunState, hosts: Barrier) -> None:
