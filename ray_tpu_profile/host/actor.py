@@ -269,9 +269,7 @@ class HostActor(ClockEchoHost, HostFiles):
         return self.backend.describe()
 
     def stand_ins(self) -> dict[str, str]:
-        """What this process runs another way than vLLM's TPU stack does on a TPU (on a
-        simulated host: sim_platform.tpu_inference_cpu's patches that took effect here);
-        {} where nothing was patched."""
+        """The parts of vLLM's TPU stack standing in here (tpu_inference_cpu.stand_ins_here)."""
         from ray_tpu_profile.sim_platform import tpu_inference_cpu
 
         return tpu_inference_cpu.stand_ins_here()

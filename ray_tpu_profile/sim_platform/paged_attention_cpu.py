@@ -148,31 +148,22 @@ def ragged_paged_attention(
     *,
     use_causal_mask: bool = True,
     update_kv_cache: bool = True,
-    skip_kv_mask: bool = False,
     sm_scale: float = 1.0,
     sliding_window: int | None = None,
     soft_cap: float | None = None,
-    out_dtype: Any = None,
-    mask_value: float | None = None,
     q_scale: float | None = None,
     k_scale: float | None = None,
     v_scale: float | None = None,
-    chunk_prefill_size: int | None = None,
-    d_block_sizes: tuple[int, int, int, int] | None = None,
-    p_block_sizes: tuple[int, int, int, int] | None = None,
-    m_block_sizes: tuple[int, int, int, int] | None = None,
-    vmem_limit_bytes: int | None = None,
-    debug_mode: bool = False,
-    disable_bounds_checks: bool = True,
-    disable_semaphore_checks: bool = True,
+    **kernel_tuning: Any,
 ) -> tuple[jax.Array, jax.Array]:
     """The kernel's contract: attention output [max_num_tokens, num_q_heads, head_dim]
     (queries' dtype; zeros for padding tokens) and the KV cache with the new tokens'
     keys and values written (unless update_kv_cache is False: KV-share layers read
-    everything from the cache). skip_kv_mask, out_dtype, mask_value and the block-size,
-    VMEM and debug arguments tune or check the TPU kernel and change no result here.
+    everything from the cache). kernel_tuning takes the kernel's other keywords
+    (skip_kv_mask, out_dtype, mask_value, chunk_prefill_size, the block sizes, VMEM and
+    debug checks): they tune or check the TPU kernel and change no result here.
     """
-    num_tokens, num_q_heads, head_dim = queries.shape
+    num_tokens, num_q_heads, _ = queries.shape
     num_kv_heads = keys.shape[1]
     heads_per_kv_head = num_q_heads // num_kv_heads
     max_num_seqs = kv_lens.shape[0]
@@ -181,15 +172,8 @@ def ragged_paged_attention(
 
     token_seq, token_pos, token_valid = _token_sequences(num_tokens, kv_lens, cu_q_lens, num_seqs)
     if update_kv_cache:
-        kv_cache = _write_new_kv(
-            kv_cache,
-            merge_kv(keys, values),
-            page_indices,
-            pages_per_seq,
-            token_seq,
-            token_pos,
-            token_valid,
-        )
+        merged = merge_kv(keys, values)
+        kv_cache = _write_new_kv(kv_cache, merged, page_indices, pages_per_seq, token_seq, token_pos, token_valid)
     q = _queries_for_scores(queries, kv_cache.dtype, q_scale, num_kv_heads, heads_per_kv_head)
     running_sum, acc = _attend_pages(
         q,
@@ -205,12 +189,15 @@ def ragged_paged_attention(
         sliding_window=sliding_window,
         soft_cap=soft_cap,
     )
+    return _output(acc, running_sum, v_scale, token_valid).reshape(queries.shape).astype(queries.dtype), kv_cache
 
+
+def _output(acc: jax.Array, running_sum: jax.Array, v_scale: float | None, token_valid: jax.Array) -> jax.Array:
+    """The softmax-weighted values, scaled; zeros for padding tokens."""
     out = acc / jnp.where(running_sum > 0, running_sum, 1.0)[..., None]
     if v_scale is not None:
         out = out * v_scale
-    out = jnp.where(token_valid[:, None, None, None], out, 0.0)
-    return out.reshape(num_tokens, num_q_heads, head_dim).astype(queries.dtype), kv_cache
+    return jnp.where(token_valid[:, None, None, None], out, 0.0)
 
 
 def _queries_for_scores(

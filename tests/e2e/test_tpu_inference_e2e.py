@@ -41,24 +41,17 @@ def run_in(tpu_python: str, out: Path, *flags: str) -> tuple[subprocess.Complete
     return proc, run_dir
 
 
+def tiny_run(tpu_python: str, out: Path, tensor_parallel_size: int) -> Path:
+    """The tiny workload on 2 simulated hosts of 2 chips each: its run directory."""
+    flags = ("--hosts", "2", "--chips-per-host", "2", *TINY_WORKLOAD, "--num-iters-warmup", "2")
+    _, run_dir = run_in(tpu_python, out, *flags, "--", "--tensor-parallel-size", str(tensor_parallel_size))
+    return run_dir
+
+
 @pytest.fixture(scope="module")
 def tp2_run(tpu_python, tmp_path_factory) -> Path:
     """TP 2 over each host's 2 fake devices, one engine per host; one run for the checks below."""
-    _, run_dir = run_in(
-        tpu_python,
-        tmp_path_factory.mktemp("tpu-tp2"),
-        "--hosts",
-        "2",
-        "--chips-per-host",
-        "2",
-        *TINY_WORKLOAD,
-        "--num-iters-warmup",
-        "2",
-        "--",
-        "--tensor-parallel-size",
-        "2",
-    )
-    return run_dir
+    return tiny_run(tpu_python, tmp_path_factory.mktemp("tpu-tp2"), tensor_parallel_size=2)
 
 
 def manifest_of(run_dir: Path) -> dict:
@@ -121,20 +114,7 @@ def test_one_engine_across_two_hosts_traces_each_hosts_worker_and_matches_its_al
     host with all its chips), the workers joined into one JAX cluster over gloo; each host
     traces its own worker at the one instant, and the report matches every all-reduce
     across the 4 devices of both hosts."""
-    _, run_dir = run_in(
-        tpu_python,
-        tmp_path,
-        "--hosts",
-        "2",
-        "--chips-per-host",
-        "2",
-        *TINY_WORKLOAD,
-        "--num-iters-warmup",
-        "2",
-        "--",
-        "--tensor-parallel-size",
-        "4",
-    )
+    run_dir = tiny_run(tpu_python, tmp_path, tensor_parallel_size=4)
     manifest = manifest_of(run_dir)
     assert manifest["status"] == "ok", manifest["error"]
     ((engine),) = manifest["engines"]

@@ -122,6 +122,30 @@ def test_a_host_that_fails_its_traced_iteration_leaves_the_window_to_the_others(
     assert "(h1;" in shape.window.chosen_from and shape.window.delay_ms >= 10 * PREFILL_MARGIN
 
 
+def capture_decode(run, pool, profile, checks):
+    """Warm-up (10 ms prefills), a decode window placed from a traced 12 ms prefill, then the
+    capture, on fake hosts h0 and h1 whose profile(name, ...) and xplane checks(name) are
+    given. Returns (fakes, barrier, shape)."""
+    fakes = {
+        n: FakeHost(
+            pool,
+            warmup=lambda: iterations(1.0, 0.010, 0.300),
+            traced_iteration=lambda at_ns, covered_ms: iterations(5.0, 0.012, 0.300, 1),
+            profile=lambda it_ns, trace_ns, window, n=n: profile(n, it_ns, trace_ns, window),
+            xplane_checks=lambda n=n: checks(n),
+            capture_info=lambda: {"profiler": "jax"},
+        )
+        for n in ("h0", "h1")
+    }
+    hosts = barrier_over(run, fakes)
+    plan = make_plan(run.capture)
+    with stages.shape_stages(run, run.config.workload) as shape:
+        stages.warm_up(run, hosts, shape)
+        stages.place_window(run, hosts, shape, plan)
+        stages.capture(run, hosts, shape, plan)
+    return fakes, hosts, shape
+
+
 def test_a_trace_that_missed_its_phase_is_taken_again_on_every_host(tmp_path, pool):
     """h0's first profiled prefill runs 4x its warm-up's (as on 2 shared cores), so its
     trace, as it read it back, begins inside prefill: every host captures again, at a new
@@ -140,23 +164,7 @@ def test_a_trace_that_missed_its_phase_is_taken_again_on_every_host(tmp_path, po
         start_ns, stop_ns = traces[name]
         return {run.run_id: {"start_ns": start_ns, "stop_ns": stop_ns, "events": 10}}
 
-    fakes = {
-        n: FakeHost(
-            pool,
-            warmup=lambda: iterations(1.0, 0.010, 0.300),
-            traced_iteration=lambda at_ns, covered_ms: iterations(5.0, 0.012, 0.300, 1),
-            profile=lambda it_ns, trace_ns, window, n=n: profile(n, it_ns, trace_ns, window),
-            xplane_checks=lambda n=n: checks(n),
-            capture_info=lambda: {"profiler": "jax"},
-        )
-        for n in ("h0", "h1")
-    }
-    hosts = barrier_over(run, fakes)
-    plan = make_plan(run.capture)
-    with stages.shape_stages(run, run.config.workload) as shape:
-        stages.warm_up(run, hosts, shape)
-        stages.place_window(run, hosts, shape, plan)
-        stages.capture(run, hosts, shape, plan)
+    fakes, hosts, shape = capture_decode(run, pool, profile, checks)
     assert shape.window.delay_ms < 50  # placed from 12 ms prefills: the slow one began inside it
     instants = [[args for m, args in f.calls if m == "profile"] for f in fakes.values()]
     assert [len(i) for i in instants] == [2, 2] and instants[0] == instants[1]  # both hosts, both times
@@ -171,23 +179,12 @@ def test_a_trace_that_missed_its_phase_is_taken_again_on_every_host(tmp_path, po
 
 def test_a_trace_that_misses_its_phase_every_time_is_taken_so_many_times_and_left_to_verify(tmp_path, pool):
     run = run_state(tmp_path, profiler="jax", phase="decode", duration_given=False)
-    fakes = {
-        n: FakeHost(
-            pool,
-            warmup=lambda: iterations(1.0, 0.010, 0.300),
-            traced_iteration=lambda at_ns, covered_ms: iterations(5.0, 0.012, 0.300, 1),
-            profile=lambda it_ns, trace_ns, window: iterations(it_ns / 1e9, 0.200, 0.300, 1),
-            xplane_checks=lambda: {run.run_id: {"start_ns": 0, "stop_ns": 1, "events": 1}},
-            capture_info=lambda: {"profiler": "jax"},
-        )
-        for n in ("h0", "h1")
-    }
-    hosts = barrier_over(run, fakes)
-    plan = make_plan(run.capture)
-    with stages.shape_stages(run, run.config.workload) as shape:
-        stages.warm_up(run, hosts, shape)
-        stages.place_window(run, hosts, shape, plan)
-        stages.capture(run, hosts, shape, plan)
+    _, _, shape = capture_decode(
+        run,
+        pool,
+        profile=lambda name, it_ns, trace_ns, window: iterations(it_ns / 1e9, 0.200, 0.300, 1),
+        checks=lambda name: {run.run_id: {"start_ns": 0, "stop_ns": 1, "events": 1}},
+    )
     assert shape.planned["capture_attempts"] == stages.CAPTURE_ATTEMPTS
     assert [m["attempt"] for m in shape.planned["missed_phase"]] == list(range(1, stages.CAPTURE_ATTEMPTS))
     assert all(r.healthy for r in run.records)  # verify fails them, on the gathered trace
