@@ -14,7 +14,7 @@ hosts' times is the sum of their uncertainties.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,10 +49,23 @@ def analyse_devices(
 
     Hosts' xplanes are analysed in parallel processes (workers; None: as many as pay, see
     parallel_hosts) where they are big enough for that to pay."""
+    return merge_devices(run_dir, manifest, _each_host(run_dir, manifest, top, workers), host_level)
+
+
+def merge_devices(
+    run_dir: Path,
+    manifest: Manifest,
+    per_host: Iterable[HostDevices],
+    host_level: Mapping[str, HostCollectives] | None = None,
+) -> dict[str, Any]:
+    """analyse_devices' result from each host's HostDevices, made where its traces are
+    (host_summary.py) or read here: the cross-host part (collectives matched across each
+    engine's participants on the driver's clock, stragglers, waits) reads no trace, except
+    host-level collectives where host_level is None and some engine needs them."""
     devices, unreadable = [], []
     ops: dict[Participant, list[CollectiveOp]] = {}
     executions: dict[str, list[DeviceEvent]] = {}
-    for host in _each_host(run_dir, manifest, top, workers):
+    for host in per_host:
         devices += host.devices
         unreadable += host.unreadable
         ops.update({Participant(host.name, device): calls for device, calls in host.ops.items()})
@@ -103,24 +116,38 @@ class HostDevices:
 
 
 def host_devices(run_dir: Path, host: HostEntry, top: int) -> HostDevices:
-    """One host's HostDevices: each device plane summarised as it is read and let go."""
-    found = HostDevices(host["name"])
-    for f in host["files"]:
-        if not f["path"].endswith(".xplane.pb"):
+    """One host's HostDevices from its xplanes in a run directory."""
+    files = {f["path"]: Path(run_dir) / f["path"] for f in host["files"] if f["path"].endswith(".xplane.pb")}
+    return devices_of_files(host["name"], files, top, lambda path: _window(host, path))
+
+
+def devices_of_files(
+    host_name: str,
+    files: Mapping[str, Path],
+    top: int,
+    window_of: Callable[[Path], tuple[int, int]] | None = None,
+) -> HostDevices:
+    """A host's HostDevices from its xplanes (name in the run directory -> where it is
+    now), each device plane summarised as it is read and let go. window_of: the capture
+    window (host clock) of an xplane; default, the xplane's own."""
+    from ray_tpu_profile.analysis.xplane import capture_times_ns
+
+    found = HostDevices(host_name)
+    for name, path in files.items():
+        if not name.endswith(".xplane.pb"):
             continue
-        path = Path(run_dir) / f["path"]
         try:
-            window = _window(host, path)
+            window = (window_of or capture_times_ns)(path)
             for trace in iter_device_traces(path):
                 found.devices.append(
-                    device_summary(host["name"], trace.device, trace.kind, trace.events(), window, trace.stats, top)
+                    device_summary(host_name, trace.device, trace.kind, trace.events(), window, trace.stats, top)
                 )
                 if calls := collective_ops(trace):
                     found.ops[trace.device] = calls
                 if not found.executions:  # the host's first device that ran modules
                     found.executions = list(trace.events(lambda line: line == MODULES_LINE))
         except (ValueError, OSError) as e:
-            found.unreadable.append(f"{f['path']}: {type(e).__name__}: {e}")
+            found.unreadable.append(f"{name}: {type(e).__name__}: {e}")
     return found
 
 

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
+from ray_tpu_profile.analysis.host_summary import TOP_OPERATIONS
 from ray_tpu_profile.analysis.report_types import HostReport, Report, SlowestHost
 from ray_tpu_profile.errors import ToolError
 from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
 
 if TYPE_CHECKING:
-    from ray_tpu_profile.analysis.host_collectives import HostCollectives
-    from ray_tpu_profile.analysis.traces import HostTraces
+    from ray_tpu_profile.analysis.host_summary import HostSummary
 
 
 def _mean(values: list[float]) -> str:
@@ -138,13 +138,11 @@ def print_plan(planned: dict[str, Any], console: Console | None = None) -> None:
     console.print(f"env in every model process: {', '.join(f'{k}={v}' for k, v in e['env'].items())}")
 
 
-def host_report(
-    host: HostEntry, events: Iterable[tuple[str, str, int, int]], unreadable: list[str], top: int = 10
-) -> HostReport:
-    """One host's part of report.json, from its trace events (unreadable: the trace files
-    that could not be read, filled while events are read)."""
-    from ray_tpu_profile.analysis.ops import operation_profile
-    from ray_tpu_profile.analysis.summary_stats import latency_stats, top_operations
+def host_report(host: HostEntry, summary: HostSummary) -> HostReport:
+    """One host's part of report.json: its latencies from the manifest, the rest from the
+    summary of its traces (host_summary.py)."""
+    from ray_tpu_profile.analysis.host_summary import SUMMARY
+    from ray_tpu_profile.analysis.summary_stats import latency_stats
     from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
     from ray_tpu_profile.analysis.verdict import kept_iterations, spread
 
@@ -153,8 +151,6 @@ def host_report(
         kept = kept_iterations(latency_s)
         return spread(kept) if kept else None
 
-    ops = operation_profile(events)  # self times in ms; the profiler's and tool's own left out
-    totals = ops.self_ms
     return {
         "name": host["name"],
         "engine": host.get("engine"),
@@ -166,12 +162,13 @@ def host_report(
         "profiled_s": latency_stats(host["latency_s"]["profiled"]),
         "kept_n": len(kept_iterations(host["latency_s"])),
         "spread": spread_of(host["latency_s"]),
-        "trace_bytes": sum(f["bytes"] for f in host["files"]),
+        # What the host delivered of its run, not the summary it made of it for this report.
+        "trace_bytes": sum(f["bytes"] for f in host["files"] if not f["path"].endswith(f"/{SUMMARY}")),
         "traces": [f["path"] for f in host["files"] if f["path"].endswith(TRACE_SUFFIXES)],
-        "unreadable_traces": unreadable,
-        "top_operations": top_operations(totals, top) if totals else [],
-        "steps": ops.steps(),
-        "left_out_of_operations_ms": dict(sorted(ops.left_out_ms.items(), key=lambda kv: -kv[1])[:top]),
+        "unreadable_traces": summary.unreadable,
+        "top_operations": summary.top_operations,
+        "steps": summary.steps,
+        "left_out_of_operations_ms": summary.left_out_of_operations_ms,
         "shapes": {
             shape: {
                 "warmup_s": latency_stats(done["latency_s"]["warmup"]),
@@ -186,28 +183,25 @@ def host_report(
 
 def build_report(
     run_dir: Path,
-    top: int = 10,
-    hosts: dict[str, HostReport] | None = None,
-    host_level: dict[str, HostCollectives] | None = None,
+    top: int = TOP_OPERATIONS,
+    summaries: dict[str, HostSummary] | None = None,
+    made_where: dict[str, str] | None = None,
 ) -> Report:
     """report.json: per host latency statistics, top operations by self time from its own
     trace, trace bytes; capture skew; the slowest host against the median; failures;
-    devices, collectives and stragglers (device_analysis.py). hosts, host_level: each
-    host's host_report and host-level collectives, where the caller has read the traces
-    already (made with its own top)."""
-    from ray_tpu_profile.analysis.device_analysis import analyse_devices
-    from ray_tpu_profile.analysis.traces import host_trace_events
+    devices, collectives and stragglers (device_analysis.py). summaries: each host's
+    (host_summary.py), where the caller has them, made with this top (made_where: where
+    each was made); else they are made here from the traces."""
+    from ray_tpu_profile.analysis.device_analysis import merge_devices
+    from ray_tpu_profile.analysis.host_summary import summaries as host_summaries
+    from ray_tpu_profile.analysis.timeline import DEFAULT_MAX_EVENTS_PER_HOST
     from ray_tpu_profile.rundir import layout
 
     manifest = layout.read_manifest(run_dir)
-    devices = analyse_devices(run_dir, manifest, top, host_level)
-    entries = []
-    for h in manifest["hosts"]:
-        if hosts is not None:
-            entries.append(hosts[h["name"]])
-        else:
-            unreadable: list[str] = []
-            entries.append(host_report(h, host_trace_events(run_dir, h, unreadable), unreadable, top))
+    if summaries is None:
+        summaries, made_where = host_summaries(run_dir, manifest, DEFAULT_MAX_EVENTS_PER_HOST, top)
+    host_level = {name: s.collectives for name, s in summaries.items()}
+    devices = merge_devices(run_dir, manifest, [s.devices for s in summaries.values() if s.devices], host_level)
     return {
         "run_id": manifest["run_id"],
         "status": manifest["status"],
@@ -230,7 +224,8 @@ def build_report(
             for h in manifest["hosts"]
             if h["status"] != "ok"
         ],
-        "hosts": entries,
+        "hosts": [host_report(h, summaries[h["name"]]) for h in manifest["hosts"]],
+        "summarised_on": made_where or {},
         "devices": devices["devices"],
         "collectives": devices["collectives"],
         "collectives_total": devices["collectives_total"],
@@ -393,13 +388,15 @@ def write_report(
     run_dir: Path, max_timeline_events_per_host: int | None = None, note: Callable[[str], None] = lambda text: None
 ) -> dict[str, Any]:
     """Everything `report` derives from a run directory, written into it: report.json and
-    report.txt, timeline.json.gz (every host's trace on one axis) and report.png. Each
-    host's traces are read once, for both the report and the timeline."""
+    report.txt, timeline.json.gz (every host's trace on one axis) and report.png, all from
+    the hosts' summaries of their traces (host_summary.py: their own where they shipped
+    one, else made here, each host's traces read once for all three)."""
     import io
     import time
 
+    from ray_tpu_profile.analysis.host_summary import describe_made_where, summaries
     from ray_tpu_profile.analysis.plot import PLOT, write_plot
-    from ray_tpu_profile.analysis.timeline import DEFAULT_MAX_EVENTS_PER_HOST, TIMELINE, write_timeline
+    from ray_tpu_profile.analysis.timeline import DEFAULT_MAX_EVENTS_PER_HOST, TIMELINE, tool_events, write_timeline
     from ray_tpu_profile.rundir.layout import read_manifest, write_json_atomic
 
     run_dir = Path(run_dir)
@@ -408,10 +405,15 @@ def write_report(
     report: dict[str, Any] = {}
     # Each output on its own: a trace one of them cannot use must not cost the others.
     failures: dict[str, str] = {}
-    derived, host_level = _derive_from_traces(run_dir, manifest, max_events, failures, note)
+    started = time.monotonic()
+    try:
+        found, made_where = summaries(run_dir, manifest, max_events)
+        note(f"{describe_made_where(made_where)} ({time.monotonic() - started:.1f} s)")
+    except Exception as e:  # both outputs that need the traces fail, named below; the plot goes on
+        failures.update({name: f"{name}: {type(e).__name__}: {e}" for name in ("report.json", TIMELINE)})
 
     def text_report() -> str:
-        report.update(build_report(run_dir, hosts=derived["report.json"], host_level=host_level))
+        report.update(build_report(run_dir, summaries=found, made_where=made_where))
         write_json_atomic(run_dir / "report.json", report)
         buffer = io.StringIO()
         print_report(report, Console(file=buffer, width=160, highlight=False, soft_wrap=True))
@@ -419,7 +421,11 @@ def write_report(
         return "report.json, report.txt written"
 
     def timeline() -> str:
-        write_timeline(run_dir, max_events, hosts=derived[TIMELINE], collectives=report.get("collectives"))
+        hosts = {
+            h["name"]: (tool_events(h), found[h["name"]].timeline, found[h["name"]].unreadable)
+            for h in manifest["hosts"]
+        }
+        write_timeline(run_dir, max_events, hosts=hosts, collectives=report.get("collectives"))
         return f"{TIMELINE} written: every host's trace on one wall-clock axis, for Perfetto (ui.perfetto.dev)"
 
     def plot() -> str:
@@ -437,47 +443,6 @@ def write_report(
     if failures:
         raise ReportError("; ".join(failures.values()))
     return report
-
-
-def _derive_from_traces(
-    run_dir: Path, manifest: Manifest, max_events: int, failures: dict[str, str], note: Callable[[str], None]
-) -> tuple[dict[str, dict[str, Any]], dict[str, HostCollectives]]:
-    """Each host's report entry and timeline events, and for report.json its host-level
-    collectives, from one read of its traces, one host in memory at a time. An output that
-    fails is named in failures and not derived further."""
-    import time
-
-    from ray_tpu_profile.analysis.host_collectives import host_collectives
-    from ray_tpu_profile.analysis.timeline import TIMELINE, host_timeline
-    from ray_tpu_profile.analysis.traces import read_host_traces
-
-    def for_report(h: HostEntry, traces: HostTraces) -> HostReport:
-        host_level[h["name"]] = host_collectives(traces.file_events())
-        return host_report(h, traces.events, traces.unreadable)
-
-    def for_timeline(h: HostEntry, traces: HostTraces) -> Any:
-        return host_timeline(h, traces.events, traces.unreadable, max_events)
-
-    derived: dict[str, dict[str, Any]] = {"report.json": {}, TIMELINE: {}}
-    host_level: dict[str, HostCollectives] = {}
-    started, events = time.monotonic(), 0
-    for h in manifest["hosts"]:
-        try:
-            traces = read_host_traces(run_dir, h)
-        except Exception as e:  # both outputs that need the traces fail, named by the caller
-            for name in derived:
-                failures.setdefault(name, f"{name}: {type(e).__name__}: {e}")
-            continue
-        events += len(traces.events)
-        for name, derive in (("report.json", for_report), (TIMELINE, for_timeline)):
-            if name not in failures:
-                try:
-                    derived[name][h["name"]] = derive(h, traces)
-                except Exception as e:  # that output fails, named by the caller; the other goes on
-                    failures[name] = f"{name}: {type(e).__name__}: {e}"
-        del traces  # before the next host's are read
-    note(f"traces read: {events:,} events from {len(manifest['hosts'])} host(s) ({time.monotonic() - started:.1f} s)")
-    return derived, host_level
 
 
 class ReportError(ToolError, RuntimeError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 from ray_tpu_profile.analysis.ops import StepSummary
 from ray_tpu_profile.analysis.summary_stats import LatencyStats, Operation
@@ -161,6 +161,9 @@ class Report(TypedDict):
     load: dict[str, Any] | None
     failed_hosts: list[FailedHost]
     hosts: list[HostReport]
+    summarised_on: NotRequired[dict[str, str]]
+    """Per host, where the summary of its traces that the report comes from was made:
+    `host` (on the host, before the gather), else why not and it was made by `report`."""
     devices: list[DeviceReport]
     collectives: list[CollectiveReport]
     collectives_total: int

@@ -5,7 +5,7 @@ named in the caller's error list; the host's other files are still read."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,9 +89,16 @@ class HostTraces:
 
 
 def read_host_traces(run_dir: Path, host: HostEntry) -> HostTraces:
+    return read_trace_files({f["path"]: Path(run_dir) / f["path"] for f in host["files"]})
+
+
+def read_trace_files(files: Mapping[str, Path]) -> HostTraces:
+    """The events of a host's trace files (name in the run directory -> where the file is
+    now: in the run directory, or on the host before the gather); other files are skipped."""
     traces = HostTraces(events=[])
-    for path, events in host_trace_files(run_dir, host, traces.unreadable):
-        first = len(traces.events)
-        traces.events.extend(events)
-        traces.files[path] = (first, len(traces.events))
+    for name, path in files.items():
+        if name.endswith(TRACE_SUFFIXES):
+            first = len(traces.events)
+            traces.events.extend(_file_events(path, name, traces.unreadable))
+            traces.files[name] = (first, len(traces.events))
     return traces

@@ -372,6 +372,7 @@ def _clock_offsets(handles: dict[str, AttachTarget]) -> tuple[dict[str, Any], di
 def _gather(traced: Traced, run_dir: Path, config: AttachConfig) -> None:
     """Each traced process's files into the run directory, verified: through Ray, host by
     host side by side (each host's processes one after another); locally, moved into place."""
+    from ray_tpu_profile.analysis.host_summary import TOP_OPERATIONS
     from ray_tpu_profile.core.files import move_file, sha256_file
     from ray_tpu_profile.driver.gather import gather_host
 
@@ -397,6 +398,11 @@ def _gather(traced: Traced, run_dir: Path, config: AttachConfig) -> None:
                         )
                 else:
                     handle.call("select", name).result(timeout=config.timeout_s)
+                    # Its summary for the reports, made beside its traces (host/summaries.py).
+                    summary = handle.call("summarise", TOP_OPERATIONS, None, name).result(timeout=config.timeout_s)
+                    records[name].summary = summary
+                    if "error" in summary:
+                        traced.progress.note(f"{name}: no summary ({summary['error']}); the reports read its traces")
                     gather_host(handle.target, name, run_dir, config.timeout_s, gathered=records[name].files)
             except Exception as e:  # that process's failure; what it delivered stays listed
                 traced.fail(name, Stage.GATHER, f"{type(e).__name__}: {e}")

@@ -16,6 +16,7 @@ from ray_tpu_profile.attach import registry
 from ray_tpu_profile.attach.registry import RegistryEntry
 from ray_tpu_profile.host.clock_echo import ClockEchoHost
 from ray_tpu_profile.host.files import HostFiles
+from ray_tpu_profile.host.summaries import HostSummaries
 
 CALL_TIMEOUT_S = 60.0
 """Beyond a capture's own window: a process that has not answered by then is not going to."""
@@ -26,7 +27,7 @@ def trace_host_name(host_name: str, entry: RegistryEntry) -> str:
     return f"{host_name}.{entry.label}"
 
 
-class AttachActor(ClockEchoHost, HostFiles):
+class AttachActor(ClockEchoHost, HostFiles, HostSummaries):
     def __init__(self, host_name: str, node_id: str | None = None, output_root: str | None = None):
         self.host_name = host_name
         self.node_id = node_id

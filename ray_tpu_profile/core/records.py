@@ -94,6 +94,8 @@ class Stage(StrEnum):
     WINDOW = "window"
     """Placing a --phase window."""
     CAPTURE = "capture"
+    SUMMARIES = "summaries"
+    """Each host summarising its own traces for the reports, before the gather."""
     GATHER = "gather"
     VERIFY = "verify"
     REPORTS = "reports"
@@ -176,6 +178,9 @@ class HostRecord:
     clock: dict[str, Any] | None = None
     """This host's clock against the driver's, as last measured (stages.measure_clocks):
     offset_ms, uncertainty_ms, round trips, NTP state, any warning, and every measurement."""
+    summary: dict[str, Any] | None = None
+    """The host's summary of its own traces, made before the gather (stages.summarise):
+    seconds, events, bytes; or the error that kept it from being made."""
 
     # The manifest's top-level host fields describe the first shape (the only one outside a sweep).
     @property

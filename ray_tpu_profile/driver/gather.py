@@ -91,11 +91,12 @@ def upload_host(
 ) -> list[dict[str, Any]]:
     """The remote counterpart of gather_host: the host writes each file straight to
     run_url (sha256 of the bytes it sent, size as the store reports it). The driver then
-    reads back the traces it needs into run_dir and checks them against the host's sha256,
+    reads back the traces and summary it needs into run_dir and checks them against the host's sha256,
     so those are verified end to end; other files (dumps) are checked by size. Entries are
     appended to `gathered` as each file is done, as in gather_host."""
     import ray
 
+    from ray_tpu_profile.analysis.host_summary import SUMMARY
     from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
     from ray_tpu_profile.driver.barrier import result_watching_stop
     from ray_tpu_profile.rundir.remote import download_file, join
@@ -108,7 +109,7 @@ def upload_host(
             actor.upload.remote(relpath, join(run_url, dest_rel)).future(), timeout_s, check_stop
         )
         entry = {"path": dest_rel, "bytes": sent["bytes"], "sha256": sent["sha256"], "verified": "size"}
-        if dest_rel.endswith(TRACE_SUFFIXES):
+        if dest_rel.endswith((*TRACE_SUFFIXES, f"/{SUMMARY}")):  # what the reports read
             local = run_dir / dest_rel
             local.parent.mkdir(parents=True, exist_ok=True)
             got = download_file(join(run_url, dest_rel), str(local))

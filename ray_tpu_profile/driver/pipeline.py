@@ -1,5 +1,5 @@
 """A run, in order: open -> place -> clocks -> load -> for each shape: warm up, clocks,
-place the window, capture -> gather -> verify -> outcome -> reports -> final run directory.
+place the window, capture -> summaries -> gather -> verify -> outcome -> reports -> final run directory.
 
 Every stage runs on all healthy hosts at once and is waited for as a whole (barrier.py);
 a host that fails is marked with its stage and reason and the others carry on; whatever
@@ -52,6 +52,7 @@ def execute(
                 stages.measure_clocks(run, hosts, shape)  # each host's clock, right before its instants
                 stages.place_window(run, hosts, shape, plan)
                 stages.capture(run, hosts, shape, plan)
+        stages.summarise(run, hosts, timeline_max_events)
         stages.gather(run, hosts)
         stages.verify(run, hosts, plan)
     finish.record_outcome(run)

@@ -434,6 +434,24 @@ def _keep(shape: ShapeRun, key: str):
     return on_result
 
 
+def summarise(run: RunState, hosts: Barrier, timeline_max_events: int | None) -> None:
+    """Every healthy host summarises its own traces for the reports (host/summaries.py),
+    all at once, to be gathered with them: the driver's reports then merge summaries and
+    read no host's events. A host whose summary fails is not failed: its traces are whole,
+    and the reports summarise them on the driver (the manifest says why)."""
+    from ray_tpu_profile.analysis.host_summary import TOP_OPERATIONS
+
+    def keep(record: HostRecord, summary: dict[str, Any]) -> str:
+        record.summary = summary
+        if "error" in summary:
+            return f"no summary ({summary['error']}); the reports will read its traces"
+        return f"{summary['events']:,} events summarised in {summary['seconds']:.2f} s, {summary['bytes']:,} bytes"
+
+    if hosts.healthy():
+        run.enter(Stage.SUMMARIES)
+        hosts.run(Stage.SUMMARIES, lambda h: h.summarise(TOP_OPERATIONS, timeline_max_events), keep)
+
+
 def gather(run: RunState, hosts: Barrier) -> None:
     """Every healthy host's files into the run directory (or straight to the result URL),
     each verified; hosts in parallel, a host's failure its own."""

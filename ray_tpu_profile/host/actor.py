@@ -18,12 +18,13 @@ from ray_tpu_profile.core.records import EngineRole, PhaseTiming
 from ray_tpu_profile.core.schedule import Window
 from ray_tpu_profile.host.clock_echo import ClockEchoHost
 from ray_tpu_profile.host.files import HostFiles
+from ray_tpu_profile.host.summaries import HostSummaries
 
 TRACED_ATTEMPTS = 3
 """Traced warmup iterations tried before a --phase decode window is given up on."""
 
 
-class HostActor(ClockEchoHost, HostFiles):
+class HostActor(ClockEchoHost, HostFiles, HostSummaries):
     """One host's side of a run: its vLLM engine and capture backend in this process, and
     the files they wrote (under output_dir) until the driver has them. Every call returns
     plain data (records.PhaseTiming, FileEntry, dicts); an error raised here fails this host at

@@ -216,6 +216,7 @@ def host_manifest(r: HostRecord) -> HostEntry:
         "ranks": list(r.ranks),
         "worker": r.worker.to_json() if r.worker else None,
         "clock": r.clock,
+        "summary": r.summary,
         "scratch_dir": r.scratch_dir,
         "status": r.status,
         "stage": r.stage,

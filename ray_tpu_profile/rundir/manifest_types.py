@@ -101,6 +101,17 @@ class HostClock(TypedDict):
     measurements: NotRequired[list[ClockMeasurement]]
 
 
+class HostSummaryInfo(TypedDict):
+    """What a host's summary of its traces took (hosts/<host>/summary.json.gz), or why it
+    could not be made (the reports then summarise the host's traces themselves)."""
+
+    seconds: NotRequired[float]
+    events: NotRequired[int]
+    """Trace events read."""
+    bytes: NotRequired[int]
+    error: NotRequired[str]
+
+
 class HostEntry(TypedDict):
     """One host of a run (or, for attach, one traced process)."""
 
@@ -115,6 +126,9 @@ class HostEntry(TypedDict):
     ranks: list[int]
     worker: WorkerJson | None
     clock: HostClock | None
+    summary: NotRequired[HostSummaryInfo | None]
+    """Its summary of its own traces, made on the host before the gather (absent in run
+    directories from before summaries)."""
     scratch_dir: str | None
     status: HostStatus
     stage: Stage

@@ -316,9 +316,12 @@ def test_attach_traces_both_workers_of_a_live_engine_across_two_hosts_at_one_ins
         manifest = json.loads(proc.stdout)
         traced = {(h["host"], h["role"], tuple(h["ranks"])): h for h in manifest["hosts"]}
         run_dir = only_run_dir(tmp_path)
+        summarised_on = json.loads((run_dir / "report.json").read_text())["summarised_on"]
         for host, rank in (("local-sim-w0", 0), ("local-sim-w1", 1)):
             worker = traced[(host, "worker", (rank,))]
             assert worker["status"] == "ok" and worker["clock"] is not None, worker
+            # Its node's actor summarised its traces before the gather, for the reports.
+            assert worker["summary"]["events"] > 0 and summarised_on[worker["name"]] == "host", worker["summary"]
             (xplane,) = [f["path"] for f in worker["files"] if f["path"].endswith(".xplane.pb")]
             assert any("execute_model" in n for n in event_names(run_dir / xplane)), host
         capture = manifest["capture"]

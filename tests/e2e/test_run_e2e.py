@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -282,7 +283,7 @@ def test_report_is_written_and_matches_the_manifest(jax_run):
         )
         assert rh["shapes"]["4x16x8"]["profiled_s"]["max"] == max(latency[rh["name"]]["profiled"])
         assert rh["shapes"]["4x16x8"]["warmup_s"]["n"] == len(latency[rh["name"]]["warmup"])
-        assert rh["trace_bytes"] == sum(f["bytes"] for f in mh["files"])
+        assert rh["trace_bytes"] == sum(f["bytes"] for f in mh["files"] if not f["path"].endswith("/summary.json.gz"))
         # Top operations come from the host's own xplane: vLLM's Python shows up.
         assert len(rh["top_operations"]) == 10 and all(op["self_ms"] >= 0 for op in rh["top_operations"])
         # The python tracer names events "$<file>.py:<line> <function>": a vLLM module is
@@ -297,6 +298,29 @@ def test_report_is_written_and_matches_the_manifest(jax_run):
         )
         assert any("finish_capture" in n for n in rh["left_out_of_operations_ms"])
         assert rh["steps"]["count"] > 0 and rh["steps"]["mean_ms"] > 0  # the model runner's execute_model calls
+
+
+@pytest.mark.parametrize("run", ["finished_run", "jax_run"])
+def test_reports_merge_the_hosts_own_summaries_which_say_what_their_traces_say(run, request, tmp_path):
+    """Each host summarised its own traces before the gather; the report was made from
+    those summaries, and is what the traces themselves give (a copy of the run directory
+    without the summaries, reported from the traces on the driver)."""
+    from ray_tpu_profile.analysis.report import build_report
+
+    found = request.getfixturevalue(run)
+    run_dir = found[1] if isinstance(found, tuple) else found
+    report, manifest = load_report(run_dir), load_manifest(run_dir)
+    assert report["summarised_on"] == {h["name"]: "host" for h in manifest["hosts"]}
+    for host in manifest["hosts"]:
+        assert host["summary"]["events"] > 0 and host["summary"]["seconds"] > 0, host["summary"]
+        assert f"hosts/{host['name']}/summary.json.gz" in {f["path"] for f in host["files"]}
+    bare = Path(shutil.copytree(run_dir, tmp_path / "bare"))
+    for host in manifest["hosts"]:
+        host["files"] = [f for f in host["files"] if not f["path"].endswith("/summary.json.gz")]
+    (bare / "manifest.json").write_text(json.dumps(manifest))
+    from_traces = json.loads(json.dumps(build_report(bare)))
+    assert set(from_traces["summarised_on"].values()) == {"its host shipped none"}
+    assert {**report, "summarised_on": None} == {**from_traces, "summarised_on": None}
 
 
 def test_torch_report_ranks_operations_not_the_profilers_span_or_step_annotations(finished_run):

@@ -250,7 +250,8 @@ def test_xplane_events_are_not_capped_by_the_converter(tmp_path, monkeypatch):
 
 def test_write_report_reads_each_trace_once_for_report_and_timeline(tmp_path, monkeypatch):
     """The end of a run writes report.json and the timeline from one read of each trace
-    file (counted by wrapping the reader), with the same content as each on its own."""
+    file (counted by wrapping the reader), with the same content as each on its own, where
+    the hosts shipped no summaries of their own."""
     from ray_tpu_profile.analysis import traces
     from ray_tpu_profile.analysis.report import build_report, write_report
 
@@ -273,7 +274,9 @@ def test_write_report_reads_each_trace_once_for_report_and_timeline(tmp_path, mo
     assert report["hosts"][0]["top_operations"] and report["hosts"][1]["unreadable_traces"]
     timeline = json.loads(gzip.decompress((tmp_path / "timeline.json.gz").read_bytes()))
     assert timeline == alone_timeline
-    assert any(n.startswith("traces read: ") for n in notes)
+    # No host shipped a summary here: each was made from the traces, and the note says why.
+    assert any(n.startswith("0 host(s) summarised their own traces, 2 summarised here") for n in notes), notes
+    assert report["summarised_on"] == {"a": "its host shipped none", "b": "its host shipped none"}
 
 
 def test_write_report_one_output_failing_costs_the_others_nothing(tmp_path):

@@ -1,0 +1,307 @@
+"""What one host's traces give the end-of-run reports, from one read of them where they
+are: its operations (self times, engine steps), its host-level collectives, its devices'
+summaries and collective ops, and the events the timeline keeps of it.
+
+Made on each host before the gather, all hosts in parallel (host/summaries.py), and
+shipped with its files; the driver then merges them (report.py, device_analysis.py,
+timeline.py) and reads no trace event. A host without a usable one (a run directory from
+before summaries, a summary that failed on its host, or one made for other options) is
+summarised where the reports are made, in parallel processes where that pays (summaries()).
+
+Stored as gzip'd JSON, never pickle: a run directory may come from a shared bucket, and
+unpickling runs code. It names the sha256 of every trace file it was made from, and is
+used only if they are the files the manifest lists.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray_tpu_profile.analysis.collectives import CollectiveOp
+from ray_tpu_profile.analysis.device_analysis import HostDevices
+from ray_tpu_profile.analysis.devices import DeviceEvent
+from ray_tpu_profile.analysis.host_collectives import HostCollectives
+from ray_tpu_profile.analysis.ops import StepSummary
+from ray_tpu_profile.analysis.summary_stats import Operation
+from ray_tpu_profile.analysis.timeline import Event, Kept
+from ray_tpu_profile.errors import ToolError
+from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
+
+SUMMARY = "summary.json.gz"
+"""Its name in a host's output directory; gathered to hosts/<host>/summary.json.gz."""
+SUMMARY_FORMAT = 1
+MADE_ON_HOST = "host"
+TOP_OPERATIONS = 10
+"""Operations (and a device's categories) a summary ranks: report.json's `top`."""
+
+
+class SummaryError(ToolError, ValueError):
+    """A summary file that cannot be used (unreadable, another format, other traces)."""
+
+
+@dataclass
+class HostSummary:
+    """One host's summary. traces: each trace file it was made from (its path in the run
+    directory) -> sha256; top, max_timeline_events: what it was made for."""
+
+    host: str
+    traces: dict[str, str]
+    top: int
+    max_timeline_events: int
+    top_operations: list[Operation] = field(default_factory=list)
+    steps: StepSummary = field(default_factory=lambda: StepSummary(count=0, total_ms=0.0, mean_ms=None))
+    left_out_of_operations_ms: dict[str, float] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+    collectives: HostCollectives = field(default_factory=HostCollectives)
+    devices: HostDevices | None = None
+    timeline: Kept = field(default_factory=lambda: Kept([], 0, None))
+    seconds: float = 0.0
+    """How long making it took (where it was made)."""
+
+    def __post_init__(self) -> None:
+        if self.devices is None:
+            self.devices = HostDevices(self.host)
+
+
+def summarise(
+    host: str,
+    files: Mapping[str, Path],
+    sha256: Mapping[str, str],
+    top: int = TOP_OPERATIONS,
+    max_timeline_events: int | None = None,
+) -> HostSummary:
+    """One host's summary from its trace files (path in the run directory -> where the
+    file is now; sha256: of each, as its manifest entry will say). Each file is read once
+    for the operations, collectives and timeline, and its device planes once more, one
+    plane at a time (device_analysis.devices_of_files)."""
+    from ray_tpu_profile.analysis.device_analysis import devices_of_files
+    from ray_tpu_profile.analysis.host_collectives import host_collectives
+    from ray_tpu_profile.analysis.ops import operation_profile
+    from ray_tpu_profile.analysis.summary_stats import top_operations
+    from ray_tpu_profile.analysis.timeline import DEFAULT_MAX_EVENTS_PER_HOST, keep_longest
+    from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES, read_trace_files
+
+    started = time.monotonic()
+    max_events = max_timeline_events or DEFAULT_MAX_EVENTS_PER_HOST
+    traces = read_trace_files(files)
+    ops = operation_profile(traces.events)
+    summary = HostSummary(
+        host=host,
+        traces={name: sha256[name] for name in files if name.endswith(TRACE_SUFFIXES)},
+        top=top,
+        max_timeline_events=max_events,
+        top_operations=top_operations(ops.self_ms, top) if ops.self_ms else [],
+        steps=ops.steps(),
+        left_out_of_operations_ms=dict(sorted(ops.left_out_ms.items(), key=lambda kv: -kv[1])[:top]),
+        unreadable=traces.unreadable,
+        collectives=host_collectives(traces.file_events()),
+        timeline=keep_longest(traces.events, max_events),
+    )
+    del traces  # before the device planes are read
+    summary.devices = devices_of_files(host, files, top)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def summarise_from_run_dir(run_dir: Path, host: HostEntry, top: int, max_timeline_events: int) -> HostSummary:
+    """A host's summary from its files in a run directory (what its host did not make)."""
+    files = {f["path"]: Path(run_dir) / f["path"] for f in host["files"]}
+    return summarise(
+        host["name"], files, {f["path"]: f.get("sha256", "") for f in host["files"]}, top, max_timeline_events
+    )
+
+
+def problem(summary: HostSummary, host: HostEntry, top: int, max_timeline_events: int) -> str | None:
+    """Why a host's summary cannot stand for its traces in the manifest, or None."""
+    from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
+
+    listed = {f["path"]: f["sha256"] for f in host["files"] if f["path"].endswith(TRACE_SUFFIXES)}
+    if summary.host != host["name"]:
+        return f"made for host {summary.host}"
+    if summary.traces != listed:
+        return "made from other trace files than the manifest lists"
+    if (summary.top, summary.max_timeline_events) != (top, max_timeline_events):
+        return f"made for top {summary.top} and {summary.max_timeline_events} timeline events"
+    return None
+
+
+def summaries(
+    run_dir: Path,
+    manifest: Manifest,
+    max_timeline_events: int,
+    top: int = TOP_OPERATIONS,
+    workers: int | None = None,
+) -> tuple[dict[str, HostSummary], dict[str, str]]:
+    """Every host's summary, and where each was made: MADE_ON_HOST (its own, shipped with
+    its files), else why its own could not be used and it was made here. Those made here are made in
+    parallel processes where their traces are big enough for that to pay
+    (device_analysis.parallel_hosts). A host whose summary cannot be made raises."""
+    found: dict[str, HostSummary] = {}
+    made_where: dict[str, str] = {}
+    missing = []
+    for host in manifest["hosts"]:
+        try:
+            summary = read_summary(Path(run_dir), host)
+            why = problem(summary, host, top, max_timeline_events)
+        except SummaryError as e:
+            why = str(e)
+        if why is None:
+            found[host["name"]], made_where[host["name"]] = summary, MADE_ON_HOST
+        else:
+            missing.append(host)
+            made_where[host["name"]] = why
+    for host, summary in zip(missing, _summarise_here(run_dir, missing, top, max_timeline_events, workers)):
+        found[host["name"]] = summary
+    return {h["name"]: found[h["name"]] for h in manifest["hosts"]}, made_where
+
+
+def _summarise_here(
+    run_dir: Path, hosts: list[HostEntry], top: int, max_timeline_events: int, workers: int | None
+) -> Iterator[HostSummary]:
+    import os
+
+    from ray_tpu_profile.analysis.device_analysis import parallel_hosts
+    from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
+
+    if workers is None:
+        sizes = [sum(f["bytes"] for f in h["files"] if f["path"].endswith(TRACE_SUFFIXES)) for h in hosts]
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        workers = parallel_hosts(sizes, os.cpu_count() or 1, available)
+    if workers <= 1:
+        yield from (summarise_from_run_dir(run_dir, h, top, max_timeline_events) for h in hosts)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the caller may be the Ray driver, whose threads a fork would copy mid-state.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        n = len(hosts)
+        yield from pool.map(summarise_from_run_dir, [run_dir] * n, hosts, [top] * n, [max_timeline_events] * n)
+
+
+def summary_path(run_dir: Path, host: HostEntry) -> Path | None:
+    """Where the host's summary is in the run directory, if its files list one."""
+    from ray_tpu_profile.rundir.layout import host_file_dest
+
+    dest = host_file_dest(host["name"], SUMMARY).as_posix()
+    return Path(run_dir) / dest if any(f["path"] == dest for f in host["files"]) else None
+
+
+def read_summary(run_dir: Path, host: HostEntry) -> HostSummary:
+    path = summary_path(run_dir, host)
+    if path is None:
+        raise SummaryError("its host shipped none")
+    try:
+        with gzip.open(path, "rt") as f:
+            data = json.load(f)
+    except (OSError, EOFError, ValueError) as e:
+        raise SummaryError(f"unreadable ({type(e).__name__}: {e})") from None
+    return from_json(data)
+
+
+def write_summary(path: Path, summary: HostSummary) -> None:
+    from ray_tpu_profile.core.files import written_whole
+
+    with written_whole(path) as tmp, gzip.open(tmp, "wt", compresslevel=6) as f:
+        f.write(json.dumps(to_json(summary), separators=(",", ":")))
+
+
+def to_json(s: HostSummary) -> dict[str, Any]:
+    """The summary as JSON. Event names repeat (one op name per call): each list of events
+    names them by index into `names`, which keeps the file a fraction of the size."""
+    names: dict[str, int] = {}
+
+    def name(text: str) -> int:
+        return names.setdefault(text, len(names))
+
+    def ops(calls: list[CollectiveOp]) -> list[list[int]]:
+        return [[name(c.name), name(c.program), c.start_ns, c.duration_ns, c.arrive_ns] for c in calls]
+
+    assert s.devices is not None
+    body = {
+        "format": SUMMARY_FORMAT,
+        "host": s.host,
+        "traces": s.traces,
+        "top": s.top,
+        "max_timeline_events": s.max_timeline_events,
+        "seconds": s.seconds,
+        "top_operations": s.top_operations,
+        "steps": s.steps,
+        "left_out_of_operations_ms": s.left_out_of_operations_ms,
+        "unreadable": s.unreadable,
+        "host_collectives": {
+            "ops": {label: ops(calls) for label, calls in s.collectives.ops.items()},
+            "steps_ns": s.collectives.steps_ns,
+        },
+        "devices": {
+            "devices": s.devices.devices,
+            "ops": {device: ops(calls) for device, calls in s.devices.ops.items()},
+            "executions": [[name(e.line), name(e.name), e.start_ns, e.duration_ns] for e in s.devices.executions],
+            "unreadable": s.devices.unreadable,
+        },
+        "timeline": {
+            "total": s.timeline.total,
+            "events": [[name(e.track), name(e.name), e.start_ns, e.duration_ns] for e in s.timeline.events],
+        },
+    }
+    return {**body, "names": list(names)}
+
+
+def from_json(data: Any) -> HostSummary:
+    """SummaryError where data is not a summary of this format."""
+    if not isinstance(data, dict) or data.get("format") != SUMMARY_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise SummaryError(f"not a summary of format {SUMMARY_FORMAT} (found {found!r})")
+    try:
+        return _from_json(data)
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise SummaryError(f"malformed ({type(e).__name__}: {e})") from None
+
+
+def _from_json(data: dict[str, Any]) -> HostSummary:
+    names: list[str] = data["names"]
+
+    def ops(rows: list[list[int]]) -> list[CollectiveOp]:
+        return [CollectiveOp(names[n], names[p], int(s), int(d), int(a)) for n, p, s, d, a in rows]
+
+    device_part, collective_part = data["devices"], data["host_collectives"]
+    events = [Event(names[t], names[n], int(s), int(d)) for t, n, s, d in data["timeline"]["events"]]
+    return HostSummary(
+        host=str(data["host"]),
+        traces={str(k): str(v) for k, v in data["traces"].items()},
+        top=int(data["top"]),
+        max_timeline_events=int(data["max_timeline_events"]),
+        top_operations=list(data["top_operations"]),
+        steps=data["steps"],
+        left_out_of_operations_ms=dict(data["left_out_of_operations_ms"]),
+        unreadable=list(data["unreadable"]),
+        collectives=HostCollectives(
+            ops={label: ops(rows) for label, rows in collective_part["ops"].items()},
+            steps_ns=[(int(a), int(b)) for a, b in collective_part["steps_ns"]],
+        ),
+        devices=HostDevices(
+            str(data["host"]),
+            devices=list(device_part["devices"]),
+            ops={device: ops(rows) for device, rows in device_part["ops"].items()},
+            executions=[DeviceEvent(names[ln], names[n], int(s), int(d)) for ln, n, s, d in device_part["executions"]],
+            unreadable=list(device_part["unreadable"]),
+        ),
+        timeline=Kept(events, int(data["timeline"]["total"]), min((e.duration_ns for e in events), default=None)),
+        seconds=float(data["seconds"]),
+    )
+
+
+def describe_made_where(made_where: Mapping[str, str]) -> str:
+    """Where the hosts' summaries came from, in one line (summaries()' made_where)."""
+    here = {name: where for name, where in made_where.items() if where != MADE_ON_HOST}
+    text = f"{len(made_where) - len(here)} host(s) summarised their own traces"
+    if here:
+        reasons = "; ".join(f"{name}: {why}" for name, why in list(here.items())[:3])
+        text += f", {len(here)} summarised here ({reasons}{'; ...' if len(here) > 3 else ''})"
+    return text
