@@ -3,8 +3,9 @@
 A real Ray cluster on this machine (one local node: 64 raylets do not fit 2 cores), and one
 Ray actor per host: StandInHost. A stand-in is the host's side as the driver sees it: its
 actor process (started, identified), its clock echo (the tool's own, host/clock_echo.py),
-its reading of its own xplane (profilers.time_window.check_xplane, the tool's own), and its
-files served to the gather (host.files.HostFiles, the tool's own), holding one real xplane
+its reading of its own xplane (profilers.time_window.check_xplane, the tool's own), its
+summary of its traces for the reports (host.summaries.HostSummaries, the tool's own), and
+its files served to the gather (host.files.HostFiles, the tool's own), holding one real xplane
 (a jax capture of the tiny model, tests/data/jax-2hosts: 635 KB) as its trace.
 
 What a stand-in skips, all on the host side and none of it the driver's work: vLLM, the
@@ -22,9 +23,14 @@ Stages, at each host count, each timed on the driver:
             round, the baseline for it
   verify    the hosts' own xplane readings, one barrier round (they read at once), then
             the driver's check of each gathered file's sha256 against the host's
-  gather    every host's files into one run directory (gather_host, 16 hosts at once)
+  summaries every host summarising its own xplane for the reports, one barrier round (host
+            work: on 2 shared cores the hosts take turns, on real hosts it is one host's time)
+  gather    every host's files (its xplane and summary) into one run directory (gather_host,
+            16 hosts at once)
   reports   report.json / report.txt / timeline / plot of the run directory, as `run`
-            writes them at its end (today the driver reads every host's xplane)
+            writes them at its end: the driver merges the hosts' summaries, reads no xplane
+  plot      report.png alone, drawn again from the same report (one row per host)
+  merge     reports less plot: summaries read, report.json / .txt, the timeline spliced
 
 Printed per stage: seconds at each count, its ratio to the 8-host time (the baseline,
 measured in the same run; linear is N / 8), the least-squares cost per host, and the
@@ -50,13 +56,14 @@ import ray
 
 from ray_tpu_profile.host.clock_echo import ClockEchoHost
 from ray_tpu_profile.host.files import HostFiles
+from ray_tpu_profile.host.summaries import HostSummaries
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "tests" / "data" / "jax-2hosts"
-STAGES = ("place", "clocks", "barrier", "ray_round", "verify", "gather", "reports")
+STAGES = ("place", "clocks", "barrier", "ray_round", "summaries", "verify", "gather", "reports", "plot", "merge")
 
 
-class StandInHost(ClockEchoHost, HostFiles):
+class StandInHost(ClockEchoHost, HostFiles, HostSummaries):
     """A host as the driver sees it, without vLLM (see the module docstring)."""
 
     def __init__(self, host_name: str, session: str, xplane: str):
@@ -103,7 +110,8 @@ def manifest_for(template: dict, run_id: str, session: str, names: list[str], fi
     for i, name in enumerate(names):
         host = json.loads(json.dumps(first))
         host.update(name=name, worker_id=i, engine=f"engine{i}", files=files[name])
-        host["capture"] = {**host["capture"], "xplane": files[name][0]["path"]}
+        (xplane,) = [f["path"] for f in files[name] if f["path"].endswith(".xplane.pb")]
+        host["capture"] = {**host["capture"], "xplane": xplane}
         manifest["hosts"].append(host)
     manifest["engines"] = [
         {**template["engines"][0], "name": f"engine{i}", "hosts": [n], "owner": n, "ranks": {n: [0]}}
@@ -113,6 +121,7 @@ def manifest_for(template: dict, run_id: str, session: str, names: list[str], fi
 
 
 def one_count(n: int, template: dict, xplane: Path, work: Path) -> dict[str, float]:
+    from ray_tpu_profile.analysis.plot import write_plot
     from ray_tpu_profile.analysis.report import write_report
     from ray_tpu_profile.core.hosts import Host
     from ray_tpu_profile.core.records import HostRecord
@@ -165,6 +174,18 @@ def one_count(n: int, template: dict, xplane: Path, work: Path) -> dict[str, flo
         bare = [timed(lambda: ray.get([a.nothing.remote() for a in actors.values()]))[0] for _ in range(5)]
         times["ray_round"] = statistics.median(bare)
 
+        from ray_tpu_profile.analysis.host_summary import TOP_OPERATIONS
+        from ray_tpu_profile.analysis.timeline import placements, timeline_origin_ns
+
+        # Where each host's timeline events go, as `run` tells its hosts (stages.summarise).
+        planned = manifest_for(template, run_id, session, names, {n: [{"path": ".xplane.pb"}] for n in names})
+        at = placements(planned, timeline_origin_ns(planned))
+
+        def summaries() -> None:
+            made = barrier.run("summaries", lambda h: h.summarise(TOP_OPERATIONS, None, None, at[h.name]))
+            assert all("error" not in m for m in made.values()), made
+
+        times["summaries"], _ = timed(summaries)
         run_dir = work / run_id
         run_dir.mkdir()
         files: dict[str, list] = {}
@@ -183,12 +204,17 @@ def one_count(n: int, template: dict, xplane: Path, work: Path) -> dict[str, flo
             for name in names:
                 check = checks[name][session]
                 assert check.get("events", 0) > 0, check
-                (entry,) = files[name]
+                (entry,) = [f for f in files[name] if f["path"].endswith(".xplane.pb")]
                 assert entry["sha256"] and entry["bytes"] == xplane.stat().st_size
 
         times["verify"], _ = timed(verify)
         (run_dir / "manifest.json").write_text(json.dumps(manifest_for(template, run_id, session, names, files)))
-        times["reports"], _ = timed(lambda: write_report(run_dir))
+        times["reports"], report = timed(lambda: write_report(run_dir))
+        assert set(report["summarised_on"].values()) == {"host"}, report["summarised_on"]
+        # report.png on its own (one row per host, drawn): the rest of the reports is the merge.
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        times["plot"], _ = timed(lambda: write_plot(run_dir, manifest, report["devices"]))
+        times["merge"] = max(times["reports"] - times["plot"], 1e-6)
         shutil.rmtree(run_dir)
         ray.get([a.cleanup.remote() for a in actors.values()])
     finally:
@@ -204,6 +230,11 @@ def main() -> None:
     template = json.loads((TEMPLATE / "manifest.json").read_text())
     (xplane,) = sorted(TEMPLATE.glob("plugins/profile/*/local-sim-w0.xplane.pb"))
     results: dict[int, dict[str, float]] = {}
+    # Imported once before any count: the first count's reports must not pay for them.
+    import matplotlib.pyplot  # noqa: F401
+
+    import ray_tpu_profile.analysis.report  # noqa: F401
+
     with tempfile.TemporaryDirectory(prefix="driver-scale-") as work:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:

@@ -15,6 +15,7 @@ used only if they are the files the manifest lists.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import time
@@ -26,10 +27,11 @@ from typing import Any
 from ray_tpu_profile.analysis.collectives import CollectiveOp
 from ray_tpu_profile.analysis.device_analysis import HostDevices
 from ray_tpu_profile.analysis.devices import DeviceEvent
+from ray_tpu_profile.analysis.gzip_splice import Piece
 from ray_tpu_profile.analysis.host_collectives import HostCollectives
 from ray_tpu_profile.analysis.ops import StepSummary
 from ray_tpu_profile.analysis.summary_stats import Operation
-from ray_tpu_profile.analysis.timeline import Event, Kept
+from ray_tpu_profile.analysis.timeline import Kept, Placement, TracePiece, trace_piece
 from ray_tpu_profile.errors import ToolError
 from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
 
@@ -60,7 +62,8 @@ class HostSummary:
     unreadable: list[str] = field(default_factory=list)
     collectives: HostCollectives = field(default_factory=HostCollectives)
     devices: HostDevices | None = None
-    timeline: Kept = field(default_factory=lambda: Kept([], 0, None))
+    timeline: TracePiece = field(default_factory=lambda: trace_piece(Kept([], 0, None), Placement(1, 0, 0)))
+    """The timeline's kept events of this host, as its text (timeline.trace_piece)."""
     seconds: float = 0.0
     """How long making it took (where it was made)."""
 
@@ -75,9 +78,12 @@ def summarise(
     sha256: Mapping[str, str],
     top: int = TOP_OPERATIONS,
     max_timeline_events: int | None = None,
+    timeline_at: Placement | None = None,
 ) -> HostSummary:
     """One host's summary from its trace files (path in the run directory -> where the
-    file is now; sha256: of each, as its manifest entry will say). Each file is read once
+    file is now; sha256: of each, as its manifest entry will say). timeline_at: where its
+    events go in the timeline, if known (else process 1, its own first event at 0, its own
+    clock: the driver moves them). Each file is read once
     for the operations, collectives and timeline, and its device planes once more, one
     plane at a time (device_analysis.devices_of_files)."""
     from ray_tpu_profile.analysis.device_analysis import devices_of_files
@@ -101,20 +107,23 @@ def summarise(
         left_out_of_operations_ms=dict(sorted(ops.left_out_ms.items(), key=lambda kv: -kv[1])[:top]),
         unreadable=traces.unreadable,
         collectives=host_collectives(traces.file_events()),
-        timeline=keep_longest(traces.events, max_events),
     )
+    kept = keep_longest(traces.events, max_events)
+    first_ns = min((e.start_ns for e in kept.events), default=0)
+    summary.timeline = trace_piece(kept, timeline_at or Placement(1, first_ns, 0))
     del traces  # before the device planes are read
     summary.devices = devices_of_files(host, files, top)
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def summarise_from_run_dir(run_dir: Path, host: HostEntry, top: int, max_timeline_events: int) -> HostSummary:
+def summarise_from_run_dir(
+    run_dir: Path, host: HostEntry, top: int, max_timeline_events: int, timeline_at: Placement | None = None
+) -> HostSummary:
     """A host's summary from its files in a run directory (what its host did not make)."""
     files = {f["path"]: Path(run_dir) / f["path"] for f in host["files"]}
-    return summarise(
-        host["name"], files, {f["path"]: f.get("sha256", "") for f in host["files"]}, top, max_timeline_events
-    )
+    sha256 = {f["path"]: f.get("sha256", "") for f in host["files"]}
+    return summarise(host["name"], files, sha256, top, max_timeline_events, timeline_at)
 
 
 def problem(summary: HostSummary, host: HostEntry, top: int, max_timeline_events: int) -> str | None:
@@ -156,13 +165,22 @@ def summaries(
         else:
             missing.append(host)
             made_where[host["name"]] = why
-    for host, summary in zip(missing, _summarise_here(run_dir, missing, top, max_timeline_events, workers)):
+    from ray_tpu_profile.analysis.timeline import placements, timeline_origin_ns
+
+    at = placements(manifest, timeline_origin_ns(manifest))  # what the driver will most likely want
+    made_here = _summarise_here(run_dir, missing, top, max_timeline_events, workers, at)
+    for host, summary in zip(missing, made_here):
         found[host["name"]] = summary
     return {h["name"]: found[h["name"]] for h in manifest["hosts"]}, made_where
 
 
 def _summarise_here(
-    run_dir: Path, hosts: list[HostEntry], top: int, max_timeline_events: int, workers: int | None
+    run_dir: Path,
+    hosts: list[HostEntry],
+    top: int,
+    max_timeline_events: int,
+    workers: int | None,
+    at: Mapping[str, Placement],
 ) -> Iterator[HostSummary]:
     import os
 
@@ -174,7 +192,7 @@ def _summarise_here(
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         workers = parallel_hosts(sizes, os.cpu_count() or 1, available)
     if workers <= 1:
-        yield from (summarise_from_run_dir(run_dir, h, top, max_timeline_events) for h in hosts)
+        yield from (summarise_from_run_dir(run_dir, h, top, max_timeline_events, at[h["name"]]) for h in hosts)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -182,7 +200,8 @@ def _summarise_here(
     # spawn, not fork: the caller may be the Ray driver, whose threads a fork would copy mid-state.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         n = len(hosts)
-        yield from pool.map(summarise_from_run_dir, [run_dir] * n, hosts, [top] * n, [max_timeline_events] * n)
+        places = [at[h["name"]] for h in hosts]
+        yield from pool.map(summarise_from_run_dir, [run_dir] * n, hosts, [top] * n, [max_timeline_events] * n, places)
 
 
 def summary_path(run_dir: Path, host: HostEntry) -> Path | None:
@@ -245,10 +264,7 @@ def to_json(s: HostSummary) -> dict[str, Any]:
             "executions": [[name(e.line), name(e.name), e.start_ns, e.duration_ns] for e in s.devices.executions],
             "unreadable": s.devices.unreadable,
         },
-        "timeline": {
-            "total": s.timeline.total,
-            "events": [[name(e.track), name(e.name), e.start_ns, e.duration_ns] for e in s.timeline.events],
-        },
+        "timeline": _piece_json(s.timeline),
     }
     return {**body, "names": list(names)}
 
@@ -271,7 +287,6 @@ def _from_json(data: dict[str, Any]) -> HostSummary:
         return [CollectiveOp(names[n], names[p], int(s), int(d), int(a)) for n, p, s, d, a in rows]
 
     device_part, collective_part = data["devices"], data["host_collectives"]
-    events = [Event(names[t], names[n], int(s), int(d)) for t, n, s, d in data["timeline"]["events"]]
     return HostSummary(
         host=str(data["host"]),
         traces={str(k): str(v) for k, v in data["traces"].items()},
@@ -292,8 +307,34 @@ def _from_json(data: dict[str, Any]) -> HostSummary:
             executions=[DeviceEvent(names[ln], names[n], int(s), int(d)) for ln, n, s, d in device_part["executions"]],
             unreadable=list(device_part["unreadable"]),
         ),
-        timeline=Kept(events, int(data["timeline"]["total"]), min((e.duration_ns for e in events), default=None)),
+        timeline=_piece(data["timeline"]),
         seconds=float(data["seconds"]),
+    )
+
+
+def _piece_json(piece: TracePiece) -> dict[str, Any]:
+    return {
+        "pid": piece.at.pid,
+        "origin_ns": piece.at.origin_ns,
+        "shift_ns": piece.at.shift_ns,
+        "deflate": base64.b64encode(piece.text.deflate).decode(),
+        "crc32": piece.text.crc32,
+        "length": piece.text.length,
+        "total": piece.total,
+        "kept": piece.kept,
+        "shortest_kept_ns": piece.shortest_kept_ns,
+        "first_start_ns": piece.first_start_ns,
+    }
+
+
+def _piece(data: dict[str, Any]) -> TracePiece:
+    optional = {key: None if data[key] is None else int(data[key]) for key in ("shortest_kept_ns", "first_start_ns")}
+    return TracePiece(
+        at=Placement(int(data["pid"]), int(data["origin_ns"]), int(data["shift_ns"])),
+        text=Piece(base64.b64decode(data["deflate"], validate=True), int(data["crc32"]), int(data["length"])),
+        total=int(data["total"]),
+        kept=int(data["kept"]),
+        **optional,
     )
 
 

@@ -396,7 +396,7 @@ def write_report(
 
     from ray_tpu_profile.analysis.host_summary import describe_made_where, summaries
     from ray_tpu_profile.analysis.plot import PLOT, write_plot
-    from ray_tpu_profile.analysis.timeline import DEFAULT_MAX_EVENTS_PER_HOST, TIMELINE, tool_events, write_timeline
+    from ray_tpu_profile.analysis.timeline import DEFAULT_MAX_EVENTS_PER_HOST, TIMELINE, write_timeline
     from ray_tpu_profile.rundir.layout import read_manifest, write_json_atomic
 
     run_dir = Path(run_dir)
@@ -421,11 +421,7 @@ def write_report(
         return "report.json, report.txt written"
 
     def timeline() -> str:
-        hosts = {
-            h["name"]: (tool_events(h), found[h["name"]].timeline, found[h["name"]].unreadable)
-            for h in manifest["hosts"]
-        }
-        write_timeline(run_dir, max_events, hosts=hosts, collectives=report.get("collectives"))
+        write_timeline(run_dir, max_events, summaries=found, collectives=report.get("collectives"))
         return f"{TIMELINE} written: every host's trace on one wall-clock axis, for Perfetto (ui.perfetto.dev)"
 
     def plot() -> str:

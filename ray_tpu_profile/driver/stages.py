@@ -440,6 +440,7 @@ def summarise(run: RunState, hosts: Barrier, timeline_max_events: int | None) ->
     read no host's events. A host whose summary fails is not failed: its traces are whole,
     and the reports summarise them on the driver (the manifest says why)."""
     from ray_tpu_profile.analysis.host_summary import TOP_OPERATIONS
+    from ray_tpu_profile.analysis.timeline import placements, timeline_origin_ns
 
     def keep(record: HostRecord, summary: dict[str, Any]) -> str:
         record.summary = summary
@@ -449,7 +450,11 @@ def summarise(run: RunState, hosts: Barrier, timeline_max_events: int | None) ->
 
     if hosts.healthy():
         run.enter(Stage.SUMMARIES)
-        hosts.run(Stage.SUMMARIES, lambda h: h.summarise(TOP_OPERATIONS, timeline_max_events), keep)
+        # Where each host's events go in the timeline, known now (its first warmup comes
+        # before any trace): the driver then splices each host's piece as it is.
+        manifest = run.manifest()
+        at = placements(manifest, timeline_origin_ns(manifest))
+        hosts.run(Stage.SUMMARIES, lambda h: h.summarise(TOP_OPERATIONS, timeline_max_events, None, at[h.name]), keep)
 
 
 def gather(run: RunState, hosts: Barrier) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ray_tpu_profile.analysis.timeline import Placement
 
 
 class HostSummaries:
@@ -17,10 +20,17 @@ class HostSummaries:
 
     list_paths: Callable[[], list[str]]
 
-    def summarise(self, top: int, max_timeline_events: int | None, trace_host: str | None = None) -> dict[str, Any]:
+    def summarise(
+        self,
+        top: int,
+        max_timeline_events: int | None,
+        trace_host: str | None = None,
+        timeline_at: Placement | None = None,
+    ) -> dict[str, Any]:
         """Writes summary.json.gz beside this host's traces, to be gathered with them
         (trace_host: the name they go under in the run directory, where it is not this
-        host's: attach's traced processes).
+        host's: attach's traced processes; timeline_at: where its events go in the
+        timeline, where the driver knows it already: timeline.Placement).
         Returns what it holds ({"seconds", "events", "bytes"}), or {"error": ...} where it
         could not be made: never raises, because a host whose summary fails still has its
         traces, and the driver then summarises them itself (and says why)."""
@@ -36,7 +46,7 @@ class HostSummaries:
             name = trace_host or self.host_name
             files = {host_file_dest(name, rel).as_posix(): self.output_dir / rel for rel in traces}
             summary = summarise(
-                name, files, {name: sha256_file(p) for name, p in files.items()}, top, max_timeline_events
+                name, files, {name: sha256_file(p) for name, p in files.items()}, top, max_timeline_events, timeline_at
             )
             write_summary(path, summary)
         except Exception as e:  # returned, said by the driver and in the manifest; the traces stay

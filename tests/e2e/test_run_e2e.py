@@ -314,6 +314,15 @@ def test_reports_merge_the_hosts_own_summaries_which_say_what_their_traces_say(r
     for host in manifest["hosts"]:
         assert host["summary"]["events"] > 0 and host["summary"]["seconds"] > 0, host["summary"]
         assert f"hosts/{host['name']}/summary.json.gz" in {f["path"] for f in host["files"]}
+    # Each host was told where its events go in the timeline, and that is where they
+    # went: the driver spliced its piece in without moving it (timeline.rebased).
+    from ray_tpu_profile.analysis.host_summary import read_summary
+    from ray_tpu_profile.analysis.timeline import placements, timeline_origin_ns
+
+    shipped = {h["name"]: read_summary(run_dir, h) for h in manifest["hosts"]}
+    first = {name: s.timeline.first_start_ns for name, s in shipped.items()}
+    wanted = placements(manifest, timeline_origin_ns(manifest, first))
+    assert {name: s.timeline.at for name, s in shipped.items()} == wanted
     bare = Path(shutil.copytree(run_dir, tmp_path / "bare"))
     for host in manifest["hosts"]:
         host["files"] = [f for f in host["files"] if not f["path"].endswith("/summary.json.gz")]

@@ -15,6 +15,7 @@ import pytest
 
 from ray_tpu_profile.analysis import host_summary
 from ray_tpu_profile.analysis.report import build_report, write_report
+from ray_tpu_profile.analysis.timeline import placements, timeline_origin_ns, write_timeline
 from ray_tpu_profile.core.files import sha256_file
 from ray_tpu_profile.host.files import HostFiles
 from ray_tpu_profile.host.summaries import HostSummaries
@@ -53,10 +54,11 @@ def run_with_device_planes(tmp_path: Path) -> Path:
     return run_dir
 
 
-def ship_summaries(run_dir: Path, tmp_path: Path, **summarise_options) -> dict[str, dict]:
+def ship_summaries(run_dir: Path, tmp_path: Path, placements_by_host=None, **summarise_options) -> dict[str, dict]:
     """Each host's files put back into an output directory as the host wrote them, summarised
     there by the host's own method, and the summary gathered into the run directory and
-    listed in the manifest (bytes, sha256) like every file a host delivers."""
+    listed in the manifest (bytes, sha256) like every file a host delivers (placements_by_host:
+    where each host's timeline events go, given to it as `run` gives it)."""
     manifest = read_manifest(run_dir)
     returned = {}
     for host in manifest["hosts"]:
@@ -66,6 +68,8 @@ def ship_summaries(run_dir: Path, tmp_path: Path, **summarise_options) -> dict[s
             (output_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run_dir / f["path"], output_dir / rel)
         options = {"top": host_summary.TOP_OPERATIONS, "max_timeline_events": None, **summarise_options}
+        if placements_by_host:
+            options["timeline_at"] = placements_by_host[host["name"]]
         returned[host["name"]] = Host(host["name"], output_dir).summarise(**options)
         dest = Path("hosts") / host["name"] / host_summary.SUMMARY
         (run_dir / dest).parent.mkdir(parents=True, exist_ok=True)
@@ -94,6 +98,7 @@ def no_trace_reads(monkeypatch) -> None:
 def test_shipped_summaries_give_the_report_of_the_traces_without_reading_them(tmp_path, monkeypatch):
     run_dir = run_with_device_planes(tmp_path)
     from_traces = build_report(run_dir)
+    timeline_from_traces = json.load(gzip.open(write_timeline(run_dir, collectives=from_traces["collectives"])))
     assert from_traces["summarised_on"] == {h: "its host shipped none" for h in ("local-sim-w0", "local-sim-w1")}
     returned = ship_summaries(run_dir, tmp_path)
     assert all(r["events"] > 1000 and r["bytes"] > 0 and r["seconds"] > 0 for r in returned.values()), returned
@@ -107,6 +112,8 @@ def test_shipped_summaries_give_the_report_of_the_traces_without_reading_them(tm
     straggling = [s["straggler"] for s in report["stragglers"] if s["straggler"]]
     assert straggling == [{"host": "local-sim-w1", "device": "/device:TPU:1"}]
     timeline = json.load(gzip.open(run_dir / "timeline.json.gz"))
+    # The hosts made their pieces without knowing where they go: the driver moved them.
+    assert timeline == timeline_from_traces
     kept = timeline["otherData"]["downsampling"]["hosts"]
     assert [kept[h]["trace_events"] for h in kept] == [returned[h]["events"] for h in kept]
 
@@ -115,7 +122,7 @@ def test_a_summary_round_trips_through_its_file(tmp_path):
     run_dir = run_with_device_planes(tmp_path)
     host = read_manifest(run_dir)["hosts"][1]
     made = host_summary.summarise_from_run_dir(run_dir, host, 10, 50)
-    assert made.devices and made.devices.ops and made.devices.executions and len(made.timeline.events) == 50
+    assert made.devices and made.devices.ops and made.devices.executions and made.timeline.kept == 50
     path = tmp_path / "summary.json.gz"
     host_summary.write_summary(path, made)
     read = host_summary.from_json(json.load(gzip.open(path)))
@@ -149,7 +156,8 @@ def test_a_summary_that_cannot_stand_for_the_traces_is_made_again_here_and_says_
     expected_w0 = "host" if spoil != "other options" else "made for top 10 and 7 timeline events"
     assert made_where["local-sim-w0"] == expected_w0
     # Made here from the traces: what the host would have made.
-    again = host_summary.summarise_from_run_dir(run_dir, read_manifest(run_dir)["hosts"][1], 10, 100_000)
+    w1_again = read_manifest(run_dir)["hosts"][1]
+    again = host_summary.summarise_from_run_dir(run_dir, w1_again, 10, 100_000, found["local-sim-w1"].timeline.at)
     assert {**vars(found["local-sim-w1"]), "seconds": 0} == {**vars(again), "seconds": 0}
 
 
@@ -174,3 +182,44 @@ def test_a_summary_names_the_trace_it_could_not_read(tmp_path):
         "hosts/h0/torch/h0.pt.trace.json": sha256_file(output_dir / "torch" / "h0.pt.trace.json")
     }
     assert summary.unreadable and summary.unreadable[0].startswith("hosts/h0/torch/h0.pt.trace.json: JSONDecodeError")
+
+
+def test_pieces_made_where_the_driver_will_put_them_are_spliced_as_they_are(tmp_path, monkeypatch):
+    """Given its placement (as `run` gives it: the origin is the first warmup, known before
+    any trace), each host's piece goes into timeline.json.gz byte for byte: nothing is
+    decompressed or moved, and the file is one ordinary gzip stream."""
+    import subprocess
+
+    from ray_tpu_profile.analysis import gzip_splice, timeline
+
+    run_dir = run_with_device_planes(tmp_path)
+    from_traces = json.load(gzip.open(write_timeline(run_dir)))
+    manifest = read_manifest(run_dir)
+    at = placements(manifest, timeline_origin_ns(manifest))
+    ship_summaries(run_dir, tmp_path, placements_by_host=at)
+
+    def no_decompress(piece):
+        raise AssertionError("a host's piece was decompressed")
+
+    monkeypatch.setattr(gzip_splice, "decompress", no_decompress)
+    moved = []
+    real_rebased = timeline.rebased
+    monkeypatch.setattr(
+        timeline, "rebased", lambda piece, where: moved.append(piece.at != where) or real_rebased(piece, where)
+    )
+    path = write_timeline(run_dir)
+    assert moved == [False, False]
+    assert subprocess.run(["gzip", "-t", str(path)]).returncode == 0
+    assert json.load(gzip.open(path)) == from_traces
+
+
+def test_crc32_combine_is_zlib_s_crc_of_the_joined_data():
+    import os
+    import zlib
+
+    from ray_tpu_profile.analysis.gzip_splice import crc32_combine
+
+    parts = [b"", b"x", os.urandom(1000), b"ab" * 70_000]
+    for a in parts:
+        for b in parts:
+            assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
