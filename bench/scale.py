@@ -4,7 +4,8 @@
 Per host count (median of --repeats runs): driver wall time per stage (manifest
 `timings_s`), orchestration overhead (the driver's time less the local cluster's start
 and stop, engine-flag validation, the slowest host's model load, warmup and profiled
-iterations, gather and reports: what the tool itself adds), capture start skew, and the
+iterations, gather and reports, and the hosts summarising their traces for the reports:
+what the tool itself adds), capture start skew, and the
 driver's peak RSS (the CLI process, from wait4: the largest of it and the local cluster's
 processes it started and reaped). Then each stage's cost is fitted against
 host count (least squares, a + b * hosts, and the log-log slope between the two largest
@@ -30,6 +31,7 @@ STAGES = (
     "load",
     "warmup",
     "capture",
+    "summaries",
     "gather",
     "verify",
     "reports",
@@ -78,6 +80,7 @@ def one_run(hosts: int) -> dict:
         + stages["validate"]
         + sum(host_work.values())
         + stages["gather"]
+        + stages["summaries"]
         + stages["reports"]
     )
     run_s = t["total"] - stages["cluster_start"] - stages["cluster_stop"]

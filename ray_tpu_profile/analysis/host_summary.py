@@ -83,9 +83,9 @@ def summarise(
     """One host's summary from its trace files (path in the run directory -> where the
     file is now; sha256: of each, as its manifest entry will say). timeline_at: where its
     events go in the timeline, if known (else process 1, its own first event at 0, its own
-    clock: the driver moves them). Each file is read once
-    for the operations, collectives and timeline, and its device planes once more, one
-    plane at a time (device_analysis.devices_of_files)."""
+    clock: the driver moves them). Each file is read once for the operations, collectives
+    and timeline, and its device planes once more, one plane at a time
+    (device_analysis.devices_of_files)."""
     from ray_tpu_profile.analysis.device_analysis import devices_of_files
     from ray_tpu_profile.analysis.host_collectives import host_collectives
     from ray_tpu_profile.analysis.ops import operation_profile
@@ -130,7 +130,7 @@ def problem(summary: HostSummary, host: HostEntry, top: int, max_timeline_events
     """Why a host's summary cannot stand for its traces in the manifest, or None."""
     from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
 
-    listed = {f["path"]: f["sha256"] for f in host["files"] if f["path"].endswith(TRACE_SUFFIXES)}
+    listed = {f["path"]: f.get("sha256", "") for f in host["files"] if f["path"].endswith(TRACE_SUFFIXES)}
     if summary.host != host["name"]:
         return f"made for host {summary.host}"
     if summary.traces != listed:
