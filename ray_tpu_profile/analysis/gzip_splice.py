@@ -10,6 +10,7 @@ window), so the concatenation is a valid deflate stream."""
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from collections.abc import Iterable
@@ -68,25 +69,23 @@ def _gf2_square(matrix: list[int]) -> list[int]:
     return [_gf2_times(matrix, row) for row in matrix]
 
 
+@functools.cache
+def _zero_bytes_operator(power: int) -> tuple[int, ...]:
+    """The CRC-32 operator that appends 2**power zero bytes: squared from the one before,
+    each made once per process (a piece's combine then costs a product per bit of its length)."""
+    if power == 0:
+        one_bit = [0xEDB88320] + [1 << n for n in range(31)]  # the operator for one zero bit
+        return tuple(_gf2_square(_gf2_square(_gf2_square(one_bit))))  # 2, 4, 8 bits: one byte
+    return tuple(_gf2_square(list(_zero_bytes_operator(power - 1))))
+
+
 def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
-    """CRC-32 of A + B from CRC-32(A), CRC-32(B) and len(B): zlib's crc32_combine (the
-    operator that appends length2 zero bytes, applied by repeated squaring)."""
-    if length2 <= 0:
-        return crc1
-    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the operator for one zero bit
-    even = _gf2_square(odd)  # two zero bits
-    odd = _gf2_square(even)  # four
-    while True:
-        even = _gf2_square(odd)  # the first pass: one zero byte
+    """CRC-32 of A + B from CRC-32(A), CRC-32(B) and len(B), as zlib's crc32_combine: CRC(A)
+    carried through len(B) zero bytes, one operator per set bit of len(B), then CRC(B)."""
+    power = 0
+    while length2 > 0:
         if length2 & 1:
-            crc1 = _gf2_times(even, crc1)
+            crc1 = _gf2_times(list(_zero_bytes_operator(power)), crc1)
         length2 >>= 1
-        if not length2:
-            break
-        odd = _gf2_square(even)
-        if length2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        length2 >>= 1
-        if not length2:
-            break
+        power += 1
     return crc1 ^ crc2
