@@ -45,9 +45,8 @@ class HostSummaries:
             traces = [rel for rel in self.list_paths() if rel.endswith(TRACE_SUFFIXES)]
             name = trace_host or self.host_name
             files = {host_file_dest(name, rel).as_posix(): self.output_dir / rel for rel in traces}
-            summary = summarise(
-                name, files, {name: sha256_file(p) for name, p in files.items()}, top, max_timeline_events, timeline_at
-            )
+            sha256 = {dest: sha256_file(local) for dest, local in files.items()}
+            summary = summarise(name, files, sha256, top, max_timeline_events, timeline_at)
             write_summary(path, summary)
         except Exception as e:  # returned, said by the driver and in the manifest; the traces stay
             path.unlink(missing_ok=True)
