@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ray_tpu_profile.analysis.collectives import CollectiveOp, Occurrence, Participant, match_occurrences, stragglers
 from ray_tpu_profile.analysis.device_traces import collective_ops, iter_device_traces
@@ -25,6 +25,7 @@ from ray_tpu_profile.analysis.devices import MODULES_LINE, DeviceEvent, device_s
 from ray_tpu_profile.analysis.host_collectives import HostCollectives, host_collectives
 from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
 
+T = TypeVar("T")
 COLLECTIVES_KEPT = 1000
 """Occurrences written to report.json, longest wait first (all are counted in stragglers)."""
 NS_PER_MS = 1_000_000
@@ -118,18 +119,14 @@ class HostDevices:
 def host_devices(run_dir: Path, host: HostEntry, top: int) -> HostDevices:
     """One host's HostDevices from its xplanes in a run directory."""
     files = {f["path"]: Path(run_dir) / f["path"] for f in host["files"] if f["path"].endswith(".xplane.pb")}
-    return devices_of_files(host["name"], files, top, lambda path: _window(host, path))
+    return devices_of_files(host["name"], files, top)
 
 
-def devices_of_files(
-    host_name: str,
-    files: Mapping[str, Path],
-    top: int,
-    window_of: Callable[[Path], tuple[int, int]] | None = None,
-) -> HostDevices:
+def devices_of_files(host_name: str, files: Mapping[str, Path], top: int) -> HostDevices:
     """A host's HostDevices from its xplanes (name in the run directory -> where it is
-    now), each device plane summarised as it is read and let go. window_of: the capture
-    window (host clock) of an xplane; default, the xplane's own."""
+    now), each device plane summarised as it is read and let go, within its own capture
+    window (host clock: the xplane's, which is where the manifest's comes from, and in a
+    sweep each shape's xplane has its own)."""
     from ray_tpu_profile.analysis.xplane import capture_times_ns
 
     found = HostDevices(host_name)
@@ -137,7 +134,7 @@ def devices_of_files(
         if not name.endswith(".xplane.pb"):
             continue
         try:
-            window = (window_of or capture_times_ns)(path)
+            window = capture_times_ns(path)
             for trace in iter_device_traces(path):
                 found.devices.append(
                     device_summary(host_name, trace.device, trace.kind, trace.events(), window, trace.stats, top)
@@ -170,22 +167,29 @@ def parallel_hosts(xplane_bytes: list[int], cpus: int, available_bytes: int) -> 
 
 def _each_host(run_dir: Path, manifest: Manifest, top: int, workers: int | None) -> Iterator[HostDevices]:
     """Every host's HostDevices, in manifest order: in worker processes where that pays."""
+    hosts = [h for h in manifest["hosts"] if any(f["path"].endswith(".xplane.pb") for f in h["files"])]
+    sizes = [sum(f["bytes"] for f in h["files"] if f["path"].endswith(".xplane.pb")) for h in hosts]
+    yield from per_host(host_devices, [(run_dir, h, top) for h in hosts], sizes, workers)
+
+
+def per_host(work: Callable[..., T], calls: list[tuple], sizes: list[int], workers: int | None) -> Iterator[T]:
+    """work(*call) for each call (one per host), in order: in worker processes where the
+    hosts' files (sizes, bytes) are big enough for that to pay (workers: how many; None:
+    parallel_hosts decides). work must be a module-level function (it is pickled)."""
     import os
 
-    hosts = [h for h in manifest["hosts"] if any(f["path"].endswith(".xplane.pb") for f in h["files"])]
     if workers is None:
-        sizes = [sum(f["bytes"] for f in h["files"] if f["path"].endswith(".xplane.pb")) for h in hosts]
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         workers = parallel_hosts(sizes, os.cpu_count() or 1, available)
-    if workers <= 1:
-        yield from (host_devices(run_dir, h, top) for h in hosts)
+    if workers <= 1 or len(calls) < 2:
+        yield from (work(*call) for call in calls)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn, not fork: the caller may be the Ray driver, whose threads a fork would copy mid-state.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from pool.map(host_devices, [run_dir] * len(hosts), hosts, [top] * len(hosts))
+        yield from pool.map(work, *zip(*calls))
 
 
 def read_host_collectives(run_dir: Path, manifest: Manifest, unreadable: list[str]) -> dict[str, HostCollectives]:
@@ -197,16 +201,6 @@ def read_host_collectives(run_dir: Path, manifest: Manifest, unreadable: list[st
     for host in manifest["hosts"]:
         found[host["name"]] = host_collectives(dict(host_trace_files(run_dir, host, unreadable)))
     return found
-
-
-def _window(host: HostEntry, path: Path) -> tuple[int, int]:
-    """The host's capture window (host clock): its manifest's, else the xplane's own."""
-    from ray_tpu_profile.analysis.xplane import capture_times_ns
-
-    capture = host.get("capture") or {}
-    if capture.get("start_ns") is not None and capture.get("stop_ns") is not None:
-        return int(capture["start_ns"]), int(capture["stop_ns"])
-    return capture_times_ns(path)
 
 
 def _engines(manifest: Manifest) -> dict[str, list[str]]:

@@ -19,7 +19,7 @@ import base64
 import gzip
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,20 +56,16 @@ class HostSummary:
     traces: dict[str, str]
     top: int
     max_timeline_events: int
+    devices: HostDevices
     top_operations: list[Operation] = field(default_factory=list)
     steps: StepSummary = field(default_factory=lambda: StepSummary(count=0, total_ms=0.0, mean_ms=None))
     left_out_of_operations_ms: dict[str, float] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
     collectives: HostCollectives = field(default_factory=HostCollectives)
-    devices: HostDevices | None = None
     timeline: TracePiece = field(default_factory=lambda: trace_piece(Kept([], 0, None), Placement(1, 0, 0)))
     """The timeline's kept events of this host, as its text (timeline.trace_piece)."""
     seconds: float = 0.0
     """How long making it took (where it was made)."""
-
-    def __post_init__(self) -> None:
-        if self.devices is None:
-            self.devices = HostDevices(self.host)
 
 
 def summarise(
@@ -83,9 +79,9 @@ def summarise(
     """One host's summary from its trace files (path in the run directory -> where the
     file is now; sha256: of each, as its manifest entry will say). timeline_at: where its
     events go in the timeline, if known (else process 1, its own first event at 0, its own
-    clock: the driver moves them). Each file is read once for the operations, collectives
-    and timeline, and its device planes once more, one plane at a time
-    (device_analysis.devices_of_files)."""
+    clock: the driver moves them). Its device planes are read first, one plane at a time
+    (device_analysis.devices_of_files); then each file once for the operations,
+    collectives and timeline."""
     from ray_tpu_profile.analysis.device_analysis import devices_of_files
     from ray_tpu_profile.analysis.host_collectives import host_collectives
     from ray_tpu_profile.analysis.ops import operation_profile
@@ -95,6 +91,7 @@ def summarise(
 
     started = time.monotonic()
     max_events = max_timeline_events or DEFAULT_MAX_EVENTS_PER_HOST
+    devices = devices_of_files(host, files, top)  # one device plane in memory at a time, before the events
     traces = read_trace_files(files)
     ops = operation_profile(traces.events)
     summary = HostSummary(
@@ -102,6 +99,7 @@ def summarise(
         traces={name: sha256[name] for name in files if name.endswith(TRACE_SUFFIXES)},
         top=top,
         max_timeline_events=max_events,
+        devices=devices,
         top_operations=top_operations(ops.self_ms, top) if ops.self_ms else [],
         steps=ops.steps(),
         left_out_of_operations_ms=dict(sorted(ops.left_out_ms.items(), key=lambda kv: -kv[1])[:top]),
@@ -111,8 +109,6 @@ def summarise(
     kept = keep_longest(traces.events, max_events)
     first_ns = min((e.start_ns for e in kept.events), default=0)
     summary.timeline = trace_piece(kept, timeline_at or Placement(1, first_ns, 0))
-    del traces  # before the device planes are read
-    summary.devices = devices_of_files(host, files, top)
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -165,43 +161,17 @@ def summaries(
         else:
             missing.append(host)
             made_where[host["name"]] = why
+    from ray_tpu_profile.analysis.device_analysis import per_host
     from ray_tpu_profile.analysis.timeline import placements, timeline_origin_ns
+    from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
 
     at = placements(manifest, timeline_origin_ns(manifest))  # what the driver will most likely want
-    made_here = _summarise_here(run_dir, missing, top, max_timeline_events, workers, at)
+    sizes = [sum(f["bytes"] for f in h["files"] if f["path"].endswith(TRACE_SUFFIXES)) for h in missing]
+    calls = [(run_dir, h, top, max_timeline_events, at[h["name"]]) for h in missing]
+    made_here = per_host(summarise_from_run_dir, calls, sizes, workers)
     for host, summary in zip(missing, made_here):
         found[host["name"]] = summary
     return {h["name"]: found[h["name"]] for h in manifest["hosts"]}, made_where
-
-
-def _summarise_here(
-    run_dir: Path,
-    hosts: list[HostEntry],
-    top: int,
-    max_timeline_events: int,
-    workers: int | None,
-    at: Mapping[str, Placement],
-) -> Iterator[HostSummary]:
-    import os
-
-    from ray_tpu_profile.analysis.device_analysis import parallel_hosts
-    from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
-
-    if workers is None:
-        sizes = [sum(f["bytes"] for f in h["files"] if f["path"].endswith(TRACE_SUFFIXES)) for h in hosts]
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        workers = parallel_hosts(sizes, os.cpu_count() or 1, available)
-    if workers <= 1:
-        yield from (summarise_from_run_dir(run_dir, h, top, max_timeline_events, at[h["name"]]) for h in hosts)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # spawn, not fork: the caller may be the Ray driver, whose threads a fork would copy mid-state.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        n = len(hosts)
-        places = [at[h["name"]] for h in hosts]
-        yield from pool.map(summarise_from_run_dir, [run_dir] * n, hosts, [top] * n, [max_timeline_events] * n, places)
 
 
 def summary_path(run_dir: Path, host: HostEntry) -> Path | None:
@@ -242,7 +212,6 @@ def to_json(s: HostSummary) -> dict[str, Any]:
     def ops(calls: list[CollectiveOp]) -> list[list[int]]:
         return [[name(c.name), name(c.program), c.start_ns, c.duration_ns, c.arrive_ns] for c in calls]
 
-    assert s.devices is not None
     body = {
         "format": SUMMARY_FORMAT,
         "host": s.host,

@@ -201,7 +201,7 @@ def build_report(
     if summaries is None:
         summaries, made_where = host_summaries(run_dir, manifest, DEFAULT_MAX_EVENTS_PER_HOST, top)
     host_level = {name: s.collectives for name, s in summaries.items()}
-    devices = merge_devices(run_dir, manifest, [s.devices for s in summaries.values() if s.devices], host_level)
+    devices = merge_devices(run_dir, manifest, [s.devices for s in summaries.values()], host_level)
     return {
         "run_id": manifest["run_id"],
         "status": manifest["status"],

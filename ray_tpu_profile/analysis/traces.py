@@ -88,10 +88,6 @@ class HostTraces:
         return {path: (self.events[i] for i in range(first, past)) for path, (first, past) in self.files.items()}
 
 
-def read_host_traces(run_dir: Path, host: HostEntry) -> HostTraces:
-    return read_trace_files({f["path"]: Path(run_dir) / f["path"] for f in host["files"]})
-
-
 def read_trace_files(files: Mapping[str, Path]) -> HostTraces:
     """The events of a host's trace files (name in the run directory -> where the file is
     now: in the run directory, or on the host before the gather); other files are skipped."""
