@@ -2,8 +2,8 @@
 are: its operations (self times, engine steps), its host-level collectives, its devices'
 summaries and collective ops, and the events the timeline keeps of it.
 
-Made on each host before the gather, all hosts in parallel (host/summaries.py), and
-shipped with its files; the driver then merges them (report.py, device_analysis.py,
+Made on each host once its traces are gathered, all hosts in parallel (host/summaries.py),
+and gathered the same way; the driver then merges them (report.py, device_analysis.py,
 timeline.py) and reads no trace event. A host without a usable one (a run directory from
 before summaries, a summary that failed on its host, or one made for other options) is
 summarised where the reports are made, in parallel processes where that pays (summaries()).

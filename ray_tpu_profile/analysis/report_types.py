@@ -163,7 +163,7 @@ class Report(TypedDict):
     hosts: list[HostReport]
     summarised_on: NotRequired[dict[str, str]]
     """Per host, where the summary of its traces that the report comes from was made:
-    `host` (on the host, before the gather), else why not and it was made by `report`."""
+    `host` (on the host, beside its traces), else why not and it was made by `report`."""
     devices: list[DeviceReport]
     collectives: list[CollectiveReport]
     collectives_total: int

@@ -17,7 +17,7 @@ shows all hosts. The tool's own events (iterations, capture window) are always k
 was kept and dropped is in the file's `otherData`.
 
 Where it is made: each host's kept events become its piece of the file's text on the host,
-before the gather (host_summary.py, trace_piece), compressed and placed where the driver
+beside its traces (host_summary.py, trace_piece), compressed and placed where the driver
 will put it (Placement: process id, clock shift, origin); the driver writes the processes,
 the tool's own events and the collective waits, and splices the pieces in as they are
 (gzip_splice.py). A piece made at another placement is moved (rebased) first.

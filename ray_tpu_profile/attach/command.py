@@ -372,7 +372,6 @@ def _clock_offsets(handles: dict[str, AttachTarget]) -> tuple[dict[str, Any], di
 def _gather(traced: Traced, run_dir: Path, config: AttachConfig) -> None:
     """Each traced process's files into the run directory, verified: through Ray, host by
     host side by side (each host's processes one after another); locally, moved into place."""
-    from ray_tpu_profile.analysis.host_summary import TOP_OPERATIONS
     from ray_tpu_profile.core.files import move_file, sha256_file
     from ray_tpu_profile.driver.gather import gather_host
 
@@ -398,20 +397,35 @@ def _gather(traced: Traced, run_dir: Path, config: AttachConfig) -> None:
                         )
                 else:
                     handle.call("select", name).result(timeout=config.timeout_s)
-                    # Its summary for the reports, made beside its traces (host/summaries.py).
-                    summary = handle.call("summarise", TOP_OPERATIONS, None, name).result(timeout=config.timeout_s)
-                    records[name].summary = summary
-                    if "error" in summary:
-                        traced.progress.note(f"{name}: no summary ({summary['error']}); the reports read its traces")
                     gather_host(handle.target, name, run_dir, config.timeout_s, gathered=records[name].files)
             except Exception as e:  # that process's failure; what it delivered stays listed
                 traced.fail(name, Stage.GATHER, f"{type(e).__name__}: {e}")
+                continue
+            if handle.local_pool is None:
+                _summarise(handle, name, run_dir, config.timeout_s, records[name], traced.progress)
 
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(handles)))) as pool:
         list(pool.map(one_host, handles))
     for handle in handles.values():
         if handle.local_pool is None:
             handle.call("cleanup")
+
+
+def _summarise(handle: Any, name: str, run_dir: Path, timeout_s: float, record: HostRecord, progress: Progress) -> None:
+    """The process's summary for the reports, made by its node's actor beside its traces
+    once they are in (host/summaries.py), and gathered. A summary lost (the actor died
+    making it) loses no trace: the reports then read that process's traces."""
+    from ray_tpu_profile.analysis.host_summary import SUMMARY, TOP_OPERATIONS
+    from ray_tpu_profile.driver.gather import gather_host
+
+    try:
+        record.summary = handle.call("summarise", TOP_OPERATIONS, None, name).result(timeout=timeout_s)
+        if "error" not in record.summary:
+            gather_host(handle.target, name, run_dir, timeout_s, gathered=record.files, only={SUMMARY})
+    except Exception as e:  # only the summary is lost: the traces are in and listed
+        record.summary = {"error": f"{type(e).__name__}: {e}"}
+    if "error" in record.summary:
+        progress.note(f"{name}: no summary ({record.summary['error']}); the reports read its traces")
 
 
 def _verify(run_dir: Path, traced: Traced) -> dict[str, dict[str, Any]]:

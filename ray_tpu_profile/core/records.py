@@ -94,10 +94,10 @@ class Stage(StrEnum):
     WINDOW = "window"
     """Placing a --phase window."""
     CAPTURE = "capture"
-    SUMMARIES = "summaries"
-    """Each host summarising its own traces for the reports, before the gather."""
     GATHER = "gather"
     VERIFY = "verify"
+    SUMMARIES = "summaries"
+    """Each host summarising its own traces for the reports, once they are gathered."""
     REPORTS = "reports"
     PUBLISH = "publish"
     DONE = "done"
@@ -162,7 +162,10 @@ class HostRecord:
     error: str | None = None
     pid: int | None = None
     scratch_dir: str | None = None
-    """Where the host wrote its files before the gather (removed once verified)."""
+    """Where the host wrote its files before the gather (removed once they and the
+    summary are gathered: stages.clean_up)."""
+    scratch_kept: str | None = None
+    """Why scratch_dir is still on the host: its removal failed (its actor died, say)."""
     load: PhaseTiming | None = None
     files: list[dict[str, Any]] = field(default_factory=list)
     """Gathered files: path relative to the run directory, bytes, sha256."""
@@ -179,8 +182,9 @@ class HostRecord:
     """This host's clock against the driver's, as last measured (stages.measure_clocks):
     offset_ms, uncertainty_ms, round trips, NTP state, any warning, and every measurement."""
     summary: dict[str, Any] | None = None
-    """The host's summary of its own traces, made before the gather (stages.summarise):
-    seconds, events, bytes; or the error that kept it from being made."""
+    """The host's summary of its own traces, made once they are gathered and verified
+    (stages.summarise): seconds, events, bytes; or the error that kept it from being made
+    or gathered."""
 
     # The manifest's top-level host fields describe the first shape (the only one outside a sweep).
     @property

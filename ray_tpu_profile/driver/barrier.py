@@ -156,9 +156,13 @@ class Barrier:
         stage: Stage,
         call: Callable[[HostHandle], Future],
         on_result: Callable[[HostRecord, Any], str] | None = None,
+        on_error: Callable[[HostRecord, str], str] | None = None,
     ) -> dict[str, Any]:
         """call(handle) on every healthy host; returns each healthy host's result by name.
-        on_result(record, result) keeps what it needs and returns the progress detail."""
+        on_result(record, result) keeps what it needs and returns the progress detail.
+        on_error(record, why), where given, takes a host's error or timeout instead of
+        failing the host (a stage the host's outcome does not depend on) and returns the
+        progress detail."""
         self.on_stage(stage)
         healthy = self.healthy()
         self.progress.stage(stage, [r.host.name for r in healthy])
@@ -174,7 +178,7 @@ class Barrier:
                 if record is None:  # its host failed with its engine: no longer waited for
                     continue
                 if record.healthy:
-                    self._keep(stage, record, future, results, on_result)
+                    self._keep(stage, record, future, results, on_result, on_error)
             for future, record in list(pending.items()):
                 if not record.healthy:  # failed with its engine: not waited for
                     del pending[future]
@@ -182,9 +186,17 @@ class Barrier:
             if not done and time.monotonic() >= deadline:
                 break
         for record in pending.values():  # still running at the deadline
-            self.fail(record, stage, f"timed out after {self.timeout_s:g} s (--timeout-s)")
+            self._failed(stage, record, f"timed out after {self.timeout_s:g} s (--timeout-s)", on_error)
             self.handles[record.host.name].kill()
         return results
+
+    def _failed(
+        self, stage: Stage, record: HostRecord, why: str, on_error: Callable[[HostRecord, str], str] | None
+    ) -> None:
+        if on_error is None:
+            self.fail(record, stage, why)
+        else:
+            self.progress.host_ok(stage, record.host.name, on_error(record, why))
 
     def _keep(
         self,
@@ -193,11 +205,12 @@ class Barrier:
         future: Future,
         results: dict[str, Any],
         on_result: Callable[[HostRecord, Any], str] | None,
+        on_error: Callable[[HostRecord, str], str] | None,
     ) -> None:
         try:
             result = future.result()
         except Exception as e:  # one host's failure is recorded, the others go on
-            self.fail(record, stage, describe_error(e))
+            self._failed(stage, record, describe_error(e), on_error)
             return
         results[record.host.name] = result
         self.progress.host_ok(stage, record.host.name, on_result(record, result) if on_result else "ready")

@@ -9,7 +9,7 @@ while the next ones are in flight; the two hashes are compared once the file is 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +44,20 @@ def gather_host(
     timeout_s: float,
     check_stop: Callable[[], None] = lambda: None,
     gathered: list[dict[str, Any]] | None = None,
+    only: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Copy every file the host lists into the run directory; returns the manifest entries.
-    Each entry is appended to `gathered` as soon as its file is verified, so if the host
-    dies half way the files it already delivered stay listed (the one in transit is
-    removed). check_stop is called between chunks and may raise to abandon the gather."""
+    """Copy every file the host lists (or only those of its paths in `only`) into the run
+    directory; returns the manifest entries. Each entry is appended to `gathered` as soon
+    as its file is verified, so if the host dies half way the files it already delivered
+    stay listed (the one in transit is removed). check_stop is called between chunks and
+    may raise to abandon the gather."""
     import ray
 
     gathered = [] if gathered is None else gathered
     entries = ray.get(actor.list_sizes.remote(), timeout=timeout_s)
     for entry in entries:
+        if only is not None and entry.path not in only:
+            continue
         dest_rel = _destination(host_name, entry.path)
         dest = run_dir / dest_rel
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +92,7 @@ def upload_host(
     timeout_s: float,
     check_stop: Callable[[], None] = lambda: None,
     gathered: list[dict[str, Any]] | None = None,
+    only: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The remote counterpart of gather_host: the host writes each file straight to
     run_url (sha256 of the bytes it sent, size as the store reports it). The driver then
@@ -103,6 +108,8 @@ def upload_host(
 
     gathered = [] if gathered is None else gathered
     for relpath in ray.get(actor.list_paths.remote(), timeout=timeout_s):
+        if only is not None and relpath not in only:
+            continue
         dest_rel = _destination(host_name, relpath).as_posix()
         check_stop()
         sent = result_watching_stop(

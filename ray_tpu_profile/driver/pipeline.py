@@ -1,5 +1,6 @@
 """A run, in order: open -> place -> clocks -> load -> for each shape: warm up, clocks,
-place the window, capture -> summaries -> gather -> verify -> outcome -> reports -> final run directory.
+place the window, capture -> gather -> verify -> summaries -> clean up -> outcome -> reports ->
+final run directory.
 
 Every stage runs on all healthy hosts at once and is waited for as a whole (barrier.py);
 a host that fails is marked with its stage and reason and the others carry on; whatever
@@ -52,9 +53,11 @@ def execute(
                 stages.measure_clocks(run, hosts, shape)  # each host's clock, right before its instants
                 stages.place_window(run, hosts, shape, plan)
                 stages.capture(run, hosts, shape, plan)
-        stages.summarise(run, hosts, timeline_max_events)
-        stages.gather(run, hosts)
+        gathered = stages.gather(run, hosts)
         stages.verify(run, hosts, plan)
+        # After the gather: a host that dies summarising has its traces in already.
+        stages.summarise(run, hosts, timeline_max_events)
+        stages.clean_up(hosts, gathered)
     finish.record_outcome(run)
     finish.place(run)
     finish.write_reports(run, timeline_max_events, progress)

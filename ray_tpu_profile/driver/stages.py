@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -434,62 +434,25 @@ def _keep(shape: ShapeRun, key: str):
     return on_result
 
 
-def summarise(run: RunState, hosts: Barrier, timeline_max_events: int | None) -> None:
-    """Every healthy host summarises its own traces for the reports (host/summaries.py),
-    all at once, to be gathered with them: the driver's reports then merge summaries and
-    read no host's events. A host whose summary fails is not failed: its traces are whole,
-    and the reports summarise them on the driver (the manifest says why)."""
-    from ray_tpu_profile.analysis.host_summary import TOP_OPERATIONS
-    from ray_tpu_profile.analysis.timeline import placements, timeline_origin_ns
-
-    def keep(record: HostRecord, summary: dict[str, Any]) -> str:
-        record.summary = summary
-        if "error" in summary:
-            return f"no summary ({summary['error']}); the reports will read its traces"
-        return f"{summary['events']:,} events summarised in {summary['seconds']:.2f} s, {summary['bytes']:,} bytes"
-
-    if hosts.healthy():
-        run.enter(Stage.SUMMARIES)
-        # Where each host's events go in the timeline, known now (its first warmup comes
-        # before any trace): the driver then splices each host's piece as it is.
-        manifest = run.manifest()
-        at = placements(manifest, timeline_origin_ns(manifest))
-        hosts.run(Stage.SUMMARIES, lambda h: h.summarise(TOP_OPERATIONS, timeline_max_events, None, at[h.name]), keep)
-
-
-def gather(run: RunState, hosts: Barrier) -> None:
+def gather(run: RunState, hosts: Barrier) -> list[HostRecord]:
     """Every healthy host's files into the run directory (or straight to the result URL),
-    each verified; hosts in parallel, a host's failure its own."""
-    from ray_tpu_profile.driver.gather import gather_host, upload_host
-
+    each verified; hosts in parallel, a host's failure its own. Returns the hosts gathered
+    whole; their scratch stays until clean_up, after their summaries."""
     run.enter(Stage.GATHER)
     healthy = hosts.healthy()
     hosts.progress.stage(Stage.GATHER, [r.host.name for r in healthy])
+    gathered: list[HostRecord] = []
 
     def one(record: HostRecord) -> None:
-        handle = hosts.handles[record.host.name]
         try:
-            if run.result_url:
-                upload_host(
-                    handle.actor,
-                    record.host.name,
-                    run.result_url,
-                    run.run_dir,
-                    hosts.timeout_s,
-                    hosts.check_stop,
-                    record.files,
-                )
-            else:
-                gather_host(
-                    handle.actor, record.host.name, run.run_dir, hosts.timeout_s, hosts.check_stop, record.files
-                )
+            _gather_files(run, hosts, record)
             if not record.files:
                 raise RuntimeError("the capture wrote no file")
-            hosts.call_one(record, lambda h: h.cleanup())
         except Exception as e:  # recorded per host; other hosts' gathers go on
             hosts.fail(record, Stage.GATHER, describe_error(e))
             return
         record.status = HostStatus.OK
+        gathered.append(record)
         total = sum(f["bytes"] for f in record.files)
         where = (
             f"written by the host to {run.result_url}, traces read back and sha256 verified"
@@ -501,6 +464,73 @@ def gather(run: RunState, hosts: Barrier) -> None:
     with ThreadPoolExecutor(max_workers=gather_workers(len(healthy))) as pool:
         list(pool.map(one, healthy))
     hosts.check_stop()
+    return gathered
+
+
+def _gather_files(run: RunState, hosts: Barrier, record: HostRecord, only: Collection[str] | None = None) -> None:
+    """The host's files (those of `only`, where given) into record.files, as gather says."""
+    from ray_tpu_profile.driver.gather import gather_host, upload_host
+
+    actor, name = hosts.handles[record.host.name].actor, record.host.name
+    if run.result_url:
+        upload_host(actor, name, run.result_url, run.run_dir, hosts.timeout_s, hosts.check_stop, record.files, only)
+    else:
+        gather_host(actor, name, run.run_dir, hosts.timeout_s, hosts.check_stop, record.files, only)
+
+
+def summarise(run: RunState, hosts: Barrier, timeline_max_events: int | None) -> None:
+    """Every healthy host summarises its own traces for the reports (host/summaries.py),
+    all at once, and its summary is gathered: the driver's reports then merge summaries
+    and read no host's events. This comes after the gather and verify, so a host that
+    dies summarising (out of memory on a huge trace) has its traces in the run directory
+    already: such a host is not failed, and the reports summarise its traces on the
+    driver (the manifest says why)."""
+    from ray_tpu_profile.analysis.host_summary import SUMMARY, TOP_OPERATIONS
+    from ray_tpu_profile.analysis.timeline import placements, timeline_origin_ns
+
+    def keep(record: HostRecord, summary: dict[str, Any]) -> str:
+        record.summary = summary
+        if "error" in summary:
+            return f"no summary ({summary['error']}); the reports will read its traces"
+        return f"{summary['events']:,} events summarised in {summary['seconds']:.2f} s, {summary['bytes']:,} bytes"
+
+    def lost(record: HostRecord, why: str) -> str:
+        return keep(record, {"error": why})
+
+    healthy = hosts.healthy()
+    if not healthy:
+        return
+    # Where each host's events go in the timeline, known now (its first warmup comes
+    # before any trace): the driver then splices each host's piece as it is.
+    manifest = run.manifest()
+    at = placements(manifest, timeline_origin_ns(manifest))
+    hosts.run(Stage.SUMMARIES, lambda h: h.summarise(TOP_OPERATIONS, timeline_max_events, None, at[h.name]), keep, lost)
+
+    def one(record: HostRecord) -> None:
+        try:
+            _gather_files(run, hosts, record, only={SUMMARY})
+        except Exception as e:  # the host's traces are in; only its summary is lost
+            hosts.progress.note(lost(record, f"its summary was not gathered: {describe_error(e)}"))
+
+    made = [r for r in healthy if r.summary and "error" not in r.summary]
+    with ThreadPoolExecutor(max_workers=gather_workers(len(made))) as pool:
+        list(pool.map(one, made))
+    hosts.check_stop()
+
+
+def clean_up(hosts: Barrier, gathered: list[HostRecord]) -> None:
+    """Each gathered host's scratch removed, all at once. A host whose scratch stays (its
+    actor died) is not failed: its files are in the run directory; the manifest says so."""
+
+    def one(record: HostRecord) -> None:
+        try:
+            hosts.call_one(record, lambda h: h.cleanup())
+        except Exception as e:  # said, and kept in the manifest; nothing of the run is lost
+            record.scratch_kept = describe_error(e)
+            hosts.progress.note(f"{record.host.name}: its scratch {record.scratch_dir} stays: {record.scratch_kept}")
+
+    with ThreadPoolExecutor(max_workers=gather_workers(len(gathered))) as pool:
+        list(pool.map(one, gathered))
 
 
 def gather_workers(hosts: int) -> int:

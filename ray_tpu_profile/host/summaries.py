@@ -1,5 +1,5 @@
-"""A host summarising its own traces before the gather (analysis/host_summary.py), so
-that the driver's reports merge summaries instead of reading every host's events."""
+"""A host summarising its own traces once they are gathered (analysis/host_summary.py),
+so that the driver's reports merge summaries instead of reading every host's events."""
 
 from __future__ import annotations
 

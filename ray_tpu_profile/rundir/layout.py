@@ -218,6 +218,7 @@ def host_manifest(r: HostRecord) -> HostEntry:
         "clock": r.clock,
         "summary": r.summary,
         "scratch_dir": r.scratch_dir,
+        "scratch_kept": r.scratch_kept,
         "status": r.status,
         "stage": r.stage,
         "error": r.error,

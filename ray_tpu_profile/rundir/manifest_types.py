@@ -127,9 +127,11 @@ class HostEntry(TypedDict):
     worker: WorkerJson | None
     clock: HostClock | None
     summary: NotRequired[HostSummaryInfo | None]
-    """Its summary of its own traces, made on the host before the gather (absent in run
-    directories from before summaries)."""
+    """Its summary of its own traces, made on the host once they were gathered (absent in
+    run directories from before summaries)."""
     scratch_dir: str | None
+    scratch_kept: NotRequired[str | None]
+    """Why scratch_dir is still on the host (its removal failed); None once removed."""
     status: HostStatus
     stage: Stage
     error: str | None

@@ -4,7 +4,9 @@ which host failed where, the exit code says partial, and nothing is left running
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -164,3 +166,45 @@ def test_a_profiler_port_held_by_another_hosts_process_fails_that_host_and_the_r
     assert healthy["capture"]["events"] > 0  # its xplane was read back with xprof
     assert [f["path"] for f in healthy["files"] if f["path"].endswith(".xplane.pb")] == [healthy["capture"]["xplane"]]
     assert not any(f["path"].endswith(".xplane.pb") for f in victim["files"])
+
+
+def test_a_host_killed_summarising_keeps_its_traces_and_the_reports_read_them(sim_cluster, tmp_path):
+    """Worker 1's actor is SIGKILLed as it starts its summary (a fake cause, see
+    tests/support/faults/sitecustomize.py: an out-of-memory kill on a huge trace cannot be
+    had with a tiny model). Real effect: its traces were gathered and verified before the
+    summaries, so the host stays ok with all its files; the manifest says why it has no
+    summary and why its scratch stays; the reports summarise its traces on the driver."""
+    proc = start_run(
+        sim_cluster,
+        tmp_path,
+        "--env",
+        f"PYTHONPATH={REPO / 'tests' / 'support' / 'faults'}",
+        "--env",
+        "SUMMARY_KILLS_WORKER=1",
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    (run_dir,) = list(tmp_path.iterdir())
+    manifest = load_manifest(run_dir)
+    assert manifest["status"] == "ok" and all(h["status"] == "ok" for h in manifest["hosts"])
+    victim = next(h for h in manifest["hosts"] if h["worker_id"] == 1)
+    other = next(h for h in manifest["hosts"] if h["worker_id"] == 0)
+    assert "died" in victim["summary"]["error"], victim["summary"]
+    assert "died" in victim["scratch_kept"] and Path(victim["scratch_dir"]).is_dir()
+    assert other["summary"]["events"] > 0 and other["scratch_kept"] is None
+    assert not Path(other["scratch_dir"]).exists()
+    traces = [f for f in victim["files"] if f["path"].endswith(".pt.trace.json.gz")]
+    assert traces and not any(f["path"].endswith("summary.json.gz") for f in victim["files"])
+    for f in victim["files"]:  # every trace it delivered is there, whole
+        assert hashlib.sha256((run_dir / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["summarised_on"] == {other["name"]: "host", victim["name"]: "its host shipped none"}
+    reported = {h["name"]: h for h in report["hosts"]}
+    assert reported[victim["name"]]["top_operations"] and reported[victim["name"]]["steps"]["count"] > 0
+    said = " ".join(stderr.split())  # progress goes to stderr, wrapped to the terminal
+    assert f"{victim['name']}: its scratch" in said and "no summary (actor process died" in said
+    assert wait_until_released() == ([], [])
+    shutil.rmtree(victim["scratch_dir"])

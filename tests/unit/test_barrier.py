@@ -82,6 +82,27 @@ def test_a_host_that_outlasts_the_timeout_is_failed_and_killed_and_the_others_de
     assert stuck.killed.is_set() and not fine.killed.is_set()
 
 
+def test_a_stage_with_on_error_hands_it_errors_and_timeouts_and_fails_no_host(pool):
+    """The summaries stage: a host that dies or hangs summarising has its traces in already."""
+
+    def die():
+        raise ray.exceptions.ActorDiedError()
+
+    dead, stuck, fine = FakeHost(pool, summarise=die), FakeHost(pool, summarise=HANG), FakeHost(pool)
+    hosts = barrier({"h0": dead, "h1": stuck, "h2": fine}, timeout_s=0.3)
+    lost: dict[str, str] = {}
+    results = hosts.run(
+        Stage.SUMMARIES, lambda h: h.summarise(), on_error=lambda r, why: lost.setdefault(r.host.name, f"lost: {why}")
+    )
+    assert results == {"h2": "ok"}
+    assert lost["h0"].startswith("lost: actor process died")
+    assert lost["h1"] == "lost: timed out after 0.3 s (--timeout-s)"
+    assert all(r.healthy and r.error is None for r in hosts.records)
+    assert stuck.killed.is_set()  # a hung host is still killed at the deadline
+    said = {line[2]: line for line in hosts.progress.lines if line[0] == "ok"}
+    assert said["h0"][3] == lost["h0"] and said["h1"][3] == lost["h1"]
+
+
 def test_a_stop_signal_ends_a_stage_whose_hosts_hang(pool):
     stop = threading.Event()
 
