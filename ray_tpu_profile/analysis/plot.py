@@ -67,21 +67,23 @@ def write_plot(run_dir: Path, manifest: Manifest, devices: list[dict[str, Any]] 
     data = plot_data(manifest)
     colour = {shape: SHAPE_COLOURS[i % len(SHAPE_COLOURS)] for i, shape in enumerate(data["shapes"])}
     offsets = [w for w in data["windows"] if w["start_offset_ms"] is not None]
-    panels = 2 + bool(offsets) + bool(devices)
-    row_panel_height_in = max(2.0, 0.45 * len(data["hosts"]) + 1.2)
-    heights = [3.2] + [row_panel_height_in] * (1 + bool(offsets))
+    heights = [3.2, max(2.0, 0.45 * len(data["hosts"]) + 1.2)]
     if devices:
         heights.append(max(2.0, 0.3 * len(devices) + 1.2))
-    fig, axes = plt.subplots(panels, 1, figsize=(11, sum(heights)), gridspec_kw={"height_ratios": heights})
+    fig = plt.figure(figsize=(11, sum(heights)))
+    grid = fig.add_gridspec(len(heights), 2, height_ratios=heights, width_ratios=[3, 1])
     title = f"run {manifest['run_id']} ({manifest['status']}), profiler {manifest['capture'].get('profiler')}"
     fig.suptitle(title, fontsize=11)
-    _latency_panel(axes[0], data, colour)
-    _timeline_panel(axes[1], data, colour)
+    _latency_panel(fig.add_subplot(grid[0, :]), data, colour)
+    # The offsets beside the timeline, on its rows: each host's row reads across both, and
+    # its name is drawn once.
+    timeline = fig.add_subplot(grid[1, 0] if offsets else grid[1, :])
+    _timeline_panel(timeline, data, colour)
     if offsets:
-        _offsets_panel(axes[2], data, offsets, colour, manifest)
+        _offsets_panel(fig.add_subplot(grid[1, 1], sharey=timeline), data, offsets, colour, manifest)
     if devices:
-        _devices_panel(axes[-1], devices)
-    fig.tight_layout()
+        _devices_panel(fig.add_subplot(grid[2, :]), devices)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.35 / fig.get_figheight()))  # the suptitle's room
     path = Path(run_dir) / PLOT
     try:
         with written_whole(path, f".{path.stem}.tmp.png") as tmp:  # the name's suffix tells savefig PNG
@@ -99,14 +101,31 @@ def _devices_panel(ax, devices: list[dict[str, Any]]) -> None:
     wait = [min(d.get("collective_wait_ms", 0.0), d["idle_ms"]) for d in devices]
     idle = [d["idle_ms"] - w for d, w in zip(devices, wait)]
     rows = range(len(devices))
-    ax.barh(rows, busy, color="#4e79a7", label="busy")
-    ax.barh(rows, wait, left=busy, color="#e15759", label="waiting at collectives")
-    ax.barh(rows, idle, left=[b + w for b, w in zip(busy, wait)], color="#bab0ac", label="idle")
+    starts = [0.0] * len(devices)
+    for widths, colour, label in (
+        (busy, "#4e79a7", "busy"),
+        (wait, "#e15759", "waiting at collectives"),
+        (idle, "#bab0ac", "idle"),
+    ):
+        _bars(ax, [(row, 0.8, start, width) for row, start, width in zip(rows, starts, widths)], colour, label=label)
+        starts = [start + width for start, width in zip(starts, widths)]
+    ax.set_ylim(len(devices) - 0.5, -0.5)
+    ax.set_xlim(0, max(starts, default=0.0) * 1.02 or 1.0)
     ax.set_yticks(list(rows), labels, fontsize=7)
-    ax.invert_yaxis()
     ax.set_xlabel("ms of the capture window")
     ax.set_title("devices: busy, waiting for the others, idle", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=3, frameon=False)  # off the bars
+
+
+def _bars(
+    ax, bars: list[tuple[float, float, float, float]], facecolor: str, edgecolor: str = "none", **kw: Any
+) -> None:
+    """Horizontal bars (row, height, start, width) as one collection: one artist however many
+    bars, so a figure of many hosts costs little more to draw than one of a few."""
+    from matplotlib.collections import PolyCollection
+
+    verts = [[(x, y - h / 2), (x + w, y - h / 2), (x + w, y + h / 2), (x, y + h / 2)] for y, h, x, w in bars]
+    ax.add_collection(PolyCollection(verts, facecolors=facecolor, edgecolors=edgecolor, **kw))
 
 
 def _latency_panel(ax, data: dict[str, Any], colour: dict[str, str]) -> None:
@@ -117,18 +136,19 @@ def _latency_panel(ax, data: dict[str, Any], colour: dict[str, str]) -> None:
     width = min(0.4, 0.8 / max(1, len(shapes)))
     for s_index, shape in enumerate(shapes):
         positions, series = [], []
+        dots: dict[str, tuple[list[float], list[float]]] = {"profiled": ([], []), "warmup": ([], [])}
         for h_index, host in enumerate(hosts):
             x = h_index + (s_index - (len(shapes) - 1) / 2) * width
-            profiled = data["latencies_ms"].get((host, shape, "profiled"), [])
-            warmup = data["latencies_ms"].get((host, shape, "warmup"), [])
-            if profiled:
-                positions.append(x)
-                series.append(profiled)
-                ax.scatter([x] * len(profiled), profiled, s=14, color=colour[shape], zorder=3)
-            if warmup:
-                ax.scatter(
-                    [x - width * 0.3] * len(warmup), warmup, s=10, facecolors="none", edgecolors=WARMUP_COLOUR, zorder=2
-                )
+            for kind, at_x in (("profiled", x), ("warmup", x - width * 0.3)):
+                latencies = data["latencies_ms"].get((host, shape, kind), [])
+                dots[kind][0].extend([at_x] * len(latencies))
+                dots[kind][1].extend(latencies)
+                if kind == "profiled" and latencies:
+                    positions.append(x)
+                    series.append(latencies)
+        # One collection per shape and kind, however many hosts.
+        ax.scatter(*dots["profiled"], s=14, color=colour[shape], zorder=3)
+        ax.scatter(*dots["warmup"], s=10, facecolors="none", edgecolors=WARMUP_COLOUR, zorder=2)
         if series:
             ax.boxplot(
                 series,
@@ -152,31 +172,28 @@ def _latency_panel(ax, data: dict[str, Any], colour: dict[str, str]) -> None:
 
 def _timeline_panel(ax, data: dict[str, Any], colour: dict[str, str]) -> None:
     """A shared wall-clock axis: each host's iterations and its capture window."""
+    by_colour: dict[str, list[tuple[float, float, float, float]]] = {}
     for bar in data["bars"]:
-        ax.broken_barh(
-            [(bar["start_s"], bar["duration_s"])],
-            (bar["row"] - 0.3, 0.6),
-            facecolors=colour[bar["shape"]] if bar["kind"] == "profiled" else WARMUP_COLOUR,
-            edgecolors="white",
-            linewidth=0.5,
-        )
-    for w in data["windows"]:
-        ax.broken_barh(
-            [(w["start_s"], w["duration_s"])],
-            (w["row"] - 0.45, 0.9),
-            facecolors="none",
-            edgecolors=CAPTURE_COLOUR,
-            linewidth=1.5,
-        )
+        facecolor = colour[bar["shape"]] if bar["kind"] == "profiled" else WARMUP_COLOUR
+        by_colour.setdefault(facecolor, []).append((bar["row"], 0.6, bar["start_s"], bar["duration_s"]))
+    for facecolor, bars in by_colour.items():
+        _bars(ax, bars, facecolor, edgecolor="white", linewidth=0.5)
+    windows = [(w["row"], 0.9, w["start_s"], w["duration_s"]) for w in data["windows"]]
+    if windows:
+        _bars(ax, windows, "none", edgecolor=CAPTURE_COLOUR, linewidth=1.5)
+    ax.autoscale_view()
     ax.set_yticks(range(len(data["hosts"])), data["hosts"], fontsize=8)
-    ax.invert_yaxis()
+    ax.set_ylim(len(data["hosts"]) - 0.5, -0.5)  # first host on top
     ax.set_xlabel(f"seconds since the first iteration (the driver's wall clock; origin {data['origin_s']:.3f} s epoch)")
     ax.set_title(
-        "iterations on every host (grey: warmup, colour: profiled)"
-        + (
-            ", capture window from each host's trace (orange outline)"
-            if data["windows"]
-            else "; no trace start/stop recorded for this profiler (torch: its steps are the profiled iterations)"
+        _wrapped(
+            "iterations on every host (grey: warmup, colour: profiled)"
+            + (
+                ", capture window from each host's trace (orange outline)"
+                if data["windows"]
+                else "; no trace start/stop recorded for this profiler (torch: its steps are the profiled iterations)"
+            ),
+            110,
         ),
         fontsize=9,
     )
@@ -190,17 +207,13 @@ def _offsets_panel(
     bar per shape of a sweep, side by side in each host's row."""
     from ray_tpu_profile.rundir.layout import skew_text_by_shape
 
-    hosts = data["hosts"]
     offset_shapes = list(dict.fromkeys(w["shape"] for w in offsets))
     bar_h = 0.7 / len(offset_shapes)
+    by_colour: dict[str, list[tuple[float, float, float, float]]] = {}
     for w in offsets:
         y = w["row"] + (offset_shapes.index(w["shape"]) - (len(offset_shapes) - 1) / 2) * bar_h
-        ax.barh(
-            y,
-            w["start_offset_ms"],
-            height=bar_h * 0.9,
-            color=colour[w["shape"]] if len(offset_shapes) > 1 else CAPTURE_COLOUR,
-        )
+        facecolor = colour[w["shape"]] if len(offset_shapes) > 1 else CAPTURE_COLOUR
+        by_colour.setdefault(facecolor, []).append((y, bar_h * 0.9, 0.0, w["start_offset_ms"]))
         ax.annotate(
             f"{w['start_offset_ms']:.3f} ms",
             (w["start_offset_ms"], y),
@@ -209,15 +222,27 @@ def _offsets_panel(
             va="center",
             fontsize=7 if len(offset_shapes) > 1 else 8,
         )
-    ax.set_yticks(range(len(hosts)), hosts, fontsize=8)
-    ax.set_ylim(len(hosts) - 0.5, -0.5)
+    for facecolor, bars in by_colour.items():
+        _bars(ax, bars, facecolor)
+    ax.autoscale_view(scaley=False)  # its rows are the timeline's (shared)
+    ax.tick_params(labelleft=False)
+    ax.axvline(0.0, color="#808080", linewidth=0.8)
     skews = {s: text for s, text in skew_text_by_shape(manifest).items() if s in offset_shapes}
     skew_text = ", ".join(f"{s + ' ' if len(skews) > 1 else ''}{text}" for s, text in skews.items())
     ax.set_title(
-        "capture start after the planned instant (each host's trace, on the driver's clock)"
-        + (f"; skew {skew_text}" if skew_text else ""),
+        _wrapped(
+            "capture start after the planned instant (each host's trace, on the driver's clock)"
+            + (f"; skew {skew_text}" if skew_text else ""),
+            48,
+        ),
         fontsize=9,
     )
     ax.set_xlabel("ms")
     ax.margins(x=0.25)
     ax.grid(axis="x", alpha=0.3)
+
+
+def _wrapped(text: str, width_chars: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width_chars))
