@@ -21,12 +21,13 @@ Stages, at each host count, each timed on the driver:
             what each stage boundary costs
   ray_round the same calls with a bare ray.get (median of 5): Ray's own part of a barrier
             round, the baseline for it
+  gather    every host's files (its xplane) into one run directory (gather_host, 16 hosts
+            at once)
   verify    the hosts' own xplane readings, one barrier round (they read at once), then
             the driver's check of each gathered file's sha256 against the host's
   summaries every host summarising its own xplane for the reports, one barrier round (host
-            work: on 2 shared cores the hosts take turns, on real hosts it is one host's time)
-  gather    every host's files (its xplane and summary) into one run directory (gather_host,
-            16 hosts at once)
+            work: on 2 shared cores the hosts take turns, on real hosts it is one host's
+            time), then each summary gathered (as `run` does, after the traces)
   reports   report.json / report.txt / timeline / plot of the run directory, as `run`
             writes them at its end: the driver merges the hosts' summaries, reads no xplane
   plot      report.png alone, drawn again from the same report (one row per host)
@@ -61,7 +62,7 @@ from ray_tpu_profile.host.summaries import HostSummaries
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "tests" / "data" / "jax-2hosts"
-STAGES = ("place", "clocks", "barrier", "ray_round", "summaries", "verify", "gather", "reports", "plot", "merge")
+STAGES = ("place", "clocks", "barrier", "ray_round", "gather", "verify", "summaries", "reports", "plot", "merge")
 
 
 class StandInHost(ClockEchoHost, HostFiles, HostSummaries):
@@ -177,18 +178,6 @@ def one_count(n: int, template: dict, xplane: Path, work: Path) -> dict[str, flo
         bare = [timed(lambda: ray.get([a.nothing.remote() for a in actors.values()]))[0] for _ in range(5)]
         times["ray_round"] = statistics.median(bare)
 
-        from ray_tpu_profile.analysis.host_summary import TOP_OPERATIONS
-        from ray_tpu_profile.analysis.timeline import placements, timeline_origin_ns
-
-        # Where each host's timeline events go, as `run` tells its hosts (stages.summarise).
-        planned = manifest_for(template, run_id, session, names, {n: [{"path": ".xplane.pb"}] for n in names})
-        at = placements(planned, timeline_origin_ns(planned))
-
-        def summaries() -> None:
-            made = barrier.run("summaries", lambda h: h.summarise(TOP_OPERATIONS, None, None, at[h.name]))
-            assert all("error" not in m for m in made.values()), made
-
-        times["summaries"], _ = timed(summaries)
         run_dir = work / run_id
         run_dir.mkdir()
         files: dict[str, list] = {}
@@ -211,6 +200,26 @@ def one_count(n: int, template: dict, xplane: Path, work: Path) -> dict[str, flo
                 assert entry["sha256"] and entry["bytes"] == xplane.stat().st_size
 
         times["verify"], _ = timed(verify)
+
+        from ray_tpu_profile.analysis.host_summary import SUMMARY, TOP_OPERATIONS
+        from ray_tpu_profile.analysis.timeline import placements, timeline_origin_ns
+
+        # Where each host's timeline events go, as `run` tells its hosts (stages.summarise).
+        planned = manifest_for(template, run_id, session, names, {n: [{"path": ".xplane.pb"}] for n in names})
+        at = placements(planned, timeline_origin_ns(planned))
+
+        def summaries() -> None:
+            """As `run` does once the traces are in: every host summarises, then its summary is gathered."""
+            made = barrier.run("summaries", lambda h: h.summarise(TOP_OPERATIONS, None, None, at[h.name]))
+            assert all("error" not in m for m in made.values()), made
+
+            def one(name: str) -> None:
+                gather_host(actors[name], name, run_dir, timeout_s=600, gathered=files[name], only={SUMMARY})
+
+            with ThreadPoolExecutor(max_workers=GATHER_HOSTS_AT_ONCE) as pool:
+                list(pool.map(one, names))
+
+        times["summaries"], _ = timed(summaries)
         (run_dir / "manifest.json").write_text(json.dumps(manifest_for(template, run_id, session, names, files)))
         times["reports"], report = timed(lambda: write_report(run_dir))
         assert set(report["summarised_on"].values()) == {"host"}, report["summarised_on"]

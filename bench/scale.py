@@ -31,9 +31,9 @@ STAGES = (
     "load",
     "warmup",
     "capture",
-    "summaries",
     "gather",
     "verify",
+    "summaries",
     "reports",
     "cluster_stop",
 )

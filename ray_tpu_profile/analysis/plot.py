@@ -4,6 +4,7 @@ offsets at a scale where sub-millisecond skew shows. Drawn from the manifest alo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,26 @@ def plot_data(manifest: Manifest) -> dict[str, Any]:
     }
 
 
+FIGURE_WIDTH_IN = 11.0
+DPI = 110
+
+
 def write_plot(run_dir: Path, manifest: Manifest, devices: list[dict[str, Any]] | None = None) -> Path:
     """report.png; devices (report.json's): a panel of each device's busy, collective wait and idle time."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_plot(manifest, devices)
+    try:
+        path = Path(run_dir) / PLOT
+        with written_whole(path, f".{path.stem}.tmp.png") as tmp:  # the name's suffix tells savefig PNG
+            fig.savefig(tmp, dpi=DPI)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def draw_plot(manifest: Manifest, devices: list[dict[str, Any]] | None = None):
+    """report.png's figure (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display on a Ray head node
@@ -67,36 +86,107 @@ def write_plot(run_dir: Path, manifest: Manifest, devices: list[dict[str, Any]] 
     data = plot_data(manifest)
     colour = {shape: SHAPE_COLOURS[i % len(SHAPE_COLOURS)] for i, shape in enumerate(data["shapes"])}
     offsets = [w for w in data["windows"] if w["start_offset_ms"] is not None]
-    heights = [3.2, max(2.0, 0.45 * len(data["hosts"]) + 1.2)]
-    if devices:
-        heights.append(max(2.0, 0.3 * len(devices) + 1.2))
-    fig = plt.figure(figsize=(11, sum(heights)))
-    grid = fig.add_gridspec(len(heights), 2, height_ratios=heights, width_ratios=[3, 1])
-    title = f"run {manifest['run_id']} ({manifest['status']}), profiler {manifest['capture'].get('profiler')}"
-    fig.suptitle(title, fontsize=11)
-    _latency_panel(fig.add_subplot(grid[0, :]), data, colour)
-    # The offsets beside the timeline, on its rows: each host's row reads across both, and
-    # its name is drawn once.
-    timeline = fig.add_subplot(grid[1, 0] if offsets else grid[1, :])
-    _timeline_panel(timeline, data, colour)
-    if offsets:
-        _offsets_panel(fig.add_subplot(grid[1, 1], sharey=timeline), data, offsets, colour, manifest)
-    if devices:
-        _devices_panel(fig.add_subplot(grid[2, :]), devices)
-    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.35 / fig.get_figheight()))  # the suptitle's room
-    path = Path(run_dir) / PLOT
+    device_labels = [f"{d['host']} {d['device']}" for d in devices or []]
+    fig = plt.figure(dpi=DPI)
     try:
-        with written_whole(path, f".{path.stem}.tmp.png") as tmp:  # the name's suffix tells savefig PNG
-            fig.savefig(tmp, dpi=110)
-    finally:
+        width_in = _text_width_in(fig, [*data["hosts"], *device_labels])
+        titles = {"timeline": _timeline_title(data), "offsets": _offsets_title(manifest, offsets) if offsets else ""}
+        layout = panel_layout(len(data["hosts"]), len(device_labels), width_in, titles)
+        fig.set_size_inches(FIGURE_WIDTH_IN, layout.height_in)
+        title = f"run {manifest['run_id']} ({manifest['status']}), profiler {manifest['capture'].get('profiler')}"
+        fig.suptitle(title, fontsize=11, y=1.0 - 0.12 / layout.height_in, va="top")
+        _latency_panel(layout.axes(fig, "latency"), data, colour)
+        # The offsets beside the timeline, on its rows: each host's row reads across both,
+        # and its name is drawn once.
+        timeline = layout.axes(fig, "timeline" if offsets else "timeline_alone")
+        _timeline_panel(timeline, data, colour, layout.titles["timeline" if offsets else "timeline_alone"])
+        if offsets:
+            _offsets_panel(layout.axes(fig, "offsets", sharey=timeline), offsets, colour, layout.titles["offsets"])
+        if devices:
+            _devices_panel(layout.axes(fig, "devices"), devices, device_labels)
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return fig
 
 
-def _devices_panel(ax, devices: list[dict[str, Any]]) -> None:
+@dataclass(frozen=True)
+class PanelLayout:
+    """Where each panel goes, in inches from the figure's bottom left, set from a few
+    measured label widths instead of tight_layout, which measures every tick label of
+    every host: the layout's cost does not grow with hosts."""
+
+    height_in: float
+    boxes_in: dict[str, tuple[float, float, float, float]]
+    """Panel name -> (left, bottom, width, height) of its axes."""
+    titles: dict[str, str]
+    """Panel name -> its title, wrapped to the panel's width."""
+
+    def axes(self, fig, name: str, **kw: Any):
+        left, bottom, width, height = self.boxes_in[name]
+        w, h = FIGURE_WIDTH_IN, self.height_in
+        return fig.add_axes((left / w, bottom / h, width / w, height / h), **kw)
+
+
+TITLE_LINE_IN = 0.19
+"""A 9 pt title line and its spacing."""
+TITLE_CHAR_IN = 0.065
+"""A 9 pt character, about (titles are wrapped to their panel's width by it)."""
+
+
+def panel_layout(hosts: int, devices: int, label_width_in: float, titles: dict[str, str]) -> PanelLayout:
+    """Top to bottom: the suptitle, latency (host names under it, slanted beyond 6 hosts),
+    the timeline with the capture offsets to its right (a row per host), the devices (a row
+    per device). titles: the timeline's and the offsets' (unwrapped). Pure: tested
+    without drawing."""
+    left = max(0.85, label_width_in + 0.25)  # y tick labels, or latency's numbers and label
+    right = 0.3
+    width = FIGURE_WIDTH_IN - left - right
+    gap, offsets_width = 0.3, width / 4
+    wrapped = {
+        "timeline_alone": _wrapped(titles["timeline"], int(width / TITLE_CHAR_IN)),
+        "timeline": _wrapped(titles["timeline"], int((width - offsets_width - gap) / TITLE_CHAR_IN)),
+        "offsets": _wrapped(titles["offsets"], int(offsets_width / TITLE_CHAR_IN)),
+    }
+    in_row = ("timeline", "offsets") if titles["offsets"] else ("timeline_alone",)
+    row_lines = max(wrapped[k].count("\n") + 1 for k in in_row)
+    below_latency = 0.3 + (0.35 * label_width_in if hosts > 6 else 0.0)  # sin(20 deg) of slanted names
+    below_axis = 0.6  # tick labels and an x label
+    stack = [  # (name, title room above, axes height, room below)
+        ("latency", 0.25, 2.4, below_latency),
+        ("rows", 0.1 + TITLE_LINE_IN * row_lines, max(1.0, 0.45 * hosts), below_axis),
+    ]
+    if devices:
+        stack.append(("devices", 0.35, max(0.8, 0.3 * devices), below_axis))
+    height = 0.5 + sum(above + axes + below for _, above, axes, below in stack)
+    boxes: dict[str, tuple[float, float, float, float]] = {}
+    top = height - 0.5  # under the suptitle
+    for name, above, axes, below in stack:
+        bottom = top - above - axes
+        boxes[name] = (left, bottom, width, axes)
+        top = bottom - below
+    left_r, bottom_r, _, height_r = boxes.pop("rows")
+    boxes["timeline_alone"] = (left_r, bottom_r, width, height_r)
+    boxes["timeline"] = (left_r, bottom_r, width - offsets_width - gap, height_r)
+    boxes["offsets"] = (left_r + width - offsets_width, bottom_r, offsets_width, height_r)
+    return PanelLayout(height, boxes, wrapped)
+
+
+def _text_width_in(fig, labels: list[str], fontsize: float = 8) -> float:
+    """The widest label's width as drawn (measured once: the longest by characters)."""
+    from matplotlib.font_manager import FontProperties
+
+    if not labels:
+        return 0.0
+    longest = max(labels, key=len)
+    renderer = fig.canvas.get_renderer()
+    width_px, _, _ = renderer.get_text_width_height_descent(longest, FontProperties(size=fontsize), ismath=False)
+    return width_px / fig.dpi
+
+
+def _devices_panel(ax, devices: list[dict[str, Any]], labels: list[str]) -> None:
     """Per host and device, its capture window split into busy (running ops), waiting for the
     others at collectives (no op runs while a chip waits, so that time is out of idle), and idle."""
-    labels = [f"{d['host']} {d['device']}" for d in devices]
     busy = [d["busy_ms"] for d in devices]
     wait = [min(d.get("collective_wait_ms", 0.0), d["idle_ms"]) for d in devices]
     idle = [d["idle_ms"] - w for d, w in zip(devices, wait)]
@@ -170,7 +260,15 @@ def _latency_panel(ax, data: dict[str, Any], colour: dict[str, str]) -> None:
     ax.grid(axis="y", alpha=0.3)
 
 
-def _timeline_panel(ax, data: dict[str, Any], colour: dict[str, str]) -> None:
+def _timeline_title(data: dict[str, Any]) -> str:
+    return "iterations on every host (grey: warmup, colour: profiled)" + (
+        ", capture window from each host's trace (orange outline)"
+        if data["windows"]
+        else "; no trace start/stop recorded for this profiler (torch: its steps are the profiled iterations)"
+    )
+
+
+def _timeline_panel(ax, data: dict[str, Any], colour: dict[str, str], title: str) -> None:
     """A shared wall-clock axis: each host's iterations and its capture window."""
     by_colour: dict[str, list[tuple[float, float, float, float]]] = {}
     for bar in data["bars"]:
@@ -185,28 +283,24 @@ def _timeline_panel(ax, data: dict[str, Any], colour: dict[str, str]) -> None:
     ax.set_yticks(range(len(data["hosts"])), data["hosts"], fontsize=8)
     ax.set_ylim(len(data["hosts"]) - 0.5, -0.5)  # first host on top
     ax.set_xlabel(f"seconds since the first iteration (the driver's wall clock; origin {data['origin_s']:.3f} s epoch)")
-    ax.set_title(
-        _wrapped(
-            "iterations on every host (grey: warmup, colour: profiled)"
-            + (
-                ", capture window from each host's trace (orange outline)"
-                if data["windows"]
-                else "; no trace start/stop recorded for this profiler (torch: its steps are the profiled iterations)"
-            ),
-            110,
-        ),
-        fontsize=9,
-    )
+    ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
 
 
-def _offsets_panel(
-    ax, data: dict[str, Any], offsets: list[dict[str, Any]], colour: dict[str, str], manifest: Manifest
-) -> None:
-    """Capture start offsets from the planned instant: the skew, at a readable scale; one
-    bar per shape of a sweep, side by side in each host's row."""
+def _offsets_title(manifest: Manifest, offsets: list[dict[str, Any]]) -> str:
     from ray_tpu_profile.rundir.layout import skew_text_by_shape
 
+    offset_shapes = set(w["shape"] for w in offsets)
+    skews = {s: text for s, text in skew_text_by_shape(manifest).items() if s in offset_shapes}
+    skew_text = ", ".join(f"{s + ' ' if len(skews) > 1 else ''}{text}" for s, text in skews.items())
+    return "capture start after the planned instant (each host's trace, on the driver's clock)" + (
+        f"; skew {skew_text}" if skew_text else ""
+    )
+
+
+def _offsets_panel(ax, offsets: list[dict[str, Any]], colour: dict[str, str], title: str) -> None:
+    """Capture start offsets from the planned instant: the skew, at a readable scale; one
+    bar per shape of a sweep, side by side in each host's row."""
     offset_shapes = list(dict.fromkeys(w["shape"] for w in offsets))
     bar_h = 0.7 / len(offset_shapes)
     by_colour: dict[str, list[tuple[float, float, float, float]]] = {}
@@ -217,28 +311,22 @@ def _offsets_panel(
         ax.annotate(
             f"{w['start_offset_ms']:.3f} ms",
             (w["start_offset_ms"], y),
-            xytext=(4, 0),
+            xytext=(4 if w["start_offset_ms"] >= 0 else -4, 0),  # beyond the bar's end
             textcoords="offset points",
+            ha="left" if w["start_offset_ms"] >= 0 else "right",
             va="center",
             fontsize=7 if len(offset_shapes) > 1 else 8,
         )
     for facecolor, bars in by_colour.items():
         _bars(ax, bars, facecolor)
-    ax.autoscale_view(scaley=False)  # its rows are the timeline's (shared)
     ax.tick_params(labelleft=False)
     ax.axvline(0.0, color="#808080", linewidth=0.8)
-    skews = {s: text for s, text in skew_text_by_shape(manifest).items() if s in offset_shapes}
-    skew_text = ", ".join(f"{s + ' ' if len(skews) > 1 else ''}{text}" for s, text in skews.items())
-    ax.set_title(
-        _wrapped(
-            "capture start after the planned instant (each host's trace, on the driver's clock)"
-            + (f"; skew {skew_text}" if skew_text else ""),
-            48,
-        ),
-        fontsize=9,
-    )
+    ax.set_title(title, fontsize=9)
     ax.set_xlabel("ms")
-    ax.margins(x=0.25)
+    ends_ms = [0.0, *(w["start_offset_ms"] for w in offsets)]
+    span_ms = (max(ends_ms) - min(ends_ms)) or 1.0
+    room = {True: 0.6 * span_ms, False: 0.1 * span_ms}  # for the numbers at the bars' ends
+    ax.set_xlim(min(ends_ms) - room[min(ends_ms) < 0], max(ends_ms) + room[max(ends_ms) > 0])
     ax.grid(axis="x", alpha=0.3)
 
 

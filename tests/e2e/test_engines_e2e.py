@@ -320,7 +320,7 @@ def test_attach_traces_both_workers_of_a_live_engine_across_two_hosts_at_one_ins
         for host, rank in (("local-sim-w0", 0), ("local-sim-w1", 1)):
             worker = traced[(host, "worker", (rank,))]
             assert worker["status"] == "ok" and worker["clock"] is not None, worker
-            # Its node's actor summarised its traces before the gather, for the reports.
+            # Its node's actor summarised its traces once they were in, for the reports.
             assert worker["summary"]["events"] > 0 and summarised_on[worker["name"]] == "host", worker["summary"]
             (xplane,) = [f["path"] for f in worker["files"] if f["path"].endswith(".xplane.pb")]
             assert any("execute_model" in n for n in event_names(run_dir / xplane)), host

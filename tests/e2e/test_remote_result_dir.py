@@ -63,7 +63,10 @@ def test_file_url_hosts_write_directly(sim_cluster, tmp_path):
         p.name for p in run_dir.iterdir()
     }
     report = load_report(run_dir)
-    assert all(h["top_operations"] for h in report["hosts"])  # from the traces the driver read back
+    assert all(h["top_operations"] for h in report["hosts"])
+    # Each host wrote its summary there too, once its traces were in; the driver read it back.
+    assert report["summarised_on"] == {h["name"]: "host" for h in manifest["hosts"]}
+    assert all(f["verified"] == "sha256" for h in manifest["hosts"] for f in h["files"] if "summary" in f["path"])
     assert not list(local_tmp.glob("ray-tpu-profile-*"))  # the driver's temporary copy is removed
     assert wait_until_released() == ([], [])
 

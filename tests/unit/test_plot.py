@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ray_tpu_profile.analysis.plot import plot_data, write_plot
+import pytest
+
+from ray_tpu_profile.analysis.plot import FIGURE_WIDTH_IN, draw_plot, panel_layout, plot_data, write_plot
 
 
 def _phase(start_s, latencies_s):
@@ -101,3 +103,72 @@ def test_write_plot_with_a_failed_host_and_no_capture_window(tmp_path):
     data = plot_data(manifest)
     assert data["windows"] == [] and data["shapes"] == ["1x8x8", "4x8x8"]
     assert {b["row"] for b in data["bars"]} == {0, 2}
+
+
+def test_the_layout_stacks_the_panels_inside_the_figure_and_wraps_titles_to_their_width():
+    long = "capture start after the planned instant (each host's trace, on the driver's clock); skew 0.050 ms"
+    titles = {"timeline": "iterations on every host " * 6, "offsets": long}
+    few, many = panel_layout(2, 0, 0.4, titles), panel_layout(64, 256, 1.6, titles)
+    for layout in (few, many):
+        boxes = layout.boxes_in
+        for left, bottom, width, height in boxes.values():
+            assert (
+                left >= 0.85 and bottom > 0 and left + width <= FIGURE_WIDTH_IN and bottom + height < layout.height_in
+            )
+        # Top to bottom: latency above the row panel, the row panel above the devices.
+        assert boxes["latency"][1] > boxes["timeline"][1] + boxes["timeline"][3]
+        assert ("devices" in boxes) == (layout is many)
+        timeline, offsets = boxes["timeline"], boxes["offsets"]
+        assert timeline[0] + timeline[2] < offsets[0] and timeline[1:4:2] == offsets[1:4:2]  # side by side, same rows
+        for name, title in layout.titles.items():
+            chars = max(len(line) for line in title.splitlines())
+            assert chars * 0.065 <= boxes[name][2], (name, title)
+    assert many.boxes_in["timeline"][1] > many.boxes_in["devices"][1] + many.boxes_in["devices"][3]
+    assert many.boxes_in["latency"][0] == pytest.approx(1.6 + 0.25)  # room for the widest label
+    assert many.boxes_in["timeline"][3] == pytest.approx(0.45 * 64) and many.boxes_in["devices"][3] == 0.3 * 256
+
+
+@pytest.mark.parametrize("hosts", [1, 3, 12])
+def test_no_text_of_the_drawn_figure_is_cut_off_or_on_another_panel(hosts):
+    """Measured on the drawn figure: every title, label, tick label and number lies inside
+    the figure, and none lies on another panel's plotting area."""
+    import matplotlib.pyplot as plt
+    from matplotlib.transforms import Bbox
+
+    manifest = _manifest()
+    template = manifest["hosts"][0]
+    manifest["hosts"] = [{**template, "name": f"t1v-n-0123abcd-w-{i}"} for i in range(hosts)]
+    devices = [
+        {"host": h["name"], "device": f"TPU:{d}", "busy_ms": 5.0, "collective_wait_ms": 1.0, "idle_ms": 2.0}
+        for h in manifest["hosts"]
+        for d in range(4)
+    ]
+    fig = draw_plot(manifest, devices)
+    try:
+        renderer = fig.canvas.get_renderer()
+        fig.draw(renderer)
+        figure_box = fig.bbox
+        texts = [fig._suptitle] + [t for ax in fig.axes for t in _drawn_texts(ax)]
+        assert len(texts) > 4 * hosts
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            assert figure_box.x0 - 1 <= box.x0 and box.x1 <= figure_box.x1 + 1, text.get_text()
+            assert figure_box.y0 - 1 <= box.y0 and box.y1 <= figure_box.y1 + 1, text.get_text()
+            for ax in fig.axes:
+                if ax is not text.axes:
+                    overlap = Bbox.intersection(ax.bbox, box)
+                    assert overlap is None or min(overlap.width, overlap.height) < 1, (text.get_text(), ax.get_title())
+    finally:
+        plt.close(fig)
+
+
+def _drawn_texts(ax) -> list:
+    """The axes' texts that are drawn: title, labels, legend, annotations, and the tick
+    labels within its limits (matplotlib keeps some beyond them, undrawn)."""
+    x_lo, x_hi = sorted(ax.get_xlim())
+    y_lo, y_hi = sorted(ax.get_ylim())
+    ticks = [t for t in ax.get_xticklabels() if x_lo <= t.get_position()[0] <= x_hi and t.get_visible()]
+    ticks += [t for t in ax.get_yticklabels() if y_lo <= t.get_position()[1] <= y_hi and t.get_visible()]
+    legend = ax.get_legend().get_texts() if ax.get_legend() else []
+    texts = [ax.title, ax.xaxis.label, ax.yaxis.label, *ticks, *legend, *ax.texts]
+    return [t for t in texts if t.get_text().strip()]
