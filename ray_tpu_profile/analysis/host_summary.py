@@ -8,14 +8,15 @@ timeline.py) and reads no trace event. A host without a usable one (a run direct
 before summaries, a summary that failed on its host, or one made for other options) is
 summarised where the reports are made, in parallel processes where that pays (summaries()).
 
-Stored as gzip'd JSON, never pickle: a run directory may come from a shared bucket, and
-unpickling runs code. It names the sha256 of every trace file it was made from, and is
-used only if they are the files the manifest lists.
+Stored as gzip'd JSON and the timeline piece's raw deflate bytes after it (write_summary
+says the layout), never pickle: a run directory may come from a shared bucket, and
+unpickling runs code. The piece is not base64 in the JSON: that made the driver gunzip and
+decode a third more text than the piece itself, per host. A summary names the sha256 of
+every trace file it was made from, and is used only if they are the files the manifest lists.
 """
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import time
@@ -35,9 +36,10 @@ from ray_tpu_profile.analysis.timeline import Kept, Placement, TracePiece, trace
 from ray_tpu_profile.errors import ToolError
 from ray_tpu_profile.rundir.manifest_types import HostEntry, Manifest
 
-SUMMARY = "summary.json.gz"
-"""Its name in a host's output directory; gathered to hosts/<host>/summary.json.gz."""
-SUMMARY_FORMAT = 1
+SUMMARY = "summary.bin"
+"""Its name in a host's output directory; gathered to hosts/<host>/summary.bin."""
+SUMMARY_FORMAT = 2
+SUMMARY_MAGIC = b"ray-tpu-profile host summary\n"
 MADE_ON_HOST = "host"
 TOP_OPERATIONS = 10
 """Operations (and a device's categories) a summary ranks: report.json's `top`."""
@@ -186,24 +188,42 @@ def read_summary(run_dir: Path, host: HostEntry) -> HostSummary:
     path = summary_path(run_dir, host)
     if path is None:
         raise SummaryError("its host shipped none")
+    return read_summary_file(path)
+
+
+def read_summary_file(path: Path) -> HostSummary:
+    """SummaryError where the file is not a whole summary of this format."""
     try:
-        with gzip.open(path, "rt") as f:
-            data = json.load(f)
+        whole = Path(path).read_bytes()
+    except OSError as e:
+        raise SummaryError(f"unreadable ({type(e).__name__}: {e})") from None
+    if not whole.startswith(SUMMARY_MAGIC):
+        raise SummaryError(f"not a summary of format {SUMMARY_FORMAT} (it starts {whole[:16]!r})")
+    at = len(SUMMARY_MAGIC) + 8
+    json_end = at + int.from_bytes(whole[at - 8 : at], "big")
+    try:
+        data = json.loads(gzip.decompress(whole[at:json_end]))
     except (OSError, EOFError, ValueError) as e:
         raise SummaryError(f"unreadable ({type(e).__name__}: {e})") from None
-    return from_json(data)
+    return from_json(data, whole[json_end:])
 
 
 def write_summary(path: Path, summary: HostSummary) -> None:
+    """SUMMARY_MAGIC, the gzip'd JSON's length (8 bytes, big-endian), the gzip'd JSON
+    (to_json), then the timeline piece's raw deflate bytes to the end of the file."""
     from ray_tpu_profile.core.files import written_whole
 
-    with written_whole(path) as tmp, gzip.open(tmp, "wt", compresslevel=6) as f:
-        f.write(json.dumps(to_json(summary), separators=(",", ":")))
+    packed = gzip.compress(json.dumps(to_json(summary), separators=(",", ":")).encode(), compresslevel=6)
+    with written_whole(path) as tmp, open(tmp, "wb") as f:
+        f.write(SUMMARY_MAGIC + len(packed).to_bytes(8, "big"))
+        f.write(packed)
+        f.write(summary.timeline.text.deflate)
 
 
 def to_json(s: HostSummary) -> dict[str, Any]:
-    """The summary as JSON. Event names repeat (one op name per call): each list of events
-    names them by index into `names`, which keeps the file a fraction of the size."""
+    """The summary as JSON, all but its timeline piece's bytes. Event names repeat (one op
+    name per call): each list of events names them by index into `names`, which keeps the
+    file a fraction of the size."""
     names: dict[str, int] = {}
 
     def name(text: str) -> int:
@@ -238,18 +258,22 @@ def to_json(s: HostSummary) -> dict[str, Any]:
     return {**body, "names": list(names)}
 
 
-def from_json(data: Any) -> HostSummary:
-    """SummaryError where data is not a summary of this format."""
+def from_json(data: Any, deflate: bytes) -> HostSummary:
+    """From to_json's JSON and its timeline piece's bytes; SummaryError where data is not a
+    summary of this format or the piece is not the one it describes."""
     if not isinstance(data, dict) or data.get("format") != SUMMARY_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise SummaryError(f"not a summary of format {SUMMARY_FORMAT} (found {found!r})")
     try:
-        return _from_json(data)
+        summary = _from_json(data, deflate)
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise SummaryError(f"malformed ({type(e).__name__}: {e})") from None
+    if len(deflate) != data["timeline"]["deflate_bytes"]:
+        raise SummaryError(f"its timeline piece is {len(deflate)} bytes, not {data['timeline']['deflate_bytes']}")
+    return summary
 
 
-def _from_json(data: dict[str, Any]) -> HostSummary:
+def _from_json(data: dict[str, Any], deflate: bytes) -> HostSummary:
     names: list[str] = data["names"]
 
     def ops(rows: list[list[int]]) -> list[CollectiveOp]:
@@ -276,7 +300,7 @@ def _from_json(data: dict[str, Any]) -> HostSummary:
             executions=[DeviceEvent(names[ln], names[n], int(s), int(d)) for ln, n, s, d in device_part["executions"]],
             unreadable=list(device_part["unreadable"]),
         ),
-        timeline=_piece(data["timeline"]),
+        timeline=_piece(data["timeline"], deflate),
         seconds=float(data["seconds"]),
     )
 
@@ -286,7 +310,7 @@ def _piece_json(piece: TracePiece) -> dict[str, Any]:
         "pid": piece.at.pid,
         "origin_ns": piece.at.origin_ns,
         "shift_ns": piece.at.shift_ns,
-        "deflate": base64.b64encode(piece.text.deflate).decode(),
+        "deflate_bytes": len(piece.text.deflate),
         "crc32": piece.text.crc32,
         "length": piece.text.length,
         "total": piece.total,
@@ -296,11 +320,11 @@ def _piece_json(piece: TracePiece) -> dict[str, Any]:
     }
 
 
-def _piece(data: dict[str, Any]) -> TracePiece:
+def _piece(data: dict[str, Any], deflate: bytes) -> TracePiece:
     optional = {key: None if data[key] is None else int(data[key]) for key in ("shortest_kept_ns", "first_start_ns")}
     return TracePiece(
         at=Placement(int(data["pid"]), int(data["origin_ns"]), int(data["shift_ns"])),
-        text=Piece(base64.b64decode(data["deflate"], validate=True), int(data["crc32"]), int(data["length"])),
+        text=Piece(deflate, int(data["crc32"]), int(data["length"])),
         total=int(data["total"]),
         kept=int(data["kept"]),
         **optional,

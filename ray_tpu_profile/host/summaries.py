@@ -27,7 +27,7 @@ class HostSummaries:
         trace_host: str | None = None,
         timeline_at: Placement | None = None,
     ) -> dict[str, Any]:
-        """Writes summary.json.gz beside this host's traces, to be gathered with them
+        """Writes summary.bin beside this host's traces, to be gathered with them
         (trace_host: the name they go under in the run directory, where it is not this
         host's: attach's traced processes; timeline_at: where its events go in the
         timeline, where the driver knows it already: timeline.Placement).

@@ -102,7 +102,7 @@ class HostClock(TypedDict):
 
 
 class HostSummaryInfo(TypedDict):
-    """What a host's summary of its traces took (hosts/<host>/summary.json.gz), or why it
+    """What a host's summary of its traces took (hosts/<host>/summary.bin), or why it
     could not be made (the reports then summarise the host's traces themselves)."""
 
     seconds: NotRequired[float]

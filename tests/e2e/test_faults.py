@@ -197,7 +197,7 @@ def test_a_host_killed_summarising_keeps_its_traces_and_the_reports_read_them(si
     assert other["summary"]["events"] > 0 and other["scratch_kept"] is None
     assert not Path(other["scratch_dir"]).exists()
     traces = [f for f in victim["files"] if f["path"].endswith(".pt.trace.json.gz")]
-    assert traces and not any(f["path"].endswith("summary.json.gz") for f in victim["files"])
+    assert traces and not any(f["path"].endswith("summary.bin") for f in victim["files"])
     for f in victim["files"]:  # every trace it delivered is there, whole
         assert hashlib.sha256((run_dir / f["path"]).read_bytes()).hexdigest() == f["sha256"]
     report = json.loads((run_dir / "report.json").read_text())

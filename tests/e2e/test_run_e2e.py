@@ -283,7 +283,7 @@ def test_report_is_written_and_matches_the_manifest(jax_run):
         )
         assert rh["shapes"]["4x16x8"]["profiled_s"]["max"] == max(latency[rh["name"]]["profiled"])
         assert rh["shapes"]["4x16x8"]["warmup_s"]["n"] == len(latency[rh["name"]]["warmup"])
-        assert rh["trace_bytes"] == sum(f["bytes"] for f in mh["files"] if not f["path"].endswith("/summary.json.gz"))
+        assert rh["trace_bytes"] == sum(f["bytes"] for f in mh["files"] if not f["path"].endswith("/summary.bin"))
         # Top operations come from the host's own xplane: vLLM's Python shows up.
         assert len(rh["top_operations"]) == 10 and all(op["self_ms"] >= 0 for op in rh["top_operations"])
         # The python tracer names events "$<file>.py:<line> <function>": a vLLM module is
@@ -313,7 +313,7 @@ def test_reports_merge_the_hosts_own_summaries_which_say_what_their_traces_say(r
     assert report["summarised_on"] == {h["name"]: "host" for h in manifest["hosts"]}
     for host in manifest["hosts"]:
         assert host["summary"]["events"] > 0 and host["summary"]["seconds"] > 0, host["summary"]
-        assert f"hosts/{host['name']}/summary.json.gz" in {f["path"] for f in host["files"]}
+        assert f"hosts/{host['name']}/summary.bin" in {f["path"] for f in host["files"]}
     # Each host was told where its events go in the timeline, and that is where they
     # went: the driver spliced its piece in without moving it (timeline.rebased).
     from ray_tpu_profile.analysis.host_summary import read_summary
@@ -325,7 +325,7 @@ def test_reports_merge_the_hosts_own_summaries_which_say_what_their_traces_say(r
     assert {name: s.timeline.at for name, s in shipped.items()} == wanted
     bare = Path(shutil.copytree(run_dir, tmp_path / "bare"))
     for host in manifest["hosts"]:
-        host["files"] = [f for f in host["files"] if not f["path"].endswith("/summary.json.gz")]
+        host["files"] = [f for f in host["files"] if not f["path"].endswith("/summary.bin")]
     (bare / "manifest.json").write_text(json.dumps(manifest))
     from_traces = json.loads(json.dumps(build_report(bare)))
     assert set(from_traces["summarised_on"].values()) == {"its host shipped none"}

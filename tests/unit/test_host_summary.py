@@ -123,9 +123,9 @@ def test_a_summary_round_trips_through_its_file(tmp_path):
     host = read_manifest(run_dir)["hosts"][1]
     made = host_summary.summarise_from_run_dir(run_dir, host, 10, 50)
     assert made.devices and made.devices.ops and made.devices.executions and made.timeline.kept == 50
-    path = tmp_path / "summary.json.gz"
+    path = tmp_path / host_summary.SUMMARY
     host_summary.write_summary(path, made)
-    read = host_summary.from_json(json.load(gzip.open(path)))
+    read = host_summary.read_summary_file(path)
     assert {**vars(read), "seconds": 0} == {**vars(made), "seconds": 0}
 
 
@@ -134,7 +134,9 @@ def test_a_summary_round_trips_through_its_file(tmp_path):
     [
         ("trace changed", "made from other trace files than the manifest lists"),
         ("summary corrupt", "unreadable (BadGzipFile"),
-        ("other format", "not a summary of format 1 (found 99)"),
+        ("summary cut short", "its timeline piece is"),
+        ("not a summary", "not a summary of format 2 (it starts b'not gzip'"),
+        ("other format", "not a summary of format 2 (found 99)"),
         ("other options", "made for top 10 and 7 timeline events"),
     ],
 )
@@ -148,9 +150,16 @@ def test_a_summary_that_cannot_stand_for_the_traces_is_made_again_here_and_says_
         w1["files"][0]["sha256"] = "0" * 64
         write_json_atomic(run_dir / "manifest.json", manifest)
     elif spoil == "summary corrupt":
+        whole = summary_file.read_bytes()
+        head = len(host_summary.SUMMARY_MAGIC) + 8
+        summary_file.write_bytes(whole[:head] + b"not gzip" + whole[head + 8 :])
+    elif spoil == "summary cut short":
+        summary_file.write_bytes(summary_file.read_bytes()[:-100])
+    elif spoil == "not a summary":
         summary_file.write_bytes(b"not gzip")
     elif spoil == "other format":
-        summary_file.write_bytes(gzip.compress(json.dumps({"format": 99}).encode()))
+        packed = gzip.compress(json.dumps({"format": 99}).encode())
+        summary_file.write_bytes(host_summary.SUMMARY_MAGIC + len(packed).to_bytes(8, "big") + packed)
     found, made_where = host_summary.summaries(run_dir, read_manifest(run_dir), 100_000)
     assert made_where["local-sim-w1"].startswith(why), made_where
     expected_w0 = "host" if spoil != "other options" else "made for top 10 and 7 timeline events"
@@ -177,7 +186,7 @@ def test_a_summary_names_the_trace_it_could_not_read(tmp_path):
     (output_dir / "torch").mkdir(parents=True)
     (output_dir / "torch" / "h0.pt.trace.json").write_text("{not json")
     returned = Host("h0", output_dir).summarise(10, None)
-    summary = host_summary.from_json(json.load(gzip.open(output_dir / host_summary.SUMMARY)))
+    summary = host_summary.read_summary_file(output_dir / host_summary.SUMMARY)
     assert returned["events"] == 0 and summary.traces == {
         "hosts/h0/torch/h0.pt.trace.json": sha256_file(output_dir / "torch" / "h0.pt.trace.json")
     }
