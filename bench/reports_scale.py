@@ -8,7 +8,7 @@ before the timing, as the hosts make them).
 
 Timed (best of 3, each on the same run directory):
   merge     the hosts' summaries read, report.json built, timeline.json.gz spliced
-  plot      report.png with the run's own devices panel (one CPU device per host here)
+  plot      report.png of the run (no devices panel: a jax CPU trace has no device plane)
   plot_4    report.png with 4 chips per host in the devices panel (stand-in numbers: the
             drawing cost of a v5e-style host, not an analysis)
 
