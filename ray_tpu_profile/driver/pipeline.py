@@ -53,11 +53,14 @@ def execute(
                 stages.measure_clocks(run, hosts, shape)  # each host's clock, right before its instants
                 stages.place_window(run, hosts, shape, plan)
                 stages.capture(run, hosts, shape, plan)
-        gathered = stages.gather(run, hosts)
-        stages.verify(run, hosts, plan)
-        # After the gather: a host that dies summarising has its traces in already.
-        stages.summarise(run, hosts, timeline_max_events)
-        stages.clean_up(hosts, gathered)
+        gathered: list = []
+        try:
+            stages.gather(run, hosts, gathered)
+            stages.verify(run, hosts, plan)
+            # After the gather: a host that dies summarising has its traces in already.
+            stages.summarise(run, hosts, timeline_max_events)
+        finally:  # stopped or not: what is in the run directory leaves no scratch behind
+            stages.clean_up(hosts, gathered)
     finish.record_outcome(run)
     finish.place(run)
     finish.write_reports(run, timeline_max_events, progress)

@@ -434,14 +434,14 @@ def _keep(shape: ShapeRun, key: str):
     return on_result
 
 
-def gather(run: RunState, hosts: Barrier) -> list[HostRecord]:
+def gather(run: RunState, hosts: Barrier, gathered: list[HostRecord]) -> None:
     """Every healthy host's files into the run directory (or straight to the result URL),
-    each verified; hosts in parallel, a host's failure its own. Returns the hosts gathered
-    whole; their scratch stays until clean_up, after their summaries."""
+    each verified; hosts in parallel, a host's failure its own. Each host gathered whole
+    is appended to `gathered` as it is (a stop may come half way): its scratch stays until
+    clean_up, after its summary."""
     run.enter(Stage.GATHER)
     healthy = hosts.healthy()
     hosts.progress.stage(Stage.GATHER, [r.host.name for r in healthy])
-    gathered: list[HostRecord] = []
 
     def one(record: HostRecord) -> None:
         try:
@@ -464,7 +464,6 @@ def gather(run: RunState, hosts: Barrier) -> list[HostRecord]:
     with ThreadPoolExecutor(max_workers=gather_workers(len(healthy))) as pool:
         list(pool.map(one, healthy))
     hosts.check_stop()
-    return gathered
 
 
 def _gather_files(run: RunState, hosts: Barrier, record: HostRecord, only: Collection[str] | None = None) -> None:
@@ -518,13 +517,21 @@ def summarise(run: RunState, hosts: Barrier, timeline_max_events: int | None) ->
     hosts.check_stop()
 
 
+CLEAN_UP_TIMEOUT_S = 30.0
+"""Longest wait for one host's scratch removal: it also runs on the way out of a stopped
+run, where a frozen host must not hold the driver for --timeout-s."""
+
+
 def clean_up(hosts: Barrier, gathered: list[HostRecord]) -> None:
-    """Each gathered host's scratch removed, all at once. A host whose scratch stays (its
-    actor died) is not failed: its files are in the run directory; the manifest says so."""
+    """Each gathered host's scratch removed, all at once; also after a stop or an error
+    (the pipeline calls it on the way out), so it does not watch for the stop. A host whose
+    scratch stays (its actor died) is not failed: its files are in the run directory, and
+    the manifest says so."""
+    timeout_s = min(hosts.timeout_s, CLEAN_UP_TIMEOUT_S)
 
     def one(record: HostRecord) -> None:
         try:
-            hosts.call_one(record, lambda h: h.cleanup())
+            hosts.handles[record.host.name].cleanup().result(timeout=timeout_s)
         except Exception as e:  # said, and kept in the manifest; nothing of the run is lost
             record.scratch_kept = describe_error(e)
             hosts.progress.note(f"{record.host.name}: its scratch {record.scratch_dir} stays: {record.scratch_kept}")

@@ -297,6 +297,36 @@ def test_hosts_still_pending_when_a_run_stops_fail_at_its_stage(tmp_path):
     assert manifest["hosts"][1]["status"] == "failed" and manifest["hosts"][1]["error"] == run.error
 
 
+def test_clean_up_removes_every_gathered_hosts_scratch_also_after_a_stop(tmp_path, pool):
+    """The pipeline calls it on the way out of a stopped run: it does not watch for the
+    stop. A host whose removal fails or hangs keeps its scratch and is not failed."""
+    from ray_tpu_profile.errors import RunStopped
+
+    def died():
+        raise RuntimeError("actor died")
+
+    def stopped():
+        raise RunStopped("SIGINT")
+
+    run = run_state(tmp_path, names=("h0", "h1", "h2", "h3"))
+    fakes = {"h0": FakeHost(pool), "h1": FakeHost(pool, cleanup=died), "h2": FakeHost(pool, cleanup=HANG)}
+    fakes["h3"] = FakeHost(pool)  # not gathered: its gather never finished
+    hosts = Barrier(run.records, named(fakes), Said(), 0.3, check_stop=stopped)
+    gathered = run.records[:3]
+    for record in gathered:
+        record.status, record.scratch_dir = "ok", f"/scratch/{record.host.name}"
+    stages.clean_up(hosts, gathered)
+    assert [m for m, _ in fakes["h0"].calls] == ["cleanup"] and fakes["h3"].calls == []
+    h0, h1, h2, _ = run.records
+    assert h0.scratch_kept is None
+    assert h1.scratch_kept == "RuntimeError: actor died" and h2.scratch_kept.startswith("TimeoutError")
+    assert all(r.healthy and r.error is None for r in run.records)
+    said = [line for line in hosts.progress.lines if line[0] == "note"]
+    assert sorted(line[1].split(":")[0] for line in said) == ["h1", "h2"]  # said, from threads in any order
+    assert "its scratch /scratch/h1 stays: RuntimeError: actor died" in [line[1][4:] for line in said]
+    fakes["h2"].kill()
+
+
 def engines_of_two(run):
     """4 one-chip hosts at TP 2: two engines of two hosts each."""
     from ray_tpu_profile.placement.engines import plan_engines
