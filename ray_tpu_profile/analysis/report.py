@@ -83,6 +83,12 @@ def print_summary(manifest: Manifest, run_dir: Path, console: Console | None = N
     for host in manifest["hosts"]:
         if host["error"]:
             console.print(f"{host['name']}: {host['error']}")
+        # Neither fails a host (its traces are in), but each is worth a look.
+        summary_error = (host.get("summary") or {}).get("error")
+        if summary_error:
+            console.print(f"{host['name']}: no summary of its own ({summary_error}); the reports read its traces")
+        if host.get("scratch_kept"):
+            console.print(f"{host['name']}: its scratch {host['scratch_dir']} is still there ({host['scratch_kept']})")
     if manifest.get("error"):
         console.print(f"run: {manifest['error']}")
     console.print(f"run directory: {run_dir}")

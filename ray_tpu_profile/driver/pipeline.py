@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray_tpu_profile.config import RunConfig
+from ray_tpu_profile.core.records import HostRecord
 from ray_tpu_profile.driver import finish, stages
 from ray_tpu_profile.driver.capture_plans import make_plan
 from ray_tpu_profile.driver.progress import Progress
@@ -53,7 +54,7 @@ def execute(
                 stages.measure_clocks(run, hosts, shape)  # each host's clock, right before its instants
                 stages.place_window(run, hosts, shape, plan)
                 stages.capture(run, hosts, shape, plan)
-        gathered: list = []
+        gathered: list[HostRecord] = []
         try:
             stages.gather(run, hosts, gathered)
             stages.verify(run, hosts, plan)

@@ -206,5 +206,8 @@ def test_a_host_killed_summarising_keeps_its_traces_and_the_reports_read_them(si
     assert reported[victim["name"]]["top_operations"] and reported[victim["name"]]["steps"]["count"] > 0
     said = " ".join(stderr.split())  # progress goes to stderr, wrapped to the terminal
     assert f"{victim['name']}: its scratch" in said and "no summary (actor process died" in said
+    # And the run's summary on stdout says both, after the table.
+    assert f"{victim['name']}: no summary of its own (actor process died" in stdout
+    assert f"{victim['name']}: its scratch {victim['scratch_dir']} is still there (actor process died" in stdout
     assert wait_until_released() == ([], [])
     shutil.rmtree(victim["scratch_dir"])
