@@ -55,6 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import ray
+from scale import fit  # bench/ is on the path: this script is run from it
 
 from ray_tpu_profile.host.clock_echo import ClockEchoHost
 from ray_tpu_profile.host.files import HostFiles
@@ -270,8 +271,7 @@ def main() -> None:
     print(header + f"{'per host ms':>13}{'slope':>8}")
     for stage in STAGES:
         ys = [results[n][stage] for n in counts]
-        mean_x, mean_y = statistics.mean(counts), statistics.mean(ys)
-        per_host = sum((x - mean_x) * (y - mean_y) for x, y in zip(counts, ys)) / sum((x - mean_x) ** 2 for x in counts)
+        _, per_host, _ = fit(counts, ys)
         lo = 16 if 16 in results else counts[-2]
         slope = math.log(results[counts[-1]][stage] / results[lo][stage]) / math.log(counts[-1] / lo)
         line = f"{stage:<9}" + "".join(f"{y:10.3f}" for y in ys)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from driver_scale import TEMPLATE, manifest_for  # noqa: E402
+from scale import fit  # noqa: E402
 
 MEASURES = ("merge", "plot", "plot_4")
 
@@ -99,12 +100,6 @@ def one_count(n: int, template: dict, xplane: Path, work: Path) -> dict[str, flo
     return times
 
 
-def per_host_ms(counts: list[int], seconds: list[float]) -> float:
-    mean_n, mean_s = sum(counts) / len(counts), sum(seconds) / len(seconds)
-    covariance = sum((n - mean_n) * (s - mean_s) for n, s in zip(counts, seconds))
-    return 1000 * covariance / sum((n - mean_n) ** 2 for n in counts)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, nargs="+", default=[1, 8, 32, 64])
@@ -133,7 +128,7 @@ def main() -> None:
         row = [results[n][m] for n in counts]
         line = f"{m:<8}" + "".join(f"{v:>10.3f}" for v in row)
         line += "".join(f"{results[n][m] / results[base][m]:>9.2f}" for n in counts[1:])
-        print(line + f"{per_host_ms(counts, row):>13.2f}")
+        print(line + f"{1000 * fit(counts, row)[1]:>13.2f}")
 
 
 if __name__ == "__main__":

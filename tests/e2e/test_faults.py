@@ -17,6 +17,10 @@ import pytest
 from support.cli import REPO, TINY_WORKLOAD, load_manifest, start_cli, wait_for_stage
 from support.cluster import wait_until_released
 
+WITH_FAULTS = ("--env", f"PYTHONPATH={REPO / 'tests' / 'support' / 'faults'}")
+"""Flags that load tests/support/faults/sitecustomize.py into every model process; its
+own --env flags then choose the fault."""
+
 
 def start_run(sim_cluster, tmp_path, *flags: str) -> subprocess.Popen:
     """Start a run of the tiny workload on sim_cluster into tmp_path, with flags."""
@@ -148,8 +152,7 @@ def test_a_profiler_port_held_by_another_hosts_process_fails_that_host_and_the_r
         "500",
         "--server-wait-s",
         "60",
-        "--env",
-        f"PYTHONPATH={REPO / 'tests' / 'support' / 'faults'}",
+        *WITH_FAULTS,
         "--env",
         "PROFILER_SERVER_ON_WORKER=0",
     )
@@ -177,8 +180,7 @@ def test_a_host_killed_summarising_keeps_its_traces_and_the_reports_read_them(si
     proc = start_run(
         sim_cluster,
         tmp_path,
-        "--env",
-        f"PYTHONPATH={REPO / 'tests' / 'support' / 'faults'}",
+        *WITH_FAULTS,
         "--env",
         "SUMMARY_KILLS_WORKER=1",
     )
