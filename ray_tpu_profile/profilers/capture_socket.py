@@ -23,6 +23,7 @@ import stat
 import struct
 import tempfile
 import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -141,39 +142,49 @@ class CaptureListener:
 
     def _answer(self, conn: socket.socket) -> None:
         with conn:
-            _, uid, _ = peer_credentials(conn)
+            try:
+                _, uid, _ = peer_credentials(conn)
+            except OSError:
+                traceback.print_exc()  # who asks is unknown: no answer, but the log says why
+                return
             if uid != os.getuid():
                 return  # another user: no answer at all
-            conn.settimeout(REQUEST_READ_TIMEOUT_S)
             try:
-                data = json.loads(_read_line(conn))
-            except (OSError, ValueError) as e:
-                self._reply(conn, {"error": f"unreadable request: {e}"})
-                return
-            problem = request_problem(data)
-            if problem:
-                self._reply(conn, {"error": f"bad request: {problem}"})
-                return
-            if data["op"] == "ping":
-                self._reply(conn, {"error": None})
-                return
-            conn.settimeout(None)  # the capture lasts its window; the asker bounds its own wait
-            try:
-                path = in_process.capture(
-                    self.kind,
-                    Path(data["logdir"]),
-                    session_id=data["session_id"],
-                    host_name=data["host_name"],
-                    wall_start_ns=data["wall_start_ns"],
-                    duration_ms=data["duration_ms"],
-                    python_tracer_level=data["python_tracer_level"],
-                )
-            except Exception as e:  # the asker's error, sent back to it
-                self._reply(
-                    conn, {"error": f"{type(e).__name__}: {e}", "no_events": isinstance(e, in_process.NoEvents)}
-                )
-                return
-            self._reply(conn, {"error": None, "path": str(path)})
+                self._answer_request(conn)
+            except Exception as e:  # a bug here must reach the asker, not end the thread mute
+                traceback.print_exc()  # the model process's log keeps where it happened
+                self._reply(conn, {"error": f"the capture socket failed: {type(e).__name__}: {e}"})
+
+    def _answer_request(self, conn: socket.socket) -> None:
+        """Reads one request of this user's peer and answers it."""
+        conn.settimeout(REQUEST_READ_TIMEOUT_S)
+        try:
+            data = json.loads(_read_line(conn))
+        except (OSError, ValueError) as e:
+            self._reply(conn, {"error": f"unreadable request: {e}"})
+            return
+        problem = request_problem(data)
+        if problem:
+            self._reply(conn, {"error": f"bad request: {problem}"})
+            return
+        if data["op"] == "ping":
+            self._reply(conn, {"error": None})
+            return
+        conn.settimeout(None)  # the capture lasts its window; the asker bounds its own wait
+        try:
+            path = in_process.capture(
+                self.kind,
+                Path(data["logdir"]),
+                session_id=data["session_id"],
+                host_name=data["host_name"],
+                wall_start_ns=data["wall_start_ns"],
+                duration_ms=data["duration_ms"],
+                python_tracer_level=data["python_tracer_level"],
+            )
+        except Exception as e:  # the asker's error, sent back to it
+            self._reply(conn, {"error": f"{type(e).__name__}: {e}", "no_events": isinstance(e, in_process.NoEvents)})
+            return
+        self._reply(conn, {"error": None, "path": str(path)})
 
     @staticmethod
     def _reply(conn: socket.socket, answer: dict[str, Any]) -> None:
@@ -235,8 +246,21 @@ def ask(path: str, request: dict[str, Any], expected_pid: int | None, timeout_s:
         except TimeoutError:
             raise CaptureRefused(f"capture socket {path}: no answer within {timeout_s:g} s") from None
     if not line:
-        raise CaptureRefused(f"capture socket {path}: closed without an answer")
+        raise CaptureRefused(f"capture socket {path}: closed without an answer ({_whether_alive(pid)})")
     return json.loads(line)
+
+
+def _whether_alive(pid: int) -> str:
+    """Whether the process that served a socket still runs: an answer lost to its death is
+    told apart from one its listener failed to give. A dead process not yet reaped by its
+    parent (a zombie) has exited."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return f"pid {pid} has exited"
+    except OSError as e:
+        return f"pid {pid}: {e.strerror}"
+    return f"pid {pid} has exited" if state in ("Z", "X") else f"pid {pid} is still running"
 
 
 def ping(path: str, expected_pid: int | None) -> None:

@@ -165,6 +165,68 @@ def test_a_socket_this_user_does_not_own_privately_is_refused(tmp_path):
     assert "an absolute path" in socket_problem("ray-tpu-profile-capture-x/capture.sock")
 
 
+def test_a_listener_that_fails_answers_with_its_error_and_logs_where(tmp_path, monkeypatch, capfd):
+    """A bug in the listener outside the capture itself is sent to the asker (before, the
+    answering thread died and the asker read only a closed socket)."""
+
+    def broken(data):
+        raise KeyError("wall_start_ns")
+
+    monkeypatch.setattr(capture_socket, "request_problem", broken)
+    listener = capture_socket.CaptureListener("jax", parent_dir=str(tmp_path))
+    try:
+        answer = capture_socket.ask(str(listener.path), {"op": "ping"}, os.getpid(), 5)
+    finally:
+        listener.close()
+    assert answer == {"error": "the capture socket failed: KeyError: 'wall_start_ns'", "pid": os.getpid()}
+    assert "Traceback" in capfd.readouterr().err  # and the process's log says where
+
+
+DIES_CAPTURING = """
+import threading
+from ray_tpu_profile.profilers import in_process
+from ray_tpu_profile.profilers.capture_socket import CaptureListener
+
+def capture(*args, **kwargs):
+    print("capturing", flush=True)
+    threading.Event().wait()
+
+in_process.capture = capture
+listener = CaptureListener("jax")
+print(listener.path, flush=True)
+threading.Event().wait()
+"""
+
+
+def test_an_answer_lost_to_the_traced_process_dying_says_it_exited(tmp_path):
+    """The traced process is killed for real during its capture: the asker's error says the
+    process is gone, not that its listener failed."""
+    proc = subprocess.Popen([sys.executable, "-c", DIES_CAPTURING], stdout=subprocess.PIPE, text=True)
+    try:
+        path = proc.stdout.readline().strip()
+        errors: list[Exception] = []
+
+        def ask() -> None:
+            try:
+                capture_socket.request_capture(
+                    path, proc.pid, logdir=tmp_path, session_id="s", host_name="h",
+                    wall_start_ns=time.time_ns(), duration_ms=100, python_tracer_level=0,
+                )  # fmt: skip
+            except Exception as e:
+                errors.append(e)
+
+        thread = threading.Thread(target=ask)
+        thread.start()
+        assert proc.stdout.readline().strip() == "capturing"
+        proc.kill()
+        thread.join(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert len(errors) == 1 and isinstance(errors[0], CaptureRefused)
+    assert str(errors[0]).endswith(f"closed without an answer (pid {proc.pid} has exited)")
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another user")
 def test_another_user_cannot_reach_a_capture_socket(traced_child):
     """A real process of another uid (nobody) tries to connect: the 0700 directory stops it."""
