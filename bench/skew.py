@@ -10,7 +10,9 @@ hosts asked over its capture socket). The model is loaded once per host; then
                 trips to each host's clock echo, or, the "actor" way, 8 actor-call round
                 trips per host), picks one instant T, and every host traces from
                 T on its own clock (T + its offset) and starts its iterations just after
-                (the clocks and capture stages' way)
+                (the clocks and capture stages' way); the capture's thread sleeps to T as
+                a real-time thread where permitted (--real-time-start), or, the "normal
+                start" way, as any thread (--no-real-time-start)
   naive:        the driver starts each host's capture one after another, as a loop over
                 the seed script would (each host traces from when its call arrives)
 
@@ -49,6 +51,19 @@ from ray_tpu_profile.placement import cluster
 from ray_tpu_profile.placement.engines import plan_engines
 from ray_tpu_profile.rundir.layout import new_run_id
 from ray_tpu_profile.sim_platform import tpu_inference_cpu
+
+WAYS = ("synchronised udp", "synchronised udp, normal start", "synchronised actor", "naive")
+"""Each trial, in turn. "normal start": --no-real-time-start (in_process.prompt_wake_up)."""
+
+
+def set_real_time_start(host, real_time: bool) -> None:
+    """On the host actor (Ray's __ray_call__): --real-time-start or not, from its next capture."""
+    host.backend.real_time_start = real_time
+
+
+def start_wake_up(host) -> str | None:
+    """On the host actor: how its last capture's starting thread woke."""
+    return host.backend.start_wake_up
 
 
 def skew_ms(actors: list, session: str) -> float:
@@ -132,13 +147,20 @@ def main() -> None:
                 ray.get([a.trace_worker.remote(mine[n]) for n, a in by_name.items()])
             ray.get([a.warmup.remote() for a in actors])
             print(f"{len(actors)} hosts loaded and warm in {time.monotonic() - t0:.1f} s")
-            results: dict[str, list[float]] = {"synchronised udp": [], "synchronised actor": [], "naive": []}
+            results: dict[str, list[float]] = {way: [] for way in WAYS}
             triggers: list[str] = []
+            wake_ups: dict[str, set[str]] = {way: set() for way in WAYS}
             clocks: dict[str, list] = {}
             for _ in range(args.trials):
-                results["synchronised udp"].append(synchronised(actors, run_id, triggers, clocks, "udp"))
-                results["synchronised actor"].append(synchronised(actors, run_id, triggers, clocks, "actor call"))
-                results["naive"].append(naive(actors, run_id))
+                for way in WAYS:
+                    if way == "naive":
+                        results[way].append(naive(actors, run_id))
+                        continue
+                    real_time = "normal start" not in way
+                    ray.get([a.__ray_call__.remote(set_real_time_start, real_time) for a in actors])
+                    channel = "udp" if "udp" in way else "actor call"
+                    results[way].append(synchronised(actors, run_id, triggers, clocks, channel))
+                    wake_ups[way] |= set(ray.get([a.__ray_call__.remote(start_wake_up) for a in actors]))
             ray.get([a.cleanup.remote() for a in actors])  # the hosts' trace folders
         finally:
             reservation.release()
@@ -150,7 +172,7 @@ def main() -> None:
     print(f"{'way':<20}{'median':>10}{'max':>10}")
     for way, values in results.items():
         print(f"{way:<20}{statistics.median(values):10.3f}{max(values):10.3f}")
-    for way in ("synchronised udp", "synchronised actor"):
+    for way in WAYS[:-1]:
         ratio = statistics.median(results["naive"]) / statistics.median(results[way])
         print(f"median naive / {way}: {ratio:.1f}x")
     for way, values in results.items():
@@ -165,6 +187,9 @@ def main() -> None:
             f"offsets within their uncertainty of 0 (one clock): "
             f"{sum(abs(o.offset_ns) <= o.uncertainty_ns for o in offsets)} of {len(offsets)}"
         )
+    for way, seen in wake_ups.items():
+        if seen:
+            print(f"{way}: capture start woke {', '.join(sorted(seen))}")
     kinds = sorted({t.split(" /")[0] for t in triggers})
     print(f"capture triggers: {', '.join(kinds)} ({len(triggers)} host captures)")
 

@@ -107,6 +107,7 @@ def attach_options(command):
                 "profile_result_dir",
                 "server_url",
                 "python_tracer_level",
+                "real_time_start",
                 "timeout_s",
                 "max_clock_uncertainty_ms",
             )
@@ -156,6 +157,7 @@ def run_options(command):
                 "delay_ms",
                 "duration_ms",
                 "python_tracer_level",
+                "real_time_start",
                 "clock_correction",
                 "max_clock_uncertainty_ms",
             )

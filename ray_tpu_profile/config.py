@@ -43,6 +43,14 @@ def flag_fields(cls: type) -> dict[str, Any]:
     return {f.name: f for f in fields(cls) if "flag" in f.metadata}
 
 
+REAL_TIME_START_HELP = (
+    "jax: the thread that starts a capture sleeps to its instant as a real-time thread (SCHED_FIFO, lowest "
+    "priority, for those few ms only), so it starts when the instant comes, not when the scheduler gets to it "
+    "among the host's busy threads. Needs CAP_SYS_NICE (root has it); without it, or with "
+    "--no-real-time-start, it sleeps as any thread. The manifest says how each host's capture woke."
+)
+
+
 @dataclass(frozen=True)
 class Workload:
     """The seed's workload: one batch of dummy prompts generated to completion."""
@@ -132,6 +140,7 @@ class Capture:
         help="jax / xla: 1 records every Python call in the model process (vLLM's host side; on CPU the only "
         "events); 0 leaves them out, for long captures on TPU that would outgrow XProf's 2 GiB limit.",
     )
+    real_time_start: bool = flag(True, "--real-time-start/--no-real-time-start", REAL_TIME_START_HELP)
     clock_correction: bool = flag(
         True,
         "--clock-correction/--no-clock-correction",
@@ -477,6 +486,7 @@ class AttachConfig:
         "1 records every Python call (vLLM's host side); 0 for smaller traces.",
         type=int,
     )
+    real_time_start: bool = flag(True, "--real-time-start/--no-real-time-start", REAL_TIME_START_HELP)
     timeout_s: float = flag(
         120.0,
         "--timeout-s",

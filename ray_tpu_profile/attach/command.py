@@ -174,6 +174,8 @@ class Traced:
     idle: set[str] = field(default_factory=set)
     """Processes that answered but ran nothing traced in the window: kept, not failed."""
     call_plans: dict[str, int] = field(default_factory=dict)
+    start_wake_ups: dict[str, str | None] = field(default_factory=dict)
+    """Trace name -> how its capture's starting thread woke (in_process.prompt_wake_up)."""
     stage: Stage = Stage.WARMUP
     offsets: dict[str, Any] = field(default_factory=dict)
     clock_channels: dict[str, str] = field(default_factory=dict)
@@ -273,7 +275,12 @@ def _warm_up(config: AttachConfig, traced: Traced, session_id: str, chosen: dict
     prepared = _each_host(
         traced.handles,
         lambda h: h.call(
-            "prepare", [e.to_json() for e in chosen[h.name]], session_id, config.duration_ms, config.python_tracer_level
+            "prepare",
+            [e.to_json() for e in chosen[h.name]],
+            session_id,
+            config.duration_ms,
+            config.python_tracer_level,
+            config.real_time_start,
         ),
         config.timeout_s,
     )
@@ -321,6 +328,7 @@ def _capture(config: AttachConfig, traced: Traced) -> Any:
                 traced.fail(name, Stage.CAPTURE, error)
             else:
                 traced.call_plans[name] = result[name]["client_call_plans"]
+                traced.start_wake_ups[name] = result[name]["start_wake_up"]
     return sampler
 
 
@@ -469,7 +477,11 @@ def _manifest(
     records = traced.records
     for name, (host, _) in traced.entries.items():
         clock = _host_clock(config, traced.offsets, traced.clock_channels, host)
-        capture = {**traced.starts.get(name, {}), "client_call_plans": traced.call_plans.get(name)}
+        capture = {
+            **traced.starts.get(name, {}),
+            "client_call_plans": traced.call_plans.get(name),
+            "start_wake_up": traced.start_wake_ups.get(name),
+        }
         records[name].clock = clock
         records[name].shapes[SHAPE] = ShapeRecord(capture={**capture, "idle": name in traced.idle}, clock=clock)
     status, error, delivered = _run_status(traced)
@@ -528,6 +540,7 @@ def _capture_section(config: AttachConfig, traced: Traced, session_id: str) -> d
         "duration_ms": config.duration_ms,
         "session": session_id,
         "python_tracer_level": config.python_tracer_level,
+        "real_time_start": config.real_time_start,
         "start_skew_ms": measured.skew_ms,
         "start_skew_uncertainty_ms": measured.uncertainty_ms,
         "start_skew_raw_ms": measured.raw_ms,

@@ -63,7 +63,12 @@ class AttachActor(ClockEchoHost, HostFiles, HostSummaries):
         return now_ns()
 
     def prepare(
-        self, servers: list[dict[str, Any]], session_id: str, duration_ms: int, python_tracer_level: int
+        self,
+        servers: list[dict[str, Any]],
+        session_id: str,
+        duration_ms: int,
+        python_tracer_level: int,
+        real_time_start: bool,
     ) -> dict[str, str | None]:
         """A backend per registered process, and a throwaway capture of each (the first
         capture in a process pays for tracer set-up and would start late; it also proves the
@@ -77,7 +82,7 @@ class AttachActor(ClockEchoHost, HostFiles, HostSummaries):
             entry = RegistryEntry.from_json(data)
             name = trace_host_name(self.host_name, entry)
             self._backends[name] = _backend(
-                entry, self.base_dir / name, name, session_id, duration_ms, python_tracer_level
+                entry, self.base_dir / name, name, session_id, duration_ms, python_tracer_level, real_time_start
             )
 
         def warm(name: str, backend: Any, scratch: Path) -> str | None:
@@ -103,7 +108,8 @@ class AttachActor(ClockEchoHost, HostFiles, HostSummaries):
 
     def capture(self, instant_ns: int, names: list[str]) -> dict[str, dict[str, Any]]:
         """The prepared processes named traced from instant_ns (this host's clock); returns
-        trace name -> {"error": None or why, "client_call_plans": n}."""
+        trace name -> {"error": None or why, "client_call_plans": n, "start_wake_up": how its
+        starting thread woke (in_process.prompt_wake_up)}."""
         from ray_tpu_profile.core.host_clock import now_ns
 
         def one(name: str, backend: Any) -> dict[str, Any]:
@@ -113,7 +119,11 @@ class AttachActor(ClockEchoHost, HostFiles, HostSummaries):
                 error = None
             except Exception as e:  # that process's failure, returned per process
                 error = str(e)
-            return {"error": error, "client_call_plans": backend.client_call_plans}
+            return {
+                "error": error,
+                "client_call_plans": backend.client_call_plans,
+                "start_wake_up": backend.start_wake_up,
+            }
 
         backends = {name: self._backends[name] for name in names}
         window_s = (
@@ -123,7 +133,11 @@ class AttachActor(ClockEchoHost, HostFiles, HostSummaries):
             backends,
             one,
             window_s + CALL_TIMEOUT_S + 5,
-            lambda timeout_s: {"error": f"capture did not finish within {timeout_s:g} s", "client_call_plans": None},
+            lambda timeout_s: {
+                "error": f"capture did not finish within {timeout_s:g} s",
+                "client_call_plans": None,
+                "start_wake_up": None,
+            },
         )
 
     def select(self, name: str) -> None:
@@ -137,7 +151,13 @@ class AttachActor(ClockEchoHost, HostFiles, HostSummaries):
 
 
 def _backend(
-    entry: RegistryEntry, trace_dir: Path, name: str, session_id: str, duration_ms: int, python_tracer_level: int
+    entry: RegistryEntry,
+    trace_dir: Path,
+    name: str,
+    session_id: str,
+    duration_ms: int,
+    python_tracer_level: int,
+    real_time_start: bool,
 ) -> Any:
     """The backend of a registered process (profilers.time_window_backend, as run's hosts
     use), asking it over its capture socket."""
@@ -151,6 +171,7 @@ def _backend(
         delay_ms=0,
         duration_ms=duration_ms,
         python_tracer_level=python_tracer_level,
+        real_time_start=real_time_start,
     )
     backend.socket_path, backend.traced_pid = entry.socket, entry.pid
     return backend

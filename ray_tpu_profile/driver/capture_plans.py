@@ -179,12 +179,15 @@ class ServerPlan(CapturePlan):
                 "start_offset_ms": (start_on_driver_ns - planned_ns) / schedule.NS_PER_MS,
                 "events": xplane.events,
                 "read_on": "host" if "start_ns" in check else "driver",
+                # How its starting thread woke at the instant (in_process.prompt_wake_up).
+                "start_wake_up": check.get("start_wake_up"),
                 **({"xla": work} if work is not None else {}),
             }
             hosts.progress.host_ok(
                 Stage.VERIFY,
                 record.host.name,
-                f"{name}: {xplane.events:,} events, trace began {checked['start_offset_ms']:+.3f} ms from the plan",
+                f"{name}: {xplane.events:,} events, trace began {checked['start_offset_ms']:+.3f} ms from the plan"
+                + (f", its start woke {checked['start_wake_up']}" if checked["start_wake_up"] else ""),
             )
         skew = clocks.skew(starts, shape.clock_offsets)
         shape.checked = {

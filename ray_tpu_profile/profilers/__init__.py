@@ -28,6 +28,7 @@ def make_backend(capture: Capture, trace_dir: Path, host_name: str, session_id: 
         port=capture.port,
         ready_timeout_s=capture.server_wait_s,
         python_tracer_level=capture.python_tracer_level,
+        real_time_start=capture.real_time_start,
     )
 
 

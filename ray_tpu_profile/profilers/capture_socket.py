@@ -8,8 +8,9 @@ checks the socket is its user's and that the process answering is the one it mea
 trace (the peer's pid). No port: nothing on another machine can reach it.
 
 Protocol: one JSON line each way per connection. Request {"op": "ping"} or {"op":
-"capture", logdir, session_id, host_name, wall_start_ns, duration_ms, python_tracer_level};
-answer {"pid", "error"} (+ "path", "no_events" for a capture).
+"capture", logdir, session_id, host_name, wall_start_ns, duration_ms, python_tracer_level,
+real_time_start (optional, default true)}; answer {"pid", "error"} (+ "path", "no_events",
+"start_wake_up" for a capture).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def request_problem(data: Any) -> str | None:
         return f"duration_ms {data['duration_ms']}"
     if data["python_tracer_level"] not in (0, 1):
         return f"python_tracer_level {data['python_tracer_level']}"
+    if not isinstance(data.get("real_time_start", True), bool):
+        return f"real_time_start {data['real_time_start']!r}: true or false"
     end_s = data["wall_start_ns"] / 1e9 + data["duration_ms"] / 1000 - time.time()
     if end_s > MAX_WINDOW_END_S:
         return f"the window ends {end_s:.0f} s from now (at most {MAX_WINDOW_END_S} s)"
@@ -172,7 +175,7 @@ class CaptureListener:
             return
         conn.settimeout(None)  # the capture lasts its window; the asker bounds its own wait
         try:
-            path = in_process.capture(
+            captured = in_process.capture(
                 self.kind,
                 Path(data["logdir"]),
                 session_id=data["session_id"],
@@ -180,11 +183,12 @@ class CaptureListener:
                 wall_start_ns=data["wall_start_ns"],
                 duration_ms=data["duration_ms"],
                 python_tracer_level=data["python_tracer_level"],
+                real_time_start=data.get("real_time_start", True),
             )
         except Exception as e:  # the asker's error, sent back to it
             self._reply(conn, {"error": f"{type(e).__name__}: {e}", "no_events": isinstance(e, in_process.NoEvents)})
             return
-        self._reply(conn, {"error": None, "path": str(path)})
+        self._reply(conn, {"error": None, "path": str(captured.path), "start_wake_up": captured.start_wake_up})
 
     @staticmethod
     def _reply(conn: socket.socket, answer: dict[str, Any]) -> None:
@@ -280,9 +284,10 @@ def request_capture(
     wall_start_ns: int,
     duration_ms: int,
     python_tracer_level: int,
-) -> Path:
+    real_time_start: bool = True,
+) -> in_process.Captured:
     """The process at path traces itself from wall_start_ns (real wall clock) for duration_ms
-    into logdir; returns the xplane's path. in_process.NoEvents when its window held nothing."""
+    into logdir. in_process.NoEvents when its window held nothing."""
     import time
 
     timeout_s = max(0.0, (wall_start_ns - time.time_ns()) / 1e9) + duration_ms / 1000 + ANSWER_SLACK_S
@@ -294,10 +299,12 @@ def request_capture(
         "wall_start_ns": wall_start_ns,
         "duration_ms": duration_ms,
         "python_tracer_level": python_tracer_level,
+        "real_time_start": real_time_start,
     }
     answer = ask(path, request, expected_pid, timeout_s)
     if answer.get("no_events"):
         raise in_process.NoEvents(answer["error"])
     if answer.get("error"):
         raise CaptureRefused(f"capture in pid {answer.get('pid')}: {answer['error']}")
-    return Path(answer["path"])
+    # A listener of a release before start_wake_up does not say how it woke.
+    return in_process.Captured(Path(answer["path"]), answer.get("start_wake_up") or "unknown (not reported)")

@@ -193,6 +193,7 @@ class TimeWindowBackend(CaptureBackend):
         port: int | None = None,
         ready_timeout_s: float = 30.0,
         python_tracer_level: int = 1,
+        real_time_start: bool = True,
     ):
         super().__init__(trace_dir, host_name)
         self.run_session_id = session_id
@@ -206,6 +207,10 @@ class TimeWindowBackend(CaptureBackend):
         """The process the capture socket must belong to (None: this one, in-process)."""
         self.ready_timeout_s = ready_timeout_s
         self.python_tracer_level = python_tracer_level
+        self.real_time_start = real_time_start
+        self.start_wake_up: str | None = None
+        """How the capture's starting thread woke at its instant (in_process.prompt_wake_up;
+        None for --profiler-port, whose server starts the trace)."""
         self.server_wait_s = 0.0
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -243,11 +248,12 @@ class TimeWindowBackend(CaptureBackend):
             service_addr, logdir, duration_ms, delay_ms, **options, python_tracer_level=self.python_tracer_level
         )
 
-    def _trace(self, logdir: Path, duration_ms: int, start_ns: int) -> None:
+    def _trace(self, logdir: Path, duration_ms: int, start_ns: int) -> str | None:
         """Trace from start_ns (this host's clock) for duration_ms; returns when the xplane
-        is written under logdir."""
+        is written under logdir, with how the starting thread woke (None: a server started it)."""
         if self.port:
-            return self._trace_server(logdir, duration_ms, start_ns)
+            self._trace_server(logdir, duration_ms, start_ns)
+            return None
         from ray_tpu_profile.profilers import capture_socket, in_process
 
         args = {
@@ -257,11 +263,13 @@ class TimeWindowBackend(CaptureBackend):
             "wall_start_ns": start_ns - host_clock.SHIFT_NS,
             "duration_ms": duration_ms,
             "python_tracer_level": self.python_tracer_level,
+            "real_time_start": self.real_time_start,
         }
         if self.socket_path:
-            capture_socket.request_capture(self.socket_path, self.traced_pid, logdir=logdir, **args)
+            captured = capture_socket.request_capture(self.socket_path, self.traced_pid, logdir=logdir, **args)
         else:
-            in_process.capture(self.name, logdir, **args)
+            captured = in_process.capture(self.name, logdir, **args)
+        return captured.start_wake_up
 
     def _trace_server(self, logdir: Path, duration_ms: int, start_ns: int) -> None:
         """The TSL client, called so that tracing begins at start_ns (timed_client_call)."""
@@ -340,6 +348,7 @@ class TimeWindowBackend(CaptureBackend):
         self.logdir = self.trace_dir / XPLANE_DIR
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._error = None
+        self.start_wake_up = None
         self._thread = threading.Thread(
             target=self._capture, args=(trace_start_ns,), name=f"capture-{self.host_name}", daemon=True
         )
@@ -347,7 +356,7 @@ class TimeWindowBackend(CaptureBackend):
 
     def _capture(self, trace_start_ns: int) -> None:
         try:
-            self._trace(self.logdir, self.duration_ms, trace_start_ns)
+            self.start_wake_up = self._trace(self.logdir, self.duration_ms, trace_start_ns)
         except BaseException as e:  # handed to stop(), which raises it in the actor call
             self._error = e
 
@@ -410,7 +419,7 @@ class TimeWindowBackend(CaptureBackend):
             )
             raise RuntimeError(f"capture ({self.trigger}) failed: {self._error}{hint}") from self._error
         xplane = self.logdir / "plugins" / "profile" / self.session_id / f"{self.host_name}.xplane.pb"
-        self.xplane_checks[self.session_id] = check_xplane(xplane)
+        self.xplane_checks[self.session_id] = {**check_xplane(xplane), "start_wake_up": self.start_wake_up}
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from support.cli import CLI, LOOPBACK, REPO, free_port, load_manifest, load_report, run_cli, validated
+from support.scheduling import expected_start_wake_up
 
 AMX_SITE = REPO / "scripts" / "amx-site"
 SERVER_START_S = 300
@@ -202,6 +203,8 @@ def test_attach_captures_the_model_steps_under_load_and_the_server_keeps_serving
     # were traced; the model steps are in one of them.
     engine = [h for h in manifest["hosts"] if h["role"] in ("engine-core", "worker")]
     assert {h["role"] for h in engine} == {"engine-core", "worker"}
+    # Each asked over its socket, each capture's thread slept to the instant real-time where allowed.
+    assert [h["capture"]["start_wake_up"] for h in engine] == [expected_start_wake_up()] * len(engine)
     xplanes = [f["path"] for h in engine for f in h["files"] if f["path"].endswith(".xplane.pb")]
     assert xplanes and all(x.startswith(f"plugins/profile/{manifest['capture']['session']}/") for x in xplanes)
     names = set().union(*(event_names(run_dir / x) for x in xplanes))

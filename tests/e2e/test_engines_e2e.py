@@ -14,6 +14,7 @@ import pytest
 
 from support.cli import load_manifest, load_report, run_cli, start_cli, wait_for_stage
 from support.cluster import STATE_API, module_cluster, wait_until_released
+from support.scheduling import expected_start_wake_up
 
 # The workload of the runs here, each an engine of 2 ranks.
 ENGINE_WORKLOAD = ["--input-len", "16", "--output-len", "64", "--batch-size", "4"]
@@ -86,6 +87,7 @@ def test_one_engine_across_two_hosts_decode_traced_on_both_at_one_instant(one_ch
         xplane = run_dir / "plugins" / "profile" / session / f"{host['name']}.xplane.pb"
         assert host["capture"]["xplane"] == xplane.relative_to(run_dir).as_posix()
         assert read_xplane(xplane).process_id == worker["pid"]  # traced that worker, on its host
+        assert host["capture"]["start_wake_up"] == expected_start_wake_up()  # in the worker, over its socket
         assert any("execute_model" in name for name in event_names(xplane)), "no model step in the worker's trace"
         pids.add(worker["pid"])
     assert len(pids) == 2

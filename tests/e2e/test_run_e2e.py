@@ -13,6 +13,7 @@ import pytest
 
 from support.cli import load_manifest, load_report, run_cli, run_ok
 from support.cluster import wait_until_released
+from support.scheduling import expected_start_wake_up
 
 SMALL = ["--input-len", "16", "--output-len", "8", "--batch-size", "4", "--num-iters-warmup", "2", "--num-iters", "2"]
 # Enough kept iterations (6 warmups after the first + 2 profiled = 8 a side) for diff's rank test to
@@ -141,6 +142,8 @@ def test_jax_capture_starts_together_and_reports_skew(jax_run):
     assert capture["start_skew_uncertainty_ms"] == pytest.approx(sum(uncertainties[-2:]))
     # Tracing began at (not before) the planned instant on every host, read from the xplanes.
     assert all(h["capture"]["start_offset_ms"] >= 0 for h in manifest["hosts"])
+    # Each host's capture thread slept to it as a real-time thread where this machine allows.
+    assert [h["capture"]["start_wake_up"] for h in manifest["hosts"]] == [expected_start_wake_up()] * 2
 
 
 def test_a_jax_run_opens_no_port_in_the_traced_processes(sim_cluster, tmp_path):

@@ -18,10 +18,11 @@ import psutil
 import pytest
 
 from ray_tpu_profile.analysis.xplane import read_xplane
-from ray_tpu_profile.profilers import capture_socket, time_window_backend
+from ray_tpu_profile.profilers import capture_socket, in_process, time_window_backend
 from ray_tpu_profile.profilers.capture_socket import CaptureRefused, NotThisProcess, request_problem, socket_problem
 from ray_tpu_profile.profilers.jax import JaxProfiler
 from ray_tpu_profile.profilers.time_window import profiler_kind_here
+from support.scheduling import expected_start_wake_up, real_time_permitted
 
 CHILD = """
 import sys, threading
@@ -75,6 +76,22 @@ def test_backends_come_from_one_factory_and_say_how_they_trigger(tmp_path):
         time_window_backend("torch", tmp_path, "h0")
 
 
+def test_no_real_time_start_reaches_the_traced_process(traced_child, tmp_path):
+    """--no-real-time-start, from the config through the backend and the capture socket to
+    the thread that starts the capture in the traced process; the default asks for it."""
+    from ray_tpu_profile.config import Capture
+    from ray_tpu_profile.profilers import make_backend
+
+    proc, path = traced_child
+    woke = []
+    for real_time_start in (False, True):
+        capture, _ = Capture(profiler="jax", duration_ms=50, real_time_start=real_time_start).resolve()
+        backend = make_backend(capture, tmp_path, f"h{real_time_start:d}", "s")
+        backend.socket_path, backend.traced_pid = path, proc.pid
+        woke.append(backend._trace(tmp_path, 50, time.time_ns() + 200_000_000))
+    assert woke == ["normal (--no-real-time-start)", expected_start_wake_up()]
+
+
 def test_a_capture_socket_is_private_and_nothing_listens_on_the_network(traced_child):
     proc, path = traced_child
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and stat.S_ISSOCK(os.stat(path).st_mode)
@@ -88,10 +105,10 @@ def test_a_capture_socket_is_private_and_nothing_listens_on_the_network(traced_c
 def test_a_capture_asked_over_the_socket_traces_that_process_from_its_instant(traced_child, tmp_path):
     proc, path = traced_child
     capture_socket.ping(path, proc.pid)
-    starts_ms = []
+    starts_ms, wake_ups = [], []
     for i in range(2):  # the first also pays for the profiler's set-up in that process
         planned_ns = time.time_ns() + 300_000_000
-        written = capture_socket.request_capture(
+        captured = capture_socket.request_capture(
             path,
             proc.pid,
             logdir=tmp_path,
@@ -100,11 +117,14 @@ def test_a_capture_asked_over_the_socket_traces_that_process_from_its_instant(tr
             wall_start_ns=planned_ns,
             duration_ms=100,
             python_tracer_level=1,
+            real_time_start=i == 1,
         )
-        assert written == tmp_path / "plugins" / "profile" / "sess" / f"h{i}.xplane.pb"
-        info = read_xplane(written)
+        assert captured.path == tmp_path / "plugins" / "profile" / "sess" / f"h{i}.xplane.pb"
+        info = read_xplane(captured.path)
         assert info.process_id == proc.pid and info.events > 0
         starts_ms.append((info.start_ns - planned_ns) / 1e6)
+        wake_ups.append(captured.start_wake_up)
+    assert wake_ups == ["normal (--no-real-time-start)", expected_start_wake_up()]
     # Tracing began at the instant, not before it, and well inside the window after it.
     assert 0 <= starts_ms[-1] < 50, starts_ms
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plugins"]  # its scratch is gone
@@ -142,7 +162,7 @@ def test_one_capture_at_a_time_and_bad_requests_are_answered_not_obeyed(traced_c
     with pytest.raises(CaptureRefused, match="another capture is running in this process"):
         capture_socket.request_capture(path, proc.pid, wall_start_ns=time.time_ns(), **{**args, "host_name": "h2"})
     thread.join(timeout=60)
-    assert first and first[0].is_file()
+    assert first and first[0].path.is_file()
     answer = capture_socket.ask(path, {"op": "capture", "logdir": "relative"}, proc.pid, 5)
     assert answer["error"].startswith("bad request: logdir 'relative'") and answer["pid"] == proc.pid
 
@@ -163,6 +183,52 @@ def test_a_socket_this_user_does_not_own_privately_is_refused(tmp_path):
         capture_socket.ping(str(tmp_path / "gone" / "capture.sock"), None)
     assert "not a capture.sock path" in socket_problem(str(tmp_path / "x.sock"))
     assert "an absolute path" in socket_problem("ray-tpu-profile-capture-x/capture.sock")
+
+
+def test_a_capture_thread_is_real_time_only_while_it_waits_for_its_instant():
+    """prompt_wake_up on this thread: SCHED_FIFO inside (where permitted), what it was after;
+    never for a capture without a wait, or when the user said not to."""
+    inside: list[int] = []
+    with in_process.prompt_wake_up(True, 1_000_000) as woke:
+        inside.append(os.sched_getscheduler(0))
+    if real_time_permitted():
+        assert (woke, inside) == (in_process.REAL_TIME, [os.SCHED_FIFO])
+    else:
+        assert woke.startswith("normal (real-time scheduling not permitted") and inside == [os.SCHED_OTHER]
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    for wanted, wait_ns, said in (
+        (True, 0, "normal (no wait: the instant had passed)"),
+        (False, 1_000_000, "normal (--no-real-time-start)"),
+    ):
+        with in_process.prompt_wake_up(wanted, wait_ns) as woke:
+            assert (woke, os.sched_getscheduler(0)) == (said, os.SCHED_OTHER)
+
+
+WITHOUT_CAP_SYS_NICE = """
+import ctypes, os, resource
+# Drop CAP_SYS_NICE (bit 23) from this process's capabilities (capget/capset, version 3) and
+# allow no real-time priority by rlimit: as an unprivileged user or a container without it.
+class Header(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class Data(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+libc = ctypes.CDLL(None, use_errno=True)
+header, data = Header(0x20080522, 0), (Data * 2)()
+assert libc.capget(ctypes.byref(header), data) == 0
+data[0].effective &= ~(1 << 23)
+data[0].permitted &= ~(1 << 23)
+assert libc.capset(ctypes.byref(header), data) == 0, ctypes.get_errno()
+resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))
+from ray_tpu_profile.profilers import in_process
+with in_process.prompt_wake_up(True, 1_000_000) as woke:
+    print(woke, os.sched_getscheduler(0) == os.SCHED_OTHER)
+"""
+
+
+def test_a_capture_where_real_time_is_not_permitted_starts_as_a_normal_thread_and_says_why():
+    child = subprocess.run([sys.executable, "-c", WITHOUT_CAP_SYS_NICE], capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "normal (real-time scheduling not permitted: Operation not permitted) True"
 
 
 def test_a_listener_that_fails_answers_with_its_error_and_logs_where(tmp_path, monkeypatch, capfd):
