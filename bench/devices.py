@@ -7,9 +7,12 @@ barrier-cores waits), scaled by --steps to about 4 events per chip and step. The
 is reading every host's xplane once into plain records (xspace.read_planes); then the
 analysis (analysis/device_analysis.analyse_devices: device summaries, collectives matched
 across both hosts on the driver's clock, stragglers) as a ratio of it, per million device
-events: once in one process, once with each host in a worker process of its own. Each
-measurement runs in a child process of its own, with its peak RSS from the kernel (VmHWM;
-for the parallel one, the parent's only: its workers' are not counted).
+events: once in one process, once with each host in a worker process of its own. Then
+`diff`'s device part of one run (diff.run_devices): as a run directory without the hosts'
+summaries has it (the xplanes read here), and once each host's summary is shipped beside
+its traces, as `run` does (read from the summaries; making them, on the hosts, is not
+timed). Each measurement runs in a child process of its own, with its peak RSS from the
+kernel (VmHWM; for the parallel one, the parent's only: its workers' are not counted).
 
     .venv/bin/python bench/devices.py [--steps 25000] [--repeats 3] [--hosts 1|2] [--chips N]
 """
@@ -54,6 +57,10 @@ def child(kind: str, run_dir: str) -> None:
             for plane in read_planes(root / h["files"][0]["path"])
             for line in plane.lines
         )
+    elif kind == "diff":
+        from ray_tpu_profile.analysis.diff import Run, run_devices
+
+        events = run_devices(Run("A", run_dir, root, manifest))["collectives_total"]
     else:
         # "analyse": as `report` would (here: one process, the xplanes being small);
         # "parallel": each host in its own worker process.
@@ -62,6 +69,21 @@ def child(kind: str, run_dir: str) -> None:
     seconds = time.perf_counter() - started
     peak_mb = peak_rss_mb()
     print(json.dumps({"seconds": seconds, "events": events, "peak_rss_mb": peak_mb}))
+
+
+def ship_summaries(run_dir: Path) -> None:
+    """Each host's summary beside its traces, listed in the manifest, as `run` leaves them."""
+    from ray_tpu_profile.analysis.host_summary import SUMMARY, summarise_from_run_dir, write_summary
+    from ray_tpu_profile.analysis.timeline import DEFAULT_MAX_EVENTS_PER_HOST
+    from ray_tpu_profile.rundir.layout import host_file_dest
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for host in manifest["hosts"]:
+        dest = host_file_dest(host["name"], SUMMARY).as_posix()
+        (run_dir / dest).parent.mkdir(parents=True, exist_ok=True)
+        write_summary(run_dir / dest, summarise_from_run_dir(run_dir, host, 10, DEFAULT_MAX_EVENTS_PER_HOST))
+        host["files"].append({"path": dest, "bytes": (run_dir / dest).stat().st_size, "sha256": "-"})
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
 
 
 def measure(kind: str, run_dir: Path) -> dict:
@@ -98,8 +120,10 @@ def main() -> None:
         )
         written_s = time.perf_counter() - t0
         size_mb = sum(p.stat().st_size for p in run_dir.rglob("*.xplane.pb")) / 1e6
-        kinds = ("read", "analyse", "parallel") if args.hosts > 1 else ("read", "analyse")
+        kinds = ("read", "analyse", "parallel", "diff") if args.hosts > 1 else ("read", "analyse", "diff")
         runs = {kind: [measure(kind, run_dir) for _ in range(args.repeats)] for kind in kinds}
+        ship_summaries(run_dir)
+        runs["diff summarised"] = [measure("diff", run_dir) for _ in range(args.repeats)]
     events = runs["read"][0]["events"]
     read_s = statistics.median(r["seconds"] for r in runs["read"])
     print(
@@ -111,6 +135,8 @@ def main() -> None:
         "read": "read once (baseline)",
         "analyse": "device analysis",
         "parallel": "the same, 2 host workers",
+        "diff": "diff's device part, read",
+        "diff summarised": "diff's, from summaries",
     }
     for kind, label in ((k, v) for k, v in labels.items() if k in runs):
         seconds = statistics.median(r["seconds"] for r in runs[kind])

@@ -1,7 +1,8 @@
 """What changed between two runs: latency per host and shape with a verdict that accounts
 for run-to-run noise, operations per host (HTA-style categories), and the multi-host
 question: did one host regress while the others did not. Pure apart from reading each
-run's traces (traces.py); the output is diff_output.py.
+run's traces (traces.py) and the summaries its hosts shipped (host_summary.py, for the
+devices); the output is diff_output.py.
 
 Shapes are matched by shape, except that two runs of one shape each are compared with
 each other whatever their shapes (a row "4x16x8 -> 32x16x8").
@@ -332,12 +333,37 @@ def diff_devices(a: Run, b: Run) -> tuple[list[dict[str, Any]], list[dict[str, A
     device's step module executions, by verdict.py's rule, as latency), busy time,
     collective wait and category time A vs B. collectives: per engine in both runs, its
     straggler in each and the others' wait per step, by the same rule."""
-    from ray_tpu_profile.analysis.device_analysis import analyse_devices
-
-    analysed_a, analysed_b = analyse_devices(a.run_dir, a.manifest), analyse_devices(b.run_dir, b.manifest)
+    analysed_a, analysed_b = run_devices(a), run_devices(b)
     return _device_rows(analysed_a["devices"], analysed_b["devices"]), _collective_rows(
         analysed_a["stragglers"], analysed_b["stragglers"]
     )
+
+
+def run_devices(run: Run, top: int = TOP_OPS) -> dict[str, Any]:
+    """device_analysis' result for one run: each host's devices (and host-level collectives)
+    from the summary its host shipped, where that summary stands for the traces its
+    manifest lists (host_summary.problem), else from its xplanes read here. The ops above
+    read every trace event anyway; the device planes, the large part of a TPU xplane, need
+    not be parsed a second time where the hosts summarised them."""
+    from ray_tpu_profile.analysis.device_analysis import host_devices, merge_devices
+    from ray_tpu_profile.analysis.host_summary import SummaryError, problem, read_summary
+
+    per_host, host_level = [], {}
+    for host in run.manifest["hosts"]:
+        try:
+            summary = read_summary(run.run_dir, host)
+            why = problem(summary, host, top, summary.max_timeline_events)  # its timeline part is not used
+        except SummaryError as e:
+            why = str(e)
+        if why is None:
+            per_host.append(summary.devices)
+            host_level[host["name"]] = summary.collectives
+        else:
+            per_host.append(host_devices(run.run_dir, host, top))
+    # Every host's host-level collectives, or none: merge_devices then reads them only if an
+    # engine needs them (reading them takes every trace event into memory).
+    every_host = len(host_level) == len(run.manifest["hosts"])
+    return merge_devices(run.run_dir, run.manifest, per_host, host_level if every_host else None)
 
 
 def _collective_rows(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -157,6 +157,31 @@ def test_diff_compares_each_device_s_steps_by_the_latency_rule(tmp_path):
     assert all(r["verdict"] == "within noise" for r in same)
 
 
+def test_diff_takes_devices_from_the_hosts_summaries_and_parses_no_device_plane_again(tmp_path):
+    """A run whose hosts shipped their summaries: diff's device analysis is the one read
+    from the traces, and it stands when the xplanes can no longer be parsed (the summaries,
+    which name the traces' sha256 as the manifest lists them, were used)."""
+    from ray_tpu_profile.analysis.diff import Run, run_devices
+    from ray_tpu_profile.analysis.host_summary import SUMMARY, summarise_from_run_dir, write_summary
+    from ray_tpu_profile.analysis.timeline import DEFAULT_MAX_EVENTS_PER_HOST
+    from ray_tpu_profile.rundir.layout import host_file_dest
+
+    run_dir = tpu_run_dir(tmp_path / "r", steps=8, slow=Slow("host-a", 1, 9.0), clock_ahead_ns=AHEAD)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    read_here = run_devices(Run("A", "a", run_dir, manifest))
+    assert read_here["stragglers"] and len(read_here["devices"]) == 4
+    for host in manifest["hosts"]:  # as each host ships its own after the gather
+        dest = host_file_dest(host["name"], SUMMARY).as_posix()
+        (run_dir / dest).parent.mkdir(parents=True)
+        write_summary(run_dir / dest, summarise_from_run_dir(run_dir, host, 10, DEFAULT_MAX_EVENTS_PER_HOST))
+        host["files"].append({"path": dest, "bytes": (run_dir / dest).stat().st_size, "sha256": "-"})
+    for host in manifest["hosts"]:
+        xplane = run_dir / host["files"][0]["path"]
+        xplane.write_bytes(b"\xff" * xplane.stat().st_size)  # nothing xprof could parse any more
+    assert analysed(run_dir)["devices"] == []  # read from the traces: nothing left to read
+    assert run_devices(Run("A", "a", run_dir, manifest)) == read_here
+
+
 def test_a_gate_fails_on_a_device_step_that_regressed(tmp_path):
     """--fail-above gates each device's step time as it gates latency: the hosts' iteration
     latencies are the same in both runs, the chips' steps are 8 ms slower in B."""
