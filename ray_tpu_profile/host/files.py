@@ -40,7 +40,18 @@ class HostFiles:
         digest = self._sending().pop(relpath, None)
         path = self._own_path(relpath)
         if digest is not None and digest.bytes == path.stat().st_size:
-            return digest.sha256
+            return self._sent(relpath, digest.sha256)
+        return self._sent(relpath, sha256_file(path))
+
+    def sha256_of(self, relpath: str) -> str:
+        """sha256 of relpath: as it was sent (gathered or uploaded), where the file is
+        unchanged since (size and mtime), else hashed now. The summary names its traces'
+        sha256 after the gather: a trace of gigabytes need not be hashed a second time."""
+        path = self._own_path(relpath)
+        stat = path.stat()
+        known = self._sent_files().get(str(path))
+        if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
+            return known[2]
         return sha256_file(path)
 
     def list_paths(self) -> list[str]:
@@ -60,7 +71,9 @@ class HostFiles:
         """Write one file straight to a remote result directory (remote.upload_file)."""
         from ray_tpu_profile.rundir.remote import upload_file
 
-        return upload_file(str(self._own_path(relpath)), url)
+        sent = upload_file(str(self._own_path(relpath)), url)
+        self._sent(relpath, str(sent["sha256"]))
+        return sent
 
     def read_chunk(self, relpath: str, offset: int, size: int) -> bytes:
         with open(self._own_path(relpath), "rb") as f:
@@ -80,6 +93,21 @@ class HostFiles:
         if not hasattr(self, "_sending_digests"):
             self._sending_digests: dict[str, Digest] = {}
         return self._sending_digests
+
+    def _sent(self, relpath: str, sha256: str) -> str:
+        """Keeps what was sent of relpath with the file's size and mtime as they are now
+        (sha256_of); returns sha256."""
+        path = self._own_path(relpath)
+        stat = path.stat()
+        # By the file's own path: attach's actor sends several processes' directories.
+        self._sent_files()[str(path)] = (stat.st_size, stat.st_mtime_ns, sha256)
+        return sha256
+
+    def _sent_files(self) -> dict[str, tuple[int, int, str]]:
+        """Path -> (size, mtime ns, sha256) of each file sent whole."""
+        if not hasattr(self, "_sent_sha256s"):
+            self._sent_sha256s: dict[str, tuple[int, int, str]] = {}
+        return self._sent_sha256s
 
     def _own_path(self, relpath: str) -> Path:
         path = self.output_dir / relpath

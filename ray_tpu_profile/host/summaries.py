@@ -19,6 +19,7 @@ class HostSummaries:
     output_dir: Path
 
     list_paths: Callable[[], list[str]]
+    sha256_of: Callable[[str], str]
 
     def summarise(
         self,
@@ -36,7 +37,6 @@ class HostSummaries:
         traces, and the driver then summarises them itself (and says why)."""
         from ray_tpu_profile.analysis.host_summary import SUMMARY, summarise, write_summary
         from ray_tpu_profile.analysis.traces import TRACE_SUFFIXES
-        from ray_tpu_profile.core.files import sha256_file
         from ray_tpu_profile.rundir.layout import host_file_dest
 
         path = self.output_dir / SUMMARY
@@ -45,7 +45,7 @@ class HostSummaries:
             traces = [rel for rel in self.list_paths() if rel.endswith(TRACE_SUFFIXES)]
             name = trace_host or self.host_name
             files = {host_file_dest(name, rel).as_posix(): self.output_dir / rel for rel in traces}
-            sha256 = {dest: sha256_file(local) for dest, local in files.items()}
+            sha256 = {host_file_dest(name, rel).as_posix(): self.sha256_of(rel) for rel in traces}
             summary = summarise(name, files, sha256, top, max_timeline_events, timeline_at)
             write_summary(path, summary)
         except Exception as e:  # returned, said by the driver and in the manifest; the traces stay

@@ -118,6 +118,41 @@ def test_shipped_summaries_give_the_report_of_the_traces_without_reading_them(tm
     assert [kept[h]["trace_events"] for h in kept] == [returned[h]["events"] for h in kept]
 
 
+def test_a_host_names_its_traces_as_it_sent_them_and_hashes_only_a_file_changed_since(tmp_path, monkeypatch):
+    """The summary comes after the gather: the sha256 the host computed as it sent each trace
+    is the one its summary names (not hashed a second time); a file touched since is hashed."""
+    import os
+
+    from ray_tpu_profile.core.files import CHUNK_BYTES
+    from ray_tpu_profile.host import files as host_files
+
+    manifest = read_manifest(JAX)
+    entry = manifest["hosts"][0]
+    output_dir = tmp_path / "out"
+    for f in entry["files"]:
+        rel = XPLANE_PREFIX + f["path"] if f["path"].endswith(".xplane.pb") else f["path"]
+        (output_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(JAX / f["path"], output_dir / rel)
+    host = Host(entry["name"], output_dir)
+    sent = {}
+    for rel in host.list_paths():  # as the driver's gather reads them out
+        for offset in range(0, (output_dir / rel).stat().st_size, CHUNK_BYTES):
+            host.read_chunk(rel, offset, CHUNK_BYTES)
+        sent[rel] = host.sent_sha256(rel)
+    hashed: list[Path] = []
+    monkeypatch.setattr(host_files, "sha256_file", lambda path: hashed.append(path) or sha256_file(path))
+
+    def named() -> dict[str, str]:
+        assert "error" not in host.summarise(top=host_summary.TOP_OPERATIONS, max_timeline_events=None)
+        return host_summary.read_summary_file(output_dir / host_summary.SUMMARY).traces
+
+    traces = [rel for rel in sent if rel.endswith(".xplane.pb")]
+    assert traces and sorted(named().values()) == sorted(sent[rel] for rel in traces) and hashed == []
+    changed = output_dir / traces[0]
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    assert sorted(named().values()) == sorted(sent[rel] for rel in traces) and hashed == [changed]
+
+
 def test_a_summary_round_trips_through_its_file(tmp_path):
     run_dir = run_with_device_planes(tmp_path)
     host = read_manifest(run_dir)["hosts"][1]
