@@ -36,9 +36,11 @@ Stages, at each host count, each timed on the driver:
 
 Printed per stage: seconds at each count, its ratio to the 8-host time (the baseline,
 measured in the same run; linear is N / 8), the least-squares cost per host, and the
-log-log slope from 16 to 64 hosts (1: linear; above 1.1: super-linear).
+log-log slope from 16 to 64 hosts (1: linear; above 1.1: super-linear). With --repeats R,
+the counts are run R times in turn (8, 16, 32, 64, 8, 16, ...) and each figure is the
+median of its R: one run's slope moved by more than 0.1 from run to run.
 
-    .venv/bin/python bench/driver_scale.py [--hosts 8 16 32 64]
+    .venv/bin/python bench/driver_scale.py [--hosts 8 16 32 64] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -246,10 +248,11 @@ def one_count(n: int, template: dict, xplane: Path, work: Path) -> dict[str, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, nargs="+", default=[8, 16, 32, 64])
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every count, in turn; medians printed")
     args = parser.parse_args()
     template = json.loads((TEMPLATE / "manifest.json").read_text())
     (xplane,) = sorted(TEMPLATE.glob("plugins/profile/*/local-sim-w0.xplane.pb"))
-    results: dict[int, dict[str, float]] = {}
+    runs: dict[int, list[dict[str, float]]] = {n: [] for n in args.hosts}
     # Imported once before any count: the first count's reports must not pay for them.
     import matplotlib.pyplot  # noqa: F401
 
@@ -258,11 +261,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="driver-scale-") as work:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
-            for n in args.hosts:
-                results[n] = one_count(n, template, xplane, Path(work))
-                print(f"{n} hosts: " + ", ".join(f"{s} {results[n][s]:.3f} s" for s in STAGES), flush=True)
+            for repeat in range(args.repeats):
+                for n in args.hosts:
+                    runs[n].append(one_count(n, template, xplane, Path(work)))
+                    times = ", ".join(f"{s} {runs[n][-1][s]:.3f} s" for s in STAGES)
+                    print(f"run {repeat + 1}, {n} hosts: {times}", flush=True)
         finally:
             ray.shutdown()
+    results = {n: {s: statistics.median(r[s] for r in rs) for s in STAGES} for n, rs in runs.items()}
+    if args.repeats > 1:
+        print(f"\nmedians of {args.repeats} runs")
     counts = sorted(results)
     base = counts[0]
     print(f"\nstand-in hosts, xplane {xplane.stat().st_size / 1e6:.2f} MB each; baseline: {base} hosts (same run)")
