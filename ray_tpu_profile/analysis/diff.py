@@ -87,9 +87,11 @@ def latency_samples(host: HostEntry, shape: str) -> list[float]:
 
 def iterations_to_run(host: HostEntry, shape: str, need_n: int) -> int:
     """--num-iters that gives need_n kept iterations with this host's warmups."""
+    from ray_tpu_profile.analysis.verdict import warmups_skipped
+
     done = host["shapes"].get(shape)
-    warmups = len(done["latency_s"]["warmup"]) if done else 0
-    return max(1, need_n - max(0, warmups - 1))
+    kept_warmups = max(0, len(done["latency_s"]["warmup"]) - warmups_skipped(done["latency_s"])) if done else 0
+    return max(1, need_n - kept_warmups)
 
 
 def latency_row(host_a: HostEntry, host_b: HostEntry, shape_a: str, shape_b: str) -> dict[str, Any]:

@@ -60,9 +60,16 @@ class Comparison:
 
 
 def kept_iterations(latency_s: Mapping[str, Any]) -> list[float]:
-    """The samples of a host and shape: its iterations after the first warmup one (which also
-    warms caches and the profiler up) plus its profiled ones."""
-    return list(latency_s.get("warmup", [])[1:]) + list(latency_s.get("profiled", []))
+    """The samples of a host and shape: its warmup iterations after those its throwaway
+    warm-up capture slowed (warmup_in_capture; at least the first, which also warms caches
+    up), plus its profiled ones."""
+    return list(latency_s.get("warmup", [])[warmups_skipped(latency_s) :]) + list(latency_s.get("profiled", []))
+
+
+def warmups_skipped(latency_s: Mapping[str, Any]) -> int:
+    """Leading warmup iterations that are no samples: those run in the warm-up capture, or
+    the first (a run directory from before warmup_in_capture, a sweep's later shape)."""
+    return max(1, latency_s.get("warmup_in_capture") or 0)
 
 
 def spread(values: list[float]) -> float:

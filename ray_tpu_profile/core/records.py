@@ -118,6 +118,10 @@ class PhaseTiming:
     metrics), i.e. when prefill was over."""
     end_s: tuple[float, ...] = ()
     """Per call: from its start until every request had its last token."""
+    in_capture: int = 0
+    """Warmup: how many of its first calls ran while the backend's throwaway warm-up capture
+    was open (its tracer set-up and window slowed them up to 4x on CPU): not samples of the
+    model's own latency, and run on top of --num-iters-warmup."""
 
     @property
     def duration_s(self) -> float:

@@ -5,6 +5,7 @@ Plain class; cluster.py wraps it with ray.remote. Every method returns plain dat
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import tempfile
@@ -169,16 +170,17 @@ class HostActor(ClockEchoHost, HostFiles, HostSummaries):
         return self._phase(started, [self.engine.run_once_s() for _ in range(count)], first_mark)
 
     def warmup(self) -> PhaseTiming:
-        """--num-iters-warmup iterations, the first ones also warming up the capture
-        backend (a time-window backend may need a few more than asked: they are counted). A host
-        without the engine (across hosts) only warms up its capture."""
+        """The iterations the capture backend's warm-up runs (its throwaway capture, first
+        in each process), then --num-iters-warmup untraced ones: all listed, the first
+        counted as in_capture. A host without the engine (across hosts) only warms up its
+        capture."""
         started, first_mark = time.time(), len(getattr(self.engine, "marks", []))
-        latencies = self.backend.warm_up(self.engine.run_once_s if self.engine else None)
+        in_capture = self.backend.warm_up(self.engine.run_once_s if self.engine else None)
+        latencies = list(in_capture)
         if self.engine:
-            latencies += [
-                self.engine.run_once_s() for _ in range(self.engine.workload.num_iters_warmup - len(latencies))
-            ]
-        self.last_warmup = self._phase(started, latencies, first_mark)
+            latencies += [self.engine.run_once_s() for _ in range(self.engine.workload.num_iters_warmup)]
+        phase = self._phase(started, latencies, first_mark)
+        self.last_warmup = dataclasses.replace(phase, in_capture=len(in_capture))
         return self.last_warmup
 
     def traced_iteration(self, at_ns: int, covered_ms: int | None = None) -> PhaseTiming:
@@ -245,8 +247,6 @@ class HostActor(ClockEchoHost, HostFiles, HostSummaries):
         """Capture around the profiled iterations (both instants from
         schedule.capture_instants_ns); the phase spans profiler start to stop (trace
         written), its latencies and marks are the iterations'."""
-        import dataclasses
-
         started = time.time()
         self.start_capture(trace_start_ns, window)
         try:

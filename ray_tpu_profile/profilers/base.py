@@ -44,10 +44,11 @@ class CaptureBackend(ABC):
         """Finish recording; every trace file is complete under trace_dir on return."""
 
     def warm_up(self, run_once: Callable[[], float] | None) -> list[float]:
-        """Called at the start of warmup; runs warmup iterations (at least one) under
-        whatever the backend needs to warm up, and returns their latencies. run_once None:
-        a host of an engine across hosts, whose iterations its engine's owner runs."""
-        return [run_once()] if run_once else []
+        """Called at the start of warmup: runs the iterations the backend's own warm-up
+        needs (a throwaway capture's), and returns their latencies; [] where it needs none.
+        The host's --num-iters-warmup untraced iterations come after. run_once None: a host
+        of an engine across hosts, whose iterations its engine's owner runs."""
+        return []
 
     def trace_worker(self, worker: dict[str, Any]) -> None:
         """An engine across hosts: trace this host's worker process (engine_workers)."""

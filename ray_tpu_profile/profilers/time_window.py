@@ -307,9 +307,10 @@ class TimeWindowBackend(CaptureBackend):
         amount on every host; it also proves the capture works before the real window.
         Iterations run until it has finished, so its window always holds work (an empty
         capture is an error). Once per process: later warmups (the next shapes of a sweep)
-        only run iterations."""
+        need none. The iterations run here are extra to --num-iters-warmup: the capture
+        slows them (up to 4x on CPU), so they are no samples of the model's latency."""
         if self.warmed_up:
-            return [run_once()] if run_once else []
+            return []
         scratch = Path(tempfile.mkdtemp(prefix="ray-tpu-profile-warmup-"))
         errors: list[BaseException] = []
 

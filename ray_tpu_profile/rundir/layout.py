@@ -227,6 +227,7 @@ def host_manifest(r: HostRecord) -> HostEntry:
         "latency_s": {
             "load": r.load.duration_s if r.load else None,
             "warmup": list(r.warmup.latencies_s) if r.warmup else [],
+            "warmup_in_capture": r.warmup.in_capture if r.warmup else 0,
             "profiled": list(r.profiled.latencies_s) if r.profiled else [],
         },
         "phases": {
@@ -237,6 +238,7 @@ def host_manifest(r: HostRecord) -> HostEntry:
             shape: {
                 "latency_s": {
                     "warmup": list(done.warmup.latencies_s) if done.warmup else [],
+                    "warmup_in_capture": done.warmup.in_capture if done.warmup else 0,
                     "profiled": list(done.profiled.latencies_s) if done.profiled else [],
                 },
                 "phases": {

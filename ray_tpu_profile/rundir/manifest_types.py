@@ -33,16 +33,22 @@ class PhaseJson(TypedDict):
     iteration_starts_s: list[float]
     prefill_s: list[float]
     end_s: list[float]
+    in_capture: NotRequired[int]
+    """Warmup: its first calls that ran while the throwaway warm-up capture was open."""
 
 
 class LatencySeconds(TypedDict):
     load: float | None
     warmup: list[float]
+    warmup_in_capture: NotRequired[int]
+    """How many of the first warmup calls ran while the throwaway warm-up capture was open
+    (slowed by it; on top of --num-iters-warmup). Absent in run directories from before."""
     profiled: list[float]
 
 
 class ShapeLatency(TypedDict):
     warmup: list[float]
+    warmup_in_capture: NotRequired[int]
     profiled: list[float]
 
 

@@ -42,6 +42,7 @@ def test_manifest_says_ok_for_every_host(finished_run):
     for host in manifest["hosts"]:
         assert host["status"] == "ok" and host["error"] is None
         assert len(host["latency_s"]["warmup"]) == 2 and len(host["latency_s"]["profiled"]) == 2  # torch: exact
+        assert host["latency_s"]["warmup_in_capture"] == 0  # no warm-up capture: every warmup as asked
         assert all(v > 0 for v in host["latency_s"]["warmup"] + host["latency_s"]["profiled"])
         assert host["latency_s"]["load"] > 0
 
@@ -465,9 +466,12 @@ def test_diff_of_32x_the_work_is_slower_on_every_host_and_fails_the_gate(jax_run
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
     diff = json.loads(proc.stdout)
-    # At least the iterations asked for (7 warmup less the first, and 2 profiled): the warmup
-    # runs more while its throwaway capture, the first in each process, is still going.
-    assert all(r["a_n"] >= 8 and r["b_n"] >= 8 for r in diff["latency"]), diff["latency"]
+    # The iterations asked for, 7 untraced warmups and 2 profiled, a side: those the throwaway
+    # warm-up capture spanned ran before the 7 and are no samples.
+    assert all(r["a_n"] == r["b_n"] == 9 for r in diff["latency"]), diff["latency"]
+    for host in load_manifest(jax_run)["hosts"]:
+        latency = host["latency_s"]
+        assert latency["warmup_in_capture"] >= 1 and len(latency["warmup"]) == 7 + latency["warmup_in_capture"]
     # One shape each: compared with each other, every host slower in B.
     assert [(r["host"], r["shape"], r["verdict"]) for r in diff["latency"]] == [
         ("local-sim-w0", "4x16x8 -> 32x16x32", "slower"),

@@ -83,7 +83,7 @@ def test_manifest_contract(tmp_path):
         assert key in m
     ha, hb = m["hosts"]
     assert set(ha) >= {"name", "node_id", "status", "error", "files", "latency_s"}
-    assert ha["latency_s"] == {"load": 2.5, "warmup": [0.5, 0.5], "profiled": [0.5]}
+    assert ha["latency_s"] == {"load": 2.5, "warmup": [0.5, 0.5], "warmup_in_capture": 0, "profiled": [0.5]}
     assert hb["status"] == "failed" and hb["error"] == "actor process died"
     path = tmp_path / "manifest.json"
     write_json_atomic(path, m)

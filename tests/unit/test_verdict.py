@@ -80,6 +80,9 @@ def test_more_noise_needs_more_samples_and_none_need_no_more_than_the_minimum():
 
 def test_kept_iterations_and_spread():
     assert kept_iterations({"warmup": [9.0, 1.0, 2.0], "profiled": [3.0]}) == [1.0, 2.0, 3.0]
+    # The warmups the throwaway warm-up capture spanned are no samples; at least the first is not.
+    assert kept_iterations({"warmup": [9.0, 4.0, 1.0, 2.0], "warmup_in_capture": 2, "profiled": [3.0]}) == [1, 2, 3]
+    assert kept_iterations({"warmup": [9.0, 1.0, 2.0], "warmup_in_capture": 0, "profiled": [3.0]}) == [1, 2, 3]
     assert spread([1.0, 1.0, 1.1, 0.9, 10.0]) == pytest.approx(0.1)
 
 
