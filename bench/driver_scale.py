@@ -36,7 +36,9 @@ Stages, at each host count, each timed on the driver:
 
 Printed per stage: seconds at each count, its ratio to the 8-host time (the baseline,
 measured in the same run; linear is N / 8), the least-squares cost per host, and the
-log-log slope from 16 to 64 hosts (1: linear; above 1.1: super-linear). With --repeats R,
+log-log slope from 16 to 64 hosts (1: linear; above 1.1: super-linear): for the wall
+time, and for the driver process's own CPU time (all its threads), which the stand-ins'
+64 processes sharing 2 cores do not stretch. With --repeats R,
 the counts are run R times in turn (8, 16, 32, 64, 8, 16, ...) and each figure is the
 median of its R: one run's slope moved by more than 0.1 from run to run.
 
@@ -99,10 +101,13 @@ class StandInHost(ClockEchoHost, HostFiles, HostSummaries):
         return {self.session: self.check}
 
 
-def timed(call) -> tuple[float, object]:
-    started = time.perf_counter()
+def timed(call) -> tuple[float, float, object]:
+    """(wall s, the driver process's CPU s, call's result). CPU counts every thread of this
+    process, Ray's own core-worker threads included: the driver's cost, apart from the wall
+    time it spends waiting on 64 actor processes that share 2 cores."""
+    wall, cpu = time.perf_counter(), time.process_time()
     result = call()
-    return time.perf_counter() - started, result
+    return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
 def manifest_for(template: dict, run_id: str, session: str, names: list[str], files: dict[str, list]) -> dict:
@@ -153,7 +158,7 @@ def one_count(n: int, template: dict, xplane: Path, work: Path) -> dict[str, flo
             actors[name] = remote.remote(name, session, str(xplane))
         ray.get([a.identity.remote() for a in actors.values()], timeout=1800)
 
-    times["place"], _ = timed(place)
+    times["place"], times["cpu:place"], _ = timed(place)
     try:
         handles = {name: RayHost(a, name) for name, a in actors.items()}
         records = [
@@ -174,12 +179,12 @@ def one_count(n: int, template: dict, xplane: Path, work: Path) -> dict[str, flo
             channels = {channel for _, channel in found.values()}
             assert channels == {"udp"}, channels
 
-        times["clocks"], _ = timed(clocks)
-        rounds = [timed(lambda: barrier.run("warmup", lambda h: h.nothing()))[0] for _ in range(5)]
-        times["barrier"] = statistics.median(rounds)
+        times["clocks"], times["cpu:clocks"], _ = timed(clocks)
+        rounds = [timed(lambda: barrier.run("warmup", lambda h: h.nothing())) for _ in range(5)]
+        times["barrier"], times["cpu:barrier"] = (statistics.median(r[i] for r in rounds) for i in (0, 1))
         # Ray's own share of a round: the same calls with a bare ray.get, no barrier.
-        bare = [timed(lambda: ray.get([a.nothing.remote() for a in actors.values()]))[0] for _ in range(5)]
-        times["ray_round"] = statistics.median(bare)
+        bare = [timed(lambda: ray.get([a.nothing.remote() for a in actors.values()])) for _ in range(5)]
+        times["ray_round"], times["cpu:ray_round"] = (statistics.median(r[i] for r in bare) for i in (0, 1))
 
         run_dir = work / run_id
         run_dir.mkdir()
@@ -192,7 +197,7 @@ def one_count(n: int, template: dict, xplane: Path, work: Path) -> dict[str, flo
             with ThreadPoolExecutor(max_workers=GATHER_HOSTS_AT_ONCE) as pool:
                 list(pool.map(one, names))
 
-        times["gather"], _ = timed(gather)
+        times["gather"], times["cpu:gather"], _ = timed(gather)
 
         def verify() -> None:
             checks = barrier.run("verify", lambda h: h.xplane_checks())
@@ -202,7 +207,7 @@ def one_count(n: int, template: dict, xplane: Path, work: Path) -> dict[str, flo
                 (entry,) = [f for f in files[name] if f["path"].endswith(".xplane.pb")]
                 assert entry["sha256"] and entry["bytes"] == xplane.stat().st_size
 
-        times["verify"], _ = timed(verify)
+        times["verify"], times["cpu:verify"], _ = timed(verify)
 
         from ray_tpu_profile.analysis.host_summary import SUMMARY, TOP_OPERATIONS
         from ray_tpu_profile.analysis.timeline import placements, timeline_origin_ns
@@ -222,21 +227,21 @@ def one_count(n: int, template: dict, xplane: Path, work: Path) -> dict[str, flo
             with ThreadPoolExecutor(max_workers=GATHER_HOSTS_AT_ONCE) as pool:
                 list(pool.map(one, names))
 
-        times["summaries"], _ = timed(summaries)
+        times["summaries"], times["cpu:summaries"], _ = timed(summaries)
         (run_dir / "manifest.json").write_text(json.dumps(manifest_for(template, run_id, session, names, files)))
-        times["reports"], report = timed(lambda: write_report(run_dir))
+        times["reports"], times["cpu:reports"], report = timed(lambda: write_report(run_dir))
         assert set(report["summarised_on"].values()) == {"host"}, report["summarised_on"]
         # Its two parts again, each on its own: report.png (one row per host, drawn), and
         # the merge (the summaries read, report.json built, the timeline spliced).
         manifest = json.loads((run_dir / "manifest.json").read_text())
-        times["plot"], _ = timed(lambda: write_plot(run_dir, manifest, report["devices"]))
+        times["plot"], times["cpu:plot"], _ = timed(lambda: write_plot(run_dir, manifest, report["devices"]))
 
         def merge() -> None:
             found, made_where = host_summaries(run_dir, manifest, DEFAULT_MAX_EVENTS_PER_HOST)
             merged = build_report(run_dir, summaries=found, made_where=made_where)
             write_timeline(run_dir, summaries=found, collectives=merged["collectives"])
 
-        times["merge"], _ = timed(merge)
+        times["merge"], times["cpu:merge"], _ = timed(merge)
         shutil.rmtree(run_dir)
         ray.get([a.cleanup.remote() for a in actors.values()])
     finally:
@@ -268,7 +273,8 @@ def main() -> None:
                     print(f"run {repeat + 1}, {n} hosts: {times}", flush=True)
         finally:
             ray.shutdown()
-    results = {n: {s: statistics.median(r[s] for r in rs) for s in STAGES} for n, rs in runs.items()}
+    keys = [*STAGES, *(f"cpu:{s}" for s in STAGES)]
+    results = {n: {k: statistics.median(r[k] for r in rs) for k in keys} for n, rs in runs.items()}
     if args.repeats > 1:
         print(f"\nmedians of {args.repeats} runs")
     counts = sorted(results)
@@ -277,14 +283,16 @@ def main() -> None:
     header = f"{'stage':<9}" + "".join(f"{f'{n} h s':>10}" for n in counts)
     header += "".join(f"{f'x{n}/{base}':>9}" for n in counts[1:])
     print(header + f"{'per host ms':>13}{'slope':>8}")
-    for stage in STAGES:
-        ys = [results[n][stage] for n in counts]
-        _, per_host, _ = fit(counts, ys)
-        lo = 16 if 16 in results else counts[-2]
-        slope = math.log(results[counts[-1]][stage] / results[lo][stage]) / math.log(counts[-1] / lo)
-        line = f"{stage:<9}" + "".join(f"{y:10.3f}" for y in ys)
-        line += "".join(f"{results[n][stage] / results[base][stage]:9.2f}" for n in counts[1:])
-        print(line + f"{1000 * per_host:13.2f}{slope:8.2f}")
+    lo = 16 if 16 in results else counts[-2]
+    for title, prefix in (("wall time", ""), ("the driver process's CPU time", "cpu:")):
+        print(f"{title}:")
+        for stage in STAGES:
+            ys = [max(results[n][prefix + stage], 1e-6) for n in counts]
+            _, per_host, _ = fit(counts, ys)
+            slope = math.log(ys[-1] / ys[counts.index(lo)]) / math.log(counts[-1] / lo)
+            line = f"{stage:<9}" + "".join(f"{y:10.3f}" for y in ys)
+            line += "".join(f"{y / ys[0]:9.2f}" for y in ys[1:])
+            print(line + f"{1000 * per_host:13.2f}{slope:8.2f}")
     print(
         f"(linear would be: {', '.join(f'x{n / base:g}' for n in counts[1:])}; slope from {lo} to {counts[-1]} hosts)"
     )
