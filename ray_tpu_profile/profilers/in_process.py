@@ -133,7 +133,7 @@ def prompt_wake_up(wanted: bool, wait_ns: int) -> Iterator[str]:
     to a capture's instant and starts the tracers, back to what it was right after: woken
     from its sleep, it runs at once instead of when the scheduler next gets to it among the
     host's busy threads. Measured (bench/skew.py, 4 hosts on 2 shared cores): capture start
-    skew median 0.110 ms against 0.185 ms without. Only where there is a wait (a capture
+    skew median 0.158 ms against 0.272 ms without. Only where there is a wait (a capture
     from now pays the tracers' first set-up, up to 0.6 s: not as a real-time thread) and
     the process may (CAP_SYS_NICE or RLIMIT_RTPRIO). Yields REAL_TIME, or "normal" and why."""
     if not wanted:
