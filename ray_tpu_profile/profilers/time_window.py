@@ -149,6 +149,13 @@ def timed_client_call(start_ns: int) -> tuple[int, int]:
             return client_delay_ms, plans
 
 
+EMPTY_WINDOW_HINT = (
+    " (the window held no traced work: did the profiled iterations end before tracing began? "
+    "more --num-iters, or a window placed on them with --delay-ms / --duration-ms)"
+)
+"""Said after a capture's error when its window held nothing."""
+
+
 def check_xplane(path: Path) -> dict[str, Any]:
     """An xplane read back where it was written (xprof, as the driver's verify would): its
     capture times, event count, process id and what XLA ran in it (device_traces.xla_work);
@@ -412,12 +419,7 @@ class TimeWindowBackend(CaptureBackend):
         if self._thread.is_alive():
             raise TimeoutError(f"capture ({self.trigger}) did not finish 60 s after its window")
         if self._error is not None:
-            hint = (
-                " (the window held no traced work: did the profiled iterations end before tracing began? "
-                "more --num-iters, or a window placed on them with --delay-ms / --duration-ms)"
-                if NO_EVENTS in str(self._error)
-                else ""
-            )
+            hint = EMPTY_WINDOW_HINT if NO_EVENTS in str(self._error) else ""
             raise RuntimeError(f"capture ({self.trigger}) failed: {self._error}{hint}") from self._error
         xplane = self.logdir / "plugins" / "profile" / self.session_id / f"{self.host_name}.xplane.pb"
         self.xplane_checks[self.session_id] = {**check_xplane(xplane), "start_wake_up": self.start_wake_up}
