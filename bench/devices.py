@@ -71,21 +71,6 @@ def child(kind: str, run_dir: str) -> None:
     print(json.dumps({"seconds": seconds, "events": events, "peak_rss_mb": peak_mb}))
 
 
-def ship_summaries(run_dir: Path) -> None:
-    """Each host's summary beside its traces, listed in the manifest, as `run` leaves them."""
-    from ray_tpu_profile.analysis.host_summary import SUMMARY, summarise_from_run_dir, write_summary
-    from ray_tpu_profile.analysis.timeline import DEFAULT_MAX_EVENTS_PER_HOST
-    from ray_tpu_profile.rundir.layout import host_file_dest
-
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    for host in manifest["hosts"]:
-        dest = host_file_dest(host["name"], SUMMARY).as_posix()
-        (run_dir / dest).parent.mkdir(parents=True, exist_ok=True)
-        write_summary(run_dir / dest, summarise_from_run_dir(run_dir, host, 10, DEFAULT_MAX_EVENTS_PER_HOST))
-        host["files"].append({"path": dest, "bytes": (run_dir / dest).stat().st_size, "sha256": "-"})
-    (run_dir / "manifest.json").write_text(json.dumps(manifest))
-
-
 def measure(kind: str, run_dir: Path) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, str(run_dir)], capture_output=True, text=True, check=True
@@ -106,7 +91,7 @@ def main() -> None:
     if args.child:
         return child(*args.child)
     sys.path.insert(0, str(REPO / "tests"))
-    from support.tpu_traces import MS, Slow, tpu_run_dir
+    from support.tpu_traces import MS, Slow, ship_summaries, tpu_run_dir
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -348,16 +348,12 @@ def run_devices(run: Run, top: int = TOP_OPS) -> dict[str, Any]:
     read every trace event anyway; the device planes, the large part of a TPU xplane, need
     not be parsed a second time where the hosts summarised them."""
     from ray_tpu_profile.analysis.device_analysis import host_devices, merge_devices
-    from ray_tpu_profile.analysis.host_summary import SummaryError, problem, read_summary
+    from ray_tpu_profile.analysis.host_summary import shipped_summary
 
     per_host, host_level = [], {}
     for host in run.manifest["hosts"]:
-        try:
-            summary = read_summary(run.run_dir, host)
-            why = problem(summary, host, top, summary.max_timeline_events)  # its timeline part is not used
-        except SummaryError as e:
-            why = str(e)
-        if why is None:
+        summary, _ = shipped_summary(run.run_dir, host, top, None)  # its timeline part is not used
+        if summary is not None:
             per_host.append(summary.devices)
             host_level[host["name"]] = summary.collectives
         else:

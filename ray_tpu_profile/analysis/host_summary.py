@@ -153,12 +153,8 @@ def summaries(
     made_where: dict[str, str] = {}
     missing = []
     for host in manifest["hosts"]:
-        try:
-            summary = read_summary(Path(run_dir), host)
-            why = problem(summary, host, top, max_timeline_events)
-        except SummaryError as e:
-            why = str(e)
-        if why is None:
+        summary, why = shipped_summary(Path(run_dir), host, top, max_timeline_events)
+        if summary is not None:
             found[host["name"]], made_where[host["name"]] = summary, MADE_ON_HOST
         else:
             missing.append(host)
@@ -174,6 +170,19 @@ def summaries(
     for host, summary in zip(missing, made_here):
         found[host["name"]] = summary
     return {h["name"]: found[h["name"]] for h in manifest["hosts"]}, made_where
+
+
+def shipped_summary(
+    run_dir: Path, host: HostEntry, top: int, max_timeline_events: int | None
+) -> tuple[HostSummary | None, str]:
+    """(The summary the host shipped, "") where it stands for the traces its manifest lists
+    (problem; max_timeline_events None: made for any), else (None, why not)."""
+    try:
+        summary = read_summary(run_dir, host)
+        why = problem(summary, host, top, max_timeline_events or summary.max_timeline_events)
+    except SummaryError as e:
+        return None, str(e)
+    return (None, why) if why else (summary, "")
 
 
 def summary_path(run_dir: Path, host: HostEntry) -> Path | None:

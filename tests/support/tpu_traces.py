@@ -158,3 +158,20 @@ def tpu_run_dir(
     }
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
+
+
+def ship_summaries(run_dir: Path) -> None:
+    """Each host's summary beside its traces, listed in the manifest, as `run` leaves them
+    (made here from the run directory's traces, with report.json's top)."""
+    from ray_tpu_profile.analysis.host_summary import SUMMARY, TOP_OPERATIONS, summarise_from_run_dir, write_summary
+    from ray_tpu_profile.analysis.timeline import DEFAULT_MAX_EVENTS_PER_HOST
+    from ray_tpu_profile.rundir.layout import host_file_dest
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for host in manifest["hosts"]:
+        dest = host_file_dest(host["name"], SUMMARY).as_posix()
+        (run_dir / dest).parent.mkdir(parents=True, exist_ok=True)
+        summary = summarise_from_run_dir(run_dir, host, TOP_OPERATIONS, DEFAULT_MAX_EVENTS_PER_HOST)
+        write_summary(run_dir / dest, summary)
+        host["files"].append({"path": dest, "bytes": (run_dir / dest).stat().st_size, "sha256": "-"})
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))

@@ -162,19 +162,13 @@ def test_diff_takes_devices_from_the_hosts_summaries_and_parses_no_device_plane_
     from the traces, and it stands when the xplanes can no longer be parsed (the summaries,
     which name the traces' sha256 as the manifest lists them, were used)."""
     from ray_tpu_profile.analysis.diff import Run, run_devices
-    from ray_tpu_profile.analysis.host_summary import SUMMARY, summarise_from_run_dir, write_summary
-    from ray_tpu_profile.analysis.timeline import DEFAULT_MAX_EVENTS_PER_HOST
-    from ray_tpu_profile.rundir.layout import host_file_dest
+    from support.tpu_traces import ship_summaries
 
     run_dir = tpu_run_dir(tmp_path / "r", steps=8, slow=Slow("host-a", 1, 9.0), clock_ahead_ns=AHEAD)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    read_here = run_devices(Run("A", "a", run_dir, manifest))
+    read_here = run_devices(Run("A", "a", run_dir, json.loads((run_dir / "manifest.json").read_text())))
     assert read_here["stragglers"] and len(read_here["devices"]) == 4
-    for host in manifest["hosts"]:  # as each host ships its own after the gather
-        dest = host_file_dest(host["name"], SUMMARY).as_posix()
-        (run_dir / dest).parent.mkdir(parents=True)
-        write_summary(run_dir / dest, summarise_from_run_dir(run_dir, host, 10, DEFAULT_MAX_EVENTS_PER_HOST))
-        host["files"].append({"path": dest, "bytes": (run_dir / dest).stat().st_size, "sha256": "-"})
+    ship_summaries(run_dir)  # as each host ships its own after the gather
+    manifest = json.loads((run_dir / "manifest.json").read_text())
     for host in manifest["hosts"]:
         xplane = run_dir / host["files"][0]["path"]
         xplane.write_bytes(b"\xff" * xplane.stat().st_size)  # nothing xprof could parse any more
