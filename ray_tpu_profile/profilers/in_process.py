@@ -131,8 +131,9 @@ def capture(
 def prompt_wake_up(wanted: bool, wait_ns: int) -> Iterator[str]:
     """Real-time scheduling (SCHED_FIFO, REAL_TIME_PRIORITY) for this thread while it sleeps
     to a capture's instant and starts the tracers, back to what it was right after: woken
-    from its sleep, it runs at once instead of when the scheduler next gets to it among the
-    host's busy threads. Measured (bench/skew.py, 4 hosts on 2 shared cores): capture start
+    from its sleeps (to the lead, then to the instant), it runs at once instead of when the
+    scheduler next gets to it among the host's busy threads. wait_ns: from when the capture
+    was asked to its instant. Measured (bench/skew.py, 4 hosts on 2 shared cores): capture start
     skew median 0.158 ms against 0.272 ms without. Only where there is a wait (a capture
     from now pays the tracers' first set-up, up to 0.6 s: not as a real-time thread) and
     the process may (CAP_SYS_NICE or RLIMIT_RTPRIO). Yields REAL_TIME, or "normal" and why."""
@@ -169,9 +170,12 @@ def _jax_trace(scratch: Path, start_ns: int, stop_ns: int, python_tracer_level: 
     options.host_tracer_level = 2
     options.python_tracer_level = python_tracer_level
     options.start_timestamp_ns = start_ns  # TSL begins tracing here (now, if it has passed)
-    wait_until_wall_ns(start_ns - START_LEAD_MS * NS_PER_MS)
-    # TSL sleeps to the instant inside the constructor, then starts the tracers.
+    # Real-time from the ask, not from the lead: woken at the lead as a normal thread on a
+    # busy host, it got the GIL back after the instant, and a start that was asked in time
+    # ran as a normal thread, late (CI, 2 shared cores). TSL sleeps to the instant inside
+    # the constructor, then starts the tracers.
     with prompt_wake_up(real_time_start, start_ns - time.time_ns()) as woke:
+        wait_until_wall_ns(start_ns - START_LEAD_MS * NS_PER_MS)
         session = _profiler.ProfilerSession(options)
     try:
         wait_until_wall_ns(stop_ns)

@@ -204,6 +204,52 @@ def test_a_capture_thread_is_real_time_only_while_it_waits_for_its_instant():
             assert (woke, os.sched_getscheduler(0)) == (said, os.SCHED_OTHER)
 
 
+GIL_HOLDING_CHILD = """
+import sys, threading
+from ray_tpu_profile.profilers import in_process
+from ray_tpu_profile.profilers.capture_socket import CaptureListener
+
+in_process.prepare("jax")  # as the engine worker does: JAX imported while the GIL is free
+listener = CaptureListener("jax")
+print(listener.path, flush=True)
+stdin_closed = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stdin_closed.set()), daemon=True).start()
+while not stdin_closed.is_set():
+    sum(range(3_000_000))  # one C call: holds the GIL for about 50 ms, never handing it over
+listener.close()
+"""
+
+
+def test_a_start_asked_in_time_is_real_time_though_the_model_holds_the_gil_at_the_lead(tmp_path):
+    """The cause of a CI failure: the capture thread, woken START_LEAD_MS before the instant
+    as a normal thread, got the GIL back only after the instant while the model's thread
+    held it, and a start asked 200 ms ahead ran as "no wait". Real-time is decided when the
+    capture is asked."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", GIL_HOLDING_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        path = proc.stdout.readline().strip()
+        wake_ups = []
+        for i in range(2):  # the first also pays for the profiler's set-up
+            captured = capture_socket.request_capture(
+                path,
+                proc.pid,
+                logdir=tmp_path,
+                session_id="sess",
+                host_name=f"h{i}",
+                wall_start_ns=time.time_ns() + 300_000_000,
+                duration_ms=200,  # several of the child's C calls: events in the window
+                python_tracer_level=1,
+                real_time_start=True,
+            )
+            wake_ups.append(captured.start_wake_up)
+        assert wake_ups == [expected_start_wake_up()] * 2
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
 WITHOUT_CAP_SYS_NICE = """
 import ctypes, os, resource
 # Drop CAP_SYS_NICE (bit 23) from this process's capabilities (capget/capset, version 3) and
