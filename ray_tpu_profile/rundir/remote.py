@@ -72,12 +72,33 @@ def upload_file(local_path: str, url: str) -> dict[str, Any]:
         dst.close()
         dst.commit()
     except BaseException:
-        dst.discard()
+        _discard(dst)
         raise
+    finally:
+        # fsspec holds every uncommitted file it opens in the filesystem's transaction, for
+        # a `with fs.transaction` this does not use (uploads run in parallel on one cached
+        # filesystem): each would stay in memory for the process's life.
+        fs.transaction.files.remove(dst)
     stored = fs.info(path)["size"]
     if stored != sent.bytes:
         raise OSError(f"{url}: stored {stored} bytes, sent {sent.bytes}")
     return sent.as_dict()
+
+
+def _discard(dst: Any) -> None:
+    """Throw away an uncommitted file (an object store's multipart upload aborted, a local
+    temporary file removed) and let it go without a last flush: an object-store file left
+    open flushes when collected, which begins a new multipart upload that nothing
+    completes or aborts (the store keeps it, and bills it)."""
+    from fsspec.spec import AbstractBufferedFile
+
+    try:
+        dst.discard()
+    finally:
+        if isinstance(dst, AbstractBufferedFile):
+            dst.closed = True  # close() would flush; there is nothing left to write
+        else:
+            dst.close()
 
 
 def download_file(url: str, local_path: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@ S3 server on loopback standing in for S3 (no network here)."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import secrets
@@ -30,6 +31,16 @@ def s3(s3_server, monkeypatch):
     s3fs.S3FileSystem.clear_instance_cache()
 
 
+def _open_files_of(*path_ends: str) -> list[object]:
+    """fsspec file objects still in memory (after a collection) for paths ending so."""
+    from fsspec.implementations.local import LocalFileOpener
+    from fsspec.spec import AbstractBufferedFile
+
+    gc.collect()  # a discarded object-store file that is collected flushes (a new upload)
+    kinds = (AbstractBufferedFile, LocalFileOpener)
+    return [o for o in gc.get_objects() if isinstance(o, kinds) and str(o.path).endswith(path_ends)]
+
+
 def test_upload_and_read_back_on_s3_and_file(s3, tmp_path):
     _, bucket = s3
     data = os.urandom(files.CHUNK_BYTES + 12345)  # more than one chunk
@@ -39,6 +50,7 @@ def test_upload_and_read_back_on_s3_and_file(s3, tmp_path):
         assert remote.upload_file(str(tmp_path / "f"), url) == want
         assert remote.download_file(url, str(tmp_path / "back")) == want
         assert (tmp_path / "back").read_bytes() == data
+    assert _open_files_of("runs/r1/f", "out/r1/f") == []  # nothing of an upload stays in memory
 
 
 def test_a_mistyped_bucket_is_an_error_and_is_not_created(s3):
@@ -83,6 +95,9 @@ def test_an_upload_that_fails_half_way_leaves_nothing(s3, tmp_path, monkeypatch)
         with pytest.raises(OSError, match="disk went away"):
             remote.upload_file(str(tmp_path / "f"), url)
         assert not exists()
+    assert _open_files_of("runs/r1/f", "out/f") == []
+    # S3 keeps (and bills) a multipart upload that was begun and never completed or aborted.
+    assert fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", []) == []
 
 
 def test_a_read_back_that_fails_leaves_no_file(s3, tmp_path):
