@@ -20,6 +20,7 @@ from ray_tpu_profile.errors import (
     EXIT_PARTIAL,
     EXIT_STOPPED,
     ConfigError,
+    RunStopped,
 )
 
 EXIT_BY_STATUS = {"ok": EXIT_OK, "partial": EXIT_PARTIAL, "failed": EXIT_FAILED, "stopped": EXIT_STOPPED}
@@ -495,6 +496,9 @@ def main() -> None:
         sys.exit(EXIT_BAD_INPUT)
     except click.exceptions.Abort:
         click.echo("ray-tpu-profile: aborted", err=True)
+        sys.exit(EXIT_STOPPED)
+    except RunStopped as e:  # before a run directory was begun: nothing to keep, nothing written
+        click.echo(f"ray-tpu-profile: {e}", err=True)
         sys.exit(EXIT_STOPPED)
     sys.exit(code or 0)
 

@@ -227,17 +227,21 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
         chosen = chosen_servers(found, config)
         run_id = layout.new_run_id()
         run_dir = layout.staging_dir(config.profile_result_dir, run_id)
-        run_dir.mkdir(parents=True)
         traced = Traced(
             {trace_host_name(host, e): (host, e) for host, es in chosen.items() for e in es},
             {h.name: h for h in session.hosts if h.name in chosen},
             progress,
         )
         traced.timings["find"] = round(time.monotonic() - started, 3)
-        progress.note(
-            f"attach: {len(traced.entries)} process(es) on {len(traced.handles)} host(s): {', '.join(traced.entries)}"
-        )
+        # From the run directory's first byte on, a stop (raised at once, between any two
+        # statements) leaves a manifest saying so: made inside the try (CI: a Ctrl-C just
+        # after the directory, during the progress line, left it half made with a traceback).
         try:
+            run_dir.mkdir(parents=True)
+            progress.note(
+                f"attach: {len(traced.entries)} process(es) on {len(traced.handles)} host(s): "
+                f"{', '.join(traced.entries)}"
+            )
             _warm_up(config, traced, run_id, chosen)
             traced.offsets, traced.clock_channels = _clock_offsets(traced.handles) if config.address else ({}, {})
             traced.done(Stage.CLOCKS, Stage.CAPTURE)
@@ -256,6 +260,7 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
     manifest = _manifest(config, argv, run_id, found, traced)
     if stopped:
         manifest.update(status=RunStatus.STOPPED, stage=traced.stage, error=stopped)
+        run_dir.mkdir(parents=True, exist_ok=True)  # the stop may have come before it was made
     layout.write_json_atomic(run_dir / layout.MANIFEST, manifest)
     # In place before the reports (as run's): a kill while they are derived hides nothing.
     final = Path(config.profile_result_dir) / run_id

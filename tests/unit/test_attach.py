@@ -268,3 +268,26 @@ def test_a_metrics_page_is_read_only_so_far():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_stop_before_the_run_directory_is_one_line_exit_5_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    """SIGTERM (`ray job stop`) while attach looks for servers, delivered for real to this
+    process at that point (its handler raises at once): no traceback, nothing written."""
+    import signal
+
+    from ray_tpu_profile import cli
+    from ray_tpu_profile.attach import command
+    from ray_tpu_profile.errors import EXIT_STOPPED
+
+    def stopped_while_finding(session, timeout_s):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the stop handler did not raise")
+
+    monkeypatch.setattr(command, "find_servers", stopped_while_finding)
+    monkeypatch.setattr(sys, "argv", ["ray-tpu-profile", "attach", "--profile-result-dir", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == EXIT_STOPPED
+    assert capsys.readouterr().err.splitlines() == ["ray-tpu-profile: stopped by SIGTERM"]
+    assert not (tmp_path / "out").exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is put back
