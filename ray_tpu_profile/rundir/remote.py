@@ -64,7 +64,11 @@ def upload_file(local_path: str, url: str) -> dict[str, Any]:
     if _is_local(fs):  # object stores have no directories (and makedirs would create a missing bucket)
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     sent = Digest()
-    dst = fs.open(path, "wb", autocommit=False)
+    # _open, the file each filesystem implements, not open(): open() also keeps every
+    # uncommitted file in the filesystem's transaction, for a `with fs.transaction` this
+    # does not use; the filesystem is cached, so each upload would stay in memory for the
+    # process's life (and a shared deque is no place for uploads that may run in threads).
+    dst = fs._open(path, "wb", autocommit=False)
     try:
         with open(local_path, "rb") as src:
             for chunk in read_chunks(src):
@@ -74,11 +78,6 @@ def upload_file(local_path: str, url: str) -> dict[str, Any]:
     except BaseException:
         _discard(dst)
         raise
-    finally:
-        # fsspec holds every uncommitted file it opens in the filesystem's transaction, for
-        # a `with fs.transaction` this does not use (uploads run in parallel on one cached
-        # filesystem): each would stay in memory for the process's life.
-        fs.transaction.files.remove(dst)
     stored = fs.info(path)["size"]
     if stored != sent.bytes:
         raise OSError(f"{url}: stored {stored} bytes, sent {sent.bytes}")
