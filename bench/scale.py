@@ -6,8 +6,8 @@ Per host count (median of --repeats runs): driver wall time per stage (manifest
 and stop, engine-flag validation, the slowest host's model load, warmup and profiled
 iterations, gather and reports, and the hosts summarising their traces for the reports:
 what the tool itself adds), capture start skew, and the
-driver's peak RSS (the CLI process, from wait4: the largest of it and the local cluster's
-processes it started and reaped). Then each stage's cost is fitted against
+driver's peak RSS (the CLI process's own, run_cli.py; before 2026-12-01 it was wait4's,
+the largest of it and the local cluster's processes it started and reaped). Then each stage's cost is fitted against
 host count (least squares, a + b * hosts, and the log-log slope between the two largest
 counts: 1 is linear, 2 quadratic) and extrapolated to 64 and 256 hosts.
 

@@ -134,7 +134,7 @@ def prompt_wake_up(wanted: bool, wait_ns: int) -> Iterator[str]:
     from its sleeps (to the lead, then to the instant), it runs at once instead of when the
     scheduler next gets to it among the host's busy threads. wait_ns: from when the capture
     was asked to its instant. Measured (bench/skew.py, 4 hosts on 2 shared cores): capture start
-    skew median 0.158 ms against 0.272 ms without. Only where there is a wait (a capture
+    skew median 0.126 ms against 0.192 ms without. Only where there is a wait (a capture
     from now pays the tracers' first set-up, up to 0.6 s: not as a real-time thread) and
     the process may (CAP_SYS_NICE or RLIMIT_RTPRIO). Yields REAL_TIME, or "normal" and why."""
     if not wanted:
