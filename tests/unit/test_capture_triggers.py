@@ -88,7 +88,8 @@ def test_no_real_time_start_reaches_the_traced_process(traced_child, tmp_path):
         capture, _ = Capture(profiler="jax", duration_ms=50, real_time_start=real_time_start).resolve()
         backend = make_backend(capture, tmp_path, f"h{real_time_start:d}", "s")
         backend.socket_path, backend.traced_pid = path, proc.pid
-        woke.append(backend._trace(tmp_path, 50, time.time_ns() + 200_000_000))
+        # Asked 1 s ahead: on a busy host too, the listener reaches the start before the instant.
+        woke.append(backend._trace(tmp_path, 50, time.time_ns() + 1_000_000_000))
     assert woke == ["normal (--no-real-time-start)", expected_start_wake_up()]
 
 
@@ -238,7 +239,9 @@ def test_a_start_asked_in_time_is_real_time_though_the_model_holds_the_gil_at_th
                 logdir=tmp_path,
                 session_id="sess",
                 host_name=f"h{i}",
-                wall_start_ns=time.time_ns() + 300_000_000,
+                # Far enough ahead for the listener's own Python, which gets the GIL for
+                # 5 ms in each 55 here, to reach the start before the instant on a busy host.
+                wall_start_ns=time.time_ns() + 2_000_000_000,
                 duration_ms=200,  # several of the child's C calls: events in the window
                 python_tracer_level=1,
                 real_time_start=True,
