@@ -111,7 +111,7 @@ def place(run: RunState, session: RunSession) -> Barrier:
     session.cleanups.callback(reservation.release)
     run.cluster_info["reservation"] = reservation.kind
     env = run.actor_env
-    actors = cluster.start_actors(reservation, chosen, run.run_id, env)
+    actors = cluster.start_actors(reservation, chosen, run.run_id, env, set_by=run.actor_env_set_by)
     hosts = Barrier(
         run.records,
         {name: cluster.RayHost(a, name) for name, a in actors.items()},

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ray_tpu_profile.config import Capture, RunConfig, Workload
 from ray_tpu_profile.core.clocks import ClockOffset
@@ -176,6 +176,17 @@ class RunState:
             env.update(engine_across_hosts_env(self.engines[0], self.bundle_per_chip))
         return {**env, **dict(self.config.placement.env)}
 
+    @property
+    def actor_env_set_by(self) -> Literal["runtime_env", "actor"]:
+        """Who sets actor_env in each actor process: "runtime_env" (Ray, before the process
+        starts) or "actor" (the actor itself, first thing). A runtime_env makes Ray start
+        each worker twice (setup_worker.py, then the worker; measured 0.78 s against 0.5 s per
+        actor, bench/RESULTS.md), so it is used only where it is needed: a user's --env may
+        be read when a process starts (LD_PRELOAD, PYTHONPATH), and vLLM's Ray workers of an
+        engine across hosts inherit a runtime_env, not their parent's env. The tool's own
+        (ENGINE_ENV) is read by vLLM when the engine is built, after the actor set it."""
+        return "runtime_env" if self.engines_span_hosts or self.config.placement.env else "actor"
+
     def healthy(self) -> list[HostRecord]:
         return [r for r in self.records if r.healthy]
 
@@ -262,6 +273,7 @@ class RunState:
             engine={
                 "argv": layout.redacted_argv(self.engine_argv),
                 "env": layout.redacted_env(self.actor_env),
+                "env_set_by": self.actor_env_set_by,
                 "tiny_model": self.tiny_model,
                 "stack": "tpu-inference" if self.model_on_xla else "vllm",
                 "stand_ins": self.stand_ins,

@@ -36,9 +36,12 @@ class HostActor(ClockEchoHost, HostFiles, HostSummaries):
         run_id: the run's id; output_dir is <scratch_root>/ray-tpu-profile-<run_id>-<host_name>-<random>,
             made 0700 (mkdtemp): a name no other user can guess or take first, nor read from.
         scratch_root: where the host writes before the gather (default: the system temp dir).
+        env: variables this process sets in its own env before anything reads them (those
+            read late, when the engine is built: cluster.start_actors).
     """
 
-    def __init__(self, host_name: str, run_id: str, scratch_root: str | None = None):
+    def __init__(self, host_name: str, run_id: str, scratch_root: str | None = None, env: dict[str, str] | None = None):
+        os.environ.update(env or {})
         self.host_name = host_name
         root = Path(tempfile.mkdtemp(prefix=f"ray-tpu-profile-{run_id}-{host_name}-", dir=scratch_root))
         # Everything this host hands back lives under output_dir; nothing else is sent.

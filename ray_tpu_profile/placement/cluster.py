@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ray_tpu_profile.core.hosts import (
     ACCELERATOR_LABEL,
@@ -229,15 +229,25 @@ def reserve_engines(
     return _wait_ready(Reservation(groups, slots, kind="placement_group per engine"), hosts, timeout_s)
 
 
-def start_actors(reservation: Reservation, hosts: list[Host], run_id: str, env_vars: dict[str, str]) -> dict[str, Any]:
+def start_actors(
+    reservation: Reservation,
+    hosts: list[Host],
+    run_id: str,
+    env_vars: dict[str, str],
+    set_by: Literal["runtime_env", "actor"] = "runtime_env",
+) -> dict[str, Any]:
     """One HostActor per host, in its slot of the reservation (holding all the host's
-    chips, unless an engine's workers hold them)."""
+    chips, unless an engine's workers hold them), with env_vars set in its process by Ray's
+    runtime_env before it starts, or by the actor itself as it is made (set_by "actor":
+    only for variables read later, see RunState.actor_env_set_by). Without a runtime_env
+    Ray starts the worker once, not through setup_worker.py."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     from ray_tpu_profile.host.actor import HostActor
 
     remote_cls = ray.remote(HostActor)
+    by_ray = set_by == "runtime_env" and env_vars
     for host in hosts:
         pg, index, holds_chips = reservation.slots[host.name]
         reservation.actors[host.name] = remote_cls.options(
@@ -245,11 +255,11 @@ def start_actors(reservation: Reservation, hosts: list[Host], run_id: str, env_v
             num_cpus=0,
             resources={"TPU": host.chips} if holds_chips else {},
             max_restarts=0,
-            runtime_env={"env_vars": env_vars},
+            **({"runtime_env": {"env_vars": env_vars}} if by_ray else {}),
             scheduling_strategy=PlacementGroupSchedulingStrategy(
                 placement_group=pg, placement_group_bundle_index=index
             ),
-        ).remote(host.name, run_id)
+        ).remote(host.name, run_id, env={} if by_ray else env_vars)
     return reservation.actors
 
 

@@ -39,6 +39,7 @@ def test_manifest_says_ok_for_every_host(finished_run):
     assert manifest["capture"]["profiler"] == "torch"
     assert manifest["versions"]["vllm"].startswith("0.32.0")
     assert manifest["engine"]["env"]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert manifest["engine"]["env_set_by"] == "actor"  # no --env: Ray starts each worker once
     for host in manifest["hosts"]:
         assert host["status"] == "ok" and host["error"] is None
         assert len(host["latency_s"]["warmup"]) == 2 and len(host["latency_s"]["profiled"]) == 2  # torch: exact

@@ -100,4 +100,5 @@ def test_run_uses_the_placement_plan_showed(two_slices, tmp_path):
     assert manifest["cluster"]["reservation"] == "ray.util.tpu.SlicePlacementGroup"
     # The env reached the model processes (checked by each actor, not assumed).
     assert manifest["engine"]["env"]["XLA_HLO_DEBUG"] == "1"
+    assert manifest["engine"]["env_set_by"] == "runtime_env"
     assert all(h["status"] == "ok" for h in manifest["hosts"])

@@ -518,3 +518,27 @@ def test_on_tpu_inference_a_trace_without_xla_ops_or_without_collectives_at_tp_2
     assert xla_problem(run, {**with_ops, "collectives": 0}) == (
         "the trace holds XLA ops of jit_run_model_impl but no collective, with --tensor-parallel-size 2"
     )
+
+
+def test_the_tools_own_env_is_set_by_the_actor_unless_a_runtime_env_is_needed_anyway(tmp_path):
+    """A runtime_env starts each actor's worker twice (~0.3 s per host): only a user's --env
+    (maybe read at process start) or an engine across hosts (vLLM's Ray workers inherit the
+    runtime_env) needs one. The manifest says which."""
+    import dataclasses
+
+    run = run_state(tmp_path, names=("h0", "h1"))
+    from ray_tpu_profile.placement.engines import plan_engines
+
+    run.engines = plan_engines([r.host for r in run.records], 1)
+    assert run.actor_env == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    assert run.actor_env_set_by == "actor"
+    assert run.manifest()["engine"]["env_set_by"] == "actor"
+
+    placement = dataclasses.replace(run.config.placement, env=(("PYTHONPATH", "/opt/hooks"),))
+    run.config = dataclasses.replace(run.config, placement=placement)
+    assert run.actor_env == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "PYTHONPATH": "/opt/hooks"}
+    assert run.actor_env_set_by == "runtime_env"
+
+    across = engines_of_two(run_state(tmp_path / "across", names=("h0", "h1", "h2", "h3"), chips=1))
+    assert across.engines_span_hosts and not across.config.placement.env
+    assert across.actor_env_set_by == "runtime_env"
