@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from ray_tpu_profile.errors import ToolError
 SPEC_VERSION = 1
 KEPT_SPECS = 4
 """Cached specs kept (each of one vLLM install); older ones are removed when one is written."""
+STALE_TEMP_S = 3600.0
+"""A spec's temp file this old was left by a writer that died (writing one takes ms); a
+younger one may be another run's, mid-write, and is left alone."""
 PLAIN_TYPES = {"str": str, "int": int, "float": float}
 
 
@@ -214,12 +218,20 @@ def save_spec(spec: dict[str, Any]) -> None:
 def _prune(cache_dir: Path) -> None:
     """Keeps the KEPT_SPECS specs written last: one is written per vLLM install (version and
     source mtimes), so upgrades and reinstalls would add files for ever. Several are kept for
-    environments with different vLLMs that share the cache directory."""
-    written = []
-    for p in cache_dir.glob("*.json"):
+    environments with different vLLMs that share the cache directory. Temp files of writers
+    that died before their rename go too, once STALE_TEMP_S old."""
+    written, stale = [], []
+    oldest_live_temp_ns = time.time_ns() - int(STALE_TEMP_S * 1e9)
+    for p in [*cache_dir.glob("*.json"), *cache_dir.glob("*.json.*.tmp")]:
         try:
-            written.append((p.stat().st_mtime_ns, p))
-        except FileNotFoundError:  # pruned by a concurrent run
+            mtime_ns = p.stat().st_mtime_ns
+        except FileNotFoundError:  # pruned or renamed by a concurrent run
             continue
+        if p.suffix == ".json":
+            written.append((mtime_ns, p))
+        elif mtime_ns < oldest_live_temp_ns:
+            stale.append(p)
     for _, old in sorted(written, reverse=True)[KEPT_SPECS:]:
+        stale.append(old)
+    for old in stale:
         old.unlink(missing_ok=True)

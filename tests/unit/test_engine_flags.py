@@ -5,6 +5,7 @@ The spec is read from vLLM's real parser here (once per installed vLLM, as the C
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -114,6 +115,22 @@ def test_the_cache_keeps_the_specs_written_last(tmp_path, monkeypatch):
         os.utime(p, ns=(10**18 + i, 10**18 + i))
     save_spec({"spec_version": 1})
     assert sorted(cache_dir.iterdir()) == sorted([spec_path(), *older[-(KEPT_SPECS - 1) :]])
+
+
+def test_the_cache_drops_temp_files_of_writers_that_died_and_keeps_those_being_written(tmp_path, monkeypatch):
+    from ray_tpu_profile.driver.engine_flags import STALE_TEMP_S, save_spec, spec_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache_dir = spec_path().parent
+    cache_dir.mkdir(parents=True)
+    died = cache_dir / f"{spec_path().name}.4242.tmp"
+    writing = cache_dir / f"{spec_path().name}.4343.tmp"
+    for p in (died, writing):
+        p.write_text('{"spec_ver')
+    long_ago_s = time.time() - 2 * STALE_TEMP_S
+    os.utime(died, (long_ago_s, long_ago_s))
+    save_spec({"spec_version": 1})
+    assert sorted(cache_dir.iterdir()) == sorted([spec_path(), writing])
 
 
 def test_a_corrupt_tiny_model_marker_means_build_again(tmp_path):
