@@ -26,6 +26,14 @@ SIMULATED_SLICE = "local-sim"
 SIMULATED_CHIPS_PER_HOST = 4
 # v6e topologies by chip count, for the simulated slice's ray.io/tpu-topology label.
 V6E_TOPOLOGY_BY_CHIPS = {4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8"}
+LOCAL_SYSTEM_CONFIG = {"enable_worker_prestart": True}
+"""Ray's settings for the local simulated cluster: each simulated host's raylet starts its
+one worker process (num_cpus 1) as it starts, and the host's actor, made without a
+runtime_env (RunState.actor_env_set_by), takes it when placed instead of waiting for a
+Python process to start and import Ray (0.35-0.45 s a host, most of place; bench/place.py).
+A cluster the tool connects to keeps its own settings."""
+NODES_UP_TIMEOUT_S = 120.0
+"""Longest wait for a local cluster's simulated hosts to register (8 took 11-21 s on 2 cores)."""
 
 
 def simulated_host_node_args(
@@ -65,10 +73,19 @@ def simulated_host_node_args(
 
 @contextmanager
 def ray_session(
-    address: str | None, simulated_hosts: int, log_to_driver: bool, chips_per_host: int = SIMULATED_CHIPS_PER_HOST
+    address: str | None,
+    simulated_hosts: int,
+    log_to_driver: bool,
+    chips_per_host: int = SIMULATED_CHIPS_PER_HOST,
+    prestart_workers: bool = True,
+    nodes_at_once: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Connected to `address`, or to a local cluster of simulated TPU hosts started here
-    and torn down on exit. Yields a description for the manifest."""
+    and torn down on exit. Yields a description for the manifest.
+
+    prestart_workers: each simulated host's raylet starts its worker as it starts (LOCAL_SYSTEM_CONFIG).
+    nodes_at_once: the simulated hosts register side by side, not each waited for in turn.
+    Both False: the way before, bench/place.py's baseline."""
     import ray
 
     cluster = None
@@ -80,15 +97,27 @@ def ray_session(
             from ray.cluster_utils import Cluster
 
             # The head holds no TPU so actors land only on the simulated hosts.
-            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+            cluster = Cluster(
+                initialize_head=True,
+                head_node_args={
+                    "num_cpus": 0,
+                    "include_dashboard": False,
+                    "_system_config": LOCAL_SYSTEM_CONFIG if prestart_workers else {},
+                },
+            )
+            # Each node's processes are started in turn, and registered with the GCS while the
+            # next one starts (waiting for each in turn took 2.5 s more at 8 hosts: bench/place.py).
             for node_args in simulated_host_node_args(simulated_hosts, chips_per_host):
-                cluster.add_node(**node_args)
+                cluster.add_node(wait=not nodes_at_once, **node_args)
+            if nodes_at_once:
+                cluster.wait_for_nodes(timeout=NODES_UP_TIMEOUT_S)
             ray.init(address=cluster.address, log_to_driver=log_to_driver, logging_level=logging.WARNING)
             info = {
                 "kind": "local-simulated",
                 "address": cluster.address,
                 "simulated_hosts": simulated_hosts,
                 "chips_per_host": chips_per_host,
+                "worker_prestart": prestart_workers,
             }
         yield info
     finally:
