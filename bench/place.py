@@ -6,7 +6,7 @@ way before (the baseline), measured in the same run:
             process and import Ray once it is placed.
 
 Per host count, --trials of each way in turn: a fresh local cluster (cluster.ray_session,
-its start timed), then place as the place stage does it (the hosts' placement group, one
+its start timed), then place as the place stage does it (the whole slice's placement group, one
 HostActor per host without a runtime_env, each asked where it runs), then released.
 Printed: medians of cluster start, place and their sum each way, now as a ratio of the
 baseline; and how many actors ran in a process started before place began (a
@@ -35,7 +35,7 @@ def one_trial(hosts: int, now: bool, trial: int) -> dict[str, float]:
         cluster_start_s = time.monotonic() - started
         found = cluster.discover_hosts()
         place_started, place_started_ticks = time.monotonic(), boot_ticks()
-        reservation = cluster.reserve_hosts(found, f"bench{trial}", 120.0)
+        reservation = cluster.reserve_hosts(found, f"bench{trial}", 120.0, whole_slice=True)
         try:
             actors = cluster.start_actors(reservation, found, f"bench{trial}", ENV, set_by="actor")
             identities = ray.get([a.identity.remote(tuple(ENV)) for a in actors.values()])

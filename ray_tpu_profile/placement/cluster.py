@@ -26,12 +26,15 @@ SIMULATED_SLICE = "local-sim"
 SIMULATED_CHIPS_PER_HOST = 4
 # v6e topologies by chip count, for the simulated slice's ray.io/tpu-topology label.
 V6E_TOPOLOGY_BY_CHIPS = {4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8"}
-LOCAL_SYSTEM_CONFIG = {"enable_worker_prestart": True}
+LOCAL_SYSTEM_CONFIG = {"enable_worker_prestart": True, "num_workers_soft_limit": 1}
 """Ray's settings for the local simulated cluster: each simulated host's raylet starts its
 one worker process (num_cpus 1) as it starts, and the host's actor, made without a
 runtime_env (RunState.actor_env_set_by), takes it when placed instead of waiting for a
 Python process to start and import Ray (0.35-0.45 s a host, most of place; bench/place.py).
-A cluster the tool connects to keeps its own settings."""
+The soft limit keeps that worker: by default it is the host's CPUs, and once a whole
+slice's reservation (SlicePlacementGroup, a CPU in each bundle) holds them, Ray's idle-worker
+killer took every prestarted worker idle for over a second (2-3 of 4 hosts). A cluster the
+tool connects to keeps its own settings."""
 NODES_UP_TIMEOUT_S = 120.0
 """Longest wait for a local cluster's simulated hosts to register (8 took 11-21 s on 2 cores)."""
 

@@ -27,7 +27,8 @@ def probe(way: str) -> dict:
 def test_the_hosts_actor_runs_in_the_worker_its_raylet_prestarted(way):
     found = probe(way)
     assert found["cluster"]["worker_prestart"] is (way == "prestart")
+    assert found["reservation"] == "ray.util.tpu.SlicePlacementGroup"
     if way == "prestart":
-        assert found["actor_pid"] in found["workers_before_place"], found
+        assert set(found["actor_pids"]) <= set(found["workers_before_place"]), found
     else:  # no worker before place: the actor's process was started for it
         assert found["workers_before_place"] == [], found

@@ -1,12 +1,15 @@
 """Run as a script: starts the local simulated cluster as `run` does (cluster.ray_session)
-with 1 host, places its actor as the place stage does, and prints JSON: the actor's pid
-and the Ray worker processes that existed before place began (prestarted by a raylet, idle
-or still starting). argv[1]: "prestart" or "baseline" (ray_session's way before)."""
+with 2 hosts, reserves them as the place stage does (the whole slice: Ray's
+SlicePlacementGroup) and, once over a second has passed (Ray's idle-worker killer takes
+workers idle longer), starts their actors; prints JSON: the actors' pids and the Ray
+worker processes that existed before place began (prestarted by a raylet, idle or still
+starting). argv[1]: "prestart" or "baseline" (ray_session's way before)."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 import psutil
 import ray
@@ -26,19 +29,35 @@ def worker_pids() -> list[int]:
     ]
 
 
+IDLE_KILLED_AFTER_S = 1.0
+"""Ray's idle_worker_killing_time_threshold_ms, its default."""
+HOSTS = 2
+
+
 def main() -> None:
     now = sys.argv[1] == "prestart"
-    with cluster.ray_session(None, 1, log_to_driver=False, prestart_workers=now, nodes_at_once=now) as info:
+    with cluster.ray_session(None, HOSTS, log_to_driver=False, prestart_workers=now, nodes_at_once=now) as info:
         before = worker_pids()
         hosts = cluster.discover_hosts()
-        reservation = cluster.reserve_hosts(hosts, "probe", 120.0)
+        reservation = cluster.reserve_hosts(hosts, "probe", 120.0, whole_slice=True)
         try:
+            # Not a synchronisation: the workers must outlive an idle time the killer acts on.
+            time.sleep(IDLE_KILLED_AFTER_S + 0.5)
             env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-            (actor,) = cluster.start_actors(reservation, hosts, "probe", env, set_by="actor").values()
-            identity = ray.get(actor.identity.remote(tuple(env)))
+            actors = cluster.start_actors(reservation, hosts, "probe", env, set_by="actor")
+            identities = ray.get([a.identity.remote(tuple(env)) for a in actors.values()])
         finally:
             reservation.release()
-    print(json.dumps({"actor_pid": identity["pid"], "workers_before_place": before, "cluster": info}))
+    print(
+        json.dumps(
+            {
+                "actor_pids": [i["pid"] for i in identities],
+                "reservation": reservation.kind,
+                "workers_before_place": before,
+                "cluster": info,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
