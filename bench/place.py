@@ -41,6 +41,7 @@ def one_trial(hosts: int, now: bool, trial: int) -> dict[str, float]:
             identities = ray.get([a.identity.remote(tuple(ENV)) for a in actors.values()])
             place_s = time.monotonic() - place_started
             prestarted = sum(started_ticks(i["pid"]) < place_started_ticks for i in identities)
+            ray.get([a.cleanup.remote() for a in actors.values()])  # each actor's scratch directory
         finally:
             reservation.release()
     return {"cluster_start": cluster_start_s, "place": place_s, "prestarted": prestarted}

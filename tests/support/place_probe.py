@@ -46,6 +46,7 @@ def main() -> None:
             env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
             actors = cluster.start_actors(reservation, hosts, "probe", env, set_by="actor")
             identities = ray.get([a.identity.remote(tuple(env)) for a in actors.values()])
+            ray.get([a.cleanup.remote() for a in actors.values()])  # each actor's scratch directory
         finally:
             reservation.release()
     print(
