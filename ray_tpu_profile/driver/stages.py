@@ -51,6 +51,7 @@ def open_run(run: RunState, progress: Progress, actor_logs: bool) -> Iterator[Ru
             placement.simulated_hosts,
             log_to_driver=actor_logs,
             chips_per_host=placement.simulated_chips,
+            prestart_workers=run.local_actors_without_runtime_env,
         ) as info,
         stop,
         ExitStack() as cleanups,

@@ -187,6 +187,16 @@ class RunState:
         (ENGINE_ENV) is read by vLLM when the engine is built, after the actor set it."""
         return "runtime_env" if self.engines_span_hosts or self.config.placement.env else "actor"
 
+    @property
+    def local_actors_without_runtime_env(self) -> bool:
+        """Whether actor_env_set_by will be "actor" on the local simulated cluster, known
+        before its hosts are (an engine spans hosts there when it needs more devices than a
+        simulated host's chips): only then can each actor take the worker its host's raylet
+        prestarts (cluster.LOCAL_SYSTEM_CONFIG), so only then is one prestarted."""
+        placement = self.config.placement
+        devices = self.tensor_parallel_size * self.pipeline_parallel_size
+        return not placement.env and devices <= placement.simulated_chips
+
     def healthy(self) -> list[HostRecord]:
         return [r for r in self.records if r.healthy]
 

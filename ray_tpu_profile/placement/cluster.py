@@ -86,7 +86,8 @@ def ray_session(
     """Connected to `address`, or to a local cluster of simulated TPU hosts started here
     and torn down on exit. Yields a description for the manifest.
 
-    prestart_workers: each simulated host's raylet starts its worker as it starts (LOCAL_SYSTEM_CONFIG).
+    prestart_workers: each simulated host's raylet starts its worker as it starts
+        (LOCAL_SYSTEM_CONFIG); for actors without a runtime_env, the only ones that can take it.
     nodes_at_once: the simulated hosts register side by side, not each waited for in turn.
     Both False: the way before, bench/place.py's baseline."""
     import ray
@@ -108,8 +109,8 @@ def ray_session(
                     "_system_config": LOCAL_SYSTEM_CONFIG if prestart_workers else {},
                 },
             )
-            # Each node's processes are started in turn, and registered with the GCS while the
-            # next one starts (waiting for each in turn took 2.5 s more at 8 hosts: bench/place.py).
+            # Each node's processes are started in turn; each registers with the GCS while the
+            # next one starts, instead of being waited for before it.
             for node_args in simulated_host_node_args(simulated_hosts, chips_per_host):
                 cluster.add_node(wait=not nodes_at_once, **node_args)
             if nodes_at_once:

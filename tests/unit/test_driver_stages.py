@@ -539,6 +539,27 @@ def test_the_tools_own_env_is_set_by_the_actor_unless_a_runtime_env_is_needed_an
     assert run.actor_env == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "PYTHONPATH": "/opt/hooks"}
     assert run.actor_env_set_by == "runtime_env"
 
+    assert run.local_actors_without_runtime_env is False
+
     across = engines_of_two(run_state(tmp_path / "across", names=("h0", "h1", "h2", "h3"), chips=1))
     assert across.engines_span_hosts and not across.config.placement.env
     assert across.actor_env_set_by == "runtime_env"
+
+
+def test_the_local_cluster_prestarts_workers_only_where_the_actors_will_take_them(tmp_path):
+    """Known before the local cluster starts (its hosts are not yet found): whether each
+    actor will run without a runtime_env, and so in the worker its host prestarted. It
+    agrees with actor_env_set_by once the engines are planned on the simulated hosts."""
+    import dataclasses
+
+    from ray_tpu_profile.placement.engines import plan_engines
+
+    for chips, tp, env in ((4, 1, ()), (4, 4, ()), (1, 2, ()), (2, 4, ()), (4, 1, (("LD_PRELOAD", "x.so"),))):
+        run = run_state(tmp_path / f"{chips}-{tp}-{len(env)}", names=("h0", "h1", "h2", "h3"), chips=chips)
+        placement = dataclasses.replace(run.config.placement, chips_per_host=chips, env=env)
+        run.config = dataclasses.replace(run.config, placement=placement)
+        run.tensor_parallel_size = tp
+        prestart = run.local_actors_without_runtime_env
+        run.engines = plan_engines([r.host for r in run.records], tp)
+        assert prestart is (run.actor_env_set_by == "actor"), (chips, tp, env)
+        assert prestart is (tp <= chips and not env)
