@@ -80,14 +80,15 @@ def ray_session(
     simulated_hosts: int,
     log_to_driver: bool,
     chips_per_host: int = SIMULATED_CHIPS_PER_HOST,
-    prestart_workers: bool = True,
+    prestart_workers: bool = False,
     nodes_at_once: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Connected to `address`, or to a local cluster of simulated TPU hosts started here
     and torn down on exit. Yields a description for the manifest.
 
     prestart_workers: each simulated host's raylet starts its worker as it starts
-        (LOCAL_SYSTEM_CONFIG); for actors without a runtime_env, the only ones that can take it.
+        (LOCAL_SYSTEM_CONFIG): for a run whose actors have no runtime_env, the only ones that
+        can take it (`plan` starts no actor).
     nodes_at_once: the simulated hosts register side by side, not each waited for in turn.
     Both False: the way before, bench/place.py's baseline."""
     import ray
