@@ -17,16 +17,30 @@ import ray
 from ray_tpu_profile.placement import cluster
 
 
-def worker_pids() -> list[int]:
+def worker_pids(started_only: bool = False) -> list[int]:
     """This process's Ray worker processes: a raylet's children that run the Python worker
-    (its command line until it has started, then its title `ray::IDLE`)."""
+    (its command line until it has started, then its title `ray::IDLE`; started_only: those
+    with the title)."""
     raylets = [p for p in psutil.Process().children(recursive=True) if p.name() == "raylet"]
     return [
         p.pid
         for raylet in raylets
         for p in raylet.children()
-        if any(part.endswith("default_worker.py") or part.startswith("ray::IDLE") for part in p.cmdline())
+        if any(
+            (not started_only and part.endswith("default_worker.py")) or part.startswith("ray::IDLE")
+            for part in p.cmdline()
+        )
     ]
+
+
+def wait_until_started(count: int, deadline_s: float = 120.0) -> None:
+    """Until count prestarted workers have started: the probe checks that they are kept and
+    taken, not how soon they start on a busy machine."""
+    end = time.monotonic() + deadline_s
+    while len(worker_pids(started_only=True)) < count:
+        if time.monotonic() > end:
+            raise TimeoutError(f"{count} prestarted workers not started in {deadline_s:.0f} s: {worker_pids()}")
+        time.sleep(0.1)
 
 
 IDLE_KILLED_AFTER_S = 1.0
@@ -37,6 +51,8 @@ HOSTS = 2
 def main() -> None:
     now = sys.argv[1] == "prestart"
     with cluster.ray_session(None, HOSTS, log_to_driver=False, prestart_workers=now, nodes_at_once=now) as info:
+        if now:
+            wait_until_started(HOSTS)
         before = worker_pids()
         hosts = cluster.discover_hosts()
         reservation = cluster.reserve_hosts(hosts, "probe", 120.0, whole_slice=True)
