@@ -10,7 +10,6 @@ import os
 import socket
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from ray_tpu_profile.config import Capture, Workload
@@ -18,7 +17,7 @@ from ray_tpu_profile.core import host_clock
 from ray_tpu_profile.core.records import EngineRole, PhaseTiming
 from ray_tpu_profile.core.schedule import Window
 from ray_tpu_profile.host.clock_echo import ClockEchoHost
-from ray_tpu_profile.host.files import HostFiles
+from ray_tpu_profile.host.files import HostFiles, make_scratch
 from ray_tpu_profile.host.summaries import HostSummaries
 
 TRACED_ATTEMPTS = 3
@@ -33,8 +32,8 @@ class HostActor(ClockEchoHost, HostFiles, HostSummaries):
 
     Args:
         host_name: the host's name in the run (hosts.Host.name): trace files and sessions carry it.
-        run_id: the run's id; output_dir is <scratch_root>/ray-tpu-profile-<run_id>-<host_name>-<random>,
-            made 0700 (mkdtemp): a name no other user can guess or take first, nor read from.
+        run_id: the run's id; output_dir is <scratch_root>/ray-tpu-profile-<run_id>-<host_name>-<random>
+            and process_tmp, beside it, <...>-<host_name>-tmp-<random> (files.make_scratch).
         scratch_root: where the host writes before the gather (default: the system temp dir).
         env: variables this process sets in its own env before anything reads them (those
             read late, when the engine is built: cluster.start_actors).
@@ -43,9 +42,12 @@ class HostActor(ClockEchoHost, HostFiles, HostSummaries):
     def __init__(self, host_name: str, run_id: str, scratch_root: str | None = None, env: dict[str, str] | None = None):
         os.environ.update(env or {})
         self.host_name = host_name
-        root = Path(tempfile.mkdtemp(prefix=f"ray-tpu-profile-{run_id}-{host_name}-", dir=scratch_root))
         # Everything this host hands back lives under output_dir; nothing else is sent.
-        self.output_dir = root
+        self.output_dir, self.process_tmp = make_scratch(f"ray-tpu-profile-{run_id}-{host_name}-", scratch_root)
+        # This process's temp files leave with its scratch: the actor is killed, not shut
+        # down, and vLLM never removes some of its own (its engine's torch FileStore,
+        # vllm_dist_<uuid>: one per engine per host per run).
+        tempfile.tempdir = str(self.process_tmp)
         self.engine = None
         self.backend = None
         self.loads = 0

@@ -24,7 +24,13 @@ JAX_DIFFABLE = ["--json", "--profiler", "jax", "--duration-ms", "1500", *DIFFABL
 
 
 @pytest.fixture(scope="module")
-def finished_run(sim_cluster, tmp_path_factory):
+def host_tmp_before(sim_cluster):
+    """What each simulated host's TMPDIR held before finished_run."""
+    return [set(tmpdir.iterdir()) for tmpdir in sim_cluster.host_tmpdirs]
+
+
+@pytest.fixture(scope="module")
+def finished_run(sim_cluster, tmp_path_factory, host_tmp_before):
     return run_ok(sim_cluster.address, tmp_path_factory.mktemp("profiles"), "--json", *SMALL)
 
 
@@ -48,7 +54,7 @@ def test_manifest_says_ok_for_every_host(finished_run):
         assert host["latency_s"]["load"] > 0
 
 
-def test_traces_are_there_valid_and_match_the_manifest(finished_run, sim_cluster):
+def test_traces_are_there_valid_and_match_the_manifest(host_tmp_before, finished_run, sim_cluster):
     _, run_dir = finished_run
     manifest = load_manifest(run_dir)
     for host, tmpdir in zip(manifest["hosts"], sim_cluster.host_tmpdirs):
@@ -68,6 +74,10 @@ def test_traces_are_there_valid_and_match_the_manifest(finished_run, sim_cluster
         # Each host wrote into its own TMPDIR, and the copy there is gone once verified.
         assert Path(host["scratch_dir"]).is_relative_to(tmpdir)
         assert not Path(host["scratch_dir"]).exists()
+    # Nor does the host keep anything else of the run there: vLLM's own temp files (its
+    # engine's torch FileStore, vllm_dist_<uuid>) went into the actor's process_tmp, removed too.
+    for tmpdir, before in zip(sim_cluster.host_tmpdirs, host_tmp_before):
+        assert set(tmpdir.iterdir()) == before
     latency = json.loads((run_dir / "latency.json").read_text())
     assert set(latency["shapes"]["4x16x8"]) == {"local-sim-w0", "local-sim-w1"}
 
