@@ -172,3 +172,29 @@ def _drawn_texts(ax) -> list:
     legend = ax.get_legend().get_texts() if ax.get_legend() else []
     texts = [ax.title, ax.xaxis.label, ax.yaxis.label, *ticks, *legend, *ax.texts]
     return [t for t in texts if t.get_text().strip()]
+
+
+def test_a_host_adds_only_its_labels_to_the_figure():
+    """The figure's cost with many hosts is its artists: a host adds its two labels and its
+    capture offset's number, a chip its label; boxes, bars and ticks are one artist for all
+    (ax.boxplot made six per host, and a Tick per row five)."""
+    import matplotlib.pyplot as plt
+
+    def artists(hosts: int, chips: int) -> int:
+        manifest = _manifest()
+        manifest["hosts"] = [{**manifest["hosts"][0], "name": f"h{i}"} for i in range(hosts)]
+        devices = [
+            {"host": f"h{i}", "device": f"TPU:{c}", "busy_ms": 5.0, "collective_wait_ms": 1.0, "idle_ms": 2.0}
+            for i in range(hosts)
+            for c in range(chips)
+        ]
+        fig = draw_plot(manifest, devices)
+        try:
+            fig.canvas.draw()
+            return len(fig.findobj())
+        finally:
+            plt.close(fig)
+
+    # _manifest's hosts have two shapes: two offsets (numbers) per host.
+    assert artists(12, 0) - artists(2, 0) == 10 * (2 + 2)
+    assert artists(12, 4) - artists(12, 0) - (artists(2, 4) - artists(2, 0)) == 10 * 4
