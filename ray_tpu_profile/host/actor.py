@@ -10,6 +10,7 @@ import os
 import socket
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from ray_tpu_profile.config import Capture, Workload
@@ -17,7 +18,7 @@ from ray_tpu_profile.core import host_clock
 from ray_tpu_profile.core.records import EngineRole, PhaseTiming
 from ray_tpu_profile.core.schedule import Window
 from ray_tpu_profile.host.clock_echo import ClockEchoHost
-from ray_tpu_profile.host.files import HostFiles, make_scratch
+from ray_tpu_profile.host.files import HostFiles
 from ray_tpu_profile.host.iterations import HostIterations
 from ray_tpu_profile.host.summaries import HostSummaries
 
@@ -30,8 +31,8 @@ class HostActor(ClockEchoHost, HostFiles, HostIterations, HostSummaries):
 
     Args:
         host_name: the host's name in the run (hosts.Host.name): trace files and sessions carry it.
-        run_id: the run's id; output_dir is <scratch_root>/ray-tpu-profile-<run_id>-<host_name>-<random>
-            and process_tmp, beside it, <...>-<host_name>-tmp-<random> (files.make_scratch).
+        run_id: the run's id; output_dir is <scratch_root>/ray-tpu-profile-<run_id>-<host_name>-<random>,
+            made 0700 (mkdtemp): a name no other user can guess or take first, nor read from.
         scratch_root: where the host writes before the gather (default: the system temp dir).
         env: variables this process sets in its own env before anything reads them (those
             read late, when the engine is built: cluster.start_actors).
@@ -41,11 +42,9 @@ class HostActor(ClockEchoHost, HostFiles, HostIterations, HostSummaries):
         os.environ.update(env or {})
         self.host_name = host_name
         # Everything this host hands back lives under output_dir; nothing else is sent.
-        self.output_dir, self.process_tmp = make_scratch(f"ray-tpu-profile-{run_id}-{host_name}-", scratch_root)
-        # This process's temp files leave with its scratch: the actor is killed, not shut
-        # down, and vLLM never removes some of its own (its engine's torch FileStore,
-        # vllm_dist_<uuid>: one per engine per host per run).
-        tempfile.tempdir = str(self.process_tmp)
+        self.output_dir = Path(tempfile.mkdtemp(prefix=f"ray-tpu-profile-{run_id}-{host_name}-", dir=scratch_root))
+        self.engine_store: Path | None = None
+        """The file vLLM's in-process engine rendezvoused through (engine.file_store), removed at cleanup."""
         self.engine = None
         self.backend = None
         self.loads = 0
@@ -96,7 +95,7 @@ class HostActor(ClockEchoHost, HostFiles, HostIterations, HostSummaries):
         Any other host of such an engine loads nothing: its worker belongs to the owner."""
         import ray
 
-        from ray_tpu_profile.host.engine import Engine, parse_engine_args
+        from ray_tpu_profile.host.engine import Engine, file_store, parse_engine_args
         from ray_tpu_profile.profilers import make_backend
         from ray_tpu_profile.sim_platform import tpu_inference_cpu
 
@@ -120,6 +119,7 @@ class HostActor(ClockEchoHost, HostFiles, HostIterations, HostSummaries):
         self.engine = Engine.build(engine_args, workload)
         if not self.role.spans_hosts:
             self.backend.attach(self.engine.llm)
+            self.engine_store = file_store(self.engine.llm)
         return PhaseTiming(started_at_s=started, finished_at_s=time.time())
 
     def engine_workers(self) -> list[dict[str, Any]] | None:
@@ -150,6 +150,14 @@ class HostActor(ClockEchoHost, HostFiles, HostIterations, HostSummaries):
         import psutil
 
         return psutil.pid_exists(self.worker["pid"])
+
+    def cleanup(self) -> None:
+        """The scratch directory (HostFiles.cleanup), and the engine's store file: vLLM
+        never removes it, and the actor is killed, not shut down, so it would stay in the
+        host's temp dir after every run."""
+        super().cleanup()
+        if self.engine_store is not None:
+            self.engine_store.unlink(missing_ok=True)
 
     def collect_traces(self) -> list[str]:
         """An engine across hosts, after a capture: this host's ranks' trace files, moved

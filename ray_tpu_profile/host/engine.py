@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray_tpu_profile.config import Workload
@@ -176,3 +177,13 @@ class Engine:
                 )
             )
         return latency
+
+
+def file_store(llm: Any) -> Path | None:
+    """The file of the torch FileStore that vLLM's in-process executor made its process group
+    with (file://<temp dir>/vllm_dist_<uuid>, made anew for every engine, never removed by
+    vLLM), as its worker was given it; None for a TCP rendezvous."""
+    from ray_tpu_profile.host.engine_workers import distributed_init_method
+
+    (method,) = set(llm.collective_rpc(distributed_init_method))
+    return Path(method.removeprefix("file://")) if method.startswith("file://") else None

@@ -1,6 +1,7 @@
-"""Code that runs inside the worker processes of an engine that spans hosts, sent there
-by the engine's owner with vLLM's LLM.collective_rpc (whose callable gets the worker as its
-first argument). Each returns plain data about its worker, in rank order."""
+"""Code that runs inside an engine's workers (the worker processes of an engine that spans
+hosts; the in-process worker of one within a host), sent there by the engine's owner with
+vLLM's LLM.collective_rpc (whose callable gets the worker as its first argument). Each
+returns plain data about its worker, in rank order."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ def identify(worker: Any) -> dict[str, Any]:
     import ray
 
     return {"rank": int(worker.rank), "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+
+
+def distributed_init_method(worker: Any) -> str:
+    """How this worker's process group was made (tcp://... or file://...)."""
+    return str(worker.distributed_init_method)
 
 
 def open_capture_socket(worker: Any, profiler: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +12,12 @@ from ray_tpu_profile.core.files import Digest, sha256_file
 from ray_tpu_profile.core.records import FileEntry
 
 
-def make_scratch(prefix: str, scratch_root: str | None) -> tuple[Path, Path]:
-    """A host's output directory and its process's own temp directory, side by side under
-    scratch_root (default: the system temp dir). Both are made 0700 (mkdtemp): names no
-    other user can guess or take first, nor read from."""
-    root = scratch_root or tempfile.gettempdir()
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=root)), Path(tempfile.mkdtemp(prefix=f"{prefix}tmp-", dir=root))
-
-
 class HostFiles:
-    """Mixed into the host actor (host.HostActor), which sets host_name and output_dir,
-    and process_tmp where its process's temp files go. Nothing outside output_dir is ever sent."""
+    """Mixed into the host actor (host.HostActor), which sets host_name and output_dir.
+    Nothing outside output_dir is ever sent."""
 
     host_name: str
     output_dir: Path
-    process_tmp: Path | None = None
 
     def list_files(self) -> list[FileEntry]:
         """Every regular file under output_dir with size and sha256."""
@@ -126,9 +116,6 @@ class HostFiles:
         return path
 
     def cleanup(self) -> None:
-        """Drop the host-side copy once the driver has verified the gathered one, and the
-        process's temp files (the host's scratch directories are its own, made for this run:
-        nothing else is in them)."""
+        """Drop the host-side copy once the driver has verified the gathered one (the
+        host's scratch directory is its own, made for this run: nothing else is in it)."""
         shutil.rmtree(self.output_dir)
-        if self.process_tmp is not None:
-            shutil.rmtree(self.process_tmp)

@@ -74,10 +74,12 @@ def test_traces_are_there_valid_and_match_the_manifest(host_tmp_before, finished
         # Each host wrote into its own TMPDIR, and the copy there is gone once verified.
         assert Path(host["scratch_dir"]).is_relative_to(tmpdir)
         assert not Path(host["scratch_dir"]).exists()
-    # Nor does the host keep anything else of the run there: vLLM's own temp files (its
-    # engine's torch FileStore, vllm_dist_<uuid>) went into the actor's process_tmp, removed too.
+    # Nor does the host keep anything else of the run there: vLLM's engine left its torch
+    # FileStore (vllm_dist_<uuid>) in every host's temp dir. torch's compile cache
+    # (torchinductor_<user>) is made there once, and is meant to stay.
     for tmpdir, before in zip(sim_cluster.host_tmpdirs, host_tmp_before):
-        assert set(tmpdir.iterdir()) == before
+        left = {p.name for p in set(tmpdir.iterdir()) - before if not p.name.startswith("torchinductor_")}
+        assert left == set()
     latency = json.loads((run_dir / "latency.json").read_text())
     assert set(latency["shapes"]["4x16x8"]) == {"local-sim-w0", "local-sim-w1"}
 
