@@ -216,24 +216,30 @@ def _row_labels(ax, labels: list[str], fontsize: float) -> None:
     """A label left of each row, as plain texts and no ticks: a matplotlib Tick per row (its
     two marks, grid line and two labels, made and drawn) was most of the cost of a figure
     with a row per host or chip; a text each is what is left."""
-    from matplotlib.transforms import ScaledTranslation
-
-    ax.set_yticks([])
-    shift = ScaledTranslation(-TICK_LABEL_PAD_PT / 72, 0, ax.figure.dpi_scale_trans)
-    transform = ax.get_yaxis_transform() + shift  # x: the axes' left edge; y: the row
-    for row, label in enumerate(labels):
-        ax.text(0, row, label, transform=transform, ha="right", va="center", fontsize=fontsize)
+    _axis_labels(ax, "y", labels, fontsize)
 
 
 def _column_labels(ax, labels: list[str], rotation: float, fontsize: float) -> None:
     """A label under each column, as _row_labels does rows."""
+    _axis_labels(ax, "x", labels, fontsize, rotation)
+
+
+def _axis_labels(ax, axis: str, labels: list[str], fontsize: float, rotation: float = 0.0) -> None:
+    """Each label TICK_LABEL_PAD_PT beyond the axes' left edge (axis "y") or bottom edge ("x")."""
     from matplotlib.transforms import ScaledTranslation
 
-    ax.set_xticks([])
-    shift = ScaledTranslation(0, -TICK_LABEL_PAD_PT / 72, ax.figure.dpi_scale_trans)
-    transform = ax.get_xaxis_transform() + shift
-    for column, label in enumerate(labels):
-        ax.text(column, 0, label, transform=transform, ha="center", va="top", rotation=rotation, fontsize=fontsize)
+    pad_in = TICK_LABEL_PAD_PT / 72
+    if axis == "y":
+        ax.set_yticks([])
+        transform = ax.get_yaxis_transform() + ScaledTranslation(-pad_in, 0, ax.figure.dpi_scale_trans)
+        align = {"ha": "right", "va": "center"}
+    else:
+        ax.set_xticks([])
+        transform = ax.get_xaxis_transform() + ScaledTranslation(0, -pad_in, ax.figure.dpi_scale_trans)
+        align = {"ha": "center", "va": "top"}
+    for at, label in enumerate(labels):
+        x, y = (0, at) if axis == "y" else (at, 0)
+        ax.text(x, y, label, transform=transform, rotation=rotation, fontsize=fontsize, **align)
 
 
 def _bars(
