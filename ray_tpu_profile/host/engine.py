@@ -180,10 +180,10 @@ class Engine:
 
 
 def file_store(llm: Any) -> Path | None:
-    """The file of the torch FileStore that vLLM's in-process executor made its process group
-    with (file://<temp dir>/vllm_dist_<uuid>, made anew for every engine, never removed by
-    vLLM), as its worker was given it; None for a TCP rendezvous."""
-    from ray_tpu_profile.host.engine_workers import distributed_init_method
+    """The file of the torch FileStore that an in-process engine's worker made its process
+    group with (vLLM's <temp dir>/vllm_dist_<uuid>, or tpu-inference's own mkstemp file),
+    made anew for every engine and never removed by either; None for a TCP store."""
+    from ray_tpu_profile.host.engine_workers import process_group_file
 
-    (method,) = set(llm.collective_rpc(distributed_init_method))
-    return Path(method.removeprefix("file://")) if method.startswith("file://") else None
+    (path,) = set(llm.collective_rpc(process_group_file))
+    return None if path is None else Path(path)

@@ -19,9 +19,19 @@ def identify(worker: Any) -> dict[str, Any]:
     return {"rank": int(worker.rank), "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
 
-def distributed_init_method(worker: Any) -> str:
-    """How this worker's process group was made (tcp://... or file://...)."""
-    return str(worker.distributed_init_method)
+def process_group_file(worker: Any) -> str | None:
+    """The file of the torch FileStore this worker's default process group rendezvoused
+    through, or None (a TCP store). Read from the store itself, not from the init method
+    vLLM passed: tpu-inference's TPUWorker ignores that one and makes its own file
+    (tempfile.mkstemp) for a gloo group."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return None
+    store = dist.distributed_c10d._get_default_store()
+    while isinstance(store, dist.PrefixStore):  # init_process_group wraps the store it made
+        store = store.underlying_store
+    return str(store.path) if isinstance(store, dist.FileStore) else None
 
 
 def open_capture_socket(worker: Any, profiler: str) -> dict[str, Any]:
