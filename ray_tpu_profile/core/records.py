@@ -169,7 +169,8 @@ class HostRecord:
     """Where the host wrote its files before the gather (removed once they and the
     summary are gathered: stages.clean_up)."""
     scratch_kept: str | None = None
-    """Why scratch_dir is still on the host: its removal failed (its actor died, say)."""
+    """Why scratch_dir is still on the host: its removal failed (its actor died, say), or it
+    holds files of a host the run did not gather."""
     load: PhaseTiming | None = None
     files: list[dict[str, Any]] = field(default_factory=list)
     """Gathered files: path relative to the run directory, bytes, sha256."""

@@ -308,9 +308,19 @@ def find_workers(run: RunState, hosts: Barrier) -> None:
         else:
             record.worker = WorkerIdentity.from_json(worker)
     workers = {r.host.name: r.worker.to_json() for r in hosts.healthy() if r.worker}
+    # Each host removes, at its clean-up, the process-group files of its engine's workers
+    # on its node (tpu-inference's TPUWorker makes one and never removes it).
+    store_files = {
+        r.host.name: sorted(
+            w["process_group_file"]
+            for w in engine_workers[r.host.name]
+            if w["node_id"] == r.host.node_id and w.get("process_group_file")
+        )
+        for r in hosts.healthy()
+    }
     hosts.run(
         Stage.WORKERS,
-        lambda h: h.trace_worker(workers[h.name]),
+        lambda h: h.trace_worker(workers[h.name], store_files[h.name]),
         lambda r, waited_s: f"tracing rank {r.worker.rank}, pid {r.worker.pid}",
     )
 
@@ -527,18 +537,29 @@ def clean_up(hosts: Barrier, gathered: list[HostRecord]) -> None:
     """Each gathered host's scratch removed, all at once; also after a stop or an error
     (the pipeline calls it on the way out), so it does not watch for the stop. A host whose
     scratch stays (its actor died) is not failed: its files are in the run directory, and
-    the manifest says so."""
+    the manifest says so. A host not gathered (failed, or the run stopped first) has its
+    scratch removed only if it holds no file: what it holds is nowhere else."""
     timeout_s = min(hosts.timeout_s, CLEAN_UP_TIMEOUT_S)
+    was_gathered = {id(r) for r in gathered}
 
     def one(record: HostRecord) -> None:
+        handle = hosts.handles.get(record.host.name)
+        if handle is None or record.scratch_dir is None:
+            return  # never placed, or never said where its scratch is
         try:
-            hosts.handles[record.host.name].cleanup().result(timeout=timeout_s)
+            if id(record) in was_gathered:
+                handle.cleanup().result(timeout=timeout_s)
+                return
+            kept = handle.cleanup_if_empty().result(timeout=timeout_s)
+            if not kept:
+                return
+            record.scratch_kept = f"it holds {len(kept)} file(s) the run did not gather"
         except Exception as e:  # said, and kept in the manifest; nothing of the run is lost
             record.scratch_kept = describe_error(e)
-            hosts.progress.note(f"{record.host.name}: its scratch {record.scratch_dir} stays: {record.scratch_kept}")
+        hosts.progress.note(f"{record.host.name}: its scratch {record.scratch_dir} stays: {record.scratch_kept}")
 
-    with ThreadPoolExecutor(max_workers=gather_workers(len(gathered))) as pool:
-        list(pool.map(one, gathered))
+    with ThreadPoolExecutor(max_workers=gather_workers(len(hosts.records))) as pool:
+        list(pool.map(one, hosts.records))
 
 
 def gather_workers(hosts: int) -> int:

@@ -43,8 +43,9 @@ class HostActor(ClockEchoHost, HostFiles, HostIterations, HostSummaries):
         self.host_name = host_name
         # Everything this host hands back lives under output_dir; nothing else is sent.
         self.output_dir = Path(tempfile.mkdtemp(prefix=f"ray-tpu-profile-{run_id}-{host_name}-", dir=scratch_root))
-        self.engine_store: Path | None = None
-        """The file vLLM's in-process engine rendezvoused through (engine.file_store), removed at cleanup."""
+        self.engine_stores: list[Path] = []
+        """The files this host's engine workers rendezvoused through (engine.file_store for
+        an in-process engine; engine_workers.identify for one across hosts), removed at cleanup."""
         self.engine = None
         self.backend = None
         self.loads = 0
@@ -118,8 +119,9 @@ class HostActor(ClockEchoHost, HostFiles, HostIterations, HostSummaries):
         self.backend.configure(engine_args, self.role.engine if self.role.spans_hosts else None)
         self.engine = Engine.build(engine_args, workload)
         if not self.role.spans_hosts:
+            # Asked first: a host whose attach fails still has its engine's file removed.
+            self.engine_stores = [store] if (store := file_store(self.engine.llm)) else []
             self.backend.attach(self.engine.llm)
-            self.engine_store = file_store(self.engine.llm)
         return PhaseTiming(started_at_s=started, finished_at_s=time.time())
 
     def engine_workers(self) -> list[dict[str, Any]] | None:
@@ -138,10 +140,12 @@ class HostActor(ClockEchoHost, HostFiles, HostIterations, HostSummaries):
         trace_dir = getattr(self.backend, "engine_dir", None)
         return [{**w, "trace_dir": str(trace_dir(self.role.engine).resolve())} if trace_dir else w for w in workers]
 
-    def trace_worker(self, worker: dict[str, Any]) -> float:
+    def trace_worker(self, worker: dict[str, Any], process_group_files: list[str] | None = None) -> float:
         """This host traces that worker of its engine (on this host); returns how long its
-        capture socket took to answer (0 for torch)."""
+        capture socket took to answer (0 for torch). process_group_files: those of its
+        engine's workers on this host, removed at cleanup."""
         self.worker = worker
+        self.engine_stores = [Path(f) for f in process_group_files or []]
         self.backend.trace_worker(worker)
         return getattr(self.backend, "server_wait_s", 0.0)
 
@@ -152,12 +156,21 @@ class HostActor(ClockEchoHost, HostFiles, HostIterations, HostSummaries):
         return psutil.pid_exists(self.worker["pid"])
 
     def cleanup(self) -> None:
-        """The scratch directory (HostFiles.cleanup), and the engine's store file: vLLM
-        never removes it, and the actor is killed, not shut down, so it would stay in the
-        host's temp dir after every run."""
+        """The scratch directory (HostFiles.cleanup), and the process-group files of this
+        host's engine workers: neither vLLM nor tpu-inference removes them, and the actor
+        is killed, not shut down, so they would stay in the host's temp dir after every run."""
         super().cleanup()
-        if self.engine_store is not None:
-            self.engine_store.unlink(missing_ok=True)
+        self._remove_engine_stores()
+
+    def cleanup_if_empty(self) -> list[str]:
+        """A failed host's: its scratch as HostFiles.cleanup_if_empty, and its engine
+        workers' process-group files (they hold nothing of the run)."""
+        self._remove_engine_stores()
+        return super().cleanup_if_empty()
+
+    def _remove_engine_stores(self) -> None:
+        for path in self.engine_stores:
+            path.unlink(missing_ok=True)
 
     def collect_traces(self) -> list[str]:
         """An engine across hosts, after a capture: this host's ranks' trace files, moved

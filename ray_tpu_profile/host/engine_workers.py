@@ -13,10 +13,16 @@ _LISTENERS: list[Any] = []
 
 
 def identify(worker: Any) -> dict[str, Any]:
-    """Where this worker runs: rank, pid, Ray node."""
+    """Where this worker runs: rank, pid, Ray node, and its process group's file
+    (process_group_file: its host's actor removes it, as no one else does)."""
     import ray
 
-    return {"rank": int(worker.rank), "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+    return {
+        "rank": int(worker.rank),
+        "pid": os.getpid(),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "process_group_file": process_group_file(worker),
+    }
 
 
 def process_group_file(worker: Any) -> str | None:

@@ -119,3 +119,12 @@ class HostFiles:
         """Drop the host-side copy once the driver has verified the gathered one (the
         host's scratch directory is its own, made for this run: nothing else is in it)."""
         shutil.rmtree(self.output_dir)
+
+    def cleanup_if_empty(self) -> list[str]:
+        """A host that failed before its files were gathered: its scratch directory is
+        removed only if it holds no file (it failed before it captured anything), so
+        nothing of the run is lost. Returns the files that keep it, relative to it."""
+        kept = sorted(str(p.relative_to(self.output_dir)) for p in self.output_dir.rglob("*") if not p.is_dir())
+        if not kept and self.output_dir.exists():
+            shutil.rmtree(self.output_dir)
+        return kept

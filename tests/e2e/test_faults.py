@@ -141,6 +141,7 @@ def test_a_profiler_port_held_by_another_hosts_process_fails_that_host_and_the_r
     from support.cli import free_port
 
     port = free_port()
+    temp_before = [set(d.iterdir()) for d in sim_cluster.host_tmpdirs]
     proc = start_run(
         sim_cluster,
         tmp_path,
@@ -169,6 +170,11 @@ def test_a_profiler_port_held_by_another_hosts_process_fails_that_host_and_the_r
     assert healthy["capture"]["events"] > 0  # its xplane was read back with xprof
     assert [f["path"] for f in healthy["files"] if f["path"].endswith(".xplane.pb")] == [healthy["capture"]["xplane"]]
     assert not any(f["path"].endswith(".xplane.pb") for f in victim["files"])
+    # The failed host captured nothing: its scratch and its engine's process-group file
+    # are gone with the healthy host's (torch's compile cache is made once and stays).
+    assert victim["scratch_kept"] is None and not Path(victim["scratch_dir"]).exists()
+    for tmpdir, before in zip(sim_cluster.host_tmpdirs, temp_before):
+        assert {p.name for p in set(tmpdir.iterdir()) - before if not p.name.startswith("torchinductor_")} == set()
 
 
 def test_a_host_killed_summarising_keeps_its_traces_and_the_reports_read_them(sim_cluster, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,9 +50,34 @@ def tiny_run(tpu_python: str, out: Path, tensor_parallel_size: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tp2_run(tpu_python, tmp_path_factory) -> Path:
-    """TP 2 over each host's 2 fake devices, one engine per host; one run for the checks below."""
-    return tiny_run(tpu_python, tmp_path_factory.mktemp("tpu-tp2"), tensor_parallel_size=2)
+def tp2_run_and_temp_left(tpu_python, tmp_path_factory) -> tuple[Path, set[str]]:
+    """TP 2 over each host's 2 fake devices, one engine per host; one run for the checks
+    below, and the files it left in the temp dir its hosts share (this machine's)."""
+    before = set(TEMP_DIR.iterdir())
+    run_dir = tiny_run(tpu_python, tmp_path_factory.mktemp("tpu-tp2"), tensor_parallel_size=2)
+    return run_dir, store_files_since(before)
+
+
+TEMP_DIR = Path(tempfile.gettempdir())
+"""The temp dir of every simulated host of the embedded default (this machine's)."""
+
+
+def store_files_since(before: set[Path]) -> set[str]:
+    """Files made in TEMP_DIR since before that a torch FileStore is made in: mkstemp's
+    tmp* (tpu-inference's TPUWorker, for its gloo group) and vLLM's vllm_dist_*."""
+    return {p.name for p in set(TEMP_DIR.iterdir()) - before if p.name.startswith(("tmp", "vllm_dist_"))}
+
+
+@pytest.fixture(scope="module")
+def tp2_run(tp2_run_and_temp_left) -> Path:
+    return tp2_run_and_temp_left[0]
+
+
+def test_no_host_leaves_its_engines_process_group_file(tp2_run_and_temp_left):
+    # tpu-inference's TPUWorker makes its gloo group's FileStore in a mkstemp file of its
+    # own and never removes it: one stayed per host per run until the actor removed it.
+    _, left = tp2_run_and_temp_left
+    assert left == set()
 
 
 def manifest_of(run_dir: Path) -> dict:
@@ -114,7 +140,9 @@ def test_one_engine_across_two_hosts_traces_each_hosts_worker_and_matches_its_al
     host with all its chips), the workers joined into one JAX cluster over gloo; each host
     traces its own worker at the one instant, and the report matches every all-reduce
     across the 4 devices of both hosts."""
+    temp_before = set(TEMP_DIR.iterdir())
     run_dir = tiny_run(tpu_python, tmp_path, tensor_parallel_size=4)
+    assert store_files_since(temp_before) == set()  # each worker's, removed by its host's actor
     manifest = manifest_of(run_dir)
     assert manifest["status"] == "ok", manifest["error"]
     ((engine),) = manifest["engines"]

@@ -299,7 +299,8 @@ def test_hosts_still_pending_when_a_run_stops_fail_at_its_stage(tmp_path):
 
 def test_clean_up_removes_every_gathered_hosts_scratch_also_after_a_stop(tmp_path, pool):
     """The pipeline calls it on the way out of a stopped run: it does not watch for the
-    stop. A host whose removal fails or hangs keeps its scratch and is not failed."""
+    stop. A host whose removal fails or hangs keeps its scratch and is not failed. A host
+    not gathered keeps its scratch only where it holds files (the host says which)."""
     from ray_tpu_profile.errors import RunStopped
 
     def died():
@@ -308,21 +309,32 @@ def test_clean_up_removes_every_gathered_hosts_scratch_also_after_a_stop(tmp_pat
     def stopped():
         raise RunStopped("SIGINT")
 
-    run = run_state(tmp_path, names=("h0", "h1", "h2", "h3"))
+    run = run_state(tmp_path, names=("h0", "h1", "h2", "h3", "h4", "h5"))
     fakes = {"h0": FakeHost(pool), "h1": FakeHost(pool, cleanup=died), "h2": FakeHost(pool, cleanup=HANG)}
-    fakes["h3"] = FakeHost(pool)  # not gathered: its gather never finished
+    # Not gathered: h3 captured before it failed, h4 failed at load, h5 never said where its scratch is.
+    fakes["h3"] = FakeHost(pool, cleanup_if_empty=lambda: ["plugins/profile/s/h3.xplane.pb"])
+    fakes["h4"] = FakeHost(pool, cleanup_if_empty=lambda: [])
+    fakes["h5"] = FakeHost(pool)
     hosts = Barrier(run.records, named(fakes), Said(), 0.3, check_stop=stopped)
     gathered = run.records[:3]
+    for record in run.records[:5]:
+        record.scratch_dir = f"/scratch/{record.host.name}"
     for record in gathered:
-        record.status, record.scratch_dir = "ok", f"/scratch/{record.host.name}"
+        record.status = "ok"
+    run.records[3].fail("capture", "died")
+    run.records[4].fail("load", "no such model")
     stages.clean_up(hosts, gathered)
-    assert [m for m, _ in fakes["h0"].calls] == ["cleanup"] and fakes["h3"].calls == []
-    h0, h1, h2, _ = run.records
-    assert h0.scratch_kept is None
+    assert [m for m, _ in fakes["h0"].calls] == ["cleanup"]
+    assert [m for m, _ in fakes["h3"].calls] == [m for m, _ in fakes["h4"].calls] == ["cleanup_if_empty"]
+    assert fakes["h5"].calls == []
+    h0, h1, h2, h3, h4, h5 = run.records
+    assert h0.scratch_kept is None and h4.scratch_kept is None and h5.scratch_kept is None
     assert h1.scratch_kept == "RuntimeError: actor died" and h2.scratch_kept.startswith("TimeoutError")
-    assert all(r.healthy and r.error is None for r in run.records)
+    assert h3.scratch_kept == "it holds 1 file(s) the run did not gather"
+    assert all(r.healthy and r.error is None for r in run.records[:3])
+    assert (h3.stage, h3.error, h4.stage, h4.error) == ("capture", "died", "load", "no such model")  # as they were
     said = [line for line in hosts.progress.lines if line[0] == "note"]
-    assert sorted(line[1].split(":")[0] for line in said) == ["h1", "h2"]  # said, from threads in any order
+    assert sorted(line[1].split(":")[0] for line in said) == ["h1", "h2", "h3"]  # said, from threads in any order
     assert "its scratch /scratch/h1 stays: RuntimeError: actor died" in [line[1][4:] for line in said]
     fakes["h2"].kill()
 
@@ -345,7 +357,13 @@ def test_each_host_of_an_engine_traces_its_own_worker(tmp_path, pool):
     def workers_of(first: str, second: str, swap: bool = False):
         nodes = [f"node-{first}", f"node-{second}"][:: -1 if swap else 1]
         return lambda: [
-            {"rank": i, "pid": 100 + i, "node_id": nodes[i], "socket": f"/tmp/ray-tpu-profile-capture-{i}/capture.sock"}
+            {
+                "rank": i,
+                "pid": 100 + i,
+                "node_id": nodes[i],
+                "socket": f"/tmp/ray-tpu-profile-capture-{i}/capture.sock",
+                "process_group_file": f"/tmp/tmp-{nodes[i]}",
+            }
             for i in range(2)
         ]
 
@@ -356,12 +374,15 @@ def test_each_host_of_an_engine_traces_its_own_worker(tmp_path, pool):
         "h3": FakeHost(pool, engine_workers=lambda: None),
     }
     for f in fakes.values():
-        f.behaviours["trace_worker"] = lambda worker: 0.01
+        f.behaviours["trace_worker"] = lambda worker, process_group_files: 0.01
     hosts = barrier_over(run, fakes)
     stages.find_workers(run, hosts)
     h0, h1, h2, h3 = run.records
     assert [args for m, args in fakes["h1"].calls if m == "trace_worker"] == [
-        ({"rank": 1, "pid": 101, "node_id": "node-h1", "socket": "/tmp/ray-tpu-profile-capture-1/capture.sock"},)
+        (
+            {"rank": 1, "pid": 101, "node_id": "node-h1", "socket": "/tmp/ray-tpu-profile-capture-1/capture.sock"},
+            ["/tmp/tmp-node-h1"],  # the process-group files of its node's workers, its to remove
+        )
     ]
     assert h0.worker.pid == 100 and h1.worker.rank == 1 and h0.healthy and h1.healthy
     # engine1's ranks run on each other's hosts: both its hosts fail, engine0 is untouched

@@ -1,0 +1,26 @@
+"""A host's scratch directory as its actor removes it (host.files.HostFiles; plain Python,
+the actor only adds the process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ray_tpu_profile.host.files import HostFiles
+
+
+class Host(HostFiles):
+    def __init__(self, output_dir: Path):
+        self.host_name, self.output_dir = "h0", output_dir
+
+
+def test_a_failed_hosts_scratch_goes_only_when_it_holds_no_file(tmp_path):
+    empty = tmp_path / "failed-at-load"
+    (empty / "plugins" / "profile").mkdir(parents=True)  # directories, no file: nothing captured
+    assert Host(empty).cleanup_if_empty() == []
+    assert not empty.exists()
+
+    captured = tmp_path / "failed-after-capture"
+    (captured / "plugins" / "profile").mkdir(parents=True)
+    (captured / "plugins" / "profile" / "h0.xplane.pb").write_bytes(b"trace")
+    assert Host(captured).cleanup_if_empty() == ["plugins/profile/h0.xplane.pb"]
+    assert (captured / "plugins" / "profile" / "h0.xplane.pb").read_bytes() == b"trace"  # nowhere else: kept
