@@ -308,19 +308,14 @@ def find_workers(run: RunState, hosts: Barrier) -> None:
         else:
             record.worker = WorkerIdentity.from_json(worker)
     workers = {r.host.name: r.worker.to_json() for r in hosts.healthy() if r.worker}
-    # Each host removes, at its clean-up, the process-group files of its engine's workers
-    # on its node (tpu-inference's TPUWorker makes one and never removes it).
-    store_files = {
-        r.host.name: sorted(
-            w["process_group_file"]
-            for w in engine_workers[r.host.name]
-            if w["node_id"] == r.host.node_id and w.get("process_group_file")
-        )
-        for r in hosts.healthy()
+    # Each host is told its engine's workers on its node: at its clean-up it removes what
+    # they leave when killed (HostActor.worker_leftovers).
+    node_workers = {
+        r.host.name: [w for w in engine_workers[r.host.name] if w["node_id"] == r.host.node_id] for r in hosts.healthy()
     }
     hosts.run(
         Stage.WORKERS,
-        lambda h: h.trace_worker(workers[h.name], store_files[h.name]),
+        lambda h: h.trace_worker(workers[h.name], node_workers[h.name]),
         lambda r, waited_s: f"tracing rank {r.worker.rank}, pid {r.worker.pid}",
     )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -43,9 +44,11 @@ class HostActor(ClockEchoHost, HostFiles, HostIterations, HostSummaries):
         self.host_name = host_name
         # Everything this host hands back lives under output_dir; nothing else is sent.
         self.output_dir = Path(tempfile.mkdtemp(prefix=f"ray-tpu-profile-{run_id}-{host_name}-", dir=scratch_root))
-        self.engine_stores: list[Path] = []
-        """The files this host's engine workers rendezvoused through (engine.file_store for
-        an in-process engine; engine_workers.identify for one across hosts), removed at cleanup."""
+        self.worker_leftovers: list[Path] = []
+        """What this host's engine workers make and never remove, removed at cleanup: the
+        file each rendezvoused through (engine.file_store for an in-process engine;
+        engine_workers.identify for one across hosts) and, across hosts, the directory of
+        each one's capture socket (its workers are killed, not closed)."""
         self.engine = None
         self.backend = None
         self.loads = 0
@@ -120,7 +123,7 @@ class HostActor(ClockEchoHost, HostFiles, HostIterations, HostSummaries):
         self.engine = Engine.build(engine_args, workload)
         if not self.role.spans_hosts:
             # Asked first: a host whose attach fails still has its engine's file removed.
-            self.engine_stores = [store] if (store := file_store(self.engine.llm)) else []
+            self.worker_leftovers = [store] if (store := file_store(self.engine.llm)) else []
             self.backend.attach(self.engine.llm)
         return PhaseTiming(started_at_s=started, finished_at_s=time.time())
 
@@ -140,12 +143,12 @@ class HostActor(ClockEchoHost, HostFiles, HostIterations, HostSummaries):
         trace_dir = getattr(self.backend, "engine_dir", None)
         return [{**w, "trace_dir": str(trace_dir(self.role.engine).resolve())} if trace_dir else w for w in workers]
 
-    def trace_worker(self, worker: dict[str, Any], process_group_files: list[str] | None = None) -> float:
+    def trace_worker(self, worker: dict[str, Any], node_workers: list[dict[str, Any]] | None = None) -> float:
         """This host traces that worker of its engine (on this host); returns how long its
-        capture socket took to answer (0 for torch). process_group_files: those of its
-        engine's workers on this host, removed at cleanup."""
+        capture socket took to answer (0 for torch). node_workers: its engine's workers on
+        this host (engine_workers' reports), whose leftovers it removes at cleanup."""
         self.worker = worker
-        self.engine_stores = [Path(f) for f in process_group_files or []]
+        self.worker_leftovers = worker_leftovers(node_workers or [])
         self.backend.trace_worker(worker)
         return getattr(self.backend, "server_wait_s", 0.0)
 
@@ -160,17 +163,20 @@ class HostActor(ClockEchoHost, HostFiles, HostIterations, HostSummaries):
         host's engine workers: neither vLLM nor tpu-inference removes them, and the actor
         is killed, not shut down, so they would stay in the host's temp dir after every run."""
         super().cleanup()
-        self._remove_engine_stores()
+        self._remove_worker_leftovers()
 
     def cleanup_if_empty(self) -> list[str]:
         """A failed host's: its scratch as HostFiles.cleanup_if_empty, and its engine
         workers' process-group files (they hold nothing of the run)."""
-        self._remove_engine_stores()
+        self._remove_worker_leftovers()
         return super().cleanup_if_empty()
 
-    def _remove_engine_stores(self) -> None:
-        for path in self.engine_stores:
-            path.unlink(missing_ok=True)
+    def _remove_worker_leftovers(self) -> None:
+        for path in self.worker_leftovers:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
     def collect_traces(self) -> list[str]:
         """An engine across hosts, after a capture: this host's ranks' trace files, moved
@@ -227,3 +233,14 @@ class HostActor(ClockEchoHost, HostFiles, HostIterations, HostSummaries):
         from ray_tpu_profile.sim_platform import tpu_inference_cpu
 
         return tpu_inference_cpu.stand_ins_here()
+
+
+def worker_leftovers(workers: list[dict[str, Any]]) -> list[Path]:
+    """What engine workers made and leave behind when killed, from what they reported
+    (engine_workers.identify, open_capture_socket): each one's process-group file and its
+    capture socket's directory."""
+    from ray_tpu_profile.profilers.capture_socket import listener_directory
+
+    paths = [Path(w["process_group_file"]) for w in workers if w.get("process_group_file")]
+    directories = (listener_directory(w["socket"]) for w in workers if w.get("socket"))
+    return paths + [d for d in directories if d is not None]

@@ -209,6 +209,15 @@ class CaptureListener:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def listener_directory(path: str) -> Path | None:
+    """The private directory a CaptureListener made for the socket at path, or None where
+    path is not a listener's socket: what a host removes for a process that is killed,
+    not closed (an engine's workers)."""
+    socket_path = Path(path)
+    directory = socket_path.parent
+    return directory if socket_path.name == SOCKET_NAME and directory.name.startswith(SOCKET_DIR_PREFIX) else None
+
+
 def socket_problem(path: str) -> str | None:
     """Whether path may be asked for a capture by this user: an absolute path to a socket
     named SOCKET_NAME that is this user's, in a directory that is this user's and 0700."""

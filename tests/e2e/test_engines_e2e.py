@@ -12,6 +12,7 @@ import signal
 
 import pytest
 
+from ray_tpu_profile.profilers.capture_socket import SOCKET_DIR_PREFIX
 from support.cli import load_manifest, load_report, run_cli, start_cli, wait_for_stage
 from support.cluster import STATE_API, module_cluster, wait_until_released
 from support.scheduling import expected_start_wake_up
@@ -67,6 +68,7 @@ def engine_run(cluster, out, *flags: str):
 def test_one_engine_across_two_hosts_decode_traced_on_both_at_one_instant(one_chip_hosts, tmp_path):
     from ray_tpu_profile.analysis.xplane import event_names, read_xplane
 
+    temp_before = [set(d.iterdir()) for d in one_chip_hosts.host_tmpdirs]
     # --phase decode, the users' headline job: the window is placed from the owner's traced
     # warmup iteration and every host's trace is checked to lie inside its decode.
     run_dir = engine_run(
@@ -109,6 +111,12 @@ def test_one_engine_across_two_hosts_decode_traced_on_both_at_one_instant(one_ch
         "local-sim-w1 (engine0, rank 1)",
     ]
     assert not vllm_workers_alive() and wait_until_released() == ([], [])
+    # The capture socket the tool opened in each worker (a worker is killed, never closed)
+    # is removed by its host's actor: none is left in any host's temp dir. (vLLM's own zmq
+    # sockets, <uuid> in the owner's, stay: its processes are killed too.)
+    for tmpdir, before in zip(one_chip_hosts.host_tmpdirs, temp_before):
+        left = sorted(p.name for p in set(tmpdir.iterdir()) - before)
+        assert not [name for name in left if name.startswith(SOCKET_DIR_PREFIX)], left
 
 
 def test_two_engines_traced_by_torch_and_a_worker_killed_in_warmup_fails_only_its_engine(one_chip_hosts, tmp_path):

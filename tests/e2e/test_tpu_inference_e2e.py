@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ray_tpu_profile.profilers.capture_socket import SOCKET_DIR_PREFIX
 from support.cli import REPO, TINY_WORKLOAD, cli_env, validated
 
 
@@ -55,17 +56,19 @@ def tp2_run_and_temp_left(tpu_python, tmp_path_factory) -> tuple[Path, set[str]]
     below, and the files it left in the temp dir its hosts share (this machine's)."""
     before = set(TEMP_DIR.iterdir())
     run_dir = tiny_run(tpu_python, tmp_path_factory.mktemp("tpu-tp2"), tensor_parallel_size=2)
-    return run_dir, store_files_since(before)
+    return run_dir, left_since(before)
 
 
 TEMP_DIR = Path(tempfile.gettempdir())
 """The temp dir of every simulated host of the embedded default (this machine's)."""
 
 
-def store_files_since(before: set[Path]) -> set[str]:
-    """Files made in TEMP_DIR since before that a torch FileStore is made in: mkstemp's
-    tmp* (tpu-inference's TPUWorker, for its gloo group) and vLLM's vllm_dist_*."""
-    return {p.name for p in set(TEMP_DIR.iterdir()) - before if p.name.startswith(("tmp", "vllm_dist_"))}
+def left_since(before: set[Path]) -> set[str]:
+    """What the tool's run left in TEMP_DIR since before: a torch FileStore's file
+    (mkstemp's tmp*, from tpu-inference's TPUWorker for its gloo group, or vLLM's
+    vllm_dist_*), or a capture socket's directory the tool opened in an engine's worker."""
+    made = set(TEMP_DIR.iterdir()) - before
+    return {p.name for p in made if p.name.startswith(("tmp", "vllm_dist_", SOCKET_DIR_PREFIX))}
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +145,7 @@ def test_one_engine_across_two_hosts_traces_each_hosts_worker_and_matches_its_al
     across the 4 devices of both hosts."""
     temp_before = set(TEMP_DIR.iterdir())
     run_dir = tiny_run(tpu_python, tmp_path, tensor_parallel_size=4)
-    assert store_files_since(temp_before) == set()  # each worker's, removed by its host's actor
+    assert left_since(temp_before) == set()  # each worker's, removed by its host's actor
     manifest = manifest_of(run_dir)
     assert manifest["status"] == "ok", manifest["error"]
     ((engine),) = manifest["engines"]

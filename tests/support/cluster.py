@@ -61,13 +61,14 @@ def module_cluster(tmp_path_factory, node_args: list[dict], label: str, extra_en
         initialize_head=True,
         head_node_args=dict(num_cpus=0, include_dashboard=True, dashboard_host=LOOPBACK, dashboard_port=dashboard_port),
     )
+    tmpdirs = [tmp_path_factory.mktemp(f"{label}{i}-tmp") for i in range(len(node_args))]
     for i, args in enumerate(node_args):
-        env = {**args["env_vars"], "TMPDIR": str(tmp_path_factory.mktemp(f"{label}{i}-tmp")), **extra_env(i)}
+        env = {**args["env_vars"], "TMPDIR": str(tmpdirs[i]), **extra_env(i)}
         cluster.add_node(**{**args, "env_vars": env})
     previous = dict(STATE_API)
     STATE_API["address"] = f"http://{LOOPBACK}:{dashboard_port}"
     try:
-        yield cluster
+        yield SimCluster(cluster.address, STATE_API["address"], tmpdirs)
     finally:
         STATE_API.clear()
         STATE_API.update(previous)

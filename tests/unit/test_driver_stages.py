@@ -374,14 +374,22 @@ def test_each_host_of_an_engine_traces_its_own_worker(tmp_path, pool):
         "h3": FakeHost(pool, engine_workers=lambda: None),
     }
     for f in fakes.values():
-        f.behaviours["trace_worker"] = lambda worker, process_group_files: 0.01
+        f.behaviours["trace_worker"] = lambda worker, node_workers: 0.01
     hosts = barrier_over(run, fakes)
     stages.find_workers(run, hosts)
     h0, h1, h2, h3 = run.records
     assert [args for m, args in fakes["h1"].calls if m == "trace_worker"] == [
         (
             {"rank": 1, "pid": 101, "node_id": "node-h1", "socket": "/tmp/ray-tpu-profile-capture-1/capture.sock"},
-            ["/tmp/tmp-node-h1"],  # the process-group files of its node's workers, its to remove
+            [  # its node's workers, whose leftovers it removes
+                {
+                    "rank": 1,
+                    "pid": 101,
+                    "node_id": "node-h1",
+                    "socket": "/tmp/ray-tpu-profile-capture-1/capture.sock",
+                    "process_group_file": "/tmp/tmp-node-h1",
+                }
+            ],
         )
     ]
     assert h0.worker.pid == 100 and h1.worker.rank == 1 and h0.healthy and h1.healthy

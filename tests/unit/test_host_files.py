@@ -24,3 +24,20 @@ def test_a_failed_hosts_scratch_goes_only_when_it_holds_no_file(tmp_path):
     (captured / "plugins" / "profile" / "h0.xplane.pb").write_bytes(b"trace")
     assert Host(captured).cleanup_if_empty() == ["plugins/profile/h0.xplane.pb"]
     assert (captured / "plugins" / "profile" / "h0.xplane.pb").read_bytes() == b"trace"  # nowhere else: kept
+
+
+def test_what_killed_engine_workers_leave_is_named_from_their_reports(tmp_path):
+    from ray_tpu_profile.host.actor import worker_leftovers
+    from ray_tpu_profile.profilers.capture_socket import CaptureListener
+
+    listener = CaptureListener("jax", parent_dir=str(tmp_path))  # as open_capture_socket makes it in a worker
+    try:
+        reports = [
+            {"rank": 0, "socket": str(listener.path), "process_group_file": str(tmp_path / "tmpab12cd34")},
+            {"rank": 1, "socket": str(tmp_path / "elsewhere" / "capture.sock"), "process_group_file": None},
+            {"rank": 2},  # torch: no capture socket; a TCP rendezvous: no file
+        ]
+        # The listener's own private directory; a socket it did not make is not removed.
+        assert worker_leftovers(reports) == [tmp_path / "tmpab12cd34", listener.directory]
+    finally:
+        listener.close()
