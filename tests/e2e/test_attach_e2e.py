@@ -266,7 +266,10 @@ def test_a_registered_process_that_does_not_answer_fails_alone_and_the_others_de
     assert by_pid[mute.pid]["status"] == "failed" and by_pid[mute.pid]["stage"] == "warmup", by_pid[mute.pid]
     assert f"capture socket {stale}: Connection refused" in by_pid[mute.pid]["error"], by_pid[mute.pid]
     others = [h for pid, h in by_pid.items() if pid != mute.pid]
-    assert others and all(h["status"] == "ok" for h in others)
+    # Each other process's record in the message: this failed once in CI, unexplained.
+    assert others and all(h["status"] == "ok" for h in others), [
+        {k: h.get(k) for k in ("name", "status", "stage", "error")} for h in others
+    ]
     assert any(h["files"] for h in others)  # and they delivered traces
     assert served.errors == []
 
