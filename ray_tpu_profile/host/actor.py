@@ -159,15 +159,15 @@ class HostActor(ClockEchoHost, HostFiles, HostIterations, HostSummaries):
         return psutil.pid_exists(self.worker["pid"])
 
     def cleanup(self) -> None:
-        """The scratch directory (HostFiles.cleanup), and the process-group files of this
-        host's engine workers: neither vLLM nor tpu-inference removes them, and the actor
-        is killed, not shut down, so they would stay in the host's temp dir after every run."""
+        """The scratch directory (HostFiles.cleanup), and what this host's engine workers
+        leave (worker_leftovers): they and the actor are killed, not shut down, so it would
+        stay in the host's temp dir after every run."""
         super().cleanup()
         self._remove_worker_leftovers()
 
     def cleanup_if_empty(self) -> list[str]:
         """A failed host's: its scratch as HostFiles.cleanup_if_empty, and its engine
-        workers' process-group files (they hold nothing of the run)."""
+        workers' leftovers (they hold nothing of the run)."""
         self._remove_worker_leftovers()
         return super().cleanup_if_empty()
 
