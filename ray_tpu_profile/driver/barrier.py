@@ -12,7 +12,6 @@ import queue
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any, Protocol
 
 from ray_tpu_profile.core.records import HostRecord, Stage
@@ -26,32 +25,14 @@ def describe_error(error: BaseException) -> str:
     """One line: the root cause of a Ray task error rather than its whole traceback."""
     import ray.exceptions as rex
 
-    traceback_text = ""
     if isinstance(error, rex.RayTaskError) and error.cause is not None:
-        traceback_text, error = error.traceback_str, error.cause
+        error = error.cause
     if isinstance(error, rex.ActorDiedError):
         return "actor process died" + (
             f": {error.error_msg.splitlines()[0]}" if getattr(error, "error_msg", "") else ""
         )
     text = str(error).strip().splitlines()
-    if text:
-        return f"{type(error).__name__}: {text[0]}"
-    # No message (a bare AttributeError from a half-patched library, say): where the host
-    # raised it is all there is to go on.
-    where = _raised_at(traceback_text)
-    return f"{type(error).__name__} (no message), raised at {where}" if where else f"{type(error).__name__}:"
-
-
-def _raised_at(traceback_text: str) -> str | None:
-    """The innermost frame in the traceback a Ray task error carries from the process it
-    was raised in: file name, line, function."""
-    import re
-
-    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', traceback_text)
-    if not frames:
-        return None
-    filename, line, function = frames[-1]
-    return f"{Path(filename).name}:{line} in {function}"
+    return f"{type(error).__name__}: {text[0] if text else ''}".strip()
 
 
 class DoneFutures:
