@@ -68,7 +68,7 @@ def engine_run(cluster, out, *flags: str):
 def test_one_engine_across_two_hosts_decode_traced_on_both_at_one_instant(one_chip_hosts, tmp_path):
     from ray_tpu_profile.analysis.xplane import event_names, read_xplane
 
-    temp_before = [set(d.iterdir()) for d in one_chip_hosts.host_tmpdirs]
+    temp_before = one_chip_hosts.tmp_entries()
     # --phase decode, the users' headline job: the window is placed from the owner's traced
     # warmup iteration and every host's trace is checked to lie inside its decode.
     run_dir = engine_run(
@@ -114,8 +114,7 @@ def test_one_engine_across_two_hosts_decode_traced_on_both_at_one_instant(one_ch
     # The capture socket the tool opened in each worker (a worker is killed, never closed)
     # is removed by its host's actor: none is left in any host's temp dir. (vLLM's own zmq
     # sockets, <uuid> in the owner's, stay: its processes are killed too.)
-    for tmpdir, before in zip(one_chip_hosts.host_tmpdirs, temp_before):
-        left = sorted(p.name for p in set(tmpdir.iterdir()) - before)
+    for left in one_chip_hosts.left_in_tmp(temp_before):
         assert not [name for name in left if name.startswith(SOCKET_DIR_PREFIX)], left
 
 

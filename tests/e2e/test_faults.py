@@ -141,7 +141,7 @@ def test_a_profiler_port_held_by_another_hosts_process_fails_that_host_and_the_r
     from support.cli import free_port
 
     port = free_port()
-    temp_before = [set(d.iterdir()) for d in sim_cluster.host_tmpdirs]
+    temp_before = sim_cluster.tmp_entries()
     proc = start_run(
         sim_cluster,
         tmp_path,
@@ -171,10 +171,9 @@ def test_a_profiler_port_held_by_another_hosts_process_fails_that_host_and_the_r
     assert [f["path"] for f in healthy["files"] if f["path"].endswith(".xplane.pb")] == [healthy["capture"]["xplane"]]
     assert not any(f["path"].endswith(".xplane.pb") for f in victim["files"])
     # The failed host captured nothing: its scratch and its engine's process-group file
-    # are gone with the healthy host's (torch's compile cache is made once and stays).
+    # are gone with the healthy host's.
     assert victim["scratch_kept"] is None and not Path(victim["scratch_dir"]).exists()
-    for tmpdir, before in zip(sim_cluster.host_tmpdirs, temp_before):
-        assert {p.name for p in set(tmpdir.iterdir()) - before if not p.name.startswith("torchinductor_")} == set()
+    assert sim_cluster.left_in_tmp(temp_before) == [set()] * len(sim_cluster.host_tmpdirs)
 
 
 def test_a_host_killed_summarising_keeps_its_traces_and_the_reports_read_them(sim_cluster, tmp_path):

@@ -26,7 +26,7 @@ JAX_DIFFABLE = ["--json", "--profiler", "jax", "--duration-ms", "1500", *DIFFABL
 @pytest.fixture(scope="module")
 def host_tmp_before(sim_cluster):
     """What each simulated host's TMPDIR held before finished_run."""
-    return [set(tmpdir.iterdir()) for tmpdir in sim_cluster.host_tmpdirs]
+    return sim_cluster.tmp_entries()
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +75,8 @@ def test_traces_are_there_valid_and_match_the_manifest(host_tmp_before, finished
         assert Path(host["scratch_dir"]).is_relative_to(tmpdir)
         assert not Path(host["scratch_dir"]).exists()
     # Nor does the host keep anything else of the run there: vLLM's engine left its torch
-    # FileStore (vllm_dist_<uuid>) in every host's temp dir. torch's compile cache
-    # (torchinductor_<user>) is made there once, and is meant to stay.
-    for tmpdir, before in zip(sim_cluster.host_tmpdirs, host_tmp_before):
-        left = {p.name for p in set(tmpdir.iterdir()) - before if not p.name.startswith("torchinductor_")}
-        assert left == set()
+    # FileStore (vllm_dist_<uuid>) in every host's temp dir.
+    assert sim_cluster.left_in_tmp(host_tmp_before) == [set()] * len(sim_cluster.host_tmpdirs)
     latency = json.loads((run_dir / "latency.json").read_text())
     assert set(latency["shapes"]["4x16x8"]) == {"local-sim-w0", "local-sim-w1"}
 

@@ -20,6 +20,18 @@ class SimCluster:
     dashboard_url: str
     host_tmpdirs: list[Path]
 
+    def tmp_entries(self) -> list[set[Path]]:
+        """What each simulated host's TMPDIR holds now (for left_in_tmp)."""
+        return [set(tmpdir.iterdir()) for tmpdir in self.host_tmpdirs]
+
+    def left_in_tmp(self, before: list[set[Path]]) -> list[set[str]]:
+        """Per host, the names its TMPDIR gained since before (tmp_entries), less torch's
+        compile cache (torchinductor_<user>: made there once, and meant to stay)."""
+        return [
+            {p.name for p in now - then if not p.name.startswith("torchinductor_")}
+            for now, then in zip(self.tmp_entries(), before)
+        ]
+
 
 def live_run_resources() -> tuple[list, list]:
     """This tool's actors that are not dead and placement groups not removed."""
