@@ -263,17 +263,28 @@ def ask(path: str, request: dict[str, Any], expected_pid: int | None, timeout_s:
     return json.loads(line)
 
 
-def _whether_alive(pid: int) -> str:
+EXIT_SETTLE_S = 2.0
+"""How long a socket's closing waits for its process's exit to show, where it has not yet."""
+
+
+def _whether_alive(pid: int, settle_s: float = EXIT_SETTLE_S) -> str:
     """Whether the process that served a socket still runs: an answer lost to its death is
-    told apart from one its listener failed to give. A dead process not yet reaped by its
-    parent (a zombie) has exited."""
+    told apart from one its listener failed to give. A killed process closes its sockets
+    before it has exited (a zombie, to its parent), so a closed socket can come first: the
+    process's pidfd, which turns readable once it has exited, is waited on for settle_s."""
+    import select
+
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
         return f"pid {pid} has exited"
     except OSError as e:
         return f"pid {pid}: {e.strerror}"
-    return f"pid {pid} has exited" if state in ("Z", "X") else f"pid {pid} is still running"
+    try:
+        readable, _, _ = select.select([pidfd], [], [], settle_s)
+    finally:
+        os.close(pidfd)
+    return f"pid {pid} has exited" if readable else f"pid {pid} is still running"
 
 
 def ping(path: str, expected_pid: int | None) -> None:

@@ -280,7 +280,7 @@ def test_a_capture_where_real_time_is_not_permitted_starts_as_a_normal_thread_an
     assert child.stdout.strip() == "normal (real-time scheduling not permitted: Operation not permitted) True"
 
 
-def test_a_listener_that_fails_answers_with_its_error_and_logs_where(tmp_path, monkeypatch, capfd):
+def test_a_listener_that_fails_answers_with_its_error_and_logs_where(monkeypatch, capfd):
     """A bug in the listener outside the capture itself is sent to the asker (before, the
     answering thread died and the asker read only a closed socket)."""
 
@@ -288,7 +288,9 @@ def test_a_listener_that_fails_answers_with_its_error_and_logs_where(tmp_path, m
         raise KeyError("wall_start_ns")
 
     monkeypatch.setattr(capture_socket, "request_problem", broken)
-    listener = capture_socket.CaptureListener("jax", parent_dir=str(tmp_path))
+    # In the temp dir, not tmp_path: pytest's numbered base dir (pytest-159/...) made the
+    # socket's path longer than the 107 bytes a Unix socket's may have.
+    listener = capture_socket.CaptureListener("jax")
     try:
         answer = capture_socket.ask(str(listener.path), {"op": "ping"}, os.getpid(), 5)
     finally:
@@ -393,3 +395,18 @@ def test_the_process_closes_its_socket_and_directory(traced_child):
     assert proc.stdout.readline().strip() == "closed"
     proc.wait(timeout=30)
     assert not Path(path).parent.exists()
+
+
+def test_whether_alive_tells_a_running_process_from_an_exited_or_exiting_one():
+    """On real processes: this one runs; a killed child not yet reaped (a zombie) and a
+    reaped one have exited. The kill-during-capture test above raced here: a killed process
+    closes its sockets before /proc shows it exited (3 of 25 under load said "still
+    running"); the pidfd waited on is readable only once it has."""
+    from ray_tpu_profile.profilers.capture_socket import _whether_alive
+
+    assert _whether_alive(os.getpid(), settle_s=0.05) == f"pid {os.getpid()} is still running"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    child.kill()  # a zombie until waited for
+    assert _whether_alive(child.pid) == f"pid {child.pid} has exited"
+    child.wait(timeout=30)
+    assert _whether_alive(child.pid) == f"pid {child.pid} has exited"

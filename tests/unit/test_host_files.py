@@ -30,7 +30,9 @@ def test_what_killed_engine_workers_leave_is_named_from_their_reports(tmp_path):
     from ray_tpu_profile.host.actor import worker_leftovers
     from ray_tpu_profile.profilers.capture_socket import CaptureListener
 
-    listener = CaptureListener("jax", parent_dir=str(tmp_path))  # as open_capture_socket makes it in a worker
+    # As open_capture_socket makes it in a worker; in the temp dir, not tmp_path: pytest's
+    # numbered base dirs (pytest-159/...) can take a socket's path past a Unix socket's 107 bytes.
+    listener = CaptureListener("jax")
     try:
         reports = [
             {"rank": 0, "socket": str(listener.path), "process_group_file": str(tmp_path / "tmpab12cd34")},
