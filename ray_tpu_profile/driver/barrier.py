@@ -12,6 +12,7 @@ import queue
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, Protocol
 
 from ray_tpu_profile.core.records import HostRecord, Stage
@@ -25,14 +26,39 @@ def describe_error(error: BaseException) -> str:
     """One line: the root cause of a Ray task error rather than its whole traceback."""
     import ray.exceptions as rex
 
+    traceback_text = ""
     if isinstance(error, rex.RayTaskError) and error.cause is not None:
-        error = error.cause
+        traceback_text, error = _remote_traceback(error), error.cause
     if isinstance(error, rex.ActorDiedError):
         return "actor process died" + (
             f": {error.error_msg.splitlines()[0]}" if getattr(error, "error_msg", "") else ""
         )
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".strip()
+    if text:
+        return f"{type(error).__name__}: {text[0]}"
+    # No message (a bare AttributeError from a half-patched library, say): where the host
+    # raised it is all there is to go on.
+    where = _raised_at(traceback_text)
+    return f"{type(error).__name__} (no message), raised at {where}" if where else f"{type(error).__name__}:"
+
+
+def _remote_traceback(error: BaseException) -> str:
+    """The traceback a Ray task error carries from the process that raised it. What
+    ray.get raises is mostly the dual class of as_instanceof_cause (RayTaskError and the
+    cause's class): it has no traceback_str of its own (attributes are the cause's) and
+    its str() is the formatted traceback; a plain RayTaskError keeps traceback_str."""
+    return vars(error).get("traceback_str") or str(error)
+
+
+def _raised_at(traceback_text: str) -> str | None:
+    """The innermost frame of a traceback: file name, line, function."""
+    import re
+
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', traceback_text)
+    if not frames:
+        return None
+    filename, line, function = frames[-1]
+    return f"{Path(filename).name}:{line} in {function}"
 
 
 class DoneFutures:

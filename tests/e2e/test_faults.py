@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -218,3 +219,36 @@ def test_a_host_killed_summarising_keeps_its_traces_and_the_reports_read_them(si
     assert f"{victim['name']}: its scratch {victim['scratch_dir']} is still there (actor process died" in stdout
     assert wait_until_released() == ([], [])
     shutil.rmtree(victim["scratch_dir"])
+
+
+def _raise_without_a_message():
+    raise AttributeError()  # what a half-patched library raises (tpu-inference's, once): no message
+
+
+def test_a_hosts_error_without_a_message_is_named_by_where_the_host_raised_it(sim_cluster):
+    """describe_error on what ray.get really raises from an actor on a simulated host: the
+    class Ray makes of RayTaskError and the cause's (its unit test's hand-built error
+    passed where this one failed whole stages, CI on 77866f9)."""
+    import ray
+
+    from ray_tpu_profile.driver.barrier import describe_error
+
+    @ray.remote(num_cpus=0)
+    class Host:
+        def load(self):
+            _raise_without_a_message()
+
+    # By value: the host's worker cannot import this test module (its frames keep this file's name and lines).
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        actor = Host.remote()
+        try:
+            with pytest.raises(AttributeError) as raised:
+                ray.get(actor.load.remote(), timeout=120)
+        finally:
+            ray.kill(actor)
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    line = _raise_without_a_message.__code__.co_firstlineno + 1
+    said = describe_error(raised.value)
+    assert said == f"AttributeError (no message), raised at test_faults.py:{line} in _raise_without_a_message", said

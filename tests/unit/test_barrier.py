@@ -161,3 +161,26 @@ def test_done_futures_hands_each_future_over_once_and_puts_one_callback_on_each(
         future.set_result(i)
         seen += done.wait(1.0)
     assert seen == futures[1:] and all(f.installs == 1 for f in futures)
+
+
+def test_a_hosts_error_without_a_message_is_named_by_where_it_was_raised():
+    from ray_tpu_profile.driver.barrier import describe_error
+
+    # From a Ray task: the frames of the process it was raised in, as Ray carries them.
+    remote = ray.exceptions.RayTaskError(
+        "HostActor.load",
+        'Traceback (most recent call last):\n  File "/venv/ray/_private/worker.py", line 10, in main\n'
+        '  File "/venv/tpu_inference/worker/tpu_worker.py", line 433, in init_device\nAttributeError',
+        AttributeError(),  # what a half-patched library raises: no message
+    )
+    expected = "AttributeError (no message), raised at tpu_worker.py:433 in init_device"
+    assert describe_error(remote) == expected
+    # What ray.get raises: the dual class (RayTaskError and AttributeError), whose
+    # attributes are the cause's, so it has no traceback_str (CI: 77866f9 raised here).
+    dual = remote.as_instanceof_cause()
+    assert isinstance(dual, AttributeError) and type(dual) is not ray.exceptions.RayTaskError
+    assert describe_error(dual) == expected
+    assert describe_error(TimeoutError()) == "TimeoutError:"  # the driver's own: its type says it
+    assert describe_error(ValueError("bad\nmore")) == "ValueError: bad"  # a message: its first line
+    with_message = ray.exceptions.RayTaskError("HostActor.load", "Traceback ...", KeyError("engine"))
+    assert describe_error(with_message.as_instanceof_cause()) == "KeyError: 'engine'"
