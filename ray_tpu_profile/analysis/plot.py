@@ -63,10 +63,19 @@ FIGURE_WIDTH_IN = 11.0
 DPI = 110
 
 
-def write_plot(run_dir: Path, manifest: Manifest, devices: list[dict[str, Any]] | None = None) -> Path:
-    """report.png; devices (report.json's): a panel of each device's busy, collective wait and idle time."""
+def pyplot():
+    """matplotlib.pyplot, drawing to files only (Agg): there is no display on a Ray head node."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def write_plot(run_dir: Path, manifest: Manifest, devices: list[dict[str, Any]] | None = None) -> Path:
+    """report.png; devices (report.json's): a panel of each device's busy, collective wait and idle time."""
+    plt = pyplot()
     fig = draw_plot(manifest, devices)
     try:
         path = Path(run_dir) / PLOT
@@ -79,11 +88,7 @@ def write_plot(run_dir: Path, manifest: Manifest, devices: list[dict[str, Any]] 
 
 def draw_plot(manifest: Manifest, devices: list[dict[str, Any]] | None = None):
     """report.png's figure (the caller closes it)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on a Ray head node
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     data = plot_data(manifest)
     colour = {shape: SHAPE_COLOURS[i % len(SHAPE_COLOURS)] for i, shape in enumerate(data["shapes"])}
     offsets = [w for w in data["windows"] if w["start_offset_ms"] is not None]

@@ -26,6 +26,7 @@ from ray_tpu_profile.core.records import HostRecord, HostStatus, RunStatus, Shap
 from ray_tpu_profile.core.schedule import DEFAULT_LEAD_MS, NS_PER_MS
 from ray_tpu_profile.driver.finish import derive_reports
 from ray_tpu_profile.driver.progress import Progress
+from ray_tpu_profile.driver.report_imports import ReportImports
 from ray_tpu_profile.driver.signals import StopSignals
 from ray_tpu_profile.errors import ConfigError, RunStopped
 from ray_tpu_profile.rundir import layout
@@ -220,6 +221,7 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
 
     started = time.monotonic()
     stopped = None
+    imports: ReportImports | None = None
     with AttachSession(config.address) as session, StopSignals(at_once=True):
         found = find_servers(session, config.timeout_s)
         for problem in session.problems:
@@ -245,6 +247,9 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
             _warm_up(config, traced, run_id, chosen)
             traced.offsets, traced.clock_channels = _clock_offsets(traced.handles) if config.address else ({}, {})
             traced.done(Stage.CLOCKS, Stage.CAPTURE)
+            # The reports' slowest import while the driver waits for the window to end; after
+            # the clock exchange, whose stamps the GIL it holds would delay.
+            imports = ReportImports().start()
             sampler = _capture(config, traced)
             traced.done(Stage.CAPTURE, Stage.GATHER)
             _gather(traced, run_dir, config)
@@ -265,7 +270,7 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
     # In place before the reports (as run's): a kill while they are derived hides nothing.
     final = Path(config.profile_result_dir) / run_id
     os.replace(run_dir, final)
-    reports_error, stop_signal = derive_reports(final, None, progress, "on the run directory")
+    reports_error, stop_signal = derive_reports(final, None, progress, "on the run directory", imports)
     manifest["outputs"]["reports_error"] = reports_error
     if stop_signal:
         manifest.update(status=RunStatus.STOPPED, stage=Stage.REPORTS, error=f"stopped during reports ({stop_signal})")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ray_tpu_profile.core.records import Stage
 from ray_tpu_profile.driver.progress import Progress
+from ray_tpu_profile.driver.report_imports import ReportImports
 from ray_tpu_profile.driver.signals import StopSignals
 from ray_tpu_profile.driver.state import RunState
 from ray_tpu_profile.errors import RunStopped
@@ -29,14 +30,16 @@ def record_outcome(run: RunState) -> None:
     )
 
 
-def write_reports(run: RunState, timeline_max_events: int | None, progress: Progress) -> None:
+def write_reports(
+    run: RunState, timeline_max_events: int | None, progress: Progress, imports: ReportImports | None = None
+) -> None:
     """report.json / report.txt, timeline.json.gz and report.png (derive_reports). A stop
     now (Ctrl-C; SIGTERM from `ray job stop`) ends the reports and is recorded, but never
     keeps a remote run's manifest from being published."""
     run.timings.begin(Stage.REPORTS, None)
     try:
         where = f"on a copy of {layout.redacted_url(run.result_url)}" if run.result_url else "on the run directory"
-        run.reports_error, stop_signal = derive_reports(run.run_dir, timeline_max_events, progress, where)
+        run.reports_error, stop_signal = derive_reports(run.run_dir, timeline_max_events, progress, where, imports)
         if stop_signal:
             run.stopped, run.stage = True, Stage.REPORTS
             run.error = run.error or f"stopped during reports ({stop_signal})"
@@ -46,15 +49,19 @@ def write_reports(run: RunState, timeline_max_events: int | None, progress: Prog
 
 
 def derive_reports(
-    run_dir: Path, timeline_max_events: int | None, progress: Progress, where: str
+    run_dir: Path, timeline_max_events: int | None, progress: Progress, where: str, imports: ReportImports | None = None
 ) -> tuple[str | None, str | None]:
     """Everything `report --write` derives from a run directory, for `run` and `attach`
     alike. Each output fails on its own, and a failure costs nothing already captured.
-    Returns (why reports are missing, or None; the signal that stopped them, or None)."""
+    imports: the plotting library's import started in the background, waited for here (its
+    rest is the reports' time). Returns (why reports are missing, or None; the signal that
+    stopped them, or None)."""
     from ray_tpu_profile.analysis.report import write_report
 
     try:
         with StopSignals(at_once=True):
+            if imports is not None:
+                imports.wait()
             write_report(run_dir, timeline_max_events, progress.note)
     except RunStopped as e:
         return None, e.signal_name
