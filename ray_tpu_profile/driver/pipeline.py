@@ -43,6 +43,7 @@ def execute(
     run = validate(config, argv)
     progress.note(f"profiler: {run.capture.profiler} ({run.chosen_by})")
     plan = make_plan(run.capture)
+    imports: ReportImports | None = None  # open_run records what its body raises: a place that fails comes on here
     with stages.open_run(run, progress, actor_logs) as session:
         hosts = stages.place(run, session)
         stages.measure_clocks(run, hosts)

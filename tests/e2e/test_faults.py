@@ -252,3 +252,34 @@ def test_a_hosts_error_without_a_message_is_named_by_where_the_host_raised_it(si
     line = _raise_without_a_message.__code__.co_firstlineno + 1
     said = describe_error(raised.value)
     assert said == f"AttributeError (no message), raised at test_faults.py:{line} in _raise_without_a_message", said
+
+
+def test_hosts_whose_chips_another_job_holds_fail_the_run_at_place_and_it_still_ends_whole(sim_cluster, tmp_path):
+    """Another job holds one simulated host's TPU chips (a real placement group of this
+    test's): the run cannot reserve both hosts, fails at place within --timeout-s, and its
+    end (manifest, reports, exit code) still runs: the place stage raising came on to the
+    reports before with nothing started (CI would have read a NameError)."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from ray_tpu_profile.errors import EXIT_FAILED
+
+    chips = int(next(n["Resources"]["TPU"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("TPU")))
+    held = placement_group([{"TPU": chips}], name="another-job")
+    try:
+        ray.get(held.ready(), timeout=60)
+        proc = start_run(sim_cluster, tmp_path, "--timeout-s", "5")
+        try:
+            stdout, stderr = proc.communicate(timeout=300)
+        finally:
+            proc.kill()
+    finally:
+        remove_placement_group(held)
+    assert proc.returncode == EXIT_FAILED, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    (run_dir,) = list(tmp_path.iterdir())
+    manifest = load_manifest(run_dir)
+    assert manifest["status"] == "failed" and manifest["stage"] == "place", manifest["error"]
+    assert "could not reserve 2 host(s)" in manifest["error"] and "held by another job" in manifest["error"]
+    assert (run_dir / "report.png").is_file()  # the reports ran on what there is: the hosts' rows, no iterations
+    assert wait_until_released() == ([], [])
