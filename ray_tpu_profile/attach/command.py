@@ -184,6 +184,8 @@ class Traced:
     starts: dict[str, dict[str, Any]] = field(default_factory=dict)
     load: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    report_imports: ReportImports | None = None
+    """The reports' plotting import, started once the clocks are measured."""
 
     def __post_init__(self) -> None:
         self.records = {
@@ -221,7 +223,6 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
 
     started = time.monotonic()
     stopped = None
-    imports: ReportImports | None = None
     with AttachSession(config.address) as session, StopSignals(at_once=True):
         found = find_servers(session, config.timeout_s)
         for problem in session.problems:
@@ -239,24 +240,7 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
         # statements) leaves a manifest saying so: made inside the try (CI: a Ctrl-C just
         # after the directory, during the progress line, left it half made with a traceback).
         try:
-            run_dir.mkdir(parents=True)
-            progress.note(
-                f"attach: {len(traced.entries)} process(es) on {len(traced.handles)} host(s): "
-                f"{', '.join(traced.entries)}"
-            )
-            _warm_up(config, traced, run_id, chosen)
-            traced.offsets, traced.clock_channels = _clock_offsets(traced.handles) if config.address else ({}, {})
-            traced.done(Stage.CLOCKS, Stage.CAPTURE)
-            # The reports' slowest import while the driver waits for the window to end; after
-            # the clock exchange, whose stamps the GIL it holds would delay.
-            imports = ReportImports().start()
-            sampler = _capture(config, traced)
-            traced.done(Stage.CAPTURE, Stage.GATHER)
-            _gather(traced, run_dir, config)
-            traced.done(Stage.GATHER, Stage.VERIFY)
-            traced.starts = _verify(run_dir, traced)
-            traced.done(Stage.VERIFY, Stage.DONE)
-            traced.load = sampler.result(timeout_s=LOAD_CONTEXT_S + 30) if sampler else None
+            _trace(config, traced, run_id, chosen, run_dir)
         except RunStopped as e:  # Ctrl-C, `ray job stop`: what was gathered and verified is kept
             stopped = f"stopped during {traced.stage} ({e.signal_name})"
             for name in traced.records:
@@ -270,13 +254,36 @@ def execute(config: AttachConfig, argv: list[str], progress: Progress) -> tuple[
     # In place before the reports (as run's): a kill while they are derived hides nothing.
     final = Path(config.profile_result_dir) / run_id
     os.replace(run_dir, final)
-    reports_error, stop_signal = derive_reports(final, None, progress, "on the run directory", imports)
+    reports_error, stop_signal = derive_reports(final, None, progress, "on the run directory", traced.report_imports)
     manifest["outputs"]["reports_error"] = reports_error
     if stop_signal:
         manifest.update(status=RunStatus.STOPPED, stage=Stage.REPORTS, error=f"stopped during reports ({stop_signal})")
     manifest["timings_s"]["total"] = round(time.monotonic() - started, 3)
     layout.write_json_atomic(final / layout.MANIFEST, manifest)
     return manifest, final
+
+
+def _trace(
+    config: AttachConfig, traced: Traced, run_id: str, chosen: dict[str, list[RegistryEntry]], run_dir: Path
+) -> None:
+    """The run directory, then every stage on each traced process; what each found is kept in traced."""
+    run_dir.mkdir(parents=True)
+    traced.progress.note(
+        f"attach: {len(traced.entries)} process(es) on {len(traced.handles)} host(s): {', '.join(traced.entries)}"
+    )
+    _warm_up(config, traced, run_id, chosen)
+    traced.offsets, traced.clock_channels = _clock_offsets(traced.handles) if config.address else ({}, {})
+    traced.done(Stage.CLOCKS, Stage.CAPTURE)
+    # The reports' slowest import while the driver waits for the window to end; after the
+    # clock exchange, whose stamps the GIL it holds would delay.
+    traced.report_imports = ReportImports().start()
+    sampler = _capture(config, traced)
+    traced.done(Stage.CAPTURE, Stage.GATHER)
+    _gather(traced, run_dir, config)
+    traced.done(Stage.GATHER, Stage.VERIFY)
+    traced.starts = _verify(run_dir, traced)
+    traced.done(Stage.VERIFY, Stage.DONE)
+    traced.load = sampler.result(timeout_s=LOAD_CONTEXT_S + 30) if sampler else None
 
 
 def _warm_up(config: AttachConfig, traced: Traced, session_id: str, chosen: dict[str, list[RegistryEntry]]) -> None:
